@@ -1,0 +1,262 @@
+//! Configuration: `dialback.toml` (or the file named by `DIALBACK_CONFIG`) overlaid by `DIALBACK_*`
+//! environment variables. Nested keys use a double underscore: `DIALBACK_RATE__COURIER_PER_MINUTE`.
+//!
+//! Secrets are `SecretString`s: their `Debug` prints `[REDACTED]`, so logging the config is safe.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// PostgreSQL URL, e.g. `postgres://dialback@127.0.0.1:5432/dialback`.
+    pub database_url: SecretString,
+    /// Address the HTTP API listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// HS256 secret for JWTs (demo and tests; production may add public keys).
+    pub jwt_secret: SecretString,
+    /// The `aud` claim every token must carry.
+    #[serde(default = "default_audience")]
+    pub jwt_audience: String,
+    /// When set, tokens must carry this `iss`.
+    #[serde(default)]
+    pub jwt_issuer: Option<String>,
+    /// PEM files of public keys (RS256/ES256/EdDSA) accepted besides the HS256 secret.
+    #[serde(default)]
+    pub jwt_public_keys: Vec<PathBuf>,
+    /// 32-byte key, 64 hex digits, that encrypts stored secrets (AMI and FTP passwords).
+    pub secrets_key: SecretString,
+    /// Where fetched call recordings are stored.
+    pub recordings_dir: PathBuf,
+    #[serde(default)]
+    pub db: DbConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub rate: RateConfig,
+    #[serde(default)]
+    pub ami: AmiConfig,
+    /// `auto` (JSON unless stdout is a terminal), `json` or `pretty`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DbConfig {
+    pub pool_size: usize,
+    /// How long a request waits for a pooled connection, and for a new one to connect.
+    pub timeout_ms: u64,
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        Self { pool_size: 16, timeout_ms: 2000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest accepted request body; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// Number of HTTP worker threads (0 = one per core).
+    pub workers: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout_s: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { body_limit_bytes: 64 * 1024, workers: 0, shutdown_timeout_s: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateConfig {
+    /// Callbacks one courier may place per minute (burst = the same number).
+    pub courier_per_minute: u32,
+    /// Callbacks one tenant may place per second (burst = 2 seconds' worth).
+    pub tenant_per_second: u32,
+    /// Failed authentications one client IP may make per minute.
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        Self { courier_per_minute: 10, tenant_per_second: 50, auth_failures_per_minute: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmiConfig {
+    /// Concurrent in-flight originates per PBX (Asterisk runs one thread per async originate).
+    pub max_inflight_originates: usize,
+    /// A tenant's AMI connection closes after this long without use.
+    pub idle_close_s: u64,
+    /// Timeout for one AMI action's reply.
+    pub action_timeout_ms: u64,
+    /// Timeout for connect + banner + login.
+    pub connect_timeout_ms: u64,
+    /// Keepalive `Ping` interval.
+    pub ping_interval_s: u64,
+}
+
+impl Default for AmiConfig {
+    fn default() -> Self {
+        Self {
+            max_inflight_originates: 32,
+            idle_close_s: 300,
+            action_timeout_ms: 5000,
+            connect_timeout_ms: 5000,
+            ping_interval_s: 20,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("valid default address")
+}
+
+fn default_audience() -> String {
+    "dialback".into()
+}
+
+fn default_log_format() -> String {
+    "auto".into()
+}
+
+/// A setting is missing or malformed; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads `dialback.toml` (or `$DIALBACK_CONFIG`) and `DIALBACK_*` variables.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var("DIALBACK_CONFIG").unwrap_or_else(|_| "dialback.toml".into());
+        let figment =
+            Figment::new().merge(Toml::file(&file)).merge(Env::prefixed("DIALBACK_").ignore(&["config"]).split("__"));
+        Self::from_figment(figment)
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(describe)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        (self.database_url.expose_secret().parse::<tokio_postgres::Config>()).map_err(|e| {
+            ConfigError(format!("database_url (DIALBACK_DATABASE_URL) is not a valid PostgreSQL URL: {e}"))
+        })?;
+        if self.jwt_secret.expose_secret().len() < 16 {
+            return Err(ConfigError("jwt_secret (DIALBACK_JWT_SECRET) must be at least 16 characters".into()));
+        }
+        crate::crypto::SecretsKey::from_hex(self.secrets_key.expose_secret())
+            .map_err(|e| ConfigError(format!("secrets_key (DIALBACK_SECRETS_KEY): {e}")))?;
+        if !matches!(self.log_format.as_str(), "auto" | "json" | "pretty") {
+            return Err(ConfigError("log_format (DIALBACK_LOG_FORMAT) must be auto, json or pretty".into()));
+        }
+        if self.db.pool_size == 0 {
+            return Err(ConfigError("db.pool_size (DIALBACK_DB__POOL_SIZE) must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    pub fn secrets_key(&self) -> crate::crypto::SecretsKey {
+        crate::crypto::SecretsKey::from_hex(self.secrets_key.expose_secret()).expect("validated at load")
+    }
+}
+
+/// Turns figment's error into one line per problem, naming the setting and its variable.
+fn describe(err: figment::Error) -> ConfigError {
+    let lines: Vec<String> = err
+        .into_iter()
+        .map(|e| {
+            let key = match &e.kind {
+                figment::error::Kind::MissingField(field) => {
+                    let mut path = e.path.clone();
+                    path.push(field.to_string());
+                    path.join(".")
+                }
+                _ => e.path.join("."),
+            };
+            let var = format!("DIALBACK_{}", key.replace('.', "__").to_uppercase());
+            match &e.kind {
+                figment::error::Kind::MissingField(_) => {
+                    format!("missing setting {key} (set {var} or {key} in dialback.toml)")
+                }
+                other => format!("setting {key} ({var}): {other}"),
+            }
+        })
+        .collect();
+    ConfigError(lines.join("; "))
+}
+
+/// Redacts a URL's password for logs: `postgres://u:***@host/db`.
+pub fn redact_url(url: &SecretString) -> String {
+    let raw = url.expose_secret();
+    match (raw.find("://"), raw.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &raw[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &raw[..scheme_end + 3], user, &raw[at..])
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    fn base() -> Figment {
+        Figment::new().merge(Serialized::defaults(serde_json::json!({
+            "database_url": "postgres://u:pw@127.0.0.1:5432/db",
+            "jwt_secret": "0123456789abcdef0123",
+            "secrets_key": "00".repeat(32),
+            "recordings_dir": "/tmp/rec",
+        })))
+    }
+
+    #[test]
+    fn a_complete_config_loads_with_defaults() {
+        let c = Config::from_figment(base()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.jwt_audience, "dialback");
+    }
+
+    #[test]
+    fn a_missing_setting_is_named_with_its_variable() {
+        let figment = Figment::new().merge(Serialized::defaults(serde_json::json!({
+            "database_url": "postgres://u@h/db", "secrets_key": "00".repeat(32), "recordings_dir": "/x"
+        })));
+        let err = Config::from_figment(figment).unwrap_err().to_string();
+        assert!(err.contains("jwt_secret") && err.contains("DIALBACK_JWT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_secrets_key_is_refused_by_name() {
+        let err =
+            Config::from_figment(base().merge(Serialized::default("secrets_key", "abc"))).unwrap_err().to_string();
+        assert!(err.contains("DIALBACK_SECRETS_KEY"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let c = Config::from_figment(base()).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("0123456789abcdef0123") && !debug.contains("pw@"), "{debug}");
+        assert_eq!(redact_url(&c.database_url), "postgres://u:***@127.0.0.1:5432/db");
+    }
+}

@@ -1,0 +1,97 @@
+//! Encryption of stored secrets (AMI secret, FTP password) with AES-256-GCM.
+//!
+//! The stored form is `v1:` + hex(nonce || ciphertext || tag). The tenant id is bound as associated
+//! data, so a ciphertext copied to another tenant's row does not decrypt.
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+
+#[derive(Clone)]
+pub struct SecretsKey([u8; 32]);
+
+impl std::fmt::Debug for SecretsKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretsKey([REDACTED])")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("must be 64 hexadecimal digits (32 bytes); generate one with `openssl rand -hex 32`")]
+    BadKey,
+    #[error("stored secret is malformed or was encrypted with another key")]
+    Undecryptable,
+}
+
+impl SecretsKey {
+    pub fn from_hex(hex: &str) -> Result<Self, CryptoError> {
+        let bytes = decode_hex(hex.trim()).ok_or(CryptoError::BadKey)?;
+        Ok(Self(bytes.try_into().map_err(|_| CryptoError::BadKey)?))
+    }
+
+    fn key(&self) -> LessSafeKey {
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.0).expect("32-byte key"))
+    }
+
+    pub fn encrypt(&self, plaintext: &str, context: &str) -> String {
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new().fill(&mut nonce).expect("system randomness");
+        let mut buf = plaintext.as_bytes().to_vec();
+        self.key()
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut buf)
+            .expect("sealing cannot fail for in-memory buffers");
+        let mut out = String::from("v1:");
+        out.push_str(&encode_hex(&nonce));
+        out.push_str(&encode_hex(&buf));
+        out
+    }
+
+    pub fn decrypt(&self, stored: &str, context: &str) -> Result<String, CryptoError> {
+        let bytes = stored.strip_prefix("v1:").and_then(decode_hex).ok_or(CryptoError::Undecryptable)?;
+        if bytes.len() < NONCE_LEN {
+            return Err(CryptoError::Undecryptable);
+        }
+        let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Undecryptable)?;
+        let mut sealed = sealed.to_vec();
+        let plain = self
+            .key()
+            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut sealed)
+            .map_err(|_| CryptoError::Undecryptable)?;
+        String::from_utf8(plain.to_vec()).map_err(|_| CryptoError::Undecryptable)
+    }
+}
+
+pub fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_round_trips_only_with_its_key_and_context() {
+        let key = SecretsKey::from_hex(&"11".repeat(32)).unwrap();
+        let sealed = key.encrypt("s3cret", "tenant-a");
+        assert!(!sealed.contains("s3cret"));
+        assert_eq!(key.decrypt(&sealed, "tenant-a").unwrap(), "s3cret");
+        assert!(key.decrypt(&sealed, "tenant-b").is_err());
+        let other = SecretsKey::from_hex(&"22".repeat(32)).unwrap();
+        assert!(other.decrypt(&sealed, "tenant-a").is_err());
+    }
+
+    #[test]
+    fn keys_must_be_32_hex_bytes() {
+        assert!(SecretsKey::from_hex("abc").is_err());
+        assert!(SecretsKey::from_hex(&"zz".repeat(32)).is_err());
+        assert!(format!("{:?}", SecretsKey::from_hex(&"11".repeat(32)).unwrap()).contains("REDACTED"));
+    }
+}

@@ -1,0 +1,177 @@
+//! The HTTP API: the route table, request ids and access logs, and the extractor error handlers
+//! that make every failure a problem+json body.
+//!
+//! Handlers translate HTTP to domain calls and back, nothing more. One file per resource.
+
+pub mod docs;
+pub mod health;
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, Handler, HttpRequest, Resource, Responder};
+use tracing::Instrument;
+
+use crate::error::ApiError;
+
+/// One path and the handlers for its methods. Building the app and listing the served routes
+/// (for the spec-coverage test) both come from [`endpoints`], so they cannot disagree.
+pub struct Endpoint {
+    pub path: &'static str,
+    pub methods: Vec<Method>,
+    resource: Resource,
+}
+
+impl Endpoint {
+    fn new(path: &'static str) -> Self {
+        Self { path, methods: Vec::new(), resource: web::resource(path) }
+    }
+
+    fn on<F, Args>(mut self, method: Method, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.resource = self.resource.route(web::method(method.clone()).to(handler));
+        self.methods.push(method);
+        self
+    }
+
+    pub fn get<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::GET, handler)
+    }
+
+    pub fn post<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::POST, handler)
+    }
+
+    pub fn put<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::PUT, handler)
+    }
+
+    pub fn delete<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::DELETE, handler)
+    }
+
+    /// The resource, answering 405 problem+json with `Allow` for methods it does not serve.
+    fn into_resource(self) -> Resource {
+        let allow = self.methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+        self.resource.default_service(web::to(move |req: HttpRequest| {
+            let allow = allow.clone();
+            async move { Err::<actix_web::HttpResponse, _>(ApiError::method_not_allowed(req.method().as_str(), &allow)) }
+        }))
+    }
+}
+
+/// Every route the server serves.
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new("/healthz").get(health::healthz),
+        Endpoint::new("/readyz").get(health::readyz),
+        Endpoint::new("/metrics").get(health::metrics),
+        Endpoint::new("/openapi.yaml").get(docs::openapi_yaml),
+        Endpoint::new("/docs").get(docs::docs_page),
+    ]
+}
+
+/// Registers every endpoint and the problem+json error handlers for extractors.
+pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
+    cfg.app_data(web::JsonConfig::default().limit(body_limit).error_handler(|err, _req| json_error(err).into()))
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|err, _req| ApiError::bad_request("invalid_path", err.to_string()).into()),
+        )
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|err, _req| ApiError::bad_request("invalid_query", err.to_string()).into()),
+        )
+        .app_data(web::PayloadConfig::default().limit(body_limit));
+    for endpoint in endpoints() {
+        cfg.service(endpoint.into_resource());
+    }
+    cfg.default_service(web::to(|req: HttpRequest| async move {
+        Err::<actix_web::HttpResponse, _>(ApiError::route_not_found(req.path()))
+    }));
+}
+
+fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as E;
+    use actix_web::http::StatusCode;
+    match &err {
+        E::OverflowKnownLength { .. } | E::Overflow { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large", err.to_string())
+        }
+        E::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported media type",
+            "send the body as Content-Type: application/json",
+        ),
+        E::Deserialize(e) if e.is_data() => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "Invalid body",
+            format!("the JSON body does not match the schema: {e}"),
+        ),
+        _ => ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {err}")),
+    }
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Gives every request an id (the client's `X-Request-Id` when it is sane, else a new UUID), runs
+/// the request inside a span carrying it so every log line has it, echoes it back, logs one
+/// access line and records metrics.
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let span = tracing::info_span!("http", request_id = %request_id, method = %req.method(), path = %req.path());
+    let started = Instant::now();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    let status = res.status().as_u16();
+    let elapsed = started.elapsed();
+    span.in_scope(|| tracing::info!(status, ms = elapsed.as_secs_f64() * 1000.0, "request"));
+    metrics::counter!("dialback_http_requests_total", "route" => route.clone(), "method" => method, "status" => status.to_string()).increment(1);
+    metrics::histogram!("dialback_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    Ok(res)
+}

@@ -1,0 +1,76 @@
+//! The `dialback` binary: a thin CLI over the library.
+
+use clap::{Parser, Subcommand};
+use dialback::auth::Role;
+use dialback::config::Config;
+
+#[derive(Parser)]
+#[command(name = "dialback", version, about = "Two-leg callback gateway for Asterisk (AMI)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (migrates the database first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Mint a JWT signed with the configured HS256 secret (demo and tests).
+    Token {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long)]
+        sub: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("dialback: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Token { tenant, role, sub, ttl } => {
+            dialback::auth::mint(&config, &tenant, role, &sub, ttl).map(|t| println!("{t}"))
+        }
+        Command::Migrate => run(config, |config| async move {
+            let applied = dialback::store::migrations::run_url(&config.database_url).await?;
+            tracing::info!(?applied, "migrations done");
+            Ok(())
+        }),
+        Command::Serve => run(config, |config| async move {
+            let app = dialback::startup::Application::build(config).await?;
+            app.run_until_stopped().await?;
+            tracing::info!("stopped");
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fatal");
+            eprintln!("dialback: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run<F, Fut>(config: Config, job: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    dialback::telemetry::init_logging(&config.log_format);
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(job(config))
+}

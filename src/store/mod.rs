@@ -1,0 +1,66 @@
+//! PostgreSQL access: the connection pool, migrations, and SQL as free functions per table.
+//!
+//! Handlers never write SQL; they call the functions of these modules with a pooled client.
+
+pub mod migrations;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use secrecy::ExposeSecret;
+use tokio_postgres::NoTls;
+
+use crate::config::DbConfig;
+
+pub type Client = deadpool_postgres::Client;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not get a database connection")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database query failed")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+impl StoreError {
+    /// True when the database is unreachable rather than the query being wrong: the caller answers
+    /// 503 and the client may retry.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Query(e) => {
+                e.is_closed()
+                    || e.as_db_error()
+                        .is_none_or(|db| db.code().code().starts_with("57P") || db.code().code().starts_with("08"))
+            }
+        }
+    }
+}
+
+/// Builds the pool; no connection is made until first use, so the service starts while the
+/// database is still coming up and `/readyz` tells the truth meanwhile.
+pub fn pool(database_url: &secrecy::SecretString, cfg: &DbConfig) -> anyhow::Result<Pool> {
+    let timeout = Duration::from_millis(cfg.timeout_ms);
+    let mut pg: tokio_postgres::Config = database_url.expose_secret().parse()?;
+    pg.connect_timeout(timeout);
+    pg.application_name("dialback");
+    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Ok(Pool::builder(manager)
+        .max_size(cfg.pool_size)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .runtime(Runtime::Tokio1)
+        .build()?)
+}
+
+/// A pooled client, or a `StoreError` that maps to 503.
+pub async fn client(pool: &Pool) -> Result<Client, StoreError> {
+    Ok(pool.get().await?)
+}
+
+/// `SELECT 1`: the readiness probe.
+pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
+    client(pool).await?.simple_query("SELECT 1").await?;
+    Ok(())
+}

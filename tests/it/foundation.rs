@@ -1,0 +1,161 @@
+//! The service basics: health, readiness across a database outage, metrics, the spec, the docs
+//! page, and problem+json for unknown routes and wrong methods.
+
+use std::collections::BTreeSet;
+
+use crate::support::{self, assert_problem, proxy::ChaosProxy, spawn_app};
+
+#[tokio::test]
+async fn healthz_answers_ok_with_a_request_id() {
+    let app = spawn_app().await;
+    let res = app.get("/healthz").await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-request-id").is_some());
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+}
+
+#[tokio::test]
+async fn a_sane_client_request_id_is_echoed_back() {
+    let app = spawn_app().await;
+    let res = app.http.get(app.url("/healthz")).header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(res.headers()["x-request-id"], "abc-123");
+    let res = app.http.get(app.url("/healthz")).header("x-request-id", "bad id with spaces").send().await.unwrap();
+    assert_ne!(res.headers()["x-request-id"], "bad id with spaces");
+}
+
+#[tokio::test]
+async fn readyz_reports_the_database_going_away_and_recovers_without_a_restart() {
+    let admin = std::env::var("DIALBACK_TEST_DATABASE_URL").unwrap();
+    let target = admin.split('@').nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let proxy = ChaosProxy::start(target).await;
+    let via = admin
+        .replace(admin.split('@').nth(1).unwrap().split('/').next().unwrap(), &format!("127.0.0.1:{}", proxy.port));
+    let app = support::app().database_via(via).spawn().await;
+
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    proxy.cut();
+    let body = assert_problem(app.get("/readyz").await, 503, "database_unavailable").await;
+    assert!(body["detail"].as_str().unwrap().contains("database"));
+    proxy.restore();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = app.get("/readyz").await.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "readiness must come back once the database does");
+}
+
+#[tokio::test]
+async fn a_database_outage_answers_503_with_retry_after() {
+    let admin = std::env::var("DIALBACK_TEST_DATABASE_URL").unwrap();
+    let host = admin.split('@').nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let proxy = ChaosProxy::start(host.clone()).await;
+    let app = support::app().database_via(admin.replace(&host, &format!("127.0.0.1:{}", proxy.port))).spawn().await;
+    proxy.cut();
+    let res = app.get("/readyz").await;
+    assert_eq!(res.headers()["retry-after"], "2");
+    assert_problem(res, 503, "database_unavailable").await;
+}
+
+#[tokio::test]
+async fn metrics_expose_request_counters_in_prometheus_text() {
+    let app = spawn_app().await;
+    app.get("/healthz").await;
+    let res = app.get("/metrics").await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = res.text().await.unwrap();
+    assert!(text.contains("dialback_http_requests_total"), "{text}");
+}
+
+#[tokio::test]
+async fn the_committed_spec_is_served_as_is() {
+    let app = spawn_app().await;
+    let served = app.get("/openapi.yaml").await.text().await.unwrap();
+    assert_eq!(served, std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap());
+}
+
+#[tokio::test]
+async fn the_docs_page_lists_every_operation_and_needs_nothing_from_the_network() {
+    let app = spawn_app().await;
+    let res = app.get("/docs").await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    for (path, _) in spec_routes() {
+        assert!(html.contains(&format!("<code>{path}</code>")), "docs miss {path}");
+    }
+    assert!(!html.contains("http://") || html.matches("http://").count() == html.matches("http://127.0.0.1").count());
+    assert!(!html.contains("<script src"), "no external scripts");
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_a_problem_json_404() {
+    let app = spawn_app().await;
+    let body = assert_problem(app.get("/no/such/route").await, 404, "route_not_found").await;
+    assert!(body["detail"].as_str().unwrap().contains("/no/such/route"));
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_problem_json_405_with_allow() {
+    let app = spawn_app().await;
+    let res = app.http.delete(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.headers()["allow"], "GET");
+    assert_problem(res, 405, "method_not_allowed").await;
+}
+
+/// (path, methods) of every operation in openapi.yaml.
+fn spec_routes() -> BTreeSet<(String, String)> {
+    let spec: serde_yaml::Value = serde_yaml::from_str(dialback::http::docs::OPENAPI_YAML).unwrap();
+    let mut routes = BTreeSet::new();
+    for (path, item) in spec["paths"].as_mapping().unwrap() {
+        for method in ["get", "put", "post", "delete", "patch", "head", "options"] {
+            if item.get(method).is_some() {
+                routes.insert((path.as_str().unwrap().to_owned(), method.to_uppercase()));
+            }
+        }
+    }
+    routes
+}
+
+#[test]
+fn every_served_route_is_in_the_spec_and_every_spec_route_is_served() {
+    let served: BTreeSet<(String, String)> = dialback::http::endpoints()
+        .iter()
+        .flat_map(|e| e.methods.iter().map(move |m| (e.path.to_owned(), m.to_string())))
+        .collect();
+    let spec = spec_routes();
+    let missing_from_spec: Vec<_> = served.difference(&spec).collect();
+    let not_served: Vec<_> = spec.difference(&served).collect();
+    assert!(missing_from_spec.is_empty(), "served but not in openapi.yaml: {missing_from_spec:?}");
+    assert!(not_served.is_empty(), "in openapi.yaml but not served: {not_served:?}");
+}
+
+#[tokio::test]
+async fn every_spec_route_answers_on_the_live_server_without_route_not_found() {
+    let app = spawn_app().await;
+    for (path, method) in spec_routes() {
+        let concrete = path.replace('{', "x").replace('}', "");
+        let res = app
+            .http
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), app.url(&concrete))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let body = res.text().await.unwrap();
+        assert!(
+            !(status == 404 && body.contains("route_not_found")) && status != 405,
+            "{method} {path}: {status} {body}"
+        );
+    }
+}
+
+#[test]
+fn every_api_example_matches_its_schema_in_the_spec() {
+    let checked = crate::support::examples::check_all();
+    assert!(checked >= 3, "expected examples under api/, checked {checked}");
+}
