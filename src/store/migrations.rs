@@ -4,7 +4,10 @@
 use tokio_postgres::Client;
 
 /// Every migration, in order. A migration is never edited once released: add a new one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../../migrations/V1__initial.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/V1__initial.sql")),
+    (2, "callbacks", include_str!("../../migrations/V2__callbacks.sql")),
+];
 
 /// Arbitrary constant naming dialback's migration lock.
 const MIGRATION_LOCK: i64 = 0x6469_616c_6261_636b; // "dialback"

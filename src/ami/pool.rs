@@ -1,0 +1,164 @@
+//! One AMI client per tenant: created on first use, replaced when the tenant's settings change,
+//! closed after a while without use (but never while one of its calls is still being tracked).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
+
+use super::client::{AmiClient, ClientConfig, EventSink};
+use super::transport::Endpoint;
+use crate::config::AmiConfig;
+
+/// What identifies a tenant's AMI session: where, and as whom.
+#[derive(Clone)]
+pub struct PbxLogin {
+    pub endpoint: Endpoint,
+    pub username: String,
+    pub secret: SecretString,
+}
+
+impl PbxLogin {
+    fn fingerprint(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.endpoint.hash(&mut h);
+        self.username.hash(&mut h);
+        self.secret.expose_secret().hash(&mut h);
+        h.finish()
+    }
+}
+
+struct Entry {
+    client: AmiClient,
+    fingerprint: u64,
+    last_used: Instant,
+    /// Calls of this tenant still being tracked: the connection stays while any is.
+    holds: Arc<AtomicUsize>,
+}
+
+/// Keeps a tenant's connection open while a call is tracked; drop it when the call ends.
+pub struct CallHold(Arc<AtomicUsize>);
+
+impl Drop for CallHold {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub struct AmiPool {
+    entries: Mutex<HashMap<String, Entry>>,
+    config: AmiConfig,
+    sink: Option<EventSink>,
+}
+
+impl AmiPool {
+    pub fn new(config: AmiConfig, sink: Option<EventSink>) -> Arc<Self> {
+        Arc::new(Self { entries: Mutex::new(HashMap::new()), config, sink })
+    }
+
+    pub fn client_config(&self, tenant: &str, login: &PbxLogin) -> ClientConfig {
+        ClientConfig {
+            label: Arc::from(tenant),
+            endpoint: login.endpoint.clone(),
+            username: login.username.clone(),
+            secret: login.secret.clone(),
+            connect_timeout: Duration::from_millis(self.config.connect_timeout_ms),
+            action_timeout: Duration::from_millis(self.config.action_timeout_ms),
+            ping_interval: Duration::from_secs(self.config.ping_interval_s.max(1)),
+            max_inflight_originates: self.config.max_inflight_originates,
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+
+    /// The tenant's client, started on first use or when `login` differs from the running one.
+    pub fn client(&self, tenant: &str, login: &PbxLogin) -> AmiClient {
+        let fingerprint = login.fingerprint();
+        let mut entries = self.entries.lock().expect("pool lock");
+        if let Some(entry) = entries.get_mut(tenant) {
+            if entry.fingerprint == fingerprint {
+                entry.last_used = Instant::now();
+                return entry.client.clone();
+            }
+            let old = entry.client.clone();
+            tokio::spawn(async move { old.close().await });
+        }
+        let client = AmiClient::start(self.client_config(tenant, login), self.sink.clone());
+        entries.insert(
+            tenant.to_owned(),
+            Entry { client: client.clone(), fingerprint, last_used: Instant::now(), holds: Arc::default() },
+        );
+        metrics::gauge!("dialback_ami_clients").set(entries.len() as f64);
+        client
+    }
+
+    /// Marks a call as tracked on the tenant's connection, so idle-closing leaves it alone.
+    pub fn hold(&self, tenant: &str) -> Option<CallHold> {
+        let entries = self.entries.lock().expect("pool lock");
+        let entry = entries.get(tenant)?;
+        entry.holds.fetch_add(1, Ordering::AcqRel);
+        Some(CallHold(entry.holds.clone()))
+    }
+
+    /// Closes the tenant's connection (its settings changed); the next use reconnects.
+    pub fn invalidate(&self, tenant: &str) {
+        let removed = self.entries.lock().expect("pool lock").remove(tenant);
+        if let Some(entry) = removed {
+            tokio::spawn(async move { entry.client.close().await });
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("pool lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes connections unused for `idle_close_s` with no tracked call.
+    pub fn close_idle(&self) -> usize {
+        let idle = Duration::from_secs(self.config.idle_close_s);
+        let mut closed = Vec::new();
+        {
+            let mut entries = self.entries.lock().expect("pool lock");
+            entries.retain(|_, e| {
+                let keep = e.last_used.elapsed() < idle || e.holds.load(Ordering::Acquire) > 0;
+                if !keep {
+                    closed.push(e.client.clone());
+                }
+                keep
+            });
+            metrics::gauge!("dialback_ami_clients").set(entries.len() as f64);
+        }
+        let count = closed.len();
+        for client in closed {
+            tracing::info!(tenant = client.label(), "closing idle AMI connection");
+            tokio::spawn(async move { client.close().await });
+        }
+        count
+    }
+
+    /// Runs `close_idle` periodically until `stop`.
+    pub fn spawn_janitor(self: &Arc<Self>, stop: CancellationToken) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { pool.close_idle(); }
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    /// Logs off every connection (service shutdown).
+    pub async fn close_all(&self) {
+        let clients: Vec<AmiClient> = self.entries.lock().expect("pool lock").drain().map(|(_, e)| e.client).collect();
+        futures_util::future::join_all(clients.iter().map(|c| c.close())).await;
+    }
+}

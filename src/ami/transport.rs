@@ -1,0 +1,133 @@
+//! Reaching a PBX: TCP or TLS (same code path after the handshake), with errors that say which
+//! step failed, so the Test button and the logs can tell the admin what to change.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::{self, pki_types::ServerName, RootCertStore};
+
+use super::AmiError;
+
+/// A byte stream to the PBX, plain or TLS.
+pub trait AmiStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AmiStream for T {}
+pub type BoxStream = Box<dyn AmiStream>;
+
+/// Where a PBX listens and how to talk to it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    /// PEM of the CA that signed the PBX certificate (PBX certificates are often self-signed).
+    /// Without it the system roots are used.
+    pub ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", if self.tls { "tls" } else { "tcp" }, self.host, self.port)
+    }
+}
+
+/// Resolves the host (first step on its own, so a DNS failure is told apart from a refusal).
+pub async fn resolve(endpoint: &Endpoint) -> Result<Vec<SocketAddr>, AmiError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
+        .await
+        .map_err(|e| AmiError::Resolve { host: endpoint.host.clone(), detail: e.to_string() })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(AmiError::Resolve { host: endpoint.host.clone(), detail: "no addresses".into() });
+    }
+    Ok(addrs)
+}
+
+/// Opens TCP to the first address that accepts.
+pub async fn connect_tcp(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, AmiError> {
+    let mut last = None;
+    for addr in addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = Some(AmiError::Refused { addr: addr.to_string() })
+            }
+            Ok(Err(e)) => last = Some(AmiError::Io(format!("connecting to {addr}: {e}"))),
+            Err(_) => last = Some(AmiError::ConnectTimeout { addr: addr.to_string() }),
+        }
+    }
+    Err(last.unwrap_or(AmiError::Io("no address to connect to".into())))
+}
+
+/// Runs the TLS handshake, verifying the PBX certificate against `ca_pem` (or the system roots)
+/// and the host name (or IP address) it was reached by.
+pub async fn tls_handshake(
+    endpoint: &Endpoint,
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, AmiError> {
+    let roots = root_store(endpoint.ca_pem.as_deref())?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AmiError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(endpoint.host.clone())
+        .map_err(|_| AmiError::Tls(format!("{} is not a valid TLS server name", endpoint.host)))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(AmiError::Tls(describe_tls(&e))),
+        Err(_) => {
+            Err(AmiError::Tls("the TLS handshake timed out (is the port really AMI over TLS, e.g. 5039?)".into()))
+        }
+    }
+}
+
+fn describe_tls(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    if text.contains("UnknownIssuer") {
+        "the PBX certificate is not trusted: paste the CA certificate that signed it (ca_pem)".into()
+    } else if text.contains("NotValidForName") {
+        "the PBX certificate does not name this host: connect by the name in the certificate or reissue it".into()
+    } else if text.contains("Expired") {
+        "the PBX certificate has expired".into()
+    } else if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        "the server did not answer TLS (is TLS really enabled on this port?)".into()
+    } else {
+        format!("TLS handshake failed: {text}")
+    }
+}
+
+fn root_store(ca_pem: Option<&str>) -> Result<RootCertStore, AmiError> {
+    let mut roots = RootCertStore::empty();
+    let pem = match ca_pem {
+        Some(pem) => pem.to_owned(),
+        None => std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default(),
+    };
+    for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+        let cert = cert.map_err(|e| AmiError::Tls(format!("the CA certificate is not valid PEM: {e}")))?;
+        roots.add(cert).map_err(|e| AmiError::Tls(format!("the CA certificate cannot be used: {e}")))?;
+    }
+    if ca_pem.is_some() && roots.is_empty() {
+        return Err(AmiError::Tls("the CA certificate field holds no PEM certificate".into()));
+    }
+    Ok(roots)
+}
+
+/// Resolve, connect and (when enabled) TLS: the whole transport in one call.
+pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<BoxStream, AmiError> {
+    let addrs = resolve(endpoint).await?;
+    let tcp = connect_tcp(&addrs, timeout).await?;
+    if endpoint.tls {
+        Ok(Box::new(tls_handshake(endpoint, tcp, timeout).await?))
+    } else {
+        Ok(Box::new(tcp))
+    }
+}

@@ -1,0 +1,424 @@
+//! A callback's lifecycle as a pure state machine: facts learnt from AMI events move it forward,
+//! in whatever order they arrive, and never move a finished call backwards.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::ami::message::{reason as ami_reason, AmiEvent};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Written, originate not yet queued by Asterisk.
+    Queued,
+    RingingCourier,
+    RingingClient,
+    Connected,
+    Completed,
+    Failed,
+    Canceled,
+    /// Refused by dialback before reaching the PBX (number or destination policy).
+    Refused,
+    /// The outcome was not observed (AMI connection lost, dialback restarted); a later event may
+    /// still settle it.
+    Unknown,
+}
+
+impl Status {
+    pub const ALL: [Status; 9] = [
+        Status::Queued,
+        Status::RingingCourier,
+        Status::RingingClient,
+        Status::Connected,
+        Status::Completed,
+        Status::Failed,
+        Status::Canceled,
+        Status::Refused,
+        Status::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::RingingCourier => "ringing_courier",
+            Status::RingingClient => "ringing_client",
+            Status::Connected => "connected",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Canceled => "canceled",
+            Status::Refused => "refused",
+            Status::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed | Status::Canceled | Status::Refused | Status::Unknown)
+    }
+
+    /// Still ringing (cancellable).
+    pub fn is_ringing(self) -> bool {
+        matches!(self, Status::Queued | Status::RingingCourier | Status::RingingClient)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Leg {
+    Courier,
+    Client,
+}
+
+impl Leg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Leg::Courier => "courier",
+            Leg::Client => "client",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Busy,
+    NoAnswer,
+    Congestion,
+    Rejected,
+    Unreachable,
+    PbxError,
+    Canceled,
+    InvalidNumber,
+    DestinationForbidden,
+    Lost,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Busy => "busy",
+            Reason::NoAnswer => "no_answer",
+            Reason::Congestion => "congestion",
+            Reason::Rejected => "rejected",
+            Reason::Unreachable => "unreachable",
+            Reason::PbxError => "pbx_error",
+            Reason::Canceled => "canceled",
+            Reason::InvalidNumber => "invalid_number",
+            Reason::DestinationForbidden => "destination_forbidden",
+            Reason::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Reason> {
+        [
+            Reason::Busy,
+            Reason::NoAnswer,
+            Reason::Congestion,
+            Reason::Rejected,
+            Reason::Unreachable,
+            Reason::PbxError,
+            Reason::Canceled,
+            Reason::InvalidNumber,
+            Reason::DestinationForbidden,
+            Reason::Lost,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+
+    /// From a Q.850 hangup cause.
+    pub fn from_cause(cause: u32) -> Reason {
+        match cause {
+            17 => Reason::Busy,
+            16 | 18 | 19 => Reason::NoAnswer,
+            34 | 38 | 41 | 42 | 44 => Reason::Congestion,
+            21 => Reason::Rejected,
+            0..=3 | 20 | 22 | 27 | 28 | 29 | 31 => Reason::Unreachable,
+            _ => Reason::PbxError,
+        }
+    }
+
+    /// From OriginateResponse `Reason` (coarse: 0 covers rejected and unreachable).
+    pub fn from_originate(reason: u32) -> Reason {
+        match reason {
+            ami_reason::BUSY => Reason::Busy,
+            ami_reason::NO_ANSWER => Reason::NoAnswer,
+            ami_reason::CONGESTION => Reason::Congestion,
+            _ => Reason::Unreachable,
+        }
+    }
+
+    /// From DialEnd `DialStatus`.
+    pub fn from_dial_status(status: &str) -> Reason {
+        match status {
+            "BUSY" => Reason::Busy,
+            "NOANSWER" => Reason::NoAnswer,
+            "CONGESTION" => Reason::Congestion,
+            "CHANUNAVAIL" => Reason::Unreachable,
+            "CANCEL" => Reason::Canceled,
+            _ => Reason::PbxError,
+        }
+    }
+}
+
+/// What dialback knows about one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallState {
+    pub status: Status,
+    pub failed_leg: Option<Leg>,
+    pub reason: Option<Reason>,
+    pub hangup_cause: Option<i32>,
+    pub courier_channel: Option<String>,
+    pub courier_answered_at: Option<OffsetDateTime>,
+    pub connected_at: Option<OffsetDateTime>,
+    pub ended_at: Option<OffsetDateTime>,
+    pub talk_seconds: Option<i32>,
+    pub cdr_billable_seconds: Option<i32>,
+    /// Set when the reason was only inferred from a hangup cause; a later DialEnd or
+    /// OriginateResponse may name it more precisely.
+    pub reason_provisional: bool,
+}
+
+impl CallState {
+    pub fn new(status: Status) -> Self {
+        Self {
+            status,
+            failed_leg: None,
+            reason: None,
+            hangup_cause: None,
+            courier_channel: None,
+            courier_answered_at: None,
+            connected_at: None,
+            ended_at: None,
+            talk_seconds: None,
+            cdr_billable_seconds: None,
+            reason_provisional: false,
+        }
+    }
+}
+
+/// What one AMI event says about the call whose ChannelId is `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    CourierAnswered { channel: Option<String> },
+    CourierFailed { reason: Reason },
+    ClientAnswered,
+    ClientFailed { reason: Reason },
+    Bridged,
+    CourierHangup { cause: u32 },
+    Cdr { billable_seconds: u32 },
+}
+
+impl Fact {
+    /// Reads a fact about call `key` from an event (None when the event says nothing about it).
+    pub fn from_event(event: &AmiEvent, key: &str) -> Option<Fact> {
+        match event {
+            AmiEvent::OriginateResponse(r) if r.uniqueid == key => Some(if r.success {
+                Fact::CourierAnswered { channel: Some(r.channel.clone()) }
+            } else {
+                Fact::CourierFailed { reason: Reason::from_originate(r.reason) }
+            }),
+            // The courier channel dialling the client: leg 2.
+            AmiEvent::DialEnd(d) if d.uniqueid.as_deref() == Some(key) => match d.dial_status.as_deref() {
+                Some("ANSWER") => Some(Fact::ClientAnswered),
+                Some(status) => Some(Fact::ClientFailed { reason: Reason::from_dial_status(status) }),
+                None => None,
+            },
+            // The originate dialling the courier: leg 1.
+            AmiEvent::DialEnd(d) if d.uniqueid.is_none() && d.dest_uniqueid == key => match d.dial_status.as_deref() {
+                Some("ANSWER") => Some(Fact::CourierAnswered { channel: Some(d.dest_channel.clone()) }),
+                Some(status) => Some(Fact::CourierFailed { reason: Reason::from_dial_status(status) }),
+                None => None,
+            },
+            AmiEvent::BridgeEnter(c) if c.linkedid == key => Some(Fact::Bridged),
+            AmiEvent::Hangup(h) if h.channel.uniqueid == key => Some(Fact::CourierHangup { cause: h.cause }),
+            AmiEvent::Cdr(c) if c.uniqueid == key || c.uniqueid.strip_suffix(";2") == Some(key) => {
+                Some(Fact::Cdr { billable_seconds: c.billable_s })
+            }
+            _ => None,
+        }
+    }
+}
+
+fn fail(s: &mut CallState, leg: Leg, reason: Reason, provisional: bool, now: OffsetDateTime) {
+    s.status = Status::Failed;
+    s.failed_leg = Some(leg);
+    s.reason = Some(reason);
+    s.reason_provisional = provisional;
+    s.ended_at.get_or_insert(now);
+}
+
+/// Applies a fact; returns the new state, or None when the fact changes nothing (a finished call
+/// is never moved backwards).
+pub fn apply(state: &CallState, fact: &Fact, now: OffsetDateTime) -> Option<CallState> {
+    use Status::*;
+    let mut s = state.clone();
+    let settled = matches!(s.status, Completed | Failed | Canceled | Refused);
+    match fact {
+        Fact::CourierAnswered { channel } => {
+            if s.courier_channel.is_none() {
+                s.courier_channel.clone_from(channel);
+            }
+            if matches!(s.status, Queued | RingingCourier | Unknown) {
+                s.status = RingingClient;
+            }
+            s.courier_answered_at.get_or_insert(now);
+        }
+        Fact::CourierFailed { reason } => match s.status {
+            Queued | RingingCourier | Unknown => fail(&mut s, Leg::Courier, *reason, false, now),
+            // A hangup cause got there first; the originate's reason is the better word, unless
+            // the cause was more specific (21 rejected beats Reason 0).
+            Failed if s.failed_leg == Some(Leg::Courier) && s.reason_provisional => {
+                if !(*reason == Reason::Unreachable && s.reason == Some(Reason::Rejected)) {
+                    s.reason = Some(*reason);
+                }
+                s.reason_provisional = false;
+            }
+            _ => {}
+        },
+        Fact::ClientAnswered | Fact::Bridged => {
+            if !settled && s.status != Connected {
+                s.status = Connected;
+                s.courier_answered_at.get_or_insert(now);
+                s.connected_at = Some(now);
+                s.failed_leg = None;
+                s.reason = None;
+            }
+        }
+        Fact::ClientFailed { reason } => match s.status {
+            Queued | RingingCourier | RingingClient | Unknown => {
+                s.courier_answered_at.get_or_insert(now);
+                if *reason == Reason::Canceled {
+                    fail(&mut s, Leg::Courier, Reason::Canceled, false, now)
+                } else {
+                    fail(&mut s, Leg::Client, *reason, false, now)
+                }
+            }
+            Failed if s.failed_leg == Some(Leg::Client) && s.reason_provisional => {
+                s.reason = Some(*reason);
+                s.reason_provisional = false;
+            }
+            _ => {}
+        },
+        Fact::CourierHangup { cause } => {
+            s.hangup_cause.get_or_insert(*cause as i32);
+            match s.status {
+                Connected => {
+                    s.status = Completed;
+                    s.ended_at = Some(now);
+                    s.talk_seconds = s.connected_at.map(|c| (now - c).whole_seconds().max(0) as i32);
+                }
+                Unknown if s.connected_at.is_some() => {
+                    s.status = Completed;
+                    s.ended_at = Some(now);
+                    s.talk_seconds = s.connected_at.map(|c| (now - c).whole_seconds().max(0) as i32);
+                }
+                Queued | RingingCourier => fail(&mut s, Leg::Courier, Reason::from_cause(*cause), true, now),
+                RingingClient | Unknown => fail(&mut s, Leg::Client, Reason::from_cause(*cause), true, now),
+                Failed
+                    if s.failed_leg == Some(Leg::Courier) && s.reason == Some(Reason::Unreachable) && *cause == 21 =>
+                {
+                    s.reason = Some(Reason::Rejected);
+                }
+                _ => {}
+            }
+        }
+        Fact::Cdr { billable_seconds } => {
+            s.cdr_billable_seconds = Some(*billable_seconds as i32);
+        }
+    }
+    (s != *state).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::Duration;
+
+    fn run(facts: &[Fact]) -> CallState {
+        let mut s = CallState::new(Status::RingingCourier);
+        let mut now = OffsetDateTime::UNIX_EPOCH;
+        for f in facts {
+            now += Duration::seconds(1);
+            if let Some(next) = apply(&s, f, now) {
+                s = next;
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn a_normal_call_completes_with_talk_seconds() {
+        let s = run(&[
+            Fact::CourierAnswered { channel: Some("PJSIP/x".into()) },
+            Fact::ClientAnswered,
+            Fact::Bridged,
+            Fact::Cdr { billable_seconds: 3 },
+            Fact::CourierHangup { cause: 16 },
+        ]);
+        assert_eq!(s.status, Status::Completed);
+        assert_eq!(s.talk_seconds, Some(3));
+        assert_eq!(s.cdr_billable_seconds, Some(3));
+    }
+
+    #[test]
+    fn courier_busy_fails_on_the_courier_leg_whatever_the_order() {
+        let a = run(&[Fact::CourierFailed { reason: Reason::Busy }, Fact::CourierHangup { cause: 17 }]);
+        let b = run(&[Fact::CourierHangup { cause: 17 }, Fact::CourierFailed { reason: Reason::Busy }]);
+        for s in [a, b] {
+            assert_eq!((s.status, s.failed_leg, s.reason), (Status::Failed, Some(Leg::Courier), Some(Reason::Busy)));
+        }
+    }
+
+    #[test]
+    fn a_rejected_courier_is_told_apart_from_unreachable_by_the_hangup_cause() {
+        let a = run(&[Fact::CourierHangup { cause: 21 }, Fact::CourierFailed { reason: Reason::Unreachable }]);
+        let b = run(&[Fact::CourierFailed { reason: Reason::Unreachable }, Fact::CourierHangup { cause: 21 }]);
+        assert_eq!(a.reason, Some(Reason::Rejected));
+        assert_eq!(b.reason, Some(Reason::Rejected));
+    }
+
+    #[test]
+    fn client_busy_fails_on_the_client_leg_even_if_the_hangup_comes_first() {
+        let s = run(&[
+            Fact::CourierAnswered { channel: None },
+            Fact::CourierHangup { cause: 16 },
+            Fact::ClientFailed { reason: Reason::Busy },
+        ]);
+        assert_eq!((s.status, s.failed_leg, s.reason), (Status::Failed, Some(Leg::Client), Some(Reason::Busy)));
+    }
+
+    #[test]
+    fn a_finished_call_never_moves_backwards() {
+        let done =
+            run(&[Fact::CourierAnswered { channel: None }, Fact::ClientAnswered, Fact::CourierHangup { cause: 16 }]);
+        let now = OffsetDateTime::UNIX_EPOCH + Duration::hours(1);
+        for fact in [
+            Fact::CourierAnswered { channel: None },
+            Fact::ClientAnswered,
+            Fact::Bridged,
+            Fact::CourierFailed { reason: Reason::Busy },
+            Fact::ClientFailed { reason: Reason::Busy },
+        ] {
+            let next = apply(&done, &fact, now);
+            assert!(next.is_none() || next.unwrap().status == Status::Completed, "{fact:?}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_call_is_settled_by_a_late_event() {
+        let mut s = CallState::new(Status::Unknown);
+        s = apply(&s, &Fact::CourierFailed { reason: Reason::NoAnswer }, OffsetDateTime::UNIX_EPOCH).unwrap();
+        assert_eq!(s.status, Status::Failed);
+    }
+
+    #[test]
+    fn statuses_round_trip_their_names() {
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+    }
+}
