@@ -21,6 +21,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// HS256 secret for JWTs (demo and tests; production may add public keys).
     pub jwt_secret: SecretString,
+    /// The previous HS256 secret, still accepted while tokens signed with it expire (rotation).
+    #[serde(default)]
+    pub jwt_previous_secret: Option<SecretString>,
     /// The `aud` claim every token must carry.
     #[serde(default = "default_audience")]
     pub jwt_audience: String,

@@ -120,6 +120,18 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        for (name, value) in &self.headers {
+            response.insert_header((name.clone(), value.as_str()));
+        }
+        response.body(serde_json::to_vec(&self.to_json()).unwrap_or_default())
+    }
+}
+
+impl ApiError {
+    /// The problem object (also stored to replay an idempotent request's answer).
+    pub fn to_json(&self) -> Value {
         let body = ProblemBody {
             type_: format!("https://dialback.dev/problems/{}", self.code.replace('_', "-")),
             title: self.title,
@@ -128,12 +140,7 @@ impl ResponseError for ApiError {
             detail: &self.detail,
             extra: &self.extra,
         };
-        let mut response = HttpResponse::build(self.status);
-        response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
-        for (name, value) in &self.headers {
-            response.insert_header((name.clone(), value.as_str()));
-        }
-        response.body(serde_json::to_vec(&body).unwrap_or_default())
+        serde_json::to_value(body).unwrap_or_default()
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod ami;
 pub mod auth;
+pub mod callbacks;
 pub mod config;
 pub mod crypto;
 pub mod domain;

@@ -29,10 +29,21 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
+    /// Run the PBX simulator: an AMI server that behaves like a real Asterisk 22 (no config needed).
+    PbxSim(dialback::pbx_sim::SimArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::PbxSim(args) = cli.command {
+        dialback::telemetry::init_logging(&std::env::var("DIALBACK_LOG_FORMAT").unwrap_or_else(|_| "auto".into()));
+        let result = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(dialback::pbx_sim::run_cli(args)));
+        return exit(result);
+    }
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => {
@@ -55,7 +66,12 @@ fn main() -> std::process::ExitCode {
             tracing::info!("stopped");
             Ok(())
         }),
+        Command::PbxSim(_) => unreachable!("handled above"),
     };
+    exit(result)
+}
+
+fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -10,18 +10,28 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::ami::pool::AmiPool;
+use crate::auth::Verifier;
+use crate::callbacks::{CallbackService, Tracker};
 use crate::config::Config;
+use crate::http::ratelimit::Limiters;
+use tokio_util::sync::CancellationToken;
 
 /// Shared by every handler.
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: deadpool_postgres::Pool,
     pub metrics: PrometheusHandle,
+    pub verifier: Verifier,
+    pub limiters: Arc<Limiters>,
+    pub callbacks: CallbackService,
 }
 
 pub struct Application {
     port: u16,
     server: Server,
+    pool: Arc<AmiPool>,
+    stop: CancellationToken,
 }
 
 impl Application {
@@ -34,11 +44,34 @@ impl Application {
             tracing::info!(?applied, "database migrated");
         }
         let db = crate::store::pool(&config.database_url, &config.db)?;
+        reconcile_after_restart(&db).await?;
+        let verifier = Verifier::from_config(&config)?;
+        let stop = CancellationToken::new();
+        let (signals_tx, signals_rx) = tokio::sync::mpsc::unbounded_channel();
+        let pool = AmiPool::new(config.ami.clone(), Some(signals_tx));
+        pool.spawn_janitor(stop.clone());
+        let tracker = Tracker::start(db.clone(), signals_rx);
+        let limiters = Limiters::new(&config.rate);
+        limiters.spawn_janitor(stop.clone());
+        let callbacks = CallbackService {
+            db: db.clone(),
+            pool: pool.clone(),
+            tracker,
+            secrets: config.secrets_key(),
+            connect_timeout: Duration::from_millis(config.ami.connect_timeout_ms),
+        };
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {} (DIALBACK_LISTEN): {e}", config.listen))?;
         let port = listener.local_addr()?.port();
         let config = Arc::new(config);
-        let state = web::Data::new(AppState { config: config.clone(), db, metrics: crate::telemetry::metrics() });
+        let state = web::Data::new(AppState {
+            config: config.clone(),
+            db,
+            metrics: crate::telemetry::metrics(),
+            verifier,
+            limiters,
+            callbacks,
+        });
         let body_limit = config.http.body_limit_bytes;
         let mut server = HttpServer::new(move || {
             App::new()
@@ -53,7 +86,7 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         tracing::info!(listen = %config.listen, port, "dialback listening");
-        Ok(Self { port, server })
+        Ok(Self { port, server, pool, stop })
     }
 
     pub fn port(&self) -> u16 {
@@ -62,6 +95,28 @@ impl Application {
 
     /// Serves until SIGINT/SIGTERM, then finishes in-flight requests (up to the shutdown timeout).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        self.stop.cancel();
+        self.pool.close_all().await;
+        result
     }
+}
+
+/// Calls that were in flight when dialback stopped cannot be followed any more (their events were
+/// missed): they become `unknown` with an explanation rather than stay "ringing" forever.
+/// (With several replicas sharing a database this would also touch the others' calls; dialback
+/// runs one replica per database today.)
+async fn reconcile_after_restart(db: &deadpool_postgres::Pool) -> anyhow::Result<()> {
+    let client = crate::store::client(db).await?;
+    let n = crate::store::callbacks::mark_in_flight_unknown(
+        &**client,
+        None,
+        time::OffsetDateTime::now_utc(),
+        "dialback restarted while the call was in flight; its outcome was not observed",
+    )
+    .await?;
+    if n > 0 {
+        tracing::warn!(calls = n, "in-flight calls from before the restart marked unknown");
+    }
+    Ok(())
 }

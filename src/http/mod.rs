@@ -3,8 +3,12 @@
 //!
 //! Handlers translate HTTP to domain calls and back, nothing more. One file per resource.
 
+pub mod admin;
+pub mod auth;
+pub mod callbacks;
 pub mod docs;
 pub mod health;
+pub mod ratelimit;
 
 use std::time::Instant;
 
@@ -96,6 +100,18 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/metrics").get(health::metrics),
         Endpoint::new("/openapi.yaml").get(docs::openapi_yaml),
         Endpoint::new("/docs").get(docs::docs_page),
+        Endpoint::new("/v1/admin/pbx").get(admin::get_pbx).put(admin::put_pbx),
+        Endpoint::new("/v1/admin/couriers").get(admin::list_couriers),
+        Endpoint::new("/v1/admin/couriers/{courier_id}")
+            .get(admin::get_courier)
+            .put(admin::put_courier)
+            .delete(admin::delete_courier),
+        Endpoint::new("/v1/admin/orders/{order_id}")
+            .get(admin::get_order)
+            .put(admin::put_order)
+            .delete(admin::delete_order),
+        Endpoint::new("/v1/callbacks").post(callbacks::create).get(callbacks::list),
+        Endpoint::new("/v1/callbacks/{callback_id}").get(callbacks::get).delete(callbacks::cancel),
     ]
 }
 

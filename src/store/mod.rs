@@ -2,6 +2,9 @@
 //!
 //! Handlers never write SQL; they call the functions of these modules with a pooled client.
 
+pub mod admin;
+pub mod callbacks;
+pub mod idempotency;
 pub mod migrations;
 
 use std::time::Duration;

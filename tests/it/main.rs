@@ -6,4 +6,7 @@
 
 mod support;
 
+mod ami;
+mod callbacks;
 mod foundation;
+mod pbx_sim;

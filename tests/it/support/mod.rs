@@ -143,3 +143,141 @@ pub async fn assert_problem(res: reqwest::Response, status: u16, code: &str) -> 
     assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string(), "{body}");
     body
 }
+
+/// The demo-like company every callback test uses: courier-1 (+79001112233) with order A-1001
+/// (+79161234567); the PBX is whatever `pbx` points at.
+pub const COURIER_PHONE: &str = "+79001112233";
+pub const CLIENT_PHONE: &str = "+79161234567";
+
+impl TestApp {
+    pub fn token(&self, tenant: &str, role: dialback::auth::Role, sub: &str) -> String {
+        dialback::auth::mint(&self.config, tenant, role, sub, 600).unwrap()
+    }
+
+    pub fn admin(&self, tenant: &str) -> String {
+        self.token(tenant, dialback::auth::Role::Admin, "admin-1")
+    }
+
+    pub fn courier(&self, tenant: &str, courier: &str) -> String {
+        self.token(tenant, dialback::auth::Role::Courier, courier)
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: serde_json::Value) -> reqwest::Response {
+        self.send(reqwest::Method::PUT, path, token, Some(body)).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: serde_json::Value) -> reqwest::Response {
+        self.send(reqwest::Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.send(reqwest::Method::GET, path, token, None).await
+    }
+
+    /// PBX settings pointing at `host:port`, merged with `overrides`.
+    pub async fn configure_pbx(&self, tenant: &str, port: u16, overrides: serde_json::Value) {
+        let mut settings = serde_json::json!({
+            "host": "127.0.0.1", "port": port, "tls": false, "username": "dialback", "secret": "dialback",
+            "channel_template": "PJSIP/{NUMBER}@trunk", "context": "from-courier",
+            "office_extension": "101", "office_phone": "+74951234567", "caller_id": "+74951234567",
+            "default_region": "RU", "dial_format": "digits", "originate_timeout_s": 5,
+            "destination_policy": "orders", "allowed_countries": ["RU", "KZ"]
+        });
+        for (k, v) in overrides.as_object().unwrap() {
+            settings[k] = v.clone();
+        }
+        let res = self.put("/v1/admin/pbx", &self.admin(tenant), settings).await;
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    }
+
+    pub async fn add_courier(&self, tenant: &str, id: &str, phone: &str) {
+        let res = self
+            .put(
+                &format!("/v1/admin/couriers/{id}"),
+                &self.admin(tenant),
+                serde_json::json!({"phone": phone, "name": id}),
+            )
+            .await;
+        assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    }
+
+    pub async fn add_order(&self, tenant: &str, id: &str, courier: &str, phones: &[&str]) {
+        let res = self
+            .put(
+                &format!("/v1/admin/orders/{id}"),
+                &self.admin(tenant),
+                serde_json::json!({"courier_id": courier, "phones": phones, "state": "active"}),
+            )
+            .await;
+        assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    }
+
+    /// The demo company: PBX at `port`, courier-1 and order A-1001.
+    pub async fn seed(&self, tenant: &str, port: u16) {
+        self.configure_pbx(tenant, port, serde_json::json!({})).await;
+        self.add_courier(tenant, "courier-1", COURIER_PHONE).await;
+        self.add_order(tenant, "A-1001", "courier-1", &[CLIENT_PHONE]).await;
+    }
+
+    /// Polls a callback until it reaches a terminal status (or panics after `secs`).
+    pub async fn wait_terminal(&self, id: &str, token: &str, secs: u64) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let body: serde_json::Value =
+                self.get_as(&format!("/v1/callbacks/{id}"), token).await.json().await.unwrap();
+            let status = body["status"].as_str().unwrap_or_default().to_owned();
+            if ["completed", "failed", "canceled", "refused", "unknown"].contains(&status.as_str()) {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "callback {id} still {status} after {secs}s: {body}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls until the callback has `status`.
+    pub async fn wait_status(&self, id: &str, token: &str, want: &str, secs: u64) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let body: serde_json::Value =
+                self.get_as(&format!("/v1/callbacks/{id}"), token).await.json().await.unwrap();
+            if body["status"] == want {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "callback {id} never reached {want}: {body}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A PBX simulator on a free port with quick phones (ring 50 ms, talk 1 s, leg-2 Dial timeout
+/// 2 s), changed by `tweak`.
+pub async fn sim_with(tweak: impl FnOnce(&mut dialback::pbx_sim::SimConfig)) -> dialback::pbx_sim::Simulator {
+    init_test_logging();
+    let mut config = dialback::pbx_sim::SimConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        talk: std::time::Duration::from_secs(1),
+        ring: std::time::Duration::from_millis(50),
+        dial_timeout: std::time::Duration::from_secs(2),
+        ..Default::default()
+    };
+    tweak(&mut config);
+    dialback::pbx_sim::Simulator::start(config).await.expect("simulator starts")
+}
+
+pub async fn quick_sim() -> dialback::pbx_sim::Simulator {
+    sim_with(|_| {}).await
+}

@@ -1,0 +1,369 @@
+//! Placing callbacks: the courier's tap becomes an attempt row, then one async Originate; the
+//! [`tracker`] follows it to the end from AMI events.
+//!
+//! Toll-fraud rules live here: leg 1 only rings the courier's registered phone; leg 2 is the
+//! office extension or a number that passes the tenant's destination policy; nothing from the
+//! request reaches AMI without being parsed first.
+
+pub mod tracker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::ami::message::Originate;
+use crate::ami::pool::{AmiPool, PbxLogin};
+use crate::ami::transport::Endpoint;
+use crate::ami::AmiError;
+use crate::crypto::SecretsKey;
+use crate::domain::callback::{CallState, Reason, Status};
+use crate::domain::phone::{self, PhoneNumber};
+use crate::domain::settings::{render_channel, DestinationPolicy, PbxSettings};
+use crate::store::{self, callbacks::CallbackRow, callbacks::NewCallback, StoreError};
+pub use tracker::Tracker;
+
+/// What the courier asked for.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Client {
+        to: String,
+        order_id: Option<String>,
+    },
+    Office,
+    /// The admin's Test button: leg 1 and leg 2 are given explicitly.
+    Test {
+        from: String,
+        to: String,
+    },
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Client { .. } => "client",
+            Target::Office => "office",
+            Target::Test { .. } => "test",
+        }
+    }
+}
+
+/// What the app may do when the PBX cannot place the call.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Fallback {
+    /// The number to dial over cellular.
+    pub phone: String,
+    pub note: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("this company has not configured its PBX yet")]
+    NotConfigured,
+    #[error("courier {0} is not registered or not active")]
+    CourierNotRegistered(String),
+    #[error("the office extension is not configured")]
+    OfficeNotConfigured,
+    #[error("{detail}")]
+    InvalidNumber { detail: String, callback: Box<CallbackRow> },
+    #[error("{detail}")]
+    Forbidden { detail: String, callback: Box<CallbackRow> },
+    #[error("the PBX could not place the call: {error}")]
+    Pbx { error: AmiError, callback: Box<CallbackRow>, fallback: Option<Fallback> },
+    #[error("stored PBX secret cannot be decrypted (was DIALBACK_SECRETS_KEY changed?)")]
+    SecretUndecryptable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct CallbackService {
+    pub db: deadpool_postgres::Pool,
+    pub pool: Arc<AmiPool>,
+    pub tracker: Tracker,
+    pub secrets: SecretsKey,
+    pub connect_timeout: Duration,
+}
+
+/// The tenant's AMI login from its stored settings.
+pub fn pbx_login(settings: &PbxSettings, secret: SecretString) -> PbxLogin {
+    PbxLogin {
+        endpoint: Endpoint {
+            host: settings.host.clone(),
+            port: settings.port,
+            tls: settings.tls,
+            ca_pem: settings.ca_pem.clone(),
+        },
+        username: settings.username.clone(),
+        secret,
+    }
+}
+
+/// Leg 2 after the destination policy: the number to write in `Exten`, and the E.164 to log.
+struct Destination {
+    exten_number: String,
+    logged: String,
+    parsed: Option<PhoneNumber>,
+}
+
+impl CallbackService {
+    pub async fn settings(&self, tenant: &str) -> Result<Option<(PbxSettings, SecretString)>, PlaceError> {
+        let client = store::client(&self.db).await?;
+        let Some(stored) = store::admin::get_settings(&**client, tenant).await? else { return Ok(None) };
+        let secret = self.secrets.decrypt(&stored.secret_enc, tenant).map_err(|_| PlaceError::SecretUndecryptable)?;
+        Ok(Some((stored.settings, SecretString::from(secret))))
+    }
+
+    /// Places a callback for `courier_id` (or, for a test, for the admin) and returns the
+    /// attempt once Asterisk has queued the originate.
+    pub async fn place(
+        &self,
+        tenant: &str,
+        courier_id: &str,
+        target: Target,
+        override_settings: Option<(PbxSettings, SecretString)>,
+    ) -> Result<CallbackRow, PlaceError> {
+        let (settings, secret) = match override_settings {
+            Some(s) => s,
+            None => self.settings(tenant).await?.ok_or(PlaceError::NotConfigured)?,
+        };
+        let db = store::client(&self.db).await?;
+        let courier_number = match &target {
+            Target::Test { from, .. } => phone::parse(from, &settings.default_region).map_err(|e| {
+                PlaceError::CourierNotRegistered(format!("{courier_id} (the test's first number is invalid: {e})"))
+            })?,
+            _ => {
+                let courier = store::admin::get_courier(&**db, tenant, courier_id)
+                    .await?
+                    .filter(|c| c.active)
+                    .ok_or_else(|| PlaceError::CourierNotRegistered(courier_id.to_owned()))?;
+                phone::parse(&courier.phone, &settings.default_region)
+                    .map_err(|_| PlaceError::CourierNotRegistered(courier_id.to_owned()))?
+            }
+        };
+        let id = Uuid::now_v7();
+        let order_id = match &target {
+            Target::Client { order_id, .. } => order_id.clone(),
+            _ => None,
+        };
+        let refuse = |status_reason: Reason, detail: String, to: Option<String>| {
+            let order_id = order_id.clone();
+            let courier_e164 = courier_number.e164.clone();
+            let target_name = target.name();
+            let db = &db;
+            async move {
+                let row = store::callbacks::insert(
+                    &***db,
+                    &NewCallback {
+                        id,
+                        tenant,
+                        courier_id,
+                        target: target_name,
+                        order_id: order_id.as_deref(),
+                        to_number: to.as_deref(),
+                        courier_number: Some(&courier_e164),
+                        status: Status::Refused,
+                        reason: Some(status_reason),
+                        detail: Some(&detail),
+                    },
+                )
+                .await?;
+                tracing::warn!(call_id = %id, tenant, courier_id, reason = status_reason.as_str(), %detail, "callback refused");
+                metrics::counter!("dialback_callbacks_refused_total", "reason" => status_reason.as_str()).increment(1);
+                Ok::<_, PlaceError>((row, detail))
+            }
+        };
+        let destination = match self.destination(&db, tenant, courier_id, &settings, &target).await? {
+            Ok(d) => d,
+            Err((reason, detail, to)) => {
+                let (row, detail) = refuse(reason, detail, to).await?;
+                return Err(if reason == Reason::InvalidNumber {
+                    PlaceError::InvalidNumber { detail, callback: Box::new(row) }
+                } else {
+                    PlaceError::Forbidden { detail, callback: Box::new(row) }
+                });
+            }
+        };
+        let row = store::callbacks::insert(
+            &**db,
+            &NewCallback {
+                id,
+                tenant,
+                courier_id,
+                target: target.name(),
+                order_id: order_id.as_deref(),
+                to_number: Some(&destination.logged),
+                courier_number: Some(&courier_number.e164),
+                status: Status::Queued,
+                reason: None,
+                detail: None,
+            },
+        )
+        .await?;
+        drop(db);
+        let originate = Originate {
+            channel: render_channel(
+                &settings.channel_template,
+                &format!("{}{}", settings.courier_prefix, settings.dial_format.render(&courier_number)),
+            ),
+            context: settings.context.clone(),
+            exten: format!("{}{}", settings.client_prefix, destination.exten_number),
+            timeout_ms: u64::from(settings.originate_timeout_s) * 1000,
+            caller_id: settings.caller_id.clone(),
+            channel_id: id.to_string(),
+            variables: vec![("DIALBACK_CALL_ID".into(), id.to_string())],
+        };
+        let client = self.pool.client(tenant, &pbx_login(&settings, secret));
+        let queued = async {
+            client.wait_up(self.connect_timeout).await?;
+            client.originate(&originate).await
+        }
+        .await;
+        match queued {
+            Ok(handle) => {
+                let mut next = row.state.clone();
+                next.status = Status::RingingCourier;
+                let mut conn = store::client(&self.db).await?;
+                store::callbacks::transition(
+                    &mut conn,
+                    id,
+                    &row.state,
+                    &next,
+                    "originate queued",
+                    None,
+                    Some(&handle.action_id),
+                )
+                .await?;
+                self.tracker.placed(id, tenant, next.clone(), self.pool.hold(tenant));
+                tracing::info!(call_id = %id, tenant, courier_id, target = target.name(), action_id = %handle.action_id, "callback queued");
+                metrics::counter!("dialback_callbacks_placed_total", "target" => target.name()).increment(1);
+                Ok(CallbackRow { state: next, action_id: Some(handle.action_id), ..row })
+            }
+            Err(error) => {
+                let reason = if error.is_unreachable() { Reason::Unreachable } else { Reason::PbxError };
+                let mut next = CallState::new(Status::Failed);
+                next.reason = Some(reason);
+                next.ended_at = Some(OffsetDateTime::now_utc());
+                let detail = error.to_string();
+                let mut conn = store::client(&self.db).await?;
+                store::callbacks::transition(&mut conn, id, &row.state, &next, "originate failed", Some(&detail), None)
+                    .await?;
+                tracing::warn!(call_id = %id, tenant, courier_id, error = %error, "callback could not be placed");
+                metrics::counter!("dialback_callbacks_failed_to_place_total", "kind" => error.kind()).increment(1);
+                let fallback = match &target {
+                    Target::Office => settings.office_phone_e164().map(|phone| Fallback {
+                        phone,
+                        note: "the PBX cannot be reached: dial the office over cellular".into(),
+                    }),
+                    Target::Client { .. } if settings.allow_direct_dial => destination.parsed.map(|p| Fallback {
+                        phone: p.e164,
+                        note: "the PBX cannot be reached: this company allows dialling the client directly".into(),
+                    }),
+                    _ => None,
+                };
+                let row = CallbackRow { state: next, detail: Some(detail), ..row };
+                Err(PlaceError::Pbx { error, callback: Box::new(row), fallback })
+            }
+        }
+    }
+
+    /// Applies the destination policy. The outer error is a database failure; the inner one a
+    /// refusal: (reason, explanation, the number as logged).
+    async fn destination(
+        &self,
+        db: &store::Client,
+        tenant: &str,
+        courier_id: &str,
+        settings: &PbxSettings,
+        target: &Target,
+    ) -> Result<Result<Destination, (Reason, String, Option<String>)>, PlaceError> {
+        let (to, order_id) = match target {
+            Target::Office => {
+                let ext = settings.office_extension.clone().ok_or(PlaceError::OfficeNotConfigured)?;
+                return Ok(Ok(Destination { exten_number: ext.clone(), logged: ext, parsed: None }));
+            }
+            Target::Client { to, order_id } => (to, order_id.as_deref()),
+            Target::Test { to, .. } => (to, None),
+        };
+        let number = match phone::parse(to, &settings.default_region) {
+            Ok(n) => n,
+            Err(e) => {
+                return Ok(Err((Reason::InvalidNumber, format!("{to:?} is not a valid phone number: {e}"), None)))
+            }
+        };
+        let logged = Some(number.e164.clone());
+        if !settings.allowed_countries.iter().any(|c| c.eq_ignore_ascii_case(&number.region)) {
+            return Ok(Err((
+                Reason::DestinationForbidden,
+                format!(
+                    "{} is in {} and this company allows calls to {} only",
+                    number.e164,
+                    number.region,
+                    settings.allowed_countries.join(", ")
+                ),
+                logged,
+            )));
+        }
+        if !number.kind.is_ordinary() {
+            return Ok(Err((
+                Reason::DestinationForbidden,
+                format!(
+                    "{} is {}; only mobile and fixed-line numbers can be called",
+                    number.e164,
+                    number.kind.describe()
+                ),
+                logged,
+            )));
+        }
+        if settings.destination_policy == DestinationPolicy::Orders && !matches!(target, Target::Test { .. }) {
+            let Some(order_id) = order_id else {
+                return Ok(Err((
+                    Reason::DestinationForbidden,
+                    "this company only allows calls to the numbers of your orders: give order_id".into(),
+                    logged,
+                )));
+            };
+            let order = store::admin::get_order(&***db, tenant, order_id).await?;
+            let allowed = order.as_ref().is_some_and(|o| {
+                o.state == "active"
+                    && o.courier_id.as_deref() == Some(courier_id)
+                    && o.phones
+                        .iter()
+                        .any(|p| phone::parse(p, &settings.default_region).is_ok_and(|p| p.e164 == number.e164))
+            });
+            if !allowed {
+                return Ok(Err((
+                    Reason::DestinationForbidden,
+                    format!("{} is not a number of an active order {order_id} assigned to you", number.e164),
+                    logged,
+                )));
+            }
+        }
+        Ok(Ok(Destination {
+            exten_number: settings.dial_format.render(&number),
+            logged: number.e164.clone(),
+            parsed: Some(number),
+        }))
+    }
+
+    /// Cancels a callback that is still ringing: hangs up its courier channel.
+    pub async fn cancel(&self, row: &CallbackRow) -> Result<CallbackRow, PlaceError> {
+        let (settings, secret) = self.settings(&row.tenant_id).await?.ok_or(PlaceError::NotConfigured)?;
+        let client = self.pool.client(&row.tenant_id, &pbx_login(&settings, secret));
+        let channel = row.state.courier_channel.clone().unwrap_or_else(|| row.id.to_string());
+        if let Err(error) = client.hangup(&channel).await {
+            // "No such channel": it ended meanwhile; the tracker records how.
+            tracing::info!(call_id = %row.id, error = %error, "hangup for cancel did not apply");
+        }
+        let mut next = row.state.clone();
+        next.status = Status::Canceled;
+        next.reason = Some(Reason::Canceled);
+        next.ended_at = Some(OffsetDateTime::now_utc());
+        let mut conn = store::client(&self.db).await?;
+        store::callbacks::transition(&mut conn, row.id, &row.state, &next, "canceled through the API", None, None)
+            .await?;
+        self.tracker.forget(row.id);
+        Ok(CallbackRow { state: next, ..row.clone() })
+    }
+}

@@ -1,0 +1,192 @@
+//! Follows calls from AMI events and writes each change to the attempt's row.
+//!
+//! Events are correlated only by our own ChannelId (= the attempt's uuid), which Asterisk puts in
+//! every leg's Linkedid: events reach every AMI session, so anything else could be someone else's
+//! call. An event from tenant A's PBX never touches tenant B's attempt. Work is sharded by call id
+//! so one call's events are applied in order while different calls proceed in parallel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::ami::client::PbxSignal;
+use crate::ami::pool::CallHold;
+use crate::ami::AmiEvent;
+use crate::domain::callback::{apply, CallState, Fact};
+use crate::store;
+
+const SHARDS: usize = 4;
+
+enum Work {
+    Event {
+        tenant: Arc<str>,
+        id: Uuid,
+        event: Arc<AmiEvent>,
+    },
+    /// A call was just placed: keep its connection held until it ends.
+    Placed {
+        id: Uuid,
+        tenant: Arc<str>,
+        state: CallState,
+        hold: Option<CallHold>,
+    },
+    PbxDown {
+        tenant: Arc<str>,
+        detail: String,
+    },
+    /// Forget a call settled elsewhere (e.g. canceled through the API).
+    Forget {
+        id: Uuid,
+    },
+}
+
+struct Tracked {
+    tenant: Arc<str>,
+    state: CallState,
+    _hold: Option<CallHold>,
+}
+
+/// The handle the callback service uses to tell the tracker about calls it placed.
+#[derive(Clone)]
+pub struct Tracker {
+    shards: Arc<Vec<mpsc::UnboundedSender<Work>>>,
+}
+
+fn shard_of(id: &Uuid) -> usize {
+    (id.as_u128() % SHARDS as u128) as usize
+}
+
+impl Tracker {
+    /// Starts the shard workers and the router reading PBX signals from `signals`.
+    pub fn start(db: deadpool_postgres::Pool, mut signals: mpsc::UnboundedReceiver<(Arc<str>, PbxSignal)>) -> Self {
+        let mut shards = Vec::with_capacity(SHARDS);
+        for _ in 0..SHARDS {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_shard(db.clone(), rx));
+            shards.push(tx);
+        }
+        let tracker = Self { shards: Arc::new(shards) };
+        let router = tracker.clone();
+        tokio::spawn(async move {
+            while let Some((tenant, signal)) = signals.recv().await {
+                router.route(tenant, signal);
+            }
+        });
+        tracker
+    }
+
+    fn route(&self, tenant: Arc<str>, signal: PbxSignal) {
+        match signal {
+            PbxSignal::Event(event) => {
+                let Some(id) = event.call_key().and_then(|k| Uuid::parse_str(k).ok()) else { return };
+                let _ = self.shards[shard_of(&id)].send(Work::Event { tenant, id, event });
+            }
+            PbxSignal::Down(err) => {
+                for shard in self.shards.iter() {
+                    let _ = shard.send(Work::PbxDown { tenant: tenant.clone(), detail: err.to_string() });
+                }
+            }
+            PbxSignal::Up => {}
+        }
+    }
+
+    pub fn placed(&self, id: Uuid, tenant: &str, state: CallState, hold: Option<CallHold>) {
+        let _ = self.shards[shard_of(&id)].send(Work::Placed { id, tenant: Arc::from(tenant), state, hold });
+    }
+
+    pub fn forget(&self, id: Uuid) {
+        let _ = self.shards[shard_of(&id)].send(Work::Forget { id });
+    }
+}
+
+async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Work>) {
+    let mut calls: HashMap<Uuid, Tracked> = HashMap::new();
+    while let Some(work) = rx.recv().await {
+        match work {
+            Work::Placed { id, tenant, state, hold } => {
+                calls.insert(id, Tracked { tenant, state, _hold: hold });
+            }
+            Work::Forget { id } => {
+                calls.remove(&id);
+            }
+            Work::Event { tenant, id, event } => {
+                if let Err(e) = on_event(&db, &mut calls, tenant, id, &event).await {
+                    tracing::error!(call_id = %id, error = format!("{e:#}"), "could not record a call event");
+                }
+            }
+            Work::PbxDown { tenant, detail } => {
+                let lost: Vec<Uuid> = calls.iter().filter(|(_, t)| t.tenant == tenant).map(|(id, _)| *id).collect();
+                if lost.is_empty() {
+                    continue;
+                }
+                let detail = format!("the AMI connection was lost ({detail}); the outcome was not observed");
+                match store::client(&db).await {
+                    Ok(client) => {
+                        match store::callbacks::mark_in_flight_unknown(
+                            &**client,
+                            Some(&tenant),
+                            OffsetDateTime::now_utc(),
+                            &detail,
+                        )
+                        .await
+                        {
+                            Ok(n) => tracing::warn!(tenant = %tenant, calls = n, "in-flight calls marked unknown"),
+                            Err(e) => tracing::error!(tenant = %tenant, error = %e, "could not mark in-flight calls"),
+                        }
+                    }
+                    Err(e) => tracing::error!(tenant = %tenant, error = %e, "could not mark in-flight calls"),
+                }
+                for id in lost {
+                    calls.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+async fn on_event(
+    db: &deadpool_postgres::Pool,
+    calls: &mut HashMap<Uuid, Tracked>,
+    tenant: Arc<str>,
+    id: Uuid,
+    event: &AmiEvent,
+) -> anyhow::Result<()> {
+    let key = id.to_string();
+    let Some(fact) = Fact::from_event(event, &key) else { return Ok(()) };
+    let mut client = store::client(db).await?;
+    // Not in memory: placed before a restart, or already settled (late Cdr, or unknown).
+    if !calls.contains_key(&id) {
+        let Some(row) = store::callbacks::get_any(&**client, id).await? else { return Ok(()) };
+        if *row.tenant_id != *tenant {
+            tracing::warn!(call_id = %id, pbx_tenant = %tenant, "event from another tenant's PBX ignored");
+            return Ok(());
+        }
+        calls.insert(id, Tracked { tenant: tenant.clone(), state: row.state, _hold: None });
+    }
+    let tracked = calls.get_mut(&id).expect("inserted above");
+    if *tracked.tenant != *tenant {
+        return Ok(());
+    }
+    let Some(next) = apply(&tracked.state, &fact, OffsetDateTime::now_utc()) else { return Ok(()) };
+    let cause = format!("{fact:?}");
+    if store::callbacks::transition(&mut client, id, &tracked.state, &next, &cause, None, None).await? {
+        if next.status != tracked.state.status {
+            tracing::info!(call_id = %id, tenant = %tenant, from = tracked.state.status.as_str(), to = next.status.as_str(),
+                reason = next.reason.map(|r| r.as_str()), "callback status");
+            metrics::counter!("dialback_callback_transitions_total", "to" => next.status.as_str()).increment(1);
+        }
+        tracked.state = next;
+    } else {
+        // Someone else (a cancel, another replica) moved it: reload next time.
+        calls.remove(&id);
+        return Ok(());
+    }
+    // Settled: late events (a Cdr after the hangup) reload it from the database.
+    if calls[&id].state.status.is_terminal() {
+        calls.remove(&id);
+    }
+    Ok(())
+}

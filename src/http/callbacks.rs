@@ -1,0 +1,365 @@
+//! `/v1/callbacks`: couriers place, read and cancel their callbacks; admins read and list their
+//! tenant's. Retries with the same `Idempotency-Key` replay the first answer and never originate
+//! twice.
+
+use std::time::Duration;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::ami::AmiError;
+use crate::auth::Role;
+use crate::callbacks::{PlaceError, Target};
+use crate::domain::callback::Status;
+use crate::error::ApiError;
+use crate::http::admin::{parse_body, valid_id};
+use crate::http::auth::Caller;
+use crate::startup::AppState;
+use crate::store::{self, callbacks::CallbackRow, idempotency::Claim};
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct CallbackRequest {
+    target: String,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    order_id: Option<String>,
+}
+
+/// `+79161234567` → `+7916***4567` (couriers see their calls, not a copy of the client base).
+fn mask(number: &str) -> String {
+    if number.len() <= 8 {
+        return "***".into();
+    }
+    format!("{}***{}", &number[..5], &number[number.len() - 4..])
+}
+
+fn ts(t: Option<OffsetDateTime>) -> Value {
+    t.and_then(|t| t.format(&Rfc3339).ok()).map(Value::String).unwrap_or(Value::Null)
+}
+
+/// The callback resource.
+pub fn view(row: &CallbackRow, for_courier: bool) -> Value {
+    let s = &row.state;
+    let number = |n: &Option<String>| match n {
+        Some(n) if for_courier && row.target != "office" => json!(mask(n)),
+        Some(n) => json!(n),
+        None => Value::Null,
+    };
+    json!({
+        "id": row.id,
+        "target": row.target,
+        "status": s.status.as_str(),
+        "failed_leg": s.failed_leg.map(|l| l.as_str()),
+        "reason": s.reason.map(|r| r.as_str()),
+        "hangup_cause": s.hangup_cause,
+        "detail": row.detail,
+        "courier_id": row.courier_id,
+        "order_id": row.order_id,
+        "to": number(&row.to_number),
+        "courier_number": if for_courier { row.courier_number.as_deref().map(mask).map(Value::String).unwrap_or(Value::Null) } else { json!(row.courier_number) },
+        "created_at": ts(Some(row.created_at)),
+        "updated_at": ts(Some(row.updated_at)),
+        "courier_answered_at": ts(s.courier_answered_at),
+        "connected_at": ts(s.connected_at),
+        "ended_at": ts(s.ended_at),
+        "talk_seconds": s.talk_seconds,
+        "billable_seconds": s.cdr_billable_seconds,
+    })
+}
+
+fn pbx_problem(error: &AmiError) -> ApiError {
+    let (status, code, title) = match error {
+        AmiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "pbx_timeout", "The PBX did not answer in time"),
+        AmiError::AuthFailed => (StatusCode::BAD_GATEWAY, "pbx_login_failed", "The PBX refused dialback's login"),
+        AmiError::PermissionDenied | AmiError::Rejected(_) | AmiError::Encode(_) => {
+            (StatusCode::BAD_GATEWAY, "pbx_refused", "The PBX refused the call")
+        }
+        AmiError::Saturated(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "pbx_busy", "Too many calls in progress on the PBX")
+        }
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "pbx_unreachable", "The PBX cannot be reached"),
+    };
+    let mut problem = ApiError::new(status, code, title, error.to_string());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        problem = problem.with_header(header::RETRY_AFTER, "5");
+    }
+    problem
+}
+
+fn place_problem(err: PlaceError) -> ApiError {
+    match err {
+        PlaceError::NotConfigured => {
+            ApiError::new(StatusCode::CONFLICT, "pbx_not_configured", "PBX not configured", err.to_string())
+        }
+        PlaceError::OfficeNotConfigured => {
+            ApiError::new(StatusCode::CONFLICT, "office_not_configured", "Office not configured", err.to_string())
+        }
+        PlaceError::CourierNotRegistered(_) => {
+            ApiError::new(StatusCode::FORBIDDEN, "courier_not_registered", "Courier not registered", err.to_string())
+        }
+        PlaceError::InvalidNumber { detail, callback } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_number", "Invalid number", detail)
+                .with("callback_id", callback.id.to_string())
+        }
+        PlaceError::Forbidden { detail, callback } => {
+            ApiError::new(StatusCode::FORBIDDEN, "destination_forbidden", "Destination forbidden", detail)
+                .with("callback_id", callback.id.to_string())
+        }
+        PlaceError::Pbx { error, callback, fallback } => pbx_problem(&error)
+            .with("callback_id", callback.id.to_string())
+            .with("fallback", serde_json::to_value(fallback).unwrap_or(Value::Null)),
+        PlaceError::SecretUndecryptable => ApiError::internal(anyhow::anyhow!(err)),
+        PlaceError::Store(e) => e.into(),
+    }
+}
+
+/// True when the attempt may have reached Asterisk (so a retry must replay, not try again).
+fn may_have_originated(err: &PlaceError) -> bool {
+    !matches!(err, PlaceError::Store(_) | PlaceError::SecretUndecryptable)
+        && !matches!(err, PlaceError::Pbx { error, .. } if !matches!(error, AmiError::Timeout(_) | AmiError::Disconnected))
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else { return Ok(None) };
+    let key = value.to_str().unwrap_or("");
+    if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::invalid_field(
+            "Idempotency-Key",
+            "Idempotency-Key must be 1-200 printable ASCII characters",
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+fn request_hash(body: &CallbackRequest) -> String {
+    let canonical = serde_json::to_vec(body).expect("request serialises");
+    crate::crypto::encode_hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical).as_ref())
+}
+
+fn replay(status: u16, body: Value) -> HttpResponse {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let content_type = if status.is_success() { "application/json" } else { crate::error::PROBLEM_JSON };
+    HttpResponse::build(status).content_type(content_type).insert_header(("Idempotent-Replayed", "true")).json(body)
+}
+
+/// The answer as (status, body), so it can be stored for replays.
+async fn place(
+    state: &AppState,
+    caller: &Caller,
+    request: &CallbackRequest,
+) -> Result<(StatusCode, Value), (ApiError, bool)> {
+    let target = match request.target.as_str() {
+        "client" => {
+            let to = request
+                .to
+                .clone()
+                .ok_or_else(|| (ApiError::invalid_field("to", "to is required for target client"), false))?;
+            if let Some(order) = &request.order_id {
+                valid_id("order_id", order).map_err(|e| (e, false))?;
+            }
+            Target::Client { to, order_id: request.order_id.clone() }
+        }
+        "office" => Target::Office,
+        _ => return Err((ApiError::invalid_field("target", "target must be client or office"), false)),
+    };
+    match state.callbacks.place(caller.tenant(), caller.sub(), target, None).await {
+        Ok(row) => Ok((StatusCode::ACCEPTED, view(&row, true))),
+        Err(e) => {
+            let sent = may_have_originated(&e);
+            Err((place_problem(e), sent))
+        }
+    }
+}
+
+pub async fn create(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Courier)?;
+    let request: CallbackRequest = parse_body(body.into_inner())?;
+    let key = idempotency_key(&req)?;
+    let (tenant, courier) = (caller.tenant(), caller.sub());
+    if let Some(key) = &key {
+        let hash = request_hash(&request);
+        let db = store::client(&state.db).await?;
+        store::admin::ensure_tenant(&**db, tenant).await?;
+        if let Claim::Taken { request_hash, response } =
+            store::idempotency::claim(&**db, tenant, courier, key, &hash).await?
+        {
+            if request_hash != hash {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "Idempotency key reused",
+                    "this Idempotency-Key was used for a different request; use a new key",
+                ));
+            }
+            if let Some((status, body)) = response {
+                return Ok(replay(status, body));
+            }
+            // A concurrent duplicate is still being placed: wait for its answer.
+            drop(db);
+            for _ in 0..150 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let db = store::client(&state.db).await?;
+                if let Claim::Taken { response: Some((status, body)), .. } =
+                    store::idempotency::claim(&**db, tenant, courier, key, &hash).await?
+                {
+                    return Ok(replay(status, body));
+                }
+            }
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_in_progress",
+                "Request in progress",
+                "a request with this Idempotency-Key is still in progress; retry later",
+            )
+            .with_header(header::RETRY_AFTER, "2"));
+        }
+    }
+    if let Err(limited) = state.limiters.callback(tenant, courier) {
+        if let Some(key) = &key {
+            let db = store::client(&state.db).await?;
+            store::idempotency::release(&**db, tenant, courier, key).await?;
+        }
+        return Err(limited);
+    }
+    let outcome = place(&state, &caller, &request).await;
+    let Some(key) = key else {
+        return match outcome {
+            Ok((status, body)) => Ok(HttpResponse::build(status).json(body)),
+            Err((problem, _)) => Err(problem),
+        };
+    };
+    let db = store::client(&state.db).await?;
+    match outcome {
+        Ok((status, body)) => {
+            store::idempotency::complete(&**db, tenant, courier, &key, status.as_u16(), &body).await?;
+            Ok(HttpResponse::build(status).json(body))
+        }
+        Err((problem, true)) => {
+            store::idempotency::complete(&**db, tenant, courier, &key, problem.status.as_u16(), &problem.to_json())
+                .await?;
+            Err(problem)
+        }
+        Err((problem, false)) => {
+            store::idempotency::release(&**db, tenant, courier, &key).await?;
+            Err(problem)
+        }
+    }
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("callback"))
+}
+
+/// Loads a callback the caller may see: a courier their own, an admin their tenant's.
+async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> Result<CallbackRow, ApiError> {
+    let db = store::client(&state.db).await?;
+    let row =
+        store::callbacks::get(&**db, caller.tenant(), id).await?.ok_or_else(|| ApiError::not_found("callback"))?;
+    if !caller.is_admin() && row.courier_id != caller.sub() {
+        return Err(ApiError::not_found("callback"));
+    }
+    Ok(row)
+}
+
+pub async fn get(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let row = visible(&state, &caller, parse_id(&path)?).await?;
+    Ok(HttpResponse::Ok().json(view(&row, !caller.is_admin())))
+}
+
+pub async fn cancel(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let row = visible(&state, &caller, parse_id(&path)?).await?;
+    if !row.state.status.is_ringing() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_cancelable",
+            "Not cancelable",
+            format!("the callback is {} and can no longer be canceled", row.state.status.as_str()),
+        ));
+    }
+    let row = state.callbacks.cancel(&row).await.map_err(place_problem)?;
+    Ok(HttpResponse::Ok().json(view(&row, !caller.is_admin())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    order_id: Option<String>,
+    courier_id: Option<String>,
+    status: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+fn parse_time(field: &str, value: &Option<String>) -> Result<Option<OffsetDateTime>, ApiError> {
+    value
+        .as_deref()
+        .map(|v| {
+            OffsetDateTime::parse(v, &Rfc3339)
+                .map_err(|_| ApiError::invalid_field(field, format!("{field} must be an RFC 3339 time")))
+        })
+        .transpose()
+}
+
+pub async fn list(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Admin)?;
+    let q = query.into_inner();
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => {
+            Some(Status::parse(s).ok_or_else(|| ApiError::invalid_field("status", format!("unknown status {s:?}")))?)
+        }
+    };
+    let before = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(
+            Uuid::parse_str(c)
+                .map_err(|_| ApiError::invalid_field("cursor", "cursor is the next_cursor of a previous page"))?,
+        ),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "limit must be 1-200"));
+    }
+    let filter = store::callbacks::ListFilter {
+        order_id: q.order_id,
+        courier_id: q.courier_id,
+        status,
+        since: parse_time("since", &q.since)?,
+        until: parse_time("until", &q.until)?,
+        before,
+        limit,
+    };
+    let db = store::client(&state.db).await?;
+    let rows = store::callbacks::list(&**db, caller.tenant(), &filter).await?;
+    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id.to_string())).flatten();
+    Ok(HttpResponse::Ok().json(json!({
+        "items": rows.iter().map(|r| view(r, false)).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}

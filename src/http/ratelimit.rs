@@ -1,0 +1,125 @@
+//! Rate limits (governor, keyed): callbacks per courier and per tenant, failed authentications per
+//! client IP. A janitor forgets idle keys so memory stays bounded.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::{header, StatusCode};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RateConfig;
+use crate::error::ApiError;
+
+pub struct Limiters {
+    courier: DefaultKeyedRateLimiter<(String, String)>,
+    tenant: DefaultKeyedRateLimiter<String>,
+    auth_failures: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n.max(1)).expect("at least 1")
+}
+
+fn too_many(what: &str, wait: Duration) -> ApiError {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "Too many requests",
+        format!("{what}; retry in {secs} s"),
+    )
+    .with_header(header::RETRY_AFTER, secs.max(1).to_string())
+}
+
+impl Limiters {
+    pub fn new(cfg: &RateConfig) -> Arc<Self> {
+        Arc::new(Self {
+            courier: DefaultKeyedRateLimiter::keyed(Quota::per_minute(nz(cfg.courier_per_minute))),
+            tenant: DefaultKeyedRateLimiter::keyed(
+                Quota::per_second(nz(cfg.tenant_per_second)).allow_burst(nz(cfg.tenant_per_second.saturating_mul(2))),
+            ),
+            auth_failures: DefaultKeyedRateLimiter::keyed(Quota::per_minute(nz(cfg.auth_failures_per_minute))),
+        })
+    }
+
+    /// One callback by `courier` of `tenant`.
+    pub fn callback(&self, tenant: &str, courier: &str) -> Result<(), ApiError> {
+        let now = DefaultClock::default().now();
+        if let Err(until) = self.tenant.check_key(&tenant.to_owned()) {
+            metrics::counter!("dialback_rate_limited_total", "limit" => "tenant").increment(1);
+            return Err(too_many("this company places too many callbacks right now", until.wait_time_from(now)));
+        }
+        if let Err(until) = self.courier.check_key(&(tenant.to_owned(), courier.to_owned())) {
+            metrics::counter!("dialback_rate_limited_total", "limit" => "courier").increment(1);
+            return Err(too_many("too many callbacks from this courier", until.wait_time_from(now)));
+        }
+        Ok(())
+    }
+
+    /// Counts a failed authentication from `ip`; past the limit the answer becomes 429.
+    pub fn auth_failure(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let now = DefaultClock::default().now();
+        self.auth_failures.check_key(&ip).map_err(|until| {
+            metrics::counter!("dialback_rate_limited_total", "limit" => "auth_failures").increment(1);
+            too_many("too many failed authentications from this address", until.wait_time_from(now))
+        })
+    }
+
+    fn forget_idle(&self) {
+        self.courier.retain_recent();
+        self.courier.shrink_to_fit();
+        self.tenant.retain_recent();
+        self.tenant.shrink_to_fit();
+        self.auth_failures.retain_recent();
+        self.auth_failures.shrink_to_fit();
+    }
+
+    pub fn tracked_keys(&self) -> usize {
+        self.courier.len() + self.tenant.len() + self.auth_failures.len()
+    }
+
+    pub fn spawn_janitor(self: &Arc<Self>, stop: CancellationToken) {
+        let limiters = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => limiters.forget_idle(),
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_courier_over_the_limit_gets_429_with_retry_after() {
+        let l =
+            Limiters::new(&RateConfig { courier_per_minute: 2, tenant_per_second: 100, auth_failures_per_minute: 5 });
+        assert!(l.callback("t", "c").is_ok());
+        assert!(l.callback("t", "c").is_ok());
+        let err = l.callback("t", "c").unwrap_err();
+        assert_eq!(err.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(err.headers.iter().any(|(h, v)| h == header::RETRY_AFTER && v.parse::<u64>().unwrap() >= 1));
+        assert!(l.callback("t", "other").is_ok(), "limits are per courier");
+        assert!(l.callback("t2", "c").is_ok(), "and per tenant");
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten() {
+        let l = Limiters::new(&RateConfig::default());
+        l.callback("t", "c").unwrap();
+        assert!(l.tracked_keys() > 0);
+        l.forget_idle();
+        // A key that still limits is kept; a fully replenished one is dropped. Both are bounded.
+        assert!(l.tracked_keys() <= 2);
+    }
+}

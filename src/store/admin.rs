@@ -1,0 +1,154 @@
+//! Tenants, PBX settings, couriers and orders: the admin-managed data.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio_postgres::GenericClient;
+
+use super::StoreError;
+use crate::domain::settings::PbxSettings;
+
+/// Creates the tenant row on first use (tenants come from JWTs; there is no signup).
+pub async fn ensure_tenant(db: &impl GenericClient, tenant: &str) -> Result<(), StoreError> {
+    db.execute("INSERT INTO tenants (id) VALUES ($1) ON CONFLICT DO NOTHING", &[&tenant]).await?;
+    Ok(())
+}
+
+pub struct StoredSettings {
+    pub settings: PbxSettings,
+    pub secret_enc: String,
+    pub updated_at: OffsetDateTime,
+}
+
+pub async fn get_settings(db: &impl GenericClient, tenant: &str) -> Result<Option<StoredSettings>, StoreError> {
+    let row = db
+        .query_opt("SELECT settings, secret_enc, updated_at FROM pbx_settings WHERE tenant_id = $1", &[&tenant])
+        .await?;
+    Ok(row.map(|r| StoredSettings {
+        settings: serde_json::from_value(r.get(0)).expect("stored settings were validated when saved"),
+        secret_enc: r.get(1),
+        updated_at: r.get(2),
+    }))
+}
+
+pub async fn put_settings(
+    db: &impl GenericClient,
+    tenant: &str,
+    settings: &PbxSettings,
+    secret_enc: &str,
+) -> Result<OffsetDateTime, StoreError> {
+    ensure_tenant(db, tenant).await?;
+    let json = serde_json::to_value(settings).expect("settings serialise");
+    let row = db
+        .query_one(
+            "INSERT INTO pbx_settings (tenant_id, settings, secret_enc) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id) DO UPDATE SET settings = $2, secret_enc = $3, updated_at = now()
+             RETURNING updated_at",
+            &[&tenant, &json, &secret_enc],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Courier {
+    pub id: String,
+    pub phone: String,
+    pub name: String,
+    pub active: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+fn courier(r: &tokio_postgres::Row) -> Courier {
+    Courier { id: r.get(0), phone: r.get(1), name: r.get(2), active: r.get(3), updated_at: r.get(4) }
+}
+
+pub async fn get_courier(db: &impl GenericClient, tenant: &str, id: &str) -> Result<Option<Courier>, StoreError> {
+    let row = db
+        .query_opt(
+            "SELECT id, phone, name, active, updated_at FROM couriers WHERE tenant_id = $1 AND id = $2",
+            &[&tenant, &id],
+        )
+        .await?;
+    Ok(row.as_ref().map(courier))
+}
+
+pub async fn list_couriers(db: &impl GenericClient, tenant: &str) -> Result<Vec<Courier>, StoreError> {
+    let rows = db
+        .query("SELECT id, phone, name, active, updated_at FROM couriers WHERE tenant_id = $1 ORDER BY id", &[&tenant])
+        .await?;
+    Ok(rows.iter().map(courier).collect())
+}
+
+/// Inserts or replaces; returns the stored courier and whether it was created.
+pub async fn put_courier(
+    db: &impl GenericClient,
+    tenant: &str,
+    id: &str,
+    phone: &str,
+    name: &str,
+    active: bool,
+) -> Result<(Courier, bool), StoreError> {
+    ensure_tenant(db, tenant).await?;
+    let row = db
+        .query_one(
+            "INSERT INTO couriers (tenant_id, id, phone, name, active) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant_id, id) DO UPDATE SET phone = $3, name = $4, active = $5, updated_at = now()
+             RETURNING id, phone, name, active, updated_at, (xmax = 0)",
+            &[&tenant, &id, &phone, &name, &active],
+        )
+        .await?;
+    Ok((courier(&row), row.get(5)))
+}
+
+pub async fn delete_courier(db: &impl GenericClient, tenant: &str, id: &str) -> Result<bool, StoreError> {
+    Ok(db.execute("DELETE FROM couriers WHERE tenant_id = $1 AND id = $2", &[&tenant, &id]).await? > 0)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Order {
+    pub id: String,
+    pub courier_id: Option<String>,
+    pub phones: Vec<String>,
+    pub state: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+fn order(r: &tokio_postgres::Row) -> Order {
+    Order { id: r.get(0), courier_id: r.get(1), phones: r.get(2), state: r.get(3), updated_at: r.get(4) }
+}
+
+pub async fn get_order(db: &impl GenericClient, tenant: &str, id: &str) -> Result<Option<Order>, StoreError> {
+    let row = db
+        .query_opt(
+            "SELECT id, courier_id, phones, state, updated_at FROM orders WHERE tenant_id = $1 AND id = $2",
+            &[&tenant, &id],
+        )
+        .await?;
+    Ok(row.as_ref().map(order))
+}
+
+pub async fn put_order(
+    db: &impl GenericClient,
+    tenant: &str,
+    id: &str,
+    courier_id: Option<&str>,
+    phones: &[String],
+    state: &str,
+) -> Result<(Order, bool), StoreError> {
+    ensure_tenant(db, tenant).await?;
+    let row = db
+        .query_one(
+            "INSERT INTO orders (tenant_id, id, courier_id, phones, state) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant_id, id) DO UPDATE SET courier_id = $3, phones = $4, state = $5, updated_at = now()
+             RETURNING id, courier_id, phones, state, updated_at, (xmax = 0)",
+            &[&tenant, &id, &courier_id, &phones, &state],
+        )
+        .await?;
+    Ok((order(&row), row.get(5)))
+}
+
+pub async fn delete_order(db: &impl GenericClient, tenant: &str, id: &str) -> Result<bool, StoreError> {
+    Ok(db.execute("DELETE FROM orders WHERE tenant_id = $1 AND id = $2", &[&tenant, &id]).await? > 0)
+}

@@ -1,0 +1,251 @@
+//! Callback attempts and their audit trail of transitions.
+
+use time::OffsetDateTime;
+use tokio_postgres::{GenericClient, Row};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::callback::{CallState, Leg, Reason, Status};
+
+/// One attempt as stored.
+#[derive(Debug, Clone)]
+pub struct CallbackRow {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub courier_id: String,
+    pub target: String,
+    pub order_id: Option<String>,
+    pub to_number: Option<String>,
+    pub courier_number: Option<String>,
+    pub detail: Option<String>,
+    pub action_id: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub state: CallState,
+}
+
+const COLUMNS: &str = "id, tenant_id, courier_id, target, order_id, to_number, courier_number, status, failed_leg, \
+    reason, hangup_cause, detail, action_id, courier_channel, created_at, updated_at, courier_answered_at, \
+    connected_at, ended_at, talk_seconds, cdr_billable_seconds";
+
+fn leg(s: Option<String>) -> Option<Leg> {
+    match s.as_deref() {
+        Some("courier") => Some(Leg::Courier),
+        Some("client") => Some(Leg::Client),
+        _ => None,
+    }
+}
+
+fn from_row(r: &Row) -> CallbackRow {
+    let status: String = r.get(7);
+    CallbackRow {
+        id: r.get(0),
+        tenant_id: r.get(1),
+        courier_id: r.get(2),
+        target: r.get(3),
+        order_id: r.get(4),
+        to_number: r.get(5),
+        courier_number: r.get(6),
+        detail: r.get(11),
+        action_id: r.get(12),
+        created_at: r.get(14),
+        updated_at: r.get(15),
+        state: CallState {
+            status: Status::parse(&status).unwrap_or(Status::Unknown),
+            failed_leg: leg(r.get(8)),
+            reason: r.get::<_, Option<String>>(9).as_deref().and_then(Reason::parse),
+            hangup_cause: r.get(10),
+            courier_channel: r.get(13),
+            courier_answered_at: r.get(16),
+            connected_at: r.get(17),
+            ended_at: r.get(18),
+            talk_seconds: r.get(19),
+            cdr_billable_seconds: r.get(20),
+            reason_provisional: false,
+        },
+    }
+}
+
+pub struct NewCallback<'a> {
+    pub id: Uuid,
+    pub tenant: &'a str,
+    pub courier_id: &'a str,
+    pub target: &'a str,
+    pub order_id: Option<&'a str>,
+    pub to_number: Option<&'a str>,
+    pub courier_number: Option<&'a str>,
+    pub status: Status,
+    pub reason: Option<Reason>,
+    pub detail: Option<&'a str>,
+}
+
+/// Writes a new attempt (before the PBX is contacted) and its first transition.
+pub async fn insert(db: &impl GenericClient, new: &NewCallback<'_>) -> Result<CallbackRow, StoreError> {
+    super::admin::ensure_tenant(db, new.tenant).await?;
+    let failed_leg: Option<&str> = None;
+    let row = db
+        .query_one(
+            &format!(
+                "INSERT INTO callbacks (id, tenant_id, courier_id, target, order_id, to_number, courier_number,
+                     status, failed_leg, reason, detail, ended_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                     CASE WHEN $8 = 'refused' THEN now() END)
+                 RETURNING {COLUMNS}"
+            ),
+            &[
+                &new.id,
+                &new.tenant,
+                &new.courier_id,
+                &new.target,
+                &new.order_id,
+                &new.to_number,
+                &new.courier_number,
+                &new.status.as_str(),
+                &failed_leg,
+                &new.reason.map(Reason::as_str),
+                &new.detail,
+            ],
+        )
+        .await?;
+    db.execute(
+        "INSERT INTO callback_transitions (callback_id, from_status, to_status, cause) VALUES ($1, NULL, $2, $3)",
+        &[&new.id, &new.status.as_str(), &new.detail.unwrap_or("created")],
+    )
+    .await?;
+    Ok(from_row(&row))
+}
+
+pub async fn get(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Option<CallbackRow>, StoreError> {
+    let row = db
+        .query_opt(&format!("SELECT {COLUMNS} FROM callbacks WHERE tenant_id = $1 AND id = $2"), &[&tenant, &id])
+        .await?;
+    Ok(row.as_ref().map(from_row))
+}
+
+/// Loads by id alone (the tracker knows the id from the ChannelId, and the tenant from its PBX).
+pub async fn get_any(db: &impl GenericClient, id: Uuid) -> Result<Option<CallbackRow>, StoreError> {
+    let row = db.query_opt(&format!("SELECT {COLUMNS} FROM callbacks WHERE id = $1"), &[&id]).await?;
+    Ok(row.as_ref().map(from_row))
+}
+
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    pub order_id: Option<String>,
+    pub courier_id: Option<String>,
+    pub status: Option<Status>,
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    /// Only ids older than this (ids are uuid v7, so time-ordered).
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Newest first.
+pub async fn list(db: &impl GenericClient, tenant: &str, f: &ListFilter) -> Result<Vec<CallbackRow>, StoreError> {
+    let status = f.status.map(Status::as_str);
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM callbacks WHERE tenant_id = $1
+                   AND ($2::text IS NULL OR order_id = $2)
+                   AND ($3::text IS NULL OR courier_id = $3)
+                   AND ($4::text IS NULL OR status = $4)
+                   AND ($5::timestamptz IS NULL OR created_at >= $5)
+                   AND ($6::timestamptz IS NULL OR created_at < $6)
+                   AND ($7::uuid IS NULL OR id < $7)
+                 ORDER BY id DESC LIMIT $8"
+            ),
+            &[&tenant, &f.order_id, &f.courier_id, &status, &f.since, &f.until, &f.before, &f.limit],
+        )
+        .await?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+/// Moves an attempt from `from` to `to` if nobody moved it meanwhile; records the transition.
+/// Returns false when the stored status was no longer `from.status` (a concurrent update won).
+pub async fn transition(
+    db: &mut deadpool_postgres::Client,
+    id: Uuid,
+    from: &CallState,
+    to: &CallState,
+    cause: &str,
+    detail: Option<&str>,
+    action_id: Option<&str>,
+) -> Result<bool, StoreError> {
+    let tx = db.transaction().await?;
+    let updated = tx
+        .execute(
+            "UPDATE callbacks SET status = $2, failed_leg = $3, reason = $4, hangup_cause = $5, courier_channel = $6,
+                 courier_answered_at = $7, connected_at = $8, ended_at = $9, talk_seconds = $10,
+                 cdr_billable_seconds = $11, detail = COALESCE($13, detail), action_id = COALESCE($14, action_id),
+                 updated_at = now()
+             WHERE id = $1 AND status = $12",
+            &[
+                &id,
+                &to.status.as_str(),
+                &to.failed_leg.map(Leg::as_str),
+                &to.reason.map(Reason::as_str),
+                &to.hangup_cause,
+                &to.courier_channel,
+                &to.courier_answered_at,
+                &to.connected_at,
+                &to.ended_at,
+                &to.talk_seconds,
+                &to.cdr_billable_seconds,
+                &from.status.as_str(),
+                &detail,
+                &action_id,
+            ],
+        )
+        .await?;
+    if updated == 1 && (from.status != to.status || from.reason != to.reason) {
+        tx.execute(
+            "INSERT INTO callback_transitions (callback_id, from_status, to_status, cause) VALUES ($1, $2, $3, $4)",
+            &[&id, &from.status.as_str(), &to.status.as_str(), &cause],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(updated == 1)
+}
+
+/// Marks every attempt still in flight (optionally of one tenant) as `unknown`, with why; returns
+/// how many. Used when dialback starts and when a PBX connection is lost.
+pub async fn mark_in_flight_unknown(
+    db: &impl GenericClient,
+    tenant: Option<&str>,
+    older_than: OffsetDateTime,
+    detail: &str,
+) -> Result<u64, StoreError> {
+    let rows = db
+        .query(
+            "WITH old AS (
+                 SELECT id, status FROM callbacks
+                 WHERE status IN ('queued', 'ringing_courier', 'ringing_client', 'connected')
+                   AND ($1::text IS NULL OR tenant_id = $1) AND created_at < $2
+                 FOR UPDATE),
+             moved AS (
+                 UPDATE callbacks c SET status = 'unknown', reason = 'lost', detail = $3, updated_at = now()
+                 FROM old WHERE c.id = old.id
+                 RETURNING c.id, old.status AS prev)
+             INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
+             SELECT id, prev, 'unknown', $3 FROM moved RETURNING callback_id",
+            &[&tenant, &older_than, &detail],
+        )
+        .await?;
+    Ok(rows.len() as u64)
+}
+
+/// The audit trail of one attempt, oldest first: (at, from, to, cause).
+pub async fn transitions(
+    db: &impl GenericClient,
+    id: Uuid,
+) -> Result<Vec<(OffsetDateTime, Option<String>, String, String)>, StoreError> {
+    let rows = db
+        .query(
+            "SELECT at, from_status, to_status, cause FROM callback_transitions WHERE callback_id = $1 ORDER BY id",
+            &[&id],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+}

@@ -1,0 +1,537 @@
+//! The callback API end to end: real PostgreSQL, the PBX simulator, the HTTP API.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::{self, assert_problem, proxy::ChaosProxy, spawn_app, TestApp, CLIENT_PHONE, COURIER_PHONE};
+
+/// A simulator with quick phones: ring 50 ms, talk 1 s, leg-2 Dial timeout 2 s.
+async fn sim() -> dialback::pbx_sim::Simulator {
+    support::quick_sim().await
+}
+
+async fn app_with_pbx() -> (TestApp, dialback::pbx_sim::Simulator) {
+    let sim = sim().await;
+    let app = spawn_app().await;
+    app.seed("acme", sim.addr().port()).await;
+    (app, sim)
+}
+
+async fn place(app: &TestApp, token: &str, body: serde_json::Value) -> reqwest::Response {
+    app.post("/v1/callbacks", token, body).await
+}
+
+fn client_call(to: &str) -> serde_json::Value {
+    json!({"target": "client", "to": to, "order_id": "A-1001"})
+}
+
+#[tokio::test]
+async fn a_courier_calls_a_client_and_the_call_completes_with_talk_seconds() {
+    let (app, sim) = app_with_pbx().await;
+    let courier = app.courier("acme", "courier-1");
+    let res = place(&app, &courier, client_call("8 (916) 123-45-67")).await;
+    assert_eq!(res.status(), 202);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ringing_courier");
+    assert_eq!(body["to"], "+7916***4567", "couriers see masked numbers");
+    let id = body["id"].as_str().unwrap().to_owned();
+
+    let done = app.wait_terminal(&id, &courier, 15).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(done["talk_seconds"].as_i64().unwrap() >= 1, "{done}");
+    assert!(done["connected_at"].is_string() && done["ended_at"].is_string());
+    assert_eq!(done["hangup_cause"], 16);
+    assert_eq!(sim.originates(), 1);
+
+    let admin = app.admin("acme");
+    let seen: serde_json::Value = app.get_as(&format!("/v1/callbacks/{id}"), &admin).await.json().await.unwrap();
+    assert_eq!(seen["to"], CLIENT_PHONE, "admins see full numbers");
+    assert_eq!(seen["courier_number"], COURIER_PHONE);
+}
+
+/// (courier phone, client phone, expected failed leg, expected reason)
+const OUTCOMES: &[(&str, &str, &str, &str)] = &[
+    ("+79001112230", CLIENT_PHONE, "courier", "busy"),
+    ("+79001112239", CLIENT_PHONE, "courier", "no_answer"),
+    ("+79001112238", CLIENT_PHONE, "courier", "congestion"),
+    ("+79001112236", CLIENT_PHONE, "courier", "rejected"),
+    (COURIER_PHONE, "+79161234560", "client", "busy"),
+    (COURIER_PHONE, "+79161234569", "client", "no_answer"),
+    (COURIER_PHONE, "+79161234568", "client", "congestion"),
+];
+
+#[tokio::test]
+async fn every_phone_outcome_on_each_leg_ends_with_the_right_leg_and_reason() {
+    let (app, _sim) = app_with_pbx().await;
+    let mut calls = Vec::new();
+    for (i, (courier_phone, client_phone, _, _)) in OUTCOMES.iter().enumerate() {
+        let courier = format!("c{i}");
+        app.add_courier("acme", &courier, courier_phone).await;
+        app.add_order("acme", &format!("O-{i}"), &courier, &[client_phone]).await;
+        let token = app.courier("acme", &courier);
+        let res =
+            place(&app, &token, json!({"target": "client", "to": client_phone, "order_id": format!("O-{i}")})).await;
+        assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+        let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        calls.push((id, token));
+    }
+    for ((id, token), (courier_phone, client_phone, leg, reason)) in calls.iter().zip(OUTCOMES) {
+        let done = app.wait_terminal(id, token, 20).await;
+        assert_eq!(
+            (done["status"].as_str(), done["failed_leg"].as_str(), done["reason"].as_str()),
+            (Some("failed"), Some(*leg), Some(*reason)),
+            "courier {courier_phone} client {client_phone}: {done}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn calling_the_office_rings_the_office_extension() {
+    let (app, _sim) = app_with_pbx().await;
+    let courier = app.courier("acme", "courier-1");
+    let res = place(&app, &courier, json!({"target": "office"})).await;
+    assert_eq!(res.status(), 202);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["target"], "office");
+    assert_eq!(body["to"], "101");
+    let done = app.wait_terminal(body["id"].as_str().unwrap(), &courier, 15).await;
+    assert_eq!(done["status"], "completed", "{done}");
+}
+
+#[tokio::test]
+async fn when_the_pbx_is_down_office_calls_get_the_city_number_as_fallback() {
+    let app = spawn_app().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    app.seed("acme", closed).await;
+    let courier = app.courier("acme", "courier-1");
+    let body = assert_problem(place(&app, &courier, json!({"target": "office"})).await, 503, "pbx_unreachable").await;
+    assert_eq!(body["fallback"]["phone"], "+74951234567");
+    let id = body["callback_id"].as_str().unwrap();
+    let logged: serde_json::Value = app.get_as(&format!("/v1/callbacks/{id}"), &courier).await.json().await.unwrap();
+    assert_eq!((logged["status"].as_str(), logged["reason"].as_str()), (Some("failed"), Some("unreachable")));
+
+    let body = assert_problem(place(&app, &courier, client_call(CLIENT_PHONE)).await, 503, "pbx_unreachable").await;
+    assert!(body["fallback"].is_null(), "no direct dialling unless the company allows it");
+    app.configure_pbx("acme", closed, json!({"allow_direct_dial": true})).await;
+    let body = assert_problem(place(&app, &courier, client_call(CLIENT_PHONE)).await, 503, "pbx_unreachable").await;
+    assert_eq!(body["fallback"]["phone"], CLIENT_PHONE);
+}
+
+#[tokio::test]
+async fn a_wrong_ami_secret_is_a_502_naming_the_login() {
+    let (app, _sim) = app_with_pbx().await;
+    app.configure_pbx("acme", _sim.addr().port(), json!({"secret": "wrong"})).await;
+    let courier = app.courier("acme", "courier-1");
+    let body = assert_problem(place(&app, &courier, client_call(CLIENT_PHONE)).await, 502, "pbx_login_failed").await;
+    assert!(body["detail"].as_str().unwrap().contains("manager.conf"));
+}
+
+#[tokio::test]
+async fn a_retried_tap_with_the_same_idempotency_key_rings_once() {
+    let (app, sim) = app_with_pbx().await;
+    let courier = app.courier("acme", "courier-1");
+    let send = || {
+        app.http
+            .post(app.url("/v1/callbacks"))
+            .bearer_auth(&courier)
+            .header("Idempotency-Key", "tap-1")
+            .json(&client_call(CLIENT_PHONE))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(first["id"], again["id"]);
+    assert_eq!(sim.originates(), 1);
+
+    let other = app
+        .http
+        .post(app.url("/v1/callbacks"))
+        .bearer_auth(&courier)
+        .header("Idempotency-Key", "tap-1")
+        .json(&json!({"target": "office"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(other, 422, "idempotency_key_reused").await;
+}
+
+#[tokio::test]
+async fn twenty_concurrent_duplicates_originate_once() {
+    let (app, sim) = app_with_pbx().await;
+    let courier = app.courier("acme", "courier-1");
+    let requests = (0..20).map(|_| {
+        app.http
+            .post(app.url("/v1/callbacks"))
+            .bearer_auth(&courier)
+            .header("Idempotency-Key", "burst")
+            .json(&client_call(CLIENT_PHONE))
+            .send()
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for res in answers {
+        let res = res.unwrap();
+        assert_eq!(res.status(), 202);
+        ids.insert(res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "every duplicate got the same callback");
+    assert_eq!(sim.originates(), 1);
+}
+
+#[tokio::test]
+async fn the_destination_policy_refuses_and_logs_what_it_refuses() {
+    let (app, sim) = app_with_pbx().await;
+    let courier = app.courier("acme", "courier-1");
+    let admin = app.admin("acme");
+    // Not a number of the courier's order.
+    let body =
+        assert_problem(place(&app, &courier, client_call("+79169999999")).await, 403, "destination_forbidden").await;
+    let refused: serde_json::Value = app
+        .get_as(&format!("/v1/callbacks/{}", body["callback_id"].as_str().unwrap()), &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (refused["status"].as_str(), refused["reason"].as_str()),
+        (Some("refused"), Some("destination_forbidden"))
+    );
+    // An order assigned to someone else.
+    app.add_order("acme", "B-1", "courier-2", &[CLIENT_PHONE]).await;
+    let body = json!({"target": "client", "to": CLIENT_PHONE, "order_id": "B-1"});
+    assert_problem(place(&app, &courier, body).await, 403, "destination_forbidden").await;
+    // No order at all under policy orders.
+    assert_problem(
+        place(&app, &courier, json!({"target": "client", "to": CLIENT_PHONE})).await,
+        403,
+        "destination_forbidden",
+    )
+    .await;
+    // Invalid numbers are 422 and logged too.
+    let body = assert_problem(place(&app, &courier, client_call("12345")).await, 422, "invalid_number").await;
+    assert!(body["callback_id"].is_string());
+
+    // Under the allow-list policy: premium, toll-free and foreign numbers are still refused.
+    app.configure_pbx("acme", sim.addr().port(), json!({"destination_policy": "allowlist"})).await;
+    for (to, why) in [("8 800 555 35 35", "toll-free"), ("+7 809 123 45 67", "premium"), ("+49 30 1234567", "DE")] {
+        let body = assert_problem(
+            place(&app, &courier, json!({"target": "client", "to": to})).await,
+            403,
+            "destination_forbidden",
+        )
+        .await;
+        assert!(body["detail"].as_str().unwrap().contains(why), "{to}: {body}");
+    }
+    let res = place(&app, &courier, json!({"target": "client", "to": "+7 916 765 43 21"})).await;
+    assert_eq!(res.status(), 202, "an ordinary mobile passes the allow-list");
+    assert_eq!(sim.originates(), 1, "nothing refused reached the PBX");
+}
+
+#[tokio::test]
+async fn an_unregistered_or_inactive_courier_cannot_place_calls() {
+    let (app, sim) = app_with_pbx().await;
+    let stranger = app.courier("acme", "nobody");
+    assert_problem(place(&app, &stranger, client_call(CLIENT_PHONE)).await, 403, "courier_not_registered").await;
+    let res = app
+        .put("/v1/admin/couriers/courier-1", &app.admin("acme"), json!({"phone": COURIER_PHONE, "active": false}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let courier = app.courier("acme", "courier-1");
+    assert_problem(place(&app, &courier, client_call(CLIENT_PHONE)).await, 403, "courier_not_registered").await;
+    assert_eq!(sim.originates(), 0);
+}
+
+#[tokio::test]
+async fn crlf_smuggled_into_any_field_never_reaches_the_wire() {
+    let (app, sim) = app_with_pbx().await;
+    let admin = app.admin("acme");
+    let courier = app.courier("acme", "courier-1");
+    let injected = "79161234567\r\nExten: 79161234560";
+    assert_problem(place(&app, &courier, client_call(injected)).await, 422, "invalid_number").await;
+    let body = json!({"target": "client", "to": CLIENT_PHONE, "order_id": "A-1001\r\n\r\nAction: Originate"});
+    assert_problem(place(&app, &courier, body).await, 422, "invalid_field").await;
+    for (field, value) in [
+        ("context", "from-courier\r\nApplication: System"),
+        ("channel_template", "PJSIP/{NUMBER}@trunk\r\nData: id"),
+        ("client_prefix", "9\n"),
+        ("caller_id", "x\u{0}y"),
+        ("username", "dialback\r\nSecret: x"),
+        ("secret", "s\r\nAction: Logoff"),
+        ("office_extension", "101\r\n"),
+    ] {
+        let mut settings = json!({"host": "127.0.0.1", "port": 5038, "username": "u", "secret": "s",
+            "channel_template": "PJSIP/{NUMBER}@trunk", "context": "from-courier"});
+        settings[field] = json!(value);
+        let problem = assert_problem(app.put("/v1/admin/pbx", &admin, settings).await, 422, "invalid_field").await;
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    let res = app.put("/v1/admin/couriers/c%0D%0Ax", &admin, json!({"phone": COURIER_PHONE})).await;
+    assert_problem(res, 422, "invalid_field").await;
+    let res = app.put("/v1/admin/couriers/c-2", &admin, json!({"phone": "+7900\r\n1112233"})).await;
+    assert_problem(res, 422, "invalid_field").await;
+    assert_eq!(sim.originates(), 0);
+}
+
+#[tokio::test]
+async fn jwt_attacks_are_refused_with_401_and_www_authenticate() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let app = spawn_app().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = |aud: &str, exp: u64, nbf: u64| json!({"sub": "courier-1", "tenant": "acme", "role": "courier", "aud": aud, "exp": exp, "nbf": nbf, "iat": now});
+    let sign = |c: serde_json::Value, secret: &str| {
+        encode(&Header::default(), &c, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    };
+    let b64 = |v: serde_json::Value| {
+        use std::fmt::Write;
+        let bytes = serde_json::to_vec(&v).unwrap();
+        // base64url without padding, written out to avoid another dependency.
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+            for i in 0..=chunk.len() {
+                let _ = out.write_char(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    };
+    let good = claims("dialback", now + 600, now);
+    let alg_none = format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(good.clone()));
+    let mut no_tenant = good.clone();
+    no_tenant.as_object_mut().unwrap().remove("tenant");
+    let cases = [
+        ("alg none", alg_none),
+        ("wrong secret", sign(good.clone(), "not-the-secret-at-all-0123456789")),
+        ("expired", sign(claims("dialback", now - 3600, now - 7200), support::JWT_SECRET)),
+        ("not yet valid", sign(claims("dialback", now + 7200, now + 3600), support::JWT_SECRET)),
+        ("wrong audience", sign(claims("someone-else", now + 600, now), support::JWT_SECRET)),
+        ("no tenant", sign(no_tenant, support::JWT_SECRET)),
+        ("garbage", "not.a.jwt".into()),
+        ("RS256 header with an HMAC signature", {
+            let t = sign(good.clone(), support::JWT_SECRET);
+            let rest = t.split_once('.').unwrap().1.to_owned();
+            format!("{}.{rest}", b64(json!({"alg": "RS256", "typ": "JWT"})))
+        }),
+    ];
+    for (what, token) in cases {
+        let res = place(&app, &token, client_call(CLIENT_PHONE)).await;
+        assert!(res.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"), "{what}");
+        assert_problem(res, 401, "unauthorized").await;
+    }
+    let res = app.http.post(app.url("/v1/callbacks")).json(&client_call(CLIENT_PHONE)).send().await.unwrap();
+    assert_problem(res, 401, "unauthorized").await;
+    // Right token, wrong role.
+    assert_problem(place(&app, &app.admin("acme"), client_call(CLIENT_PHONE)).await, 403, "forbidden").await;
+    assert_problem(app.get_as("/v1/admin/pbx", &app.courier("acme", "courier-1")).await, 403, "forbidden").await;
+}
+
+#[tokio::test]
+async fn repeated_bad_tokens_from_one_address_are_rate_limited() {
+    let app = support::app().set("rate.auth_failures_per_minute", 3).spawn().await;
+    let mut last = 0;
+    for _ in 0..5 {
+        last = app.get_as("/v1/admin/pbx", "bad").await.status().as_u16();
+    }
+    assert_eq!(last, 429);
+}
+
+#[tokio::test]
+async fn a_courier_over_the_rate_limit_gets_429_with_retry_after() {
+    let sim = sim().await;
+    let app = support::app().set("rate.courier_per_minute", 2).spawn().await;
+    app.seed("acme", sim.addr().port()).await;
+    let courier = app.courier("acme", "courier-1");
+    for _ in 0..2 {
+        assert_eq!(place(&app, &courier, client_call(CLIENT_PHONE)).await.status(), 202);
+    }
+    let res = place(&app, &courier, client_call(CLIENT_PHONE)).await;
+    assert!(res.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_problem(res, 429, "rate_limited").await;
+}
+
+#[tokio::test]
+async fn another_tenants_callback_is_a_404() {
+    let (app, _sim) = app_with_pbx().await;
+    let courier = app.courier("acme", "courier-1");
+    let res = place(&app, &courier, client_call(CLIENT_PHONE)).await;
+    let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    for token in [app.admin("globex"), app.courier("globex", "courier-1"), app.courier("acme", "courier-2")] {
+        assert_problem(app.get_as(&format!("/v1/callbacks/{id}"), &token).await, 404, "not_found").await;
+        assert_problem(app.send(Method::DELETE, &format!("/v1/callbacks/{id}"), &token, None).await, 404, "not_found")
+            .await;
+    }
+    assert_problem(app.get_as("/v1/admin/couriers/courier-1", &app.admin("globex")).await, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn a_ringing_callback_can_be_canceled() {
+    let (app, _sim) = app_with_pbx().await;
+    app.add_courier("acme", "slow", "+79001112239").await;
+    app.add_order("acme", "S-1", "slow", &[CLIENT_PHONE]).await;
+    let courier = app.courier("acme", "slow");
+    let res = place(&app, &courier, json!({"target": "client", "to": CLIENT_PHONE, "order_id": "S-1"})).await;
+    let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let res = app.send(Method::DELETE, &format!("/v1/callbacks/{id}"), &courier, None).await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!((body["status"].as_str(), body["reason"].as_str()), (Some("canceled"), Some("canceled")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after: serde_json::Value = app.get_as(&format!("/v1/callbacks/{id}"), &courier).await.json().await.unwrap();
+    assert_eq!(after["status"], "canceled", "late events do not move a canceled call");
+    assert_problem(
+        app.send(Method::DELETE, &format!("/v1/callbacks/{id}"), &courier, None).await,
+        409,
+        "not_cancelable",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_pbx_killed_mid_call_leaves_the_call_unknown_with_an_explanation() {
+    let sim = sim().await;
+    let proxy = ChaosProxy::start(sim.addr().to_string()).await;
+    let app = spawn_app().await;
+    app.seed("acme", proxy.port).await;
+    app.add_courier("acme", "slow", "+79001112239").await;
+    app.add_order("acme", "S-1", "slow", &[CLIENT_PHONE]).await;
+    let courier = app.courier("acme", "slow");
+    let res = place(&app, &courier, json!({"target": "client", "to": CLIENT_PHONE, "order_id": "S-1"})).await;
+    assert_eq!(res.status(), 202);
+    let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    proxy.cut();
+    let done = app.wait_status(&id, &courier, "unknown", 10).await;
+    assert!(done["detail"].as_str().unwrap().contains("AMI connection was lost"), "{done}");
+    // While the PBX is away, new taps fail fast with the fallback instead of hanging.
+    let started = std::time::Instant::now();
+    let res = place(&app, &app.courier("acme", "courier-1"), json!({"target": "office"})).await;
+    assert!(started.elapsed() < Duration::from_secs(7));
+    assert_problem(res, 503, "pbx_unreachable").await;
+    // And once it is back, calls work again without a restart.
+    proxy.restore();
+    let courier1 = app.courier("acme", "courier-1");
+    let mut status = 0;
+    for _ in 0..100 {
+        status = place(&app, &courier1, json!({"target": "office"})).await.status().as_u16();
+        if status == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, 202);
+}
+
+#[tokio::test]
+async fn calls_in_flight_when_dialback_restarts_become_unknown() {
+    let sim = sim().await;
+    let app = spawn_app().await;
+    app.seed("acme", sim.addr().port()).await;
+    app.add_courier("acme", "slow", "+79001112239").await;
+    app.add_order("acme", "S-1", "slow", &[CLIENT_PHONE]).await;
+    let courier = app.courier("acme", "slow");
+    let res = place(&app, &courier, json!({"target": "client", "to": CLIENT_PHONE, "order_id": "S-1"})).await;
+    let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    // A second instance starting on the same database reconciles what the first left in flight.
+    let config = app.config.clone();
+    let restarted = dialback::startup::Application::build(config).await.unwrap();
+    let address = format!("http://127.0.0.1:{}", restarted.port());
+    tokio::spawn(restarted.run_until_stopped());
+    let body: serde_json::Value = app
+        .http
+        .get(format!("{address}/v1/callbacks/{id}"))
+        .bearer_auth(&courier)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "unknown", "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("restarted"));
+}
+
+#[tokio::test]
+async fn admins_list_callbacks_newest_first_with_a_cursor() {
+    let (app, _sim) = app_with_pbx().await;
+    let courier = app.courier("acme", "courier-1");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let res = place(&app, &courier, client_call(CLIENT_PHONE)).await;
+        ids.push(res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    let admin = app.admin("acme");
+    let page: serde_json::Value =
+        app.get_as("/v1/callbacks?limit=2&order_id=A-1001", &admin).await.json().await.unwrap();
+    let first: Vec<&str> = page["items"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(first, [ids[2].as_str(), ids[1].as_str()]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let page: serde_json::Value =
+        app.get_as(&format!("/v1/callbacks?limit=2&cursor={cursor}"), &admin).await.json().await.unwrap();
+    assert_eq!(page["items"][0]["id"], ids[0].as_str());
+    assert!(page["next_cursor"].is_null());
+    assert_problem(app.get_as("/v1/callbacks", &courier).await, 403, "forbidden").await;
+    assert_problem(app.get_as("/v1/callbacks?status=nope", &admin).await, 422, "invalid_field").await;
+}
+
+#[tokio::test]
+async fn settings_are_returned_without_the_secret_and_stored_encrypted() {
+    let app = spawn_app().await;
+    app.configure_pbx("acme", 5038, json!({"secret": "hunter2-secret"})).await;
+    let res = app.get_as("/v1/admin/pbx", &app.admin("acme")).await;
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("hunter2"), "{text}");
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["secret_set"], true);
+    let (db, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let row = db.query_one("SELECT settings::text, secret_enc FROM pbx_settings", &[]).await.unwrap();
+    let (settings, secret): (String, String) = (row.get(0), row.get(1));
+    assert!(!settings.contains("hunter2") && !secret.contains("hunter2"));
+    // Saving again without a secret keeps the stored one.
+    let mut again = body.clone();
+    for k in ["secret_set", "updated_at"] {
+        again.as_object_mut().unwrap().remove(k);
+    }
+    assert_eq!(app.put("/v1/admin/pbx", &app.admin("acme"), again).await.status(), 200);
+}
+
+#[tokio::test]
+async fn bad_bodies_get_problem_json() {
+    let app = spawn_app().await;
+    let admin = app.admin("acme");
+    let url = app.url("/v1/admin/couriers/c-1");
+    let res = app
+        .http
+        .put(&url)
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400, "malformed_json").await;
+    let res =
+        app.http.put(&url).bearer_auth(&admin).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    assert_problem(res, 415, "unsupported_media_type").await;
+    let res = app.put("/v1/admin/couriers/c-1", &admin, json!({"phone": COURIER_PHONE, "extra": 1})).await;
+    assert_problem(res, 422, "invalid_body").await;
+    let big = "x".repeat(70 * 1024);
+    let res = app.put("/v1/admin/couriers/c-1", &admin, json!({"phone": COURIER_PHONE, "name": big})).await;
+    assert_problem(res, 413, "payload_too_large").await;
+    let res = app
+        .put(
+            "/v1/admin/pbx",
+            &admin,
+            json!({"host": "h", "username": "u", "secret": "s",
+        "channel_template": "nothing", "context": "c"}),
+        )
+        .await;
+    let body = assert_problem(res, 422, "invalid_field").await;
+    assert_eq!(body["field"], "channel_template");
+}
