@@ -137,6 +137,10 @@ fn default_log_format() -> String {
     "auto".into()
 }
 
+/// `DIALBACK_*` variables that are not settings: the config file's path, the log filter (read by
+/// telemetry), the test suite's database and the demo's URL.
+const NOT_SETTINGS: &[&str] = &["config", "log", "test_database_url", "url"];
+
 /// A setting is missing or malformed; the message names it.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
@@ -147,7 +151,7 @@ impl Config {
     pub fn load() -> Result<Self, ConfigError> {
         let file = std::env::var("DIALBACK_CONFIG").unwrap_or_else(|_| "dialback.toml".into());
         let figment =
-            Figment::new().merge(Toml::file(&file)).merge(Env::prefixed("DIALBACK_").ignore(&["config"]).split("__"));
+            Figment::new().merge(Toml::file(&file)).merge(Env::prefixed("DIALBACK_").ignore(NOT_SETTINGS).split("__"));
         Self::from_figment(figment)
     }
 

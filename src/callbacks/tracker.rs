@@ -5,6 +5,7 @@
 //! call. An event from tenant A's PBX never touches tenant B's attempt. Work is sharded by call id
 //! so one call's events are applied in order while different calls proceed in parallel.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -158,15 +159,17 @@ async fn on_event(
     let Some(fact) = Fact::from_event(event, &key) else { return Ok(()) };
     let mut client = store::client(db).await?;
     // Not in memory: placed before a restart, or already settled (late Cdr, or unknown).
-    if !calls.contains_key(&id) {
-        let Some(row) = store::callbacks::get_any(&**client, id).await? else { return Ok(()) };
-        if *row.tenant_id != *tenant {
-            tracing::warn!(call_id = %id, pbx_tenant = %tenant, "event from another tenant's PBX ignored");
-            return Ok(());
+    let tracked = match calls.entry(id) {
+        Entry::Occupied(entry) => entry.into_mut(),
+        Entry::Vacant(entry) => {
+            let Some(row) = store::callbacks::get_any(&**client, id).await? else { return Ok(()) };
+            if *row.tenant_id != *tenant {
+                tracing::warn!(call_id = %id, pbx_tenant = %tenant, "event from another tenant's PBX ignored");
+                return Ok(());
+            }
+            entry.insert(Tracked { tenant: tenant.clone(), state: row.state, _hold: None })
         }
-        calls.insert(id, Tracked { tenant: tenant.clone(), state: row.state, _hold: None });
-    }
-    let tracked = calls.get_mut(&id).expect("inserted above");
+    };
     if *tracked.tenant != *tenant {
         return Ok(());
     }

@@ -246,7 +246,8 @@ mod tests {
 
     #[test]
     fn every_bad_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut PbxSettings)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut PbxSettings)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("channel_template", Box::new(|s| s.channel_template = "trunk".into())),
             ("channel_template", Box::new(|s| s.channel_template = "Foo/x".into())),
             ("context", Box::new(|s| s.context = "from courier".into())),

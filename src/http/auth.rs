@@ -47,6 +47,11 @@ fn unauthorized(description: &str) -> ApiError {
     )
 }
 
+/// Tenant ids as the `tenants` table accepts them.
+fn valid_tenant(tenant: &str) -> bool {
+    !tenant.is_empty() && tenant.len() <= 64 && tenant.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let state = req.app_data::<web::Data<AppState>>().expect("AppState is registered");
     let token = req
@@ -63,8 +68,10 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         }),
     };
     match result {
-        Ok(claims) if claims.tenant.is_empty() || claims.tenant.len() > 64 || claims.sub.is_empty() => {
-            Err(unauthorized("the token lacks a tenant or subject"))
+        Ok(claims) if !valid_tenant(&claims.tenant) || crate::http::admin::valid_id("sub", &claims.sub).is_err() => {
+            Err(unauthorized(
+                "the token's tenant or subject is empty or has characters outside A-Z, a-z, 0-9, '-', '_', '.'",
+            ))
         }
         Ok(claims) => Ok(Caller(claims)),
         Err(description) => {

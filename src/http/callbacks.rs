@@ -346,6 +346,11 @@ pub async fn list(
     if !(1..=200).contains(&limit) {
         return Err(ApiError::invalid_field("limit", "limit must be 1-200"));
     }
+    for (field, value) in [("order_id", &q.order_id), ("courier_id", &q.courier_id)] {
+        if let Some(value) = value {
+            valid_id(field, value)?;
+        }
+    }
     let filter = store::callbacks::ListFilter {
         order_id: q.order_id,
         courier_id: q.courier_id,
