@@ -100,6 +100,16 @@ pub fn pbx_login(settings: &PbxSettings, secret: SecretString) -> PbxLogin {
     }
 }
 
+/// `DIALBACK_CALL_ID` always; `DIALBACK_ORDER_ID` when the order id is safe in a `Variable` header
+/// (Asterisk splits values on commas, and only `[A-Za-z0-9_-]` passes the encoder).
+fn channel_variables(id: Uuid, order_id: Option<&str>) -> Vec<(String, String)> {
+    let mut vars = vec![("DIALBACK_CALL_ID".to_owned(), id.to_string())];
+    if let Some(order) = order_id.filter(|o| o.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')) {
+        vars.push(("DIALBACK_ORDER_ID".to_owned(), order.to_owned()));
+    }
+    vars
+}
+
 /// Leg 2 after the destination policy: the number to write in `Exten`, and the E.164 to log.
 struct Destination {
     exten_number: String,
@@ -212,7 +222,7 @@ impl CallbackService {
             timeout_ms: u64::from(settings.originate_timeout_s) * 1000,
             caller_id: settings.caller_id.clone(),
             channel_id: id.to_string(),
-            variables: vec![("DIALBACK_CALL_ID".into(), id.to_string())],
+            variables: channel_variables(id, order_id.as_deref()),
         };
         let client = self.pool.client(tenant, &pbx_login(&settings, secret));
         let queued = async {

@@ -181,6 +181,13 @@ async fn on_event(
                 reason = next.reason.map(|r| r.as_str()), "callback status");
             metrics::counter!("dialback_callback_transitions_total", "to" => next.status.as_str()).increment(1);
         }
+        if let (Some(talk), Some(billable)) = (next.talk_seconds, next.cdr_billable_seconds) {
+            // BillableSeconds counts from the courier's answer, so it includes the client's ringing:
+            // it may exceed our talk time, never fall short of it by more than clock jitter.
+            if billable + 2 < talk {
+                tracing::warn!(call_id = %id, talk, billable, "talk time exceeds the CDR's billable seconds");
+            }
+        }
         tracked.state = next;
     } else {
         // Someone else (a cancel, another replica) moved it: reload next time.

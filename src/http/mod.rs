@@ -183,7 +183,8 @@ pub async fn request_context(
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
-    span.in_scope(|| tracing::info!(status, ms = elapsed.as_secs_f64() * 1000.0, "request"));
+    let ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
+    span.in_scope(|| tracing::info!(status, ms, "request"));
     metrics::counter!("dialback_http_requests_total", "route" => route.clone(), "method" => method, "status" => status.to_string()).increment(1);
     metrics::histogram!("dialback_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
     if let Ok(value) = HeaderValue::from_str(&request_id) {

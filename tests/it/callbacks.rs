@@ -535,3 +535,19 @@ async fn bad_bodies_get_problem_json() {
     let body = assert_problem(res, 422, "invalid_field").await;
     assert_eq!(body["field"], "channel_template");
 }
+
+#[tokio::test]
+async fn the_cap_on_in_flight_originates_per_pbx_answers_503_pbx_busy() {
+    let sim = sim().await;
+    let app = support::app().set("ami.max_inflight_originates", 1).spawn().await;
+    app.seed("acme", sim.addr().port()).await;
+    app.add_courier("acme", "slow", "+79001112239").await;
+    app.add_order("acme", "S-1", "slow", &[CLIENT_PHONE]).await;
+    let slow = app.courier("acme", "slow");
+    let res = place(&app, &slow, json!({"target": "client", "to": CLIENT_PHONE, "order_id": "S-1"})).await;
+    assert_eq!(res.status(), 202);
+    let res = place(&app, &app.courier("acme", "courier-1"), client_call(CLIENT_PHONE)).await;
+    assert!(res.headers().contains_key("retry-after"));
+    assert_problem(res, 503, "pbx_busy").await;
+    assert_eq!(sim.originates(), 1);
+}
