@@ -1,0 +1,831 @@
+//! One originated callback, from the courier's phone ringing to the last `Cdr`.
+//!
+//! Leg 1 rings the courier (the `Channel` of the Originate). When it answers, the Originate's
+//! context runs: it sets the CDR userfield from `DIALBACK_CALL_ID`, starts a recording and dials
+//! leg 2 (the `Exten`, the client). Both answering bridges them; after the talk time the courier
+//! hangs up. Each phone's behaviour comes from its number's last digit ([`Outcome`]).
+//!
+//! The endings are tables of steps copied from the real Asterisk 22 transcripts, so the order of
+//! `DialEnd`, `OriginateResponse`, `Hangup` and `Cdr` events is what a real PBX produced for that
+//! scenario (DESIGN.md §3: the order differs between scenarios). A Local channel is a pair
+//! (`;1` faces the originate or the dialler, `;2` runs the phone); other technologies have one
+//! channel per leg, and steps about a missing `;2` half are skipped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{oneshot, watch};
+use tracing::Instrument;
+
+use super::channel::{Channel, Party, State, UNKNOWN};
+use super::originate::{DialTarget, OriginateRequest, Tech};
+use super::pbx::{HangupSignal, Pbx};
+use super::phones::Outcome;
+use super::wav;
+use super::wire::{class, Wire};
+
+/// Where the simulated phones "live": the context of leg 2's Local channels (as in the
+/// reference dialplan, `Dial(Local/${EXTEN}@phones,30)`).
+const PHONES_CONTEXT: &str = "phones";
+/// The recording runs at priority 3 of the reference `[from-courier]` context, `Dial` at 4.
+const MIXMONITOR_PRIORITY: u32 = 3;
+const DIAL_PRIORITY: u32 = 4;
+const NORMAL_CLEARING: u16 = 16;
+
+/// Starts a call on the simulator's task set. For a synchronous Originate, `sync_reply` gets
+/// whether the courier answered instead of an OriginateResponse event being sent.
+pub(crate) fn start(pbx: Arc<Pbx>, request: OriginateRequest, sync_reply: Option<oneshot::Sender<bool>>) {
+    let tasks = pbx.tasks.clone();
+    tasks.spawn(async move {
+        let mut call = Call::new(pbx, request, sync_reply);
+        let span = tracing::info_span!(
+            "pbx_sim_call",
+            action_id = call.request.action_id.as_deref().unwrap_or(""),
+            uniqueid = tracing::field::Empty
+        );
+        call.play().instrument(span).await;
+    });
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    CourierOuter,
+    CourierInner,
+    ClientOuter,
+    ClientInner,
+}
+use Role::*;
+
+impl Role {
+    fn is_inner(self) -> bool {
+        matches!(self, CourierInner | ClientInner)
+    }
+
+    fn outer(self) -> Role {
+        match self {
+            CourierInner => CourierOuter,
+            ClientInner => ClientOuter,
+            outer => outer,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leg {
+    Courier,
+    Client,
+}
+
+/// A leg's `;1` (or only) channel and its `;2` half.
+fn roles(leg: Leg) -> (Role, Role) {
+    match leg {
+        Leg::Courier => (CourierOuter, CourierInner),
+        Leg::Client => (ClientOuter, ClientInner),
+    }
+}
+
+/// Which hangup cause a step uses.
+#[derive(Clone, Copy, Debug)]
+enum Cause {
+    /// The current leg's phone outcome (17 busy, 19 no answer, 21 rejected, 34 congestion).
+    Phone,
+    /// What the `;1` half of a Local pair reported for that outcome (0 for busy/congestion).
+    PhoneOuter,
+    Normal,
+    Unknown,
+    /// The call's end: 16 after talking, 0 when the dialplan had nothing to run, or the cause of
+    /// an AMI `Hangup`.
+    End,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Disposition {
+    Phone,
+    Answered,
+    NoAnswer,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum DialStatus {
+    Phone,
+    Cancel,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// Newstate to the phone's failure state, if it has one.
+    FailedState(Role),
+    DialEnd(DialStatus),
+    OriginateResponse,
+    Cdr(Role, Disposition),
+    HangupRequest(Role, Cause),
+    SoftHangupRequest(Role, Cause),
+    Hangup(Role, Cause),
+    /// The channel moves on to another application (what its next CDR reports).
+    App(Role, &'static str),
+    /// The answered courier moves to the Originate's Context/Exten (it may not exist).
+    EnterDialplan,
+    BridgeLeave(Role),
+    BridgeDestroy,
+}
+use Step::*;
+
+/// The courier is busy (c7_leg1_busy_channelid).
+const COURIER_BUSY: &[Step] = &[
+    FailedState(CourierInner),
+    OriginateResponse,
+    Cdr(CourierOuter, Disposition::Phone),
+    DialEnd(DialStatus::Phone),
+    HangupRequest(CourierInner, Cause::PhoneOuter),
+    Hangup(CourierOuter, Cause::PhoneOuter),
+    SoftHangupRequest(CourierInner, Cause::Normal),
+    Hangup(CourierInner, Cause::Phone),
+    Cdr(CourierInner, Disposition::Phone),
+];
+
+/// The courier's line is congested (c4_leg1_congestion).
+const COURIER_CONGESTION: &[Step] = &[
+    Cdr(CourierOuter, Disposition::Phone),
+    OriginateResponse,
+    Cdr(CourierInner, Disposition::Phone),
+    FailedState(CourierInner),
+    DialEnd(DialStatus::Phone),
+    HangupRequest(CourierInner, Cause::PhoneOuter),
+    Hangup(CourierOuter, Cause::PhoneOuter),
+    SoftHangupRequest(CourierInner, Cause::Normal),
+    Hangup(CourierInner, Cause::Phone),
+];
+
+/// The courier's phone rejects the call before answering (c12_leg1_rejected).
+const COURIER_REJECTS: &[Step] = &[
+    SoftHangupRequest(CourierInner, Cause::Normal),
+    HangupRequest(CourierOuter, Cause::Phone),
+    Hangup(CourierInner, Cause::Phone),
+    Cdr(CourierInner, Disposition::Phone),
+    DialEnd(DialStatus::Phone),
+    OriginateResponse,
+    Hangup(CourierOuter, Cause::PhoneOuter),
+    Cdr(CourierOuter, Disposition::Phone),
+];
+
+/// The courier's phone rang for the whole Timeout (c2_leg1_noanswer; no DialEnd was sent).
+const COURIER_NO_ANSWER: &[Step] = &[
+    HangupRequest(CourierInner, Cause::Phone),
+    SoftHangupRequest(CourierInner, Cause::Normal),
+    Hangup(CourierInner, Cause::Phone),
+    Hangup(CourierOuter, Cause::PhoneOuter),
+    Cdr(CourierInner, Disposition::Phone),
+    Cdr(CourierOuter, Disposition::Phone),
+    OriginateResponse,
+];
+
+/// An AMI `Hangup` while the courier's phone rings (Reason 1).
+const CANCELLED_WHILE_COURIER_RINGS: &[Step] = &[
+    SoftHangupRequest(CourierOuter, Cause::End),
+    HangupRequest(CourierInner, Cause::End),
+    Hangup(CourierInner, Cause::End),
+    DialEnd(DialStatus::Cancel),
+    Hangup(CourierOuter, Cause::End),
+    Cdr(CourierInner, Disposition::NoAnswer),
+    Cdr(CourierOuter, Disposition::NoAnswer),
+    OriginateResponse,
+];
+
+/// The courier answered but nothing more runs on that channel: the context or extension does
+/// not exist (d2_bad_context_nopri, cause 0), or an `Application` originate finished (cause 16).
+const COURIER_ONLY_ENDS: &[Step] = &[
+    SoftHangupRequest(CourierOuter, Cause::Normal),
+    OriginateResponse,
+    EnterDialplan,
+    HangupRequest(CourierInner, Cause::End),
+    Hangup(CourierOuter, Cause::End),
+    SoftHangupRequest(CourierInner, Cause::Normal),
+    Hangup(CourierInner, Cause::End),
+    Cdr(CourierOuter, Disposition::Answered),
+    Cdr(CourierInner, Disposition::Answered),
+];
+
+/// The client's phone is busy, congested, rejects or never answers (f_injection's second
+/// originate, leg-2 busy); the dialplan then hangs the courier up and the CDR forks.
+const CLIENT_FAILED: &[Step] = &[
+    FailedState(ClientInner),
+    DialEnd(DialStatus::Phone),
+    HangupRequest(ClientInner, Cause::PhoneOuter),
+    SoftHangupRequest(ClientInner, Cause::Normal),
+    Cdr(ClientInner, Disposition::Phone),
+    Hangup(ClientOuter, Cause::PhoneOuter),
+    Hangup(ClientInner, Cause::Phone),
+    SoftHangupRequest(CourierOuter, Cause::Normal),
+    HangupRequest(CourierInner, Cause::Normal),
+    Hangup(CourierOuter, Cause::Normal),
+    Cdr(CourierOuter, Disposition::Phone),
+    App(CourierOuter, "Hangup"),
+    SoftHangupRequest(CourierInner, Cause::Normal),
+    Hangup(CourierInner, Cause::Normal),
+    Cdr(CourierOuter, Disposition::Answered),
+    Cdr(CourierInner, Disposition::Answered),
+];
+
+/// An AMI `Hangup` (or the courier hanging up) while the client's phone rings
+/// (c5_leg2_noanswer: Dial reports CANCEL).
+const CANCELLED_WHILE_CLIENT_RINGS: &[Step] = &[
+    SoftHangupRequest(CourierInner, Cause::Normal),
+    HangupRequest(CourierOuter, Cause::End),
+    Hangup(CourierInner, Cause::End),
+    DialEnd(DialStatus::Cancel),
+    HangupRequest(ClientInner, Cause::Normal),
+    Hangup(ClientOuter, Cause::End),
+    SoftHangupRequest(CourierOuter, Cause::Normal),
+    Cdr(CourierInner, Disposition::Answered),
+    Cdr(CourierOuter, Disposition::NoAnswer),
+    Cdr(ClientInner, Disposition::NoAnswer),
+    Hangup(CourierOuter, Cause::End),
+    SoftHangupRequest(ClientInner, Cause::Normal),
+    Hangup(ClientInner, Cause::Normal),
+];
+
+/// The courier hangs up after talking (b_answered).
+const TALK_ENDED: &[Step] = &[
+    SoftHangupRequest(CourierInner, Cause::End),
+    HangupRequest(CourierOuter, Cause::End),
+    Hangup(CourierInner, Cause::End),
+    Cdr(CourierInner, Disposition::Answered),
+    BridgeLeave(CourierOuter),
+    SoftHangupRequest(CourierOuter, Cause::End),
+    Cdr(CourierOuter, Disposition::Answered),
+    Hangup(CourierOuter, Cause::End),
+    BridgeLeave(ClientOuter),
+    BridgeDestroy,
+    HangupRequest(ClientInner, Cause::End),
+    Hangup(ClientOuter, Cause::End),
+    SoftHangupRequest(ClientInner, Cause::End),
+    Hangup(ClientInner, Cause::Unknown),
+    Cdr(ClientInner, Disposition::Answered),
+];
+
+/// How a ringing phone ended.
+enum Rang {
+    Outcome(Outcome),
+    HungUp(u16),
+    Stopped,
+}
+
+enum Waited {
+    Elapsed,
+    HungUp(u16),
+    Stopped,
+}
+
+struct Call {
+    pbx: Arc<Pbx>,
+    request: OriginateRequest,
+    sync_reply: Option<oneshot::Sender<bool>>,
+    /// Indexed by `Role`.
+    channels: [Option<Channel>; 4],
+    /// The leg whose table is running, and its phone's outcome.
+    leg: Leg,
+    phone: Outcome,
+    local_pairs: bool,
+    /// `(success, reason)` for the OriginateResponse.
+    originate_result: (bool, u8),
+    response_sent: bool,
+    end_cause: u16,
+    bridge_id: String,
+    bridged: usize,
+    hangup_signal: Arc<HangupSignal>,
+    hangup: watch::Receiver<Option<u16>>,
+    claimed_uniqueids: Vec<String>,
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.channels.iter().flatten().map(|c| c.name.clone()).collect();
+        self.pbx.release(&names, &self.claimed_uniqueids);
+    }
+}
+
+impl Call {
+    fn new(pbx: Arc<Pbx>, request: OriginateRequest, sync_reply: Option<oneshot::Sender<bool>>) -> Call {
+        let (signal, hangup) = watch::channel(None);
+        let local_pairs = request.target.as_ref().is_some_and(|t| t.tech == Tech::Local);
+        Call {
+            pbx,
+            request,
+            sync_reply,
+            channels: Default::default(),
+            leg: Leg::Courier,
+            phone: Outcome::Answer,
+            local_pairs,
+            originate_result: (false, 0),
+            response_sent: false,
+            end_cause: NORMAL_CLEARING,
+            bridge_id: uuid::Uuid::new_v4().to_string(),
+            bridged: 0,
+            hangup_signal: Arc::new(signal),
+            hangup,
+            claimed_uniqueids: Vec::new(),
+        }
+    }
+
+    async fn play(&mut self) {
+        let Some(courier) = self.request.target.clone() else {
+            tracing::info!(channel = %self.request.channel, "channel cannot be created: technology or number unknown");
+            return self.send_originate_response();
+        };
+        if !self.open_courier_leg(&courier) {
+            tracing::info!("ChannelId already in use");
+            return self.send_originate_response();
+        }
+        tracing::Span::current().record("uniqueid", self.channel(CourierOuter).uniqueid.as_str());
+        match self.ring(Leg::Courier, Outcome::for_number(&courier.number), self.request.timeout).await {
+            Rang::Stopped => return,
+            Rang::HungUp(cause) => {
+                self.end_cause = cause;
+                self.originate_result = (false, 1);
+                return self.finish(CANCELLED_WHILE_COURIER_RINGS, "hung up while the courier rang");
+            }
+            Rang::Outcome(Outcome::Answer) => {}
+            Rang::Outcome(failed) => {
+                self.phone_ended(CourierInner, failed);
+                self.originate_result = (false, failed.reason());
+                let table = match failed {
+                    Outcome::Busy => COURIER_BUSY,
+                    Outcome::Congestion => COURIER_CONGESTION,
+                    Outcome::Reject => COURIER_REJECTS,
+                    _ => COURIER_NO_ANSWER,
+                };
+                return self.finish(table, "courier leg failed");
+            }
+        }
+        self.answer(Leg::Courier);
+        self.originate_result = (true, Outcome::Answer.reason());
+        if let Some((app, data)) = self.request.application.clone() {
+            return self.run_application(&app, &data).await;
+        }
+        if !self.request.has_dialplan {
+            self.end_cause = 0;
+            return self.finish(COURIER_ONLY_ENDS, "nothing in the dialplan for the answered courier");
+        }
+        self.enter_courier_context(&courier);
+        self.dial_client(&courier).await;
+    }
+
+    /// Creates leg 1 (Newchannel, VarSet, LocalBridge, DialBegin); `false` if its uniqueid is taken.
+    fn open_courier_leg(&mut self, target: &DialTarget) -> bool {
+        let outer_id = self.request.channel_id.clone().unwrap_or_else(|| self.pbx.new_uniqueid());
+        let inner_id = match (&self.request.other_channel_id, &self.request.channel_id) {
+            (Some(other), _) => other.clone(),
+            (None, Some(id)) => format!("{id};2"),
+            (None, None) => self.pbx.new_uniqueid(),
+        };
+        let ids = if self.local_pairs { vec![outer_id.clone(), inner_id.clone()] } else { vec![outer_id.clone()] };
+        if !self.pbx.claim_uniqueids(&ids) {
+            return false;
+        }
+        self.claimed_uniqueids = ids;
+        let linkedid = outer_id.clone();
+        self.open_leg(Leg::Courier, target, [outer_id, inner_id], &linkedid);
+        let caller = self.request.caller.clone().unwrap_or_else(Party::unknown);
+        let user_field = self.request.variable("CDR(userfield)").unwrap_or_default().to_owned();
+        for channel in self.channels.iter_mut().flatten() {
+            channel.caller = caller.clone();
+            channel.connected = caller.clone();
+        }
+        let courier = self.channel_mut(CourierOuter);
+        courier.cdr.user_field = user_field;
+        courier.set_app("AppDial2", "(Outgoing Line)");
+        for role in [CourierOuter, CourierInner] {
+            for (name, value) in &self.request.variables {
+                self.publish_var_set(role, name, value);
+            }
+        }
+        self.publish_local_bridge(Leg::Courier, target);
+        self.dial_begin(Leg::Courier, target);
+        true
+    }
+
+    /// Creates one leg's channels and announces them with Newchannel (caller ids still
+    /// `<unknown>` at that point, as in Asterisk's).
+    fn open_leg(&mut self, leg: Leg, target: &DialTarget, uniqueids: [String; 2], linkedid: &str) {
+        let (outer, inner) = roles(leg);
+        let sequence = self.pbx.new_channel_sequence();
+        let [outer_id, inner_id] = uniqueids;
+        if target.tech == Tech::Local {
+            let base = format!("Local/{}@{}-{sequence}", target.number, target.peer);
+            let (context, exten) = (target.peer.as_str(), target.number.as_str());
+            self.add_channel(
+                outer,
+                Channel::new(format!("{base};1"), outer_id, linkedid.into(), State::Down, context, exten),
+            );
+            self.add_channel(
+                inner,
+                Channel::new(format!("{base};2"), inner_id, linkedid.into(), State::Ring, context, exten),
+            );
+        } else {
+            let name = format!("{}/{}-{sequence}", target.tech.name(), target.peer);
+            let (context, exten) = match leg {
+                // An originated channel starts in its endpoint's context at `s`.
+                Leg::Courier => ("default".to_owned(), "s".to_owned()),
+                Leg::Client => (self.request.context.clone(), target.number.clone()),
+            };
+            self.add_channel(outer, Channel::new(name, outer_id, linkedid.into(), State::Down, &context, &exten));
+        }
+    }
+
+    fn add_channel(&mut self, role: Role, channel: Channel) {
+        self.pbx.publish(channel.event("Newchannel").into_event());
+        self.pbx.register_channel(&channel.name, &self.hangup_signal);
+        self.channels[role as usize] = Some(channel);
+    }
+
+    /// Rings `leg`'s phone for at most `limit`: `Outcome::Answer` once it answers, its failure
+    /// otherwise (`NoAnswer` when it rings past the limit).
+    async fn ring(&mut self, leg: Leg, phone: Outcome, limit: Duration) -> Rang {
+        self.leg = leg;
+        self.phone = phone;
+        let rings_for = match phone {
+            Outcome::Answer => self.pbx.config.ring,
+            Outcome::NoAnswer => Duration::MAX,
+            failed => return Rang::Outcome(failed),
+        };
+        if !rings_for.is_zero() {
+            self.newstate(roles(leg).0, State::Ringing);
+            self.publish_dial(leg, "DialState", "RINGING");
+            match self.wait(rings_for.min(limit)).await {
+                Waited::Elapsed => {}
+                Waited::HungUp(cause) => return Rang::HungUp(cause),
+                Waited::Stopped => return Rang::Stopped,
+            }
+        }
+        let outcome = if rings_for <= limit { Outcome::Answer } else { Outcome::NoAnswer };
+        self.phone = outcome;
+        Rang::Outcome(outcome)
+    }
+
+    /// The phone answered: both halves go Up and the dialler sees ANSWER.
+    fn answer(&mut self, leg: Leg) {
+        let (outer, inner) = roles(leg);
+        let now = OffsetDateTime::now_utc();
+        self.newstate(inner, State::Up);
+        self.newstate(outer, State::Up);
+        self.publish_dial(leg, "DialEnd", "ANSWER");
+        for role in [outer, inner] {
+            if let Some(channel) = &mut self.channels[role as usize] {
+                channel.cdr.answer = Some(now);
+            }
+        }
+        if let Some(phone) = &mut self.channels[inner as usize] {
+            phone.set_app("Answer", "");
+        }
+    }
+
+    fn enter_dialplan(&mut self) {
+        let (context, exten) = (self.request.context.clone(), self.request.exten.clone());
+        self.channel_mut(CourierOuter).goto(&context, &exten, 1);
+    }
+
+    /// The answered courier enters `[from-courier]`: userfield, recording, then `Dial`.
+    fn enter_courier_context(&mut self, courier: &DialTarget) {
+        self.enter_dialplan();
+        let call_id = self.request.variable("DIALBACK_CALL_ID").map(str::to_owned);
+        let dial_data = format!(
+            "{}/{},{}",
+            courier.tech.name(),
+            client_target(courier, &self.request.exten).dial_string,
+            self.pbx.config.dial_timeout.as_secs()
+        );
+        if let Some(call_id) = call_id {
+            self.channel_mut(CourierOuter).cdr.user_field = call_id;
+        }
+        self.send_originate_response();
+        let channel = self.channel_mut(CourierOuter);
+        channel.priority = MIXMONITOR_PRIORITY;
+        let started = channel.event("MixMonitorStart").into_event();
+        channel.priority = DIAL_PRIORITY;
+        channel.set_app("Dial", &dial_data);
+        self.pbx.publish(started);
+    }
+
+    /// Leg 2: dial the client, bridge on answer, talk, record, hang up.
+    async fn dial_client(&mut self, courier: &DialTarget) {
+        let client = client_target(courier, &self.request.exten);
+        let courier_party = self.channel(CourierOuter).caller.clone();
+        let linkedid = self.channel(CourierOuter).linkedid.clone();
+        let ids = [self.pbx.new_uniqueid(), self.pbx.new_uniqueid()];
+        self.open_leg(Leg::Client, &client, ids, &linkedid);
+        let client_party = Party { num: client.number.clone(), name: courier_party.name.clone() };
+        let dialled = self.channel_mut(ClientOuter);
+        dialled.caller = client_party.clone();
+        dialled.connected = courier_party.clone();
+        if let Some(phone) = &mut self.channels[ClientInner as usize] {
+            phone.caller = courier_party;
+            phone.connected = client_party;
+        }
+        self.publish_local_bridge(Leg::Client, &client);
+        let client_name = self.channel(ClientOuter).name.clone();
+        self.channel_mut(CourierOuter).cdr.destination_channel = client_name;
+        self.dial_begin(Leg::Client, &client);
+        match self.ring(Leg::Client, Outcome::for_number(&client.number), self.pbx.config.dial_timeout).await {
+            Rang::Stopped => return,
+            Rang::HungUp(cause) => {
+                self.end_cause = cause;
+                return self.finish(CANCELLED_WHILE_CLIENT_RINGS, "hung up while the client rang");
+            }
+            Rang::Outcome(Outcome::Answer) => {}
+            Rang::Outcome(failed) => {
+                self.phone_ended(ClientInner, failed);
+                return self.finish(CLIENT_FAILED, "client leg failed");
+            }
+        }
+        self.answer(Leg::Client);
+        self.channel_mut(ClientOuter).exten.clear();
+        self.publish_bridge("BridgeCreate", None);
+        for role in [ClientOuter, CourierOuter] {
+            self.bridged += 1;
+            self.publish_bridge("BridgeEnter", Some(role));
+        }
+        let talk_started = OffsetDateTime::now_utc();
+        match self.wait(self.pbx.config.talk).await {
+            Waited::Stopped => return,
+            Waited::HungUp(cause) => self.end_cause = cause,
+            Waited::Elapsed => self.end_cause = NORMAL_CLEARING,
+        }
+        self.save_recording(talk_started).await;
+        let talked = (OffsetDateTime::now_utc() - talk_started).whole_seconds().to_string();
+        if let Some(courier_phone) = &mut self.channels[CourierInner as usize] {
+            courier_phone.set_app("Hangup", "");
+        }
+        if let Some(client_phone) = &mut self.channels[ClientInner as usize] {
+            client_phone.set_app("Wait", &talked);
+        }
+        self.finish(TALK_ENDED, "talked");
+    }
+
+    /// An `Application` originate: the answered courier runs it (`Wait` for its Data seconds,
+    /// anything else for the talk time), then hangs up.
+    async fn run_application(&mut self, app: &str, data: &str) {
+        self.send_originate_response();
+        self.channel_mut(CourierOuter).set_app(app, data);
+        let runs_for = match data.trim().parse::<f64>() {
+            Ok(seconds) if app.eq_ignore_ascii_case("Wait") && seconds >= 0.0 => {
+                Duration::from_secs_f64(seconds.min(3600.0))
+            }
+            _ => self.pbx.config.talk,
+        };
+        self.end_cause = match self.wait(runs_for).await {
+            Waited::Stopped => return,
+            Waited::HungUp(cause) => cause,
+            Waited::Elapsed => NORMAL_CLEARING,
+        };
+        self.finish(COURIER_ONLY_ENDS, "application finished");
+    }
+
+    async fn wait(&mut self, duration: Duration) -> Waited {
+        let hangup_requested = tokio::select! {
+            _ = self.pbx.stop.cancelled() => return Waited::Stopped,
+            _ = tokio::time::sleep(duration) => return Waited::Elapsed,
+            changed = self.hangup.changed() => changed.is_ok(),
+        };
+        match *self.hangup.borrow() {
+            Some(cause) if hangup_requested => Waited::HungUp(cause),
+            // The sender lives in `self`, so this cannot happen; treat it as the end.
+            _ => Waited::Stopped,
+        }
+    }
+
+    fn finish(&mut self, steps: &[Step], how: &'static str) {
+        for step in steps {
+            self.step(*step);
+        }
+        let (success, reason) = self.originate_result;
+        tracing::info!(how, success, reason, leg = ?self.leg, phone = ?self.phone, cause = self.end_cause, "call ended");
+    }
+
+    fn step(&mut self, step: Step) {
+        match step {
+            FailedState(role) => {
+                if let Some(state) = self.phone.failed_state() {
+                    self.newstate(role, state);
+                }
+            }
+            DialEnd(status) => {
+                let status = match status {
+                    DialStatus::Phone => self.phone.dial_status(),
+                    DialStatus::Cancel => "CANCEL",
+                };
+                self.publish_dial(self.leg, "DialEnd", status);
+            }
+            OriginateResponse => self.send_originate_response(),
+            Cdr(role, disposition) => {
+                let disposition = match disposition {
+                    Disposition::Phone => self.phone.disposition(),
+                    Disposition::Answered => Outcome::Answer.disposition(),
+                    Disposition::NoAnswer => Outcome::NoAnswer.disposition(),
+                };
+                self.post_cdr(role, disposition);
+            }
+            HangupRequest(role, cause) => self.publish_hangup(role, "HangupRequest", cause),
+            SoftHangupRequest(role, cause) => self.publish_hangup(role, "SoftHangupRequest", cause),
+            Hangup(role, cause) => self.publish_hangup(role, "Hangup", cause),
+            App(role, app) => {
+                if let Some(channel) = &mut self.channels[role as usize] {
+                    channel.set_app(app, "");
+                }
+            }
+            BridgeLeave(role) => {
+                self.bridged = self.bridged.saturating_sub(1);
+                self.publish_bridge("BridgeLeave", Some(role));
+            }
+            BridgeDestroy => self.publish_bridge("BridgeDestroy", None),
+            EnterDialplan => self.enter_dialplan(),
+        }
+    }
+
+    /// Records where a failing phone's dialplan stopped (its CDR's LastApplication).
+    fn phone_ended(&mut self, phone: Role, outcome: Outcome) {
+        if let Some(channel) = &mut self.channels[phone as usize] {
+            let (app, data) = outcome.application();
+            channel.set_app(app, data);
+        }
+    }
+
+    fn channel(&self, role: Role) -> &Channel {
+        self.channels[role as usize].as_ref().expect("channel exists in this phase")
+    }
+
+    fn channel_mut(&mut self, role: Role) -> &mut Channel {
+        self.channels[role as usize].as_mut().expect("channel exists in this phase")
+    }
+
+    fn cause(&self, cause: Cause) -> u16 {
+        match cause {
+            Cause::Phone => self.phone.cause(),
+            Cause::PhoneOuter if self.local_pairs => self.phone.local_outer_cause(),
+            Cause::PhoneOuter => self.phone.cause(),
+            Cause::Normal => NORMAL_CLEARING,
+            Cause::Unknown => 0,
+            Cause::End => self.end_cause,
+        }
+    }
+
+    /// A state change; on a single-channel leg the `;2` half's state is the channel's own.
+    fn newstate(&mut self, role: Role, state: State) {
+        let role = if self.channels[role as usize].is_none() { role.outer() } else { role };
+        let Some(channel) = &mut self.channels[role as usize] else { return };
+        if channel.state != state {
+            channel.state = state;
+            self.pbx.publish(channel.event("Newstate").into_event());
+        }
+    }
+
+    fn publish_hangup(&self, role: Role, event: &str, cause: Cause) {
+        if let Some(channel) = &self.channels[role as usize] {
+            self.pbx.publish(channel.hangup_event(event, self.cause(cause)).into_event());
+        }
+    }
+
+    fn publish_var_set(&self, role: Role, name: &str, value: &str) {
+        if let Some(channel) = &self.channels[role as usize] {
+            let mut wire = channel.event_of_class("VarSet", class::DIALPLAN);
+            wire.header("Variable", name).header("Value", value);
+            self.pbx.publish(wire.into_event());
+        }
+    }
+
+    /// Posts the channel's CDR, then starts a fresh record (Asterisk forks the CDR when a
+    /// channel goes on after a failed `Dial`).
+    fn post_cdr(&mut self, role: Role, disposition: &str) {
+        if role.is_inner() && !self.local_pairs {
+            return;
+        }
+        let (source, caller_id) = match &self.request.caller {
+            Some(party) => {
+                let known = |s: &str| if s == UNKNOWN { String::new() } else { s.to_owned() };
+                (known(&party.num), format!("\"{}\" <{}>", known(&party.name), known(&party.num)))
+            }
+            None => (String::new(), "\"\" <>".to_owned()),
+        };
+        let Some(channel) = &mut self.channels[role as usize] else { return };
+        self.pbx.publish(channel.cdr_event(disposition, &source, &caller_id).into_event());
+        let now = OffsetDateTime::now_utc();
+        channel.cdr.start = now;
+        channel.cdr.answer = channel.cdr.answer.map(|_| now);
+        channel.cdr.destination_channel.clear();
+    }
+
+    fn dial_begin(&self, leg: Leg, target: &DialTarget) {
+        let mut wire = self.dial_event(leg, "DialBegin");
+        wire.header("DialString", &target.dial_string);
+        self.pbx.publish(wire.into_event());
+    }
+
+    fn publish_dial(&self, leg: Leg, event: &str, status: &str) {
+        let mut wire = self.dial_event(leg, event);
+        wire.header("DialStatus", status);
+        self.pbx.publish(wire.into_event());
+    }
+
+    /// DialBegin/DialState/DialEnd: leg 1 has no calling channel (the originate dials it);
+    /// leg 2 is dialled by the courier's channel.
+    fn dial_event(&self, leg: Leg, event: &str) -> Wire {
+        let mut wire = Wire::event(event, class::CALL);
+        match leg {
+            Leg::Courier => self.channel(CourierOuter).write_block(&mut wire, "Dest"),
+            Leg::Client => {
+                self.channel(CourierOuter).write_block(&mut wire, "");
+                self.channel(ClientOuter).write_block(&mut wire, "Dest");
+            }
+        }
+        wire
+    }
+
+    fn publish_local_bridge(&self, leg: Leg, target: &DialTarget) {
+        if !self.local_pairs {
+            return;
+        }
+        let (outer, inner) = roles(leg);
+        let mut wire = Wire::event("LocalBridge", class::CALL);
+        self.channel(outer).write_block(&mut wire, "LocalOne");
+        self.channel(inner).write_block(&mut wire, "LocalTwo");
+        wire.header("Context", &target.peer).header("Exten", &target.number).header("LocalOptimization", "Yes");
+        self.pbx.publish(wire.into_event());
+    }
+
+    fn publish_bridge(&self, event: &str, member: Option<Role>) {
+        let mut wire = Wire::event(event, class::CALL);
+        wire.header("BridgeUniqueid", &self.bridge_id)
+            .header("BridgeType", "basic")
+            .header("BridgeTechnology", "simple_bridge")
+            .header("BridgeCreator", UNKNOWN)
+            .header("BridgeName", UNKNOWN)
+            .header("BridgeNumChannels", &self.bridged.to_string())
+            .header("BridgeVideoSourceMode", "none");
+        if let Some(role) = member {
+            self.channel(role).write_block(&mut wire, "");
+        }
+        self.pbx.publish(wire.into_event());
+    }
+
+    /// The outcome of leg 1: an OriginateResponse event (async), or the synchronous reply.
+    fn send_originate_response(&mut self) {
+        if std::mem::replace(&mut self.response_sent, true) {
+            return;
+        }
+        let (success, reason) = self.originate_result;
+        if let Some(reply) = self.sync_reply.take() {
+            let _ = reply.send(success);
+            return;
+        }
+        if !self.request.is_async {
+            return;
+        }
+        let courier = self.channels[CourierOuter as usize].as_ref();
+        let (channel, uniqueid) = match courier {
+            Some(courier) if success => (courier.name.as_str(), courier.uniqueid.as_str()),
+            _ => (self.request.channel.as_str(), self.request.channel_id.as_deref().unwrap_or(UNKNOWN)),
+        };
+        let caller = self.request.caller.clone().unwrap_or_else(Party::unknown);
+        let mut wire = Wire::event("OriginateResponse", class::CALL);
+        if let Some(id) = &self.request.action_id {
+            wire.header("ActionID", id);
+        }
+        wire.header("Response", if success { "Success" } else { "Failure" }).header("Channel", channel);
+        match &self.request.application {
+            Some((app, data)) => wire.header("Application", app).header("Data", data),
+            None => wire.header("Context", &self.request.context).header("Exten", &self.request.exten),
+        };
+        wire.header("Reason", &reason.to_string())
+            .header("Uniqueid", uniqueid)
+            .header("CallerIDNum", &caller.num)
+            .header("CallerIDName", &caller.name);
+        self.pbx.publish(wire.into_event());
+    }
+
+    /// Writes the call's recording, as MixMonitor would when the call ends.
+    async fn save_recording(&self, talk_started: OffsetDateTime) {
+        let Some(dir) = &self.pbx.config.recordings_dir else { return };
+        let courier = self.channel(CourierOuter);
+        let source = match &self.request.caller {
+            Some(party) if party.num != UNKNOWN => party.num.clone(),
+            _ => self.request.target.as_ref().map(|t| t.number.clone()).unwrap_or_default(),
+        };
+        let name = wav::file_name(&self.request.exten, &source, talk_started, &courier.uniqueid);
+        let talked = (OffsetDateTime::now_utc() - talk_started).unsigned_abs();
+        match wav::write_atomically(dir, &name, wav::tone(talked)).await {
+            Ok(path) => tracing::info!(path = %path.display(), "recording written"),
+            Err(e) => tracing::warn!(error = %e, dir = %dir.display(), "cannot write the recording"),
+        }
+    }
+}
+
+/// Leg 2's target: `Local/<exten>@phones` when the courier was a Local channel (the reference
+/// dialplan), else the client's number on the courier's trunk.
+fn client_target(courier: &DialTarget, exten: &str) -> DialTarget {
+    let (peer, dial_string) = match courier.tech {
+        Tech::Local => (PHONES_CONTEXT.to_owned(), format!("{exten}@{PHONES_CONTEXT}")),
+        Tech::Pjsip => (courier.peer.clone(), format!("{exten}@{}", courier.peer)),
+        Tech::Iax2 | Tech::Dahdi => (courier.peer.clone(), format!("{}/{exten}", courier.peer)),
+    };
+    DialTarget { tech: courier.tech, number: exten.to_owned(), peer, dial_string }
+}

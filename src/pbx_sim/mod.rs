@@ -1,0 +1,310 @@
+//! The protocol-faithful PBX simulator (`dialback pbx-sim`): an AMI server that answers the way a
+//! real Asterisk 22 (AMI 11.0.0) was observed to (DESIGN.md §3, the transcripts in
+//! `reference/asterisk-22-ami-transcripts/`), so dialback can be demonstrated and tested without a
+//! PBX.
+//!
+//! - `session`: the listener and one task per AMI connection (login, actions, event delivery).
+//! - `originate`: how an Originate is read and validated.
+//! - `call`: an originated two-leg callback and the event sequences it produces.
+//! - `phones`: what a number does when dialled (by its last digit).
+//! - `channel`: the channel snapshot every channel event carries, and its CDR.
+//! - `wire`: privilege classes, event masks, replies and events as bytes.
+//! - `wav`: the recordings written for connected calls.
+//! - `pbx`: state shared by sessions and calls.
+
+mod call;
+mod channel;
+mod originate;
+mod pbx;
+mod phones;
+mod session;
+mod wav;
+mod wire;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_rustls::rustls;
+
+use pbx::Pbx;
+use wire::class;
+
+/// How long `shutdown()` waits for sessions to say goodbye and calls to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// `dialback pbx-sim` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Address to listen on for AMI.
+    #[arg(long, default_value = "127.0.0.1:5038")]
+    pub listen: SocketAddr,
+    /// An AMI user, NAME:SECRET; NAME:SECRET:noorig makes one without originate permission
+    /// (repeatable).
+    #[arg(long = "user", value_name = "NAME:SECRET[:noorig]", default_value = "dialback:dialback")]
+    pub users: Vec<SimUser>,
+    /// How long an answered callback talks before the courier hangs up.
+    #[arg(long, default_value_t = 3)]
+    pub talk_seconds: u64,
+    /// How long an answering phone rings first.
+    #[arg(long, default_value_t = 300)]
+    pub ring_ms: u64,
+    /// Leg 2's Dial timeout, like `Dial(...,30)` in the dialplan.
+    #[arg(long = "dial-timeout-s", default_value_t = 30)]
+    pub dial_timeout_s: u64,
+    /// Where to write a WAV recording for every connected call.
+    #[arg(long)]
+    pub recordings_dir: Option<PathBuf>,
+    /// A dialplan context that exists (repeatable).
+    #[arg(long = "context", value_name = "NAME", default_values = ["from-courier", "from-internal"])]
+    pub contexts: Vec<String>,
+    /// PEM certificate chain: the listener speaks TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Drop a client that does not read what it is sent within this time (Asterisk's per-user
+    /// `writetimeout`, default 100 ms).
+    #[arg(long, default_value_t = 100)]
+    pub write_timeout_ms: u64,
+}
+
+/// An AMI user of the simulator.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SimUser {
+    pub name: String,
+    pub secret: String,
+    pub can_originate: bool,
+}
+
+impl SimUser {
+    pub fn new(name: &str, secret: &str) -> SimUser {
+        SimUser { name: name.into(), secret: secret.into(), can_originate: true }
+    }
+
+    /// A user like the transcripts' `limited` one: may log in and ping, may not originate.
+    pub fn without_originate(name: &str, secret: &str) -> SimUser {
+        SimUser { can_originate: false, ..SimUser::new(name, secret) }
+    }
+
+    /// Event classes the user may read. The transcripts' user without originate permission saw
+    /// system and call events but no CDRs (h_event_delivery).
+    fn read_mask(&self) -> u32 {
+        if self.can_originate {
+            class::ALL
+        } else {
+            class::SYSTEM | class::CALL
+        }
+    }
+}
+
+impl FromStr for SimUser {
+    type Err = String;
+
+    /// `NAME:SECRET` or `NAME:SECRET:noorig`.
+    fn from_str(value: &str) -> Result<SimUser, String> {
+        let (name, rest) = value.split_once(':').ok_or("expected NAME:SECRET[:noorig]")?;
+        let (secret, can_originate) = match rest.rsplit_once(':') {
+            Some((secret, "noorig")) => (secret, false),
+            _ => (rest, true),
+        };
+        if name.is_empty() || secret.is_empty() {
+            return Err("expected NAME:SECRET[:noorig] with a non-empty name and secret".into());
+        }
+        Ok(SimUser { name: name.into(), secret: secret.into(), can_originate })
+    }
+}
+
+impl std::fmt::Debug for SimUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimUser")
+            .field("name", &self.name)
+            .field("secret", &"[REDACTED]")
+            .field("can_originate", &self.can_originate)
+            .finish()
+    }
+}
+
+/// Everything a simulator needs; `Default` suits tests (port 0, short rings and talks).
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub listen: SocketAddr,
+    pub users: Vec<SimUser>,
+    /// Talk time of an answered callback.
+    pub talk: Duration,
+    /// Ring time of an answering phone (0: answers at once, as in the transcripts).
+    pub ring: Duration,
+    /// Leg 2's Dial timeout.
+    pub dial_timeout: Duration,
+    pub recordings_dir: Option<PathBuf>,
+    /// Dialplan contexts that exist; each matches extensions `_X.`.
+    pub contexts: Vec<String>,
+    /// When set, the listener speaks TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub write_timeout: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            users: vec![SimUser::new("dialback", "dialback")],
+            talk: Duration::from_millis(300),
+            ring: Duration::from_millis(50),
+            dial_timeout: Duration::from_secs(1),
+            recordings_dir: None,
+            contexts: vec!["from-courier".into(), "from-internal".into()],
+            tls: None,
+            // Generous: a loaded test machine must not look like a client that stopped reading.
+            write_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl SimConfig {
+    pub fn from_args(args: &SimArgs) -> anyhow::Result<Self> {
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let cert_pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+                let key_pem = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+                Some(Self::tls_from_pem(&cert_pem, &key_pem)?)
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        anyhow::ensure!(!args.users.is_empty(), "at least one --user is needed");
+        Ok(SimConfig {
+            listen: args.listen,
+            users: args.users.clone(),
+            talk: Duration::from_secs(args.talk_seconds),
+            ring: Duration::from_millis(args.ring_ms),
+            dial_timeout: Duration::from_secs(args.dial_timeout_s),
+            recordings_dir: args.recordings_dir.clone(),
+            contexts: args.contexts.clone(),
+            tls,
+            write_timeout: Duration::from_millis(args.write_timeout_ms),
+        })
+    }
+
+    /// A TLS server configuration from a PEM certificate chain and a PEM private key.
+    pub fn tls_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let certs = rustls_pemfile::certs(&mut &cert_pem[..])
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading the TLS certificate PEM")?;
+        anyhow::ensure!(!certs.is_empty(), "no certificate in the TLS certificate PEM");
+        let key = rustls_pemfile::private_key(&mut &key_pem[..])
+            .context("reading the TLS key PEM")?
+            .context("no private key in the TLS key PEM")?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .context("the TLS certificate and key do not fit together")?;
+        Ok(Arc::new(config))
+    }
+}
+
+/// A running simulator. Dropping it stops it abruptly, like [`Simulator::kill`].
+pub struct Simulator {
+    pbx: Arc<Pbx>,
+    addr: SocketAddr,
+}
+
+impl Simulator {
+    /// Binds `config.listen` (port 0 picks a free port) and starts serving on the current runtime.
+    pub async fn start(config: SimConfig) -> anyhow::Result<Simulator> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("pbx-sim cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let tls = config.tls.is_some();
+        let pbx = Arc::new(Pbx::new(config));
+        pbx.tasks.spawn(session::accept_loop(listener, pbx.clone()));
+        tracing::info!(%addr, tls, "pbx-sim listening");
+        Ok(Simulator { pbx, addr })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops like Asterisk shutting down: `Event: Shutdown` (Shutdown: Cleanly, Restart: False)
+    /// to every logged-in session that reads system events, sessions closed, calls dropped, the
+    /// listener closed. Returns when every task has ended.
+    pub async fn shutdown(self) {
+        self.pbx.graceful.store(true, Ordering::Release);
+        self.pbx.stop.cancel();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.pbx.tasks.wait_idle()).await.is_err() {
+            tracing::warn!("pbx-sim tasks still running after shutdown");
+        }
+        tracing::info!(addr = %self.addr, "pbx-sim stopped");
+    }
+
+    /// Stops like a killed process: every connection and call dropped at once, nothing said.
+    pub fn kill(&self) {
+        self.pbx.stop.cancel();
+    }
+
+    /// Originate actions accepted so far (queued or run synchronously).
+    pub fn originates(&self) -> u64 {
+        self.pbx.originates.load(Ordering::Relaxed)
+    }
+
+    /// Connected AMI sessions (logged in or not).
+    pub fn sessions(&self) -> usize {
+        self.pbx.sessions.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.pbx.stop.cancel();
+    }
+}
+
+/// `dialback pbx-sim`: serve until SIGINT or SIGTERM, then shut down like Asterisk.
+pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
+    let config = SimConfig::from_args(&args)?;
+    // Catch the signals before accepting anyone, so every connected client hears the Shutdown.
+    let stop_requested = stop_signal().context("installing the SIGINT/SIGTERM handlers")?;
+    let simulator = Simulator::start(config).await?;
+    tracing::info!(addr = %simulator.addr(), users = args.users.len(), "pbx-sim ready");
+    stop_requested.await;
+    simulator.shutdown().await;
+    Ok(())
+}
+
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "pbx-sim stopping");
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_parse_with_and_without_originate() {
+        assert_eq!("gw:s3cret".parse::<SimUser>().unwrap(), SimUser::new("gw", "s3cret"));
+        assert_eq!("lim:pw:noorig".parse::<SimUser>().unwrap(), SimUser::without_originate("lim", "pw"));
+        assert_eq!("gw:a:b".parse::<SimUser>().unwrap(), SimUser::new("gw", "a:b"));
+        assert!("gw".parse::<SimUser>().is_err());
+        assert!(":x".parse::<SimUser>().is_err());
+        assert!(!format!("{:?}", SimUser::new("gw", "hunter2")).contains("hunter2"));
+    }
+}

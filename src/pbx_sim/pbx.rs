@@ -1,0 +1,178 @@
+//! The state every session and call shares: configuration, the event bus, the live channels (for
+//! `Hangup` and `ChannelId` clashes), id counters, the stop signal, and the tasks to wait for.
+//!
+//! Events go through one broadcast ring that every event-reading session follows. Publishing never
+//! waits for a session; a session that falls a whole ring behind is closed, as Asterisk drops a
+//! client it cannot write to within `writetimeout`.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::wire::Event;
+use super::SimConfig;
+
+/// Events the bus holds for the slowest session. 200 originates in one burst produce about
+/// 7,000 events; a session further behind than this is too slow and is dropped.
+const EVENT_RING: usize = 16 * 1024;
+
+/// A request to hang a call up, with its cause (the AMI `Hangup` action sends it).
+pub(crate) type HangupSignal = watch::Sender<Option<u16>>;
+
+pub(crate) struct Pbx {
+    pub config: SimConfig,
+    events: broadcast::Sender<Event>,
+    pub stop: CancellationToken,
+    /// Set by `shutdown()` (sessions send `Event: Shutdown`); a kill leaves it unset.
+    pub graceful: AtomicBool,
+    pub originates: AtomicU64,
+    pub sessions: AtomicUsize,
+    pub tasks: Tasks,
+    started: Instant,
+    next_uniqueid: AtomicU64,
+    next_channel: AtomicU64,
+    live: Mutex<LiveChannels>,
+}
+
+#[derive(Default)]
+struct LiveChannels {
+    /// Lower-cased channel name → the call's hangup signal.
+    by_name: HashMap<String, Arc<HangupSignal>>,
+    uniqueids: HashSet<String>,
+}
+
+impl Pbx {
+    pub fn new(config: SimConfig) -> Pbx {
+        Pbx {
+            config,
+            events: broadcast::channel(EVENT_RING).0,
+            stop: CancellationToken::new(),
+            graceful: AtomicBool::new(false),
+            originates: AtomicU64::new(0),
+            sessions: AtomicUsize::new(0),
+            tasks: Tasks::default(),
+            started: Instant::now(),
+            next_uniqueid: AtomicU64::new(0),
+            next_channel: AtomicU64::new(0),
+            live: Mutex::default(),
+        }
+    }
+
+    pub fn publish(&self, event: Event) {
+        // An error only means no session reads events right now.
+        let _ = self.events.send(event);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub fn uptime_seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// An Asterisk-style uniqueid: `<epoch seconds>.<sequence>`, e.g. `1795335228.6`.
+    pub fn new_uniqueid(&self) -> String {
+        format!("{}.{}", unix_now().as_secs(), self.next_uniqueid.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The `-00000003` part of a channel name.
+    pub fn new_channel_sequence(&self) -> String {
+        format!("{:08x}", self.next_channel.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Reserves uniqueids for a new channel; `false` when one is in use (Asterisk then refuses
+    /// to create the channel).
+    pub fn claim_uniqueids(&self, ids: &[String]) -> bool {
+        let mut live = self.live.lock().expect("live channels lock");
+        if ids.iter().any(|id| live.uniqueids.contains(id)) {
+            return false;
+        }
+        live.uniqueids.extend(ids.iter().cloned());
+        true
+    }
+
+    pub fn register_channel(&self, name: &str, signal: &Arc<HangupSignal>) {
+        self.live.lock().expect("live channels lock").by_name.insert(name.to_ascii_lowercase(), signal.clone());
+    }
+
+    pub fn release(&self, names: &[String], uniqueids: &[String]) {
+        let mut live = self.live.lock().expect("live channels lock");
+        for name in names {
+            live.by_name.remove(&name.to_ascii_lowercase());
+        }
+        for id in uniqueids {
+            live.uniqueids.remove(id);
+        }
+    }
+
+    /// Asks the call owning `channel` to hang up; `false` when no such channel is up.
+    pub fn hang_up(&self, channel: &str, cause: u16) -> bool {
+        let live = self.live.lock().expect("live channels lock");
+        match live.by_name.get(&channel.to_ascii_lowercase()) {
+            Some(signal) => {
+                signal.send_replace(Some(cause));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sleeps, unless the simulator stops first (`false`).
+    pub async fn sleep(&self, duration: Duration) -> bool {
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            _ = tokio::time::sleep(duration) => true,
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// Counts the simulator's tasks so `shutdown()` can wait until every one has ended.
+#[derive(Clone, Default)]
+pub(crate) struct Tasks {
+    inner: Arc<(AtomicUsize, Notify)>,
+}
+
+struct TaskGuard(Tasks);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        let (live, idle) = &*self.0.inner;
+        if live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            idle.notify_waiters();
+        }
+    }
+}
+
+impl Tasks {
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.inner.0.fetch_add(1, Ordering::AcqRel);
+        let guard = TaskGuard(self.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            task.await;
+        });
+    }
+
+    pub async fn wait_idle(&self) {
+        let (live, idle) = &*self.inner;
+        loop {
+            let notified = idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
