@@ -107,9 +107,13 @@ async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<
     let mut calls: HashMap<Uuid, Tracked> = HashMap::new();
     while let Some(work) = rx.recv().await {
         match work {
-            Work::Placed { id, tenant, state, hold } => {
-                calls.insert(id, Tracked { tenant, state, _hold: hold });
-            }
+            // Events may have beaten this message here: never replace a state they advanced.
+            Work::Placed { id, tenant, state, hold } => match calls.entry(id) {
+                Entry::Occupied(mut entry) => entry.get_mut()._hold = hold,
+                Entry::Vacant(entry) => {
+                    entry.insert(Tracked { tenant, state, _hold: hold });
+                }
+            },
             Work::Forget { id } => {
                 calls.remove(&id);
             }
@@ -157,25 +161,32 @@ async fn on_event(
 ) -> anyhow::Result<()> {
     let key = id.to_string();
     let Some(fact) = Fact::from_event(event, &key) else { return Ok(()) };
+    tracing::debug!(call_id = %id, tenant = %tenant, ?fact, "call event");
     let mut client = store::client(db).await?;
-    // Not in memory: placed before a restart, or already settled (late Cdr, or unknown).
-    let tracked = match calls.entry(id) {
-        Entry::Occupied(entry) => entry.into_mut(),
-        Entry::Vacant(entry) => {
-            let Some(row) = store::callbacks::get_any(&**client, id).await? else { return Ok(()) };
-            if *row.tenant_id != *tenant {
-                tracing::warn!(call_id = %id, pbx_tenant = %tenant, "event from another tenant's PBX ignored");
-                return Ok(());
+    // A conditional update can lose to a concurrent writer (the API recording "ringing_courier",
+    // a cancel): then reload the stored state and apply the fact to that. Nothing is dropped.
+    for _ in 0..3 {
+        // Not in memory: placed before a restart, already settled (late Cdr), or just reloaded.
+        let tracked = match calls.entry(id) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let Some(row) = store::callbacks::get_any(&**client, id).await? else { return Ok(()) };
+                if *row.tenant_id != *tenant {
+                    tracing::warn!(call_id = %id, pbx_tenant = %tenant, "event from another tenant's PBX ignored");
+                    return Ok(());
+                }
+                entry.insert(Tracked { tenant: tenant.clone(), state: row.state, _hold: None })
             }
-            entry.insert(Tracked { tenant: tenant.clone(), state: row.state, _hold: None })
+        };
+        if *tracked.tenant != *tenant {
+            return Ok(());
         }
-    };
-    if *tracked.tenant != *tenant {
-        return Ok(());
-    }
-    let Some(next) = apply(&tracked.state, &fact, OffsetDateTime::now_utc()) else { return Ok(()) };
-    let cause = format!("{fact:?}");
-    if store::callbacks::transition(&mut client, id, &tracked.state, &next, &cause, None, None).await? {
+        let Some(next) = apply(&tracked.state, &fact, OffsetDateTime::now_utc()) else { return Ok(()) };
+        let cause = format!("{fact:?}");
+        if !store::callbacks::transition(&mut client, id, &tracked.state, &next, &cause, None, None).await? {
+            calls.remove(&id);
+            continue;
+        }
         if next.status != tracked.state.status {
             tracing::info!(call_id = %id, tenant = %tenant, from = tracked.state.status.as_str(), to = next.status.as_str(),
                 reason = next.reason.map(|r| r.as_str()), "callback status");
@@ -188,15 +199,13 @@ async fn on_event(
                 tracing::warn!(call_id = %id, talk, billable, "talk time exceeds the CDR's billable seconds");
             }
         }
+        let settled = next.status.is_terminal();
         tracked.state = next;
-    } else {
-        // Someone else (a cancel, another replica) moved it: reload next time.
-        calls.remove(&id);
+        // Settled: late events (a Cdr after the hangup) reload it from the database.
+        if settled {
+            calls.remove(&id);
+        }
         return Ok(());
     }
-    // Settled: late events (a Cdr after the hangup) reload it from the database.
-    if calls[&id].state.status.is_terminal() {
-        calls.remove(&id);
-    }
-    Ok(())
+    anyhow::bail!("the callback kept changing under the tracker; {fact:?} not applied")
 }

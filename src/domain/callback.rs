@@ -234,7 +234,11 @@ impl Fact {
                 None => None,
             },
             AmiEvent::BridgeEnter(c) if c.linkedid == key => Some(Fact::Bridged),
-            AmiEvent::Hangup(h) if h.channel.uniqueid == key => Some(Fact::CourierHangup { cause: h.cause }),
+            // A Local courier channel comes as two halves: `;1` (Uniqueid = key) hangs up with cause
+            // 0 on busy or congestion, `;2` (`key;2`) carries the real cause.
+            AmiEvent::Hangup(h) if h.channel.uniqueid == key || h.channel.uniqueid.strip_suffix(";2") == Some(key) => {
+                Some(Fact::CourierHangup { cause: h.cause })
+            }
             AmiEvent::Cdr(c) if c.uniqueid == key || c.uniqueid.strip_suffix(";2") == Some(key) => {
                 Some(Fact::Cdr { billable_seconds: c.billable_s })
             }
@@ -269,10 +273,11 @@ pub fn apply(state: &CallState, fact: &Fact, now: OffsetDateTime) -> Option<Call
         }
         Fact::CourierFailed { reason } => match s.status {
             Queued | RingingCourier | Unknown => fail(&mut s, Leg::Courier, *reason, false, now),
-            // A hangup cause got there first; the originate's reason is the better word, unless
-            // the cause was more specific (21 rejected beats Reason 0).
+            // A hangup cause got there first; the originate's reason is the better word, except
+            // that cause 21 (rejected) is more specific than anything AMI reports for it (Reason 0,
+            // or DialStatus NOANSWER through a Local channel).
             Failed if s.failed_leg == Some(Leg::Courier) && s.reason_provisional => {
-                if !(*reason == Reason::Unreachable && s.reason == Some(Reason::Rejected)) {
+                if s.reason != Some(Reason::Rejected) {
                     s.reason = Some(*reason);
                 }
                 s.reason_provisional = false;
@@ -304,7 +309,9 @@ pub fn apply(state: &CallState, fact: &Fact, now: OffsetDateTime) -> Option<Call
             _ => {}
         },
         Fact::CourierHangup { cause } => {
-            s.hangup_cause.get_or_insert(*cause as i32);
+            if s.hangup_cause.is_none_or(|c| c == 0) {
+                s.hangup_cause = Some(*cause as i32);
+            }
             match s.status {
                 Connected => {
                     s.status = Completed;
@@ -318,10 +325,12 @@ pub fn apply(state: &CallState, fact: &Fact, now: OffsetDateTime) -> Option<Call
                 }
                 Queued | RingingCourier => fail(&mut s, Leg::Courier, Reason::from_cause(*cause), true, now),
                 RingingClient | Unknown => fail(&mut s, Leg::Client, Reason::from_cause(*cause), true, now),
-                Failed
-                    if s.failed_leg == Some(Leg::Courier) && s.reason == Some(Reason::Unreachable) && *cause == 21 =>
-                {
-                    s.reason = Some(Reason::Rejected);
+                // A more specific cause refines a provisional reason; 21 (rejected) refines any.
+                Failed if s.failed_leg == Some(Leg::Courier) && *cause != 0 => {
+                    let from_cause = Reason::from_cause(*cause);
+                    if s.reason_provisional || from_cause == Reason::Rejected {
+                        s.reason = Some(from_cause);
+                    }
                 }
                 _ => {}
             }
@@ -379,6 +388,26 @@ mod tests {
         let b = run(&[Fact::CourierFailed { reason: Reason::Unreachable }, Fact::CourierHangup { cause: 21 }]);
         assert_eq!(a.reason, Some(Reason::Rejected));
         assert_eq!(b.reason, Some(Reason::Rejected));
+    }
+
+    #[test]
+    fn a_local_courier_channel_takes_the_real_cause_from_its_second_half() {
+        let s = run(&[
+            Fact::CourierHangup { cause: 0 },
+            Fact::CourierHangup { cause: 17 },
+            Fact::CourierFailed { reason: Reason::Busy },
+        ]);
+        assert_eq!((s.failed_leg, s.reason, s.hangup_cause), (Some(Leg::Courier), Some(Reason::Busy), Some(17)));
+        let ev = AmiEvent::Hangup(crate::ami::message::Hangup {
+            channel: crate::ami::message::ChannelRef {
+                channel: "Local/79001112230@phones-00000001;2".into(),
+                uniqueid: "abc;2".into(),
+                linkedid: "abc".into(),
+            },
+            cause: 17,
+            cause_txt: "User busy".into(),
+        });
+        assert_eq!(Fact::from_event(&ev, "abc"), Some(Fact::CourierHangup { cause: 17 }));
     }
 
     #[test]

@@ -65,6 +65,18 @@ const OUTCOMES: &[(&str, &str, &str, &str)] = &[
 #[tokio::test]
 async fn every_phone_outcome_on_each_leg_ends_with_the_right_leg_and_reason() {
     let (app, _sim) = app_with_pbx().await;
+    check_outcomes(&app).await;
+}
+
+#[tokio::test]
+async fn every_phone_outcome_is_right_through_local_channels_too() {
+    let (app, sim) = app_with_pbx().await;
+    app.configure_pbx("acme", sim.addr().port(), json!({"channel_template": "Local/{NUMBER}@phones"})).await;
+    check_outcomes(&app).await;
+}
+
+/// Places one call per row of OUTCOMES (all at once) and checks how each ends.
+async fn check_outcomes(app: &TestApp) {
     let mut calls = Vec::new();
     for (i, (courier_phone, client_phone, _, _)) in OUTCOMES.iter().enumerate() {
         let courier = format!("c{i}");
@@ -72,7 +84,7 @@ async fn every_phone_outcome_on_each_leg_ends_with_the_right_leg_and_reason() {
         app.add_order("acme", &format!("O-{i}"), &courier, &[client_phone]).await;
         let token = app.courier("acme", &courier);
         let res =
-            place(&app, &token, json!({"target": "client", "to": client_phone, "order_id": format!("O-{i}")})).await;
+            place(app, &token, json!({"target": "client", "to": client_phone, "order_id": format!("O-{i}")})).await;
         assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
         let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
         calls.push((id, token));
@@ -84,6 +96,9 @@ async fn every_phone_outcome_on_each_leg_ends_with_the_right_leg_and_reason() {
             (Some("failed"), Some(*leg), Some(*reason)),
             "courier {courier_phone} client {client_phone}: {done}"
         );
+        if *leg == "courier" && *reason != "no_answer" {
+            assert_ne!(done["hangup_cause"], 0, "the real cause, not the Local ;1 half's 0: {done}");
+        }
     }
 }
 
