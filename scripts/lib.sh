@@ -38,15 +38,23 @@ ensure_postgres() {
   apt_install postgresql
 }
 
-# ensure_venv: a Python venv with schemathesis (API contract fuzzing) and pyftpdlib (FTP server).
+# ensure_venv: a Python venv with schemathesis (API contract fuzzing) and pyftpdlib (FTP server;
+# pyOpenSSL gives it explicit FTPS).
 ensure_venv() {
-  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import schemathesis, pyftpdlib' 2>/dev/null; then
-    log "creating Python venv in $VENV (schemathesis, pyftpdlib)"
+  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import schemathesis, pyftpdlib, OpenSSL' 2>/dev/null; then
+    log "creating Python venv in $VENV (schemathesis, pyftpdlib, pyOpenSSL)"
     apt_install python3-venv 2>/dev/null || true
     mkdir -p "$CACHE_DIR"
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis>=4,<5" "pyftpdlib>=2,<3"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis>=4,<5" "pyftpdlib>=2,<3" "pyopenssl>=24,<27"
   fi
+}
+
+# start_ftp ROOT PORT LOG: the FTP server of tests/fixtures/ftp_server.py (read-only user
+# `recordings`/`recordings` chrooted to ROOT) on 127.0.0.1:PORT, in the background; sets FTP_PID.
+start_ftp() {
+  "$VENV/bin/python" "$ROOT/tests/fixtures/ftp_server.py" --root "$1" --port "$2" >"$3" 2>&1 &
+  FTP_PID=$!
 }
 
 free_port() {

@@ -45,6 +45,8 @@ pub struct Config {
     pub rate: RateConfig,
     #[serde(default)]
     pub ami: AmiConfig,
+    #[serde(default)]
+    pub recordings: RecordingsConfig,
     /// `auto` (JSON unless stdout is a terminal), `json` or `pretty`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
@@ -125,6 +127,24 @@ impl Default for AmiConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingsConfig {
+    /// Downloads one company's sync runs at once (each on its own FTP session).
+    pub parallel_downloads: usize,
+    /// Timeout of each FTP step: connect, TLS, login, a command, and silence during a transfer.
+    pub ftp_timeout_ms: u64,
+    /// A download's claim lapses this long after its last heartbeat, so another run (or replica)
+    /// takes over a download whose process died.
+    pub claim_lease_s: u64,
+}
+
+impl Default for RecordingsConfig {
+    fn default() -> Self {
+        Self { parallel_downloads: 3, ftp_timeout_ms: 15_000, claim_lease_s: 60 }
+    }
+}
+
 fn default_listen() -> SocketAddr {
     "127.0.0.1:8080".parse().expect("valid default address")
 }
@@ -172,6 +192,12 @@ impl Config {
             .map_err(|e| ConfigError(format!("secrets_key (DIALBACK_SECRETS_KEY): {e}")))?;
         if !matches!(self.log_format.as_str(), "auto" | "json" | "pretty") {
             return Err(ConfigError("log_format (DIALBACK_LOG_FORMAT) must be auto, json or pretty".into()));
+        }
+        if self.recordings.parallel_downloads == 0 || self.recordings.claim_lease_s == 0 {
+            return Err(ConfigError(
+                "recordings.parallel_downloads and recordings.claim_lease_s (DIALBACK_RECORDINGS__*) must be at least 1"
+                    .into(),
+            ));
         }
         if self.db.pool_size == 0 {
             return Err(ConfigError("db.pool_size (DIALBACK_DB__POOL_SIZE) must be at least 1".into()));

@@ -4,6 +4,7 @@
 //! data, so a ciphertext copied to another tenant's row does not decrypt.
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::hmac;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
 #[derive(Clone)]
@@ -62,6 +63,25 @@ impl SecretsKey {
     }
 }
 
+impl SecretsKey {
+    /// A key for one purpose, so a signature made for one thing never verifies another.
+    fn hmac_key(&self, purpose: &str) -> hmac::Key {
+        let master = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
+        hmac::Key::new(hmac::HMAC_SHA256, hmac::sign(&master, purpose.as_bytes()).as_ref())
+    }
+
+    /// HMAC-SHA256 of `message` for `purpose`, in hex.
+    pub fn sign(&self, purpose: &str, message: &str) -> String {
+        encode_hex(hmac::sign(&self.hmac_key(purpose), message.as_bytes()).as_ref())
+    }
+
+    /// Checks a signature from [`sign`](Self::sign) in constant time.
+    pub fn verify(&self, purpose: &str, message: &str, signature_hex: &str) -> bool {
+        decode_hex(signature_hex)
+            .is_some_and(|sig| hmac::verify(&self.hmac_key(purpose), message.as_bytes(), &sig).is_ok())
+    }
+}
+
 pub fn encode_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -86,6 +106,17 @@ mod tests {
         assert!(key.decrypt(&sealed, "tenant-b").is_err());
         let other = SecretsKey::from_hex(&"22".repeat(32)).unwrap();
         assert!(other.decrypt(&sealed, "tenant-a").is_err());
+    }
+
+    #[test]
+    fn signatures_verify_only_for_their_purpose_message_and_key() {
+        let key = SecretsKey::from_hex(&"11".repeat(32)).unwrap();
+        let sig = key.sign("audio", "acme\n1\n99");
+        assert!(key.verify("audio", "acme\n1\n99", &sig));
+        assert!(!key.verify("audio", "acme\n1\n100", &sig));
+        assert!(!key.verify("other", "acme\n1\n99", &sig));
+        assert!(!SecretsKey::from_hex(&"22".repeat(32)).unwrap().verify("audio", "acme\n1\n99", &sig));
+        assert!(!key.verify("audio", "acme\n1\n99", "zz"));
     }
 
     #[test]

@@ -6,7 +6,12 @@
 //! - [`startup`]: builds the app (pool, migrations, HTTP server) from a config.
 //! - [`http`]: routes and handlers; [`error`]: the problem+json error type.
 //! - [`store`]: PostgreSQL pool, migrations and SQL.
-//! - [`auth`]: JWT claims; [`crypto`]: encryption of stored secrets.
+//! - [`auth`]: JWT claims; [`crypto`]: encryption and signing with the secrets key; [`tls`]: the
+//!   TLS client setup AMI and FTPS share.
+//! - [`domain`]: phone numbers, PBX settings, the callback state machine.
+//! - [`callbacks`]: placing callbacks, tracking them from AMI events, the Test button.
+//! - [`ami`]: the AMI client; [`pbx_sim`]: the protocol-faithful PBX simulator.
+//! - [`recordings`]: fetching call recordings over FTP/FTPS and binding them to calls.
 
 pub mod ami;
 pub mod auth;
@@ -17,6 +22,8 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod pbx_sim;
+pub mod recordings;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

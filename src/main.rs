@@ -34,16 +34,19 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    if let Command::PbxSim(args) = cli.command {
-        dialback::telemetry::init_logging(&std::env::var("DIALBACK_LOG_FORMAT").unwrap_or_else(|_| "auto".into()));
-        let result = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(dialback::pbx_sim::run_cli(args)));
-        return exit(result);
-    }
+    let command = match Cli::parse().command {
+        // The simulator stands in for a PBX: it needs none of dialback's settings.
+        Command::PbxSim(args) => {
+            dialback::telemetry::init_logging(&std::env::var("DIALBACK_LOG_FORMAT").unwrap_or_else(|_| "auto".into()));
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(dialback::pbx_sim::run_cli(args)));
+            return exit(result);
+        }
+        other => other,
+    };
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => {
@@ -51,7 +54,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let result = match cli.command {
+    let result = match command {
         Command::Token { tenant, role, sub, ttl } => {
             dialback::auth::mint(&config, &tenant, role, &sub, ttl).map(|t| println!("{t}"))
         }
@@ -66,7 +69,7 @@ fn main() -> std::process::ExitCode {
             tracing::info!("stopped");
             Ok(())
         }),
-        Command::PbxSim(_) => unreachable!("handled above"),
+        Command::PbxSim(_) => Ok(()), // ran above, before any config was needed
     };
     exit(result)
 }

@@ -15,6 +15,8 @@ use crate::auth::Verifier;
 use crate::callbacks::{CallbackService, Tracker};
 use crate::config::Config;
 use crate::http::ratelimit::Limiters;
+use crate::recordings::storage::FsStorage;
+use crate::recordings::Recordings;
 use tokio_util::sync::CancellationToken;
 
 /// Shared by every handler.
@@ -25,6 +27,7 @@ pub struct AppState {
     pub verifier: Verifier,
     pub limiters: Arc<Limiters>,
     pub callbacks: CallbackService,
+    pub recordings: Arc<Recordings>,
 }
 
 pub struct Application {
@@ -32,6 +35,7 @@ pub struct Application {
     server: Server,
     pool: Arc<AmiPool>,
     stop: CancellationToken,
+    recordings_scheduler: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -60,6 +64,14 @@ impl Application {
             secrets: config.secrets_key(),
             connect_timeout: Duration::from_millis(config.ami.connect_timeout_ms),
         };
+        let recordings = Recordings::new(
+            db.clone(),
+            Arc::new(FsStorage::new(config.recordings_dir.clone())),
+            config.secrets_key(),
+            config.recordings.clone(),
+        );
+        recordings.sweep_partials().await;
+        let recordings_scheduler = recordings.spawn_scheduler(stop.clone());
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {} (DIALBACK_LISTEN): {e}", config.listen))?;
         let port = listener.local_addr()?.port();
@@ -71,6 +83,7 @@ impl Application {
             verifier,
             limiters,
             callbacks,
+            recordings,
         });
         let body_limit = config.http.body_limit_bytes;
         let mut server = HttpServer::new(move || {
@@ -86,7 +99,7 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         tracing::info!(listen = %config.listen, port, "dialback listening");
-        Ok(Self { port, server, pool, stop })
+        Ok(Self { port, server, pool, stop, recordings_scheduler })
     }
 
     pub fn port(&self) -> u16 {
@@ -97,6 +110,8 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.stop.cancel();
+        // Downloads in progress are dropped; their claims lapse and another run takes them over.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.recordings_scheduler).await;
         self.pool.close_all().await;
         result
     }

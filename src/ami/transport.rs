@@ -2,12 +2,11 @@
 //! step failed, so the Test button and the logs can tell the admin what to change.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::{self, pki_types::ServerName, RootCertStore};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::AmiError;
 
@@ -71,16 +70,10 @@ pub async fn tls_handshake(
     tcp: TcpStream,
     timeout: Duration,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, AmiError> {
-    let roots = root_store(endpoint.ca_pem.as_deref())?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AmiError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = crate::tls::client_config(endpoint.ca_pem.as_deref()).map_err(AmiError::Tls)?;
     let name = ServerName::try_from(endpoint.host.clone())
         .map_err(|_| AmiError::Tls(format!("{} is not a valid TLS server name", endpoint.host)))?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(config);
     match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(AmiError::Tls(describe_tls(&e))),
@@ -103,22 +96,6 @@ fn describe_tls(e: &std::io::Error) -> String {
     } else {
         format!("TLS handshake failed: {text}")
     }
-}
-
-fn root_store(ca_pem: Option<&str>) -> Result<RootCertStore, AmiError> {
-    let mut roots = RootCertStore::empty();
-    let pem = match ca_pem {
-        Some(pem) => pem.to_owned(),
-        None => std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default(),
-    };
-    for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
-        let cert = cert.map_err(|e| AmiError::Tls(format!("the CA certificate is not valid PEM: {e}")))?;
-        roots.add(cert).map_err(|e| AmiError::Tls(format!("the CA certificate cannot be used: {e}")))?;
-    }
-    if ca_pem.is_some() && roots.is_empty() {
-        return Err(AmiError::Tls("the CA certificate field holds no PEM certificate".into()));
-    }
-    Ok(roots)
 }
 
 /// Resolve, connect and (when enabled) TLS: the whole transport in one call.

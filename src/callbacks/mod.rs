@@ -5,6 +5,7 @@
 //! office extension or a number that passes the tenant's destination policy; nothing from the
 //! request reaches AMI without being parsed first.
 
+pub mod diagnose;
 pub mod tracker;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use uuid::Uuid;
 use crate::ami::message::Originate;
 use crate::ami::pool::{AmiPool, PbxLogin};
 use crate::ami::transport::Endpoint;
+use crate::ami::AmiClient;
 use crate::ami::AmiError;
 use crate::crypto::SecretsKey;
 use crate::domain::callback::{CallState, Reason, Status};
@@ -48,6 +50,15 @@ impl Target {
             Target::Test { .. } => "test",
         }
     }
+}
+
+/// Which AMI connection a callback goes through.
+pub enum Via {
+    /// The tenant's saved settings and its pooled connection (couriers).
+    Pool,
+    /// Given (possibly unsaved) settings over a connection of its own (the admin's Test button),
+    /// so a test never disturbs the connection couriers use.
+    Dedicated { settings: Box<PbxSettings>, client: AmiClient },
 }
 
 /// What the app may do when the PBX cannot place the call.
@@ -110,6 +121,27 @@ fn channel_variables(id: Uuid, order_id: Option<&str>) -> Vec<(String, String)> 
     vars
 }
 
+/// The country and number-type allow-list every dialled number must pass (fail closed): only
+/// mobile and fixed-line numbers of the company's allowed countries.
+pub fn check_number_allowed(settings: &PbxSettings, number: &PhoneNumber) -> Result<(), String> {
+    if !settings.allowed_countries.iter().any(|c| c.eq_ignore_ascii_case(&number.region)) {
+        return Err(format!(
+            "{} is in {} and this company allows calls to {} only",
+            number.e164,
+            number.region,
+            settings.allowed_countries.join(", ")
+        ));
+    }
+    if !number.kind.is_ordinary() {
+        return Err(format!(
+            "{} is {}; only mobile and fixed-line numbers can be called",
+            number.e164,
+            number.kind.describe()
+        ));
+    }
+    Ok(())
+}
+
 /// Leg 2 after the destination policy: the number to write in `Exten`, and the E.164 to log.
 struct Destination {
     exten_number: String,
@@ -132,17 +164,21 @@ impl CallbackService {
         tenant: &str,
         courier_id: &str,
         target: Target,
-        override_settings: Option<(PbxSettings, SecretString)>,
+        via: Via,
     ) -> Result<CallbackRow, PlaceError> {
-        let (settings, secret) = match override_settings {
-            Some(s) => s,
-            None => self.settings(tenant).await?.ok_or(PlaceError::NotConfigured)?,
+        let (settings, client) = match via {
+            Via::Pool => {
+                let (settings, secret) = self.settings(tenant).await?.ok_or(PlaceError::NotConfigured)?;
+                let client = self.pool.client(tenant, &pbx_login(&settings, secret));
+                (settings, client)
+            }
+            Via::Dedicated { settings, client } => (*settings, client),
         };
         let db = store::client(&self.db).await?;
         let courier_number = match &target {
-            Target::Test { from, .. } => phone::parse(from, &settings.default_region).map_err(|e| {
-                PlaceError::CourierNotRegistered(format!("{courier_id} (the test's first number is invalid: {e})"))
-            })?,
+            // The Test button's first number was parsed and allow-listed by the caller.
+            Target::Test { from, .. } => phone::parse(from, &settings.default_region)
+                .map_err(|e| PlaceError::CourierNotRegistered(format!("test number {from:?}: {e}")))?,
             _ => {
                 let courier = store::admin::get_courier(&**db, tenant, courier_id)
                     .await?
@@ -224,7 +260,6 @@ impl CallbackService {
             channel_id: id.to_string(),
             variables: channel_variables(id, order_id.as_deref()),
         };
-        let client = self.pool.client(tenant, &pbx_login(&settings, secret));
         let queued = async {
             client.wait_up(self.connect_timeout).await?;
             client.originate(&originate).await
@@ -245,7 +280,8 @@ impl CallbackService {
                     Some(&handle.action_id),
                 )
                 .await?;
-                self.tracker.placed(id, tenant, next.clone(), self.pool.hold(tenant));
+                let hold = if target.name() == "test" { None } else { self.pool.hold(tenant) };
+                self.tracker.placed(id, tenant, next.clone(), hold);
                 tracing::info!(call_id = %id, tenant, courier_id, target = target.name(), action_id = %handle.action_id, "callback queued");
                 metrics::counter!("dialback_callbacks_placed_total", "target" => target.name()).increment(1);
                 Ok(CallbackRow { state: next, action_id: Some(handle.action_id), ..row })
@@ -303,28 +339,8 @@ impl CallbackService {
             }
         };
         let logged = Some(number.e164.clone());
-        if !settings.allowed_countries.iter().any(|c| c.eq_ignore_ascii_case(&number.region)) {
-            return Ok(Err((
-                Reason::DestinationForbidden,
-                format!(
-                    "{} is in {} and this company allows calls to {} only",
-                    number.e164,
-                    number.region,
-                    settings.allowed_countries.join(", ")
-                ),
-                logged,
-            )));
-        }
-        if !number.kind.is_ordinary() {
-            return Ok(Err((
-                Reason::DestinationForbidden,
-                format!(
-                    "{} is {}; only mobile and fixed-line numbers can be called",
-                    number.e164,
-                    number.kind.describe()
-                ),
-                logged,
-            )));
+        if let Err(why) = check_number_allowed(settings, &number) {
+            return Ok(Err((Reason::DestinationForbidden, why, logged)));
         }
         if settings.destination_policy == DestinationPolicy::Orders && !matches!(target, Target::Test { .. }) {
             let Some(order_id) = order_id else {

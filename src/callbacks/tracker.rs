@@ -98,6 +98,13 @@ impl Tracker {
         let _ = self.shards[shard_of(&id)].send(Work::Placed { id, tenant: Arc::from(tenant), state, hold });
     }
 
+    /// An event seen on a connection outside the pool (the Test button's own), for a call of
+    /// `tenant`. Its connection's ups and downs are not forwarded: they say nothing about the
+    /// tenant's other calls.
+    pub fn event(&self, tenant: &str, event: Arc<AmiEvent>) {
+        self.route(Arc::from(tenant), PbxSignal::Event(event));
+    }
+
     pub fn forget(&self, id: Uuid) {
         let _ = self.shards[shard_of(&id)].send(Work::Forget { id });
     }

@@ -75,6 +75,60 @@ pub struct PbxSettings {
     /// When the PBX cannot place a client call, may the app dial the client directly?
     #[serde(default)]
     pub allow_direct_dial: bool,
+    /// Where dialback fetches the call recordings from (none: recordings are not fetched).
+    #[serde(default)]
+    pub recordings: Option<RecordingsSource>,
+}
+
+/// The company's recordings on its FTP server. The password is kept apart, encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingsSource {
+    pub host: String,
+    #[serde(default = "default_ftp_port")]
+    pub port: u16,
+    /// Explicit FTPS: `AUTH TLS` on the FTP port, then the control and data connections encrypted.
+    #[serde(default)]
+    pub ftps: bool,
+    /// PEM of the CA that signed the FTP server's certificate (without it, the system roots).
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    pub username: String,
+    /// The recordings directory as the FTP user sees it.
+    #[serde(default = "default_directory")]
+    pub directory: String,
+    /// Date subdirectories under `directory`, e.g. `YYYY/MM/DD` (FreePBX); none: files are directly in it.
+    #[serde(default)]
+    pub date_subdirs: Option<String>,
+    /// A regular expression with named groups (uniqueid, linkedid, call_id, exten, src, date, time)
+    /// matching a whole file name; files that do not match are not recordings.
+    #[serde(default = "default_filename_pattern")]
+    pub filename_pattern: String,
+    /// The PBX clock's offset from UTC in minutes, for the date and time in file names and
+    /// subdirectories (FreePBX writes local time).
+    #[serde(default)]
+    pub utc_offset_min: i16,
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval_s: u32,
+    /// How long after a call dialback keeps looking for its recording; older files are ignored.
+    #[serde(default = "default_keep_looking")]
+    pub keep_looking_h: u32,
+}
+
+fn default_ftp_port() -> u16 {
+    21
+}
+fn default_directory() -> String {
+    "/".into()
+}
+fn default_filename_pattern() -> String {
+    crate::recordings::matcher::DEFAULT_PATTERN.into()
+}
+fn default_poll_interval() -> u32 {
+    60
+}
+fn default_keep_looking() -> u32 {
+    48
 }
 
 fn default_port() -> u16 {
@@ -164,23 +218,92 @@ fn check_template(value: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+fn check_host(field: &'static str, host: &str) -> Result<(), FieldError> {
+    if host.is_empty() || host.len() > 253 || !host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)) {
+        return Err(bad(field, format!("{field} must be a host name or IP address")));
+    }
+    Ok(())
+}
+
+fn check_pem(field: &'static str, pem: &Option<String>) -> Result<(), FieldError> {
+    match pem {
+        Some(pem) if pem.contains('\0') || !pem.contains("-----BEGIN CERTIFICATE-----") => {
+            Err(bad(field, format!("{field} must be a PEM certificate (-----BEGIN CERTIFICATE-----)")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The FTP password: printable, 1-256 characters (it is sent on the control connection).
+pub fn check_ftp_password(password: &str) -> Result<(), FieldError> {
+    const F: &str = "recordings.password";
+    check_text(F, password)?;
+    if password.is_empty() || password.len() > 256 {
+        return Err(bad(F, "recordings.password must be 1-256 characters"));
+    }
+    Ok(())
+}
+
+impl RecordingsSource {
+    /// Checks every field; field names are prefixed with `recordings.`.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        use crate::recordings::matcher::{DateSubdirs, NamePattern};
+        check_host("recordings.host", &self.host)?;
+        if self.port == 0 {
+            return Err(bad("recordings.port", "recordings.port must be 1-65535 (FTP and explicit FTPS: 21)"));
+        }
+        check_pem("recordings.ca_pem", &self.ca_pem)?;
+        if self.ca_pem.is_some() && !self.ftps {
+            return Err(bad("recordings.ca_pem", "recordings.ca_pem is only used with ftps: true"));
+        }
+        check_text("recordings.username", &self.username)?;
+        if self.username.is_empty() || self.username.len() > 128 || self.username.contains(' ') {
+            return Err(bad("recordings.username", "recordings.username must be 1-128 characters without spaces"));
+        }
+        const DIR: &str = "recordings.directory";
+        check_text(DIR, &self.directory)?;
+        if !self.directory.starts_with('/')
+            || self.directory.len() > 1024
+            || self.directory.split('/').any(|segment| segment == "..")
+        {
+            return Err(bad(
+                DIR,
+                "recordings.directory must be an absolute path such as /var/spool/asterisk/monitor, without '..'",
+            ));
+        }
+        if let Some(subdirs) = &self.date_subdirs {
+            DateSubdirs::parse(subdirs)
+                .map_err(|e| bad("recordings.date_subdirs", format!("recordings.date_subdirs {e}")))?;
+        }
+        check_text("recordings.filename_pattern", &self.filename_pattern)?;
+        NamePattern::compile(&self.filename_pattern)
+            .map_err(|e| bad("recordings.filename_pattern", format!("recordings.filename_pattern {e}")))?;
+        if !(-720..=840).contains(&self.utc_offset_min) {
+            return Err(bad("recordings.utc_offset_min", "recordings.utc_offset_min must be -720..840 minutes"));
+        }
+        if !(5..=86_400).contains(&self.poll_interval_s) {
+            return Err(bad("recordings.poll_interval_s", "recordings.poll_interval_s must be 5-86400 seconds"));
+        }
+        if !(1..=720).contains(&self.keep_looking_h) {
+            return Err(bad("recordings.keep_looking_h", "recordings.keep_looking_h must be 1-720 hours"));
+        }
+        Ok(())
+    }
+
+    /// The PBX clock, for times in file names and subdirectories.
+    pub fn pbx_clock(&self) -> time::UtcOffset {
+        time::UtcOffset::from_whole_seconds(i32::from(self.utc_offset_min) * 60).unwrap_or(time::UtcOffset::UTC)
+    }
+}
+
 impl PbxSettings {
     /// Checks every field; the first problem is returned with its field name.
     pub fn validate(&self) -> Result<(), FieldError> {
-        if self.host.is_empty()
-            || self.host.len() > 253
-            || !self.host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-        {
-            return Err(bad("host", "host must be a host name or IP address"));
-        }
+        check_host("host", &self.host)?;
         if self.port == 0 {
             return Err(bad("port", "port must be 1-65535 (AMI: 5038, TLS: 5039)"));
         }
-        if let Some(pem) = &self.ca_pem {
-            if pem.contains('\0') || !pem.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(bad("ca_pem", "ca_pem must be a PEM certificate (-----BEGIN CERTIFICATE-----)"));
-            }
-        }
+        check_pem("ca_pem", &self.ca_pem)?;
         check_token("username", &self.username, "an AMI user name")?;
         check_template(&self.channel_template)?;
         check_token("context", &self.context, "a dialplan context name")?;
@@ -214,7 +337,16 @@ impl PbxSettings {
                 return Err(bad("allowed_countries", format!("{c:?} is not a known ISO country code")));
             }
         }
+        if let Some(recordings) = &self.recordings {
+            recordings.validate()?;
+        }
         Ok(())
+    }
+
+    /// Whether `other` logs in to the same AMI server as the same user: only then may a stored
+    /// secret be reused, so a saved secret never goes to a server it was not given for.
+    pub fn same_ami_login(&self, other: &PbxSettings) -> bool {
+        (&self.host, self.port, &self.username) == (&other.host, other.port, &other.username)
     }
 
     /// The office city phone in E.164, for the fallback.
@@ -263,6 +395,44 @@ mod tests {
             let mut s = sample();
             mutate(&mut s);
             assert_eq!(s.validate().unwrap_err().field, field);
+        }
+    }
+
+    fn with_recordings(fields: serde_json::Value) -> PbxSettings {
+        let mut s = serde_json::to_value(sample()).unwrap();
+        s["recordings"] = fields;
+        serde_json::from_value(s).unwrap()
+    }
+
+    #[test]
+    fn a_recordings_source_gets_defaults_and_validates() {
+        let s = with_recordings(serde_json::json!({"host": "pbx.example.com", "username": "rec"}));
+        let r = s.recordings.as_ref().unwrap();
+        assert_eq!((r.port, r.ftps, r.directory.as_str(), r.poll_interval_s), (21, false, "/", 60));
+        assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn every_bad_recordings_field_is_named() {
+        let cases = [
+            ("recordings.host", serde_json::json!({"host": "a b"})),
+            ("recordings.port", serde_json::json!({"port": 0})),
+            ("recordings.ca_pem", serde_json::json!({"ca_pem": "-----BEGIN CERTIFICATE-----"})),
+            ("recordings.username", serde_json::json!({"username": "a\r\nUSER x"})),
+            ("recordings.directory", serde_json::json!({"directory": "monitor"})),
+            ("recordings.directory", serde_json::json!({"directory": "/a/../etc"})),
+            ("recordings.date_subdirs", serde_json::json!({"date_subdirs": "DD/MM"})),
+            ("recordings.filename_pattern", serde_json::json!({"filename_pattern": "(?P<x>.*)"})),
+            ("recordings.utc_offset_min", serde_json::json!({"utc_offset_min": 900})),
+            ("recordings.poll_interval_s", serde_json::json!({"poll_interval_s": 1})),
+            ("recordings.keep_looking_h", serde_json::json!({"keep_looking_h": 0})),
+        ];
+        for (field, change) in cases {
+            let mut fields = serde_json::json!({"host": "pbx", "username": "rec"});
+            for (k, v) in change.as_object().unwrap() {
+                fields[k] = v.clone();
+            }
+            assert_eq!(with_recordings(fields).validate().unwrap_err().field, field);
         }
     }
 

@@ -1,4 +1,5 @@
-//! Admin resources (role `admin`): the tenant's PBX settings, its courier registry and its orders.
+//! Admin resources (role `admin`): the tenant's PBX settings (with its recordings source), its
+//! courier registry and its orders.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -7,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Role;
 use crate::domain::phone;
-use crate::domain::settings::{check_text, PbxSettings};
+use crate::domain::settings::{check_ftp_password, check_text, PbxSettings};
 use crate::error::ApiError;
 use crate::http::auth::Caller;
 use crate::startup::AppState;
@@ -44,9 +45,12 @@ async fn default_region(state: &AppState, tenant: &str) -> Result<String, ApiErr
         .unwrap_or_else(|| "RU".into()))
 }
 
-fn settings_view(settings: &PbxSettings, updated_at: time::OffsetDateTime) -> Value {
+fn settings_view(settings: &PbxSettings, updated_at: time::OffsetDateTime, recordings_password_set: bool) -> Value {
     let mut v = serde_json::to_value(settings).expect("settings serialise");
     v["secret_set"] = json!(true);
+    if let Some(recordings) = v.get_mut("recordings").filter(|r| r.is_object()) {
+        recordings["password_set"] = json!(recordings_password_set);
+    }
     v["updated_at"] = json!(updated_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default());
     v
 }
@@ -56,11 +60,29 @@ pub async fn get_pbx(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
     let db = store::client(&state.db).await?;
     let stored =
         store::admin::get_settings(&**db, caller.tenant()).await?.ok_or_else(|| ApiError::not_found("PBX settings"))?;
-    Ok(HttpResponse::Ok().json(settings_view(&stored.settings, stored.updated_at)))
+    let password_set = store::recordings::source_password(&**db, caller.tenant()).await?.is_some();
+    Ok(HttpResponse::Ok().json(settings_view(&stored.settings, stored.updated_at, password_set)))
 }
 
-/// Splits the write-only `secret` from the settings and validates both.
+/// Takes the write-only `recordings.password` out of a settings body (before the body is parsed
+/// as settings, which have no such field).
+pub fn recordings_password_from_body(body: &mut Value) -> Result<Option<String>, ApiError> {
+    let Some(recordings) = body.get_mut("recordings").and_then(Value::as_object_mut) else { return Ok(None) };
+    match recordings.remove("password") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(password)) => {
+            check_ftp_password(&password).map_err(|e| ApiError::invalid_field(e.field, e.message))?;
+            Ok(Some(password))
+        }
+        Some(_) => Err(ApiError::invalid_field("recordings.password", "recordings.password must be a string")),
+    }
+}
+
+/// Splits the write-only `secret` from the settings and validates both. A `recordings.password`
+/// is validated and dropped: callers that store it take it out first
+/// ([`recordings_password_from_body`]).
 pub fn settings_from_body(mut body: Value) -> Result<(PbxSettings, Option<String>), ApiError> {
+    recordings_password_from_body(&mut body)?;
     let secret = match body.as_object_mut().and_then(|o| o.remove("secret")) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
@@ -84,20 +106,53 @@ pub async fn put_pbx(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Admin)?;
     let tenant = caller.tenant();
-    let (settings, secret) = settings_from_body(body.into_inner())?;
-    let db = store::client(&state.db).await?;
+    let mut body = body.into_inner();
+    let recordings_password = recordings_password_from_body(&mut body)?;
+    let (settings, secret) = settings_from_body(body)?;
+    let mut db = store::client(&state.db).await?;
     let secret_enc = match secret {
         Some(secret) => state.config.secrets_key().encrypt(&secret, tenant),
         None => store::admin::get_settings(&**db, tenant)
             .await?
+            .filter(|stored| stored.settings.same_ami_login(&settings))
             .map(|s| s.secret_enc)
-            .ok_or_else(|| ApiError::invalid_field("secret", "secret is required the first time settings are saved"))?,
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    "secret",
+                    "secret is required the first time settings are saved, and when host, port or username change",
+                )
+            })?,
     };
-    let updated_at = store::admin::put_settings(&**db, tenant, &settings, &secret_enc).await?;
+    let recordings_password_enc = match (&settings.recordings, recordings_password) {
+        // No source: no password kept either.
+        (None, _) => None,
+        (Some(_), Some(password)) => Some(
+            state.config.secrets_key().encrypt(&password, &crate::recordings::Recordings::password_context(tenant)),
+        ),
+        (Some(source), None) => {
+            // The stored password only ever goes to the server it was given for.
+            let before = store::admin::get_settings(&**db, tenant).await?.and_then(|s| s.settings.recordings);
+            let same_server =
+                before.is_some_and(|b| (&b.host, b.port, &b.username) == (&source.host, source.port, &source.username));
+            let stored = store::recordings::source_password(&**db, tenant).await?.filter(|_| same_server);
+            Some(stored.ok_or_else(|| {
+                ApiError::invalid_field(
+                    "recordings.password",
+                    "recordings.password is required the first time a recordings source is saved, and when its \
+                     host, port or username change",
+                )
+            })?)
+        }
+    };
+    let tx = db.transaction().await.map_err(store::StoreError::from)?;
+    let updated_at = store::admin::put_settings(&*tx, tenant, &settings, &secret_enc).await?;
+    store::recordings::set_source_password(&*tx, tenant, recordings_password_enc.as_deref()).await?;
+    tx.commit().await.map_err(store::StoreError::from)?;
     // The next call logs in with the new settings.
     state.callbacks.pool.invalidate(tenant);
-    tracing::info!(tenant, host = %settings.host, port = settings.port, "PBX settings saved");
-    Ok(HttpResponse::Ok().json(settings_view(&settings, updated_at)))
+    tracing::info!(tenant, host = %settings.host, port = settings.port, recordings = settings.recordings.is_some(),
+        "PBX settings saved");
+    Ok(HttpResponse::Ok().json(settings_view(&settings, updated_at, recordings_password_enc.is_some())))
 }
 
 #[derive(Deserialize)]

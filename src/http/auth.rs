@@ -52,7 +52,9 @@ fn valid_tenant(tenant: &str) -> bool {
     !tenant.is_empty() && tenant.len() <= 64 && tenant.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+/// Verifies the request's bearer token (the `Caller` extractor; also called directly where a
+/// token is one of several ways in).
+pub fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let state = req.app_data::<web::Data<AppState>>().expect("AppState is registered");
     let token = req
         .headers()

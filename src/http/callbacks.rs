@@ -2,6 +2,7 @@
 //! tenant's. Retries with the same `Idempotency-Key` replay the first answer and never originate
 //! twice.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
@@ -14,13 +15,14 @@ use uuid::Uuid;
 
 use crate::ami::AmiError;
 use crate::auth::Role;
-use crate::callbacks::{PlaceError, Target};
+use crate::callbacks::{PlaceError, Target, Via};
 use crate::domain::callback::Status;
 use crate::error::ApiError;
 use crate::http::admin::{parse_body, valid_id};
 use crate::http::auth::Caller;
+use crate::http::recordings::link;
 use crate::startup::AppState;
-use crate::store::{self, callbacks::CallbackRow, idempotency::Claim};
+use crate::store::{self, callbacks::CallbackRow, idempotency::Claim, recordings::RecordingLink};
 
 #[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -44,8 +46,14 @@ fn ts(t: Option<OffsetDateTime>) -> Value {
     t.and_then(|t| t.format(&Rfc3339).ok()).map(Value::String).unwrap_or(Value::Null)
 }
 
-/// The callback resource.
+/// The callback resource, without its recording (a callback being placed or cancelled has none yet).
 pub fn view(row: &CallbackRow, for_courier: bool) -> Value {
+    view_with_recording(row, None, for_courier)
+}
+
+/// The callback resource with its recording, when one was fetched and bound to it.
+/// `recording` is its rendered link (see `recordings::link`).
+pub fn view_with_recording(row: &CallbackRow, recording: Option<Value>, for_courier: bool) -> Value {
     let s = &row.state;
     let number = |n: &Option<String>| match n {
         Some(n) if for_courier && row.target != "office" => json!(mask(n)),
@@ -71,7 +79,15 @@ pub fn view(row: &CallbackRow, for_courier: bool) -> Value {
         "ended_at": ts(s.ended_at),
         "talk_seconds": s.talk_seconds,
         "billable_seconds": s.cdr_billable_seconds,
+        "recording": recording,
     })
+}
+
+/// The recordings of these callbacks, by callback id.
+async fn recordings_of(state: &AppState, tenant: &str, ids: &[Uuid]) -> Result<HashMap<Uuid, RecordingLink>, ApiError> {
+    let db = store::client(&state.db).await?;
+    let links = store::recordings::for_callbacks(&**db, tenant, ids).await?;
+    Ok(links.into_iter().map(|link| (link.callback_id, link)).collect())
 }
 
 fn pbx_problem(error: &AmiError) -> ApiError {
@@ -93,7 +109,7 @@ fn pbx_problem(error: &AmiError) -> ApiError {
     problem
 }
 
-fn place_problem(err: PlaceError) -> ApiError {
+pub(crate) fn place_problem(err: PlaceError) -> ApiError {
     match err {
         PlaceError::NotConfigured => {
             ApiError::new(StatusCode::CONFLICT, "pbx_not_configured", "PBX not configured", err.to_string())
@@ -169,7 +185,7 @@ async fn place(
         "office" => Target::Office,
         _ => return Err((ApiError::invalid_field("target", "target must be client or office"), false)),
     };
-    match state.callbacks.place(caller.tenant(), caller.sub(), target, None).await {
+    match state.callbacks.place(caller.tenant(), caller.sub(), target, Via::Pool).await {
         Ok(row) => Ok((StatusCode::ACCEPTED, view(&row, true))),
         Err(e) => {
             let sent = may_have_originated(&e);
@@ -279,7 +295,10 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let row = visible(&state, &caller, parse_id(&path)?).await?;
-    Ok(HttpResponse::Ok().json(view(&row, !caller.is_admin())))
+    let recordings = recordings_of(&state, caller.tenant(), &[row.id]).await?;
+    let key = state.config.secrets_key();
+    let recording = recordings.get(&row.id).map(|r| link(&key, &row.tenant_id, r));
+    Ok(HttpResponse::Ok().json(view_with_recording(&row, recording, !caller.is_admin())))
 }
 
 pub async fn cancel(
@@ -362,9 +381,16 @@ pub async fn list(
     };
     let db = store::client(&state.db).await?;
     let rows = store::callbacks::list(&**db, caller.tenant(), &filter).await?;
+    drop(db);
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let recordings = recordings_of(&state, caller.tenant(), &ids).await?;
+    let key = state.config.secrets_key();
     let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id.to_string())).flatten();
     Ok(HttpResponse::Ok().json(json!({
-        "items": rows.iter().map(|r| view(r, false)).collect::<Vec<_>>(),
+        "items": rows
+            .iter()
+            .map(|r| view_with_recording(r, recordings.get(&r.id).map(|rec| link(&key, caller.tenant(), rec)), false))
+            .collect::<Vec<_>>(),
         "next_cursor": next,
     })))
 }

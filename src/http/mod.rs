@@ -4,11 +4,14 @@
 //! Handlers translate HTTP to domain calls and back, nothing more. One file per resource.
 
 pub mod admin;
+pub mod admin_page;
 pub mod auth;
 pub mod callbacks;
 pub mod docs;
 pub mod health;
+pub mod pbx_test;
 pub mod ratelimit;
+pub mod recordings;
 
 use std::time::Instant;
 
@@ -100,7 +103,9 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/metrics").get(health::metrics),
         Endpoint::new("/openapi.yaml").get(docs::openapi_yaml),
         Endpoint::new("/docs").get(docs::docs_page),
+        Endpoint::new("/admin").get(admin_page::admin_page),
         Endpoint::new("/v1/admin/pbx").get(admin::get_pbx).put(admin::put_pbx),
+        Endpoint::new("/v1/admin/pbx/test").post(pbx_test::test_pbx),
         Endpoint::new("/v1/admin/couriers").get(admin::list_couriers),
         Endpoint::new("/v1/admin/couriers/{courier_id}")
             .get(admin::get_courier)
@@ -112,6 +117,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             .delete(admin::delete_order),
         Endpoint::new("/v1/callbacks").post(callbacks::create).get(callbacks::list),
         Endpoint::new("/v1/callbacks/{callback_id}").get(callbacks::get).delete(callbacks::cancel),
+        Endpoint::new("/v1/recordings").get(recordings::list),
+        Endpoint::new("/v1/recordings/{recording_id}/audio").get(recordings::audio),
+        Endpoint::new("/v1/admin/recordings/sync").post(recordings::sync),
     ]
 }
 

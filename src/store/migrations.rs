@@ -7,6 +7,7 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/V1__initial.sql")),
     (2, "callbacks", include_str!("../../migrations/V2__callbacks.sql")),
+    (3, "recordings", include_str!("../../migrations/V3__recordings.sql")),
 ];
 
 /// Arbitrary constant naming dialback's migration lock.

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod callbacks;
 pub mod idempotency;
 pub mod migrations;
+pub mod recordings;
 
 use std::time::Duration;
 

@@ -513,7 +513,11 @@ async fn settings_are_returned_without_the_secret_and_stored_encrypted() {
     for k in ["secret_set", "updated_at"] {
         again.as_object_mut().unwrap().remove(k);
     }
-    assert_eq!(app.put("/v1/admin/pbx", &app.admin("acme"), again).await.status(), 200);
+    assert_eq!(app.put("/v1/admin/pbx", &app.admin("acme"), again.clone()).await.status(), 200);
+    // ...but not when it would now go to another server.
+    again["host"] = json!("pbx.example.org");
+    let res = app.put("/v1/admin/pbx", &app.admin("acme"), again).await;
+    assert_eq!(assert_problem(res, 422, "invalid_field").await["field"], "secret");
 }
 
 #[tokio::test]

@@ -6,7 +6,10 @@
 
 mod support;
 
+mod admin_page;
 mod ami;
 mod callbacks;
 mod foundation;
 mod pbx_sim;
+mod pbx_test;
+mod recordings;

@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 pub mod examples;
+pub mod ftp;
 pub mod proxy;
+pub mod webdriver;
 
 use std::sync::Once;
 
@@ -85,6 +87,7 @@ pub struct TestApp {
 pub struct TestAppBuilder {
     figment: Figment,
     database_url: Option<String>,
+    existing_database: Option<String>,
 }
 
 impl TestAppBuilder {
@@ -100,9 +103,18 @@ impl TestAppBuilder {
         self
     }
 
+    /// Uses a database that already exists (a second replica, or the app after a restart).
+    pub fn existing_database(mut self, url: String) -> Self {
+        self.existing_database = Some(url);
+        self
+    }
+
     pub async fn spawn(self) -> TestApp {
         init_test_logging();
-        let real = fresh_database().await;
+        let real = match self.existing_database {
+            Some(url) => url,
+            None => fresh_database().await,
+        };
         let db_url =
             self.database_url.map(|via| with_database(&via, real.rsplit('/').next().unwrap())).unwrap_or(real.clone());
         let config = Config::from_figment(self.figment.merge(Serialized::default("database_url", &db_url)))
@@ -115,7 +127,11 @@ impl TestAppBuilder {
 }
 
 pub fn app() -> TestAppBuilder {
-    TestAppBuilder { figment: test_config("postgres://unused@127.0.0.1/unused"), database_url: None }
+    TestAppBuilder {
+        figment: test_config("postgres://unused@127.0.0.1/unused"),
+        database_url: None,
+        existing_database: None,
+    }
 }
 
 pub async fn spawn_app() -> TestApp {

@@ -1,0 +1,374 @@
+//! The admin's **Test** button: a real test callback over a connection of its own, reported as
+//! ordered steps (connect, TLS, banner, login, originate, first leg, second leg), each with how
+//! long it took, what happened and, when it failed, what to change.
+//!
+//! Steps follow the wire: with TLS the handshake comes before Asterisk's banner. The test call is
+//! an ordinary attempt (`target: test`) placed through [`CallbackService::place`], so it obeys the
+//! same number policy and is logged and tracked like any other; only its AMI connection differs,
+//! so unsaved settings can be tried without touching the connection couriers use.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::{broadcast, watch};
+use tokio_util::codec::FramedRead;
+use uuid::Uuid;
+
+use super::{pbx_login, CallbackService, PlaceError, Target, Via};
+use crate::ami::client::{self as ami_client, AmiClient};
+use crate::ami::codec::AmiCodec;
+use crate::ami::transport::{self, BoxStream};
+use crate::ami::{AmiError, AmiEvent};
+use crate::domain::callback::{apply, CallState, Fact, Leg, Reason, Status};
+use crate::domain::settings::PbxSettings;
+
+/// How long the second leg may take after the first answered (the dialplan's Dial timeout is
+/// usually 30 s).
+const SECOND_LEG_MARGIN: Duration = Duration::from_secs(40);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub step: &'static str,
+    pub ok: bool,
+    pub ms: u64,
+    pub detail: String,
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnosis {
+    /// True only when both legs connected.
+    pub ok: bool,
+    /// The test attempt, when one was placed: poll `GET /v1/callbacks/{id}` if it is still going.
+    pub callback_id: Option<Uuid>,
+    pub status: Option<&'static str>,
+    pub steps: Vec<Step>,
+}
+
+struct Steps {
+    steps: Vec<Step>,
+    started: Instant,
+}
+
+impl Steps {
+    fn new() -> Self {
+        Self { steps: Vec::new(), started: Instant::now() }
+    }
+
+    fn pass(&mut self, step: &'static str, detail: impl Into<String>) {
+        self.push(step, true, detail.into(), None);
+    }
+
+    fn fail(&mut self, step: &'static str, detail: impl Into<String>, hint: impl Into<String>) {
+        self.push(step, false, detail.into(), Some(hint.into()));
+    }
+
+    fn push(&mut self, step: &'static str, ok: bool, detail: String, hint: Option<String>) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.started = Instant::now();
+        self.steps.push(Step { step, ok, ms, detail, hint });
+    }
+
+    fn done(self, callback_id: Option<Uuid>, status: Option<Status>) -> Diagnosis {
+        let ok = self.steps.iter().all(|s| s.ok) && self.steps.iter().any(|s| s.step == "second_leg");
+        Diagnosis { ok, callback_id, status: status.map(Status::as_str), steps: self.steps }
+    }
+}
+
+fn address_hint(settings: &PbxSettings) -> String {
+    format!(
+        "check the address {}:{} (AMI listens on 5038, or 5039 for TLS), that manager.conf has enabled = yes with a \
+         bindaddr this server can reach, that `permit` allows dialback's address, and that no firewall drops the port",
+        settings.host, settings.port
+    )
+}
+
+/// What to change for each way a connection or login can fail.
+fn connection_hint(error: &AmiError, settings: &PbxSettings) -> String {
+    match error {
+        AmiError::Resolve { .. } => format!("the host name {:?} does not resolve: check it, or use the IP address", settings.host),
+        AmiError::Refused { .. } | AmiError::ConnectTimeout { .. } | AmiError::Io(_) => address_hint(settings),
+        AmiError::Tls(_) => "check that TLS is enabled on this port (manager.conf tlsenable, tlsbindaddr, usually 5039), \
+            and paste the CA certificate that signed the PBX certificate into ca_pem; connect by the name in the certificate"
+            .into(),
+        AmiError::NotAmi(_) if settings.tls => {
+            "the server speaks TLS but not AMI behind it: check the port (AMI over TLS is usually 5039)".into()
+        }
+        AmiError::NotAmi(_) => {
+            "this port does not answer like Asterisk AMI: is it the SIP (5060) or HTTP (8088) port? AMI listens on 5038 \
+             (5039 for TLS); if the connection closes at once, manager.conf deny/permit rejects dialback's address"
+                .into()
+        }
+        AmiError::AuthFailed => format!(
+            "the PBX refused user {:?}: check the [{}] section and its secret in manager.conf, then run `manager reload`",
+            settings.username, settings.username
+        ),
+        AmiError::PermissionDenied => format!(
+            "the AMI user {:?} may not do this: add `originate` (and `call`) to its write= line in manager.conf",
+            settings.username
+        ),
+        _ => address_hint(settings),
+    }
+}
+
+/// Connects, handshakes and logs in once, step by step, then logs off.
+async fn probe(settings: &PbxSettings, secret: &SecretString, timeout: Duration, steps: &mut Steps) -> bool {
+    let login = pbx_login(settings, secret.clone());
+    let endpoint = &login.endpoint;
+    let addrs = match transport::resolve(endpoint).await {
+        Ok(addrs) => addrs,
+        Err(e) => {
+            steps.fail("connect", e.to_string(), connection_hint(&e, settings));
+            return false;
+        }
+    };
+    let tcp = match transport::connect_tcp(&addrs, timeout).await {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            steps.fail("connect", e.to_string(), connection_hint(&e, settings));
+            return false;
+        }
+    };
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    steps.pass("connect", format!("TCP connection to {peer} open"));
+    let stream: BoxStream = if settings.tls {
+        match transport::tls_handshake(endpoint, tcp, timeout).await {
+            Ok(tls) => {
+                steps.pass("tls", "TLS handshake done; the certificate is trusted and names this host");
+                Box::new(tls)
+            }
+            Err(e) => {
+                steps.fail("tls", e.to_string(), connection_hint(&e, settings));
+                return false;
+            }
+        }
+    } else {
+        Box::new(tcp)
+    };
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(rd, AmiCodec::client());
+    match ami_client::read_banner(&mut reader, timeout).await {
+        Ok(banner) => steps.pass("banner", format!("the server greeted with {banner:?}")),
+        Err(e) => {
+            steps.fail("banner", e.to_string(), connection_hint(&e, settings));
+            return false;
+        }
+    }
+    match ami_client::login(&mut reader, &mut wr, &settings.username, secret, timeout).await {
+        Ok(()) => steps.pass("login", format!("logged in as {:?}", settings.username)),
+        Err(e) => {
+            steps.fail("login", e.to_string(), connection_hint(&e, settings));
+            return false;
+        }
+    }
+    let mut wire = bytes::BytesMut::new();
+    if crate::ami::message::logoff(&crate::ami::message::new_action_id()).encode_into(&mut wire).is_ok() {
+        use tokio::io::AsyncWriteExt;
+        let _ = wr.write_all(&wire).await;
+    }
+    true
+}
+
+fn first_leg_hint(reason: Option<Reason>, settings: &PbxSettings) -> String {
+    let sip = settings.channel_template.to_ascii_uppercase().starts_with("SIP/");
+    match reason {
+        Some(Reason::Busy) => "the first number was busy: try again, or test with another phone".into(),
+        Some(Reason::NoAnswer) => format!(
+            "the first phone rang {} s without an answer: answer it, or raise originate_timeout_s",
+            settings.originate_timeout_s
+        ),
+        Some(Reason::Congestion) => "the trunk reported congestion: check the trunk's capacity and the provider".into(),
+        Some(Reason::Rejected) => "the first phone rejected the call".into(),
+        _ if sip => format!(
+            "the channel {:?} could not be created: chan_sip was removed in Asterisk 21, so SIP/ channels fail; use \
+             PJSIP/{{NUMBER}}@<your trunk> instead",
+            settings.channel_template
+        ),
+        _ => format!(
+            "Asterisk could not create the channel from {:?}: check the technology and the trunk or endpoint name \
+             (e.g. PJSIP/{{NUMBER}}@trunk, as in pjsip.conf), the courier_prefix {:?} and dial_format",
+            settings.channel_template, settings.courier_prefix
+        ),
+    }
+}
+
+fn second_leg_hint(reason: Option<Reason>, settings: &PbxSettings) -> String {
+    match reason {
+        Some(Reason::Busy) => "the second number was busy".into(),
+        Some(Reason::NoAnswer) => "the second phone did not answer within the dialplan's Dial timeout".into(),
+        Some(Reason::Congestion) | Some(Reason::Unreachable) => format!(
+            "the dialplan in context {:?} could not reach the second number: check its Dial() line, the trunk, and the \
+             client_prefix {:?}",
+            settings.context, settings.client_prefix
+        ),
+        _ => format!("check the Dial() line of context {:?} in extensions.conf", settings.context),
+    }
+}
+
+/// Follows the test call on its dedicated connection: forwards its events to the tracker (which
+/// records them like any call's) and publishes the state as it moves; closes the connection when
+/// the call is over.
+fn follow(
+    service: &CallbackService,
+    client: AmiClient,
+    mut events: broadcast::Receiver<Arc<AmiEvent>>,
+    tenant: &str,
+    id: Uuid,
+    initial: CallState,
+) -> watch::Receiver<CallState> {
+    let (tx, rx) = watch::channel(initial.clone());
+    let tracker = service.tracker.clone();
+    let tenant = tenant.to_owned();
+    let key = id.to_string();
+    tokio::spawn(async move {
+        let mut state = initial;
+        // A test call is over within hours at most; don't keep a connection forever.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(4 * 3600);
+        loop {
+            let event: Arc<AmiEvent> = match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Ok(event)) => event,
+                Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
+                    tracing::warn!(call_id = %id, missed = n, "test call events lagged");
+                    continue;
+                }
+                _ => break,
+            };
+            let Some(fact) = Fact::from_event(&event, &key) else { continue };
+            tracker.event(&tenant, event);
+            if let Some(next) = apply(&state, &fact, OffsetDateTime::now_utc()) {
+                state = next;
+                let _ = tx.send(state.clone());
+            }
+            if state.status.is_terminal() && (state.cdr_billable_seconds.is_some() || state.status != Status::Completed)
+            {
+                break;
+            }
+        }
+        client.close().await;
+    });
+    rx
+}
+
+/// Waits until `done(state)` or the deadline; returns the last state.
+async fn wait_for(
+    rx: &mut watch::Receiver<CallState>,
+    limit: Duration,
+    done: impl Fn(&CallState) -> bool,
+) -> CallState {
+    let _ = tokio::time::timeout(limit, rx.wait_for(|s| done(s))).await;
+    rx.borrow().clone()
+}
+
+impl CallbackService {
+    /// Runs the Test button: probe, then a real test callback from `from` to `to`.
+    pub async fn diagnose(
+        &self,
+        tenant: &str,
+        admin: &str,
+        settings: PbxSettings,
+        secret: SecretString,
+        from: String,
+        to: String,
+    ) -> Result<Diagnosis, PlaceError> {
+        let mut steps = Steps::new();
+        let timeout = self.connect_timeout;
+        if !probe(&settings, &secret, timeout, &mut steps).await {
+            return Ok(steps.done(None, None));
+        }
+        // The call itself goes over a connection of its own (see the module docs).
+        let mut config = self.pool.client_config(tenant, &pbx_login(&settings, secret));
+        config.max_inflight_originates = 1;
+        let client = AmiClient::start(config, None);
+        if let Err(e) = client.wait_up(timeout).await {
+            steps.fail("originate", e.to_string(), connection_hint(&e, &settings));
+            client.close().await;
+            return Ok(steps.done(None, None));
+        }
+        // Subscribed before the originate: a phone that is busy answers before `place` returns.
+        let events = client.subscribe();
+        let row = match self
+            .place(
+                tenant,
+                admin,
+                Target::Test { from, to },
+                Via::Dedicated { settings: Box::new(settings.clone()), client: client.clone() },
+            )
+            .await
+        {
+            Ok(row) => row,
+            Err(PlaceError::Pbx { error, callback, .. }) => {
+                let hint = match &error {
+                    AmiError::Rejected(m) if m.contains("Extension does not exist") => format!(
+                        "Asterisk has no context {:?} with an extension matching the second number: check the context \
+                         name in extensions.conf (e.g. [from-courier] with exten => _X.,1,...) and the client_prefix {:?}",
+                        settings.context, settings.client_prefix
+                    ),
+                    other => connection_hint(other, &settings),
+                };
+                steps.fail("originate", error.to_string(), hint);
+                client.close().await;
+                return Ok(steps.done(Some(callback.id), Some(callback.state.status)));
+            }
+            Err(other) => {
+                client.close().await;
+                return Err(other);
+            }
+        };
+        steps.pass(
+            "originate",
+            format!("Asterisk queued the call (ActionID {})", row.action_id.as_deref().unwrap_or("?")),
+        );
+        let id = row.id;
+        let mut state = follow(self, client, events, tenant, id, row.state.clone());
+
+        let ring = Duration::from_secs(u64::from(settings.originate_timeout_s) + 5);
+        let after_first =
+            wait_for(&mut state, ring, |s| !matches!(s.status, Status::Queued | Status::RingingCourier)).await;
+        let first_failed = after_first.status == Status::Failed && after_first.failed_leg == Some(Leg::Courier);
+        match after_first.status {
+            Status::Queued | Status::RingingCourier => {
+                steps.fail(
+                    "first_leg",
+                    format!("no outcome for the first leg within {} s", ring.as_secs()),
+                    "Asterisk did not report the first leg: check that the AMI user reads call events (read = call)",
+                );
+                return Ok(steps.done(Some(id), Some(after_first.status)));
+            }
+            _ if first_failed || after_first.status == Status::Canceled || after_first.status == Status::Unknown => {
+                let reason = after_first.reason.map(Reason::as_str).unwrap_or("failed");
+                let cause = after_first.hangup_cause.map(|c| format!(", hangup cause {c}")).unwrap_or_default();
+                steps.fail(
+                    "first_leg",
+                    format!("the first number did not answer: {reason}{cause}"),
+                    first_leg_hint(after_first.reason, &settings),
+                );
+                return Ok(steps.done(Some(id), Some(after_first.status)));
+            }
+            _ => steps.pass("first_leg", "the first number answered"),
+        }
+
+        let after_second = wait_for(&mut state, SECOND_LEG_MARGIN, |s| s.status != Status::RingingClient).await;
+        match after_second.status {
+            Status::Connected | Status::Completed => {
+                steps.pass("second_leg", "the second number answered: both legs are connected")
+            }
+            Status::RingingClient => steps.fail(
+                "second_leg",
+                format!("the second number was still ringing after {} s", SECOND_LEG_MARGIN.as_secs()),
+                format!("the call goes on: poll GET /v1/callbacks/{id} for its outcome"),
+            ),
+            _ => {
+                let reason = after_second.reason.map(Reason::as_str).unwrap_or("failed");
+                steps.fail(
+                    "second_leg",
+                    format!("the second number did not answer: {reason}"),
+                    second_leg_hint(after_second.reason, &settings),
+                );
+            }
+        }
+        Ok(steps.done(Some(id), Some(after_second.status)))
+    }
+}
