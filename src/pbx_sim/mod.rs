@@ -11,10 +11,12 @@
 //! - `wire`: privilege classes, event masks, replies and events as bytes.
 //! - `wav`: the recordings written for connected calls.
 //! - `pbx`: state shared by sessions and calls.
+//! - `originate_log`: `--originate-log`, when each Originate was read (benchmarks).
 
 mod call;
 mod channel;
 mod originate;
+mod originate_log;
 mod pbx;
 mod phones;
 mod session;
@@ -72,6 +74,10 @@ pub struct SimArgs {
     /// `writetimeout`, default 100 ms).
     #[arg(long, default_value_t = 100)]
     pub write_timeout_ms: u64,
+    /// Append `<ChannelId> <unix_time_nanos>` for every Originate as it is read (benchmarks
+    /// measure tap-to-originate latency with it).
+    #[arg(long, value_name = "FILE")]
+    pub originate_log: Option<PathBuf>,
 }
 
 /// An AMI user of the simulator.
@@ -147,6 +153,8 @@ pub struct SimConfig {
     /// When set, the listener speaks TLS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub write_timeout: Duration,
+    /// Where to append `<ChannelId> <unix_time_nanos>` per Originate read (off when `None`).
+    pub originate_log: Option<PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -162,6 +170,7 @@ impl Default for SimConfig {
             tls: None,
             // Generous: a loaded test machine must not look like a client that stopped reading.
             write_timeout: Duration::from_secs(2),
+            originate_log: None,
         }
     }
 }
@@ -188,6 +197,7 @@ impl SimConfig {
             contexts: args.contexts.clone(),
             tls,
             write_timeout: Duration::from_millis(args.write_timeout_ms),
+            originate_log: args.originate_log.clone(),
         })
     }
 
@@ -225,7 +235,14 @@ impl Simulator {
             .with_context(|| format!("pbx-sim cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let tls = config.tls.is_some();
-        let pbx = Arc::new(Pbx::new(config));
+        let (originate_log, log_writer) = match &config.originate_log {
+            Some(path) => originate_log::OriginateLog::open(path).map(|(log, writer)| (Some(log), Some(writer)))?,
+            None => (None, None),
+        };
+        let pbx = Arc::new(Pbx::new(config, originate_log));
+        if let Some(writer) = log_writer {
+            writer.spawn(&pbx);
+        }
         pbx.tasks.spawn(session::accept_loop(listener, pbx.clone()));
         tracing::info!(%addr, tls, "pbx-sim listening");
         Ok(Simulator { pbx, addr })

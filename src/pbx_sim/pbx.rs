@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::originate_log::OriginateLog;
 use super::wire::Event;
 use super::SimConfig;
 
@@ -33,6 +34,8 @@ pub(crate) struct Pbx {
     pub originates: AtomicU64,
     pub sessions: AtomicUsize,
     pub tasks: Tasks,
+    /// `--originate-log`: when each Originate was read, by ChannelId.
+    pub originate_log: Option<OriginateLog>,
     started: Instant,
     next_uniqueid: AtomicU64,
     next_channel: AtomicU64,
@@ -47,7 +50,7 @@ struct LiveChannels {
 }
 
 impl Pbx {
-    pub fn new(config: SimConfig) -> Pbx {
+    pub fn new(config: SimConfig, originate_log: Option<OriginateLog>) -> Pbx {
         Pbx {
             config,
             events: broadcast::channel(EVENT_RING).0,
@@ -56,6 +59,7 @@ impl Pbx {
             originates: AtomicU64::new(0),
             sessions: AtomicUsize::new(0),
             tasks: Tasks::default(),
+            originate_log,
             started: Instant::now(),
             next_uniqueid: AtomicU64::new(0),
             next_channel: AtomicU64::new(0),

@@ -286,6 +286,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn originate(&mut self, message: &Message) {
+        if let (Some(log), Some(channel_id)) = (&self.pbx.originate_log, message.get("ChannelId")) {
+            log.record(channel_id);
+        }
         let id = message.action_id();
         if !self.user.is_some_and(|i| self.pbx.config.users[i].can_originate) {
             self.reply_error(id, "Permission denied");

@@ -1,0 +1,304 @@
+//! `dialback-bench`: the load generator and helpers that `scripts/bench` drives (BENCHMARKS.md says
+//! what each figure means). An example target, so `cargo test` does not build it and it adds no
+//! dependency: it uses the library's own codec, Originate, JWT minting and settings.
+//!
+//! - `seed`: a tenant (PBX settings, couriers, their orders) through the admin API;
+//! - `load`: HTTP callbacks at fixed concurrency levels, then the wait for terminal statuses;
+//! - `tap`: tap-to-originate at a fixed rate, joined with the simulator's `--originate-log`;
+//! - `baseline`, `baseline-tap`: the same, the per-call-login way, straight to AMI;
+//! - `ceiling`: one persistent AMI connection, pipelined Originates;
+//! - `proxy`: a TCP delay proxy (a WAN between an AMI client and the simulator);
+//! - `scale`: N idle tenant connections: memory, open files, latency;
+//! - `report`: `bench/results.json` and the figures section of BENCHMARKS.md.
+//!
+//! Each measuring subcommand writes a flat JSON object of figures to `--out`.
+
+mod ami;
+mod http;
+mod load;
+mod proxy;
+mod report;
+mod scale;
+mod stats;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::ami::{AmiTarget, LoginPerCall};
+use crate::load::{Api, ApiTapper};
+use crate::stats::{Figures, Watched};
+
+#[derive(Parser)]
+#[command(name = "dialback-bench", about = "Load generator and tools for scripts/bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the figures go and how they are named.
+#[derive(Args)]
+struct Output {
+    /// Write the figures to this JSON file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Put this in front of every figure's name (e.g. `wan_`).
+    #[arg(long, default_value = "")]
+    prefix: String,
+}
+
+/// The API under test; its settings come from the same `DIALBACK_*` variables as the server's.
+#[derive(Args)]
+struct ApiArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    api: SocketAddr,
+    #[arg(long, default_value = "bench")]
+    tenant: String,
+    /// Couriers of the tenant (each with one order).
+    #[arg(long, default_value_t = 1000)]
+    couriers: usize,
+}
+
+#[derive(Args)]
+struct AmiArgs {
+    /// The simulator, or a delay proxy in front of it.
+    #[arg(long)]
+    ami: SocketAddr,
+    #[arg(long, default_value = "bench:bench", value_name = "USER:SECRET")]
+    ami_user: String,
+}
+
+impl AmiArgs {
+    fn target(&self) -> anyhow::Result<AmiTarget> {
+        let (username, secret) =
+            self.ami_user.split_once(':').ok_or_else(|| anyhow::anyhow!("--ami-user USER:SECRET"))?;
+        Ok(AmiTarget { addr: self.ami, username: username.into(), secret: secret.into() })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a tenant: PBX settings (the simulator at --pbx-port), couriers, one order each.
+    Seed {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        pbx_port: u16,
+        #[arg(long, default_value = "from-courier")]
+        context: String,
+    },
+    /// Closed-loop callbacks at each concurrency level, then wait until all are terminal.
+    Load {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+        levels: Vec<usize>,
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+        /// Unmeasured load first (the tenant's AMI connection, caches).
+        #[arg(long, default_value_t = 2.0)]
+        warmup_seconds: f64,
+        /// Account CPU time of this process and its children as NAME (repeatable).
+        #[arg(long, value_name = "NAME=PID")]
+        watch: Vec<Watched>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Taps at a fixed rate; tap-to-originate from the simulator's originate log.
+    Tap {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long)]
+        originate_log: PathBuf,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// The per-call-login way at each concurrency level.
+    Baseline {
+        #[command(flatten)]
+        ami: AmiArgs,
+        #[arg(long, value_delimiter = ',', default_value = "64")]
+        levels: Vec<usize>,
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+        #[arg(long, value_name = "NAME=PID")]
+        watch: Vec<Watched>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// The per-call-login way at a fixed rate; tap-to-originate from the originate log.
+    BaselineTap {
+        #[command(flatten)]
+        ami: AmiArgs,
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long)]
+        originate_log: PathBuf,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// One persistent AMI connection sending pipelined Originates.
+    Ceiling {
+        #[command(flatten)]
+        ami: AmiArgs,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Originates sent and not yet answered, at most.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// A TCP delay proxy on loopback (stops by itself after --lifetime-s).
+    Proxy {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        upstream: SocketAddr,
+        #[arg(long, default_value_t = 10)]
+        one_way_ms: u64,
+        #[arg(long, default_value_t = 900)]
+        lifetime_s: u64,
+    },
+    /// N tenants with idle AMI connections: dialback's memory, open files, and latency.
+    Scale {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// dialback's process id.
+        #[arg(long)]
+        pid: u32,
+        /// The idle tenants' simulator (a different one from the hot tenant's).
+        #[arg(long)]
+        idle_port: u16,
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        tenants: Vec<usize>,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Merge the figures into results.json and rewrite the figures in BENCHMARKS.md.
+    Report {
+        /// Directory of the steps' JSON files.
+        #[arg(long)]
+        parts: PathBuf,
+        #[arg(long, default_value = "bench/results.json")]
+        results: PathBuf,
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        doc: PathBuf,
+        /// An extra figure (a number, or else text), e.g. `commit=abc123` (repeatable).
+        #[arg(long, value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+}
+
+fn api(args: &ApiArgs) -> anyhow::Result<Api> {
+    Ok(Api { addr: args.api, config: dialback::config::Config::load()? })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Seed { api: args, pbx_port, context } => {
+            let api = api(&args)?;
+            load::seed(&api, &args.tenant, pbx_port, &context, args.couriers).await?;
+            eprintln!("seeded tenant {} ({} couriers, PBX port {pbx_port})", args.tenant, args.couriers);
+        }
+        Command::Load { api: args, levels, seconds, warmup_seconds, watch, output } => {
+            let api = api(&args)?;
+            let tokens = api.courier_tokens(&args.tenant, args.couriers)?;
+            let mut figures = Figures::new(&output.prefix);
+            if warmup_seconds > 0.0 {
+                let tappers = ApiTapper::many(api.addr, &tokens, 16).await;
+                let run = load::closed_loop(tappers, Duration::from_secs_f64(warmup_seconds)).await;
+                load::terminal_figures(&api.config, &run, &mut Figures::default(), "warmup_").await?;
+            }
+            figures.num("load_seconds", seconds);
+            load::levels(&api, &tokens, &levels, Duration::from_secs_f64(seconds), &watch, &mut figures).await?;
+            figures.write(output.out.as_deref())?;
+        }
+        Command::Tap { api: args, rate, seconds, connections, originate_log, output } => {
+            let api = api(&args)?;
+            let tokens = api.courier_tokens(&args.tenant, args.couriers)?;
+            let tappers = ApiTapper::many(api.addr, &tokens, connections).await;
+            let run = load::open_loop(tappers, rate, Duration::from_secs_f64(seconds)).await;
+            let mut figures = Figures::new(&output.prefix);
+            load::tap_figures(&run, &originate_log, &mut figures, "").await?;
+            load::terminal_figures(&api.config, &run, &mut figures, "tap_").await?;
+            figures.write(output.out.as_deref())?;
+        }
+        Command::Baseline { ami, levels, seconds, watch, output } => {
+            let target = ami.target()?;
+            let mut figures = Figures::new(&output.prefix);
+            for concurrency in levels {
+                eprintln!("baseline: concurrency {concurrency} for {seconds} s against {}", target.addr);
+                let tappers = (0..concurrency).map(|_| LoginPerCall(target.clone())).collect();
+                let before = stats::cpu_sample(&watch);
+                let mut run = load::closed_loop(tappers, Duration::from_secs_f64(seconds)).await;
+                let key = format!("c{concurrency}_");
+                stats::cpu_sample(&watch).since(&before, &mut figures, &key);
+                run.figures(&mut figures, &key);
+            }
+            figures.write(output.out.as_deref())?;
+        }
+        Command::BaselineTap { ami, rate, seconds, originate_log, output } => {
+            let target = ami.target()?;
+            // Enough sessions in parallel that the rate holds even when each takes several RTTs.
+            let tappers = (0..64).map(|_| LoginPerCall(target.clone())).collect();
+            let run = load::open_loop(tappers, rate, Duration::from_secs_f64(seconds)).await;
+            let mut figures = Figures::new(&output.prefix);
+            load::tap_figures(&run, &originate_log, &mut figures, "").await?;
+            figures.write(output.out.as_deref())?;
+        }
+        Command::Ceiling { ami, seconds, window, output } => {
+            let result = ami::ceiling(&ami.target()?, Duration::from_secs_f64(seconds), window).await?;
+            let mut figures = Figures::new(&output.prefix);
+            figures.num("ceiling_originates_per_s", result.replies as f64 / result.elapsed.as_secs_f64().max(1e-3));
+            figures.count("ceiling_errors", result.errors);
+            figures.count("ceiling_window", window as u64);
+            figures.write(output.out.as_deref())?;
+        }
+        Command::Proxy { listen, upstream, one_way_ms, lifetime_s } => {
+            proxy::run(listen, upstream, Duration::from_millis(one_way_ms), Duration::from_secs(lifetime_s)).await?;
+        }
+        Command::Scale { api: args, pid, idle_port, tenants, seconds, concurrency, output } => {
+            let api = api(&args)?;
+            let scale = scale::Scale {
+                levels: tenants,
+                pid,
+                idle_port,
+                hot_tokens: api.courier_tokens(&args.tenant, args.couriers)?,
+                latency_concurrency: concurrency,
+                latency_duration: Duration::from_secs_f64(seconds),
+            };
+            let mut figures = Figures::new(&output.prefix);
+            figures.num("scale_seconds", seconds);
+            figures.count("scale_concurrency", concurrency as u64);
+            scale.run(&api, &mut figures).await?;
+            figures.write(output.out.as_deref())?;
+        }
+        Command::Report { parts, results, doc, set } => {
+            let mut extra = serde_json::Map::new();
+            for pair in set {
+                let (key, value) = pair.split_once('=').ok_or_else(|| anyhow::anyhow!("--set KEY=VALUE"))?;
+                let value = value.parse::<f64>().map_or_else(|_| serde_json::Value::from(value), stats::figure);
+                extra.insert(key.to_owned(), value);
+            }
+            report::run(&parts, extra, &results, &doc)?;
+            eprintln!("wrote {} and the figures in {}", results.display(), doc.display());
+        }
+    }
+    Ok(())
+}

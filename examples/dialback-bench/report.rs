@@ -1,0 +1,480 @@
+//! `report`: merges the figures each step wrote into `bench/results.json`, derives the headline
+//! figures and ratios, and rewrites the figures section of BENCHMARKS.md (between its marker
+//! comments) from them. Figures are only ever written here, never by hand.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+pub const BEGIN: &str = "<!-- figures:begin (written by scripts/bench from bench/results.json; do not edit) -->";
+pub const END: &str = "<!-- figures:end -->";
+
+/// A process using more than this share of a core outside the benchmark makes a run noisy.
+const NOISY_OTHER_PCT: f64 = 15.0;
+
+type Figures = Map<String, Value>;
+
+fn num(f: &Figures, key: &str) -> Option<f64> {
+    f.get(key).and_then(Value::as_f64)
+}
+
+fn set(f: &mut Figures, key: &str, value: f64) {
+    f.insert(key.to_owned(), crate::stats::figure(value));
+}
+
+/// Concurrency levels `N` for which `<prefix>c<N>_callbacks_per_s` exists, ascending.
+fn levels(f: &Figures, prefix: &str) -> Vec<u64> {
+    let mut out: Vec<u64> = f
+        .keys()
+        .filter_map(|k| k.strip_prefix(prefix)?.strip_prefix('c')?.strip_suffix("_callbacks_per_s")?.parse().ok())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// Adds the headline figures and the ratios, from the per-step figures.
+pub fn derive(f: &mut Figures) {
+    let loopback = levels(f, "");
+    let clean = |n: &u64| num(f, &format!("c{n}_errors")) == Some(0.0);
+    let rate = |n: &u64| num(f, &format!("c{n}_callbacks_per_s")).unwrap_or(0.0);
+    // The headline is the best level with no errors (or the best level, if every one had some).
+    let best = loopback.iter().filter(|n| clean(n)).max_by(|a, b| rate(a).total_cmp(&rate(b))).copied();
+    if let Some(n) = best.or_else(|| loopback.iter().max_by(|a, b| rate(a).total_cmp(&rate(b))).copied()) {
+        for key in ["callbacks_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms"] {
+            if let Some(v) = num(f, &format!("c{n}_{key}")) {
+                set(f, key, v);
+            }
+        }
+        set(f, "headline_concurrency", n as f64);
+    }
+    // The rate callbacks were settled at, end to end: from the level's start until the last became
+    // terminal, less the talk time every call spends in the simulator anyway.
+    let talk = num(f, "sim_talk_seconds").unwrap_or(0.0);
+    for prefix in ["", "wan_"] {
+        let seconds = num(f, &format!("{prefix}load_seconds"));
+        for n in levels(f, prefix) {
+            let key = |k: &str| num(f, &format!("{prefix}c{n}_{k}"));
+            if let (Some(s), Some(after), Some(done)) = (seconds, key("settled_after_s"), key("terminal_count")) {
+                set(f, &format!("{prefix}c{n}_terminal_per_s"), done / (s + after - talk).max(s));
+            }
+        }
+    }
+    for key in ["errors", "accepted_count", "terminal_count", "completed_count"] {
+        let total: f64 = loopback.iter().filter_map(|n| num(f, &format!("c{n}_{key}"))).sum();
+        set(f, key, total);
+    }
+    if let (Some(ours), Some(ceiling)) = (num(f, "callbacks_per_s"), num(f, "ceiling_originates_per_s")) {
+        set(f, "ratio_vs_ceiling", ours / ceiling.max(1e-9));
+    }
+    for (ours, theirs, name) in
+        [("wan_", "wan_baseline_", "ratio_vs_login_per_call"), ("", "baseline_", "ratio_vs_login_per_call_loopback")]
+    {
+        let common: Vec<u64> = levels(f, ours).into_iter().filter(|n| levels(f, theirs).contains(n)).collect();
+        for n in &common {
+            let a = num(f, &format!("{ours}c{n}_callbacks_per_s")).unwrap_or(0.0);
+            let b = num(f, &format!("{theirs}c{n}_callbacks_per_s")).unwrap_or(0.0);
+            set(f, &format!("{name}_c{n}"), a / b.max(1e-9));
+        }
+        if let Some(n) = common.last() {
+            if let Some(v) = num(f, &format!("{name}_c{n}")) {
+                set(f, name, v);
+                set(f, &format!("{name}_concurrency"), *n as f64);
+            }
+        }
+    }
+    let scale_max = f.keys().filter_map(|k| k.strip_prefix("rss_per_idle_conn_kib_")?.parse::<u64>().ok()).max();
+    if let Some(n) = scale_max {
+        if let Some(v) = num(f, &format!("rss_per_idle_conn_kib_{n}")) {
+            set(f, "rss_per_idle_conn_kib", v);
+        }
+        if let Some(v) = num(f, &format!("fds_{n}")) {
+            set(f, "fds", v);
+        }
+    }
+}
+
+/// `cores`, `memory_mib`, `cpu_model`, `kernel`: the machine the figures were taken on.
+pub fn machine(f: &mut Figures) {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    set(f, "cores", cores as f64);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    if let Some(kib) = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+    {
+        set(f, "memory_mib", (kib / 1024.0).round());
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    if let Some(model) = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")) {
+        f.insert("cpu_model".into(), Value::from(model.trim_start_matches([' ', '\t', ':']).trim()));
+    }
+    if let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
+        f.insert("kernel".into(), Value::from(release.trim()));
+    }
+}
+
+fn show(v: Option<f64>) -> String {
+    match v {
+        None => "–".into(),
+        Some(v) if v.fract() == 0.0 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.2}"),
+    }
+}
+
+/// An issue 7 target: what it asks, what was measured, and whether that meets it.
+struct Target {
+    what: &'static str,
+    measured: String,
+    met: Option<bool>,
+}
+
+/// How a figure is held against its limit.
+#[derive(Clone, Copy)]
+enum Bound {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+fn target(f: &Figures, what: &'static str, key: &str, unit: &str, bound: Bound) -> Target {
+    let value = num(f, key);
+    let met = value.map(|v| match bound {
+        Bound::AtLeast(limit) => v >= limit,
+        Bound::AtMost(limit) => v <= limit,
+    });
+    Target { what, measured: value.map_or_else(|| "–".into(), |v| format!("{}{unit}", show(Some(v)))), met }
+}
+
+fn targets(f: &Figures) -> Vec<Target> {
+    let rtt = num(f, "wan_rtt_ms").unwrap_or(20.0);
+    let rate = target(f, "≥ 2,000 accepted callbacks/s sustained", "callbacks_per_s", "/s", Bound::AtLeast(2000.0));
+    let mut p99 = target(f, "p99 ≤ 25 ms at that rate", "p99_ms", " ms", Bound::AtMost(25.0));
+    // A p99 under 25 ms counts only at the target rate.
+    p99.met = p99.met.zip(rate.met).map(|(fast, enough)| fast && enough);
+    let accepted = num(f, "accepted_count");
+    let terminal = num(f, "terminal_count");
+    vec![
+        rate,
+        target(f, "zero errors (all concurrency levels)", "errors", "", Bound::AtMost(0.0)),
+        Target {
+            what: "every accepted callback terminal in the database",
+            measured: format!("{} of {}", show(terminal), show(accepted)),
+            met: terminal.zip(accepted).map(|(t, a)| t >= a),
+        },
+        p99,
+        target(
+            f,
+            "tap-to-originate p99 ≤ 2 ms at ~100/s, loopback",
+            "tap_to_originate_p99_ms",
+            " ms",
+            Bound::AtMost(2.0),
+        ),
+        target(
+            f,
+            "tap-to-originate p99 ≤ one round trip + 2 ms over the WAN link",
+            "wan_tap_to_originate_p99_ms",
+            " ms",
+            Bound::AtMost(rtt + 2.0),
+        ),
+        target(
+            f,
+            "≥ 10× the per-call-login baseline over the WAN link, same concurrency",
+            "ratio_vs_login_per_call",
+            "×",
+            Bound::AtLeast(10.0),
+        ),
+        target(
+            f,
+            "≤ 64 KiB resident per idle tenant connection at 10,000 tenants",
+            "rss_per_idle_conn_kib_10000",
+            " KiB",
+            Bound::AtMost(64.0),
+        ),
+        target(f, "AMI decode ≥ 300 MB/s", "ami_decode_mb_s", " MB/s", Bound::AtLeast(300.0)),
+    ]
+}
+
+/// Appends a Markdown table; the first `text_columns` columns are text, the rest numbers.
+fn table(out: &mut String, head: &[&str], text_columns: usize, rows: Vec<Vec<String>>) {
+    let rule: Vec<&str> = (0..head.len()).map(|i| if i < text_columns { "---" } else { "---:" }).collect();
+    let _ = writeln!(out, "| {} |\n|{}|", head.join(" | "), rule.join("|"));
+    for row in rows {
+        let _ = writeln!(out, "| {} |", row.join(" | "));
+    }
+}
+
+/// `lead` followed by the figures `<prefix><key>`, shown.
+fn row(f: &Figures, lead: &[&str], prefix: &str, keys: &[&str]) -> Vec<String> {
+    let mut cells: Vec<String> = lead.iter().map(|c| c.to_string()).collect();
+    cells.extend(keys.iter().map(|k| show(num(f, &format!("{prefix}{k}")))));
+    cells
+}
+
+/// The figures section of BENCHMARKS.md.
+pub fn render(f: &Figures) -> String {
+    let g = |key: &str| num(f, key);
+    let s = |key: &str| show(g(key));
+    let text = |key: &str| f.get(key).and_then(Value::as_str).unwrap_or("–").to_owned();
+    let mut out = String::new();
+    let loopback = levels(f, "");
+    let other_max = loopback.iter().filter_map(|n| g(&format!("c{n}_cpu_other_pct"))).fold(0.0, f64::max);
+
+    let _ = writeln!(out, "### The run\n");
+    let _ = writeln!(
+        out,
+        "Taken {} at commit `{}` on {} cores ({}), {} MiB of memory, Linux {}; the whole `scripts/bench` \
+         run took {} s (the build {} s of it).",
+        text("taken_at"),
+        text("commit"),
+        s("cores"),
+        text("cpu_model"),
+        s("memory_mib"),
+        text("kernel"),
+        s("run_seconds"),
+        s("build_seconds")
+    );
+    if other_max > NOISY_OTHER_PCT {
+        let _ = writeln!(
+            out,
+            "\n**Noisy run:** during the load levels, processes outside the benchmark used up to {other_max:.0}% \
+             of a core (`c<N>_cpu_other_pct`): the machine was busy, so every throughput and latency figure \
+             below is lower or slower than on a quiet machine."
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "\nThe machine was quiet: outside the benchmark, at most {other_max:.0}% of a core was used during \
+             the load levels."
+        );
+    }
+
+    let _ = writeln!(out, "\n### Targets (issue 7)\n");
+    let verdict = |met: Option<bool>| match met {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    };
+    let rows = targets(f).into_iter().map(|t| vec![t.what.to_owned(), t.measured, verdict(t.met).to_owned()]);
+    table(&mut out, &["target", "measured", ""], 1, rows.collect());
+
+    let _ = writeln!(out, "\n### Throughput and latency: HTTP → dialback → PostgreSQL → AMI, loopback\n");
+    let _ = writeln!(
+        out,
+        "Accepted callbacks per second and request latency at fixed concurrency, {} s per level; then the wait \
+         until every accepted callback is terminal in the database. CPU is percent of one core (the machine has \
+         {} × 100%) during the level.\n",
+        s("load_seconds"),
+        s("cores")
+    );
+    let head = [
+        "concurrency",
+        "accepted/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "terminal",
+        "accepted",
+        "completed",
+        "CPU dialback",
+        "CPU PostgreSQL",
+        "CPU simulator",
+        "CPU load generator",
+        "CPU other",
+    ];
+    let keys = [
+        "callbacks_per_s",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "max_ms",
+        "errors",
+        "terminal_count",
+        "accepted_count",
+        "completed_count",
+        "cpu_dialback_pct",
+        "cpu_postgres_pct",
+        "cpu_sim_pct",
+        "cpu_loadgen_pct",
+        "cpu_other_pct",
+    ];
+    let rows = loopback.iter().map(|n| row(f, &[&n.to_string()], &format!("c{n}_"), &keys)).collect();
+    table(&mut out, &head, 0, rows);
+
+    let _ = writeln!(
+        out,
+        "\nHow fast the accepted callbacks were settled (`c<N>_terminal_per_s`: terminal callbacks per second \
+         from the level's start until the last became terminal, less the {} s every call talks), how long \
+         after the level that was, and per accepted callback: transactions PostgreSQL committed and context \
+         switches of dialback's threads.\n",
+        s("sim_talk_seconds")
+    );
+    let head = [
+        "concurrency",
+        "accepted/s",
+        "settled/s",
+        "last terminal after s",
+        "PostgreSQL transactions",
+        "dialback context switches",
+    ];
+    let keys = [
+        "callbacks_per_s",
+        "terminal_per_s",
+        "settled_after_s",
+        "pg_transactions_per_callback",
+        "dialback_context_switches_per_callback",
+    ];
+    let rows = loopback.iter().map(|n| row(f, &[&n.to_string()], &format!("c{n}_"), &keys)).collect();
+    table(&mut out, &head, 0, rows);
+
+    let _ = writeln!(out, "\n### Side by side: dialback, the per-call-login baseline, the ceiling\n");
+    let _ = writeln!(
+        out,
+        "Same run, same simulator settings, same concurrency. On the WAN link a delay proxy ({} ms round trip) \
+         sits between the AMI client and the simulator; HTTP and PostgreSQL stay on loopback.\n",
+        s("wan_rtt_ms")
+    );
+    let mut rows = Vec::new();
+    for n in levels(f, "wan_") {
+        for (way, prefix) in [("dialback", ""), ("per-call login", "baseline_")] {
+            let mut cells = vec![way.to_owned(), n.to_string()];
+            for link in ["", "wan_"] {
+                cells.extend(row(f, &[], &format!("{link}{prefix}c{n}_"), &["callbacks_per_s", "p99_ms"]));
+            }
+            rows.push(cells);
+        }
+        let ratio = |key: &str| format!("{}×", s(&format!("{key}_c{n}")));
+        let wan = format!("**{}**", ratio("ratio_vs_login_per_call"));
+        let loopback = ratio("ratio_vs_login_per_call_loopback");
+        rows.push(vec!["dialback ÷ per-call login".into(), n.to_string(), loopback, "".into(), wan, "".into()]);
+    }
+    let head = ["way", "concurrency", "loopback calls/s", "loopback p99 ms", "WAN calls/s", "WAN p99 ms"];
+    table(&mut out, &head, 1, rows);
+    let _ = writeln!(
+        out,
+        "\nThe ceiling, one persistent AMI connection with pipelined Originates and no HTTP or database: {} \
+         originates/s ({} errors). dialback's best rate is **{}** of it (`ratio_vs_ceiling`).",
+        s("ceiling_originates_per_s"),
+        s("ceiling_errors"),
+        s("ratio_vs_ceiling")
+    );
+    let _ = writeln!(
+        out,
+        "\nTap-to-originate: from the tap's first byte sent to its Originate read by the simulator, at a fixed \
+         rate.\n"
+    );
+    let keys = [
+        "tap_rate_per_s",
+        "tap_to_originate_p50_ms",
+        "tap_to_originate_p99_ms",
+        "tap_to_originate_max_ms",
+        "tap_to_originate_samples",
+        "tap_errors",
+    ];
+    let rows = [
+        ("dialback", "loopback", ""),
+        ("dialback", "WAN", "wan_"),
+        ("per-call login", "loopback", "baseline_"),
+        ("per-call login", "WAN", "wan_baseline_"),
+    ]
+    .into_iter()
+    .filter(|(_, _, prefix)| g(&format!("{prefix}tap_to_originate_p50_ms")).is_some())
+    .map(|(way, link, prefix)| row(f, &[way, link], prefix, &keys))
+    .collect();
+    table(&mut out, &["way", "link", "taps/s", "p50 ms", "p99 ms", "max ms", "taps", "errors"], 2, rows);
+
+    let _ = writeln!(out, "\n### Scale: idle tenant connections\n");
+    let _ = writeln!(
+        out,
+        "A fresh dialback; N tenants each hold an idle logged-in AMI connection to their own simulator. \
+         Resident memory (`VmRSS`) and open files of the dialback process, and the hot tenant's callbacks at {} \
+         concurrent for {} s next to them.\n",
+        s("scale_concurrency"),
+        s("scale_seconds")
+    );
+    let mut scale_levels: Vec<u64> =
+        f.keys().filter_map(|k| k.strip_prefix("scale_")?.strip_suffix("_rss_kib")?.parse().ok()).collect();
+    scale_levels.sort_unstable();
+    let rows = scale_levels
+        .into_iter()
+        .map(|n| {
+            let k = |key: &str| g(&format!("scale_{n}_{key}"));
+            let (per_connection, fds) = match n {
+                0 => ("–".to_owned(), k("fds")),
+                _ => (s(&format!("rss_per_idle_conn_kib_{n}")), g(&format!("fds_{n}"))),
+            };
+            vec![
+                n.to_string(),
+                show(k("ami_connections")),
+                show(k("rss_kib").map(|v| v / 1024.0)),
+                per_connection,
+                show(fds),
+                show(k("callbacks_per_s")),
+                show(k("p50_ms")),
+                show(k("p99_ms")),
+            ]
+        })
+        .collect();
+    let head = [
+        "tenants",
+        "AMI connections",
+        "RSS MiB",
+        "RSS per idle connection KiB",
+        "open files",
+        "hot accepted/s",
+        "p50 ms",
+        "p99 ms",
+    ];
+    table(&mut out, &head, 0, rows);
+
+    let _ = writeln!(out, "\n### Micro-benchmarks (`cargo bench`)\n");
+    let rows = [
+        ("AMI decode (the transcripts' mix, 4 KiB reads)", "ami_decode_mb_s", "MB/s"),
+        ("AMI decode, messages", "ami_decode_msgs_per_s", "/s"),
+        ("AMI encode (the same messages, validated)", "ami_encode_mb_s", "MB/s"),
+        ("Originate built and encoded", "originate_encode_per_s", "/s"),
+        ("phone normalisation (`phone::parse`, a mix of formats)", "phone_parse_per_s", "/s"),
+    ]
+    .into_iter()
+    .map(|(what, key, unit)| vec![what.to_owned(), format!("{} {unit}", s(key))])
+    .collect();
+    table(&mut out, &["what", "figure"], 1, rows);
+    out
+}
+
+/// Replaces what lies between the markers in `doc`.
+pub fn splice(doc: &str, figures: &str) -> anyhow::Result<String> {
+    let begin = doc.find(BEGIN).ok_or_else(|| anyhow::anyhow!("BENCHMARKS.md lacks the line {BEGIN}"))?;
+    let end = doc.find(END).ok_or_else(|| anyhow::anyhow!("BENCHMARKS.md lacks the line {END}"))?;
+    anyhow::ensure!(begin < end, "the figure markers in BENCHMARKS.md are out of order");
+    Ok(format!("{}{BEGIN}\n\n{}\n{}", &doc[..begin], figures, &doc[end..]))
+}
+
+/// Merges every `*.json` in `parts` (in name order) with `extra`, derives, writes both files.
+pub fn run(parts: &Path, extra: Figures, results: &Path, doc: &Path) -> anyhow::Result<()> {
+    let mut figures = Figures::new();
+    let mut files: Vec<_> = std::fs::read_dir(parts)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    for file in files {
+        let part: Figures = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
+        // Every number in one form: three decimals, whole numbers as integers.
+        figures.extend(part.into_iter().map(|(k, v)| match v.as_f64() {
+            Some(n) => (k, crate::stats::figure(n)),
+            None => (k, v),
+        }));
+    }
+    figures.extend(extra);
+    machine(&mut figures);
+    derive(&mut figures);
+    std::fs::write(results, serde_json::to_string_pretty(&figures)? + "\n")?;
+    let text = std::fs::read_to_string(doc)?;
+    std::fs::write(doc, splice(&text, &render(&figures))?)?;
+    Ok(())
+}
