@@ -124,7 +124,7 @@ impl Application {
 async fn reconcile_after_restart(db: &deadpool_postgres::Pool) -> anyhow::Result<()> {
     let client = crate::store::client(db).await?;
     let n = crate::store::callbacks::mark_in_flight_unknown(
-        &**client,
+        &client,
         None,
         time::OffsetDateTime::now_utc(),
         "dialback restarted while the call was in flight; its outcome was not observed",

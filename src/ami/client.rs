@@ -61,6 +61,9 @@ pub enum ConnState {
 
 type Reply = oneshot::Sender<Result<Message, AmiError>>;
 
+/// Events a subscriber may fall behind before it starts missing them.
+const EVENT_RING: usize = 256;
+
 struct PendingOriginate {
     tx: oneshot::Sender<OriginateResponse>,
     /// Held until leg 1 resolves: Asterisk runs one thread per async originate.
@@ -126,7 +129,9 @@ impl AmiClient {
     /// [`close`](Self::close).
     pub fn start(config: ClientConfig, sink: Option<EventSink>) -> Self {
         let (state, _) = watch::channel(ConnState::Connecting);
-        let (events, _) = broadcast::channel(4096);
+        // Subscribers (the Test button's follower, tests) read as events come; a small ring keeps
+        // an idle tenant's connection cheap (each slot is allocated up front for every tenant).
+        let (events, _) = broadcast::channel(EVENT_RING);
         let shared = Arc::new(Shared {
             originate_slots: Arc::new(Semaphore::new(config.max_inflight_originates)),
             config,

@@ -152,7 +152,7 @@ struct Destination {
 impl CallbackService {
     pub async fn settings(&self, tenant: &str) -> Result<Option<(PbxSettings, SecretString)>, PlaceError> {
         let client = store::client(&self.db).await?;
-        let Some(stored) = store::admin::get_settings(&**client, tenant).await? else { return Ok(None) };
+        let Some(stored) = store::admin::get_settings(&client, tenant).await? else { return Ok(None) };
         let secret = self.secrets.decrypt(&stored.secret_enc, tenant).map_err(|_| PlaceError::SecretUndecryptable)?;
         Ok(Some((stored.settings, SecretString::from(secret))))
     }
@@ -180,7 +180,7 @@ impl CallbackService {
             Target::Test { from, .. } => phone::parse(from, &settings.default_region)
                 .map_err(|e| PlaceError::CourierNotRegistered(format!("test number {from:?}: {e}")))?,
             _ => {
-                let courier = store::admin::get_courier(&**db, tenant, courier_id)
+                let courier = store::admin::get_courier(&db, tenant, courier_id)
                     .await?
                     .filter(|c| c.active)
                     .ok_or_else(|| PlaceError::CourierNotRegistered(courier_id.to_owned()))?;
@@ -200,7 +200,7 @@ impl CallbackService {
             let db = &db;
             async move {
                 let row = store::callbacks::insert(
-                    &***db,
+                    db,
                     &NewCallback {
                         id,
                         tenant,
@@ -232,7 +232,7 @@ impl CallbackService {
             }
         };
         let row = store::callbacks::insert(
-            &**db,
+            &db,
             &NewCallback {
                 id,
                 tenant,
@@ -269,9 +269,9 @@ impl CallbackService {
             Ok(handle) => {
                 let mut next = row.state.clone();
                 next.status = Status::RingingCourier;
-                let mut conn = store::client(&self.db).await?;
+                let conn = store::client(&self.db).await?;
                 store::callbacks::transition(
-                    &mut conn,
+                    &conn,
                     id,
                     &row.state,
                     &next,
@@ -292,8 +292,8 @@ impl CallbackService {
                 next.reason = Some(reason);
                 next.ended_at = Some(OffsetDateTime::now_utc());
                 let detail = error.to_string();
-                let mut conn = store::client(&self.db).await?;
-                store::callbacks::transition(&mut conn, id, &row.state, &next, "originate failed", Some(&detail), None)
+                let conn = store::client(&self.db).await?;
+                store::callbacks::transition(&conn, id, &row.state, &next, "originate failed", Some(&detail), None)
                     .await?;
                 tracing::warn!(call_id = %id, tenant, courier_id, error = %error, "callback could not be placed");
                 metrics::counter!("dialback_callbacks_failed_to_place_total", "kind" => error.kind()).increment(1);
@@ -350,7 +350,7 @@ impl CallbackService {
                     logged,
                 )));
             };
-            let order = store::admin::get_order(&***db, tenant, order_id).await?;
+            let order = store::admin::get_order(db, tenant, order_id).await?;
             let allowed = order.as_ref().is_some_and(|o| {
                 o.state == "active"
                     && o.courier_id.as_deref() == Some(courier_id)
@@ -386,9 +386,8 @@ impl CallbackService {
         next.status = Status::Canceled;
         next.reason = Some(Reason::Canceled);
         next.ended_at = Some(OffsetDateTime::now_utc());
-        let mut conn = store::client(&self.db).await?;
-        store::callbacks::transition(&mut conn, row.id, &row.state, &next, "canceled through the API", None, None)
-            .await?;
+        let conn = store::client(&self.db).await?;
+        store::callbacks::transition(&conn, row.id, &row.state, &next, "canceled through the API", None, None).await?;
         self.tracker.forget(row.id);
         Ok(CallbackRow { state: next, ..row.clone() })
     }

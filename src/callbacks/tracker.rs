@@ -8,6 +8,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -19,7 +20,11 @@ use crate::ami::AmiEvent;
 use crate::domain::callback::{apply, CallState, Fact};
 use crate::store;
 
-const SHARDS: usize = 4;
+/// Calls are sharded so one call's events apply in order while others proceed in parallel; one
+/// shard per pooled database connection keeps the pool busy without queueing behind it.
+const SHARDS: usize = 16;
+/// How long a settled call stays in memory: its Cdr usually follows the hangup within a second.
+const SETTLED_GRACE: Duration = Duration::from_secs(60);
 
 enum Work {
     Event {
@@ -47,7 +52,10 @@ enum Work {
 struct Tracked {
     tenant: Arc<str>,
     state: CallState,
-    _hold: Option<CallHold>,
+    /// Keeps the tenant's AMI connection open while the call is not settled.
+    hold: Option<CallHold>,
+    /// When the call settled; it is forgotten `SETTLED_GRACE` later.
+    settled_at: Option<Instant>,
 }
 
 /// The handle the callback service uses to tell the tracker about calls it placed.
@@ -112,13 +120,21 @@ impl Tracker {
 
 async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Work>) {
     let mut calls: HashMap<Uuid, Tracked> = HashMap::new();
-    while let Some(work) = rx.recv().await {
+    let mut sweep = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        let work = tokio::select! {
+            work = rx.recv() => match work { Some(work) => work, None => break },
+            _ = sweep.tick() => {
+                calls.retain(|_, t| t.settled_at.is_none_or(|at| at.elapsed() < SETTLED_GRACE));
+                continue;
+            }
+        };
         match work {
-            // Events may have beaten this message here: never replace a state they advanced.
             Work::Placed { id, tenant, state, hold } => match calls.entry(id) {
-                Entry::Occupied(mut entry) => entry.get_mut()._hold = hold,
+                Entry::Occupied(mut entry) if entry.get().settled_at.is_none() => entry.get_mut().hold = hold,
+                Entry::Occupied(_) => {}
                 Entry::Vacant(entry) => {
-                    entry.insert(Tracked { tenant, state, _hold: hold });
+                    entry.insert(Tracked { tenant, state, hold, settled_at: None });
                 }
             },
             Work::Forget { id } => {
@@ -130,7 +146,11 @@ async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<
                 }
             }
             Work::PbxDown { tenant, detail } => {
-                let lost: Vec<Uuid> = calls.iter().filter(|(_, t)| t.tenant == tenant).map(|(id, _)| *id).collect();
+                let lost: Vec<Uuid> = calls
+                    .iter()
+                    .filter(|(_, t)| t.tenant == tenant && t.settled_at.is_none())
+                    .map(|(id, _)| *id)
+                    .collect();
                 if lost.is_empty() {
                     continue;
                 }
@@ -138,7 +158,7 @@ async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<
                 match store::client(&db).await {
                     Ok(client) => {
                         match store::callbacks::mark_in_flight_unknown(
-                            &**client,
+                            &client,
                             Some(&tenant),
                             OffsetDateTime::now_utc(),
                             &detail,
@@ -169,7 +189,7 @@ async fn on_event(
     let key = id.to_string();
     let Some(fact) = Fact::from_event(event, &key) else { return Ok(()) };
     tracing::debug!(call_id = %id, tenant = %tenant, ?fact, "call event");
-    let mut client = store::client(db).await?;
+    let client = store::client(db).await?;
     // A conditional update can lose to a concurrent writer (the API recording "ringing_courier",
     // a cancel): then reload the stored state and apply the fact to that. Nothing is dropped.
     for _ in 0..3 {
@@ -177,12 +197,12 @@ async fn on_event(
         let tracked = match calls.entry(id) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
-                let Some(row) = store::callbacks::get_any(&**client, id).await? else { return Ok(()) };
+                let Some(row) = store::callbacks::get_any(&client, id).await? else { return Ok(()) };
                 if *row.tenant_id != *tenant {
                     tracing::warn!(call_id = %id, pbx_tenant = %tenant, "event from another tenant's PBX ignored");
                     return Ok(());
                 }
-                entry.insert(Tracked { tenant: tenant.clone(), state: row.state, _hold: None })
+                entry.insert(Tracked { tenant: tenant.clone(), state: row.state, hold: None, settled_at: None })
             }
         };
         if *tracked.tenant != *tenant {
@@ -190,7 +210,7 @@ async fn on_event(
         }
         let Some(next) = apply(&tracked.state, &fact, OffsetDateTime::now_utc()) else { return Ok(()) };
         let cause = format!("{fact:?}");
-        if !store::callbacks::transition(&mut client, id, &tracked.state, &next, &cause, None, None).await? {
+        if !store::callbacks::transition(&client, id, &tracked.state, &next, &cause, None, None).await? {
             calls.remove(&id);
             continue;
         }
@@ -206,12 +226,12 @@ async fn on_event(
                 tracing::warn!(call_id = %id, talk, billable, "talk time exceeds the CDR's billable seconds");
             }
         }
-        let settled = next.status.is_terminal();
-        tracked.state = next;
-        // Settled: late events (a Cdr after the hangup) reload it from the database.
-        if settled {
-            calls.remove(&id);
+        if next.status.is_terminal() && tracked.settled_at.is_none() {
+            // Settled: the connection may close when idle; late events (the Cdr) still find it here.
+            tracked.settled_at = Some(Instant::now());
+            tracked.hold = None;
         }
+        tracked.state = next;
         return Ok(());
     }
     anyhow::bail!("the callback kept changing under the tracker; {fact:?} not applied")

@@ -39,10 +39,7 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, ApiE
 
 async fn default_region(state: &AppState, tenant: &str) -> Result<String, ApiError> {
     let db = store::client(&state.db).await?;
-    Ok(store::admin::get_settings(&**db, tenant)
-        .await?
-        .map(|s| s.settings.default_region)
-        .unwrap_or_else(|| "RU".into()))
+    Ok(store::admin::get_settings(&db, tenant).await?.map(|s| s.settings.default_region).unwrap_or_else(|| "RU".into()))
 }
 
 fn settings_view(settings: &PbxSettings, updated_at: time::OffsetDateTime, recordings_password_set: bool) -> Value {
@@ -59,7 +56,7 @@ pub async fn get_pbx(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
     caller.require(Role::Admin)?;
     let db = store::client(&state.db).await?;
     let stored =
-        store::admin::get_settings(&**db, caller.tenant()).await?.ok_or_else(|| ApiError::not_found("PBX settings"))?;
+        store::admin::get_settings(&db, caller.tenant()).await?.ok_or_else(|| ApiError::not_found("PBX settings"))?;
     let password_set = store::recordings::source_password(&**db, caller.tenant()).await?.is_some();
     Ok(HttpResponse::Ok().json(settings_view(&stored.settings, stored.updated_at, password_set)))
 }
@@ -112,7 +109,7 @@ pub async fn put_pbx(
     let mut db = store::client(&state.db).await?;
     let secret_enc = match secret {
         Some(secret) => state.config.secrets_key().encrypt(&secret, tenant),
-        None => store::admin::get_settings(&**db, tenant)
+        None => store::admin::get_settings(&db, tenant)
             .await?
             .filter(|stored| stored.settings.same_ami_login(&settings))
             .map(|s| s.secret_enc)
@@ -131,7 +128,7 @@ pub async fn put_pbx(
         ),
         (Some(source), None) => {
             // The stored password only ever goes to the server it was given for.
-            let before = store::admin::get_settings(&**db, tenant).await?.and_then(|s| s.settings.recordings);
+            let before = store::admin::get_settings(&db, tenant).await?.and_then(|s| s.settings.recordings);
             let same_server =
                 before.is_some_and(|b| (&b.host, b.port, &b.username) == (&source.host, source.port, &source.username));
             let stored = store::recordings::source_password(&**db, tenant).await?.filter(|_| same_server);
@@ -145,7 +142,7 @@ pub async fn put_pbx(
         }
     };
     let tx = db.transaction().await.map_err(store::StoreError::from)?;
-    let updated_at = store::admin::put_settings(&*tx, tenant, &settings, &secret_enc).await?;
+    let updated_at = store::admin::put_settings(&tx, tenant, &settings, &secret_enc).await?;
     store::recordings::set_source_password(&*tx, tenant, recordings_password_enc.as_deref()).await?;
     tx.commit().await.map_err(store::StoreError::from)?;
     // The next call logs in with the new settings.
@@ -172,7 +169,7 @@ fn yes() -> bool {
 pub async fn list_couriers(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Admin)?;
     let db = store::client(&state.db).await?;
-    let couriers = store::admin::list_couriers(&**db, caller.tenant()).await?;
+    let couriers = store::admin::list_couriers(&db, caller.tenant()).await?;
     Ok(HttpResponse::Ok().json(json!({ "items": couriers })))
 }
 
@@ -185,7 +182,7 @@ pub async fn get_courier(
     let id = valid_id("courier_id", &path)?;
     let db = store::client(&state.db).await?;
     let courier =
-        store::admin::get_courier(&**db, caller.tenant(), id).await?.ok_or_else(|| ApiError::not_found("courier"))?;
+        store::admin::get_courier(&db, caller.tenant(), id).await?.ok_or_else(|| ApiError::not_found("courier"))?;
     Ok(HttpResponse::Ok().json(courier))
 }
 
@@ -213,7 +210,7 @@ pub async fn put_courier(
     }
     let db = store::client(&state.db).await?;
     let (courier, created) =
-        store::admin::put_courier(&**db, caller.tenant(), id, &phone.e164, &body.name, body.active).await?;
+        store::admin::put_courier(&db, caller.tenant(), id, &phone.e164, &body.name, body.active).await?;
     Ok(if created { HttpResponse::Created() } else { HttpResponse::Ok() }.json(courier))
 }
 
@@ -225,7 +222,7 @@ pub async fn delete_courier(
     caller.require(Role::Admin)?;
     let id = valid_id("courier_id", &path)?;
     let db = store::client(&state.db).await?;
-    if !store::admin::delete_courier(&**db, caller.tenant(), id).await? {
+    if !store::admin::delete_courier(&db, caller.tenant(), id).await? {
         return Err(ApiError::not_found("courier"));
     }
     Ok(HttpResponse::NoContent().finish())
@@ -254,8 +251,7 @@ pub async fn get_order(
     caller.require(Role::Admin)?;
     let id = valid_id("order_id", &path)?;
     let db = store::client(&state.db).await?;
-    let order =
-        store::admin::get_order(&**db, caller.tenant(), id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    let order = store::admin::get_order(&db, caller.tenant(), id).await?.ok_or_else(|| ApiError::not_found("order"))?;
     Ok(HttpResponse::Ok().json(order))
 }
 
@@ -286,7 +282,7 @@ pub async fn put_order(
     }
     let db = store::client(&state.db).await?;
     let (order, created) =
-        store::admin::put_order(&**db, caller.tenant(), id, body.courier_id.as_deref(), &phones, &body.state).await?;
+        store::admin::put_order(&db, caller.tenant(), id, body.courier_id.as_deref(), &phones, &body.state).await?;
     Ok(if created { HttpResponse::Created() } else { HttpResponse::Ok() }.json(order))
 }
 
@@ -298,7 +294,7 @@ pub async fn delete_order(
     caller.require(Role::Admin)?;
     let id = valid_id("order_id", &path)?;
     let db = store::client(&state.db).await?;
-    if !store::admin::delete_order(&**db, caller.tenant(), id).await? {
+    if !store::admin::delete_order(&db, caller.tenant(), id).await? {
         return Err(ApiError::not_found("order"));
     }
     Ok(HttpResponse::NoContent().finish())

@@ -207,9 +207,8 @@ pub async fn create(
     if let Some(key) = &key {
         let hash = request_hash(&request);
         let db = store::client(&state.db).await?;
-        store::admin::ensure_tenant(&**db, tenant).await?;
         if let Claim::Taken { request_hash, response } =
-            store::idempotency::claim(&**db, tenant, courier, key, &hash).await?
+            store::idempotency::claim(&db, tenant, courier, key, &hash).await?
         {
             if request_hash != hash {
                 return Err(ApiError::new(
@@ -228,7 +227,7 @@ pub async fn create(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let db = store::client(&state.db).await?;
                 if let Claim::Taken { response: Some((status, body)), .. } =
-                    store::idempotency::claim(&**db, tenant, courier, key, &hash).await?
+                    store::idempotency::claim(&db, tenant, courier, key, &hash).await?
                 {
                     return Ok(replay(status, body));
                 }
@@ -245,7 +244,7 @@ pub async fn create(
     if let Err(limited) = state.limiters.callback(tenant, courier) {
         if let Some(key) = &key {
             let db = store::client(&state.db).await?;
-            store::idempotency::release(&**db, tenant, courier, key).await?;
+            store::idempotency::release(&db, tenant, courier, key).await?;
         }
         return Err(limited);
     }
@@ -259,16 +258,16 @@ pub async fn create(
     let db = store::client(&state.db).await?;
     match outcome {
         Ok((status, body)) => {
-            store::idempotency::complete(&**db, tenant, courier, &key, status.as_u16(), &body).await?;
+            store::idempotency::complete(&db, tenant, courier, &key, status.as_u16(), &body).await?;
             Ok(HttpResponse::build(status).json(body))
         }
         Err((problem, true)) => {
-            store::idempotency::complete(&**db, tenant, courier, &key, problem.status.as_u16(), &problem.to_json())
+            store::idempotency::complete(&db, tenant, courier, &key, problem.status.as_u16(), &problem.to_json())
                 .await?;
             Err(problem)
         }
         Err((problem, false)) => {
-            store::idempotency::release(&**db, tenant, courier, &key).await?;
+            store::idempotency::release(&db, tenant, courier, &key).await?;
             Err(problem)
         }
     }
@@ -281,8 +280,7 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
 /// Loads a callback the caller may see: a courier their own, an admin their tenant's.
 async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> Result<CallbackRow, ApiError> {
     let db = store::client(&state.db).await?;
-    let row =
-        store::callbacks::get(&**db, caller.tenant(), id).await?.ok_or_else(|| ApiError::not_found("callback"))?;
+    let row = store::callbacks::get(&db, caller.tenant(), id).await?.ok_or_else(|| ApiError::not_found("callback"))?;
     if !caller.is_admin() && row.courier_id != caller.sub() {
         return Err(ApiError::not_found("callback"));
     }
@@ -380,7 +378,7 @@ pub async fn list(
         limit,
     };
     let db = store::client(&state.db).await?;
-    let rows = store::callbacks::list(&**db, caller.tenant(), &filter).await?;
+    let rows = store::callbacks::list(&db, caller.tenant(), &filter).await?;
     drop(db);
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let recordings = recordings_of(&state, caller.tenant(), &ids).await?;

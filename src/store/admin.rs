@@ -1,15 +1,16 @@
 //! Tenants, PBX settings, couriers and orders: the admin-managed data.
 
+use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio_postgres::GenericClient;
 
 use super::StoreError;
 use crate::domain::settings::PbxSettings;
 
 /// Creates the tenant row on first use (tenants come from JWTs; there is no signup).
 pub async fn ensure_tenant(db: &impl GenericClient, tenant: &str) -> Result<(), StoreError> {
-    db.execute("INSERT INTO tenants (id) VALUES ($1) ON CONFLICT DO NOTHING", &[&tenant]).await?;
+    db.execute(&db.prepare_cached("INSERT INTO tenants (id) VALUES ($1) ON CONFLICT DO NOTHING").await?, &[&tenant])
+        .await?;
     Ok(())
 }
 
@@ -21,7 +22,11 @@ pub struct StoredSettings {
 
 pub async fn get_settings(db: &impl GenericClient, tenant: &str) -> Result<Option<StoredSettings>, StoreError> {
     let row = db
-        .query_opt("SELECT settings, secret_enc, updated_at FROM pbx_settings WHERE tenant_id = $1", &[&tenant])
+        .query_opt(
+            &db.prepare_cached("SELECT settings, secret_enc, updated_at FROM pbx_settings WHERE tenant_id = $1")
+                .await?,
+            &[&tenant],
+        )
         .await?;
     Ok(row.map(|r| StoredSettings {
         settings: serde_json::from_value(r.get(0)).expect("stored settings were validated when saved"),
@@ -40,9 +45,12 @@ pub async fn put_settings(
     let json = serde_json::to_value(settings).expect("settings serialise");
     let row = db
         .query_one(
-            "INSERT INTO pbx_settings (tenant_id, settings, secret_enc) VALUES ($1, $2, $3)
+            &db.prepare_cached(
+                "INSERT INTO pbx_settings (tenant_id, settings, secret_enc) VALUES ($1, $2, $3)
              ON CONFLICT (tenant_id) DO UPDATE SET settings = $2, secret_enc = $3, updated_at = now()
              RETURNING updated_at",
+            )
+            .await?,
             &[&tenant, &json, &secret_enc],
         )
         .await?;
@@ -66,7 +74,10 @@ fn courier(r: &tokio_postgres::Row) -> Courier {
 pub async fn get_courier(db: &impl GenericClient, tenant: &str, id: &str) -> Result<Option<Courier>, StoreError> {
     let row = db
         .query_opt(
-            "SELECT id, phone, name, active, updated_at FROM couriers WHERE tenant_id = $1 AND id = $2",
+            &db.prepare_cached(
+                "SELECT id, phone, name, active, updated_at FROM couriers WHERE tenant_id = $1 AND id = $2",
+            )
+            .await?,
             &[&tenant, &id],
         )
         .await?;
@@ -75,7 +86,13 @@ pub async fn get_courier(db: &impl GenericClient, tenant: &str, id: &str) -> Res
 
 pub async fn list_couriers(db: &impl GenericClient, tenant: &str) -> Result<Vec<Courier>, StoreError> {
     let rows = db
-        .query("SELECT id, phone, name, active, updated_at FROM couriers WHERE tenant_id = $1 ORDER BY id", &[&tenant])
+        .query(
+            &db.prepare_cached(
+                "SELECT id, phone, name, active, updated_at FROM couriers WHERE tenant_id = $1 ORDER BY id",
+            )
+            .await?,
+            &[&tenant],
+        )
         .await?;
     Ok(rows.iter().map(courier).collect())
 }
@@ -92,9 +109,12 @@ pub async fn put_courier(
     ensure_tenant(db, tenant).await?;
     let row = db
         .query_one(
-            "INSERT INTO couriers (tenant_id, id, phone, name, active) VALUES ($1, $2, $3, $4, $5)
+            &db.prepare_cached(
+                "INSERT INTO couriers (tenant_id, id, phone, name, active) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (tenant_id, id) DO UPDATE SET phone = $3, name = $4, active = $5, updated_at = now()
              RETURNING id, phone, name, active, updated_at, (xmax = 0)",
+            )
+            .await?,
             &[&tenant, &id, &phone, &name, &active],
         )
         .await?;
@@ -102,7 +122,10 @@ pub async fn put_courier(
 }
 
 pub async fn delete_courier(db: &impl GenericClient, tenant: &str, id: &str) -> Result<bool, StoreError> {
-    Ok(db.execute("DELETE FROM couriers WHERE tenant_id = $1 AND id = $2", &[&tenant, &id]).await? > 0)
+    Ok(db
+        .execute(&db.prepare_cached("DELETE FROM couriers WHERE tenant_id = $1 AND id = $2").await?, &[&tenant, &id])
+        .await?
+        > 0)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,7 +145,10 @@ fn order(r: &tokio_postgres::Row) -> Order {
 pub async fn get_order(db: &impl GenericClient, tenant: &str, id: &str) -> Result<Option<Order>, StoreError> {
     let row = db
         .query_opt(
-            "SELECT id, courier_id, phones, state, updated_at FROM orders WHERE tenant_id = $1 AND id = $2",
+            &db.prepare_cached(
+                "SELECT id, courier_id, phones, state, updated_at FROM orders WHERE tenant_id = $1 AND id = $2",
+            )
+            .await?,
             &[&tenant, &id],
         )
         .await?;
@@ -140,9 +166,12 @@ pub async fn put_order(
     ensure_tenant(db, tenant).await?;
     let row = db
         .query_one(
-            "INSERT INTO orders (tenant_id, id, courier_id, phones, state) VALUES ($1, $2, $3, $4, $5)
+            &db.prepare_cached(
+                "INSERT INTO orders (tenant_id, id, courier_id, phones, state) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (tenant_id, id) DO UPDATE SET courier_id = $3, phones = $4, state = $5, updated_at = now()
              RETURNING id, courier_id, phones, state, updated_at, (xmax = 0)",
+            )
+            .await?,
             &[&tenant, &id, &courier_id, &phones, &state],
         )
         .await?;
@@ -150,5 +179,8 @@ pub async fn put_order(
 }
 
 pub async fn delete_order(db: &impl GenericClient, tenant: &str, id: &str) -> Result<bool, StoreError> {
-    Ok(db.execute("DELETE FROM orders WHERE tenant_id = $1 AND id = $2", &[&tenant, &id]).await? > 0)
+    Ok(db
+        .execute(&db.prepare_cached("DELETE FROM orders WHERE tenant_id = $1 AND id = $2").await?, &[&tenant, &id])
+        .await?
+        > 0)
 }

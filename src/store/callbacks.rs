@@ -1,7 +1,8 @@
 //! Callback attempts and their audit trail of transitions.
 
+use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::StoreError;
@@ -79,19 +80,25 @@ pub struct NewCallback<'a> {
     pub detail: Option<&'a str>,
 }
 
-/// Writes a new attempt (before the PBX is contacted) and its first transition.
-pub async fn insert(db: &impl GenericClient, new: &NewCallback<'_>) -> Result<CallbackRow, StoreError> {
-    super::admin::ensure_tenant(db, new.tenant).await?;
-    let failed_leg: Option<&str> = None;
+/// Writes a new attempt (before the PBX is contacted) and its first transition, in one statement
+/// (one round trip, atomic), creating the tenant row on first use.
+pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Result<CallbackRow, StoreError> {
+    let sql = format!(
+        "WITH tenant AS (INSERT INTO tenants (id) VALUES ($2) ON CONFLICT DO NOTHING),
+         cb AS (
+             INSERT INTO callbacks (id, tenant_id, courier_id, target, order_id, to_number, courier_number,
+                 status, reason, detail, ended_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $8 = 'refused' THEN now() END)
+             RETURNING {COLUMNS}),
+         first AS (
+             INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
+             SELECT id, NULL, status, $11 FROM cb)
+         SELECT {COLUMNS} FROM cb"
+    );
+    let statement = db.prepare_cached(&sql).await?;
     let row = db
         .query_one(
-            &format!(
-                "INSERT INTO callbacks (id, tenant_id, courier_id, target, order_id, to_number, courier_number,
-                     status, failed_leg, reason, detail, ended_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                     CASE WHEN $8 = 'refused' THEN now() END)
-                 RETURNING {COLUMNS}"
-            ),
+            &statement,
             &[
                 &new.id,
                 &new.tenant,
@@ -101,17 +108,12 @@ pub async fn insert(db: &impl GenericClient, new: &NewCallback<'_>) -> Result<Ca
                 &new.to_number,
                 &new.courier_number,
                 &new.status.as_str(),
-                &failed_leg,
                 &new.reason.map(Reason::as_str),
                 &new.detail,
+                &new.detail.unwrap_or("created"),
             ],
         )
         .await?;
-    db.execute(
-        "INSERT INTO callback_transitions (callback_id, from_status, to_status, cause) VALUES ($1, NULL, $2, $3)",
-        &[&new.id, &new.status.as_str(), &new.detail.unwrap_or("created")],
-    )
-    .await?;
     Ok(from_row(&row))
 }
 
@@ -123,8 +125,9 @@ pub async fn get(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Opti
 }
 
 /// Loads by id alone (the tracker knows the id from the ChannelId, and the tenant from its PBX).
-pub async fn get_any(db: &impl GenericClient, id: Uuid) -> Result<Option<CallbackRow>, StoreError> {
-    let row = db.query_opt(&format!("SELECT {COLUMNS} FROM callbacks WHERE id = $1"), &[&id]).await?;
+pub async fn get_any(db: &deadpool_postgres::Client, id: Uuid) -> Result<Option<CallbackRow>, StoreError> {
+    let statement = db.prepare_cached(&format!("SELECT {COLUMNS} FROM callbacks WHERE id = $1")).await?;
+    let row = db.query_opt(&statement, &[&id]).await?;
     Ok(row.as_ref().map(from_row))
 }
 
@@ -161,10 +164,11 @@ pub async fn list(db: &impl GenericClient, tenant: &str, f: &ListFilter) -> Resu
     Ok(rows.iter().map(from_row).collect())
 }
 
-/// Moves an attempt from `from` to `to` if nobody moved it meanwhile; records the transition.
-/// Returns false when the stored status was no longer `from.status` (a concurrent update won).
+/// Moves an attempt from `from` to `to` if nobody moved it meanwhile, and records the transition
+/// when the status or reason changed: one statement, so one round trip and atomic. Returns false
+/// when the stored status was no longer `from.status` (a concurrent update won).
 pub async fn transition(
-    db: &mut deadpool_postgres::Client,
+    db: &deadpool_postgres::Client,
     id: Uuid,
     from: &CallState,
     to: &CallState,
@@ -172,14 +176,22 @@ pub async fn transition(
     detail: Option<&str>,
     action_id: Option<&str>,
 ) -> Result<bool, StoreError> {
-    let tx = db.transaction().await?;
-    let updated = tx
-        .execute(
-            "UPDATE callbacks SET status = $2, failed_leg = $3, reason = $4, hangup_cause = $5, courier_channel = $6,
-                 courier_answered_at = $7, connected_at = $8, ended_at = $9, talk_seconds = $10,
-                 cdr_billable_seconds = $11, detail = COALESCE($13, detail), action_id = COALESCE($14, action_id),
-                 updated_at = now()
-             WHERE id = $1 AND status = $12",
+    const SQL: &str = "WITH moved AS (
+            UPDATE callbacks SET status = $2, failed_leg = $3, reason = $4, hangup_cause = $5, courier_channel = $6,
+                courier_answered_at = $7, connected_at = $8, ended_at = $9, talk_seconds = $10,
+                cdr_billable_seconds = $11, detail = COALESCE($13, detail), action_id = COALESCE($14, action_id),
+                updated_at = now()
+            WHERE id = $1 AND status = $12
+            RETURNING id),
+         audit AS (
+            INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
+            SELECT id, $12, $2, $15 FROM moved WHERE $16)
+         SELECT count(*) FROM moved";
+    let statement = db.prepare_cached(SQL).await?;
+    let changed = from.status != to.status || from.reason != to.reason;
+    let row = db
+        .query_one(
+            &statement,
             &[
                 &id,
                 &to.status.as_str(),
@@ -195,18 +207,12 @@ pub async fn transition(
                 &from.status.as_str(),
                 &detail,
                 &action_id,
+                &cause,
+                &changed,
             ],
         )
         .await?;
-    if updated == 1 && (from.status != to.status || from.reason != to.reason) {
-        tx.execute(
-            "INSERT INTO callback_transitions (callback_id, from_status, to_status, cause) VALUES ($1, $2, $3, $4)",
-            &[&id, &from.status.as_str(), &to.status.as_str(), &cause],
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(updated == 1)
+    Ok(row.get::<_, i64>(0) == 1)
 }
 
 /// Marks every attempt still in flight (optionally of one tenant) as `unknown`, with why; returns
@@ -219,7 +225,8 @@ pub async fn mark_in_flight_unknown(
 ) -> Result<u64, StoreError> {
     let rows = db
         .query(
-            "WITH old AS (
+            &db.prepare_cached(
+                "WITH old AS (
                  SELECT id, status FROM callbacks
                  WHERE status IN ('queued', 'ringing_courier', 'ringing_client', 'connected')
                    AND ($1::text IS NULL OR tenant_id = $1) AND created_at < $2
@@ -230,6 +237,8 @@ pub async fn mark_in_flight_unknown(
                  RETURNING c.id, old.status AS prev)
              INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
              SELECT id, prev, 'unknown', $3 FROM moved RETURNING callback_id",
+            )
+            .await?,
             &[&tenant, &older_than, &detail],
         )
         .await?;
@@ -243,7 +252,10 @@ pub async fn transitions(
 ) -> Result<Vec<(OffsetDateTime, Option<String>, String, String)>, StoreError> {
     let rows = db
         .query(
-            "SELECT at, from_status, to_status, cause FROM callback_transitions WHERE callback_id = $1 ORDER BY id",
+            &db.prepare_cached(
+                "SELECT at, from_status, to_status, cause FROM callback_transitions WHERE callback_id = $1 ORDER BY id",
+            )
+            .await?,
             &[&id],
         )
         .await?;

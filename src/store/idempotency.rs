@@ -1,7 +1,7 @@
 //! `Idempotency-Key` records: the first answer to (tenant, courier, key) is kept for 24 hours and
 //! replayed, so a flaky mobile network retrying a tap never rings anyone twice.
 
-use tokio_postgres::GenericClient;
+use deadpool_postgres::GenericClient;
 
 use super::StoreError;
 
@@ -22,11 +22,14 @@ pub async fn claim(
 ) -> Result<Claim, StoreError> {
     let inserted = db
         .query_opt(
-            "INSERT INTO idempotency_keys (tenant_id, courier_id, key, request_hash) VALUES ($1, $2, $3, $4)
+            &db.prepare_cached(
+                "INSERT INTO idempotency_keys (tenant_id, courier_id, key, request_hash) VALUES ($1, $2, $3, $4)
              ON CONFLICT (tenant_id, courier_id, key) DO UPDATE
                  SET request_hash = $4, response_status = NULL, response_body = NULL, created_at = now()
                  WHERE idempotency_keys.created_at < now() - interval '24 hours'
              RETURNING 1",
+            )
+            .await?,
             &[&tenant, &courier, &key, &request_hash],
         )
         .await?;
@@ -35,8 +38,11 @@ pub async fn claim(
     }
     let row = db
         .query_one(
-            "SELECT request_hash, response_status, response_body FROM idempotency_keys
+            &db.prepare_cached(
+                "SELECT request_hash, response_status, response_body FROM idempotency_keys
              WHERE tenant_id = $1 AND courier_id = $2 AND key = $3",
+            )
+            .await?,
             &[&tenant, &courier, &key],
         )
         .await?;
@@ -54,8 +60,11 @@ pub async fn complete(
     body: &serde_json::Value,
 ) -> Result<(), StoreError> {
     db.execute(
-        "UPDATE idempotency_keys SET response_status = $4, response_body = $5
+        &db.prepare_cached(
+            "UPDATE idempotency_keys SET response_status = $4, response_body = $5
          WHERE tenant_id = $1 AND courier_id = $2 AND key = $3",
+        )
+        .await?,
         &[&tenant, &courier, &key, &(status as i32), body],
     )
     .await?;
@@ -64,8 +73,7 @@ pub async fn complete(
 
 /// Gives the key back (the request failed before anything reached the PBX): a retry may try again.
 pub async fn release(db: &impl GenericClient, tenant: &str, courier: &str, key: &str) -> Result<(), StoreError> {
-    db.execute(
-        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND courier_id = $2 AND key = $3 AND response_status IS NULL",
+    db.execute(&db.prepare_cached("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND courier_id = $2 AND key = $3 AND response_status IS NULL").await?,
         &[&tenant, &courier, &key],
     )
     .await?;

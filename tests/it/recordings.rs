@@ -184,7 +184,8 @@ async fn a_file_that_appears_before_its_call_is_kept_and_bound_when_the_call_app
     assert_eq!(unmatched.len(), 1);
 
     // The call row appears (e.g. written by a replica whose transaction committed late).
-    let db = database(&app.database_url).await;
+    let pool = dialback::store::pool(&app.database_url.clone().into(), &Default::default()).unwrap();
+    let db = pool.get().await.unwrap();
     dialback::store::callbacks::insert(
         &db,
         &dialback::store::callbacks::NewCallback {
