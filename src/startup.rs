@@ -63,6 +63,7 @@ impl Application {
             tracker,
             secrets: config.secrets_key(),
             connect_timeout: Duration::from_millis(config.ami.connect_timeout_ms),
+            settings_cache: Default::default(),
         };
         let recordings = Recordings::new(
             db.clone(),

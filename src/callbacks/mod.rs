@@ -95,6 +95,39 @@ pub struct CallbackService {
     pub tracker: Tracker,
     pub secrets: SecretsKey,
     pub connect_timeout: Duration,
+    /// Decrypted settings per tenant: read on every tap, changed rarely. Saving through this
+    /// process drops the entry at once; the short lifetime bounds what another replica's save
+    /// leaves stale.
+    pub settings_cache: SettingsCache,
+}
+
+/// A tenant's settings with their decrypted secret, for `SETTINGS_TTL`.
+#[derive(Default)]
+pub struct SettingsCache(
+    std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, PbxSettings, SecretString)>>,
+);
+
+const SETTINGS_TTL: Duration = Duration::from_secs(10);
+
+impl SettingsCache {
+    fn get(&self, tenant: &str) -> Option<(PbxSettings, SecretString)> {
+        let cache = self.0.lock().expect("settings cache lock");
+        let (at, settings, secret) = cache.get(tenant)?;
+        (at.elapsed() < SETTINGS_TTL).then(|| (settings.clone(), secret.clone()))
+    }
+
+    fn put(&self, tenant: &str, settings: &PbxSettings, secret: &SecretString) {
+        let mut cache = self.0.lock().expect("settings cache lock");
+        if cache.len() > 100_000 {
+            cache.retain(|_, (at, _, _)| at.elapsed() < SETTINGS_TTL);
+        }
+        cache.insert(tenant.to_owned(), (std::time::Instant::now(), settings.clone(), secret.clone()));
+    }
+
+    /// The tenant saved new settings.
+    pub fn invalidate(&self, tenant: &str) {
+        self.0.lock().expect("settings cache lock").remove(tenant);
+    }
 }
 
 /// The tenant's AMI login from its stored settings.
@@ -151,10 +184,15 @@ struct Destination {
 
 impl CallbackService {
     pub async fn settings(&self, tenant: &str) -> Result<Option<(PbxSettings, SecretString)>, PlaceError> {
+        if let Some(cached) = self.settings_cache.get(tenant) {
+            return Ok(Some(cached));
+        }
         let client = store::client(&self.db).await?;
         let Some(stored) = store::admin::get_settings(&client, tenant).await? else { return Ok(None) };
         let secret = self.secrets.decrypt(&stored.secret_enc, tenant).map_err(|_| PlaceError::SecretUndecryptable)?;
-        Ok(Some((stored.settings, SecretString::from(secret))))
+        let secret = SecretString::from(secret);
+        self.settings_cache.put(tenant, &stored.settings, &secret);
+        Ok(Some((stored.settings, secret)))
     }
 
     /// Places a callback for `courier_id` (or, for a test, for the admin) and returns the

@@ -146,6 +146,7 @@ pub async fn put_pbx(
     store::recordings::set_source_password(&*tx, tenant, recordings_password_enc.as_deref()).await?;
     tx.commit().await.map_err(store::StoreError::from)?;
     // The next call logs in with the new settings.
+    state.callbacks.settings_cache.invalidate(tenant);
     state.callbacks.pool.invalidate(tenant);
     tracing::info!(tenant, host = %settings.host, port = settings.port, recordings = settings.recordings.is_some(),
         "PBX settings saved");
