@@ -24,7 +24,8 @@ use crate::crypto::SecretsKey;
 use crate::domain::callback::{CallState, Reason, Status};
 use crate::domain::phone::{self, PhoneNumber};
 use crate::domain::settings::{render_channel, DestinationPolicy, PbxSettings};
-use crate::store::{self, callbacks::CallbackRow, callbacks::NewCallback, StoreError};
+use crate::store::callbacks::{CallbackRow, NewCallback, Step};
+use crate::store::{self, StoreError};
 pub use tracker::Tracker;
 
 /// What the courier asked for.
@@ -313,7 +314,7 @@ impl CallbackService {
                     id,
                     &row.state,
                     &next,
-                    "originate queued",
+                    &[Step::new(row.state.status, next.status, "originate queued")],
                     None,
                     Some(&handle.action_id),
                 )
@@ -331,8 +332,16 @@ impl CallbackService {
                 next.ended_at = Some(OffsetDateTime::now_utc());
                 let detail = error.to_string();
                 let conn = store::client(&self.db).await?;
-                store::callbacks::transition(&conn, id, &row.state, &next, "originate failed", Some(&detail), None)
-                    .await?;
+                store::callbacks::transition(
+                    &conn,
+                    id,
+                    &row.state,
+                    &next,
+                    &[Step::new(row.state.status, next.status, "originate failed")],
+                    Some(&detail),
+                    None,
+                )
+                .await?;
                 tracing::warn!(call_id = %id, tenant, courier_id, error = %error, "callback could not be placed");
                 metrics::counter!("dialback_callbacks_failed_to_place_total", "kind" => error.kind()).increment(1);
                 let fallback = match &target {
@@ -425,7 +434,16 @@ impl CallbackService {
         next.reason = Some(Reason::Canceled);
         next.ended_at = Some(OffsetDateTime::now_utc());
         let conn = store::client(&self.db).await?;
-        store::callbacks::transition(&conn, row.id, &row.state, &next, "canceled through the API", None, None).await?;
+        store::callbacks::transition(
+            &conn,
+            row.id,
+            &row.state,
+            &next,
+            &[Step::new(row.state.status, next.status, "canceled through the API")],
+            None,
+            None,
+        )
+        .await?;
         self.tracker.forget(row.id);
         Ok(CallbackRow { state: next, ..row.clone() })
     }

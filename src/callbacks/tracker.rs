@@ -19,6 +19,7 @@ use crate::ami::pool::CallHold;
 use crate::ami::AmiEvent;
 use crate::domain::callback::{apply, CallState, Fact};
 use crate::store;
+use crate::store::callbacks::Step;
 
 /// Calls are sharded so one call's events apply in order while others proceed in parallel; one
 /// shard per pooled database connection keeps the pool busy without queueing behind it.
@@ -118,82 +119,145 @@ impl Tracker {
     }
 }
 
+/// Most work items one shard takes off its queue before writing.
+const BATCH: usize = 512;
+
 async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Work>) {
     let mut calls: HashMap<Uuid, Tracked> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(10));
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let work = tokio::select! {
+        let first = tokio::select! {
             work = rx.recv() => match work { Some(work) => work, None => break },
             _ = sweep.tick() => {
                 calls.retain(|_, t| t.settled_at.is_none_or(|at| at.elapsed() < SETTLED_GRACE));
                 continue;
             }
         };
-        match work {
-            Work::Placed { id, tenant, state, hold } => match calls.entry(id) {
-                Entry::Occupied(mut entry) if entry.get().settled_at.is_none() => entry.get_mut().hold = hold,
-                Entry::Occupied(_) => {}
-                Entry::Vacant(entry) => {
-                    entry.insert(Tracked { tenant, state, hold, settled_at: None });
-                }
-            },
-            Work::Forget { id } => {
-                calls.remove(&id);
+        // A call's events come in bursts (answer, dial, bridge; hangups and CDRs): what is queued
+        // now is applied together and written once per call.
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(work) => batch.push(work),
+                Err(_) => break,
             }
-            Work::Event { tenant, id, event } => {
-                if let Err(e) = on_event(&db, &mut calls, tenant, id, &event).await {
-                    tracing::error!(call_id = %id, error = format!("{e:#}"), "could not record a call event");
-                }
-            }
-            Work::PbxDown { tenant, detail } => {
-                let lost: Vec<Uuid> = calls
-                    .iter()
-                    .filter(|(_, t)| t.tenant == tenant && t.settled_at.is_none())
-                    .map(|(id, _)| *id)
-                    .collect();
-                if lost.is_empty() {
+        }
+        let mut facts = PendingFacts::default();
+        for work in batch.drain(..) {
+            let work = match work {
+                Work::Event { tenant, id, event } => {
+                    facts.add(tenant, id, &event);
                     continue;
                 }
-                let detail = format!("the AMI connection was lost ({detail}); the outcome was not observed");
-                match store::client(&db).await {
-                    Ok(client) => {
-                        match store::callbacks::mark_in_flight_unknown(
-                            &client,
-                            Some(&tenant),
-                            OffsetDateTime::now_utc(),
-                            &detail,
-                        )
-                        .await
-                        {
-                            Ok(n) => tracing::warn!(tenant = %tenant, calls = n, "in-flight calls marked unknown"),
-                            Err(e) => tracing::error!(tenant = %tenant, error = %e, "could not mark in-flight calls"),
-                        }
-                    }
-                    Err(e) => tracing::error!(tenant = %tenant, error = %e, "could not mark in-flight calls"),
+                // Anything else about calls comes after the facts that preceded it.
+                other => {
+                    facts.flush(&db, &mut calls).await;
+                    other
                 }
-                for id in lost {
-                    calls.remove(&id);
-                }
+            };
+            handle(&db, &mut calls, work).await;
+        }
+        facts.flush(&db, &mut calls).await;
+    }
+}
+
+/// Facts read from a batch of events, per call, in arrival order.
+#[derive(Default)]
+struct PendingFacts {
+    order: Vec<Uuid>,
+    by_call: HashMap<Uuid, (Arc<str>, Vec<Fact>)>,
+}
+
+impl PendingFacts {
+    fn add(&mut self, tenant: Arc<str>, id: Uuid, event: &AmiEvent) {
+        let Some(fact) = Fact::from_event(event, &id.to_string()) else { return };
+        tracing::debug!(call_id = %id, tenant = %tenant, ?fact, "call event");
+        match self.by_call.entry(id) {
+            // Events of one call all come from its tenant's PBX; another tenant's is a separate
+            // (ignored) claim on the same id, checked when applied.
+            Entry::Occupied(mut entry) if entry.get().0 == tenant => entry.get_mut().1.push(fact),
+            Entry::Occupied(_) => {
+                tracing::warn!(call_id = %id, pbx_tenant = %tenant, "event from another tenant's PBX ignored")
+            }
+            Entry::Vacant(entry) => {
+                self.order.push(id);
+                entry.insert((tenant, vec![fact]));
+            }
+        }
+    }
+
+    async fn flush(&mut self, db: &deadpool_postgres::Pool, calls: &mut HashMap<Uuid, Tracked>) {
+        for id in self.order.drain(..) {
+            let Some((tenant, facts)) = self.by_call.remove(&id) else { continue };
+            if let Err(e) = apply_facts(db, calls, tenant, id, &facts).await {
+                tracing::error!(call_id = %id, error = format!("{e:#}"), "could not record call events");
             }
         }
     }
 }
 
-async fn on_event(
+/// Placements, cancels and lost PBX links (events are batched through [`PendingFacts`]).
+async fn handle(db: &deadpool_postgres::Pool, calls: &mut HashMap<Uuid, Tracked>, work: Work) {
+    match work {
+        Work::Placed { id, tenant, state, hold } => match calls.entry(id) {
+            Entry::Occupied(mut entry) if entry.get().settled_at.is_none() => entry.get_mut().hold = hold,
+            Entry::Occupied(_) => {}
+            Entry::Vacant(entry) => {
+                entry.insert(Tracked { tenant, state, hold, settled_at: None });
+            }
+        },
+        Work::Forget { id } => {
+            calls.remove(&id);
+        }
+        Work::Event { tenant, id, event } => {
+            let mut facts = PendingFacts::default();
+            facts.add(tenant, id, &event);
+            facts.flush(db, calls).await;
+        }
+        Work::PbxDown { tenant, detail } => {
+            let lost: Vec<Uuid> =
+                calls.iter().filter(|(_, t)| t.tenant == tenant && t.settled_at.is_none()).map(|(id, _)| *id).collect();
+            if lost.is_empty() {
+                return;
+            }
+            let detail = format!("the AMI connection was lost ({detail}); the outcome was not observed");
+            match store::client(db).await {
+                Ok(client) => {
+                    match store::callbacks::mark_in_flight_unknown(
+                        &client,
+                        Some(&tenant),
+                        OffsetDateTime::now_utc(),
+                        &detail,
+                    )
+                    .await
+                    {
+                        Ok(n) => tracing::warn!(tenant = %tenant, calls = n, "in-flight calls marked unknown"),
+                        Err(e) => tracing::error!(tenant = %tenant, error = %e, "could not mark in-flight calls"),
+                    }
+                }
+                Err(e) => tracing::error!(tenant = %tenant, error = %e, "could not mark in-flight calls"),
+            }
+            for id in lost {
+                calls.remove(&id);
+            }
+        }
+    }
+}
+
+/// Applies a call's facts (in order) to what is known of it and writes the result once.
+async fn apply_facts(
     db: &deadpool_postgres::Pool,
     calls: &mut HashMap<Uuid, Tracked>,
     tenant: Arc<str>,
     id: Uuid,
-    event: &AmiEvent,
+    facts: &[Fact],
 ) -> anyhow::Result<()> {
-    let key = id.to_string();
-    let Some(fact) = Fact::from_event(event, &key) else { return Ok(()) };
-    tracing::debug!(call_id = %id, tenant = %tenant, ?fact, "call event");
     let client = store::client(db).await?;
     // A conditional update can lose to a concurrent writer (the API recording "ringing_courier",
-    // a cancel): then reload the stored state and apply the fact to that. Nothing is dropped.
+    // a cancel): then reload the stored state and apply the facts to that. Nothing is dropped.
     for _ in 0..3 {
-        // Not in memory: placed before a restart, already settled (late Cdr), or just reloaded.
+        // Not in memory: placed before a restart, settled a while ago, or just reloaded.
         let tracked = match calls.entry(id) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
@@ -208,16 +272,29 @@ async fn on_event(
         if *tracked.tenant != *tenant {
             return Ok(());
         }
-        let Some(next) = apply(&tracked.state, &fact, OffsetDateTime::now_utc()) else { return Ok(()) };
-        let cause = format!("{fact:?}");
-        if !store::callbacks::transition(&client, id, &tracked.state, &next, &cause, None, None).await? {
+        let now = OffsetDateTime::now_utc();
+        let mut next = tracked.state.clone();
+        let mut steps = Vec::new();
+        for fact in facts {
+            let Some(after) = apply(&next, fact, now) else { continue };
+            if after.status != next.status || after.reason != next.reason {
+                steps.push(Step::new(next.status, after.status, format!("{fact:?}")));
+            }
+            next = after;
+        }
+        if next == tracked.state {
+            return Ok(());
+        }
+        if !store::callbacks::transition(&client, id, &tracked.state, &next, &steps, None, None).await? {
             calls.remove(&id);
             continue;
         }
-        if next.status != tracked.state.status {
-            tracing::info!(call_id = %id, tenant = %tenant, from = tracked.state.status.as_str(), to = next.status.as_str(),
-                reason = next.reason.map(|r| r.as_str()), "callback status");
-            metrics::counter!("dialback_callback_transitions_total", "to" => next.status.as_str()).increment(1);
+        for step in &steps {
+            if step.from != step.to {
+                tracing::info!(call_id = %id, tenant = %tenant, from = step.from.as_str(), to = step.to.as_str(),
+                    reason = next.reason.map(|r| r.as_str()), "callback status");
+                metrics::counter!("dialback_callback_transitions_total", "to" => step.to.as_str()).increment(1);
+            }
         }
         if let (Some(talk), Some(billable)) = (next.talk_seconds, next.cdr_billable_seconds) {
             // BillableSeconds counts from the courier's answer, so it includes the client's ringing:
@@ -234,5 +311,5 @@ async fn on_event(
         tracked.state = next;
         return Ok(());
     }
-    anyhow::bail!("the callback kept changing under the tracker; {fact:?} not applied")
+    anyhow::bail!("the callback kept changing under the tracker; {facts:?} not applied")
 }

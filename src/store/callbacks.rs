@@ -164,15 +164,29 @@ pub async fn list(db: &impl GenericClient, tenant: &str, f: &ListFilter) -> Resu
     Ok(rows.iter().map(from_row).collect())
 }
 
-/// Moves an attempt from `from` to `to` if nobody moved it meanwhile, and records the transition
-/// when the status or reason changed: one statement, so one round trip and atomic. Returns false
-/// when the stored status was no longer `from.status` (a concurrent update won).
+/// One entry of the audit trail: a status (or reason) change and what caused it.
+pub struct Step {
+    pub from: Status,
+    pub to: Status,
+    pub cause: String,
+}
+
+impl Step {
+    pub fn new(from: Status, to: Status, cause: impl Into<String>) -> Self {
+        Self { from, to, cause: cause.into() }
+    }
+}
+
+/// Moves an attempt from `from` to `to` if nobody moved it meanwhile, and records `steps` (the
+/// changes on the way, several when a burst of events was applied at once) in the audit trail:
+/// one statement, so one round trip and atomic. Returns false when the stored status was no
+/// longer `from.status` (a concurrent update won).
 pub async fn transition(
     db: &deadpool_postgres::Client,
     id: Uuid,
     from: &CallState,
     to: &CallState,
-    cause: &str,
+    steps: &[Step],
     detail: Option<&str>,
     action_id: Option<&str>,
 ) -> Result<bool, StoreError> {
@@ -185,10 +199,15 @@ pub async fn transition(
             RETURNING id),
          audit AS (
             INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
-            SELECT id, $12, $2, $15 FROM moved WHERE $16)
+            SELECT moved.id, step.from_status, step.to_status, step.cause
+            FROM moved, unnest($15::text[], $16::text[], $17::text[]) WITH ORDINALITY
+                AS step(from_status, to_status, cause, n)
+            ORDER BY step.n)
          SELECT count(*) FROM moved";
     let statement = db.prepare_cached(SQL).await?;
-    let changed = from.status != to.status || from.reason != to.reason;
+    let froms: Vec<&str> = steps.iter().map(|s| s.from.as_str()).collect();
+    let tos: Vec<&str> = steps.iter().map(|s| s.to.as_str()).collect();
+    let causes: Vec<&str> = steps.iter().map(|s| s.cause.as_str()).collect();
     let row = db
         .query_one(
             &statement,
@@ -207,8 +226,9 @@ pub async fn transition(
                 &from.status.as_str(),
                 &detail,
                 &action_id,
-                &cause,
-                &changed,
+                &froms,
+                &tos,
+                &causes,
             ],
         )
         .await?;

@@ -44,6 +44,17 @@ async fn a_courier_calls_a_client_and_the_call_completes_with_talk_seconds() {
     assert!(done["connected_at"].is_string() && done["ended_at"].is_string());
     assert_eq!(done["hangup_cause"], 16);
     assert_eq!(sim.originates(), 1);
+    // The audit trail has every step, even when a burst of events was written at once.
+    let (db, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let trail: Vec<String> = db
+        .query("SELECT to_status FROM callback_transitions WHERE callback_id = $1::text::uuid ORDER BY id", &[&id])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(trail, ["queued", "ringing_courier", "ringing_client", "connected", "completed"]);
 
     let admin = app.admin("acme");
     let seen: serde_json::Value = app.get_as(&format!("/v1/callbacks/{id}"), &admin).await.json().await.unwrap();
