@@ -196,6 +196,21 @@ impl CallbackService {
         Ok(Some((stored.settings, secret)))
     }
 
+    /// Records a change dialback itself made (queued, failed to place, canceled) as one step of the
+    /// audit trail; false when the call's events moved it first.
+    async fn record(
+        &self,
+        row: &CallbackRow,
+        next: &CallState,
+        cause: &str,
+        detail: Option<&str>,
+        action_id: Option<&str>,
+    ) -> Result<bool, PlaceError> {
+        let conn = store::client(&self.db).await?;
+        let step = Step::new(row.state.status, next.status, cause);
+        Ok(store::callbacks::transition(&conn, row.id, &row.state, next, &[step], detail, action_id).await?)
+    }
+
     /// Places a callback for `courier_id` (or, for a test, for the admin) and returns the
     /// attempt once Asterisk has queued the originate.
     pub async fn place(
@@ -308,19 +323,16 @@ impl CallbackService {
             Ok(handle) => {
                 let mut next = row.state.clone();
                 next.status = Status::RingingCourier;
-                let conn = store::client(&self.db).await?;
-                store::callbacks::transition(
-                    &conn,
-                    id,
-                    &row.state,
-                    &next,
-                    &[Step::new(row.state.status, next.status, "originate queued")],
-                    None,
-                    Some(&handle.action_id),
-                )
-                .await?;
+                let recorded = self.record(&row, &next, "originate queued", None, Some(&handle.action_id)).await?;
                 let hold = if target.name() == "test" { None } else { self.pool.hold(tenant) };
                 self.tracker.placed(id, tenant, next.clone(), hold);
+                if !recorded {
+                    // The call's first events were quicker than this write: answer what they say.
+                    let conn = store::client(&self.db).await?;
+                    if let Some(current) = store::callbacks::get(&conn, tenant, id).await? {
+                        return Ok(current);
+                    }
+                }
                 tracing::info!(call_id = %id, tenant, courier_id, target = target.name(), action_id = %handle.action_id, "callback queued");
                 metrics::counter!("dialback_callbacks_placed_total", "target" => target.name()).increment(1);
                 Ok(CallbackRow { state: next, action_id: Some(handle.action_id), ..row })
@@ -331,17 +343,7 @@ impl CallbackService {
                 next.reason = Some(reason);
                 next.ended_at = Some(OffsetDateTime::now_utc());
                 let detail = error.to_string();
-                let conn = store::client(&self.db).await?;
-                store::callbacks::transition(
-                    &conn,
-                    id,
-                    &row.state,
-                    &next,
-                    &[Step::new(row.state.status, next.status, "originate failed")],
-                    Some(&detail),
-                    None,
-                )
-                .await?;
+                self.record(&row, &next, "originate failed", Some(&detail), None).await?;
                 tracing::warn!(call_id = %id, tenant, courier_id, error = %error, "callback could not be placed");
                 metrics::counter!("dialback_callbacks_failed_to_place_total", "kind" => error.kind()).increment(1);
                 let fallback = match &target {
@@ -433,17 +435,12 @@ impl CallbackService {
         next.status = Status::Canceled;
         next.reason = Some(Reason::Canceled);
         next.ended_at = Some(OffsetDateTime::now_utc());
-        let conn = store::client(&self.db).await?;
-        store::callbacks::transition(
-            &conn,
-            row.id,
-            &row.state,
-            &next,
-            &[Step::new(row.state.status, next.status, "canceled through the API")],
-            None,
-            None,
-        )
-        .await?;
+        if !self.record(row, &next, "canceled through the API", None, None).await? {
+            // The call moved on (answered, failed) while we hung up: report what it is now.
+            let conn = store::client(&self.db).await?;
+            let current = store::callbacks::get(&conn, &row.tenant_id, row.id).await?;
+            return Ok(current.unwrap_or_else(|| row.clone()));
+        }
         self.tracker.forget(row.id);
         Ok(CallbackRow { state: next, ..row.clone() })
     }
