@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::http::admin::{parse_body, valid_id};
 use crate::http::auth::Caller;
 use crate::http::recordings::link;
+use crate::http::rfc3339;
 use crate::startup::AppState;
 use crate::store::{self, callbacks::CallbackRow, idempotency::Claim, recordings::RecordingLink};
 
@@ -40,10 +41,6 @@ fn mask(number: &str) -> String {
         return "***".into();
     }
     format!("{}***{}", &number[..5], &number[number.len() - 4..])
-}
-
-fn ts(t: Option<OffsetDateTime>) -> Value {
-    t.and_then(|t| t.format(&Rfc3339).ok()).map(Value::String).unwrap_or(Value::Null)
 }
 
 /// The callback resource, without its recording (a callback being placed or cancelled has none yet).
@@ -72,11 +69,11 @@ pub fn view_with_recording(row: &CallbackRow, recording: Option<Value>, for_cour
         "order_id": row.order_id,
         "to": number(&row.to_number),
         "courier_number": if for_courier { row.courier_number.as_deref().map(mask).map(Value::String).unwrap_or(Value::Null) } else { json!(row.courier_number) },
-        "created_at": ts(Some(row.created_at)),
-        "updated_at": ts(Some(row.updated_at)),
-        "courier_answered_at": ts(s.courier_answered_at),
-        "connected_at": ts(s.connected_at),
-        "ended_at": ts(s.ended_at),
+        "created_at": rfc3339(Some(row.created_at)),
+        "updated_at": rfc3339(Some(row.updated_at)),
+        "courier_answered_at": rfc3339(s.courier_answered_at),
+        "connected_at": rfc3339(s.connected_at),
+        "ended_at": rfc3339(s.ended_at),
         "talk_seconds": s.talk_seconds,
         "billable_seconds": s.cdr_billable_seconds,
         "recording": recording,

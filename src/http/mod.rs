@@ -166,6 +166,13 @@ fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
     }
 }
 
+/// A timestamp as the API writes it: RFC 3339, or null.
+pub fn rfc3339(t: Option<time::OffsetDateTime>) -> serde_json::Value {
+    t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .map(serde_json::Value::String)
+        .unwrap_or(serde_json::Value::Null)
+}
+
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Gives every request an id (the client's `X-Request-Id` when it is sane, else a new UUID), runs

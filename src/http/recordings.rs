@@ -6,7 +6,6 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -15,6 +14,7 @@ use crate::crypto::SecretsKey;
 use crate::error::ApiError;
 use crate::http::admin::valid_id;
 use crate::http::auth::{authenticate, Caller};
+use crate::http::rfc3339;
 use crate::recordings::ftp::FtpFailure;
 use crate::recordings::SyncError;
 use crate::startup::AppState;
@@ -37,10 +37,6 @@ pub fn audio_url(key: &SecretsKey, tenant: &str, id: Uuid) -> String {
     let expires = OffsetDateTime::now_utc().unix_timestamp() + AUDIO_URL_TTL_S;
     let sig = key.sign(AUDIO_URL_PURPOSE, &audio_url_message(tenant, id, expires));
     format!("/v1/recordings/{id}/audio?tenant={tenant}&expires={expires}&sig={sig}")
-}
-
-fn ts(t: Option<OffsetDateTime>) -> Value {
-    t.and_then(|t| t.format(&Rfc3339).ok()).map(Value::String).unwrap_or(Value::Null)
 }
 
 /// The recording as shown inside a callback of `tenant`.
@@ -67,10 +63,10 @@ fn view(key: &SecretsKey, tenant: &str, row: &RecordingRow) -> Value {
         "content_type": row.content_type,
         "size_bytes": row.size_bytes,
         "sha256": row.sha256,
-        "recorded_at": ts(row.recorded_at),
-        "first_seen_at": ts(Some(row.first_seen_at)),
-        "fetched_at": ts(row.fetched_at),
-        "bound_at": ts(row.bound_at),
+        "recorded_at": rfc3339(row.recorded_at),
+        "first_seen_at": rfc3339(Some(row.first_seen_at)),
+        "fetched_at": rfc3339(row.fetched_at),
+        "bound_at": rfc3339(row.bound_at),
         "attempts": row.attempts,
         "last_error": row.last_error,
         "audio_url": if stored { json!(audio_url(key, tenant, row.id)) } else { Value::Null },
