@@ -62,7 +62,8 @@ free_port() {
 }
 
 # start_postgres DIR PORT: a throwaway cluster owned by the postgres OS user (PostgreSQL refuses
-# to run as root), trust auth on 127.0.0.1 only, fsync off. Sets PG_DIR for stop_postgres.
+# to run as root), trust auth on 127.0.0.1 only, fsync off; PG_EXTRA_OPTS adds server options (e.g.
+# "-c shared_preload_libraries=pg_stat_statements" to profile). Sets PG_DIR for stop_postgres.
 start_postgres() {
   PG_DIR=$1
   local port=$2 bindir
@@ -73,7 +74,7 @@ start_postgres() {
   "${run[@]}" "$bindir/initdb" -D "$PG_DIR/data" -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 \
     || { cat "$PG_DIR/initdb.log" >&2; die "initdb failed"; }
   "${run[@]}" "$bindir/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 60 \
-    -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+    -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 ${PG_EXTRA_OPTS:-}" \
     start >/dev/null || { cat "$PG_DIR/postgres.log" >&2; die "PostgreSQL did not start"; }
 }
 

@@ -24,6 +24,7 @@ use crate::crypto::SecretsKey;
 use crate::domain::callback::{CallState, Reason, Status};
 use crate::domain::phone::{self, PhoneNumber};
 use crate::domain::settings::{render_channel, DestinationPolicy, PbxSettings};
+use crate::store::admin::Order;
 use crate::store::callbacks::{CallbackRow, NewCallback, Step};
 use crate::store::{self, StoreError};
 pub use tracker::Tracker;
@@ -212,7 +213,8 @@ impl CallbackService {
     }
 
     /// Places a callback for `courier_id` (or, for a test, for the admin) and returns the
-    /// attempt once Asterisk has queued the originate.
+    /// attempt once Asterisk has queued the originate (`ringing_courier`; the row says so as soon
+    /// as the tracker has written it, normally within milliseconds).
     pub async fn place(
         &self,
         tenant: &str,
@@ -229,24 +231,31 @@ impl CallbackService {
             Via::Dedicated { settings, client } => (*settings, client),
         };
         let db = store::client(&self.db).await?;
-        let courier_number = match &target {
-            // The Test button's first number was parsed and allow-listed by the caller.
-            Target::Test { from, .. } => phone::parse(from, &settings.default_region)
-                .map_err(|e| PlaceError::CourierNotRegistered(format!("test number {from:?}: {e}")))?,
-            _ => {
-                let courier = store::admin::get_courier(&db, tenant, courier_id)
-                    .await?
-                    .filter(|c| c.active)
-                    .ok_or_else(|| PlaceError::CourierNotRegistered(courier_id.to_owned()))?;
-                phone::parse(&courier.phone, &settings.default_region)
-                    .map_err(|_| PlaceError::CourierNotRegistered(courier_id.to_owned()))?
-            }
-        };
-        let id = Uuid::now_v7();
         let order_id = match &target {
             Target::Client { order_id, .. } => order_id.clone(),
             _ => None,
         };
+        let (courier_number, order) = match &target {
+            // The Test button's first number was parsed and allow-listed by the caller. Its settings
+            // may be unsaved, so the tenant may be new.
+            Target::Test { from, .. } => {
+                store::admin::ensure_tenant(&db, tenant).await?;
+                let number = phone::parse(from, &settings.default_region)
+                    .map_err(|e| PlaceError::CourierNotRegistered(format!("test number {from:?}: {e}")))?;
+                (number, None)
+            }
+            _ => {
+                let (courier, order) =
+                    store::admin::courier_and_order(&db, tenant, courier_id, order_id.as_deref()).await?;
+                let courier = courier
+                    .filter(|c| c.active)
+                    .ok_or_else(|| PlaceError::CourierNotRegistered(courier_id.to_owned()))?;
+                let number = phone::parse(&courier.phone, &settings.default_region)
+                    .map_err(|_| PlaceError::CourierNotRegistered(courier_id.to_owned()))?;
+                (number, order)
+            }
+        };
+        let id = Uuid::now_v7();
         let refuse = |status_reason: Reason, detail: String, to: Option<String>| {
             let order_id = order_id.clone();
             let courier_e164 = courier_number.e164.clone();
@@ -274,7 +283,7 @@ impl CallbackService {
                 Ok::<_, PlaceError>((row, detail))
             }
         };
-        let destination = match self.destination(&db, tenant, courier_id, &settings, &target).await? {
+        let destination = match destination(courier_id, &settings, &target, order.as_ref())? {
             Ok(d) => d,
             Err((reason, detail, to)) => {
                 let (row, detail) = refuse(reason, detail, to).await?;
@@ -321,18 +330,11 @@ impl CallbackService {
         .await;
         match queued {
             Ok(handle) => {
+                // The tracker records `ringing_courier`, with the call's first events.
+                let hold = if target.name() == "test" { None } else { self.pool.hold(tenant) };
+                self.tracker.placed(id, tenant, row.state.clone(), handle.action_id.clone(), hold);
                 let mut next = row.state.clone();
                 next.status = Status::RingingCourier;
-                let recorded = self.record(&row, &next, "originate queued", None, Some(&handle.action_id)).await?;
-                let hold = if target.name() == "test" { None } else { self.pool.hold(tenant) };
-                self.tracker.placed(id, tenant, next.clone(), hold);
-                if !recorded {
-                    // The call's first events were quicker than this write: answer what they say.
-                    let conn = store::client(&self.db).await?;
-                    if let Some(current) = store::callbacks::get(&conn, tenant, id).await? {
-                        return Ok(current);
-                    }
-                }
                 tracing::info!(call_id = %id, tenant, courier_id, target = target.name(), action_id = %handle.action_id, "callback queued");
                 metrics::counter!("dialback_callbacks_placed_total", "target" => target.name()).increment(1);
                 Ok(CallbackRow { state: next, action_id: Some(handle.action_id), ..row })
@@ -363,65 +365,6 @@ impl CallbackService {
         }
     }
 
-    /// Applies the destination policy. The outer error is a database failure; the inner one a
-    /// refusal: (reason, explanation, the number as logged).
-    async fn destination(
-        &self,
-        db: &store::Client,
-        tenant: &str,
-        courier_id: &str,
-        settings: &PbxSettings,
-        target: &Target,
-    ) -> Result<Result<Destination, (Reason, String, Option<String>)>, PlaceError> {
-        let (to, order_id) = match target {
-            Target::Office => {
-                let ext = settings.office_extension.clone().ok_or(PlaceError::OfficeNotConfigured)?;
-                return Ok(Ok(Destination { exten_number: ext.clone(), logged: ext, parsed: None }));
-            }
-            Target::Client { to, order_id } => (to, order_id.as_deref()),
-            Target::Test { to, .. } => (to, None),
-        };
-        let number = match phone::parse(to, &settings.default_region) {
-            Ok(n) => n,
-            Err(e) => {
-                return Ok(Err((Reason::InvalidNumber, format!("{to:?} is not a valid phone number: {e}"), None)))
-            }
-        };
-        let logged = Some(number.e164.clone());
-        if let Err(why) = check_number_allowed(settings, &number) {
-            return Ok(Err((Reason::DestinationForbidden, why, logged)));
-        }
-        if settings.destination_policy == DestinationPolicy::Orders && !matches!(target, Target::Test { .. }) {
-            let Some(order_id) = order_id else {
-                return Ok(Err((
-                    Reason::DestinationForbidden,
-                    "this company only allows calls to the numbers of your orders: give order_id".into(),
-                    logged,
-                )));
-            };
-            let order = store::admin::get_order(db, tenant, order_id).await?;
-            let allowed = order.as_ref().is_some_and(|o| {
-                o.state == "active"
-                    && o.courier_id.as_deref() == Some(courier_id)
-                    && o.phones
-                        .iter()
-                        .any(|p| phone::parse(p, &settings.default_region).is_ok_and(|p| p.e164 == number.e164))
-            });
-            if !allowed {
-                return Ok(Err((
-                    Reason::DestinationForbidden,
-                    format!("{} is not a number of an active order {order_id} assigned to you", number.e164),
-                    logged,
-                )));
-            }
-        }
-        Ok(Ok(Destination {
-            exten_number: settings.dial_format.render(&number),
-            logged: number.e164.clone(),
-            parsed: Some(number),
-        }))
-    }
-
     /// Cancels a callback that is still ringing: hangs up its courier channel.
     pub async fn cancel(&self, row: &CallbackRow) -> Result<CallbackRow, PlaceError> {
         let (settings, secret) = self.settings(&row.tenant_id).await?.ok_or(PlaceError::NotConfigured)?;
@@ -431,17 +374,81 @@ impl CallbackService {
             // "No such channel": it ended meanwhile; the tracker records how.
             tracing::info!(call_id = %row.id, error = %error, "hangup for cancel did not apply");
         }
-        let mut next = row.state.clone();
-        next.status = Status::Canceled;
-        next.reason = Some(Reason::Canceled);
-        next.ended_at = Some(OffsetDateTime::now_utc());
-        if !self.record(row, &next, "canceled through the API", None, None).await? {
-            // The call moved on (answered, failed) while we hung up: report what it is now.
+        let mut current = row.clone();
+        // The tracker may move the call meanwhile (it rang on, or was answered): cancel what it is
+        // now while it still rings, else report it.
+        for _ in 0..3 {
+            let mut next = current.state.clone();
+            next.status = Status::Canceled;
+            next.reason = Some(Reason::Canceled);
+            next.ended_at = Some(OffsetDateTime::now_utc());
+            if self.record(&current, &next, "canceled through the API", None, None).await? {
+                self.tracker.forget(row.id);
+                return Ok(CallbackRow { state: next, ..current });
+            }
             let conn = store::client(&self.db).await?;
-            let current = store::callbacks::get(&conn, &row.tenant_id, row.id).await?;
-            return Ok(current.unwrap_or_else(|| row.clone()));
+            match store::callbacks::get(&conn, &row.tenant_id, row.id).await? {
+                Some(moved) if moved.state.status.is_ringing() => current = moved,
+                Some(moved) => return Ok(moved),
+                None => break,
+            }
         }
-        self.tracker.forget(row.id);
-        Ok(CallbackRow { state: next, ..row.clone() })
+        Ok(current)
     }
+}
+
+/// Applies the destination policy to `target` (`order` is the one the request named, as stored).
+/// The outer error is a missing office extension; the inner one a refusal: (reason,
+/// explanation, the number as logged).
+#[allow(clippy::type_complexity)]
+fn destination(
+    courier_id: &str,
+    settings: &PbxSettings,
+    target: &Target,
+    order: Option<&Order>,
+) -> Result<Result<Destination, (Reason, String, Option<String>)>, PlaceError> {
+    let (to, order_id) = match target {
+        Target::Office => {
+            let ext = settings.office_extension.clone().ok_or(PlaceError::OfficeNotConfigured)?;
+            return Ok(Ok(Destination { exten_number: ext.clone(), logged: ext, parsed: None }));
+        }
+        Target::Client { to, order_id } => (to, order_id.as_deref()),
+        Target::Test { to, .. } => (to, None),
+    };
+    let number = match phone::parse(to, &settings.default_region) {
+        Ok(n) => n,
+        Err(e) => return Ok(Err((Reason::InvalidNumber, format!("{to:?} is not a valid phone number: {e}"), None))),
+    };
+    let logged = Some(number.e164.clone());
+    if let Err(why) = check_number_allowed(settings, &number) {
+        return Ok(Err((Reason::DestinationForbidden, why, logged)));
+    }
+    if settings.destination_policy == DestinationPolicy::Orders && !matches!(target, Target::Test { .. }) {
+        let Some(order_id) = order_id else {
+            return Ok(Err((
+                Reason::DestinationForbidden,
+                "this company only allows calls to the numbers of your orders: give order_id".into(),
+                logged,
+            )));
+        };
+        let allowed = order.is_some_and(|o| {
+            o.state == "active"
+                && o.courier_id.as_deref() == Some(courier_id)
+                && o.phones
+                    .iter()
+                    .any(|p| phone::parse(p, &settings.default_region).is_ok_and(|p| p.e164 == number.e164))
+        });
+        if !allowed {
+            return Ok(Err((
+                Reason::DestinationForbidden,
+                format!("{} is not a number of an active order {order_id} assigned to you", number.e164),
+                logged,
+            )));
+        }
+    }
+    Ok(Ok(Destination {
+        exten_number: settings.dial_format.render(&number),
+        logged: number.e164.clone(),
+        parsed: Some(number),
+    }))
 }

@@ -33,11 +33,14 @@ enum Work {
         id: Uuid,
         event: Arc<AmiEvent>,
     },
-    /// A call was just placed: keep its connection held until it ends.
+    /// Asterisk queued a call's Originate: record it (with the call's first events when they are
+    /// queued too) and keep the connection held until the call ends.
     Placed {
         id: Uuid,
         tenant: Arc<str>,
+        /// The attempt as stored (`queued`).
         state: CallState,
+        action_id: String,
         hold: Option<CallHold>,
     },
     PbxDown {
@@ -103,8 +106,11 @@ impl Tracker {
         }
     }
 
-    pub fn placed(&self, id: Uuid, tenant: &str, state: CallState, hold: Option<CallHold>) {
-        let _ = self.shards[shard_of(&id)].send(Work::Placed { id, tenant: Arc::from(tenant), state, hold });
+    /// Asterisk queued the Originate of the attempt stored as `state`. The tracker writes
+    /// `ringing_courier` itself, in the same statement as the call's first events when they come
+    /// together (they usually do): one write less per call than the API writing it.
+    pub fn placed(&self, id: Uuid, tenant: &str, state: CallState, action_id: String, hold: Option<CallHold>) {
+        let _ = self.shards[shard_of(&id)].send(Work::Placed { id, tenant: Arc::from(tenant), state, action_id, hold });
     }
 
     /// An event seen on a connection outside the pool (the Test button's own), for a call of
@@ -147,7 +153,14 @@ async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<
         for work in batch.drain(..) {
             let work = match work {
                 Work::Event { tenant, id, event } => {
-                    facts.add(tenant, id, &event);
+                    if let Some(fact) = Fact::from_event(&event, &id.to_string()) {
+                        facts.add(tenant, id, fact);
+                    }
+                    continue;
+                }
+                Work::Placed { id, tenant, state, action_id, hold } => {
+                    track(&mut calls, id, tenant.clone(), state, hold);
+                    facts.add(tenant, id, Fact::OriginateQueued { action_id });
                     continue;
                 }
                 // Anything else about calls comes after the facts that preceded it.
@@ -170,8 +183,7 @@ struct PendingFacts {
 }
 
 impl PendingFacts {
-    fn add(&mut self, tenant: Arc<str>, id: Uuid, event: &AmiEvent) {
-        let Some(fact) = Fact::from_event(event, &id.to_string()) else { return };
+    fn add(&mut self, tenant: Arc<str>, id: Uuid, fact: Fact) {
         tracing::debug!(call_id = %id, tenant = %tenant, ?fact, "call event");
         match self.by_call.entry(id) {
             // Events of one call all come from its tenant's PBX; another tenant's is a separate
@@ -197,23 +209,24 @@ impl PendingFacts {
     }
 }
 
-/// Placements, cancels and lost PBX links (events are batched through [`PendingFacts`]).
+/// Starts following a placed call (its first events may have been applied already: then only
+/// the connection hold is added).
+fn track(calls: &mut HashMap<Uuid, Tracked>, id: Uuid, tenant: Arc<str>, state: CallState, hold: Option<CallHold>) {
+    match calls.entry(id) {
+        Entry::Occupied(mut entry) if entry.get().settled_at.is_none() => entry.get_mut().hold = hold,
+        Entry::Occupied(_) => {}
+        Entry::Vacant(entry) => {
+            entry.insert(Tracked { tenant, state, hold, settled_at: None });
+        }
+    }
+}
+
+/// Cancels and lost PBX links (events and placements are batched through [`PendingFacts`]).
 async fn handle(db: &deadpool_postgres::Pool, calls: &mut HashMap<Uuid, Tracked>, work: Work) {
     match work {
-        Work::Placed { id, tenant, state, hold } => match calls.entry(id) {
-            Entry::Occupied(mut entry) if entry.get().settled_at.is_none() => entry.get_mut().hold = hold,
-            Entry::Occupied(_) => {}
-            Entry::Vacant(entry) => {
-                entry.insert(Tracked { tenant, state, hold, settled_at: None });
-            }
-        },
+        Work::Event { .. } | Work::Placed { .. } => unreachable!("batched through PendingFacts"),
         Work::Forget { id } => {
             calls.remove(&id);
-        }
-        Work::Event { tenant, id, event } => {
-            let mut facts = PendingFacts::default();
-            facts.add(tenant, id, &event);
-            facts.flush(db, calls).await;
         }
         Work::PbxDown { tenant, detail } => {
             let lost: Vec<Uuid> =
@@ -254,8 +267,7 @@ async fn apply_facts(
     facts: &[Fact],
 ) -> anyhow::Result<()> {
     let client = store::client(db).await?;
-    // A conditional update can lose to a concurrent writer (the API recording "ringing_courier",
-    // a cancel): then reload the stored state and apply the facts to that. Nothing is dropped.
+    // A conditional update can lose to a concurrent writer (a cancel through the API): then reload the stored state and apply the facts to that. Nothing is dropped.
     for _ in 0..3 {
         // Not in memory: placed before a restart, settled a while ago, or just reloaded.
         let tracked = match calls.entry(id) {
@@ -275,17 +287,25 @@ async fn apply_facts(
         let now = OffsetDateTime::now_utc();
         let mut next = tracked.state.clone();
         let mut steps = Vec::new();
+        let action_id = facts.iter().find_map(|f| match f {
+            Fact::OriginateQueued { action_id } => Some(action_id.as_str()),
+            _ => None,
+        });
         for fact in facts {
             let Some(after) = apply(&next, fact, now) else { continue };
             if after.status != next.status || after.reason != next.reason {
-                steps.push(Step::new(next.status, after.status, format!("{fact:?}")));
+                let cause = match fact {
+                    Fact::OriginateQueued { action_id } => format!("originate queued (ActionID {action_id})"),
+                    _ => format!("{fact:?}"),
+                };
+                steps.push(Step::new(next.status, after.status, cause));
             }
             next = after;
         }
         if next == tracked.state {
             return Ok(());
         }
-        if !store::callbacks::transition(&client, id, &tracked.state, &next, &steps, None, None).await? {
+        if !store::callbacks::transition(&client, id, &tracked.state, &next, &steps, None, action_id).await? {
             calls.remove(&id);
             continue;
         }

@@ -203,13 +203,28 @@ impl CallState {
 /// What one AMI event says about the call whose ChannelId is `key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
-    CourierAnswered { channel: Option<String> },
-    CourierFailed { reason: Reason },
+    /// Asterisk queued our Originate (its Response said Success): leg 1 is being dialled. Not
+    /// read from an event: the callback service reports it with the action's id.
+    OriginateQueued {
+        action_id: String,
+    },
+    CourierAnswered {
+        channel: Option<String>,
+    },
+    CourierFailed {
+        reason: Reason,
+    },
     ClientAnswered,
-    ClientFailed { reason: Reason },
+    ClientFailed {
+        reason: Reason,
+    },
     Bridged,
-    CourierHangup { cause: u32 },
-    Cdr { billable_seconds: u32 },
+    CourierHangup {
+        cause: u32,
+    },
+    Cdr {
+        billable_seconds: u32,
+    },
 }
 
 impl Fact {
@@ -262,6 +277,11 @@ pub fn apply(state: &CallState, fact: &Fact, now: OffsetDateTime) -> Option<Call
     let mut s = state.clone();
     let settled = matches!(s.status, Completed | Failed | Canceled | Refused);
     match fact {
+        Fact::OriginateQueued { .. } => {
+            if s.status == Queued {
+                s.status = RingingCourier;
+            }
+        }
         Fact::CourierAnswered { channel } => {
             if s.courier_channel.is_none() {
                 s.courier_channel.clone_from(channel);
@@ -357,6 +377,18 @@ mod tests {
             }
         }
         s
+    }
+
+    #[test]
+    fn a_queued_originate_rings_the_courier_but_never_moves_a_call_back() {
+        let queued = Fact::OriginateQueued { action_id: "a1".into() };
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let rung = apply(&CallState::new(Status::Queued), &queued, now).expect("queued moves on");
+        assert_eq!(rung.status, Status::RingingCourier);
+        // The call's events were applied first: the late report changes nothing.
+        let answered = apply(&rung, &Fact::CourierAnswered { channel: None }, now).unwrap();
+        assert_eq!(apply(&answered, &queued, now), None);
+        assert_eq!(apply(&CallState::new(Status::Canceled), &queued, now), None);
     }
 
     #[test]

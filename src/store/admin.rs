@@ -67,8 +67,19 @@ pub struct Courier {
     pub updated_at: OffsetDateTime,
 }
 
+/// The courier in columns `at..at + 5` of `r` (id, phone, name, active, updated_at).
+fn courier_at(r: &tokio_postgres::Row, at: usize) -> Courier {
+    Courier {
+        id: r.get(at),
+        phone: r.get(at + 1),
+        name: r.get(at + 2),
+        active: r.get(at + 3),
+        updated_at: r.get(at + 4),
+    }
+}
+
 fn courier(r: &tokio_postgres::Row) -> Courier {
-    Courier { id: r.get(0), phone: r.get(1), name: r.get(2), active: r.get(3), updated_at: r.get(4) }
+    courier_at(r, 0)
 }
 
 pub async fn get_courier(db: &impl GenericClient, tenant: &str, id: &str) -> Result<Option<Courier>, StoreError> {
@@ -138,8 +149,43 @@ pub struct Order {
     pub updated_at: OffsetDateTime,
 }
 
+/// The order in columns `at..at + 5` of `r` (id, courier_id, phones, state, updated_at).
+fn order_at(r: &tokio_postgres::Row, at: usize) -> Order {
+    Order {
+        id: r.get(at),
+        courier_id: r.get(at + 1),
+        phones: r.get(at + 2),
+        state: r.get(at + 3),
+        updated_at: r.get(at + 4),
+    }
+}
+
 fn order(r: &tokio_postgres::Row) -> Order {
-    Order { id: r.get(0), courier_id: r.get(1), phones: r.get(2), state: r.get(3), updated_at: r.get(4) }
+    order_at(r, 0)
+}
+
+/// The courier and (when `order_id` is given) the order a tap is checked against, in one round
+/// trip: the hot path reads both for every call to a client.
+pub async fn courier_and_order(
+    db: &impl GenericClient,
+    tenant: &str,
+    courier_id: &str,
+    order_id: Option<&str>,
+) -> Result<(Option<Courier>, Option<Order>), StoreError> {
+    let row = db
+        .query_one(
+            &db.prepare_cached(
+                "SELECT c.id, c.phone, c.name, c.active, c.updated_at, o.id, o.courier_id, o.phones, o.state, o.updated_at
+                 FROM (SELECT) AS one
+                 LEFT JOIN couriers c ON c.tenant_id = $1 AND c.id = $2
+                 LEFT JOIN orders o ON o.tenant_id = $1 AND o.id = $3",
+            )
+            .await?,
+            &[&tenant, &courier_id, &order_id],
+        )
+        .await?;
+    let found = |at: usize| row.get::<_, Option<String>>(at).is_some();
+    Ok((found(0).then(|| courier_at(&row, 0)), found(5).then(|| order_at(&row, 5))))
 }
 
 pub async fn get_order(db: &impl GenericClient, tenant: &str, id: &str) -> Result<Option<Order>, StoreError> {

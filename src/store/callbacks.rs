@@ -81,11 +81,11 @@ pub struct NewCallback<'a> {
 }
 
 /// Writes a new attempt (before the PBX is contacted) and its first transition, in one statement
-/// (one round trip, atomic), creating the tenant row on first use.
+/// (one round trip, atomic). The tenant row exists: its courier does (or, for a test call, the
+/// caller made sure).
 pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Result<CallbackRow, StoreError> {
     let sql = format!(
-        "WITH tenant AS (INSERT INTO tenants (id) VALUES ($2) ON CONFLICT DO NOTHING),
-         cb AS (
+        "WITH cb AS (
              INSERT INTO callbacks (id, tenant_id, courier_id, target, order_id, to_number, courier_number,
                  status, reason, detail, ended_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $8 = 'refused' THEN now() END)
@@ -248,7 +248,7 @@ pub async fn mark_in_flight_unknown(
             &db.prepare_cached(
                 "WITH old AS (
                  SELECT id, status FROM callbacks
-                 WHERE status IN ('queued', 'ringing_courier', 'ringing_client', 'connected')
+                 WHERE ended_at IS NULL AND status IN ('queued', 'ringing_courier', 'ringing_client', 'connected')
                    AND ($1::text IS NULL OR tenant_id = $1) AND created_at < $2
                  FOR UPDATE),
              moved AS (

@@ -8,6 +8,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/V1__initial.sql")),
     (2, "callbacks", include_str!("../../migrations/V2__callbacks.sql")),
     (3, "recordings", include_str!("../../migrations/V3__recordings.sql")),
+    (4, "hot_path", include_str!("../../migrations/V4__hot_path.sql")),
 ];
 
 /// Arbitrary constant naming dialback's migration lock.
