@@ -289,15 +289,12 @@ impl CallbackService {
         }
         // Subscribed before the originate: a phone that is busy answers before `place` returns.
         let events = client.subscribe();
-        let row = match self
-            .place(
-                tenant,
-                admin,
-                Target::Test { from, to },
-                Via::Dedicated { settings: Box::new(settings.clone()), client: client.clone() },
-            )
-            .await
-        {
+        let via = Via::Dedicated { settings: Box::new(settings.clone()), client: client.clone() };
+        let placed = match self.prepare(tenant, admin, Target::Test { from, to }, via, None).await {
+            Ok(prepared) => self.originate(prepared).await,
+            Err(e) => Err(e),
+        };
+        let row = match placed {
             Ok(row) => row,
             Err(PlaceError::Pbx { error, callback, .. }) => {
                 let hint = match &error {

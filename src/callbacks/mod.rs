@@ -26,6 +26,7 @@ use crate::domain::phone::{self, PhoneNumber};
 use crate::domain::settings::{render_channel, DestinationPolicy, PbxSettings};
 use crate::store::admin::Order;
 use crate::store::callbacks::{CallbackRow, NewCallback, Step};
+use crate::store::idempotency::IdempotencyClaim;
 use crate::store::{self, StoreError};
 pub use tracker::Tracker;
 
@@ -52,6 +53,14 @@ impl Target {
             Target::Test { .. } => "test",
         }
     }
+}
+
+/// An attempt written (`queued`) and not yet sent: see [`CallbackService::prepare`].
+pub struct Prepared {
+    pub row: CallbackRow,
+    client: AmiClient,
+    originate: Originate,
+    fallback: Option<Fallback>,
 }
 
 /// Which AMI connection a callback goes through.
@@ -85,6 +94,10 @@ pub enum PlaceError {
     Forbidden { detail: String, callback: Box<CallbackRow> },
     #[error("the PBX could not place the call: {error}")]
     Pbx { error: AmiError, callback: Box<CallbackRow>, fallback: Option<Fallback> },
+    /// The request's Idempotency-Key is taken (by an earlier or a concurrent request): nothing
+    /// was written or sent.
+    #[error("this Idempotency-Key is already in use")]
+    KeyTaken,
     #[error("stored PBX secret cannot be decrypted (was DIALBACK_SECRETS_KEY changed?)")]
     SecretUndecryptable,
     #[error(transparent)]
@@ -212,16 +225,19 @@ impl CallbackService {
         Ok(store::callbacks::transition(&conn, row.id, &row.state, next, &[step], detail, action_id).await?)
     }
 
-    /// Places a callback for `courier_id` (or, for a test, for the admin) and returns the
-    /// attempt once Asterisk has queued the originate (`ringing_courier`; the row says so as soon
-    /// as the tracker has written it, normally within milliseconds).
-    pub async fn place(
+    /// The first half of placing a callback for `courier_id` (or, for a test, for the admin):
+    /// checks the tap against the courier registry and the destination policy and writes the
+    /// attempt, claiming `claim` in the same statement; nothing is sent to the PBX yet. A refusal
+    /// is written too, and comes back as the error that carries it (`InvalidNumber`,
+    /// `Forbidden`); any other error comes before anything was written.
+    pub async fn prepare(
         &self,
         tenant: &str,
         courier_id: &str,
         target: Target,
         via: Via,
-    ) -> Result<CallbackRow, PlaceError> {
+        claim: Option<&IdempotencyClaim<'_>>,
+    ) -> Result<Prepared, PlaceError> {
         let (settings, client) = match via {
             Via::Pool => {
                 let (settings, secret) = self.settings(tenant).await?.ok_or(PlaceError::NotConfigured)?;
@@ -256,43 +272,10 @@ impl CallbackService {
             }
         };
         let id = Uuid::now_v7();
-        let refuse = |status_reason: Reason, detail: String, to: Option<String>| {
-            let order_id = order_id.clone();
-            let courier_e164 = courier_number.e164.clone();
-            let target_name = target.name();
-            let db = &db;
-            async move {
-                let row = store::callbacks::insert(
-                    db,
-                    &NewCallback {
-                        id,
-                        tenant,
-                        courier_id,
-                        target: target_name,
-                        order_id: order_id.as_deref(),
-                        to_number: to.as_deref(),
-                        courier_number: Some(&courier_e164),
-                        status: Status::Refused,
-                        reason: Some(status_reason),
-                        detail: Some(&detail),
-                    },
-                )
-                .await?;
-                tracing::warn!(call_id = %id, tenant, courier_id, reason = status_reason.as_str(), %detail, "callback refused");
-                metrics::counter!("dialback_callbacks_refused_total", "reason" => status_reason.as_str()).increment(1);
-                Ok::<_, PlaceError>((row, detail))
-            }
-        };
-        let destination = match destination(courier_id, &settings, &target, order.as_ref())? {
-            Ok(d) => d,
-            Err((reason, detail, to)) => {
-                let (row, detail) = refuse(reason, detail, to).await?;
-                return Err(if reason == Reason::InvalidNumber {
-                    PlaceError::InvalidNumber { detail, callback: Box::new(row) }
-                } else {
-                    PlaceError::Forbidden { detail, callback: Box::new(row) }
-                });
-            }
+        let decision = destination(courier_id, &settings, &target, order.as_ref())?;
+        let (status, refusal, to_number) = match &decision {
+            Ok(d) => (Status::Queued, None, Some(d.logged.as_str())),
+            Err((reason, detail, to)) => (Status::Refused, Some((*reason, detail.as_str())), to.as_deref()),
         };
         let row = store::callbacks::insert(
             &db,
@@ -302,14 +285,29 @@ impl CallbackService {
                 courier_id,
                 target: target.name(),
                 order_id: order_id.as_deref(),
-                to_number: Some(&destination.logged),
+                to_number,
                 courier_number: Some(&courier_number.e164),
-                status: Status::Queued,
-                reason: None,
-                detail: None,
+                status,
+                reason: refusal.map(|(reason, _)| reason),
+                detail: refusal.map(|(_, detail)| detail),
+                claim,
             },
         )
-        .await?;
+        .await?
+        .ok_or(PlaceError::KeyTaken)?;
+        let destination = match decision {
+            Ok(d) => d,
+            Err((reason, detail, _)) => {
+                tracing::warn!(call_id = %id, tenant, courier_id, reason = reason.as_str(), %detail, "callback refused");
+                metrics::counter!("dialback_callbacks_refused_total", "reason" => reason.as_str()).increment(1);
+                let callback = Box::new(row);
+                return Err(if reason == Reason::InvalidNumber {
+                    PlaceError::InvalidNumber { detail, callback }
+                } else {
+                    PlaceError::Forbidden { detail, callback }
+                });
+            }
+        };
         drop(db);
         let originate = Originate {
             channel: render_channel(
@@ -323,6 +321,28 @@ impl CallbackService {
             channel_id: id.to_string(),
             variables: channel_variables(id, order_id.as_deref()),
         };
+        // What the app may dial itself if the PBX cannot place the call.
+        let fallback = match &target {
+            Target::Office => settings.office_phone_e164().map(|phone| Fallback {
+                phone,
+                note: "the PBX cannot be reached: dial the office over cellular".into(),
+            }),
+            Target::Client { .. } if settings.allow_direct_dial => destination.parsed.map(|p| Fallback {
+                phone: p.e164,
+                note: "the PBX cannot be reached: this company allows dialling the client directly".into(),
+            }),
+            _ => None,
+        };
+        Ok(Prepared { row, client, originate, fallback })
+    }
+
+    /// Sends a prepared attempt's Originate and returns the attempt once Asterisk has queued it
+    /// (`ringing_courier`; the row says so as soon as the tracker has written it, normally within
+    /// milliseconds). A PBX error is recorded on the attempt and comes back with it.
+    pub async fn originate(&self, prepared: Prepared) -> Result<CallbackRow, PlaceError> {
+        let Prepared { row, client, originate, fallback } = prepared;
+        let (id, tenant, courier_id, target) =
+            (row.id, row.tenant_id.as_str(), row.courier_id.as_str(), row.target.as_str());
         let queued = async {
             client.wait_up(self.connect_timeout).await?;
             client.originate(&originate).await
@@ -331,12 +351,12 @@ impl CallbackService {
         match queued {
             Ok(handle) => {
                 // The tracker records `ringing_courier`, with the call's first events.
-                let hold = if target.name() == "test" { None } else { self.pool.hold(tenant) };
+                let hold = if target == "test" { None } else { self.pool.hold(tenant) };
                 self.tracker.placed(id, tenant, row.state.clone(), handle.action_id.clone(), hold);
                 let mut next = row.state.clone();
                 next.status = Status::RingingCourier;
-                tracing::info!(call_id = %id, tenant, courier_id, target = target.name(), action_id = %handle.action_id, "callback queued");
-                metrics::counter!("dialback_callbacks_placed_total", "target" => target.name()).increment(1);
+                tracing::info!(call_id = %id, tenant, courier_id, target, action_id = %handle.action_id, "callback queued");
+                metrics::counter!("dialback_callbacks_placed_total", "target" => target.to_owned()).increment(1);
                 Ok(CallbackRow { state: next, action_id: Some(handle.action_id), ..row })
             }
             Err(error) => {
@@ -348,21 +368,23 @@ impl CallbackService {
                 self.record(&row, &next, "originate failed", Some(&detail), None).await?;
                 tracing::warn!(call_id = %id, tenant, courier_id, error = %error, "callback could not be placed");
                 metrics::counter!("dialback_callbacks_failed_to_place_total", "kind" => error.kind()).increment(1);
-                let fallback = match &target {
-                    Target::Office => settings.office_phone_e164().map(|phone| Fallback {
-                        phone,
-                        note: "the PBX cannot be reached: dial the office over cellular".into(),
-                    }),
-                    Target::Client { .. } if settings.allow_direct_dial => destination.parsed.map(|p| Fallback {
-                        phone: p.e164,
-                        note: "the PBX cannot be reached: this company allows dialling the client directly".into(),
-                    }),
-                    _ => None,
-                };
                 let row = CallbackRow { state: next, detail: Some(detail), ..row };
                 Err(PlaceError::Pbx { error, callback: Box::new(row), fallback })
             }
         }
+    }
+
+    /// Refuses a prepared attempt instead of placing it (e.g. over a rate limit): it is logged
+    /// as `refused` with `reason` and `detail`.
+    pub async fn refuse(&self, prepared: Prepared, reason: Reason, detail: &str) -> Result<CallbackRow, PlaceError> {
+        let row = prepared.row;
+        let mut next = CallState::new(Status::Refused);
+        next.reason = Some(reason);
+        next.ended_at = Some(OffsetDateTime::now_utc());
+        self.record(&row, &next, "refused", Some(detail), None).await?;
+        tracing::warn!(call_id = %row.id, tenant = %row.tenant_id, courier_id = %row.courier_id, reason = reason.as_str(), %detail, "callback refused");
+        metrics::counter!("dialback_callbacks_refused_total", "reason" => reason.as_str()).increment(1);
+        Ok(CallbackRow { state: next, detail: Some(detail.to_owned()), ..row })
     }
 
     /// Cancels a callback that is still ringing: hangs up its courier channel.

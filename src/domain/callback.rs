@@ -93,6 +93,8 @@ pub enum Reason {
     Canceled,
     InvalidNumber,
     DestinationForbidden,
+    /// Over the courier's or the company's rate limit (the attempt was not sent).
+    RateLimited,
     Lost,
 }
 
@@ -108,6 +110,7 @@ impl Reason {
             Reason::Canceled => "canceled",
             Reason::InvalidNumber => "invalid_number",
             Reason::DestinationForbidden => "destination_forbidden",
+            Reason::RateLimited => "rate_limited",
             Reason::Lost => "lost",
         }
     }
@@ -123,6 +126,7 @@ impl Reason {
             Reason::Canceled,
             Reason::InvalidNumber,
             Reason::DestinationForbidden,
+            Reason::RateLimited,
             Reason::Lost,
         ]
         .into_iter()

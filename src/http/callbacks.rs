@@ -16,14 +16,14 @@ use uuid::Uuid;
 use crate::ami::AmiError;
 use crate::auth::Role;
 use crate::callbacks::{PlaceError, Target, Via};
-use crate::domain::callback::Status;
+use crate::domain::callback::{Reason, Status};
 use crate::error::ApiError;
 use crate::http::admin::{parse_body, valid_id};
 use crate::http::auth::Caller;
 use crate::http::recordings::link;
 use crate::http::rfc3339;
 use crate::startup::AppState;
-use crate::store::{self, callbacks::CallbackRow, idempotency::Claim, recordings::RecordingLink};
+use crate::store::{self, callbacks::CallbackRow, idempotency::IdempotencyClaim, recordings::RecordingLink};
 
 #[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +128,7 @@ pub(crate) fn place_problem(err: PlaceError) -> ApiError {
         PlaceError::Pbx { error, callback, fallback } => pbx_problem(&error)
             .with("callback_id", callback.id.to_string())
             .with("fallback", serde_json::to_value(fallback).unwrap_or(Value::Null)),
+        PlaceError::KeyTaken => in_progress(),
         PlaceError::SecretUndecryptable => ApiError::internal(anyhow::anyhow!(err)),
         PlaceError::Store(e) => e.into(),
     }
@@ -135,8 +136,17 @@ pub(crate) fn place_problem(err: PlaceError) -> ApiError {
 
 /// True when the attempt may have reached Asterisk (so a retry must replay, not try again).
 fn may_have_originated(err: &PlaceError) -> bool {
-    !matches!(err, PlaceError::Store(_) | PlaceError::SecretUndecryptable)
-        && !matches!(err, PlaceError::Pbx { error, .. } if !matches!(error, AmiError::Timeout(_) | AmiError::Disconnected))
+    !matches!(err, PlaceError::Pbx { error, .. } if !matches!(error, AmiError::Timeout(_) | AmiError::Disconnected))
+}
+
+/// How a tap that was not accepted ended, for its idempotency record.
+enum Failed {
+    /// The Idempotency-Key is taken: the request is answered as a retry.
+    KeyTaken,
+    /// Refused before the attempt was written: nothing was claimed or sent.
+    BeforeWrite(ApiError),
+    /// After the attempt and its claim were written; `sent` when the PBX may have the call.
+    AfterWrite { problem: ApiError, sent: bool },
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
@@ -167,28 +177,84 @@ async fn place(
     state: &AppState,
     caller: &Caller,
     request: &CallbackRequest,
-) -> Result<(StatusCode, Value), (ApiError, bool)> {
+    claim: Option<&IdempotencyClaim<'_>>,
+) -> Result<(StatusCode, Value), Failed> {
     let target = match request.target.as_str() {
         "client" => {
-            let to = request
-                .to
-                .clone()
-                .ok_or_else(|| (ApiError::invalid_field("to", "to is required for target client"), false))?;
+            let to = request.to.clone().ok_or_else(|| {
+                Failed::BeforeWrite(ApiError::invalid_field("to", "to is required for target client"))
+            })?;
             if let Some(order) = &request.order_id {
-                valid_id("order_id", order).map_err(|e| (e, false))?;
+                valid_id("order_id", order).map_err(Failed::BeforeWrite)?;
             }
             Target::Client { to, order_id: request.order_id.clone() }
         }
         "office" => Target::Office,
-        _ => return Err((ApiError::invalid_field("target", "target must be client or office"), false)),
+        _ => return Err(Failed::BeforeWrite(ApiError::invalid_field("target", "target must be client or office"))),
     };
-    match state.callbacks.place(caller.tenant(), caller.sub(), target, Via::Pool).await {
-        Ok(row) => Ok((StatusCode::ACCEPTED, view(&row, true))),
-        Err(e) => {
+    let (tenant, courier) = (caller.tenant(), caller.sub());
+    let attempt = async {
+        let prepared = state.callbacks.prepare(tenant, courier, target, Via::Pool, claim).await?;
+        // Limits are checked once the attempt is written: a retry or a duplicate of a request
+        // already taken ends in `prepare` (`KeyTaken`) and never counts.
+        if let Err(limited) = state.limiters.callback(tenant, courier) {
+            let row = state.callbacks.refuse(prepared, Reason::RateLimited, &limited.detail).await?;
+            return Ok(Err((limited, row)));
+        }
+        state.callbacks.originate(prepared).await.map(Ok)
+    };
+    match attempt.await {
+        Ok(Ok(row)) => Ok((StatusCode::ACCEPTED, view(&row, true))),
+        Ok(Err((limited, row))) => {
+            Err(Failed::AfterWrite { problem: limited.with("callback_id", row.id.to_string()), sent: false })
+        }
+        Err(PlaceError::KeyTaken) => Err(Failed::KeyTaken),
+        Err(e @ (PlaceError::InvalidNumber { .. } | PlaceError::Forbidden { .. } | PlaceError::Pbx { .. })) => {
             let sent = may_have_originated(&e);
-            Err((place_problem(e), sent))
+            Err(Failed::AfterWrite { problem: place_problem(e), sent })
+        }
+        Err(e) => Err(Failed::BeforeWrite(place_problem(e))),
+    }
+}
+
+/// Answers a request whose Idempotency-Key was used before: the first answer, once there is one.
+async fn answer_retry(
+    state: &AppState,
+    tenant: &str,
+    courier: &str,
+    claim: &IdempotencyClaim<'_>,
+) -> Result<HttpResponse, ApiError> {
+    // The first request may still be placing the call: wait for its answer (up to 15 s).
+    for attempt in 0..150 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let db = store::client(&state.db).await?;
+        // Released meanwhile (its PBX could not be reached): the client may try again.
+        let Some(earlier) = store::idempotency::lookup(&db, tenant, courier, claim.key).await? else { break };
+        if earlier.request_hash != claim.request_hash {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+                "this Idempotency-Key was used for a different request; use a new key",
+            ));
+        }
+        if let Some((status, body)) = earlier.response {
+            return Ok(replay(status, body));
         }
     }
+    Err(in_progress())
+}
+
+fn in_progress() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotency_in_progress",
+        "Request in progress",
+        "a request with this Idempotency-Key is still in progress; retry later",
+    )
+    .with_header(header::RETRY_AFTER, "2")
 }
 
 pub async fn create(
@@ -200,71 +266,43 @@ pub async fn create(
     caller.require(Role::Courier)?;
     let request: CallbackRequest = parse_body(body.into_inner())?;
     let key = idempotency_key(&req)?;
+    let hash = request_hash(&request);
+    let claim = key.as_deref().map(|key| IdempotencyClaim { key, request_hash: &hash });
     let (tenant, courier) = (caller.tenant(), caller.sub());
-    if let Some(key) = &key {
-        let hash = request_hash(&request);
-        let db = store::client(&state.db).await?;
-        if let Claim::Taken { request_hash, response } =
-            store::idempotency::claim(&db, tenant, courier, key, &hash).await?
-        {
-            if request_hash != hash {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    "Idempotency key reused",
-                    "this Idempotency-Key was used for a different request; use a new key",
-                ));
-            }
-            if let Some((status, body)) = response {
-                return Ok(replay(status, body));
-            }
-            // A concurrent duplicate is still being placed: wait for its answer.
-            drop(db);
-            for _ in 0..150 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let db = store::client(&state.db).await?;
-                if let Claim::Taken { response: Some((status, body)), .. } =
-                    store::idempotency::claim(&db, tenant, courier, key, &hash).await?
-                {
-                    return Ok(replay(status, body));
-                }
-            }
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_in_progress",
-                "Request in progress",
-                "a request with this Idempotency-Key is still in progress; retry later",
-            )
-            .with_header(header::RETRY_AFTER, "2"));
-        }
-    }
-    if let Err(limited) = state.limiters.callback(tenant, courier) {
-        if let Some(key) = &key {
-            let db = store::client(&state.db).await?;
-            store::idempotency::release(&db, tenant, courier, key).await?;
-        }
-        return Err(limited);
-    }
-    let outcome = place(&state, &caller, &request).await;
-    let Some(key) = key else {
+    let outcome = place(&state, &caller, &request, claim.as_ref()).await;
+    let Some(claim) = claim else {
         return match outcome {
             Ok((status, body)) => Ok(HttpResponse::build(status).json(body)),
-            Err((problem, _)) => Err(problem),
+            Err(Failed::BeforeWrite(problem) | Failed::AfterWrite { problem, .. }) => Err(problem),
+            Err(Failed::KeyTaken) => unreachable!("no key was claimed"),
         };
     };
-    let db = store::client(&state.db).await?;
+    let mut db = store::client(&state.db).await?;
     match outcome {
         Ok((status, body)) => {
-            store::idempotency::complete(&db, tenant, courier, &key, status.as_u16(), &body).await?;
+            store::idempotency::complete(&db, tenant, courier, claim.key, status.as_u16(), &body).await?;
             Ok(HttpResponse::build(status).json(body))
         }
-        Err((problem, true)) => {
-            store::idempotency::complete(&db, tenant, courier, &key, problem.status.as_u16(), &problem.to_json())
+        Err(Failed::AfterWrite { problem, sent: true }) => {
+            store::idempotency::complete(&db, tenant, courier, claim.key, problem.status.as_u16(), &problem.to_json())
                 .await?;
             Err(problem)
         }
-        Err((problem, false)) => {
-            store::idempotency::release(&db, tenant, courier, &key).await?;
+        Err(Failed::AfterWrite { problem, sent: false }) => {
+            store::idempotency::release(&db, tenant, courier, claim.key).await?;
+            Err(problem)
+        }
+        Err(Failed::KeyTaken) => {
+            drop(db);
+            answer_retry(&state, tenant, courier, &claim).await
+        }
+        // A retry is answered as one even when this request would be refused now (the courier or
+        // the settings changed): its first answer stands.
+        Err(Failed::BeforeWrite(problem)) => {
+            if store::idempotency::is_taken(&mut db, tenant, courier, &claim).await? {
+                drop(db);
+                return answer_retry(&state, tenant, courier, &claim).await;
+            }
             Err(problem)
         }
     }

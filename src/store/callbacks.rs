@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::idempotency::{claim_sql, IdempotencyClaim};
 use super::StoreError;
 use crate::domain::callback::{CallState, Leg, Reason, Status};
 
@@ -78,26 +79,33 @@ pub struct NewCallback<'a> {
     pub status: Status,
     pub reason: Option<Reason>,
     pub detail: Option<&'a str>,
+    /// The request's `Idempotency-Key`, claimed by the same statement: the attempt is written only
+    /// if the key is free.
+    pub claim: Option<&'a IdempotencyClaim<'a>>,
 }
 
-/// Writes a new attempt (before the PBX is contacted) and its first transition, in one statement
-/// (one round trip, atomic). The tenant row exists: its courier does (or, for a test call, the
-/// caller made sure).
-pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Result<CallbackRow, StoreError> {
+/// Writes a new attempt (before the PBX is contacted) and its first transition, claiming the
+/// request's idempotency key, in one statement (one round trip, atomic; see
+/// [`super::idempotency`] for the claim's rules). None when the key is taken: nothing was written.
+/// The tenant row exists: its courier does (or, for a test call, the caller made sure).
+pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Result<Option<CallbackRow>, StoreError> {
     let sql = format!(
-        "WITH cb AS (
+        "WITH claim AS ({}),
+         cb AS (
              INSERT INTO callbacks (id, tenant_id, courier_id, target, order_id, to_number, courier_number,
                  status, reason, detail, ended_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $8 = 'refused' THEN now() END)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $8 = 'refused' THEN now() END
+             WHERE $12::text IS NULL OR EXISTS (SELECT FROM claim)
              RETURNING {COLUMNS}),
          first AS (
              INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
              SELECT id, NULL, status, $11 FROM cb)
-         SELECT {COLUMNS} FROM cb"
+         SELECT {COLUMNS} FROM cb",
+        claim_sql("$2", "$3", "$12", "$13")
     );
     let statement = db.prepare_cached(&sql).await?;
     let row = db
-        .query_one(
+        .query_opt(
             &statement,
             &[
                 &new.id,
@@ -111,10 +119,12 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
                 &new.reason.map(Reason::as_str),
                 &new.detail,
                 &new.detail.unwrap_or("created"),
+                &new.claim.map(|c| c.key),
+                &new.claim.map(|c| c.request_hash),
             ],
         )
         .await?;
-    Ok(from_row(&row))
+    Ok(row.as_ref().map(from_row))
 }
 
 pub async fn get(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Option<CallbackRow>, StoreError> {

@@ -369,17 +369,46 @@ async fn repeated_bad_tokens_from_one_address_are_rate_limited() {
 }
 
 #[tokio::test]
-async fn a_courier_over_the_rate_limit_gets_429_with_retry_after() {
+async fn a_courier_over_the_rate_limit_gets_429_with_retry_after_and_retries_never_count() {
     let sim = sim().await;
     let app = support::app().set("rate.courier_per_minute", 2).spawn().await;
     app.seed("acme", sim.addr().port()).await;
     let courier = app.courier("acme", "courier-1");
-    for _ in 0..2 {
-        assert_eq!(place(&app, &courier, client_call(CLIENT_PHONE)).await.status(), 202);
+    let tap = |key: &'static str| {
+        app.http
+            .post(app.url("/v1/callbacks"))
+            .bearer_auth(&courier)
+            .header("Idempotency-Key", key)
+            .json(&client_call(CLIENT_PHONE))
+            .send()
+    };
+    let first = tap("tap-1").await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: serde_json::Value = first.json().await.unwrap();
+    // A flaky network retries the first tap three times: replayed, and not counted.
+    for _ in 0..3 {
+        let again = tap("tap-1").await.unwrap();
+        assert_eq!((again.status().as_u16(), again.headers()["idempotent-replayed"].to_str().unwrap()), (202, "true"));
+        assert_eq!(again.json::<serde_json::Value>().await.unwrap()["id"], first["id"]);
     }
-    let res = place(&app, &courier, client_call(CLIENT_PHONE)).await;
+    assert_eq!(tap("tap-2").await.unwrap().status(), 202, "the second tap is within the limit of 2");
+
+    let res = tap("tap-3").await.unwrap();
     assert!(res.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
-    assert_problem(res, 429, "rate_limited").await;
+    let body = assert_problem(res, 429, "rate_limited").await;
+    // Logged as a refused attempt, never sent to the PBX.
+    let refused: serde_json::Value = app
+        .get_as(&format!("/v1/callbacks/{}", body["callback_id"].as_str().unwrap()), &app.admin("acme"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((refused["status"].as_str(), refused["reason"].as_str()), (Some("refused"), Some("rate_limited")));
+    assert_eq!(sim.originates(), 2);
+    // Over the limit, a retry of an answered tap is still answered; the refused one's key was
+    // given back, so its retry is refused again (not replayed) until the limit allows it.
+    assert_eq!(tap("tap-1").await.unwrap().status(), 202);
+    assert_problem(tap("tap-3").await.unwrap(), 429, "rate_limited").await;
 }
 
 #[tokio::test]

@@ -199,10 +199,12 @@ async fn a_file_that_appears_before_its_call_is_kept_and_bound_when_the_call_app
             status: dialback::domain::callback::Status::Completed,
             reason: None,
             detail: None,
+            claim: None,
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+    .expect("no key to claim, so the row is written");
     let second = sync(&app, "acme").await;
     assert_eq!((second["fetched"].as_u64(), second["bound"].as_u64()), (Some(0), Some(1)), "{second}");
     let callback: Value =
