@@ -64,6 +64,7 @@ impl Application {
             secrets: config.secrets_key(),
             connect_timeout: Duration::from_millis(config.ami.connect_timeout_ms),
             settings_cache: Default::default(),
+            registry: Default::default(),
         };
         let recordings = Recordings::new(
             db.clone(),

@@ -25,7 +25,7 @@ use crate::domain::callback::{CallState, Reason, Status};
 use crate::domain::phone::{self, PhoneNumber};
 use crate::domain::settings::{render_channel, DestinationPolicy, PbxSettings};
 use crate::store::admin::Order;
-use crate::store::callbacks::{CallbackRow, NewCallback, Step};
+use crate::store::callbacks::{CallbackRow, DecidedOn, Inserted, NewCallback, Step};
 use crate::store::idempotency::IdempotencyClaim;
 use crate::store::{self, StoreError};
 pub use tracker::Tracker;
@@ -98,6 +98,9 @@ pub enum PlaceError {
     /// was written or sent.
     #[error("this Idempotency-Key is already in use")]
     KeyTaken,
+    /// The courier or the order kept changing while the tap was checked against them.
+    #[error("the courier or the order is being changed right now; try again")]
+    RegistryChanging,
     #[error("stored PBX secret cannot be decrypted (was DIALBACK_SECRETS_KEY changed?)")]
     SecretUndecryptable,
     #[error(transparent)]
@@ -114,6 +117,50 @@ pub struct CallbackService {
     /// process drops the entry at once; the short lifetime bounds what another replica's save
     /// leaves stale.
     pub settings_cache: SettingsCache,
+    pub registry: RegistryCache,
+}
+
+/// Active couriers (their phones) and orders as last read: most taps are decided on these, and
+/// the attempt's insert checks that they are still what is stored (`DecidedOn`), so an entry may
+/// be stale but a decision made on it is never written; it costs a read again.
+#[derive(Default)]
+pub struct RegistryCache {
+    couriers: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
+    orders: std::sync::Mutex<std::collections::HashMap<(String, String), Option<Order>>>,
+}
+
+/// Entries of each kind kept at most (then the cache starts afresh): about 20 MB of orders.
+const REGISTRY_ENTRIES: usize = 100_000;
+
+impl RegistryCache {
+    /// The courier's phone and the order (None: it did not exist), when both are cached.
+    fn get(&self, tenant: &str, courier_id: &str, order_id: Option<&str>) -> Option<(String, Option<Order>)> {
+        let phone =
+            self.couriers.lock().expect("registry lock").get(&(tenant.to_owned(), courier_id.to_owned()))?.clone();
+        let order = match order_id {
+            None => None,
+            Some(order_id) => {
+                self.orders.lock().expect("registry lock").get(&(tenant.to_owned(), order_id.to_owned()))?.clone()
+            }
+        };
+        Some((phone, order))
+    }
+
+    fn put(&self, tenant: &str, courier_id: &str, phone: &str, order_id: Option<&str>, order: Option<&Order>) {
+        let mut couriers = self.couriers.lock().expect("registry lock");
+        if couriers.len() >= REGISTRY_ENTRIES {
+            couriers.clear();
+        }
+        couriers.insert((tenant.to_owned(), courier_id.to_owned()), phone.to_owned());
+        drop(couriers);
+        if let Some(order_id) = order_id {
+            let mut orders = self.orders.lock().expect("registry lock");
+            if orders.len() >= REGISTRY_ENTRIES {
+                orders.clear();
+            }
+            orders.insert((tenant.to_owned(), order_id.to_owned()), order.cloned());
+        }
+    }
 }
 
 /// A tenant's settings with their decrypted secret, for `SETTINGS_TTL`.
@@ -248,53 +295,79 @@ impl CallbackService {
         };
         let db = store::client(&self.db).await?;
         let order_id = match &target {
-            Target::Client { order_id, .. } => order_id.clone(),
+            Target::Client { order_id, .. } => order_id.as_deref(),
             _ => None,
         };
-        let (courier_number, order) = match &target {
-            // The Test button's first number was parsed and allow-listed by the caller. Its settings
-            // may be unsaved, so the tenant may be new.
-            Target::Test { from, .. } => {
-                store::admin::ensure_tenant(&db, tenant).await?;
-                let number = phone::parse(from, &settings.default_region)
-                    .map_err(|e| PlaceError::CourierNotRegistered(format!("test number {from:?}: {e}")))?;
-                (number, None)
-            }
-            _ => {
-                let (courier, order) =
-                    store::admin::courier_and_order(&db, tenant, courier_id, order_id.as_deref()).await?;
-                let courier = courier
-                    .filter(|c| c.active)
-                    .ok_or_else(|| PlaceError::CourierNotRegistered(courier_id.to_owned()))?;
-                let number = phone::parse(&courier.phone, &settings.default_region)
-                    .map_err(|_| PlaceError::CourierNotRegistered(courier_id.to_owned()))?;
-                (number, order)
-            }
-        };
+        if let Target::Test { .. } = &target {
+            // A test's settings may be unsaved, so the tenant may be new.
+            store::admin::ensure_tenant(&db, tenant).await?;
+        }
         let id = Uuid::now_v7();
-        let decision = destination(courier_id, &settings, &target, order.as_ref())?;
-        let (status, refusal, to_number) = match &decision {
-            Ok(d) => (Status::Queued, None, Some(d.logged.as_str())),
-            Err((reason, detail, to)) => (Status::Refused, Some((*reason, detail.as_str())), to.as_deref()),
-        };
-        let row = store::callbacks::insert(
-            &db,
-            &NewCallback {
+        // Decided on the registry cache when it has the courier and order, else on a fresh read;
+        // the insert writes only if they are still what is stored (`DecidedOn`).
+        let mut attempts = 0;
+        let (row, courier_number, decision) = loop {
+            attempts += 1;
+            if attempts > 3 {
+                return Err(PlaceError::RegistryChanging);
+            }
+            let (courier_phone, order) = match &target {
+                Target::Test { .. } => (None, None),
+                _ => {
+                    let cached = if attempts == 1 { self.registry.get(tenant, courier_id, order_id) } else { None };
+                    let (phone, order) = match cached {
+                        Some(hit) => hit,
+                        None => {
+                            let (courier, order) =
+                                store::admin::courier_and_order(&db, tenant, courier_id, order_id).await?;
+                            let courier = courier
+                                .filter(|c| c.active)
+                                .ok_or_else(|| PlaceError::CourierNotRegistered(courier_id.to_owned()))?;
+                            self.registry.put(tenant, courier_id, &courier.phone, order_id, order.as_ref());
+                            (courier.phone, order)
+                        }
+                    };
+                    (Some(phone), order)
+                }
+            };
+            let courier_number = match (&target, &courier_phone) {
+                // The Test button's first number was parsed and allow-listed by the caller.
+                (Target::Test { from, .. }, _) => phone::parse(from, &settings.default_region)
+                    .map_err(|e| PlaceError::CourierNotRegistered(format!("test number {from:?}: {e}")))?,
+                (_, phone_number) => {
+                    phone::parse(phone_number.as_deref().unwrap_or_default(), &settings.default_region)
+                        .map_err(|_| PlaceError::CourierNotRegistered(courier_id.to_owned()))?
+                }
+            };
+            let decision = destination(courier_id, &settings, &target, order.as_ref())?;
+            let (status, refusal, to_number) = match &decision {
+                Ok(d) => (Status::Queued, None, Some(d.logged.as_str())),
+                Err((reason, detail, to)) => (Status::Refused, Some((*reason, detail.as_str())), to.as_deref()),
+            };
+            let new = NewCallback {
                 id,
                 tenant,
                 courier_id,
                 target: target.name(),
-                order_id: order_id.as_deref(),
+                order_id,
                 to_number,
                 courier_number: Some(&courier_number.e164),
                 status,
                 reason: refusal.map(|(reason, _)| reason),
                 detail: refusal.map(|(_, detail)| detail),
                 claim,
-            },
-        )
-        .await?
-        .ok_or(PlaceError::KeyTaken)?;
+                decided_on: courier_phone
+                    .as_deref()
+                    .map(|courier_phone| DecidedOn { courier_phone, order: order.as_ref() }),
+            };
+            match store::callbacks::insert(&db, &new).await? {
+                Inserted::Written(row) => break (*row, courier_number, decision),
+                Inserted::KeyTaken => return Err(PlaceError::KeyTaken),
+                Inserted::Stale => {
+                    tracing::debug!(call_id = %id, tenant, courier_id, "registry changed since read; reading again")
+                }
+            }
+        };
         let destination = match decision {
             Ok(d) => d,
             Err((reason, detail, _)) => {
@@ -319,7 +392,7 @@ impl CallbackService {
             timeout_ms: u64::from(settings.originate_timeout_s) * 1000,
             caller_id: settings.caller_id.clone(),
             channel_id: id.to_string(),
-            variables: channel_variables(id, order_id.as_deref()),
+            variables: channel_variables(id, order_id),
         };
         // What the app may dial itself if the PBX cannot place the call.
         let fallback = match &target {

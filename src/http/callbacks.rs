@@ -129,6 +129,10 @@ pub(crate) fn place_problem(err: PlaceError) -> ApiError {
             .with("callback_id", callback.id.to_string())
             .with("fallback", serde_json::to_value(fallback).unwrap_or(Value::Null)),
         PlaceError::KeyTaken => in_progress(),
+        PlaceError::RegistryChanging => {
+            ApiError::new(StatusCode::CONFLICT, "registry_changing", "Courier or order changing", err.to_string())
+                .with_header(header::RETRY_AFTER, "1")
+        }
         PlaceError::SecretUndecryptable => ApiError::internal(anyhow::anyhow!(err)),
         PlaceError::Store(e) => e.into(),
     }

@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::admin::Order;
 use super::idempotency::{claim_sql, IdempotencyClaim};
 use super::StoreError;
 use crate::domain::callback::{CallState, Leg, Reason, Status};
@@ -82,30 +83,59 @@ pub struct NewCallback<'a> {
     /// The request's `Idempotency-Key`, claimed by the same statement: the attempt is written only
     /// if the key is free.
     pub claim: Option<&'a IdempotencyClaim<'a>>,
+    /// The registry facts the tap was decided on (None for a test call: there are none).
+    pub decided_on: Option<DecidedOn<'a>>,
+}
+
+/// What a tap was checked against, possibly read a while ago: the attempt is written only if the
+/// stored courier and order still say exactly this, so a decision made on stale facts is never
+/// written (the caller reads them again and decides anew).
+#[derive(Clone, Copy)]
+pub struct DecidedOn<'a> {
+    /// The phone of the courier, who was active.
+    pub courier_phone: &'a str,
+    /// The order the request named (`NewCallback::order_id`), None if it did not exist.
+    pub order: Option<&'a Order>,
+}
+
+pub enum Inserted {
+    Written(Box<CallbackRow>),
+    /// The Idempotency-Key is taken: nothing was written.
+    KeyTaken,
+    /// The courier or the order changed since they were read: nothing was written.
+    Stale,
 }
 
 /// Writes a new attempt (before the PBX is contacted) and its first transition, claiming the
-/// request's idempotency key, in one statement (one round trip, atomic; see
-/// [`super::idempotency`] for the claim's rules). None when the key is taken: nothing was written.
-/// The tenant row exists: its courier does (or, for a test call, the caller made sure).
-pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Result<Option<CallbackRow>, StoreError> {
+/// request's idempotency key and checking the facts it was decided on, in one statement (one
+/// round trip, atomic; see [`super::idempotency`] for the claim's rules). The tenant row exists:
+/// its courier does (or, for a test call, the caller made sure).
+pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Result<Inserted, StoreError> {
     let sql = format!(
-        "WITH claim AS ({}),
+        "WITH fresh AS (
+             SELECT $14::text IS NULL OR (
+                 EXISTS (SELECT FROM couriers WHERE tenant_id = $2 AND id = $3 AND active AND phone = $14)
+                 AND ($5::text IS NULL OR CASE WHEN $15::boolean
+                     THEN EXISTS (SELECT FROM orders WHERE tenant_id = $2 AND id = $5 AND state = $16
+                                    AND courier_id IS NOT DISTINCT FROM $17 AND phones = $18::text[])
+                     ELSE NOT EXISTS (SELECT FROM orders WHERE tenant_id = $2 AND id = $5) END)) AS ok),
+         claim AS ({}),
          cb AS (
              INSERT INTO callbacks (id, tenant_id, courier_id, target, order_id, to_number, courier_number,
                  status, reason, detail, ended_at)
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $8 = 'refused' THEN now() END
-             WHERE $12::text IS NULL OR EXISTS (SELECT FROM claim)
+             WHERE (SELECT ok FROM fresh) AND ($12::text IS NULL OR EXISTS (SELECT FROM claim))
              RETURNING {COLUMNS}),
          first AS (
              INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
              SELECT id, NULL, status, $11 FROM cb)
-         SELECT {COLUMNS} FROM cb",
-        claim_sql("$2", "$3", "$12", "$13")
+         SELECT {COLUMNS}, (SELECT ok FROM fresh) FROM (SELECT) AS one LEFT JOIN cb ON true",
+        claim_sql("$2", "$3", "$12", "$13", "(SELECT ok FROM fresh)")
     );
     let statement = db.prepare_cached(&sql).await?;
+    let order = new.decided_on.and_then(|d| d.order);
     let row = db
-        .query_opt(
+        .query_one(
             &statement,
             &[
                 &new.id,
@@ -121,10 +151,21 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
                 &new.detail.unwrap_or("created"),
                 &new.claim.map(|c| c.key),
                 &new.claim.map(|c| c.request_hash),
+                &new.decided_on.map(|d| d.courier_phone),
+                &order.is_some(),
+                &order.map(|o| o.state.as_str()),
+                &order.and_then(|o| o.courier_id.as_deref()),
+                &order.map(|o| o.phones.as_slice()),
             ],
         )
         .await?;
-    Ok(row.as_ref().map(from_row))
+    Ok(if row.get::<_, Option<Uuid>>(0).is_some() {
+        Inserted::Written(Box::new(from_row(&row)))
+    } else if row.get::<_, bool>(21) {
+        Inserted::KeyTaken
+    } else {
+        Inserted::Stale
+    })
 }
 
 pub async fn get(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Option<CallbackRow>, StoreError> {

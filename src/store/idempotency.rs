@@ -16,12 +16,12 @@ pub struct IdempotencyClaim<'a> {
 }
 
 /// The claim as SQL: `INSERT … RETURNING 1` (one row when this request owns the key, none when
-/// someone does), for the given placeholders; nothing when the key placeholder is NULL. A key
-/// older than 24 hours is free again.
-pub fn claim_sql(tenant: &str, courier: &str, key: &str, request_hash: &str) -> String {
+/// someone does), for the given placeholders; nothing when the key placeholder is NULL or the
+/// condition `when` is false. A key older than 24 hours is free again.
+pub fn claim_sql(tenant: &str, courier: &str, key: &str, request_hash: &str, when: &str) -> String {
     format!(
         "INSERT INTO idempotency_keys (tenant_id, courier_id, key, request_hash)
-         SELECT {tenant}, {courier}, {key}, {request_hash} WHERE {key}::text IS NOT NULL
+         SELECT {tenant}, {courier}, {key}, {request_hash} WHERE {key}::text IS NOT NULL AND {when}
          ON CONFLICT (tenant_id, courier_id, key) DO UPDATE
              SET request_hash = EXCLUDED.request_hash, response_status = NULL, response_body = NULL, created_at = now()
              WHERE idempotency_keys.created_at < now() - interval '24 hours'
@@ -98,7 +98,7 @@ pub async fn is_taken(
     claim: &IdempotencyClaim<'_>,
 ) -> Result<bool, StoreError> {
     let tx = db.transaction().await?;
-    let sql = claim_sql("$1", "$2", "$3", "$4");
+    let sql = claim_sql("$1", "$2", "$3", "$4", "true");
     let claimed = tx.query_opt(&sql, &[&tenant, &courier, &claim.key, &claim.request_hash]).await?.is_some();
     tx.rollback().await?;
     Ok(!claimed)

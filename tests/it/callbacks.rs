@@ -211,6 +211,36 @@ async fn twenty_concurrent_duplicates_originate_once() {
     assert_eq!(sim.originates(), 1);
 }
 
+/// Taps are decided on couriers and orders read earlier; an edit that bypasses this process (made
+/// through another replica, or straight in the database) must still take effect at the next tap.
+#[tokio::test]
+async fn edits_made_elsewhere_to_couriers_and_orders_apply_at_the_next_tap() {
+    let (app, sim) = app_with_pbx().await;
+    let courier = app.courier("acme", "courier-1");
+    let (db, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    assert_eq!(place(&app, &courier, client_call(CLIENT_PHONE)).await.status(), 202);
+
+    // The order is handed to another courier.
+    db.execute("UPDATE orders SET courier_id = 'courier-2' WHERE id = 'A-1001'", &[]).await.unwrap();
+    assert_problem(place(&app, &courier, client_call(CLIENT_PHONE)).await, 403, "destination_forbidden").await;
+    // Back to this courier, but the client's number on it changed.
+    db.execute("UPDATE orders SET courier_id = 'courier-1', phones = '{+79160000001}' WHERE id = 'A-1001'", &[])
+        .await
+        .unwrap();
+    assert_problem(place(&app, &courier, client_call(CLIENT_PHONE)).await, 403, "destination_forbidden").await;
+    assert_eq!(place(&app, &courier, client_call("+79160000001")).await.status(), 202);
+    // The courier is deactivated.
+    db.execute("UPDATE couriers SET active = false WHERE id = 'courier-1'", &[]).await.unwrap();
+    assert_problem(place(&app, &courier, client_call("+79160000001")).await, 403, "courier_not_registered").await;
+    // Active again, with a new phone: leg 1 rings the new one.
+    db.execute("UPDATE couriers SET active = true, phone = '+79035550001' WHERE id = 'courier-1'", &[]).await.unwrap();
+    assert_eq!(place(&app, &courier, client_call("+79160000001")).await.status(), 202);
+    assert_eq!(sim.originates(), 3, "nothing refused reached the PBX");
+    let last: serde_json::Value = app.get_as("/v1/callbacks?limit=1", &app.admin("acme")).await.json().await.unwrap();
+    assert_eq!(last["items"][0]["courier_number"], "+79035550001");
+}
+
 #[tokio::test]
 async fn the_destination_policy_refuses_and_logs_what_it_refuses() {
     let (app, sim) = app_with_pbx().await;

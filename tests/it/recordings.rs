@@ -186,7 +186,7 @@ async fn a_file_that_appears_before_its_call_is_kept_and_bound_when_the_call_app
     // The call row appears (e.g. written by a replica whose transaction committed late).
     let pool = dialback::store::pool(&app.database_url.clone().into(), &Default::default()).unwrap();
     let db = pool.get().await.unwrap();
-    dialback::store::callbacks::insert(
+    let inserted = dialback::store::callbacks::insert(
         &db,
         &dialback::store::callbacks::NewCallback {
             id: call_id,
@@ -200,11 +200,12 @@ async fn a_file_that_appears_before_its_call_is_kept_and_bound_when_the_call_app
             reason: None,
             detail: None,
             claim: None,
+            decided_on: None,
         },
     )
     .await
-    .unwrap()
-    .expect("no key to claim, so the row is written");
+    .unwrap();
+    assert!(matches!(inserted, dialback::store::callbacks::Inserted::Written(_)));
     let second = sync(&app, "acme").await;
     assert_eq!((second["fetched"].as_u64(), second["bound"].as_u64()), (Some(0), Some(1)), "{second}");
     let callback: Value =
