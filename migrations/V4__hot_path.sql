@@ -9,6 +9,10 @@
 DROP INDEX callbacks_in_flight;
 CREATE INDEX callbacks_in_flight ON callbacks (tenant_id) WHERE ended_at IS NULL;
 
+-- An Idempotency-Key names the attempt it was claimed for (in the statement that writes it): a
+-- retry of a placed call is answered with the attempt, so a placed call needs no second write.
+ALTER TABLE idempotency_keys ADD COLUMN callback_id uuid;
+
 -- Room on each page for a row's next versions (new pages only; old ones keep what they have).
 ALTER TABLE callbacks SET (fillfactor = 70);
 ALTER TABLE idempotency_keys SET (fillfactor = 70);

@@ -1,6 +1,6 @@
 //! `/v1/callbacks`: couriers place, read and cancel their callbacks; admins read and list their
-//! tenant's. Retries with the same `Idempotency-Key` replay the first answer and never originate
-//! twice.
+//! tenant's. Retries with the same `Idempotency-Key` never originate twice: they are answered with
+//! the same callback (or the first answer, when that was a refusal or an error).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -247,6 +247,13 @@ async fn answer_retry(
         if let Some((status, body)) = earlier.response {
             return Ok(replay(status, body));
         }
+        // Placed (202): the attempt as it is now. It was placed once the tracker has recorded
+        // the Originate's ActionID, milliseconds after the first answer.
+        if let Some(id) = earlier.callback_id {
+            if let Some(row) = store::callbacks::get(&db, tenant, id).await?.filter(|row| row.action_id.is_some()) {
+                return Ok(replay(StatusCode::ACCEPTED.as_u16(), view(&row, true)));
+            }
+        }
     }
     Err(in_progress())
 }
@@ -273,42 +280,36 @@ pub async fn create(
     let hash = request_hash(&request);
     let claim = key.as_deref().map(|key| IdempotencyClaim { key, request_hash: &hash });
     let (tenant, courier) = (caller.tenant(), caller.sub());
-    let outcome = place(&state, &caller, &request, claim.as_ref()).await;
-    let Some(claim) = claim else {
-        return match outcome {
-            Ok((status, body)) => Ok(HttpResponse::build(status).json(body)),
-            Err(Failed::BeforeWrite(problem) | Failed::AfterWrite { problem, .. }) => Err(problem),
-            Err(Failed::KeyTaken) => unreachable!("no key was claimed"),
-        };
+    let (claim, failed) = match (place(&state, &caller, &request, claim.as_ref()).await, claim) {
+        (Ok((status, body)), _) => return Ok(HttpResponse::build(status).json(body)),
+        (Err(Failed::BeforeWrite(problem) | Failed::AfterWrite { problem, .. }), None) => return Err(problem),
+        (Err(Failed::KeyTaken), Some(claim)) => return answer_retry(&state, tenant, courier, &claim).await,
+        (Err(failed), Some(claim)) => (claim, failed),
+        (Err(Failed::KeyTaken), None) => unreachable!("no key was claimed"),
     };
+    // Placed calls need no more (the key's record names the attempt, see `answer_retry`); the
+    // other answers are stored for retries, or the key given back.
     let mut db = store::client(&state.db).await?;
-    match outcome {
-        Ok((status, body)) => {
-            store::idempotency::complete(&db, tenant, courier, claim.key, status.as_u16(), &body).await?;
-            Ok(HttpResponse::build(status).json(body))
-        }
-        Err(Failed::AfterWrite { problem, sent: true }) => {
+    match failed {
+        Failed::AfterWrite { problem, sent: true } => {
             store::idempotency::complete(&db, tenant, courier, claim.key, problem.status.as_u16(), &problem.to_json())
                 .await?;
             Err(problem)
         }
-        Err(Failed::AfterWrite { problem, sent: false }) => {
+        Failed::AfterWrite { problem, sent: false } => {
             store::idempotency::release(&db, tenant, courier, claim.key).await?;
             Err(problem)
         }
-        Err(Failed::KeyTaken) => {
-            drop(db);
-            answer_retry(&state, tenant, courier, &claim).await
-        }
         // A retry is answered as one even when this request would be refused now (the courier or
         // the settings changed): its first answer stands.
-        Err(Failed::BeforeWrite(problem)) => {
+        Failed::BeforeWrite(problem) => {
             if store::idempotency::is_taken(&mut db, tenant, courier, &claim).await? {
                 drop(db);
                 return answer_retry(&state, tenant, courier, &claim).await;
             }
             Err(problem)
         }
+        Failed::KeyTaken => unreachable!("answered above"),
     }
 }
 

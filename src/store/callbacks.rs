@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::admin::Order;
-use super::idempotency::{claim_sql, IdempotencyClaim};
+use super::idempotency::{claim_sql, ClaimSql, IdempotencyClaim};
 use super::StoreError;
 use crate::domain::callback::{CallState, Leg, Reason, Status};
 
@@ -130,7 +130,14 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
              INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
              SELECT id, NULL, status, $11 FROM cb)
          SELECT {COLUMNS}, (SELECT ok FROM fresh) FROM (SELECT) AS one LEFT JOIN cb ON true",
-        claim_sql("$2", "$3", "$12", "$13", "(SELECT ok FROM fresh)")
+        claim_sql(&ClaimSql {
+            tenant: "$2",
+            courier: "$3",
+            key: "$12",
+            request_hash: "$13",
+            callback_id: "$1",
+            when: "(SELECT ok FROM fresh)",
+        })
     );
     let statement = db.prepare_cached(&sql).await?;
     let order = new.decided_on.and_then(|d| d.order);

@@ -2,8 +2,11 @@
 //! replayed, so a flaky mobile network retrying a tap never rings anyone twice.
 //!
 //! A key is claimed by the statement that writes the attempt ([`super::callbacks::insert`]), so
-//! of concurrent duplicates exactly one writes an attempt and reaches the PBX. The claimant then
-//! stores its answer (`complete`) or gives the key back when nothing reached the PBX (`release`).
+//! of concurrent duplicates exactly one writes an attempt and reaches the PBX; the record names
+//! that attempt. A call that was placed needs nothing more: a retry is answered with the attempt
+//! as it is by then (no write on the hot path). An answer that was not "placed" (a refusal, a PBX
+//! error after which the PBX may still have the call) is stored (`complete`) and replayed; when
+//! nothing reached the PBX the key is given back (`release`).
 
 use deadpool_postgres::GenericClient;
 
@@ -15,23 +18,37 @@ pub struct IdempotencyClaim<'a> {
     pub request_hash: &'a str,
 }
 
+/// Placeholders (or SQL expressions) for the claim's values.
+pub struct ClaimSql<'a> {
+    pub tenant: &'a str,
+    pub courier: &'a str,
+    pub key: &'a str,
+    pub request_hash: &'a str,
+    pub callback_id: &'a str,
+    /// The claim is made only when this is true.
+    pub when: &'a str,
+}
+
 /// The claim as SQL: `INSERT … RETURNING 1` (one row when this request owns the key, none when
-/// someone does), for the given placeholders; nothing when the key placeholder is NULL or the
-/// condition `when` is false. A key older than 24 hours is free again.
-pub fn claim_sql(tenant: &str, courier: &str, key: &str, request_hash: &str, when: &str) -> String {
+/// someone does); nothing when the key is NULL or `when` is false. A key older than 24 hours is
+/// free again.
+pub fn claim_sql(p: &ClaimSql<'_>) -> String {
+    let ClaimSql { tenant, courier, key, request_hash, callback_id, when } = p;
     format!(
-        "INSERT INTO idempotency_keys (tenant_id, courier_id, key, request_hash)
-         SELECT {tenant}, {courier}, {key}, {request_hash} WHERE {key}::text IS NOT NULL AND {when}
+        "INSERT INTO idempotency_keys (tenant_id, courier_id, key, request_hash, callback_id)
+         SELECT {tenant}, {courier}, {key}, {request_hash}, {callback_id} WHERE {key}::text IS NOT NULL AND {when}
          ON CONFLICT (tenant_id, courier_id, key) DO UPDATE
-             SET request_hash = EXCLUDED.request_hash, response_status = NULL, response_body = NULL, created_at = now()
+             SET request_hash = EXCLUDED.request_hash, callback_id = EXCLUDED.callback_id, response_status = NULL,
+                 response_body = NULL, created_at = now()
              WHERE idempotency_keys.created_at < now() - interval '24 hours'
          RETURNING 1"
     )
 }
 
-/// A key someone already used: the request it came with, and its answer once stored.
+/// A key someone already used: the request it came with, its attempt, and its answer if stored.
 pub struct Earlier {
     pub request_hash: String,
+    pub callback_id: Option<uuid::Uuid>,
     pub response: Option<(u16, serde_json::Value)>,
 }
 
@@ -45,7 +62,7 @@ pub async fn lookup(
     let row = db
         .query_opt(
             &db.prepare_cached(
-                "SELECT request_hash, response_status, response_body FROM idempotency_keys
+                "SELECT request_hash, response_status, response_body, callback_id FROM idempotency_keys
                  WHERE tenant_id = $1 AND courier_id = $2 AND key = $3 AND created_at >= now() - interval '24 hours'",
             )
             .await?,
@@ -55,7 +72,11 @@ pub async fn lookup(
     Ok(row.map(|row| {
         let status: Option<i32> = row.get(1);
         let body: Option<serde_json::Value> = row.get(2);
-        Earlier { request_hash: row.get(0), response: status.zip(body).map(|(s, b)| (s as u16, b)) }
+        Earlier {
+            request_hash: row.get(0),
+            callback_id: row.get(3),
+            response: status.zip(body).map(|(s, b)| (s as u16, b)),
+        }
     }))
 }
 
@@ -98,7 +119,14 @@ pub async fn is_taken(
     claim: &IdempotencyClaim<'_>,
 ) -> Result<bool, StoreError> {
     let tx = db.transaction().await?;
-    let sql = claim_sql("$1", "$2", "$3", "$4", "true");
+    let sql = claim_sql(&ClaimSql {
+        tenant: "$1",
+        courier: "$2",
+        key: "$3",
+        request_hash: "$4",
+        callback_id: "NULL::uuid",
+        when: "true",
+    });
     let claimed = tx.query_opt(&sql, &[&tenant, &courier, &claim.key, &claim.request_hash]).await?.is_some();
     tx.rollback().await?;
     Ok(!claimed)
