@@ -25,7 +25,7 @@ use crate::domain::callback::{CallState, Reason, Status};
 use crate::domain::phone::{self, PhoneNumber};
 use crate::domain::settings::{render_channel, DestinationPolicy, PbxSettings};
 use crate::store::admin::Order;
-use crate::store::callbacks::{CallbackRow, DecidedOn, Inserted, NewCallback, Step};
+use crate::store::callbacks::{CallbackRow, DecidedOn, Inserted, NewCallback, Step, Transition};
 use crate::store::idempotency::IdempotencyClaim;
 use crate::store::{self, StoreError};
 pub use tracker::Tracker;
@@ -269,7 +269,8 @@ impl CallbackService {
     ) -> Result<bool, PlaceError> {
         let conn = store::client(&self.db).await?;
         let step = Step::new(row.state.status, next.status, cause);
-        Ok(store::callbacks::transition(&conn, row.id, &row.state, next, &[step], detail, action_id).await?)
+        let transition = Transition { id: row.id, from: &row.state, to: next, steps: &[step], detail, action_id };
+        Ok(store::callbacks::transition(&conn, &transition).await?)
     }
 
     /// The first half of placing a callback for `courier_id` (or, for a test, for the admin):

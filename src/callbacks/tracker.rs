@@ -6,7 +6,7 @@
 //! so one call's events are applied in order while different calls proceed in parallel.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use crate::ami::pool::CallHold;
 use crate::ami::AmiEvent;
 use crate::domain::callback::{apply, CallState, Fact};
 use crate::store;
-use crate::store::callbacks::Step;
+use crate::store::callbacks::{Step, Transition};
 
 /// Calls are sharded so one call's events apply in order while others proceed in parallel; one
 /// shard per pooled database connection keeps the pool busy without queueing behind it.
@@ -199,12 +199,79 @@ impl PendingFacts {
         }
     }
 
+    /// Applies every call's facts and writes all the changes in one statement; a call that was
+    /// moved meanwhile by someone else (a cancel) is reloaded and its facts applied again.
     async fn flush(&mut self, db: &deadpool_postgres::Pool, calls: &mut HashMap<Uuid, Tracked>) {
-        for id in self.order.drain(..) {
-            let Some((tenant, facts)) = self.by_call.remove(&id) else { continue };
-            if let Err(e) = apply_facts(db, calls, tenant, id, &facts).await {
-                tracing::error!(call_id = %id, error = format!("{e:#}"), "could not record call events");
+        if self.order.is_empty() {
+            return;
+        }
+        let pending: Vec<(Uuid, Arc<str>, Vec<Fact>)> = self
+            .order
+            .drain(..)
+            .filter_map(|id| self.by_call.remove(&id).map(|(tenant, facts)| (id, tenant, facts)))
+            .collect();
+        let client = match store::client(db).await {
+            Ok(client) => client,
+            Err(e) => {
+                for (id, _, facts) in &pending {
+                    tracing::error!(call_id = %id, error = %e, ?facts, "could not record call events");
+                }
+                return;
             }
+        };
+        let mut changes = Vec::new();
+        for (id, tenant, facts) in &pending {
+            match plan(&client, calls, tenant, *id, facts).await {
+                Ok(Some(change)) => changes.push(change),
+                Ok(None) => {}
+                Err(e) => tracing::error!(call_id = %id, error = format!("{e:#}"), "could not record call events"),
+            }
+        }
+        let batch: Vec<Transition<'_>> = changes.iter().map(Change::transition).collect();
+        let moved: HashSet<Uuid> = match store::callbacks::transitions_many(&client, &batch).await {
+            Ok(moved) => moved.into_iter().collect(),
+            Err(e) => {
+                for change in &changes {
+                    tracing::error!(call_id = %change.id, error = %e, "could not record call events");
+                }
+                return;
+            }
+        };
+        drop(batch);
+        for change in changes {
+            if moved.contains(&change.id) {
+                settle(calls, change);
+                continue;
+            }
+            // Lost to a concurrent writer: apply the facts to what is stored now.
+            calls.remove(&change.id);
+            let (_, tenant, facts) = pending.iter().find(|(id, _, _)| *id == change.id).expect("planned from pending");
+            if let Err(e) = apply_facts(&client, calls, tenant, change.id, facts).await {
+                tracing::error!(call_id = %change.id, error = format!("{e:#}"), "could not record call events");
+            }
+        }
+    }
+}
+
+/// A call's new state, planned from its facts, not yet written.
+struct Change {
+    id: Uuid,
+    tenant: Arc<str>,
+    from: CallState,
+    next: CallState,
+    steps: Vec<Step>,
+    action_id: Option<String>,
+}
+
+impl Change {
+    fn transition(&self) -> Transition<'_> {
+        Transition {
+            id: self.id,
+            from: &self.from,
+            to: &self.next,
+            steps: &self.steps,
+            detail: None,
+            action_id: self.action_id.as_deref(),
         }
     }
 }
@@ -258,78 +325,101 @@ async fn handle(db: &deadpool_postgres::Pool, calls: &mut HashMap<Uuid, Tracked>
     }
 }
 
-/// Applies a call's facts (in order) to what is known of it and writes the result once.
-async fn apply_facts(
-    db: &deadpool_postgres::Pool,
+/// Applies a call's facts (in order) to what is known of it (loading it when it is not in
+/// memory); None when they change nothing or the call is not this tenant's.
+async fn plan(
+    db: &deadpool_postgres::Client,
     calls: &mut HashMap<Uuid, Tracked>,
-    tenant: Arc<str>,
+    tenant: &Arc<str>,
+    id: Uuid,
+    facts: &[Fact],
+) -> anyhow::Result<Option<Change>> {
+    // Not in memory: placed before a restart, settled a while ago, or just reloaded.
+    let tracked = match calls.entry(id) {
+        Entry::Occupied(entry) => entry.into_mut(),
+        Entry::Vacant(entry) => {
+            let Some(row) = store::callbacks::get_any(db, id).await? else { return Ok(None) };
+            if *row.tenant_id != **tenant {
+                tracing::warn!(call_id = %id, pbx_tenant = %tenant, "event from another tenant's PBX ignored");
+                return Ok(None);
+            }
+            entry.insert(Tracked { tenant: tenant.clone(), state: row.state, hold: None, settled_at: None })
+        }
+    };
+    if tracked.tenant != *tenant {
+        return Ok(None);
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut next = tracked.state.clone();
+    let mut steps = Vec::new();
+    let mut action_id = None;
+    for fact in facts {
+        if let Fact::OriginateQueued { action_id: queued } = fact {
+            action_id = Some(queued.clone());
+        }
+        let Some(after) = apply(&next, fact, now) else { continue };
+        if after.status != next.status || after.reason != next.reason {
+            let cause = match fact {
+                Fact::OriginateQueued { action_id } => format!("originate queued (ActionID {action_id})"),
+                _ => format!("{fact:?}"),
+            };
+            steps.push(Step::new(next.status, after.status, cause));
+        }
+        next = after;
+    }
+    Ok((next != tracked.state).then(|| Change {
+        id,
+        tenant: tenant.clone(),
+        from: tracked.state.clone(),
+        next,
+        steps,
+        action_id,
+    }))
+}
+
+/// A change was written: log it and keep the call's new state (and let its connection go once
+/// it has settled).
+fn settle(calls: &mut HashMap<Uuid, Tracked>, change: Change) {
+    let Change { id, tenant, next, steps, .. } = change;
+    for step in &steps {
+        if step.from != step.to {
+            tracing::info!(call_id = %id, tenant = %tenant, from = step.from.as_str(), to = step.to.as_str(),
+                reason = next.reason.map(|r| r.as_str()), "callback status");
+            metrics::counter!("dialback_callback_transitions_total", "to" => step.to.as_str()).increment(1);
+        }
+    }
+    if let (Some(talk), Some(billable)) = (next.talk_seconds, next.cdr_billable_seconds) {
+        // BillableSeconds counts from the courier's answer, so it includes the client's ringing:
+        // it may exceed our talk time, never fall short of it by more than clock jitter.
+        if billable + 2 < talk {
+            tracing::warn!(call_id = %id, talk, billable, "talk time exceeds the CDR's billable seconds");
+        }
+    }
+    let Some(tracked) = calls.get_mut(&id) else { return };
+    if next.status.is_terminal() && tracked.settled_at.is_none() {
+        // Settled: the connection may close when idle; late events (the Cdr) still find it here.
+        tracked.settled_at = Some(Instant::now());
+        tracked.hold = None;
+    }
+    tracked.state = next;
+}
+
+/// Applies one call's facts and writes them on their own; when a concurrent writer wins (the API
+/// recording a cancel), reloads the stored state and applies the facts to that. Nothing is dropped.
+async fn apply_facts(
+    db: &deadpool_postgres::Client,
+    calls: &mut HashMap<Uuid, Tracked>,
+    tenant: &Arc<str>,
     id: Uuid,
     facts: &[Fact],
 ) -> anyhow::Result<()> {
-    let client = store::client(db).await?;
-    // A conditional update can lose to a concurrent writer (a cancel through the API): then reload the stored state and apply the facts to that. Nothing is dropped.
     for _ in 0..3 {
-        // Not in memory: placed before a restart, settled a while ago, or just reloaded.
-        let tracked = match calls.entry(id) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let Some(row) = store::callbacks::get_any(&client, id).await? else { return Ok(()) };
-                if *row.tenant_id != *tenant {
-                    tracing::warn!(call_id = %id, pbx_tenant = %tenant, "event from another tenant's PBX ignored");
-                    return Ok(());
-                }
-                entry.insert(Tracked { tenant: tenant.clone(), state: row.state, hold: None, settled_at: None })
-            }
-        };
-        if *tracked.tenant != *tenant {
+        let Some(change) = plan(db, calls, tenant, id, facts).await? else { return Ok(()) };
+        if store::callbacks::transition(db, &change.transition()).await? {
+            settle(calls, change);
             return Ok(());
         }
-        let now = OffsetDateTime::now_utc();
-        let mut next = tracked.state.clone();
-        let mut steps = Vec::new();
-        let action_id = facts.iter().find_map(|f| match f {
-            Fact::OriginateQueued { action_id } => Some(action_id.as_str()),
-            _ => None,
-        });
-        for fact in facts {
-            let Some(after) = apply(&next, fact, now) else { continue };
-            if after.status != next.status || after.reason != next.reason {
-                let cause = match fact {
-                    Fact::OriginateQueued { action_id } => format!("originate queued (ActionID {action_id})"),
-                    _ => format!("{fact:?}"),
-                };
-                steps.push(Step::new(next.status, after.status, cause));
-            }
-            next = after;
-        }
-        if next == tracked.state {
-            return Ok(());
-        }
-        if !store::callbacks::transition(&client, id, &tracked.state, &next, &steps, None, action_id).await? {
-            calls.remove(&id);
-            continue;
-        }
-        for step in &steps {
-            if step.from != step.to {
-                tracing::info!(call_id = %id, tenant = %tenant, from = step.from.as_str(), to = step.to.as_str(),
-                    reason = next.reason.map(|r| r.as_str()), "callback status");
-                metrics::counter!("dialback_callback_transitions_total", "to" => step.to.as_str()).increment(1);
-            }
-        }
-        if let (Some(talk), Some(billable)) = (next.talk_seconds, next.cdr_billable_seconds) {
-            // BillableSeconds counts from the courier's answer, so it includes the client's ringing:
-            // it may exceed our talk time, never fall short of it by more than clock jitter.
-            if billable + 2 < talk {
-                tracing::warn!(call_id = %id, talk, billable, "talk time exceeds the CDR's billable seconds");
-            }
-        }
-        if next.status.is_terminal() && tracked.settled_at.is_none() {
-            // Settled: the connection may close when idle; late events (the Cdr) still find it here.
-            tracked.settled_at = Some(Instant::now());
-            tracked.hold = None;
-        }
-        tracked.state = next;
-        return Ok(());
+        calls.remove(&id);
     }
     anyhow::bail!("the callback kept changing under the tracker; {facts:?} not applied")
 }

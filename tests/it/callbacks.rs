@@ -640,3 +640,105 @@ async fn the_cap_on_in_flight_originates_per_pbx_answers_503_pbx_busy() {
     assert_problem(res, 503, "pbx_busy").await;
     assert_eq!(sim.originates(), 1);
 }
+
+/// The tracker writes a burst's changes for many calls in one statement; a call someone else moved
+/// meanwhile (a cancel) is left alone there, and only the calls that moved get audit rows.
+#[tokio::test]
+async fn one_statement_moves_many_calls_and_skips_the_ones_moved_meanwhile() {
+    use dialback::domain::callback::{CallState, Status};
+    use dialback::store::callbacks::{self, Inserted, NewCallback, Step, Transition};
+    let app = spawn_app().await;
+    let pool = dialback::store::pool(&app.database_url.clone().into(), &Default::default()).unwrap();
+    let db = pool.get().await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = uuid::Uuid::now_v7();
+        let new = NewCallback {
+            id,
+            tenant: "acme",
+            courier_id: "courier-1",
+            target: "client",
+            order_id: None,
+            to_number: Some(CLIENT_PHONE),
+            courier_number: Some(COURIER_PHONE),
+            status: Status::Queued,
+            reason: None,
+            detail: None,
+            claim: None,
+            decided_on: None,
+        };
+        assert!(matches!(callbacks::insert(&db, &new).await.unwrap(), Inserted::Written(_)));
+        ids.push(id);
+    }
+    let queued = CallState::new(Status::Queued);
+    let ringing = CallState::new(Status::RingingCourier);
+    let mut connected = CallState::new(Status::Connected);
+    connected.connected_at = Some(time::OffsetDateTime::now_utc());
+    // The second call was canceled meanwhile: it is no longer `queued`.
+    let canceled = CallState::new(Status::Canceled);
+    let step = |from, to| vec![Step::new(from, to, "test")];
+    assert!(callbacks::transition(
+        &db,
+        &Transition {
+            id: ids[1],
+            from: &queued,
+            to: &canceled,
+            steps: &step(Status::Queued, Status::Canceled),
+            detail: None,
+            action_id: None
+        }
+    )
+    .await
+    .unwrap());
+    let first_steps = [
+        Step::new(Status::Queued, Status::RingingCourier, "a"),
+        Step::new(Status::RingingCourier, Status::Connected, "b"),
+    ];
+    let batch = [
+        Transition {
+            id: ids[0],
+            from: &queued,
+            to: &connected,
+            steps: &first_steps,
+            detail: None,
+            action_id: Some("A1"),
+        },
+        Transition {
+            id: ids[1],
+            from: &queued,
+            to: &ringing,
+            steps: &step(Status::Queued, Status::RingingCourier),
+            detail: None,
+            action_id: Some("A2"),
+        },
+        Transition {
+            id: ids[2],
+            from: &queued,
+            to: &ringing,
+            steps: &step(Status::Queued, Status::RingingCourier),
+            detail: None,
+            action_id: Some("A3"),
+        },
+    ];
+    let mut moved = callbacks::transitions_many(&db, &batch).await.unwrap();
+    moved.sort();
+    assert_eq!(moved, vec![ids[0], ids[2]]);
+    let status = |i: usize| {
+        let db = &db;
+        let id = ids[i];
+        async move { callbacks::get_any(db, id).await.unwrap().unwrap() }
+    };
+    let first = status(0).await;
+    assert_eq!((first.state.status, first.action_id.as_deref()), (Status::Connected, Some("A1")));
+    assert!(first.state.connected_at.is_some());
+    assert_eq!(status(1).await.state.status, Status::Canceled, "the cancel stands");
+    assert_eq!(status(2).await.state.status, Status::RingingCourier);
+    let trail = |i: usize| {
+        let db = &db;
+        let id = ids[i];
+        async move { callbacks::transitions(db, id).await.unwrap().into_iter().map(|(_, _, to, _)| to).collect::<Vec<_>>() }
+    };
+    assert_eq!(trail(0).await, ["queued", "ringing_courier", "connected"]);
+    assert_eq!(trail(1).await, ["queued", "canceled"]);
+    assert_eq!(trail(2).await, ["queued", "ringing_courier"]);
+}
