@@ -199,8 +199,8 @@ impl PendingFacts {
         }
     }
 
-    /// Applies every call's facts and writes all the changes in one statement; a call that was
-    /// moved meanwhile by someone else (a cancel) is reloaded and its facts applied again.
+    /// Applies every call's facts and writes the changes together (one round trip); a call that
+    /// was moved meanwhile by someone else (a cancel) is reloaded and its facts applied again.
     async fn flush(&mut self, db: &deadpool_postgres::Pool, calls: &mut HashMap<Uuid, Tracked>) {
         if self.order.is_empty() {
             return;
@@ -227,17 +227,22 @@ impl PendingFacts {
                 Err(e) => tracing::error!(call_id = %id, error = format!("{e:#}"), "could not record call events"),
             }
         }
-        let batch: Vec<Transition<'_>> = changes.iter().map(Change::transition).collect();
-        let moved: HashSet<Uuid> = match store::callbacks::transitions_many(&client, &batch).await {
-            Ok(moved) => moved.into_iter().collect(),
-            Err(e) => {
-                for change in &changes {
-                    tracing::error!(call_id = %change.id, error = %e, "could not record call events");
+        // Sent together on one connection: PostgreSQL reads the whole burst at once (one round trip,
+        // one wake-up) and runs each as its own small statement with its own simple plan.
+        let written = futures_util::future::join_all(
+            changes.iter().map(|change| async { store::callbacks::transition(&client, &change.transition()).await }),
+        )
+        .await;
+        let mut moved = HashSet::new();
+        for (change, written) in changes.iter().zip(written) {
+            match written {
+                Ok(true) => {
+                    moved.insert(change.id);
                 }
-                return;
+                Ok(false) => {}
+                Err(e) => tracing::error!(call_id = %change.id, error = %e, "could not record call events"),
             }
-        };
-        drop(batch);
+        }
         for change in changes {
             if moved.contains(&change.id) {
                 settle(calls, change);

@@ -246,118 +246,54 @@ pub struct Transition<'a> {
     pub action_id: Option<&'a str>,
 }
 
-/// Moves an attempt if nobody moved it meanwhile (see [`transitions_many`]); false when the stored
+/// Moves an attempt from `from` to `to` if nobody moved it meanwhile, and records its steps in
+/// the audit trail: one statement, so one round trip and atomic. Returns false when the stored
 /// status was no longer `from.status` (a concurrent update won).
 pub async fn transition(db: &deadpool_postgres::Client, t: &Transition<'_>) -> Result<bool, StoreError> {
-    Ok(!transitions_many(db, std::slice::from_ref(t)).await?.is_empty())
-}
-
-/// A batch of transitions as the statement's array parameters.
-#[derive(Default)]
-struct Columns<'a> {
-    ids: Vec<Uuid>,
-    from_status: Vec<&'a str>,
-    status: Vec<&'a str>,
-    failed_leg: Vec<Option<&'a str>>,
-    reason: Vec<Option<&'a str>>,
-    hangup_cause: Vec<Option<i32>>,
-    courier_channel: Vec<Option<&'a str>>,
-    courier_answered_at: Vec<Option<OffsetDateTime>>,
-    connected_at: Vec<Option<OffsetDateTime>>,
-    ended_at: Vec<Option<OffsetDateTime>>,
-    talk_seconds: Vec<Option<i32>>,
-    billable: Vec<Option<i32>>,
-    detail: Vec<Option<&'a str>>,
-    action_id: Vec<Option<&'a str>>,
-    step_ids: Vec<Uuid>,
-    step_from: Vec<&'a str>,
-    step_to: Vec<&'a str>,
-    step_cause: Vec<&'a str>,
-}
-
-/// Applies many attempts' transitions, each only if the attempt's stored status is still its
-/// `from.status`, with their steps in the audit trail: one statement (one round trip, atomic)
-/// however many calls a burst of events moved. Returns the ids that moved.
-pub async fn transitions_many(
-    db: &deadpool_postgres::Client,
-    batch: &[Transition<'_>],
-) -> Result<Vec<Uuid>, StoreError> {
-    const SQL: &str = "WITH input AS (
-            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[],
-                $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::int4[], $12::int4[], $13::text[],
-                $14::text[])
-            AS t(id, from_status, status, failed_leg, reason, hangup_cause, courier_channel, courier_answered_at,
-                connected_at, ended_at, talk_seconds, cdr_billable_seconds, detail, action_id)),
-         moved AS (
-            UPDATE callbacks c SET status = i.status, failed_leg = i.failed_leg, reason = i.reason,
-                hangup_cause = i.hangup_cause, courier_channel = i.courier_channel,
-                courier_answered_at = i.courier_answered_at, connected_at = i.connected_at, ended_at = i.ended_at,
-                talk_seconds = i.talk_seconds, cdr_billable_seconds = i.cdr_billable_seconds,
-                detail = COALESCE(i.detail, c.detail), action_id = COALESCE(i.action_id, c.action_id),
+    const SQL: &str = "WITH moved AS (
+            UPDATE callbacks SET status = $2, failed_leg = $3, reason = $4, hangup_cause = $5, courier_channel = $6,
+                courier_answered_at = $7, connected_at = $8, ended_at = $9, talk_seconds = $10,
+                cdr_billable_seconds = $11, detail = COALESCE($13, detail), action_id = COALESCE($14, action_id),
                 updated_at = now()
-            FROM input i WHERE c.id = i.id AND c.status = i.from_status
-            RETURNING c.id),
+            WHERE id = $1 AND status = $12
+            RETURNING id),
          audit AS (
             INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
-            SELECT step.callback_id, step.from_status, step.to_status, step.cause
-            FROM unnest($15::uuid[], $16::text[], $17::text[], $18::text[]) WITH ORDINALITY
-                AS step(callback_id, from_status, to_status, cause, n)
-            WHERE step.callback_id IN (SELECT id FROM moved)
+            SELECT moved.id, step.from_status, step.to_status, step.cause
+            FROM moved, unnest($15::text[], $16::text[], $17::text[]) WITH ORDINALITY
+                AS step(from_status, to_status, cause, n)
             ORDER BY step.n)
-         SELECT id FROM moved";
-    if batch.is_empty() {
-        return Ok(Vec::new());
-    }
+         SELECT count(*) FROM moved";
     let statement = db.prepare_cached(SQL).await?;
-    let mut c = Columns::default();
-    for t in batch {
-        c.ids.push(t.id);
-        c.from_status.push(t.from.status.as_str());
-        c.status.push(t.to.status.as_str());
-        c.failed_leg.push(t.to.failed_leg.map(Leg::as_str));
-        c.reason.push(t.to.reason.map(Reason::as_str));
-        c.hangup_cause.push(t.to.hangup_cause);
-        c.courier_channel.push(t.to.courier_channel.as_deref());
-        c.courier_answered_at.push(t.to.courier_answered_at);
-        c.connected_at.push(t.to.connected_at);
-        c.ended_at.push(t.to.ended_at);
-        c.talk_seconds.push(t.to.talk_seconds);
-        c.billable.push(t.to.cdr_billable_seconds);
-        c.detail.push(t.detail);
-        c.action_id.push(t.action_id);
-        for step in t.steps {
-            c.step_ids.push(t.id);
-            c.step_from.push(step.from.as_str());
-            c.step_to.push(step.to.as_str());
-            c.step_cause.push(step.cause.as_str());
-        }
-    }
-    let rows = db
-        .query(
+    let froms: Vec<&str> = t.steps.iter().map(|s| s.from.as_str()).collect();
+    let tos: Vec<&str> = t.steps.iter().map(|s| s.to.as_str()).collect();
+    let causes: Vec<&str> = t.steps.iter().map(|s| s.cause.as_str()).collect();
+    let (to, from) = (t.to, t.from);
+    let row = db
+        .query_one(
             &statement,
             &[
-                &c.ids,
-                &c.from_status,
-                &c.status,
-                &c.failed_leg,
-                &c.reason,
-                &c.hangup_cause,
-                &c.courier_channel,
-                &c.courier_answered_at,
-                &c.connected_at,
-                &c.ended_at,
-                &c.talk_seconds,
-                &c.billable,
-                &c.detail,
-                &c.action_id,
-                &c.step_ids,
-                &c.step_from,
-                &c.step_to,
-                &c.step_cause,
+                &t.id,
+                &to.status.as_str(),
+                &to.failed_leg.map(Leg::as_str),
+                &to.reason.map(Reason::as_str),
+                &to.hangup_cause,
+                &to.courier_channel,
+                &to.courier_answered_at,
+                &to.connected_at,
+                &to.ended_at,
+                &to.talk_seconds,
+                &to.cdr_billable_seconds,
+                &from.status.as_str(),
+                &t.detail,
+                &t.action_id,
+                &froms,
+                &tos,
+                &causes,
             ],
         )
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(row.get::<_, i64>(0) == 1)
 }
 
 /// Marks every attempt still in flight (optionally of one tenant) as `unknown`, with why; returns
