@@ -382,23 +382,54 @@ pub async fn levels(
     for &concurrency in levels {
         eprintln!("load: concurrency {concurrency} for {} s", duration.as_secs_f64());
         let tappers = ApiTapper::many(api.addr, tokens, concurrency).await;
-        let dialback = watched.iter().find(|w| w.name == "dialback").map(|w| w.pid);
-        let switches = dialback.map(context_switches);
-        let xacts = pg_transactions(&api.config).await?;
-        let before = crate::stats::cpu_sample(watched);
-        let mut run = closed_loop(tappers, duration).await;
-        let key = format!("c{concurrency}_");
-        crate::stats::cpu_sample(watched).since(&before, figures, &key);
-        run.figures(figures, &key);
-        terminal_figures(&api.config, &run, figures, &key).await?;
-        // Per accepted callback, counted until every one was terminal (the tracker's writes too).
-        let per_callback = |n: u64| n as f64 / run.taps.len().max(1) as f64;
-        let xacts = pg_transactions(&api.config).await? - xacts;
-        figures.num(&format!("{key}pg_transactions_per_callback"), per_callback(xacts));
-        if let (Some(pid), Some(switches)) = (dialback, switches) {
-            let switches = context_switches(pid).saturating_sub(switches);
-            figures.num(&format!("{key}dialback_context_switches_per_callback"), per_callback(switches));
-        }
+        measure(api, watched, figures, &format!("c{concurrency}_"), closed_loop(tappers, duration)).await?;
+    }
+    Ok(())
+}
+
+/// Callbacks at a fixed `rate` (open loop, over `connections` connections) for `duration`, then
+/// the wait for terminal statuses: `rate_*` figures, as for a level.
+pub async fn fixed_rate(
+    api: &Api,
+    tokens: &Arc<Vec<String>>,
+    rate: f64,
+    connections: usize,
+    duration: Duration,
+    watched: &[crate::stats::Watched],
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
+    eprintln!("load: {rate} callbacks/s for {} s over {connections} connections", duration.as_secs_f64());
+    let tappers = ApiTapper::many(api.addr, tokens, connections).await;
+    figures.num("rate_target_per_s", rate);
+    figures.num("rate_connections", connections as f64);
+    measure(api, watched, figures, "rate_", open_loop(tappers, rate, duration)).await
+}
+
+/// Runs `load` and writes its figures under `key`: rate, latencies and errors, the CPU each
+/// watched process used meanwhile, then (once every accepted callback is terminal) the
+/// transactions PostgreSQL committed and dialback's context switches per callback.
+async fn measure(
+    api: &Api,
+    watched: &[crate::stats::Watched],
+    figures: &mut Figures,
+    key: &str,
+    load: impl std::future::Future<Output = Run>,
+) -> anyhow::Result<()> {
+    let dialback = watched.iter().find(|w| w.name == "dialback").map(|w| w.pid);
+    let switches = dialback.map(context_switches);
+    let xacts = pg_transactions(&api.config).await?;
+    let before = crate::stats::cpu_sample(watched);
+    let mut run = load.await;
+    crate::stats::cpu_sample(watched).since(&before, figures, key);
+    run.figures(figures, key);
+    terminal_figures(&api.config, &run, figures, key).await?;
+    // Per accepted callback, counted until every one was terminal (the tracker's writes too).
+    let per_callback = |n: u64| n as f64 / run.taps.len().max(1) as f64;
+    let xacts = pg_transactions(&api.config).await? - xacts;
+    figures.num(&format!("{key}pg_transactions_per_callback"), per_callback(xacts));
+    if let (Some(pid), Some(switches)) = (dialback, switches) {
+        let switches = context_switches(pid).saturating_sub(switches);
+        figures.num(&format!("{key}dialback_context_switches_per_callback"), per_callback(switches));
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //!
 //! - `seed`: a tenant (PBX settings, couriers, their orders) through the admin API;
 //! - `load`: HTTP callbacks at fixed concurrency levels, then the wait for terminal statuses;
+//! - `rate`: HTTP callbacks at a fixed rate (open loop), then the wait for terminal statuses;
 //! - `tap`: tap-to-originate at a fixed rate, joined with the simulator's `--originate-log`;
 //! - `baseline`, `baseline-tap`: the same, the per-call-login way, straight to AMI;
 //! - `ceiling`: one persistent AMI connection, pipelined Originates;
@@ -101,6 +102,22 @@ enum Command {
         #[arg(long, default_value_t = 2.0)]
         warmup_seconds: f64,
         /// Account CPU time of this process and its children as NAME (repeatable).
+        #[arg(long, value_name = "NAME=PID")]
+        watch: Vec<Watched>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Callbacks at a fixed rate (open loop), then wait until all are terminal (`rate_*`).
+    Rate {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+        /// Enough that the rate holds while answers take a while.
+        #[arg(long, default_value_t = 256)]
+        connections: usize,
         #[arg(long, value_name = "NAME=PID")]
         watch: Vec<Watched>,
         #[command(flatten)]
@@ -227,6 +244,14 @@ async fn main() -> anyhow::Result<()> {
             }
             figures.num("load_seconds", seconds);
             load::levels(&api, &tokens, &levels, Duration::from_secs_f64(seconds), &watch, &mut figures).await?;
+            figures.write(output.out.as_deref())?;
+        }
+        Command::Rate { api: args, rate, seconds, connections, watch, output } => {
+            let api = api(&args)?;
+            let tokens = api.courier_tokens(&args.tenant, args.couriers)?;
+            let mut figures = Figures::new(&output.prefix);
+            let duration = Duration::from_secs_f64(seconds);
+            load::fixed_rate(&api, &tokens, rate, connections, duration, &watch, &mut figures).await?;
             figures.write(output.out.as_deref())?;
         }
         Command::Tap { api: args, rate, seconds, connections, originate_log, output } => {

@@ -61,7 +61,8 @@ pub fn derive(f: &mut Figures) {
         }
     }
     for key in ["errors", "accepted_count", "terminal_count", "completed_count"] {
-        let total: f64 = loopback.iter().filter_map(|n| num(f, &format!("c{n}_{key}"))).sum();
+        let levels = loopback.iter().filter_map(|n| num(f, &format!("c{n}_{key}")));
+        let total: f64 = levels.chain(num(f, &format!("rate_{key}"))).sum();
         set(f, key, total);
     }
     if let (Some(ours), Some(ceiling)) = (num(f, "callbacks_per_s"), num(f, "ceiling_originates_per_s")) {
@@ -150,15 +151,26 @@ fn target(f: &Figures, what: &'static str, key: &str, unit: &str, bound: Bound) 
 
 fn targets(f: &Figures) -> Vec<Target> {
     let rtt = num(f, "wan_rtt_ms").unwrap_or(20.0);
-    let rate = target(f, "≥ 2,000 accepted callbacks/s sustained", "callbacks_per_s", "/s", Bound::AtLeast(2000.0));
-    let mut p99 = target(f, "p99 ≤ 25 ms at that rate", "p99_ms", " ms", Bound::AtMost(25.0));
+    // Sustained: the fixed-rate step (open loop) held the rate with no errors, and every callback
+    // it placed was terminal at most 2 s after its talk time.
+    let mut rate =
+        target(f, "≥ 2,000 accepted callbacks/s sustained", "rate_callbacks_per_s", "/s", Bound::AtLeast(2000.0));
+    let settled = num(f, "rate_settled_after_s");
+    let all_terminal = num(f, "rate_terminal_count").zip(num(f, "rate_accepted_count")).map(|(t, a)| t >= a);
+    let kept_pace = settled.map(|s| s <= num(f, "sim_talk_seconds").unwrap_or(1.0) + 2.0);
+    let clean = num(f, "rate_errors").map(|e| e == 0.0);
+    rate.met = [rate.met, all_terminal, kept_pace, clean].into_iter().try_fold(true, |all, ok| ok.map(|ok| all && ok));
+    if let Some(settled) = settled {
+        rate.measured = format!("{} (last terminal {settled:.1} s after)", rate.measured);
+    }
+    let mut p99 = target(f, "p99 ≤ 25 ms at that rate", "rate_p99_ms", " ms", Bound::AtMost(25.0));
     // A p99 under 25 ms counts only at the target rate.
     p99.met = p99.met.zip(rate.met).map(|(fast, enough)| fast && enough);
     let accepted = num(f, "accepted_count");
     let terminal = num(f, "terminal_count");
     vec![
         rate,
-        target(f, "zero errors (all concurrency levels)", "errors", "", Bound::AtMost(0.0)),
+        target(f, "zero errors (all concurrency levels and the fixed rate)", "errors", "", Bound::AtMost(0.0)),
         Target {
             what: "every accepted callback terminal in the database",
             measured: format!("{} of {}", show(terminal), show(accepted)),
@@ -213,6 +225,16 @@ fn row(f: &Figures, lead: &[&str], prefix: &str, keys: &[&str]) -> Vec<String> {
     cells
 }
 
+/// A row per concurrency level, then one for the fixed rate (`rate_*`) when it was measured.
+fn level_rows(f: &Figures, levels: &[u64], keys: &[&str]) -> Vec<Vec<String>> {
+    let mut rows: Vec<Vec<String>> =
+        levels.iter().map(|n| row(f, &[&n.to_string()], &format!("c{n}_"), keys)).collect();
+    if let Some(rate) = num(f, "rate_target_per_s") {
+        rows.push(row(f, &[&format!("fixed {rate:.0}/s")], "rate_", keys));
+    }
+    rows
+}
+
 /// The figures section of BENCHMARKS.md.
 pub fn render(f: &Figures) -> String {
     let g = |key: &str| num(f, key);
@@ -263,10 +285,14 @@ pub fn render(f: &Figures) -> String {
     let _ = writeln!(out, "\n### Throughput and latency: HTTP → dialback → PostgreSQL → AMI, loopback\n");
     let _ = writeln!(
         out,
-        "Accepted callbacks per second and request latency at fixed concurrency, {} s per level; then the wait \
-         until every accepted callback is terminal in the database. CPU is percent of one core (the machine has \
+        "Accepted callbacks per second and request latency at fixed concurrency (closed loop: each worker sends \
+         its next request when the last is answered, so latency grows with concurrency once the machine is \
+         full), {} s per level; then the wait until every accepted callback is terminal in the database. The \
+         last row is the target rate held open loop (requests sent on a fixed schedule over {} connections, \
+         whatever the answers take), as a company's couriers tap. CPU is percent of one core (the machine has \
          {} × 100%) during the level.\n",
         s("load_seconds"),
+        s("rate_connections"),
         s("cores")
     );
     let head = [
@@ -302,8 +328,7 @@ pub fn render(f: &Figures) -> String {
         "cpu_loadgen_pct",
         "cpu_other_pct",
     ];
-    let rows = loopback.iter().map(|n| row(f, &[&n.to_string()], &format!("c{n}_"), &keys)).collect();
-    table(&mut out, &head, 0, rows);
+    table(&mut out, &head, 0, level_rows(f, &loopback, &keys));
 
     let _ = writeln!(
         out,
@@ -328,8 +353,7 @@ pub fn render(f: &Figures) -> String {
         "pg_transactions_per_callback",
         "dialback_context_switches_per_callback",
     ];
-    let rows = loopback.iter().map(|n| row(f, &[&n.to_string()], &format!("c{n}_"), &keys)).collect();
-    table(&mut out, &head, 0, rows);
+    table(&mut out, &head, 0, level_rows(f, &loopback, &keys));
 
     let _ = writeln!(out, "\n### Side by side: dialback, the per-call-login baseline, the ceiling\n");
     let _ = writeln!(
