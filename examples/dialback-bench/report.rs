@@ -310,6 +310,7 @@ pub fn render(f: &Figures) -> String {
         "CPU PostgreSQL",
         "CPU simulator",
         "CPU load generator",
+        "CPU interrupts",
         "CPU other",
     ];
     let keys = [
@@ -326,6 +327,7 @@ pub fn render(f: &Figures) -> String {
         "cpu_postgres_pct",
         "cpu_sim_pct",
         "cpu_loadgen_pct",
+        "cpu_interrupts_pct",
         "cpu_other_pct",
     ];
     table(&mut out, &head, 0, level_rows(f, &loopback, &keys));

@@ -118,13 +118,16 @@ fn proc_ticks(pid: u32) -> Option<(u64, u32)> {
     Some((utime + stime, ppid))
 }
 
-/// Busy ticks of the whole machine (all cores), from `/proc/stat`.
-fn machine_busy_ticks() -> u64 {
+/// Busy ticks of the whole machine (all cores), and of them those spent in interrupts (on this
+/// benchmark, mostly the kernel's loopback network processing, which no process is charged for),
+/// from `/proc/stat`.
+fn machine_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let fields: Vec<u64> =
         stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal: busy is everything but idle and iowait.
-    fields.iter().take(8).sum::<u64>() - fields.get(3).copied().unwrap_or(0) - fields.get(4).copied().unwrap_or(0)
+    (fields.iter().take(8).sum::<u64>() - field(3) - field(4), field(5) + field(6))
 }
 
 /// Whose CPU time to account: a process, or a process and its children (PostgreSQL runs one
@@ -148,6 +151,7 @@ impl std::str::FromStr for Watched {
 pub struct CpuSample {
     at: Instant,
     machine: u64,
+    interrupts: u64,
     by_name: HashMap<String, u64>,
 }
 
@@ -176,13 +180,15 @@ pub fn cpu_sample(watched: &[Watched]) -> CpuSample {
             *by_name.entry(name.to_owned()).or_default() += ticks;
         }
     }
-    CpuSample { at: Instant::now(), machine: machine_busy_ticks(), by_name }
+    let (machine, interrupts) = machine_ticks();
+    CpuSample { at: Instant::now(), machine, interrupts, by_name }
 }
 
 impl CpuSample {
     /// `cpu_<name>_pct` (percent of one core; the machine has `cores` × 100) for each watched
-    /// process and the load generator, and `cpu_other_pct`: busy time nobody here accounts for
-    /// (other work on the machine, the kernel's network stack, a compiler...).
+    /// process and the load generator, `cpu_interrupts_pct` (the kernel's network processing,
+    /// mostly), and `cpu_other_pct`: busy time nobody here accounts for (other work on the
+    /// machine: kernel threads, a compiler...).
     pub fn since(&self, before: &CpuSample, figures: &mut Figures, key_prefix: &str) {
         let wall = self.at.duration_since(before.at).as_secs_f64().max(1e-3);
         let pct = |ticks: u64| ticks as f64 / TICKS_PER_S / wall * 100.0;
@@ -195,7 +201,9 @@ impl CpuSample {
             figures.num(&format!("{key_prefix}cpu_{name}_pct"), pct(delta));
         }
         let machine = self.machine.saturating_sub(before.machine);
-        figures.num(&format!("{key_prefix}cpu_other_pct"), pct(machine.saturating_sub(accounted)));
+        let interrupts = self.interrupts.saturating_sub(before.interrupts);
+        figures.num(&format!("{key_prefix}cpu_interrupts_pct"), pct(interrupts));
+        figures.num(&format!("{key_prefix}cpu_other_pct"), pct(machine.saturating_sub(accounted + interrupts)));
         figures.num(&format!("{key_prefix}cpu_machine_pct"), pct(machine));
     }
 }
