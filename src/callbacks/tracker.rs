@@ -20,6 +20,7 @@ use crate::ami::AmiEvent;
 use crate::domain::callback::{apply, CallState, Fact};
 use crate::store;
 use crate::store::callbacks::{Step, Transition};
+use crate::store::StoreError;
 
 /// Calls are sharded so one call's events apply in order while others proceed in parallel; one
 /// shard per pooled database connection keeps the pool busy without queueing behind it.
@@ -127,16 +128,24 @@ impl Tracker {
 
 /// Most work items one shard takes off its queue before writing.
 const BATCH: usize = 512;
+/// How soon facts that could not be written (the database was away) are tried again.
+const RETRY: Duration = Duration::from_secs(1);
 
 async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Work>) {
     let mut calls: HashMap<Uuid, Tracked> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(10));
     let mut batch = Vec::with_capacity(BATCH);
+    // Facts not written yet: between `add` and `flush`, and while the database is away.
+    let mut facts = PendingFacts::default();
     loop {
         let first = tokio::select! {
             work = rx.recv() => match work { Some(work) => work, None => break },
             _ = sweep.tick() => {
                 calls.retain(|_, t| t.settled_at.is_none_or(|at| at.elapsed() < SETTLED_GRACE));
+                continue;
+            }
+            _ = tokio::time::sleep(RETRY), if !facts.order.is_empty() => {
+                facts.flush(&db, &mut calls).await;
                 continue;
             }
         };
@@ -149,7 +158,6 @@ async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<
                 Err(_) => break,
             }
         }
-        let mut facts = PendingFacts::default();
         for work in batch.drain(..) {
             let work = match work {
                 Work::Event { tenant, id, event } => {
@@ -175,37 +183,50 @@ async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<
     }
 }
 
+/// A fact and when it arrived: times (answered, connected, ended) are the events', even when
+/// they are written later.
+type Timed = (Fact, OffsetDateTime);
+
 /// Facts read from a batch of events, per call, in arrival order.
 #[derive(Default)]
 struct PendingFacts {
     order: Vec<Uuid>,
-    by_call: HashMap<Uuid, (Arc<str>, Vec<Fact>)>,
+    by_call: HashMap<Uuid, (Arc<str>, Vec<Timed>)>,
 }
 
 impl PendingFacts {
+    /// Puts back a call's facts that could not be written (they come before any added later).
+    fn keep(&mut self, tenant: Arc<str>, id: Uuid, facts: Vec<Timed>) {
+        self.order.push(id);
+        self.by_call.insert(id, (tenant, facts));
+    }
+
     fn add(&mut self, tenant: Arc<str>, id: Uuid, fact: Fact) {
         tracing::debug!(call_id = %id, tenant = %tenant, ?fact, "call event");
+        let at = OffsetDateTime::now_utc();
         match self.by_call.entry(id) {
             // Events of one call all come from its tenant's PBX; another tenant's is a separate
             // (ignored) claim on the same id, checked when applied.
-            Entry::Occupied(mut entry) if entry.get().0 == tenant => entry.get_mut().1.push(fact),
+            Entry::Occupied(mut entry) if entry.get().0 == tenant => entry.get_mut().1.push((fact, at)),
             Entry::Occupied(_) => {
                 tracing::warn!(call_id = %id, pbx_tenant = %tenant, "event from another tenant's PBX ignored")
             }
             Entry::Vacant(entry) => {
                 self.order.push(id);
-                entry.insert((tenant, vec![fact]));
+                entry.insert((tenant, vec![(fact, at)]));
             }
         }
     }
 
     /// Applies every call's facts and writes the changes together (one round trip); a call that
     /// was moved meanwhile by someone else (a cancel) is reloaded and its facts applied again.
+    /// While the database is away the facts are kept, in order, and tried again after `RETRY`:
+    /// a call's outcome is never lost to a database restart.
     async fn flush(&mut self, db: &deadpool_postgres::Pool, calls: &mut HashMap<Uuid, Tracked>) {
         if self.order.is_empty() {
             return;
         }
-        let pending: Vec<(Uuid, Arc<str>, Vec<Fact>)> = self
+        let pending: Vec<(Uuid, Arc<str>, Vec<Timed>)> = self
             .order
             .drain(..)
             .filter_map(|id| self.by_call.remove(&id).map(|(tenant, facts)| (id, tenant, facts)))
@@ -213,18 +234,23 @@ impl PendingFacts {
         let client = match store::client(db).await {
             Ok(client) => client,
             Err(e) => {
-                for (id, _, facts) in &pending {
-                    tracing::error!(call_id = %id, error = %e, ?facts, "could not record call events");
+                tracing::warn!(calls = pending.len(), error = %e, "database unavailable: call events kept, retrying");
+                for (id, tenant, facts) in pending {
+                    self.keep(tenant, id, facts);
                 }
                 return;
             }
         };
         let mut changes = Vec::new();
+        let mut unwritten = HashSet::new();
         for (id, tenant, facts) in &pending {
             match plan(&client, calls, tenant, *id, facts).await {
                 Ok(Some(change)) => changes.push(change),
                 Ok(None) => {}
-                Err(e) => tracing::error!(call_id = %id, error = format!("{e:#}"), "could not record call events"),
+                Err(e) if e.is_unavailable() => {
+                    unwritten.insert(*id);
+                }
+                Err(e) => tracing::error!(call_id = %id, error = %e, ?facts, "could not record call events"),
             }
         }
         // Sent together on one connection: PostgreSQL reads the whole burst at once (one round trip,
@@ -233,26 +259,35 @@ impl PendingFacts {
             changes.iter().map(|change| async { store::callbacks::transition(&client, &change.transition()).await }),
         )
         .await;
-        let mut moved = HashSet::new();
-        for (change, written) in changes.iter().zip(written) {
+        let mut retry_alone = Vec::new();
+        for (change, written) in changes.into_iter().zip(written) {
             match written {
-                Ok(true) => {
-                    moved.insert(change.id);
+                Ok(true) => settle(calls, change),
+                // Lost to a concurrent writer: apply the facts to what is stored now.
+                Ok(false) => retry_alone.push(change.id),
+                Err(e) if e.is_unavailable() => {
+                    unwritten.insert(change.id);
                 }
-                Ok(false) => {}
                 Err(e) => tracing::error!(call_id = %change.id, error = %e, "could not record call events"),
             }
         }
-        for change in changes {
-            if moved.contains(&change.id) {
-                settle(calls, change);
-                continue;
+        for id in retry_alone {
+            calls.remove(&id);
+            let (_, tenant, facts) = pending.iter().find(|(p, _, _)| *p == id).expect("planned from pending");
+            match apply_facts(&client, calls, tenant, id, facts).await {
+                Ok(()) => {}
+                Err(e) if e.downcast_ref::<StoreError>().is_some_and(StoreError::is_unavailable) => {
+                    unwritten.insert(id);
+                }
+                Err(e) => tracing::error!(call_id = %id, error = format!("{e:#}"), "could not record call events"),
             }
-            // Lost to a concurrent writer: apply the facts to what is stored now.
-            calls.remove(&change.id);
-            let (_, tenant, facts) = pending.iter().find(|(id, _, _)| *id == change.id).expect("planned from pending");
-            if let Err(e) = apply_facts(&client, calls, tenant, change.id, facts).await {
-                tracing::error!(call_id = %change.id, error = format!("{e:#}"), "could not record call events");
+        }
+        if !unwritten.is_empty() {
+            tracing::warn!(calls = unwritten.len(), "database unavailable: call events kept, retrying");
+        }
+        for (id, tenant, facts) in pending {
+            if unwritten.contains(&id) {
+                self.keep(tenant, id, facts);
             }
         }
     }
@@ -337,8 +372,8 @@ async fn plan(
     calls: &mut HashMap<Uuid, Tracked>,
     tenant: &Arc<str>,
     id: Uuid,
-    facts: &[Fact],
-) -> anyhow::Result<Option<Change>> {
+    facts: &[Timed],
+) -> Result<Option<Change>, StoreError> {
     // Not in memory: placed before a restart, settled a while ago, or just reloaded.
     let tracked = match calls.entry(id) {
         Entry::Occupied(entry) => entry.into_mut(),
@@ -354,15 +389,14 @@ async fn plan(
     if tracked.tenant != *tenant {
         return Ok(None);
     }
-    let now = OffsetDateTime::now_utc();
     let mut next = tracked.state.clone();
     let mut steps = Vec::new();
     let mut action_id = None;
-    for fact in facts {
+    for (fact, at) in facts {
         if let Fact::OriginateQueued { action_id: queued } = fact {
             action_id = Some(queued.clone());
         }
-        let Some(after) = apply(&next, fact, now) else { continue };
+        let Some(after) = apply(&next, fact, *at) else { continue };
         if after.status != next.status || after.reason != next.reason {
             let cause = match fact {
                 Fact::OriginateQueued { action_id } => format!("originate queued (ActionID {action_id})"),
@@ -416,7 +450,7 @@ async fn apply_facts(
     calls: &mut HashMap<Uuid, Tracked>,
     tenant: &Arc<str>,
     id: Uuid,
-    facts: &[Fact],
+    facts: &[Timed],
 ) -> anyhow::Result<()> {
     for _ in 0..3 {
         let Some(change) = plan(db, calls, tenant, id, facts).await? else { return Ok(()) };

@@ -266,6 +266,12 @@ impl Fact {
     }
 }
 
+/// Whole seconds from `connected` to `ended`, rounded (events reach us some milliseconds apart
+/// from when they happened: a 1 s talk may be seen as 0.999 s).
+fn talk_seconds(connected: OffsetDateTime, ended: OffsetDateTime) -> i32 {
+    (((ended - connected).whole_milliseconds().max(0) + 500) / 1000) as i32
+}
+
 fn fail(s: &mut CallState, leg: Leg, reason: Reason, provisional: bool, now: OffsetDateTime) {
     s.status = Status::Failed;
     s.failed_leg = Some(leg);
@@ -340,12 +346,12 @@ pub fn apply(state: &CallState, fact: &Fact, now: OffsetDateTime) -> Option<Call
                 Connected => {
                     s.status = Completed;
                     s.ended_at = Some(now);
-                    s.talk_seconds = s.connected_at.map(|c| (now - c).whole_seconds().max(0) as i32);
+                    s.talk_seconds = s.connected_at.map(|c| talk_seconds(c, now));
                 }
                 Unknown if s.connected_at.is_some() => {
                     s.status = Completed;
                     s.ended_at = Some(now);
-                    s.talk_seconds = s.connected_at.map(|c| (now - c).whole_seconds().max(0) as i32);
+                    s.talk_seconds = s.connected_at.map(|c| talk_seconds(c, now));
                 }
                 Queued | RingingCourier => fail(&mut s, Leg::Courier, Reason::from_cause(*cause), true, now),
                 RingingClient | Unknown => fail(&mut s, Leg::Client, Reason::from_cause(*cause), true, now),

@@ -19,6 +19,18 @@ async fn app_with_pbx() -> (TestApp, dialback::pbx_sim::Simulator) {
     (app, sim)
 }
 
+/// The statuses a callback went through, oldest first, read straight from PostgreSQL.
+async fn audit_trail(app: &TestApp, id: &str) -> Vec<String> {
+    let (db, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    db.query("SELECT to_status FROM callback_transitions WHERE callback_id = $1::text::uuid ORDER BY id", &[&id])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 async fn place(app: &TestApp, token: &str, body: serde_json::Value) -> reqwest::Response {
     app.post("/v1/callbacks", token, body).await
 }
@@ -45,16 +57,7 @@ async fn a_courier_calls_a_client_and_the_call_completes_with_talk_seconds() {
     assert_eq!(done["hangup_cause"], 16);
     assert_eq!(sim.originates(), 1);
     // The audit trail has every step, even when a burst of events was written at once.
-    let (db, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    let trail: Vec<String> = db
-        .query("SELECT to_status FROM callback_transitions WHERE callback_id = $1::text::uuid ORDER BY id", &[&id])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(trail, ["queued", "ringing_courier", "ringing_client", "connected", "completed"]);
+    assert_eq!(audit_trail(&app, &id).await, ["queued", "ringing_courier", "ringing_client", "connected", "completed"]);
 
     let admin = app.admin("acme");
     let seen: serde_json::Value = app.get_as(&format!("/v1/callbacks/{id}"), &admin).await.json().await.unwrap();
@@ -744,4 +747,29 @@ async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read()
     assert_eq!(trail(0).await, ["queued", "ringing_courier", "connected"]);
     assert_eq!(trail(1).await, ["queued", "canceled"]);
     assert_eq!(trail(2).await, ["queued", "ringing_courier"]);
+}
+
+/// PostgreSQL goes away while a call rings, is answered and ends: nothing can be written, and
+/// when it comes back the call is recorded as it happened (times from the events, not the retry).
+#[tokio::test]
+async fn a_call_that_ends_while_the_database_is_away_is_recorded_when_it_comes_back() {
+    let sim = support::sim_with(|c| c.ring = Duration::from_millis(300)).await;
+    let admin_url = std::env::var("DIALBACK_TEST_DATABASE_URL").unwrap();
+    let host = admin_url.split('@').nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let proxy = ChaosProxy::start(host.clone()).await;
+    let app = support::app().database_via(admin_url.replace(&host, &format!("127.0.0.1:{}", proxy.port))).spawn().await;
+    app.seed("acme", sim.addr().port()).await;
+    let courier = app.courier("acme", "courier-1");
+    let res = place(&app, &courier, client_call(CLIENT_PHONE)).await;
+    assert_eq!(res.status(), 202);
+    let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+
+    proxy.cut();
+    // Rings 0.3 s, talks 1 s, hangs up: all while nothing can be written.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.restore();
+    let done = app.wait_terminal(&id, &app.admin("acme"), 20).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["talk_seconds"], 1, "talk time from the events' times: {done}");
+    assert_eq!(audit_trail(&app, &id).await, ["queued", "ringing_courier", "ringing_client", "connected", "completed"]);
 }
