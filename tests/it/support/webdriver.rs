@@ -153,8 +153,25 @@ fn decode_base64(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// Ends the WebDriver session, so chromedriver closes Chromium (killing chromedriver alone leaves
+/// the browser's processes running). Blocking, with std's TCP: `Drop` cannot await.
+fn end_session(session_url: &str) {
+    use std::io::{Read, Write};
+    let Some((host, path)) = session_url.strip_prefix("http://").and_then(|rest| rest.split_once('/')) else {
+        return;
+    };
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else { return };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!("DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_ok() {
+        // The answer comes once the browser is closed (chromedriver may keep the connection open).
+        let _ = stream.read(&mut [0u8; 1024]);
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
+        end_session(&self.base);
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
