@@ -315,19 +315,7 @@ impl CallbackService {
             let (courier_phone, order) = match &target {
                 Target::Test { .. } => (None, None),
                 _ => {
-                    let cached = if attempts == 1 { self.registry.get(tenant, courier_id, order_id) } else { None };
-                    let (phone, order) = match cached {
-                        Some(hit) => hit,
-                        None => {
-                            let (courier, order) =
-                                store::admin::courier_and_order(&db, tenant, courier_id, order_id).await?;
-                            let courier = courier
-                                .filter(|c| c.active)
-                                .ok_or_else(|| PlaceError::CourierNotRegistered(courier_id.to_owned()))?;
-                            self.registry.put(tenant, courier_id, &courier.phone, order_id, order.as_ref());
-                            (courier.phone, order)
-                        }
-                    };
+                    let (phone, order) = self.registry_facts(&db, tenant, courier_id, order_id, attempts == 1).await?;
                     (Some(phone), order)
                 }
             };
@@ -408,6 +396,26 @@ impl CallbackService {
             _ => None,
         };
         Ok(Prepared { row, client, originate, fallback })
+    }
+
+    /// The active courier's phone and the order (None: it does not exist) a tap is decided on:
+    /// from the registry cache when `cached` is allowed and it has both, else read (and cached).
+    async fn registry_facts(
+        &self,
+        db: &store::Client,
+        tenant: &str,
+        courier_id: &str,
+        order_id: Option<&str>,
+        cached: bool,
+    ) -> Result<(String, Option<Order>), PlaceError> {
+        if let Some(hit) = cached.then(|| self.registry.get(tenant, courier_id, order_id)).flatten() {
+            return Ok(hit);
+        }
+        let (courier, order) = store::admin::courier_and_order(db, tenant, courier_id, order_id).await?;
+        let courier =
+            courier.filter(|c| c.active).ok_or_else(|| PlaceError::CourierNotRegistered(courier_id.to_owned()))?;
+        self.registry.put(tenant, courier_id, &courier.phone, order_id, order.as_ref());
+        Ok((courier.phone, order))
     }
 
     /// Sends a prepared attempt's Originate and returns the attempt once Asterisk has queued it
