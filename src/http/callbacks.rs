@@ -277,8 +277,9 @@ pub async fn create(
     caller.require(Role::Courier)?;
     let request: CallbackRequest = parse_body(body.into_inner())?;
     let key = idempotency_key(&req)?;
-    let hash = request_hash(&request);
-    let claim = key.as_deref().map(|key| IdempotencyClaim { key, request_hash: &hash });
+    // Hashed only when there is a key to hold it against.
+    let hash = key.as_ref().map(|_| request_hash(&request));
+    let claim = key.as_deref().zip(hash.as_deref()).map(|(key, request_hash)| IdempotencyClaim { key, request_hash });
     let (tenant, courier) = (caller.tenant(), caller.sub());
     let (claim, failed) = match (place(&state, &caller, &request, claim.as_ref()).await, claim) {
         (Ok((status, body)), _) => return Ok(HttpResponse::build(status).json(body)),
