@@ -272,3 +272,50 @@ async fn tls_works_with_the_pbx_ca_and_refuses_an_untrusted_certificate() {
     assert!(matches!(&err, AmiError::Tls(m) if m.contains("not trusted")), "{err}");
     untrusted.close().await;
 }
+
+/// A PBX that stops reading for a while: the socket fills up, the client keeps queueing, and once
+/// the PBX reads again every action arrives, whole and once.
+#[tokio::test]
+async fn actions_sent_while_the_pbx_is_not_reading_all_arrive_whole() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    const PINGS: usize = 100_000; // about 6 MB: more than both sockets' buffers hold
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (rd, mut wr) = stream.into_split();
+        wr.write_all(b"Asterisk Call Manager/9.0.0\r\n").await.unwrap();
+        let mut lines = BufReader::new(rd).lines();
+        let (mut action, mut id, mut pings) = (None, None, std::collections::HashSet::new());
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let line = line.trim_end_matches('\r');
+            if let Some(v) = line.strip_prefix("Action: ") {
+                action = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("ActionID: ") {
+                id = Some(v.to_owned());
+            } else if line.is_empty() {
+                let (action, id) = (action.take().expect("an Action line"), id.take().expect("an ActionID line"));
+                let reply = format!("Response: Success\r\nActionID: {id}\r\n\r\n");
+                wr.write_all(reply.as_bytes()).await.unwrap();
+                match action.as_str() {
+                    "Login" => tokio::time::sleep(Duration::from_millis(1500)).await,
+                    "Ping" => assert!(pings.insert(id), "each action arrives once"),
+                    "Logoff" => break,
+                    other => panic!("unexpected action {other}"),
+                }
+            }
+        }
+        pings.len()
+    });
+    let mut cfg = config(port, "dialback");
+    cfg.action_timeout = Duration::from_secs(20);
+    let client = AmiClient::start(cfg, None);
+    client.wait_up(Duration::from_secs(5)).await.unwrap();
+    let answered = futures_util::future::join_all((0..PINGS).map(|_| client.ping())).await;
+    assert_eq!(answered.iter().filter(|r| r.is_ok()).count(), PINGS);
+    client.close().await;
+    assert_eq!(server.await.unwrap(), PINGS);
+}
