@@ -419,13 +419,19 @@ async fn plan(
 /// A change was written: log it and keep the call's new state (and let its connection go once
 /// it has settled).
 fn settle(calls: &mut HashMap<Uuid, Tracked>, change: Change) {
-    let Change { id, tenant, next, steps, .. } = change;
-    for step in &steps {
-        if step.from != step.to {
-            tracing::info!(call_id = %id, tenant = %tenant, from = step.from.as_str(), to = step.to.as_str(),
-                reason = next.reason.map(|r| r.as_str()), "callback status");
-            metrics::counter!("dialback_callback_transitions_total", "to" => step.to.as_str()).increment(1);
-        }
+    let Change { id, tenant, from, next, steps, .. } = change;
+    // One line per write, naming every status passed through (a burst of events often moves a call
+    // several steps at once): the call's story in two or three lines, not one per step.
+    let mut path = String::from(from.status.as_str());
+    for step in steps.iter().filter(|step| step.from != step.to) {
+        path.push_str(" > ");
+        path.push_str(step.to.as_str());
+        metrics::counter!("dialback_callback_transitions_total", "to" => step.to.as_str()).increment(1);
+    }
+    if next.status != from.status {
+        tracing::info!(call_id = %id, tenant = %tenant, status = next.status.as_str(), path,
+            reason = next.reason.map(|r| r.as_str()), failed_leg = next.failed_leg.map(|l| l.as_str()),
+            talk_seconds = next.talk_seconds, "callback status");
     }
     if let (Some(talk), Some(billable)) = (next.talk_seconds, next.cdr_billable_seconds) {
         // BillableSeconds counts from the courier's answer, so it includes the client's ringing:
