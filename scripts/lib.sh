@@ -66,16 +66,28 @@ free_port() {
 # "-c shared_preload_libraries=pg_stat_statements" to profile). Sets PG_DIR for stop_postgres.
 start_postgres() {
   PG_DIR=$1
-  local port=$2 bindir
-  bindir=$(pg_bindir)
+  PG_PORT_RUNNING=$2
   mkdir -p "$PG_DIR"
   if [ "$(id -u)" -eq 0 ]; then chown postgres: "$PG_DIR"; chmod 700 "$PG_DIR"; fi
   local run=(); [ "$(id -u)" -eq 0 ] && run=(runuser -u postgres --)
-  "${run[@]}" "$bindir/initdb" -D "$PG_DIR/data" -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 \
+  "${run[@]}" "$(pg_bindir)/initdb" -D "$PG_DIR/data" -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 \
     || { cat "$PG_DIR/initdb.log" >&2; die "initdb failed"; }
-  "${run[@]}" "$bindir/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 60 \
-    -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 ${PG_EXTRA_OPTS:-}" \
-    start >/dev/null || { cat "$PG_DIR/postgres.log" >&2; die "PostgreSQL did not start"; }
+  pg_ctl_with_options start off
+}
+
+# restart_postgres_durable: the same cluster again, with fsync, synchronous commit and full-page
+# writes on (PostgreSQL's defaults, what a production server runs): every commit waits for its WAL
+# to reach the disk.
+restart_postgres_durable() {
+  pg_ctl_with_options restart on
+}
+
+# pg_ctl_with_options start|restart on|off: runs pg_ctl on $PG_DIR with the server options.
+pg_ctl_with_options() {
+  local run=(); [ "$(id -u)" -eq 0 ] && run=(runuser -u postgres --)
+  "${run[@]}" "$(pg_bindir)/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 60 -m fast \
+    -o "-p $PG_PORT_RUNNING -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=$2 -c synchronous_commit=$2 -c full_page_writes=$2 -c max_connections=300 ${PG_EXTRA_OPTS:-}" \
+    "$1" >/dev/null || { cat "$PG_DIR/postgres.log" >&2; die "PostgreSQL did not $1"; }
 }
 
 stop_postgres() {
