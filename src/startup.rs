@@ -51,10 +51,9 @@ impl Application {
         reconcile_after_restart(&db).await?;
         let verifier = Verifier::from_config(&config)?;
         let stop = CancellationToken::new();
-        let (signals_tx, signals_rx) = tokio::sync::mpsc::unbounded_channel();
-        let pool = AmiPool::new(config.ami.clone(), Some(signals_tx));
+        let tracker = Tracker::start(db.clone());
+        let pool = AmiPool::new(config.ami.clone(), Some(tracker.sink()));
         pool.spawn_janitor(stop.clone());
-        let tracker = Tracker::start(db.clone(), signals_rx);
         let limiters = Limiters::new(&config.rate);
         limiters.spawn_janitor(stop.clone());
         let callbacks = CallbackService {

@@ -3,8 +3,8 @@
 //! The reader never waits on anyone: replies go to the caller's oneshot by ActionID, the
 //! OriginateResponse *event* (which also carries `Response:` and the ActionID) goes to the
 //! originate's waiter, and events fan out through a broadcast channel (a slow subscriber lags, it
-//! does not stall the socket: Asterisk drops readers slower than its `writetimeout`) and an
-//! unbounded sink to the call tracker. Writes go through a writer task that coalesces whatever is
+//! does not stall the socket: Asterisk drops readers slower than its `writetimeout`) and a sink
+//! that hands them to the call tracker's queues without waiting. Writes go through a writer task that coalesces whatever is
 //! queued into one `write`. On disconnect every pending action fails at once; the supervisor
 //! reconnects with capped exponential backoff and jitter.
 
@@ -49,7 +49,10 @@ pub enum PbxSignal {
     Down(AmiError),
 }
 
-pub type EventSink = mpsc::UnboundedSender<(Arc<str>, PbxSignal)>;
+/// Where a connection's signals go, called from its reader task with the connection's label (the
+/// tenant). It must not block: the call tracker routes each signal straight to the queue of the
+/// worker that owns the call, so no task in between has to wake up.
+pub type EventSink = Arc<dyn Fn(&Arc<str>, PbxSignal) + Send + Sync>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnState {
@@ -419,7 +422,7 @@ async fn supervise(shared: Arc<Shared>) {
 
 fn notify(shared: &Shared, signal: PbxSignal) {
     if let Some(sink) = &shared.sink {
-        let _ = sink.send((shared.config.label.clone(), signal));
+        sink(&shared.config.label, signal);
     }
 }
 

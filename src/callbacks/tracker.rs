@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::ami::client::PbxSignal;
+use crate::ami::client::{EventSink, PbxSignal};
 use crate::ami::pool::CallHold;
 use crate::ami::AmiEvent;
 use crate::domain::callback::{apply, CallState, Fact};
@@ -74,22 +74,22 @@ fn shard_of(id: &Uuid) -> usize {
 }
 
 impl Tracker {
-    /// Starts the shard workers and the router reading PBX signals from `signals`.
-    pub fn start(db: deadpool_postgres::Pool, mut signals: mpsc::UnboundedReceiver<(Arc<str>, PbxSignal)>) -> Self {
+    /// Starts the shard workers.
+    pub fn start(db: deadpool_postgres::Pool) -> Self {
         let mut shards = Vec::with_capacity(SHARDS);
         for _ in 0..SHARDS {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(run_shard(db.clone(), rx));
             shards.push(tx);
         }
-        let tracker = Self { shards: Arc::new(shards) };
-        let router = tracker.clone();
-        tokio::spawn(async move {
-            while let Some((tenant, signal)) = signals.recv().await {
-                router.route(tenant, signal);
-            }
-        });
-        tracker
+        Self { shards: Arc::new(shards) }
+    }
+
+    /// What the AMI connections report their signals to: each is routed, on the connection's
+    /// reader task, to the shard that owns its call.
+    pub fn sink(&self) -> EventSink {
+        let tracker = self.clone();
+        Arc::new(move |tenant, signal| tracker.route(tenant.clone(), signal))
     }
 
     fn route(&self, tenant: Arc<str>, signal: PbxSignal) {
