@@ -128,6 +128,8 @@ impl Tracker {
 
 /// Most work items one shard takes off its queue before writing.
 const BATCH: usize = 512;
+/// How long a shard waits after the first work item before writing what has arrived by then.
+const COALESCE: Duration = Duration::from_millis(2);
 /// How soon facts that could not be written (the database was away) are tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -149,9 +151,12 @@ async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<
                 continue;
             }
         };
-        // A call's events come in bursts (answer, dial, bridge; hangups and CDRs): what is queued
-        // now is applied together and written once per call.
+        // A call's events come in bursts (answer, dial, bridge; hangups and CDRs) that reach us
+        // over a few milliseconds, in several reads, and the API's word that the call was placed
+        // races its first events. Waiting a moment after the first lets the rest of the burst
+        // arrive: what is queued then is applied together and written once per call.
         batch.push(first);
+        tokio::time::sleep(COALESCE).await;
         while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(work) => batch.push(work),
