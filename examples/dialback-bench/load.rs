@@ -434,14 +434,13 @@ async fn measure(
     Ok(())
 }
 
-/// Transactions committed in dialback's database so far (each statement outside an explicit
-/// transaction is one).
+/// Transaction ids PostgreSQL has handed out so far: one per transaction that writes (each
+/// statement outside an explicit transaction is one), counted exactly and at once. (The
+/// statistics views' commit counts lag: a backend reports its counts up to seconds later, so a
+/// step would be charged part of the step before it.)
 async fn pg_transactions(config: &Config) -> anyhow::Result<u64> {
-    let row = db(config)
-        .await?
-        .query_one("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()", &[])
-        .await?;
-    Ok(row.get::<_, i64>(0) as u64)
+    let row = db(config).await?.query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[]).await?;
+    Ok(row.get::<_, String>(0).parse()?)
 }
 
 /// Waits until the run's accepted callbacks are terminal; `terminal_count`, `completed_count`.

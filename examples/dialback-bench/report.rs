@@ -364,7 +364,7 @@ pub fn render(f: &Figures) -> String {
         out,
         "\nHow fast the accepted callbacks were settled (`c<N>_terminal_per_s`: terminal callbacks per second \
          from the level's start until the last became terminal, less the {} s every call talks), how long \
-         after the level that was, and per accepted callback: transactions PostgreSQL committed and context \
+         after the level that was, and per accepted callback: transactions that wrote to PostgreSQL and context \
          switches of dialback's threads.\n",
         s("sim_talk_seconds")
     );
@@ -373,7 +373,7 @@ pub fn render(f: &Figures) -> String {
         "accepted/s",
         "settled/s",
         "last terminal after s",
-        "PostgreSQL transactions",
+        "PostgreSQL write transactions",
         "dialback context switches",
     ];
     let keys = [
