@@ -51,7 +51,13 @@ impl Application {
         reconcile_after_restart(&db).await?;
         let verifier = Verifier::from_config(&config)?;
         let stop = CancellationToken::new();
-        let tracker = Tracker::start(db.clone());
+        let one_commit_per_batch = crate::store::commits_wait_for_wal(&db).await?;
+        if one_commit_per_batch {
+            tracing::info!("call tracker: each batch of call events is written in one commit (one WAL flush)");
+        } else {
+            tracing::info!("call tracker: synchronous_commit is off, each call's events are committed on their own");
+        }
+        let tracker = Tracker::start(db.clone(), one_commit_per_batch);
         let pool = AmiPool::new(config.ami.clone(), Some(tracker.sink()));
         pool.spawn_janitor(stop.clone());
         let limiters = Limiters::new(&config.rate);

@@ -74,12 +74,15 @@ fn shard_of(id: &Uuid) -> usize {
 }
 
 impl Tracker {
-    /// Starts the shard workers.
-    pub fn start(db: deadpool_postgres::Pool) -> Self {
+    /// Starts the shard workers. With `one_commit_per_batch` each batch of changes is written in
+    /// one transaction: worth it when every commit waits for its WAL to be flushed
+    /// (`synchronous_commit` on, as on any durable server), where it saves a flush per call; when
+    /// commits do not wait, the transaction's own two statements cost more than they save.
+    pub fn start(db: deadpool_postgres::Pool, one_commit_per_batch: bool) -> Self {
         let mut shards = Vec::with_capacity(SHARDS);
         for _ in 0..SHARDS {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run_shard(db.clone(), rx));
+            tokio::spawn(run_shard(db.clone(), rx, one_commit_per_batch));
             shards.push(tx);
         }
         Self { shards: Arc::new(shards) }
@@ -133,12 +136,12 @@ const COALESCE: Duration = Duration::from_millis(2);
 /// How soon facts that could not be written (the database was away) are tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
-async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Work>) {
+async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Work>, one_commit_per_batch: bool) {
     let mut calls: HashMap<Uuid, Tracked> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(10));
     let mut batch = Vec::with_capacity(BATCH);
     // Facts not written yet: between `add` and `flush`, and while the database is away.
-    let mut facts = PendingFacts::default();
+    let mut facts = PendingFacts { one_commit_per_batch, ..Default::default() };
     loop {
         let first = tokio::select! {
             work = rx.recv() => match work { Some(work) => work, None => break },
@@ -195,6 +198,8 @@ type Timed = (Fact, OffsetDateTime);
 /// Facts read from a batch of events, per call, in arrival order.
 #[derive(Default)]
 struct PendingFacts {
+    /// See [`Tracker::start`].
+    one_commit_per_batch: bool,
     order: Vec<Uuid>,
     by_call: HashMap<Uuid, (Arc<str>, Vec<Timed>)>,
 }
@@ -258,12 +263,7 @@ impl PendingFacts {
                 Err(e) => tracing::error!(call_id = %id, error = %e, ?facts, "could not record call events"),
             }
         }
-        // Sent together on one connection: PostgreSQL reads the whole burst at once (one round trip,
-        // one wake-up) and runs each as its own small statement with its own simple plan.
-        let written = futures_util::future::join_all(
-            changes.iter().map(|change| async { store::callbacks::transition(&client, &change.transition()).await }),
-        )
-        .await;
+        let written = write_changes(&client, &changes, self.one_commit_per_batch).await;
         let mut retry_alone = Vec::new();
         for (change, written) in changes.into_iter().zip(written) {
             match written {
@@ -296,6 +296,28 @@ impl PendingFacts {
             }
         }
     }
+}
+
+/// Writes a batch's changes, sent together on one connection (PostgreSQL reads the whole batch
+/// at once: one round trip, one wake-up), each its own small statement with its own simple plan;
+/// with `one_commit` in one transaction (one WAL flush). When that transaction fails they are
+/// written again one by one, each its own commit, so a change that cannot be written (or the
+/// database going away) does not keep the others from being recorded or kept.
+async fn write_changes(
+    client: &deadpool_postgres::Client,
+    changes: &[Change],
+    one_commit: bool,
+) -> Vec<Result<bool, StoreError>> {
+    let transitions: Vec<Transition<'_>> = changes.iter().map(Change::transition).collect();
+    if one_commit && changes.len() > 1 {
+        match store::callbacks::transitions_in_one_commit(client, &transitions).await {
+            Ok(moved) => return moved.into_iter().map(Ok).collect(),
+            Err(e) => {
+                tracing::debug!(calls = changes.len(), error = %e, "batch not written in one commit; writing each alone")
+            }
+        }
+    }
+    futures_util::future::join_all(transitions.iter().map(|t| store::callbacks::transition(client, t))).await
 }
 
 /// A call's new state, planned from its facts, not yet written.

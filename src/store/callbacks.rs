@@ -250,28 +250,88 @@ pub struct Transition<'a> {
 /// the audit trail: one statement, so one round trip and atomic. Returns false when the stored
 /// status was no longer `from.status` (a concurrent update won).
 pub async fn transition(db: &deadpool_postgres::Client, t: &Transition<'_>) -> Result<bool, StoreError> {
-    const SQL: &str = "WITH moved AS (
-            UPDATE callbacks SET status = $2, failed_leg = $3, reason = $4, hangup_cause = $5, courier_channel = $6,
-                courier_answered_at = $7, connected_at = $8, ended_at = $9, talk_seconds = $10,
-                cdr_billable_seconds = $11, detail = COALESCE($13, detail), action_id = COALESCE($14, action_id),
-                updated_at = now()
-            WHERE id = $1 AND status = $12
-            RETURNING id),
-         audit AS (
-            INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
-            SELECT moved.id, step.from_status, step.to_status, step.cause
-            FROM moved, unnest($15::text[], $16::text[], $17::text[]) WITH ORDINALITY
-                AS step(from_status, to_status, cause, n)
-            ORDER BY step.n)
-         SELECT count(*) FROM moved";
-    let statement = db.prepare_cached(SQL).await?;
+    let statement = db.prepare_cached(TRANSITION_SQL).await?;
+    execute_transition(db, &statement, t).await
+}
+
+/// Several attempts' transitions in one transaction, sent together with its `BEGIN` and `COMMIT`
+/// (one round trip, and one commit: one WAL flush on a durable server instead of one per call).
+/// Each `bool` is [`transition`]'s. When any statement fails nothing is written (PostgreSQL
+/// turns the `COMMIT` of a failed transaction into a rollback) and the first error is returned:
+/// the caller may write them one by one to find the one that fails.
+pub async fn transitions_in_one_commit(
+    db: &deadpool_postgres::Client,
+    ts: &[Transition<'_>],
+) -> Result<Vec<bool>, StoreError> {
+    let statement = db.prepare_cached(TRANSITION_SQL).await?;
+    if let [t] = ts {
+        return Ok(vec![execute_transition(db, &statement, t).await?]);
+    }
+    // Polled in this order, so sent in this order: the statement is prepared already, and each
+    // future sends its message when first polled.
+    let (begun, moved, committed) = futures_util::future::join3(
+        db.batch_execute("BEGIN"),
+        join_in_order(ts.iter().map(|t| execute_transition(db, &statement, t)).collect()),
+        db.batch_execute("COMMIT"),
+    )
+    .await;
+    begun?;
+    let moved = moved.into_iter().collect::<Result<Vec<bool>, StoreError>>()?;
+    committed?;
+    Ok(moved)
+}
+
+/// Waits for all of `futures`, polling them in their order every time (`join_all` stops doing
+/// so above 30 futures), so their first polls, which send their queries, go out in order.
+async fn join_in_order<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(f) = future {
+                if let std::task::Poll::Ready(done) = f.as_mut().poll(cx) {
+                    *output = Some(done);
+                    *future = None;
+                }
+            }
+        }
+        if futures.iter().all(Option::is_none) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
+}
+
+const TRANSITION_SQL: &str = "WITH moved AS (
+        UPDATE callbacks SET status = $2, failed_leg = $3, reason = $4, hangup_cause = $5, courier_channel = $6,
+            courier_answered_at = $7, connected_at = $8, ended_at = $9, talk_seconds = $10,
+            cdr_billable_seconds = $11, detail = COALESCE($13, detail), action_id = COALESCE($14, action_id),
+            updated_at = now()
+        WHERE id = $1 AND status = $12
+        RETURNING id),
+     audit AS (
+        INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
+        SELECT moved.id, step.from_status, step.to_status, step.cause
+        FROM moved, unnest($15::text[], $16::text[], $17::text[]) WITH ORDINALITY
+            AS step(from_status, to_status, cause, n)
+        ORDER BY step.n)
+     SELECT count(*) FROM moved";
+
+async fn execute_transition(
+    db: &deadpool_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    t: &Transition<'_>,
+) -> Result<bool, StoreError> {
     let froms: Vec<&str> = t.steps.iter().map(|s| s.from.as_str()).collect();
     let tos: Vec<&str> = t.steps.iter().map(|s| s.to.as_str()).collect();
     let causes: Vec<&str> = t.steps.iter().map(|s| s.cause.as_str()).collect();
     let (to, from) = (t.to, t.from);
     let row = db
         .query_one(
-            &statement,
+            statement,
             &[
                 &t.id,
                 &to.status.as_str(),

@@ -63,6 +63,13 @@ pub async fn client(pool: &Pool) -> Result<Client, StoreError> {
     Ok(pool.get().await?)
 }
 
+/// Whether a commit waits for its WAL to be flushed (`synchronous_commit` is not `off`), as on any
+/// durable server: then writing several changes in one transaction saves a flush each.
+pub async fn commits_wait_for_wal(pool: &Pool) -> Result<bool, StoreError> {
+    let row = client(pool).await?.query_one("SELECT current_setting('synchronous_commit') <> 'off'", &[]).await?;
+    Ok(row.get(0))
+}
+
 /// `SELECT 1`: the readiness probe.
 pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
     client(pool).await?.simple_query("SELECT 1").await?;

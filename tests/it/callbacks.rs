@@ -644,7 +644,7 @@ async fn the_cap_on_in_flight_originates_per_pbx_answers_503_pbx_busy() {
     assert_eq!(sim.originates(), 1);
 }
 
-/// The tracker sends a burst's changes for many calls together on one connection; a call someone
+/// The tracker writes a burst's changes for many calls together, in one commit; a call someone
 /// else moved meanwhile (a cancel) is left alone, and only the calls that moved get audit rows.
 #[tokio::test]
 async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read() {
@@ -723,11 +723,7 @@ async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read()
             action_id: Some("A3"),
         },
     ];
-    let moved: Vec<bool> = futures_util::future::join_all(batch.iter().map(|t| callbacks::transition(&db, t)))
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let moved = callbacks::transitions_in_one_commit(&db, &batch).await.unwrap();
     assert_eq!(moved, [true, false, true]);
     let status = |i: usize| {
         let db = &db;
@@ -747,6 +743,120 @@ async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read()
     assert_eq!(trail(0).await, ["queued", "ringing_courier", "connected"]);
     assert_eq!(trail(1).await, ["queued", "canceled"]);
     assert_eq!(trail(2).await, ["queued", "ringing_courier"]);
+}
+
+/// A batch is one transaction: sent in order (its `COMMIT` last, also past 30 statements), and
+/// when one change cannot be written none is, so the tracker can write them one by one.
+#[tokio::test]
+async fn a_batch_of_transitions_is_written_whole_or_not_at_all() {
+    use dialback::domain::callback::{CallState, Status};
+    use dialback::store::callbacks::{self, Inserted, NewCallback, Step, Transition};
+    let app = spawn_app().await;
+    let pool = dialback::store::pool(&app.database_url.clone().into(), &Default::default()).unwrap();
+    let db = pool.get().await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let id = uuid::Uuid::now_v7();
+        let new = NewCallback {
+            id,
+            tenant: "acme",
+            courier_id: "courier-1",
+            target: "client",
+            order_id: None,
+            to_number: Some(CLIENT_PHONE),
+            courier_number: Some(COURIER_PHONE),
+            status: Status::Queued,
+            reason: None,
+            detail: None,
+            claim: None,
+            decided_on: None,
+        };
+        assert!(matches!(callbacks::insert(&db, &new).await.unwrap(), Inserted::Written(_)));
+        ids.push(id);
+    }
+    let (queued, ringing) = (CallState::new(Status::Queued), CallState::new(Status::RingingCourier));
+    let good = [Step::new(Status::Queued, Status::RingingCourier, "originate queued")];
+    // PostgreSQL refuses a NUL in text: the last statement of the batch fails.
+    let bad = [Step::new(Status::Queued, Status::RingingCourier, "nul\0byte")];
+    let batch = |last_bad: bool| -> Vec<Transition<'_>> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| Transition {
+                id: *id,
+                from: &queued,
+                to: &ringing,
+                steps: if last_bad && i == ids.len() - 1 { &bad } else { &good },
+                detail: None,
+                action_id: None,
+            })
+            .collect()
+    };
+    let status = |id| {
+        let db = &db;
+        async move { callbacks::get_any(db, id).await.unwrap().unwrap().state.status }
+    };
+    assert!(callbacks::transitions_in_one_commit(&db, &batch(true)).await.is_err());
+    for id in &ids {
+        assert_eq!(status(*id).await, Status::Queued, "nothing of a failed batch is written");
+    }
+    assert_eq!(callbacks::transitions_in_one_commit(&db, &batch(false)).await.unwrap(), vec![true; 40]);
+    for id in &ids {
+        assert_eq!(status(*id).await, Status::RingingCourier);
+    }
+}
+
+/// On a durable database (every commit waits for its WAL) the tracker writes each batch of
+/// changes in one commit. Calls ringing together while PostgreSQL is away have their events kept
+/// and written together when it is back (24 calls on 16 shards: some batches hold several), and
+/// each still ends with its own outcome and audit trail.
+#[tokio::test]
+async fn with_synchronous_commit_on_calls_written_together_each_end_with_their_own_outcome() {
+    let sim = support::sim_with(|c| c.ring = Duration::from_millis(300)).await;
+    let url = support::fresh_database().await;
+    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let name = url.rsplit('/').next().unwrap();
+    db.batch_execute(&format!("ALTER DATABASE {name} SET synchronous_commit = on")).await.unwrap();
+    let admin_url = std::env::var("DIALBACK_TEST_DATABASE_URL").unwrap();
+    let host = admin_url.split('@').nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let proxy = ChaosProxy::start(host.clone()).await;
+    let via = admin_url.replace(&host, &format!("127.0.0.1:{}", proxy.port));
+    let app = support::app().existing_database(url).database_via(via).spawn().await;
+    app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    const CALLS: usize = 24;
+    // Every other client is busy (a phone number ending in 0).
+    let client_phone = |i: usize| if i % 2 == 0 { CLIENT_PHONE } else { "+79161234560" };
+    for i in 0..CALLS {
+        app.add_courier("acme", &format!("c{i}"), &format!("+7900{i:06}3")).await;
+        app.add_order("acme", &format!("O-{i}"), &format!("c{i}"), &[client_phone(i)]).await;
+    }
+    let placed = futures_util::future::join_all((0..CALLS).map(|i| {
+        let (app, token) = (&app, app.courier("acme", &format!("c{i}")));
+        async move {
+            let res =
+                place(app, &token, json!({"target": "client", "to": client_phone(i), "order_id": format!("O-{i}")}))
+                    .await;
+            assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+            (res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned(), token)
+        }
+    }))
+    .await;
+    proxy.cut();
+    // Ring 0.3 s, talk 1 s (or fail at once), hang up: all while nothing can be written.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.restore();
+    for (i, (id, token)) in placed.iter().enumerate() {
+        let done = app.wait_terminal(id, token, 20).await;
+        if i % 2 == 0 {
+            assert_eq!(done["status"], "completed", "{done}");
+            assert_eq!(
+                audit_trail(&app, id).await,
+                ["queued", "ringing_courier", "ringing_client", "connected", "completed"]
+            );
+        } else {
+            assert_eq!((done["status"].as_str(), done["reason"].as_str()), (Some("failed"), Some("busy")), "{done}");
+        }
+    }
 }
 
 /// PostgreSQL goes away while a call rings, is answered and ends: nothing can be written, and
