@@ -8,7 +8,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/dialback
 VENV=$CACHE_DIR/venv
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# log MESSAGE: a step, with the seconds since the script started (which step took how long).
+log() { printf '\033[1m==> [%4d s] %s\033[0m\n' "$SECONDS" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Runs a command as root (directly when we are root, else through sudo).

@@ -644,17 +644,16 @@ async fn the_cap_on_in_flight_originates_per_pbx_answers_503_pbx_busy() {
     assert_eq!(sim.originates(), 1);
 }
 
-/// The tracker writes a burst's changes for many calls together, in one commit; a call someone
-/// else moved meanwhile (a cancel) is left alone, and only the calls that moved get audit rows.
-#[tokio::test]
-async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read() {
-    use dialback::domain::callback::{CallState, Status};
-    use dialback::store::callbacks::{self, Inserted, NewCallback, Step, Transition};
+/// An app, a connection to its database, and `n` attempts of courier-1 written straight to the
+/// store, `queued`.
+async fn queued_attempts(n: usize) -> (TestApp, deadpool_postgres::Client, Vec<uuid::Uuid>) {
+    use dialback::domain::callback::Status;
+    use dialback::store::callbacks::{self, Inserted, NewCallback};
     let app = spawn_app().await;
     let pool = dialback::store::pool(&app.database_url.clone().into(), &Default::default()).unwrap();
     let db = pool.get().await.unwrap();
     let mut ids = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..n {
         let id = uuid::Uuid::now_v7();
         let new = NewCallback {
             id,
@@ -673,6 +672,16 @@ async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read()
         assert!(matches!(callbacks::insert(&db, &new).await.unwrap(), Inserted::Written(_)));
         ids.push(id);
     }
+    (app, db, ids)
+}
+
+/// The tracker writes a burst's changes for many calls together, in one commit; a call someone
+/// else moved meanwhile (a cancel) is left alone, and only the calls that moved get audit rows.
+#[tokio::test]
+async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read() {
+    use dialback::domain::callback::{CallState, Status};
+    use dialback::store::callbacks::{self, Step, Transition};
+    let (_app, db, ids) = queued_attempts(3).await;
     let queued = CallState::new(Status::Queued);
     let ringing = CallState::new(Status::RingingCourier);
     let mut connected = CallState::new(Status::Connected);
@@ -750,30 +759,8 @@ async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read()
 #[tokio::test]
 async fn a_batch_of_transitions_is_written_whole_or_not_at_all() {
     use dialback::domain::callback::{CallState, Status};
-    use dialback::store::callbacks::{self, Inserted, NewCallback, Step, Transition};
-    let app = spawn_app().await;
-    let pool = dialback::store::pool(&app.database_url.clone().into(), &Default::default()).unwrap();
-    let db = pool.get().await.unwrap();
-    let mut ids = Vec::new();
-    for _ in 0..40 {
-        let id = uuid::Uuid::now_v7();
-        let new = NewCallback {
-            id,
-            tenant: "acme",
-            courier_id: "courier-1",
-            target: "client",
-            order_id: None,
-            to_number: Some(CLIENT_PHONE),
-            courier_number: Some(COURIER_PHONE),
-            status: Status::Queued,
-            reason: None,
-            detail: None,
-            claim: None,
-            decided_on: None,
-        };
-        assert!(matches!(callbacks::insert(&db, &new).await.unwrap(), Inserted::Written(_)));
-        ids.push(id);
-    }
+    use dialback::store::callbacks::{self, Step, Transition};
+    let (_app, db, ids) = queued_attempts(40).await;
     let (queued, ringing) = (CallState::new(Status::Queued), CallState::new(Status::RingingCourier));
     let good = [Step::new(Status::Queued, Status::RingingCourier, "originate queued")];
     // PostgreSQL refuses a NUL in text: the last statement of the batch fails.
