@@ -4,9 +4,9 @@
 //! OriginateResponse *event* (which also carries `Response:` and the ActionID) goes to the
 //! originate's waiter, and events fan out through a broadcast channel (a slow subscriber lags, it
 //! does not stall the socket: Asterisk drops readers slower than its `writetimeout`) and a sink
-//! that hands them to the call tracker's queues without waiting. Writes go through a writer task that coalesces whatever is
-//! queued into one `write`. On disconnect every pending action fails at once; the supervisor
-//! reconnects with capped exponential backoff and jitter.
+//! that hands them to the call tracker's queues without waiting. Writes go through a writer task
+//! that coalesces whatever is queued into one `write`. On disconnect every pending action fails at
+//! once; the supervisor reconnects with capped exponential backoff and jitter.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
