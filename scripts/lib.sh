@@ -62,6 +62,11 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# as_postgres CMD...: runs CMD as the postgres OS user when we are root (PostgreSQL refuses root).
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
 # start_postgres DIR PORT: a throwaway cluster owned by the postgres OS user (PostgreSQL refuses
 # to run as root), trust auth on 127.0.0.1 only, fsync off; PG_EXTRA_OPTS adds server options (e.g.
 # "-c shared_preload_libraries=pg_stat_statements" to profile). Sets PG_DIR for stop_postgres.
@@ -70,8 +75,7 @@ start_postgres() {
   PG_PORT_RUNNING=$2
   mkdir -p "$PG_DIR"
   if [ "$(id -u)" -eq 0 ]; then chown postgres: "$PG_DIR"; chmod 700 "$PG_DIR"; fi
-  local run=(); [ "$(id -u)" -eq 0 ] && run=(runuser -u postgres --)
-  "${run[@]}" "$(pg_bindir)/initdb" -D "$PG_DIR/data" -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 \
+  as_postgres "$(pg_bindir)/initdb" -D "$PG_DIR/data" -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 \
     || { cat "$PG_DIR/initdb.log" >&2; die "initdb failed"; }
   pg_ctl_with_options start off
 }
@@ -85,16 +89,14 @@ restart_postgres_durable() {
 
 # pg_ctl_with_options start|restart on|off: runs pg_ctl on $PG_DIR with the server options.
 pg_ctl_with_options() {
-  local run=(); [ "$(id -u)" -eq 0 ] && run=(runuser -u postgres --)
-  "${run[@]}" "$(pg_bindir)/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 60 -m fast \
+  as_postgres "$(pg_bindir)/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 60 -m fast \
     -o "-p $PG_PORT_RUNNING -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=$2 -c synchronous_commit=$2 -c full_page_writes=$2 -c max_connections=300 ${PG_EXTRA_OPTS:-}" \
     "$1" >/dev/null || { cat "$PG_DIR/postgres.log" >&2; die "PostgreSQL did not $1"; }
 }
 
 stop_postgres() {
   [ -n "${PG_DIR:-}" ] && [ -d "$PG_DIR/data" ] || return 0
-  local run=(); [ "$(id -u)" -eq 0 ] && run=(runuser -u postgres --)
-  "${run[@]}" "$(pg_bindir)/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  as_postgres "$(pg_bindir)/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
 # wait_http URL SECONDS: waits until URL answers 2xx.

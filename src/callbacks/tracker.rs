@@ -449,13 +449,14 @@ fn settle(calls: &mut HashMap<Uuid, Tracked>, change: Change) {
     let Change { id, tenant, from, next, steps, .. } = change;
     // One line per write, naming every status passed through (a burst of events often moves a call
     // several steps at once): the call's story in two or three lines, not one per step.
-    let mut path = String::from(from.status.as_str());
-    for step in steps.iter().filter(|step| step.from != step.to) {
-        path.push_str(" > ");
-        path.push_str(step.to.as_str());
+    let moves = || steps.iter().filter(|step| step.from != step.to);
+    for step in moves() {
         metrics::counter!("dialback_callback_transitions_total", "to" => step.to.as_str()).increment(1);
     }
     if next.status != from.status {
+        let path =
+            std::iter::once(from.status.as_str()).chain(moves().map(|step| step.to.as_str())).collect::<Vec<_>>();
+        let path = path.join(" > ");
         tracing::info!(call_id = %id, tenant = %tenant, status = next.status.as_str(), path,
             reason = next.reason.map(|r| r.as_str()), failed_leg = next.failed_leg.map(|l| l.as_str()),
             talk_seconds = next.talk_seconds, "callback status");
