@@ -158,8 +158,8 @@ fn default_log_format() -> String {
 }
 
 /// `DIALBACK_*` variables that are not settings: the config file's path, the log filter (read by
-/// telemetry), the test suite's database and the demo's URL.
-const NOT_SETTINGS: &[&str] = &["config", "log", "test_database_url", "url"];
+/// telemetry), the test suite's own (database, patience, spec ledger) and the demo's URL.
+const NOT_SETTINGS: &[&str] = &["config", "log", "test_database_url", "test_patience_s", "spec_ledger_dir", "url"];
 
 /// A setting is missing or malformed; the message names it.
 #[derive(Debug, thiserror::Error)]

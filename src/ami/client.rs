@@ -10,13 +10,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use secrecy::SecretString;
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -38,7 +39,14 @@ pub struct ClientConfig {
     pub ping_interval: Duration,
     pub max_inflight_originates: usize,
     pub backoff_max: Duration,
+    /// Opens the byte stream to the PBX instead of TCP or TLS to `endpoint` (tests in paused time
+    /// use an in-memory pipe to the simulator); `None` in production.
+    pub connector: Option<Connector>,
 }
+
+/// See [`ClientConfig::connector`].
+pub type Connector =
+    Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<BoxStream, AmiError>> + Send + Sync>;
 
 /// What the call tracker hears from a PBX.
 #[derive(Debug, Clone)]
@@ -272,6 +280,11 @@ impl AmiClient {
         Ok(started.elapsed())
     }
 
+    /// Actions sent and not answered yet (0 while disconnected).
+    pub fn pending_actions(&self) -> usize {
+        self.live().map_or(0, |live| live.pending.lock().expect("pending lock").len())
+    }
+
     pub fn inflight_originates(&self) -> usize {
         self.shared.config.max_inflight_originates - self.shared.originate_slots.available_permits()
     }
@@ -364,7 +377,10 @@ pub async fn login<W: AsyncWrite + Unpin>(
 
 /// Transport, banner and login: a ready session.
 pub async fn establish(config: &ClientConfig) -> Result<(Reader, WriteHalf<BoxStream>), AmiError> {
-    let stream = transport::connect(&config.endpoint, config.connect_timeout).await?;
+    let stream = match &config.connector {
+        Some(connect) => connect().await?,
+        None => transport::connect(&config.endpoint, config.connect_timeout).await?,
+    };
     let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = FramedRead::new(rd, AmiCodec::client());
     read_banner(&mut reader, config.connect_timeout).await?;

@@ -71,6 +71,7 @@ impl AmiPool {
             ping_interval: Duration::from_secs(self.config.ping_interval_s.max(1)),
             max_inflight_originates: self.config.max_inflight_originates,
             backoff_max: Duration::from_secs(30),
+            connector: None,
         }
     }
 

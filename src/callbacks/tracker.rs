@@ -8,16 +8,17 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::ami::client::{EventSink, PbxSignal};
 use crate::ami::pool::CallHold;
 use crate::ami::AmiEvent;
-use crate::domain::callback::{apply, CallState, Fact};
+use crate::domain::callback::{apply, CallState, Fact, Status};
 use crate::store;
 use crate::store::callbacks::{Step, Transition};
 use crate::store::StoreError;
@@ -33,6 +34,9 @@ enum Work {
         tenant: Arc<str>,
         id: Uuid,
         event: Arc<AmiEvent>,
+        /// When it was read off the PBX's socket: the call's times are the events', not when a
+        /// busy shard or a slow database got to them.
+        at: OffsetDateTime,
     },
     /// Asterisk queued a call's Originate: record it (with the call's first events when they are
     /// queued too) and keep the connection held until the call ends.
@@ -99,7 +103,8 @@ impl Tracker {
         match signal {
             PbxSignal::Event(event) => {
                 let Some(id) = event.call_key().and_then(|k| Uuid::parse_str(k).ok()) else { return };
-                let _ = self.shards[shard_of(&id)].send(Work::Event { tenant, id, event });
+                let at = OffsetDateTime::now_utc();
+                let _ = self.shards[shard_of(&id)].send(Work::Event { tenant, id, event, at });
             }
             PbxSignal::Down(err) => {
                 for shard in self.shards.iter() {
@@ -168,15 +173,15 @@ async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<
         }
         for work in batch.drain(..) {
             let work = match work {
-                Work::Event { tenant, id, event } => {
+                Work::Event { tenant, id, event, at } => {
                     if let Some(fact) = Fact::from_event(&event, &id.to_string()) {
-                        facts.add(tenant, id, fact);
+                        facts.add(tenant, id, fact, at);
                     }
                     continue;
                 }
                 Work::Placed { id, tenant, state, action_id, hold } => {
                     track(&mut calls, id, tenant.clone(), state, hold);
-                    facts.add(tenant, id, Fact::OriginateQueued { action_id });
+                    facts.add(tenant, id, Fact::OriginateQueued { action_id }, OffsetDateTime::now_utc());
                     continue;
                 }
                 // Anything else about calls comes after the facts that preceded it.
@@ -211,9 +216,8 @@ impl PendingFacts {
         self.by_call.insert(id, (tenant, facts));
     }
 
-    fn add(&mut self, tenant: Arc<str>, id: Uuid, fact: Fact) {
+    fn add(&mut self, tenant: Arc<str>, id: Uuid, fact: Fact, at: OffsetDateTime) {
         tracing::debug!(call_id = %id, tenant = %tenant, ?fact, "call event");
-        let at = OffsetDateTime::now_utc();
         match self.by_call.entry(id) {
             // Events of one call all come from its tenant's PBX; another tenant's is a separate
             // (ignored) claim on the same id, checked when applied.
@@ -422,6 +426,13 @@ async fn plan(
     for (fact, at) in facts {
         if let Fact::OriginateQueued { action_id: queued } = fact {
             action_id = Some(queued.clone());
+        } else if next.status == Status::Queued {
+            // An event of the call proves Asterisk queued it, though the API's word that it was
+            // placed (with the ActionID) has not arrived yet: the trail still says it rang.
+            if let Some(rung) = apply(&next, &Fact::OriginateQueued { action_id: String::new() }, *at) {
+                steps.push(Step::new(next.status, rung.status, "originate queued (seen in the call's events)"));
+                next = rung;
+            }
         }
         let Some(after) = apply(&next, fact, *at) else { continue };
         if after.status != next.status || after.reason != next.reason {
@@ -433,7 +444,9 @@ async fn plan(
         }
         next = after;
     }
-    Ok((next != tracked.state).then(|| Change {
+    // The ActionID is written even when it changes nothing else (the call's events got there
+    // first): a retry of the tap is answered once the attempt names it.
+    Ok((next != tracked.state || action_id.is_some()).then(|| Change {
         id,
         tenant: tenant.clone(),
         from: tracked.state.clone(),

@@ -37,7 +37,10 @@ const NORMAL_CLEARING: u16 = 16;
 /// whether the courier answered instead of an OriginateResponse event being sent.
 pub(crate) fn start(pbx: Arc<Pbx>, request: OriginateRequest, sync_reply: Option<oneshot::Sender<bool>>) {
     let tasks = pbx.tasks.clone();
+    pbx.calls_in_progress.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let in_progress = InProgress(pbx.clone());
     tasks.spawn(async move {
+        let _in_progress = in_progress;
         let mut call = Call::new(pbx, request, sync_reply);
         let span = tracing::info_span!(
             "pbx_sim_call",
@@ -46,6 +49,15 @@ pub(crate) fn start(pbx: Arc<Pbx>, request: OriginateRequest, sync_reply: Option
         );
         call.play().instrument(span).await;
     });
+}
+
+/// Counts a call in `Simulator::calls_in_progress` until its task ends.
+struct InProgress(Arc<Pbx>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.calls_in_progress.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -301,7 +313,8 @@ struct Call {
 impl Drop for Call {
     fn drop(&mut self) {
         let names: Vec<String> = self.channels.iter().flatten().map(|c| c.name.clone()).collect();
-        self.pbx.release(&names, &self.claimed_uniqueids);
+        let uniqueids: Vec<String> = self.channels.iter().flatten().map(|c| c.uniqueid.clone()).collect();
+        self.pbx.release(&names, &uniqueids, &self.claimed_uniqueids);
     }
 }
 
@@ -435,7 +448,7 @@ impl Call {
 
     fn add_channel(&mut self, role: Role, channel: Channel) {
         self.pbx.publish(channel.event("Newchannel").into_event());
-        self.pbx.register_channel(&channel.name, &self.hangup_signal);
+        self.pbx.register_channel(&channel.name, &channel.uniqueid, &self.hangup_signal);
         self.channels[role as usize] = Some(channel);
     }
 

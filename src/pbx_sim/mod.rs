@@ -252,6 +252,15 @@ impl Simulator {
         self.addr
     }
 
+    /// A connection to the simulator over an in-memory pipe of `buffer` bytes each way instead
+    /// of TCP: for tests in paused time, where tokio's clock jumps ahead whenever every task waits,
+    /// which a real socket's peer cannot be part of.
+    pub fn connect_in_memory(&self, buffer: usize) -> tokio::io::DuplexStream {
+        let (client, server) = tokio::io::duplex(buffer);
+        self.pbx.tasks.spawn(session::serve_in_memory(server, self.pbx.clone()));
+        client
+    }
+
     /// Stops like Asterisk shutting down: `Event: Shutdown` (Shutdown: Cleanly, Restart: False)
     /// to every logged-in session that reads system events, sessions closed, calls dropped, the
     /// listener closed. Returns when every task has ended.
@@ -272,6 +281,12 @@ impl Simulator {
     /// Originate actions accepted so far (queued or run synchronously).
     pub fn originates(&self) -> u64 {
         self.pbx.originates.load(Ordering::Relaxed)
+    }
+
+    /// Calls still going on: once this is 0, every event of the calls placed so far has been
+    /// published (a `Ping` answered after that comes after them on every session).
+    pub fn calls_in_progress(&self) -> usize {
+        self.pbx.calls_in_progress.load(Ordering::Acquire)
     }
 
     /// Connected AMI sessions (logged in or not).

@@ -32,6 +32,8 @@ pub(crate) struct Pbx {
     /// Set by `shutdown()` (sessions send `Event: Shutdown`); a kill leaves it unset.
     pub graceful: AtomicBool,
     pub originates: AtomicU64,
+    /// Calls whose task is still running (their last event not yet published).
+    pub calls_in_progress: AtomicUsize,
     pub sessions: AtomicUsize,
     pub tasks: Tasks,
     /// `--originate-log`: when each Originate was read, by ChannelId.
@@ -46,6 +48,9 @@ pub(crate) struct Pbx {
 struct LiveChannels {
     /// Lower-cased channel name → the call's hangup signal.
     by_name: HashMap<String, Arc<HangupSignal>>,
+    /// Uniqueid → the call's hangup signal: Asterisk finds the channel of a `Hangup` action by its
+    /// name or its uniqueid (`ast_channel_get_by_name`).
+    by_uniqueid: HashMap<String, Arc<HangupSignal>>,
     uniqueids: HashSet<String>,
 }
 
@@ -57,6 +62,7 @@ impl Pbx {
             stop: CancellationToken::new(),
             graceful: AtomicBool::new(false),
             originates: AtomicU64::new(0),
+            calls_in_progress: AtomicUsize::new(0),
             sessions: AtomicUsize::new(0),
             tasks: Tasks::default(),
             originate_log,
@@ -101,24 +107,31 @@ impl Pbx {
         true
     }
 
-    pub fn register_channel(&self, name: &str, signal: &Arc<HangupSignal>) {
-        self.live.lock().expect("live channels lock").by_name.insert(name.to_ascii_lowercase(), signal.clone());
+    pub fn register_channel(&self, name: &str, uniqueid: &str, signal: &Arc<HangupSignal>) {
+        let mut live = self.live.lock().expect("live channels lock");
+        live.by_name.insert(name.to_ascii_lowercase(), signal.clone());
+        live.by_uniqueid.insert(uniqueid.to_owned(), signal.clone());
     }
 
-    pub fn release(&self, names: &[String], uniqueids: &[String]) {
+    /// Forgets a call's channels (`names` and their `uniqueids`) and the uniqueids it `claimed`.
+    pub fn release(&self, names: &[String], uniqueids: &[String], claimed: &[String]) {
         let mut live = self.live.lock().expect("live channels lock");
         for name in names {
             live.by_name.remove(&name.to_ascii_lowercase());
         }
         for id in uniqueids {
+            live.by_uniqueid.remove(id);
+        }
+        for id in claimed {
             live.uniqueids.remove(id);
         }
     }
 
-    /// Asks the call owning `channel` to hang up; `false` when no such channel is up.
+    /// Asks the call owning `channel` (a name or a uniqueid) to hang up; `false` when no such
+    /// channel is up.
     pub fn hang_up(&self, channel: &str, cause: u16) -> bool {
         let live = self.live.lock().expect("live channels lock");
-        match live.by_name.get(&channel.to_ascii_lowercase()) {
+        match live.by_name.get(&channel.to_ascii_lowercase()).or_else(|| live.by_uniqueid.get(channel)) {
             Some(signal) => {
                 signal.send_replace(Some(cause));
                 true

@@ -86,6 +86,13 @@ async fn serve(stream: TcpStream, peer: SocketAddr, pbx: Arc<Pbx>) {
     }
 }
 
+/// A session over an in-memory pipe (see `Simulator::connect_in_memory`).
+pub(crate) async fn serve_in_memory(stream: tokio::io::DuplexStream, pbx: Arc<Pbx>) {
+    pbx.sessions.fetch_add(1, Ordering::Relaxed);
+    let _connected = Connected(pbx.clone());
+    Session::new(stream, SocketAddr::from(([0, 0, 0, 0], 0)), pbx).run().await
+}
+
 async fn serve_tls(stream: TcpStream, tls: Arc<rustls::ServerConfig>, peer: SocketAddr, pbx: Arc<Pbx>) {
     let handshake = tokio::select! {
         _ = pbx.stop.cancelled() => return,
@@ -159,7 +166,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Wake::Stop => return self.say_shutdown().await,
                 Wake::Event(Ok(event)) => {
                     self.push_event(&event);
-                    if self.drain_events().is_err() {
+                    if self.drain_events(FLUSH_AT).is_err() {
                         break;
                     }
                 }
@@ -220,6 +227,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Next::Close;
             }
             "ping" => {
+                // Asterisk writes a session's pending events before it reads the next action
+                // (manager.c, `do_message`), so whatever happened before a Ping arrives is on the
+                // wire before its Pong: a client can use a Ping as a barrier.
+                if self.drain_events(usize::MAX).is_err() {
+                    return Next::Close;
+                }
                 let now = unix_now();
                 let mut wire = Wire::reply("Success", id);
                 wire.header("Ping", "Pong")
@@ -350,11 +363,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Takes what else is waiting on the ring (up to one write's worth); `Err` when this
+    /// Takes what else is waiting on the ring until `limit` bytes are queued; `Err` when this
     /// session has fallen a whole ring behind.
-    fn drain_events(&mut self) -> Result<(), ()> {
+    fn drain_events(&mut self, limit: usize) -> Result<(), ()> {
         let Some(events) = &mut self.events else { return Ok(()) };
-        while self.output.len() < FLUSH_AT {
+        while self.output.len() < limit {
             match events.try_recv() {
                 Ok(event) => {
                     if self.mask & event.class != 0 {

@@ -7,6 +7,7 @@
 //! the database, so two replicas each running this task still fetch every file once.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Recordings, SyncError, SyncReport};
+use super::Recordings;
 use crate::store;
 
 /// At most this many companies are synced at once by one process.
@@ -41,95 +42,199 @@ impl Schedule {
     }
 }
 
+/// What the scheduler drives: which companies to sync how often, and one sync run. The scheduler
+/// decides only when; [`Recordings`] is the real one (tests drive it with a fake, in paused time).
+pub(crate) trait SyncJobs: Send + Sync + 'static {
+    /// Every company with a recordings source, and its poll interval.
+    fn sources(&self) -> impl Future<Output = Result<Vec<(String, Duration)>, String>> + Send;
+    /// One sync of `tenant`; the error says why it failed.
+    fn run(&self, tenant: &str) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl SyncJobs for Recordings {
+    async fn sources(&self) -> Result<Vec<(String, Duration)>, String> {
+        let db = store::client(&self.db).await.map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        let sources = store::recordings::sources(&**db).await.map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        Ok(sources.into_iter().map(|c| (c.tenant, Duration::from_secs(u64::from(c.source.poll_interval_s)))).collect())
+    }
+
+    async fn run(&self, tenant: &str) -> Result<(), String> {
+        self.sync(tenant).await.map(|_| ()).map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+    }
+}
+
 impl Recordings {
     /// Starts the background syncs; they stop (running downloads are dropped, their claims
     /// lapse) when `stop` is cancelled.
     pub fn spawn_scheduler(self: &Arc<Self>, stop: CancellationToken) -> JoinHandle<()> {
-        let service = self.clone();
-        tokio::spawn(async move { service.schedule(stop).await })
+        tokio::spawn(schedule(self.clone(), stop))
     }
+}
 
-    async fn schedule(self: Arc<Self>, stop: CancellationToken) {
-        let mut schedules: HashMap<String, Schedule> = HashMap::new();
-        let mut runs: JoinSet<(String, Result<SyncReport, SyncError>)> = JoinSet::new();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut reloaded: Option<Instant> = None;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                Some(done) = runs.join_next() => {
-                    let Ok((tenant, result)) = done else { continue };
-                    if let Some(schedule) = schedules.get_mut(&tenant) {
-                        schedule.running = false;
-                        schedule.failures = if result.is_ok() { 0 } else { schedule.failures + 1 };
-                        let delay = schedule.delay();
-                        schedule.next_run = Instant::now() + delay;
-                        if let Err(e) = result {
-                            tracing::warn!(tenant, failures = schedule.failures, retry_in_s = delay.as_secs(),
-                                error = %e, "recordings sync failed; will retry");
-                        }
+async fn schedule<J: SyncJobs>(jobs: Arc<J>, stop: CancellationToken) {
+    let mut schedules: HashMap<String, Schedule> = HashMap::new();
+    let mut runs: JoinSet<(String, Result<(), String>)> = JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut reloaded: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            Some(done) = runs.join_next() => {
+                let Ok((tenant, result)) = done else { continue };
+                if let Some(schedule) = schedules.get_mut(&tenant) {
+                    schedule.running = false;
+                    schedule.failures = if result.is_ok() { 0 } else { schedule.failures + 1 };
+                    let delay = schedule.delay();
+                    schedule.next_run = Instant::now() + delay;
+                    if let Err(error) = result {
+                        tracing::warn!(tenant, failures = schedule.failures, retry_in_s = delay.as_secs(), error,
+                            "recordings sync failed; will retry");
                     }
                 }
-                _ = tick.tick() => {
-                    if reloaded.is_none_or(|at| at.elapsed() >= RELOAD_EVERY) {
-                        self.reload(&mut schedules).await;
-                        reloaded = Some(Instant::now());
+            }
+            _ = tick.tick() => {
+                if reloaded.is_none_or(|at| at.elapsed() >= RELOAD_EVERY) {
+                    reload(jobs.as_ref(), &mut schedules).await;
+                    reloaded = Some(Instant::now());
+                }
+                let now = Instant::now();
+                for (tenant, schedule) in schedules.iter_mut() {
+                    if runs.len() >= MAX_CONCURRENT_RUNS {
+                        break;
                     }
-                    let now = Instant::now();
-                    for (tenant, schedule) in schedules.iter_mut() {
-                        if runs.len() >= MAX_CONCURRENT_RUNS {
-                            break;
-                        }
-                        if !schedule.running && schedule.next_run <= now {
-                            schedule.running = true;
-                            let (service, tenant) = (self.clone(), tenant.clone());
-                            runs.spawn(async move {
-                                let result = service.sync(&tenant).await;
-                                (tenant, result)
-                            });
-                        }
+                    if !schedule.running && schedule.next_run <= now {
+                        schedule.running = true;
+                        let (jobs, tenant) = (jobs.clone(), tenant.clone());
+                        runs.spawn(async move {
+                            let result = jobs.run(&tenant).await;
+                            (tenant, result)
+                        });
                     }
                 }
             }
         }
-        runs.shutdown().await;
     }
+    runs.shutdown().await;
+}
 
-    /// Picks up companies that configured a source, forgets those that removed it, and takes
-    /// changed poll intervals into account.
-    async fn reload(&self, schedules: &mut HashMap<String, Schedule>) {
-        let sources = match store::client(&self.db).await {
-            Ok(db) => store::recordings::sources(&**db).await,
-            Err(e) => Err(e),
-        };
-        let sources = match sources {
-            Ok(sources) => sources,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the recordings sources; keeping the current schedule");
-                return;
-            }
-        };
-        schedules.retain(|tenant, _| sources.iter().any(|s| &s.tenant == tenant));
-        for configured in sources {
-            let poll = Duration::from_secs(u64::from(configured.source.poll_interval_s));
-            let schedule = schedules.entry(configured.tenant).or_insert_with(|| Schedule {
-                poll,
-                next_run: Instant::now() + poll,
-                failures: 0,
-                running: false,
-            });
-            if schedule.poll != poll {
-                // A shorter interval applies now, not after the old one.
-                schedule.next_run = schedule.next_run.min(Instant::now() + poll);
-                schedule.poll = poll;
-            }
+/// Picks up companies that configured a source, forgets those that removed it, and takes changed
+/// poll intervals into account.
+async fn reload<J: SyncJobs>(jobs: &J, schedules: &mut HashMap<String, Schedule>) {
+    let sources = match jobs.sources().await {
+        Ok(sources) => sources,
+        Err(error) => {
+            tracing::warn!(error, "cannot read the recordings sources; keeping the current schedule");
+            return;
+        }
+    };
+    schedules.retain(|tenant, _| sources.iter().any(|(t, _)| t == tenant));
+    for (tenant, poll) in sources {
+        let schedule = schedules.entry(tenant).or_insert_with(|| Schedule {
+            poll,
+            next_run: Instant::now() + poll,
+            failures: 0,
+            running: false,
+        });
+        if schedule.poll != poll {
+            // A shorter interval applies now, not after the old one.
+            schedule.next_run = schedule.next_run.min(Instant::now() + poll);
+            schedule.poll = poll;
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+
+    /// Companies with fixed poll intervals whose runs fail while `failing` says so; notes when
+    /// each run started (in tokio's clock, so paused time can be read exactly).
+    #[derive(Default)]
+    struct Fake {
+        sources: Mutex<Vec<(String, Duration)>>,
+        failing: Mutex<bool>,
+        runs: Mutex<Vec<(String, Instant)>>,
+    }
+
+    impl SyncJobs for Fake {
+        async fn sources(&self) -> Result<Vec<(String, Duration)>, String> {
+            Ok(self.sources.lock().unwrap().clone())
+        }
+
+        async fn run(&self, tenant: &str) -> Result<(), String> {
+            self.runs.lock().unwrap().push((tenant.to_owned(), Instant::now()));
+            if *self.failing.lock().unwrap() {
+                Err("the FTP server is down".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    /// Seconds from `start` of each run of `tenant`.
+    fn runs_of(fake: &Fake, tenant: &str, start: Instant) -> Vec<u64> {
+        let runs = fake.runs.lock().unwrap();
+        runs.iter().filter(|(t, _)| t == tenant).map(|(_, at)| (*at - start).as_secs()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_company_is_synced_every_poll_interval_from_one_interval_after_it_appears() {
+        let fake = Arc::new(Fake::default());
+        fake.sources
+            .lock()
+            .unwrap()
+            .extend([("a".to_owned(), Duration::from_secs(5)), ("b".into(), Duration::from_secs(60))]);
+        let stop = CancellationToken::new();
+        let start = Instant::now();
+        let task = tokio::spawn(schedule(fake.clone(), stop.clone()));
+        tokio::time::sleep(Duration::from_secs(130)).await;
+        stop.cancel();
+        task.await.unwrap();
+        // The sources are read at the first tick; runs go at the first tick at or after their time.
+        let a = runs_of(&fake, "a", start);
+        assert_eq!(&a[..4], [5, 10, 15, 20], "{a:?}");
+        assert!(a.windows(2).all(|w| w[1] - w[0] == 5), "{a:?}");
+        assert_eq!(runs_of(&fake, "b", start), [60, 120]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_company_backs_off_and_returns_to_its_interval_when_it_recovers() {
+        let fake = Arc::new(Fake::default());
+        fake.sources.lock().unwrap().push(("a".into(), Duration::from_secs(60)));
+        *fake.failing.lock().unwrap() = true;
+        let stop = CancellationToken::new();
+        let start = Instant::now();
+        let task = tokio::spawn(schedule(fake.clone(), stop.clone()));
+        // Runs at 60, then 120 s later, 240 s later, 480 s later, then every 900 s.
+        tokio::time::sleep(Duration::from_secs(60 + 120 + 240 + 480 + 900 + 1)).await;
+        assert_eq!(runs_of(&fake, "a", start), [60, 180, 420, 900, 1800]);
+        *fake.failing.lock().unwrap() = false;
+        tokio::time::sleep(Duration::from_secs(900 + 120)).await;
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(runs_of(&fake, "a", start), [60, 180, 420, 900, 1800, 2700, 2760, 2820]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_interval_applies_at_the_next_reload_and_a_removed_source_stops() {
+        let fake = Arc::new(Fake::default());
+        fake.sources.lock().unwrap().push(("a".into(), Duration::from_secs(3600)));
+        let stop = CancellationToken::new();
+        let start = Instant::now();
+        let task = tokio::spawn(schedule(fake.clone(), stop.clone()));
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        *fake.sources.lock().unwrap() = vec![("a".into(), Duration::from_secs(5))];
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        fake.sources.lock().unwrap().clear();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        stop.cancel();
+        task.await.unwrap();
+        // Reloaded at 10 s: the next run is 5 s later; after the source is gone (reload at 30 s)
+        // nothing runs.
+        assert_eq!(runs_of(&fake, "a", start), [15, 20, 25]);
+    }
 
     #[test]
     fn failures_back_off_from_the_poll_interval_up_to_fifteen_minutes() {
