@@ -5,6 +5,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Where cargo puts what it builds (CARGO_TARGET_DIR when set).
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 CACHE_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/dialback
 VENV=$CACHE_DIR/venv
 
@@ -39,16 +41,25 @@ ensure_postgres() {
   apt_install postgresql
 }
 
-# ensure_venv: a Python venv with schemathesis (API contract fuzzing) and pyftpdlib (FTP server;
-# pyOpenSSL gives it explicit FTPS).
+# The Python tools, pinned: schemathesis (API contract fuzzing), pyftpdlib (FTP server; pyOpenSSL
+# gives it explicit FTPS), openapi-spec-validator (the spec is valid OpenAPI 3.0) and
+# openapi-python-client (a client generated from the spec builds and reads the examples).
+PYTHON_TOOLS=("schemathesis==4.32.5" "pyftpdlib==2.2.0" "pyopenssl==26.4.0" "openapi-spec-validator==0.9.0"
+  "openapi-python-client==0.29.1")
+PYTHON_TOOLS_STAMP="${PYTHON_TOOLS[*]}"
+
+# ensure_venv: a Python venv in $VENV with exactly PYTHON_TOOLS (made again when the pins change).
 ensure_venv() {
-  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import schemathesis, pyftpdlib, OpenSSL' 2>/dev/null; then
-    log "creating Python venv in $VENV (schemathesis, pyftpdlib, pyOpenSSL)"
-    apt_install python3-venv 2>/dev/null || true
-    mkdir -p "$CACHE_DIR"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis>=4,<5" "pyftpdlib>=2,<3" "pyopenssl>=24,<27"
+  if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.tools" 2>/dev/null)" = "$PYTHON_TOOLS_STAMP" ]; then
+    return 0
   fi
+  log "creating Python venv in $VENV (${PYTHON_TOOLS[*]})"
+  apt_install python3-venv 2>/dev/null || true
+  mkdir -p "$CACHE_DIR"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${PYTHON_TOOLS[@]}"
+  printf '%s' "$PYTHON_TOOLS_STAMP" >"$VENV/.tools"
 }
 
 # start_ftp ROOT PORT LOG: the FTP server of tests/fixtures/ftp_server.py (read-only user
@@ -99,20 +110,39 @@ stop_postgres() {
   as_postgres "$(pg_bindir)/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
-# wait_http URL SECONDS: waits until URL answers 2xx.
+# wait_http URL SECONDS [PID]: waits until URL answers 2xx; with PID, fails as soon as that process
+# has exited (so a stale process holding the port is never taken for the one just started).
 wait_http() {
-  local url=$1 deadline=$((SECONDS + $2))
+  local url=$1 deadline=$((SECONDS + $2)) pid=${3:-}
   until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+    [ -z "$pid" ] || kill -0 "$pid" 2>/dev/null || return 1
     [ $SECONDS -lt $deadline ] || return 1
     sleep 0.2
   done
+  [ -z "$pid" ] || kill -0 "$pid" 2>/dev/null
 }
 
-# wait_port HOST PORT SECONDS: waits until a TCP port accepts connections.
+# wait_port HOST PORT SECONDS [PID]: waits until a TCP port accepts connections (with PID, as
+# wait_http does).
 wait_port() {
-  local deadline=$((SECONDS + $3))
+  local deadline=$((SECONDS + $3)) pid=${4:-}
   until (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
+    [ -z "$pid" ] || kill -0 "$pid" 2>/dev/null || return 1
     [ $SECONDS -lt $deadline ] || return 1
     sleep 0.2
   done
+  [ -z "$pid" ] || kill -0 "$pid" 2>/dev/null
+}
+
+# require_free_port HOST PORT WHAT: stops with a clear message when something already listens there
+# (a demo left running, say), instead of starting a second copy that cannot bind.
+require_free_port() {
+  if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then
+    die "$1:$2 ($3) is already in use: stop what listens there (\`ss -ltnp 'sport = :$2'\` shows it) or pick another port"
+  fi
+}
+
+# random_hex BYTES: BYTES random bytes as hex (fails loudly, unlike a substitution inside export).
+random_hex() {
+  python3 -c "import secrets, sys; print(secrets.token_hex(int(sys.argv[1])))" "$1"
 }

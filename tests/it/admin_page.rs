@@ -16,7 +16,7 @@ async fn an_admin_signs_in_saves_settings_and_runs_the_test_in_a_real_browser() 
     browser.goto(&app.url("/admin")).await;
     browser.clear_and_type("#token", &app.admin("acme")).await;
     browser.click("#signin").await;
-    browser.wait_until("return !document.getElementById('settings-section').classList.contains('hidden')", 10).await;
+    browser.wait_until("return !document.getElementById('settings-section').classList.contains('hidden')").await;
     assert!(browser.text("#who").await.contains("acme"));
     assert!(browser.text("#settings-message").await.contains("No settings saved yet"));
 
@@ -43,7 +43,7 @@ async fn an_admin_signs_in_saves_settings_and_runs_the_test_in_a_real_browser() 
         browser.clear_and_type(&format!("#r-{field}"), &value).await;
     }
     browser.click("#save").await;
-    browser.wait_until("return document.getElementById('settings-message').textContent.startsWith('Saved')", 10).await;
+    browser.wait_until("return document.getElementById('settings-message').textContent.startsWith('Saved')").await;
     let saved: serde_json::Value = app.get_as("/v1/admin/pbx", &app.admin("acme")).await.json().await.unwrap();
     assert_eq!(saved["port"], sim.addr().port());
     assert_eq!(saved["secret_set"], true);
@@ -52,7 +52,7 @@ async fn an_admin_signs_in_saves_settings_and_runs_the_test_in_a_real_browser() 
     // A bad field is named and marked.
     browser.clear_and_type("#f-context", "from courier").await;
     browser.click("#save").await;
-    browser.wait_until("return document.getElementById('f-context').getAttribute('aria-invalid') === 'true'", 10).await;
+    browser.wait_until("return document.getElementById('f-context').getAttribute('aria-invalid') === 'true'").await;
     assert!(browser.text("#settings-message").await.contains("context"));
     browser.clear_and_type("#f-context", "from-courier").await;
 
@@ -60,7 +60,7 @@ async fn an_admin_signs_in_saves_settings_and_runs_the_test_in_a_real_browser() 
     browser.clear_and_type("#test-from", "+79001112233").await;
     browser.clear_and_type("#test-to", "+79161234567").await;
     browser.click("#test-run").await;
-    browser.wait_until("return document.querySelectorAll('#steps li').length >= 6", 30).await;
+    browser.wait_until("return document.querySelectorAll('#steps li').length >= 6").await;
     browser.screenshot(&shot).await;
     let steps = browser
         .eval("return [...document.querySelectorAll('#steps li')].map(li => li.dataset.step + ':' + li.dataset.ok)")
@@ -81,7 +81,7 @@ async fn an_admin_signs_in_saves_settings_and_runs_the_test_in_a_real_browser() 
     // A wrong secret in the form (unsaved): the login step turns red with its hint.
     browser.clear_and_type("#f-secret", "wrong-secret").await;
     browser.click("#test-run").await;
-    browser.wait_until("return !!document.querySelector('#steps li[data-step=login][data-ok=false]')", 30).await;
+    browser.wait_until("return !!document.querySelector('#steps li[data-step=login][data-ok=false]')").await;
     let hint = browser.text("#steps li[data-step=login] .hint").await;
     assert!(hint.contains("manager.conf"), "{hint}");
     browser.screenshot(&std::env::temp_dir().join("dialback-admin-page-login-failed.png")).await;
@@ -89,24 +89,24 @@ async fn an_admin_signs_in_saves_settings_and_runs_the_test_in_a_real_browser() 
     // Saving again from the page keeps the recordings source (its password stays write-only).
     browser.clear_and_type("#f-secret", "").await;
     browser.click("#save").await;
-    browser.wait_until("return document.getElementById('settings-message').textContent.startsWith('Saved')", 10).await;
+    browser.wait_until("return document.getElementById('settings-message').textContent.startsWith('Saved')").await;
     let saved: serde_json::Value = app.get_as("/v1/admin/pbx", &app.admin("acme")).await.json().await.unwrap();
     assert_eq!(saved["recordings"]["password_set"], true, "{saved}");
 
     // The test call's recording is fetched; the callbacks list plays it (a signed URL, with seeking).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    crate::support::wait::eventually("the test call's recording to be bound", || async {
         let res = app.send(reqwest::Method::POST, "/v1/admin/recordings/sync", &app.admin("acme"), None).await;
         let report: serde_json::Value = res.json().await.unwrap();
         if report["bound"].as_u64() >= Some(1) {
-            break;
+            Ok(())
+        } else {
+            Err(report)
         }
-        assert!(std::time::Instant::now() < deadline, "the test call's recording was never bound: {report}");
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
+    })
+    .await;
     browser.click("#refresh-calls").await;
-    browser.wait_until("return document.querySelector('#calls').textContent.includes('test')", 10).await;
-    browser.wait_until("return !!document.querySelector('#calls audio')", 10).await;
+    browser.wait_until("return document.querySelector('#calls').textContent.includes('test')").await;
+    browser.wait_until("return !!document.querySelector('#calls audio')").await;
     let probe = browser
         .eval(
             "const a = document.querySelector('#calls audio'); const r = await fetch(a.src, {headers: {Range: 'bytes=0-3'}}); \

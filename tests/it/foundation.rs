@@ -18,9 +18,9 @@ async fn healthz_answers_ok_with_a_request_id() {
 #[tokio::test]
 async fn a_sane_client_request_id_is_echoed_back() {
     let app = spawn_app().await;
-    let res = app.http.get(app.url("/healthz")).header("x-request-id", "abc-123").send().await.unwrap();
+    let res = app.exec(app.http.get(app.url("/healthz")).header("x-request-id", "abc-123")).await;
     assert_eq!(res.headers()["x-request-id"], "abc-123");
-    let res = app.http.get(app.url("/healthz")).header("x-request-id", "bad id with spaces").send().await.unwrap();
+    let res = app.exec(app.http.get(app.url("/healthz")).header("x-request-id", "bad id with spaces")).await;
     assert_ne!(res.headers()["x-request-id"], "bad id with spaces");
 }
 
@@ -38,15 +38,13 @@ async fn readyz_reports_the_database_going_away_and_recovers_without_a_restart()
     let body = assert_problem(app.get("/readyz").await, 503, "database_unavailable").await;
     assert!(body["detail"].as_str().unwrap().contains("database"));
     proxy.restore();
-    let mut status = 0;
-    for _ in 0..50 {
-        status = app.get("/readyz").await.status().as_u16();
-        if status == 200 {
-            break;
+    crate::support::wait::eventually("readiness to come back with the database", || async {
+        match app.get("/readyz").await.status().as_u16() {
+            200 => Ok(()),
+            other => Err(other),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 200, "readiness must come back once the database does");
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -102,7 +100,7 @@ async fn an_unknown_route_is_a_problem_json_404() {
 #[tokio::test]
 async fn a_wrong_method_is_a_problem_json_405_with_allow() {
     let app = spawn_app().await;
-    let res = app.http.delete(app.url("/healthz")).send().await.unwrap();
+    let res = app.exec(app.http.delete(app.url("/healthz"))).await;
     assert_eq!(res.headers()["allow"], "GET");
     assert_problem(res, 405, "method_not_allowed").await;
 }
@@ -140,11 +138,8 @@ async fn every_spec_route_answers_on_the_live_server_without_route_not_found() {
     for (path, method) in spec_routes() {
         let concrete = path.replace('{', "x").replace('}', "");
         let res = app
-            .http
-            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), app.url(&concrete))
-            .send()
-            .await
-            .unwrap();
+            .exec(app.http.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), app.url(&concrete)))
+            .await;
         let status = res.status().as_u16();
         let body = res.text().await.unwrap();
         assert!(
@@ -158,4 +153,40 @@ async fn every_spec_route_answers_on_the_live_server_without_route_not_found() {
 fn every_api_example_matches_its_schema_in_the_spec() {
     let checked = crate::support::examples::check_all();
     assert!(checked >= 3, "expected examples under api/, checked {checked}");
+}
+
+/// The checker every answer goes through refuses the spec mistakes that strict OpenAPI 3.0.3 tools
+/// trip on, so such a mistake fails the suite rather than a company's generated client.
+#[test]
+fn the_spec_checker_refuses_the_openapi_3_0_traps() {
+    use crate::support::spec::Spec;
+    let with = |schema: &str| {
+        format!(
+            "openapi: 3.0.3\ninfo: {{title: t, version: '1'}}\npaths: {{}}\ncomponents:\n  schemas:\n    X: {schema}\n"
+        )
+    };
+    for (schema, why) in [
+        ("{type: string, description: What to change, when it failed}", "has no value"),
+        ("{type: string, nullable: true, enum: [a, b]}", "does not list null"),
+        ("{nullable: true, allOf: [{type: string}]}", "without a type of its own"),
+        ("{type: string, enum: [a, null]}", "not nullable"),
+    ] {
+        let error = Spec::load(&with(schema)).err().unwrap_or_else(|| panic!("{schema} was accepted"));
+        assert!(error.contains(why), "{schema}: {error}");
+    }
+    assert!(Spec::load(&with("{type: string, nullable: true, enum: [a, b, null]}")).is_ok());
+}
+
+/// `PbxDiagnosis.status` spells the callback statuses out (plus null) instead of referring to them:
+/// the two lists stay the same.
+#[test]
+fn the_diagnosis_status_lists_the_callback_statuses() {
+    let doc = crate::support::spec::spec().doc();
+    let schemas = &doc["components"]["schemas"];
+    let mut diagnosis: Vec<serde_json::Value> =
+        schemas["PbxDiagnosis"]["properties"]["status"]["enum"].as_array().unwrap().clone();
+    assert_eq!(diagnosis.pop(), Some(serde_json::Value::Null));
+    assert_eq!(&diagnosis, schemas["CallbackStatus"]["enum"].as_array().unwrap());
+    let served: Vec<&str> = dialback::domain::callback::Status::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(diagnosis, served, "the spec lists the statuses the server has");
 }

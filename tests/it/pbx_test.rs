@@ -48,7 +48,7 @@ async fn a_working_pbx_shows_every_step_green_and_logs_a_test_attempt() {
     assert_eq!(d["ok"], true);
     assert!(d["steps"].as_array().unwrap().iter().all(|s| s["ms"].is_u64() && s["hint"].is_null()));
     let id = d["callback_id"].as_str().unwrap();
-    let call = app.wait_terminal(id, &app.admin("acme"), 10).await;
+    let call = app.wait_terminal(id, &app.admin("acme")).await;
     assert_eq!((call["target"].as_str(), call["status"].as_str()), (Some("test"), Some("completed")), "{call}");
     assert_eq!(sim.originates(), 1);
 }

@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -96,7 +95,7 @@ impl FtpServer {
         }
         let mut child = command.spawn().expect("the venv's python runs");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
+        let first = tokio::time::timeout(super::wait::patience(), lines.next_line()).await;
         let port = match first {
             Ok(Ok(Some(line))) => line.strip_prefix("LISTENING ").and_then(|p| p.trim().parse().ok()),
             _ => None,

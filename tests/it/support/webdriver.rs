@@ -1,8 +1,11 @@
 //! A minimal W3C WebDriver client for end-to-end tests of the admin page in real headless
 //! Chromium (Debian's `chromium` and `chromium-driver`, installed by scripts/test).
 
+// This talks to chromedriver, not to dialback: nothing to check against openapi.yaml.
+#![allow(clippy::disallowed_methods)]
+
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -33,11 +36,7 @@ impl Browser {
             .expect("chromedriver starts");
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http.get(format!("{base}/status")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        super::wait::eventually("chromedriver to start", || http.get(format!("{base}/status")).send()).await;
         let profile = std::env::temp_dir().join(format!("dialback-chromium-{}", uuid::Uuid::new_v4().simple()));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -69,10 +68,9 @@ impl Browser {
         self.call(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
     }
 
-    /// The element matching `css`, waiting up to 10 s for it to exist.
+    /// The element matching `css`, once it exists.
     pub async fn find(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        super::wait::eventually(format!("an element {css}"), || async {
             let res: Value = self
                 .http
                 .post(format!("{}/element", self.base))
@@ -83,12 +81,9 @@ impl Browser {
                 .json()
                 .await
                 .unwrap();
-            if let Some(id) = res["value"][ELEMENT].as_str() {
-                return id.to_owned();
-            }
-            assert!(Instant::now() < deadline, "no element {css}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            res["value"][ELEMENT].as_str().map(str::to_owned).ok_or(res)
+        })
+        .await
     }
 
     pub async fn clear_and_type(&self, css: &str, text: &str) {
@@ -117,12 +112,14 @@ impl Browser {
     }
 
     /// Waits until `script` (returning a boolean) is true in the page.
-    pub async fn wait_until(&self, script: &str, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while self.eval(script).await != Value::Bool(true) {
-            assert!(Instant::now() < deadline, "timed out waiting for: {script}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    pub async fn wait_until(&self, script: &str) {
+        super::wait::eventually(script, || async {
+            match self.eval(script).await {
+                Value::Bool(true) => Ok(()),
+                other => Err(other),
+            }
+        })
+        .await
     }
 
     /// Saves a PNG of the page (to look at when a test fails).
