@@ -8,27 +8,16 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
-use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::ami::pool::AmiPool;
 use crate::auth::Verifier;
 use crate::callbacks::{CallbackService, Tracker};
 use crate::config::Config;
-use crate::http::ratelimit::Limiters;
+use crate::http::state::AppState;
+use crate::limits::Limiters;
 use crate::recordings::storage::FsStorage;
 use crate::recordings::Recordings;
-use tokio_util::sync::CancellationToken;
-
-/// Shared by every handler.
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub db: deadpool_postgres::Pool,
-    pub metrics: PrometheusHandle,
-    pub verifier: Verifier,
-    pub limiters: Arc<Limiters>,
-    pub callbacks: CallbackService,
-    pub recordings: Arc<Recordings>,
-}
 
 pub struct Application {
     port: u16,
@@ -67,6 +56,7 @@ impl Application {
             pool: pool.clone(),
             tracker,
             secrets: config.secrets_key(),
+            limiters,
             connect_timeout: Duration::from_millis(config.ami.connect_timeout_ms),
             settings_cache: Default::default(),
             registry: Default::default(),
@@ -88,7 +78,6 @@ impl Application {
             db,
             metrics: crate::telemetry::metrics(),
             verifier,
-            limiters,
             callbacks,
             recordings,
         });

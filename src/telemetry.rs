@@ -1,4 +1,5 @@
-//! Logging (tracing: JSON when stdout is not a terminal) and the Prometheus metrics recorder.
+//! Logging (tracing: JSON when stdout is not a terminal), error chains for log lines, and the
+//! Prometheus metrics recorder.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -43,4 +44,46 @@ pub fn metrics() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// An error with its whole cause chain, for a log line: `outer: cause: root cause`. Every error
+/// that is logged goes through this (`error = %Chain(&e)`), so the line says why, not only what.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut shown = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            // Some errors repeat their cause in their own message; say each thing once.
+            if !shown.contains(&text) {
+                write!(f, ": {text}")?;
+                shown = text;
+            }
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn a_chain_names_every_cause_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        assert_eq!(Chain(&Outer(io())).to_string(), "outer: connection refused");
+        assert_eq!(Chain(&Repeats(io())).to_string(), "outer: connection refused");
+    }
 }

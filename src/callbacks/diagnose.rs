@@ -3,9 +3,9 @@
 //! long it took, what happened and, when it failed, what to change.
 //!
 //! Steps follow the wire: with TLS the handshake comes before Asterisk's banner. The test call is
-//! an ordinary attempt (`target: test`) placed through [`CallbackService::place`], so it obeys the
-//! same number policy and is logged and tracked like any other; only its AMI connection differs,
-//! so unsaved settings can be tried without touching the connection couriers use.
+//! an ordinary attempt (`target: test`) prepared and originated like a courier's tap, so it obeys
+//! the same number policy and is logged and tracked like any other; only its AMI connection
+//! differs, so unsaved settings can be tried without touching the connection couriers use.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,12 +17,12 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::codec::FramedRead;
 use uuid::Uuid;
 
-use super::{pbx_login, CallbackService, PlaceError, Target, Via};
+use super::{pbx_login, CallRequest, CallbackService, PlaceError, Via};
 use crate::ami::client::{self as ami_client, AmiClient};
 use crate::ami::codec::AmiCodec;
 use crate::ami::transport::{self, BoxStream};
 use crate::ami::{AmiError, AmiEvent};
-use crate::domain::callback::{apply, CallState, Fact, Leg, Reason, Status};
+use crate::domain::callback::{apply, CallState, Leg, Reason, Status};
 use crate::domain::settings::PbxSettings;
 
 /// How long the second leg may take after the first answered (the dialplan's Dial timeout is
@@ -236,7 +236,7 @@ fn follow(
                 }
                 _ => break,
             };
-            let Some(fact) = Fact::from_event(&event, &key) else { continue };
+            let Some(fact) = super::facts::fact_of(&event, &key) else { continue };
             tracker.event(&tenant, event);
             if let Some(next) = apply(&state, &fact, OffsetDateTime::now_utc()) {
                 state = next;
@@ -290,7 +290,7 @@ impl CallbackService {
         // Subscribed before the originate: a phone that is busy answers before `place` returns.
         let events = client.subscribe();
         let via = Via::Dedicated { settings: Box::new(settings.clone()), client: client.clone() };
-        let placed = match self.prepare(tenant, admin, Target::Test { from, to }, via, None).await {
+        let placed = match self.prepare(tenant, admin, CallRequest::Test { from, to }, via, None).await {
             Ok(prepared) => self.originate(prepared).await,
             Err(e) => Err(e),
         };

@@ -6,7 +6,10 @@
 //! request reaches AMI without being parsed first.
 
 pub mod diagnose;
+pub mod facts;
+pub mod idempotency;
 pub mod tracker;
+pub mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,18 +24,21 @@ use crate::ami::transport::Endpoint;
 use crate::ami::AmiClient;
 use crate::ami::AmiError;
 use crate::crypto::SecretsKey;
-use crate::domain::callback::{CallState, Reason, Status};
+use crate::domain::callback::{CallState, Reason, Status, Target};
 use crate::domain::phone::{self, PhoneNumber};
+use crate::domain::registry::Order;
 use crate::domain::settings::{render_channel, DestinationPolicy, PbxSettings};
-use crate::store::admin::Order;
+use crate::limits::{Limited, Limiters};
 use crate::store::callbacks::{CallbackRow, DecidedOn, Inserted, NewCallback, Step, Transition};
 use crate::store::idempotency::IdempotencyClaim;
 use crate::store::{self, StoreError};
+use crate::telemetry::Chain;
 pub use tracker::Tracker;
 
-/// What the courier asked for.
-#[derive(Debug, Clone)]
-pub enum Target {
+/// What is asked for: whom leg 2 rings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub enum CallRequest {
+    /// The client of an order (`to` as the courier typed it).
     Client {
         to: String,
         order_id: Option<String>,
@@ -45,12 +51,12 @@ pub enum Target {
     },
 }
 
-impl Target {
-    fn name(&self) -> &'static str {
+impl CallRequest {
+    fn target(&self) -> Target {
         match self {
-            Target::Client { .. } => "client",
-            Target::Office => "office",
-            Target::Test { .. } => "test",
+            CallRequest::Client { .. } => Target::Client,
+            CallRequest::Office => Target::Office,
+            CallRequest::Test { .. } => Target::Test,
         }
     }
 }
@@ -101,10 +107,47 @@ pub enum PlaceError {
     /// The courier or the order kept changing while the tap was checked against them.
     #[error("the courier or the order is being changed right now; try again")]
     RegistryChanging,
+    /// Over the courier's or the company's limit: the attempt was logged as refused, not sent.
+    #[error("{limited}")]
+    RateLimited { limited: Limited, callback: Box<CallbackRow> },
     #[error("stored PBX secret cannot be decrypted (was DIALBACK_SECRETS_KEY changed?)")]
     SecretUndecryptable,
-    #[error(transparent)]
+    #[error("the database failed")]
     Store(#[from] StoreError),
+}
+
+/// What a retry with the same Idempotency-Key must get after a request that was not placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRetry {
+    /// Nothing was written and nothing claimed: a concurrent request may hold the key.
+    NothingWritten,
+    /// The same answer: the attempt was logged as refused or failed, and the PBX may have it.
+    SameAnswer,
+    /// Another try: nothing reached the PBX (a limit said no, or the PBX could not be used).
+    TryAgain,
+}
+
+impl PlaceError {
+    /// The attempt this error was logged on, if it was written.
+    pub fn callback(&self) -> Option<&CallbackRow> {
+        match self {
+            PlaceError::InvalidNumber { callback, .. }
+            | PlaceError::Forbidden { callback, .. }
+            | PlaceError::Pbx { callback, .. }
+            | PlaceError::RateLimited { callback, .. } => Some(callback),
+            _ => None,
+        }
+    }
+
+    pub fn on_retry(&self) -> OnRetry {
+        match self {
+            PlaceError::InvalidNumber { .. } | PlaceError::Forbidden { .. } => OnRetry::SameAnswer,
+            // Asterisk may have queued the call before the link dropped or the reply came late.
+            PlaceError::Pbx { error: AmiError::Timeout(_) | AmiError::Disconnected, .. } => OnRetry::SameAnswer,
+            PlaceError::Pbx { .. } | PlaceError::RateLimited { .. } => OnRetry::TryAgain,
+            _ => OnRetry::NothingWritten,
+        }
+    }
 }
 
 pub struct CallbackService {
@@ -112,6 +155,7 @@ pub struct CallbackService {
     pub pool: Arc<AmiPool>,
     pub tracker: Tracker,
     pub secrets: SecretsKey,
+    pub limiters: Arc<Limiters>,
     pub connect_timeout: Duration,
     /// Decrypted settings per tenant: read on every tap, changed rarely. Saving through this
     /// process drops the entry at once; the short lifetime bounds what another replica's save
@@ -123,72 +167,62 @@ pub struct CallbackService {
 /// Active couriers (their phones) and orders as last read: most taps are decided on these, and
 /// the attempt's insert checks that they are still what is stored (`DecidedOn`), so an entry may
 /// be stale but a decision made on it is never written; it costs a read again.
-#[derive(Default)]
 pub struct RegistryCache {
-    couriers: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
-    orders: std::sync::Mutex<std::collections::HashMap<(String, String), Option<Order>>>,
+    couriers: moka::sync::Cache<(String, String), String>,
+    orders: moka::sync::Cache<(String, String), Option<Order>>,
 }
 
-/// Entries of each kind kept at most (then the cache starts afresh): about 20 MB of orders.
-const REGISTRY_ENTRIES: usize = 100_000;
+/// Entries of each kind kept at most (the least used go first): about 20 MB of orders.
+const REGISTRY_ENTRIES: u64 = 100_000;
+
+impl Default for RegistryCache {
+    fn default() -> Self {
+        Self { couriers: moka::sync::Cache::new(REGISTRY_ENTRIES), orders: moka::sync::Cache::new(REGISTRY_ENTRIES) }
+    }
+}
 
 impl RegistryCache {
     /// The courier's phone and the order (None: it did not exist), when both are cached.
     fn get(&self, tenant: &str, courier_id: &str, order_id: Option<&str>) -> Option<(String, Option<Order>)> {
-        let phone =
-            self.couriers.lock().expect("registry lock").get(&(tenant.to_owned(), courier_id.to_owned()))?.clone();
+        let phone = self.couriers.get(&(tenant.to_owned(), courier_id.to_owned()))?;
         let order = match order_id {
             None => None,
-            Some(order_id) => {
-                self.orders.lock().expect("registry lock").get(&(tenant.to_owned(), order_id.to_owned()))?.clone()
-            }
+            Some(order_id) => self.orders.get(&(tenant.to_owned(), order_id.to_owned()))?,
         };
         Some((phone, order))
     }
 
     fn put(&self, tenant: &str, courier_id: &str, phone: &str, order_id: Option<&str>, order: Option<&Order>) {
-        let mut couriers = self.couriers.lock().expect("registry lock");
-        if couriers.len() >= REGISTRY_ENTRIES {
-            couriers.clear();
-        }
-        couriers.insert((tenant.to_owned(), courier_id.to_owned()), phone.to_owned());
-        drop(couriers);
+        self.couriers.insert((tenant.to_owned(), courier_id.to_owned()), phone.to_owned());
         if let Some(order_id) = order_id {
-            let mut orders = self.orders.lock().expect("registry lock");
-            if orders.len() >= REGISTRY_ENTRIES {
-                orders.clear();
-            }
-            orders.insert((tenant.to_owned(), order_id.to_owned()), order.cloned());
+            self.orders.insert((tenant.to_owned(), order_id.to_owned()), order.cloned());
         }
     }
 }
 
 /// A tenant's settings with their decrypted secret, for `SETTINGS_TTL`.
-#[derive(Default)]
-pub struct SettingsCache(
-    std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, PbxSettings, SecretString)>>,
-);
+pub struct SettingsCache(moka::sync::Cache<String, (PbxSettings, SecretString)>);
 
 const SETTINGS_TTL: Duration = Duration::from_secs(10);
 
+impl Default for SettingsCache {
+    fn default() -> Self {
+        Self(moka::sync::Cache::builder().max_capacity(100_000).time_to_live(SETTINGS_TTL).build())
+    }
+}
+
 impl SettingsCache {
     fn get(&self, tenant: &str) -> Option<(PbxSettings, SecretString)> {
-        let cache = self.0.lock().expect("settings cache lock");
-        let (at, settings, secret) = cache.get(tenant)?;
-        (at.elapsed() < SETTINGS_TTL).then(|| (settings.clone(), secret.clone()))
+        self.0.get(tenant)
     }
 
     fn put(&self, tenant: &str, settings: &PbxSettings, secret: &SecretString) {
-        let mut cache = self.0.lock().expect("settings cache lock");
-        if cache.len() > 100_000 {
-            cache.retain(|_, (at, _, _)| at.elapsed() < SETTINGS_TTL);
-        }
-        cache.insert(tenant.to_owned(), (std::time::Instant::now(), settings.clone(), secret.clone()));
+        self.0.insert(tenant.to_owned(), (settings.clone(), secret.clone()));
     }
 
     /// The tenant saved new settings.
     pub fn invalidate(&self, tenant: &str) {
-        self.0.lock().expect("settings cache lock").remove(tenant);
+        self.0.invalidate(tenant);
     }
 }
 
@@ -282,7 +316,7 @@ impl CallbackService {
         &self,
         tenant: &str,
         courier_id: &str,
-        target: Target,
+        request: CallRequest,
         via: Via,
         claim: Option<&IdempotencyClaim<'_>>,
     ) -> Result<Prepared, PlaceError> {
@@ -295,11 +329,11 @@ impl CallbackService {
             Via::Dedicated { settings, client } => (*settings, client),
         };
         let db = store::client(&self.db).await?;
-        let order_id = match &target {
-            Target::Client { order_id, .. } => order_id.as_deref(),
+        let order_id = match &request {
+            CallRequest::Client { order_id, .. } => order_id.as_deref(),
             _ => None,
         };
-        if let Target::Test { .. } = &target {
+        if let CallRequest::Test { .. } = &request {
             // A test's settings may be unsaved, so the tenant may be new.
             store::admin::ensure_tenant(&db, tenant).await?;
         }
@@ -312,23 +346,23 @@ impl CallbackService {
             if attempts > 3 {
                 return Err(PlaceError::RegistryChanging);
             }
-            let (courier_phone, order) = match &target {
-                Target::Test { .. } => (None, None),
+            let (courier_phone, order) = match &request {
+                CallRequest::Test { .. } => (None, None),
                 _ => {
                     let (phone, order) = self.registry_facts(&db, tenant, courier_id, order_id, attempts == 1).await?;
                     (Some(phone), order)
                 }
             };
-            let courier_number = match (&target, &courier_phone) {
+            let courier_number = match (&request, &courier_phone) {
                 // The Test button's first number was parsed and allow-listed by the caller.
-                (Target::Test { from, .. }, _) => phone::parse(from, &settings.default_region)
+                (CallRequest::Test { from, .. }, _) => phone::parse(from, &settings.default_region)
                     .map_err(|e| PlaceError::CourierNotRegistered(format!("test number {from:?}: {e}")))?,
                 (_, phone_number) => {
                     phone::parse(phone_number.as_deref().unwrap_or_default(), &settings.default_region)
                         .map_err(|_| PlaceError::CourierNotRegistered(courier_id.to_owned()))?
                 }
             };
-            let decision = destination(courier_id, &settings, &target, order.as_ref())?;
+            let decision = destination(courier_id, &settings, &request, order.as_ref())?;
             let (status, refusal, to_number) = match &decision {
                 Ok(d) => (Status::Queued, None, Some(d.logged.as_str())),
                 Err((reason, detail, to)) => (Status::Refused, Some((*reason, detail.as_str())), to.as_deref()),
@@ -337,7 +371,7 @@ impl CallbackService {
                 id,
                 tenant,
                 courier_id,
-                target: target.name(),
+                target: request.target(),
                 order_id,
                 to_number,
                 courier_number: Some(&courier_number.e164),
@@ -384,18 +418,37 @@ impl CallbackService {
             variables: channel_variables(id, order_id),
         };
         // What the app may dial itself if the PBX cannot place the call.
-        let fallback = match &target {
-            Target::Office => settings.office_phone_e164().map(|phone| Fallback {
+        let fallback = match &request {
+            CallRequest::Office => settings.office_phone_e164().map(|phone| Fallback {
                 phone,
                 note: "the PBX cannot be reached: dial the office over cellular".into(),
             }),
-            Target::Client { .. } if settings.allow_direct_dial => destination.parsed.map(|p| Fallback {
+            CallRequest::Client { .. } if settings.allow_direct_dial => destination.parsed.map(|p| Fallback {
                 phone: p.e164,
                 note: "the PBX cannot be reached: this company allows dialling the client directly".into(),
             }),
             _ => None,
         };
         Ok(Prepared { row, client, originate, fallback })
+    }
+
+    /// Places a courier's tap: the attempt is written (claiming `claim` in the same statement),
+    /// checked against the rate limits, then originated. Limits are checked once the attempt is
+    /// written, so a retry or a duplicate of a request already taken ends in `KeyTaken` and never
+    /// counts; a tap over a limit is logged as refused.
+    pub async fn tap(
+        &self,
+        tenant: &str,
+        courier_id: &str,
+        request: CallRequest,
+        claim: Option<&IdempotencyClaim<'_>>,
+    ) -> Result<CallbackRow, PlaceError> {
+        let prepared = self.prepare(tenant, courier_id, request, Via::Pool, claim).await?;
+        if let Err(limited) = self.limiters.callback(tenant, courier_id) {
+            let row = self.refuse(prepared, Reason::RateLimited, &limited.to_string()).await?;
+            return Err(PlaceError::RateLimited { limited, callback: Box::new(row) });
+        }
+        self.originate(prepared).await
     }
 
     /// The active courier's phone and the order (None: it does not exist) a tap is decided on:
@@ -433,7 +486,7 @@ impl CallbackService {
         match queued {
             Ok(handle) => {
                 // The tracker records `ringing_courier`, with the call's first events.
-                let hold = if target == "test" { None } else { self.pool.hold(tenant) };
+                let hold = if row.target == Target::Test { None } else { self.pool.hold(tenant) };
                 self.tracker.placed(id, tenant, row.state.clone(), handle.action_id.clone(), hold);
                 let mut next = row.state.clone();
                 next.status = Status::RingingCourier;
@@ -448,7 +501,7 @@ impl CallbackService {
                 next.ended_at = Some(OffsetDateTime::now_utc());
                 let detail = error.to_string();
                 self.record(&row, &next, "originate failed", Some(&detail), None).await?;
-                tracing::warn!(call_id = %id, tenant, courier_id, error = %error, "callback could not be placed");
+                tracing::warn!(call_id = %id, tenant, courier_id, error = %Chain(&error), "callback could not be placed");
                 metrics::counter!("dialback_callbacks_failed_to_place_total", "kind" => error.kind()).increment(1);
                 let row = CallbackRow { state: next, detail: Some(detail), ..row };
                 Err(PlaceError::Pbx { error, callback: Box::new(row), fallback })
@@ -476,7 +529,7 @@ impl CallbackService {
         let channel = row.state.courier_channel.clone().unwrap_or_else(|| row.id.to_string());
         if let Err(error) = client.hangup(&channel).await {
             // "No such channel": it ended meanwhile; the tracker records how.
-            tracing::info!(call_id = %row.id, error = %error, "hangup for cancel did not apply");
+            tracing::info!(call_id = %row.id, error = %Chain(&error), "hangup for cancel did not apply");
         }
         let mut current = row.clone();
         // The tracker may move the call meanwhile (it rang on, or was answered): cancel what it is
@@ -501,23 +554,23 @@ impl CallbackService {
     }
 }
 
-/// Applies the destination policy to `target` (`order` is the one the request named, as stored).
+/// Applies the destination policy to `request` (`order` is the one it named, as stored).
 /// The outer error is a missing office extension; the inner one a refusal: (reason,
 /// explanation, the number as logged).
 #[allow(clippy::type_complexity)]
 fn destination(
     courier_id: &str,
     settings: &PbxSettings,
-    target: &Target,
+    request: &CallRequest,
     order: Option<&Order>,
 ) -> Result<Result<Destination, (Reason, String, Option<String>)>, PlaceError> {
-    let (to, order_id) = match target {
-        Target::Office => {
+    let (to, order_id) = match request {
+        CallRequest::Office => {
             let ext = settings.office_extension.clone().ok_or(PlaceError::OfficeNotConfigured)?;
             return Ok(Ok(Destination { exten_number: ext.clone(), logged: ext, parsed: None }));
         }
-        Target::Client { to, order_id } => (to, order_id.as_deref()),
-        Target::Test { to, .. } => (to, None),
+        CallRequest::Client { to, order_id } => (to, order_id.as_deref()),
+        CallRequest::Test { to, .. } => (to, None),
     };
     let number = match phone::parse(to, &settings.default_region) {
         Ok(n) => n,
@@ -527,7 +580,7 @@ fn destination(
     if let Err(why) = check_number_allowed(settings, &number) {
         return Ok(Err((Reason::DestinationForbidden, why, logged)));
     }
-    if settings.destination_policy == DestinationPolicy::Orders && !matches!(target, Target::Test { .. }) {
+    if settings.destination_policy == DestinationPolicy::Orders && !matches!(request, CallRequest::Test { .. }) {
         let Some(order_id) = order_id else {
             return Ok(Err((
                 Reason::DestinationForbidden,
@@ -535,13 +588,7 @@ fn destination(
                 logged,
             )));
         };
-        let allowed = order.is_some_and(|o| {
-            o.state == "active"
-                && o.courier_id.as_deref() == Some(courier_id)
-                && o.phones
-                    .iter()
-                    .any(|p| phone::parse(p, &settings.default_region).is_ok_and(|p| p.e164 == number.e164))
-        });
+        let allowed = order.is_some_and(|o| o.lets_call(courier_id, &number.e164));
         if !allowed {
             return Ok(Err((
                 Reason::DestinationForbidden,

@@ -174,7 +174,7 @@ async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<
         for work in batch.drain(..) {
             let work = match work {
                 Work::Event { tenant, id, event, at } => {
-                    if let Some(fact) = Fact::from_event(&event, &id.to_string()) {
+                    if let Some(fact) = super::facts::fact_of(&event, &id.to_string()) {
                         facts.add(tenant, id, fact, at);
                     }
                     continue;

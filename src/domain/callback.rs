@@ -4,8 +4,6 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::ami::message::{reason as ami_reason, AmiEvent};
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -144,27 +142,29 @@ impl Reason {
             _ => Reason::PbxError,
         }
     }
+}
 
-    /// From OriginateResponse `Reason` (coarse: 0 covers rejected and unreachable).
-    pub fn from_originate(reason: u32) -> Reason {
-        match reason {
-            ami_reason::BUSY => Reason::Busy,
-            ami_reason::NO_ANSWER => Reason::NoAnswer,
-            ami_reason::CONGESTION => Reason::Congestion,
-            _ => Reason::Unreachable,
+/// Whom leg 2 rings: the client of an order, the office extension, or (the admin's Test button)
+/// a number given with the test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    Client,
+    Office,
+    Test,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Client => "client",
+            Target::Office => "office",
+            Target::Test => "test",
         }
     }
 
-    /// From DialEnd `DialStatus`.
-    pub fn from_dial_status(status: &str) -> Reason {
-        match status {
-            "BUSY" => Reason::Busy,
-            "NOANSWER" => Reason::NoAnswer,
-            "CONGESTION" => Reason::Congestion,
-            "CHANUNAVAIL" => Reason::Unreachable,
-            "CANCEL" => Reason::Canceled,
-            _ => Reason::PbxError,
-        }
+    pub fn parse(s: &str) -> Option<Target> {
+        [Target::Client, Target::Office, Target::Test].into_iter().find(|t| t.as_str() == s)
     }
 }
 
@@ -229,41 +229,6 @@ pub enum Fact {
     Cdr {
         billable_seconds: u32,
     },
-}
-
-impl Fact {
-    /// Reads a fact about call `key` from an event (None when the event says nothing about it).
-    pub fn from_event(event: &AmiEvent, key: &str) -> Option<Fact> {
-        match event {
-            AmiEvent::OriginateResponse(r) if r.uniqueid == key => Some(if r.success {
-                Fact::CourierAnswered { channel: Some(r.channel.clone()) }
-            } else {
-                Fact::CourierFailed { reason: Reason::from_originate(r.reason) }
-            }),
-            // The courier channel dialling the client: leg 2.
-            AmiEvent::DialEnd(d) if d.uniqueid.as_deref() == Some(key) => match d.dial_status.as_deref() {
-                Some("ANSWER") => Some(Fact::ClientAnswered),
-                Some(status) => Some(Fact::ClientFailed { reason: Reason::from_dial_status(status) }),
-                None => None,
-            },
-            // The originate dialling the courier: leg 1.
-            AmiEvent::DialEnd(d) if d.uniqueid.is_none() && d.dest_uniqueid == key => match d.dial_status.as_deref() {
-                Some("ANSWER") => Some(Fact::CourierAnswered { channel: Some(d.dest_channel.clone()) }),
-                Some(status) => Some(Fact::CourierFailed { reason: Reason::from_dial_status(status) }),
-                None => None,
-            },
-            AmiEvent::BridgeEnter(c) if c.linkedid == key => Some(Fact::Bridged),
-            // A Local courier channel comes as two halves: `;1` (Uniqueid = key) hangs up with cause
-            // 0 on busy or congestion, `;2` (`key;2`) carries the real cause.
-            AmiEvent::Hangup(h) if h.channel.uniqueid == key || h.channel.uniqueid.strip_suffix(";2") == Some(key) => {
-                Some(Fact::CourierHangup { cause: h.cause })
-            }
-            AmiEvent::Cdr(c) if c.uniqueid == key || c.uniqueid.strip_suffix(";2") == Some(key) => {
-                Some(Fact::Cdr { billable_seconds: c.billable_s })
-            }
-            _ => None,
-        }
-    }
 }
 
 /// Whole seconds from `connected` to `ended`, rounded (events reach us some milliseconds apart
@@ -440,16 +405,6 @@ mod tests {
             Fact::CourierFailed { reason: Reason::Busy },
         ]);
         assert_eq!((s.failed_leg, s.reason, s.hangup_cause), (Some(Leg::Courier), Some(Reason::Busy), Some(17)));
-        let ev = AmiEvent::Hangup(crate::ami::message::Hangup {
-            channel: crate::ami::message::ChannelRef {
-                channel: "Local/79001112230@phones-00000001;2".into(),
-                uniqueid: "abc;2".into(),
-                linkedid: "abc".into(),
-            },
-            cause: 17,
-            cause_txt: "User busy".into(),
-        });
-        assert_eq!(Fact::from_event(&ev, "abc"), Some(Fact::CourierHangup { cause: 17 }));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::phone::{self, PhoneNumber};
+use super::{bad, check_text, FieldError};
 
 /// How numbers are written for the trunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,7 +123,7 @@ fn default_directory() -> String {
     "/".into()
 }
 fn default_filename_pattern() -> String {
-    crate::recordings::matcher::DEFAULT_PATTERN.into()
+    super::recording::DEFAULT_PATTERN.into()
 }
 fn default_poll_interval() -> u32 {
     60
@@ -148,25 +149,6 @@ fn default_policy() -> DestinationPolicy {
 }
 fn default_countries() -> Vec<String> {
     vec!["RU".into(), "KZ".into()]
-}
-
-/// A settings field that failed validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-fn bad(field: &'static str, message: impl Into<String>) -> FieldError {
-    FieldError { field, message: message.into() }
-}
-
-/// Refuses CR, LF and NUL (and other control characters) in any text that may reach AMI.
-pub fn check_text(field: &'static str, value: &str) -> Result<(), FieldError> {
-    if value.chars().any(|c| c.is_control()) {
-        return Err(bad(field, format!("{field} must not contain control characters (CR, LF, NUL, ...)")));
-    }
-    Ok(())
 }
 
 fn check_token(field: &'static str, value: &str, what: &str) -> Result<(), FieldError> {
@@ -247,7 +229,7 @@ pub fn check_ftp_password(password: &str) -> Result<(), FieldError> {
 impl RecordingsSource {
     /// Checks every field; field names are prefixed with `recordings.`.
     pub fn validate(&self) -> Result<(), FieldError> {
-        use crate::recordings::matcher::{DateSubdirs, NamePattern};
+        use super::recording::{DateSubdirs, NamePattern};
         check_host("recordings.host", &self.host)?;
         if self.port == 0 {
             return Err(bad("recordings.port", "recordings.port must be 1-65535 (FTP and explicit FTPS: 21)"));
@@ -343,10 +325,24 @@ impl PbxSettings {
         Ok(())
     }
 
-    /// Whether `other` logs in to the same AMI server as the same user: only then may a stored
-    /// secret be reused, so a saved secret never goes to a server it was not given for.
-    pub fn same_ami_login(&self, other: &PbxSettings) -> bool {
-        (&self.host, self.port, &self.username) == (&other.host, other.port, &other.username)
+    /// The AMI secret to log in with under these settings: the one given with them, else the one
+    /// stored with `stored` settings when those log in to the same server as the same user. A
+    /// stored secret never goes to a server it was not given for.
+    pub fn ami_secret<T>(&self, given: Option<T>, stored: Option<(&PbxSettings, T)>) -> Option<T> {
+        let same_login = |s: &PbxSettings| (&s.host, s.port, &s.username) == (&self.host, self.port, &self.username);
+        given.or_else(|| stored.filter(|(s, _)| same_login(s)).map(|(_, secret)| secret))
+    }
+
+    /// The FTP password of the recordings source, by the same rule as [`Self::ami_secret`]: given,
+    /// or stored for the same FTP server and user.
+    pub fn recordings_password<T>(&self, given: Option<T>, stored: Option<(&PbxSettings, T)>) -> Option<T> {
+        let mine = self.recordings.as_ref()?;
+        let same_login = |s: &PbxSettings| {
+            s.recordings
+                .as_ref()
+                .is_some_and(|r| (&r.host, r.port, &r.username) == (&mine.host, mine.port, &mine.username))
+        };
+        given.or_else(|| stored.filter(|(s, _)| same_login(s)).map(|(_, password)| password))
     }
 
     /// The office city phone in E.164, for the fallback.
@@ -355,11 +351,67 @@ impl PbxSettings {
     }
 }
 
+/// PBX settings as an admin sends them, with the write-only secrets taken out: they are never
+/// stored or returned with the settings.
+pub struct SettingsInput {
+    pub settings: PbxSettings,
+    /// The AMI secret, when given.
+    pub secret: Option<String>,
+    /// The recordings source's FTP password, when given.
+    pub recordings_password: Option<String>,
+}
+
+/// Why a settings body was refused.
+#[derive(Debug)]
+pub enum InputError {
+    /// It is not shaped like settings (an unknown field, a wrong type).
+    Schema(String),
+    /// A field's value is not acceptable.
+    Field(FieldError),
+}
+
+impl From<FieldError> for InputError {
+    fn from(e: FieldError) -> Self {
+        InputError::Field(e)
+    }
+}
+
+impl SettingsInput {
+    /// Reads and validates a settings body.
+    pub fn parse(mut body: serde_json::Value) -> Result<SettingsInput, InputError> {
+        let recordings_password = match body.get_mut("recordings").and_then(|r| r.as_object_mut()) {
+            None => None,
+            Some(recordings) => match recordings.remove("password") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(password)) => {
+                    check_ftp_password(&password)?;
+                    Some(password)
+                }
+                Some(_) => return Err(bad("recordings.password", "recordings.password must be a string").into()),
+            },
+        };
+        let secret = match body.as_object_mut().and_then(|o| o.remove("secret")) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(secret)) => {
+                check_text("secret", &secret)?;
+                if secret.is_empty() || secret.len() > 256 {
+                    return Err(bad("secret", "secret must be 1-256 characters").into());
+                }
+                Some(secret)
+            }
+            Some(_) => return Err(bad("secret", "secret must be a string").into()),
+        };
+        let settings: PbxSettings = serde_json::from_value(body).map_err(|e| InputError::Schema(e.to_string()))?;
+        settings.validate()?;
+        Ok(SettingsInput { settings, secret, recordings_password })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    pub fn sample() -> PbxSettings {
+    pub(crate) fn sample() -> PbxSettings {
         serde_json::from_value(serde_json::json!({
             "host": "127.0.0.1", "port": 5038, "tls": false, "username": "dialback",
             "channel_template": "PJSIP/{NUMBER}@trunk", "context": "from-courier",
@@ -448,5 +500,23 @@ mod tests {
         assert_eq!(DialFormat::E164.render(&n), "+79161234567");
         assert_eq!(DialFormat::Digits.render(&n), "79161234567");
         assert_eq!(DialFormat::National.render(&n), "89161234567");
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::tests::sample;
+
+    #[test]
+    fn a_stored_secret_is_reused_only_for_the_same_server_and_user() {
+        let saved = sample();
+        let mut moved = sample();
+        assert_eq!(moved.ami_secret(None, Some((&saved, "s"))), Some("s"));
+        assert_eq!(moved.ami_secret(Some("new"), Some((&saved, "s"))), Some("new"));
+        moved.host = "pbx.example.org".into();
+        assert_eq!(moved.ami_secret(None, Some((&saved, "s"))), None, "another host");
+        let mut other_user = sample();
+        other_user.username = "someone".into();
+        assert_eq!(other_user.ami_secret(None, Some((&saved, "s"))), None, "another user");
     }
 }

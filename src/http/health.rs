@@ -2,8 +2,8 @@
 
 use actix_web::{web, HttpResponse};
 
-use crate::error::ApiError;
-use crate::startup::AppState;
+use super::problem::ApiError;
+use super::state::AppState;
 
 /// The process is alive and serving HTTP.
 pub async fn healthz() -> HttpResponse {

@@ -1,17 +1,21 @@
 //! The HTTP API: the route table, request ids and access logs, and the extractor error handlers
 //! that make every failure a problem+json body.
 //!
-//! Handlers translate HTTP to domain calls and back, nothing more. One file per resource.
+//! Handlers translate HTTP to service calls and back, nothing more: one file per resource; what
+//! they share is in [`extract`] (who calls, pages), [`problem`] (every error as problem+json) and
+//! [`state`].
 
-pub mod admin;
 pub mod admin_page;
-pub mod auth;
 pub mod callbacks;
 pub mod docs;
+pub mod extract;
 pub mod health;
+pub mod pbx;
 pub mod pbx_test;
-pub mod ratelimit;
+pub mod problem;
 pub mod recordings;
+pub mod registry;
+pub mod state;
 
 use std::time::Instant;
 
@@ -23,7 +27,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, Handler, HttpRequest, Resource, Responder};
 use tracing::Instrument;
 
-use crate::error::ApiError;
+use problem::ApiError;
 
 /// One path and the handlers for its methods. Building the app and listing the served routes
 /// (for the spec-coverage test) both come from [`endpoints`], so they cannot disagree.
@@ -104,17 +108,17 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/openapi.yaml").get(docs::openapi_yaml),
         Endpoint::new("/docs").get(docs::docs_page),
         Endpoint::new("/admin").get(admin_page::admin_page),
-        Endpoint::new("/v1/admin/pbx").get(admin::get_pbx).put(admin::put_pbx),
+        Endpoint::new("/v1/admin/pbx").get(pbx::get_pbx).put(pbx::put_pbx),
         Endpoint::new("/v1/admin/pbx/test").post(pbx_test::test_pbx),
-        Endpoint::new("/v1/admin/couriers").get(admin::list_couriers),
+        Endpoint::new("/v1/admin/couriers").get(registry::list_couriers),
         Endpoint::new("/v1/admin/couriers/{courier_id}")
-            .get(admin::get_courier)
-            .put(admin::put_courier)
-            .delete(admin::delete_courier),
+            .get(registry::get_courier)
+            .put(registry::put_courier)
+            .delete(registry::delete_courier),
         Endpoint::new("/v1/admin/orders/{order_id}")
-            .get(admin::get_order)
-            .put(admin::put_order)
-            .delete(admin::delete_order),
+            .get(registry::get_order)
+            .put(registry::put_order)
+            .delete(registry::delete_order),
         Endpoint::new("/v1/callbacks").post(callbacks::create).get(callbacks::list),
         Endpoint::new("/v1/callbacks/{callback_id}").get(callbacks::get).delete(callbacks::cancel),
         Endpoint::new("/v1/recordings").get(recordings::list),
@@ -156,21 +160,9 @@ fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
             "Unsupported media type",
             "send the body as Content-Type: application/json",
         ),
-        E::Deserialize(e) if e.is_data() => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            "Invalid body",
-            format!("the JSON body does not match the schema: {e}"),
-        ),
+        E::Deserialize(e) if e.is_data() => ApiError::invalid_body(e),
         _ => ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {err}")),
     }
-}
-
-/// A timestamp as the API writes it: RFC 3339, or null.
-pub fn rfc3339(t: Option<time::OffsetDateTime>) -> serde_json::Value {
-    t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .map(serde_json::Value::String)
-        .unwrap_or(serde_json::Value::Null)
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

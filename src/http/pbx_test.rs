@@ -7,18 +7,16 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::auth::Role;
+use super::extract::Admin;
+use super::pbx::settings_input;
+use super::problem::{place_problem, ApiError, Audience};
+use super::state::AppState;
 use crate::callbacks::check_number_allowed;
 use crate::domain::phone;
-use crate::error::ApiError;
-use crate::http::admin::{parse_body, settings_from_body};
-use crate::http::auth::Caller;
-use crate::http::callbacks::place_problem;
-use crate::startup::AppState;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TestRequest {
+pub struct TestRequest {
     /// Rung first (stands in for the courier's phone).
     from: String,
     /// Dialled by the context once the first answers (stands in for the client).
@@ -37,29 +35,25 @@ fn in_settings(mut err: ApiError) -> ApiError {
 }
 
 pub async fn test_pbx(
-    caller: Caller,
+    caller: Admin,
     state: web::Data<AppState>,
-    body: web::Json<Value>,
+    body: web::Json<TestRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Role::Admin)?;
     let tenant = caller.tenant();
-    let request: TestRequest = parse_body(body.into_inner())?;
-    let stored = state.callbacks.settings(tenant).await.map_err(place_problem)?;
+    let request = body.into_inner();
+    let stored = state.callbacks.settings(tenant).await.map_err(|e| place_problem(&e, Audience::Admin))?;
     let (settings, secret) = match request.settings {
         Some(unsaved) => {
-            let (settings, secret) = settings_from_body(unsaved).map_err(in_settings)?;
-            let secret = match (secret, &stored) {
-                (Some(secret), _) => SecretString::from(secret),
-                // The saved secret only ever goes to the server it was saved for.
-                (None, Some((saved, stored_secret))) if saved.same_ami_login(&settings) => stored_secret.clone(),
-                (None, _) => {
-                    return Err(ApiError::invalid_field(
-                        "settings.secret",
-                        "give the AMI secret: none is saved for this host, port and username",
-                    ))
-                }
-            };
-            (settings, secret)
+            let input = settings_input(unsaved).map_err(in_settings)?;
+            let given = input.secret.map(SecretString::from);
+            let stored = stored.as_ref().map(|(saved, secret)| (saved, secret.clone()));
+            let secret = input.settings.ami_secret(given, stored).ok_or_else(|| {
+                ApiError::invalid_field(
+                    "settings.secret",
+                    "give the AMI secret: none is saved for this host, port and username",
+                )
+            })?;
+            (input.settings, secret)
         }
         None => stored.ok_or_else(|| {
             ApiError::new(
@@ -81,12 +75,12 @@ pub async fn test_pbx(
                 .with("field", field)
         })?;
     }
-    state.limiters.callback(tenant, caller.sub())?;
+    state.callbacks.limiters.callback(tenant, caller.sub())?;
     let diagnosis = state
         .callbacks
         .diagnose(tenant, caller.sub(), settings, secret, request.from, request.to)
         .await
-        .map_err(place_problem)?;
+        .map_err(|e| place_problem(&e, Audience::Admin))?;
     tracing::info!(tenant, ok = diagnosis.ok, callback_id = ?diagnosis.callback_id, "PBX test run");
     Ok(HttpResponse::Ok().json(diagnosis))
 }

@@ -2,59 +2,28 @@
 //! call it was play them (`/audio`, with single-range HTTP Range support so a browser's audio
 //! element can seek). `POST /v1/admin/recordings/sync` runs a sync now and says what it did.
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header::{self, ByteRangeSpec, Range};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::auth::Role;
-use crate::crypto::SecretsKey;
-use crate::error::ApiError;
-use crate::http::admin::valid_id;
-use crate::http::auth::{authenticate, Caller};
-use crate::http::rfc3339;
-use crate::recordings::ftp::FtpFailure;
-use crate::recordings::SyncError;
-use crate::startup::AppState;
-use crate::store::{self, recordings::RecordingLink, recordings::RecordingRow};
-
-/// What an audio URL's signature is for (see [`SecretsKey::sign`]).
-const AUDIO_URL_PURPOSE: &str = "recording-audio-url";
-/// How long a signed audio URL plays: enough to listen and seek, short enough to be no lasting
-/// credential if it leaks.
-const AUDIO_URL_TTL_S: i64 = 3600;
-
-fn audio_url_message(tenant: &str, id: Uuid, expires: i64) -> String {
-    format!("{tenant}\n{id}\n{expires}")
-}
-
-/// A URL that plays the recording without a bearer token until it expires: a browser's `<audio>`
-/// element cannot send an Authorization header. Only someone allowed to see the recording is
-/// ever given one.
-pub fn audio_url(key: &SecretsKey, tenant: &str, id: Uuid) -> String {
-    let expires = OffsetDateTime::now_utc().unix_timestamp() + AUDIO_URL_TTL_S;
-    let sig = key.sign(AUDIO_URL_PURPOSE, &audio_url_message(tenant, id, expires));
-    format!("/v1/recordings/{id}/audio?tenant={tenant}&expires={expires}&sig={sig}")
-}
-
-/// The recording as shown inside a callback of `tenant`.
-pub fn link(key: &SecretsKey, tenant: &str, recording: &RecordingLink) -> Value {
-    json!({
-        "id": recording.id,
-        "size_bytes": recording.size_bytes,
-        "sha256": recording.sha256,
-        "audio_url": audio_url(key, tenant, recording.id),
-    })
-}
+use super::extract::{authenticate, Admin, Caller, Page};
+use super::problem::{sync_problem, ApiError};
+use super::state::AppState;
+use crate::callbacks::view::rfc3339;
+use crate::domain::check_id;
+use crate::domain::recording::RecordingState;
+use crate::recordings::{AudioUrlRefused, Recordings};
+use crate::store::{self, recordings::RecordingRow};
 
 /// The recording resource.
-fn view(key: &SecretsKey, tenant: &str, row: &RecordingRow) -> Value {
-    let stored = row.state == "stored";
+fn view(recordings: &Recordings, tenant: &str, row: &RecordingRow) -> Value {
+    let stored = row.state == RecordingState::Stored;
     json!({
         "id": row.id,
-        "state": row.state,
+        "state": row.state.as_str(),
         "callback_id": row.callback_id,
         "order_id": row.order_id,
         "matched_by": row.matched_by,
@@ -69,7 +38,7 @@ fn view(key: &SecretsKey, tenant: &str, row: &RecordingRow) -> Value {
         "bound_at": rfc3339(row.bound_at),
         "attempts": row.attempts,
         "last_error": row.last_error,
-        "audio_url": if stored { json!(audio_url(key, tenant, row.id)) } else { Value::Null },
+        "audio_url": if stored { json!(recordings.audio_url(tenant, row.id)) } else { Value::Null },
     })
 }
 
@@ -90,32 +59,27 @@ fn uuid_field(field: &str, value: Option<&str>) -> Result<Option<Uuid>, ApiError
 }
 
 pub async fn list(
-    caller: Caller,
+    caller: Admin,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Role::Admin)?;
     let q = query.into_inner();
     if let Some(order) = &q.order_id {
-        valid_id("order_id", order)?;
+        check_id("order_id", order)?;
     }
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::invalid_field("limit", "limit must be 1-200"));
-    }
+    let page = Page::parse(q.cursor.as_deref(), q.limit)?;
     let filter = store::recordings::ListFilter {
         order_id: q.order_id,
         callback_id: uuid_field("callback_id", q.callback_id.as_deref())?,
         unmatched: q.unmatched,
-        before: uuid_field("cursor", q.cursor.as_deref())?,
-        limit,
+        before: page.before,
+        limit: page.limit,
     };
     let db = store::client(&state.db).await?;
     let rows = store::recordings::list(&**db, caller.tenant(), &filter).await?;
-    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id.to_string())).flatten();
-    let key = state.config.secrets_key();
-    let items: Vec<Value> = rows.iter().map(|r| view(&key, caller.tenant(), r)).collect();
-    Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": next })))
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let items: Vec<Value> = rows.iter().map(|r| view(&state.recordings, caller.tenant(), r)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": page.next_cursor(&ids) })))
 }
 
 /// What a `Range` header asks of a `size`-byte file.
@@ -127,33 +91,25 @@ enum Wanted {
     Unsatisfiable,
 }
 
-/// Reads one `bytes=` range. Anything else (other units, several ranges, malformed) asks for the
-/// whole file, which RFC 9110 allows a server to answer instead.
+/// Reads one `bytes=` range (actix-web parses it; RFC 9110 decides what it means). Anything
+/// else (other units, several ranges, a malformed or backwards range) asks for the whole file,
+/// which RFC 9110 allows a server to answer instead.
 fn wanted(range: Option<&str>, size: u64) -> Wanted {
-    let Some(spec) = range.and_then(|r| r.trim().strip_prefix("bytes=")) else { return Wanted::Whole };
-    let Some((first, last)) = spec.split_once('-').filter(|_| !spec.contains(',')) else { return Wanted::Whole };
-    let (first, last) = (first.trim(), last.trim());
-    let number = |s: &str| s.parse::<u64>().ok().filter(|_| s.bytes().all(|b| b.is_ascii_digit()));
-    if first.is_empty() {
-        return match number(last) {
-            None => Wanted::Whole,
-            Some(0) => Wanted::Unsatisfiable,
-            Some(_) if size == 0 => Wanted::Unsatisfiable,
-            Some(n) => Wanted::Part(size - n.min(size), size - 1),
-        };
-    }
-    let Some(start) = number(first) else { return Wanted::Whole };
-    let end = match last {
-        "" => u64::MAX,
-        last => match number(last) {
-            Some(end) if end >= start => end,
-            _ => return Wanted::Whole,
-        },
+    // Positions are digits only (a `+` that Rust's integer parsing would take is not one).
+    let digits_only = |r: &str| {
+        r.trim().strip_prefix("bytes=").is_some_and(|set| set.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
     };
-    if start >= size {
-        Wanted::Unsatisfiable
-    } else {
-        Wanted::Part(start, end.min(size - 1))
+    let Some(range) = range.filter(|r| digits_only(r)) else { return Wanted::Whole };
+    let Ok(Range::Bytes(specs)) = range.parse::<Range>() else { return Wanted::Whole };
+    let [spec] = specs.as_slice() else { return Wanted::Whole };
+    if let ByteRangeSpec::FromTo(first, last) = spec {
+        if last < first {
+            return Wanted::Whole;
+        }
+    }
+    match spec.to_satisfiable_range(size) {
+        Some((first, last)) => Wanted::Part(first, last),
+        None => Wanted::Unsatisfiable,
     }
 }
 
@@ -176,23 +132,16 @@ impl Listener {
         match query {
             AudioQuery { tenant: None, expires: None, sig: None } => Ok(Listener::Caller(authenticate(req)?)),
             AudioQuery { tenant: Some(tenant), expires: Some(expires), sig: Some(sig) } => {
-                let valid = state.config.secrets_key().verify(
-                    AUDIO_URL_PURPOSE,
-                    &audio_url_message(&tenant, id, expires),
-                    &sig,
-                );
-                if !valid {
-                    return Err(ApiError::not_found("recording"));
-                }
-                if expires < OffsetDateTime::now_utc().unix_timestamp() {
-                    return Err(ApiError::new(
+                match state.recordings.check_audio_url(&tenant, id, expires, &sig) {
+                    Ok(()) => Ok(Listener::SignedUrl { tenant }),
+                    Err(AudioUrlRefused::BadSignature) => Err(ApiError::not_found("recording")),
+                    Err(AudioUrlRefused::Expired) => Err(ApiError::new(
                         StatusCode::FORBIDDEN,
                         "url_expired",
                         "Link expired",
                         "this audio link has expired: fetch the callback or recording again for a fresh one",
-                    ));
+                    )),
                 }
-                Ok(Listener::SignedUrl { tenant })
             }
             _ => Err(ApiError::bad_request("invalid_query", "a signed audio URL needs tenant, expires and sig")),
         }
@@ -225,7 +174,7 @@ pub async fn audio(
     let db = store::client(&state.db).await?;
     let row = store::recordings::get(&**db, listener.tenant(), id)
         .await?
-        .filter(|r| r.state == "stored")
+        .filter(|r| r.state == RecordingState::Stored)
         .filter(|r| listener.may_hear(r))
         .ok_or_else(|| ApiError::not_found("recording"))?;
     drop(db);
@@ -279,8 +228,7 @@ fn extension(row: &RecordingRow) -> &str {
 }
 
 /// `POST /v1/admin/recordings/sync`: a sync of the caller's company now.
-pub async fn sync(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    caller.require(Role::Admin)?;
+pub async fn sync(caller: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (service, tenant) = (state.recordings.clone(), caller.tenant().to_owned());
     // Its own task: a client that hangs up does not abandon downloads half-way.
     let result = tokio::spawn(async move { service.sync(&tenant).await })
@@ -289,33 +237,6 @@ pub async fn sync(caller: Caller, state: web::Data<AppState>) -> Result<HttpResp
     match result {
         Ok(report) => Ok(HttpResponse::Ok().json(report)),
         Err(e) => Err(sync_problem(e)),
-    }
-}
-
-fn sync_problem(error: SyncError) -> ApiError {
-    let detail = error.to_string();
-    match error {
-        SyncError::NotConfigured => {
-            ApiError::new(StatusCode::CONFLICT, "recordings_not_configured", "Recordings not configured", detail)
-        }
-        SyncError::PasswordUndecryptable => ApiError::internal(anyhow::anyhow!(detail)),
-        SyncError::Store(e) => e.into(),
-        SyncError::Ftp(failure) => match failure {
-            FtpFailure::Unreachable { .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ftp_unreachable", "FTP server unreachable", detail)
-                    .with_header(header::RETRY_AFTER, "30")
-            }
-            FtpFailure::Timeout { .. } => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "ftp_timeout", "FTP server too slow", detail)
-            }
-            FtpFailure::LoginFailed { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "ftp_login_failed", "FTP login refused", detail)
-            }
-            FtpFailure::Tls { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "ftp_tls_failed", "FTPS failed", detail),
-            FtpFailure::Refused { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "ftp_error", "FTP server refused", detail)
-            }
-        },
     }
 }
 

@@ -2,7 +2,6 @@
 //! orders) they record.
 //!
 //! - [`ftp`]: one FTP/FTPS session, binary mode, a timeout around every step.
-//! - [`matcher`]: what a file name says (callback id, numbers, time) and the date subdirectories.
 //! - [`storage`]: where fetched files are kept (a trait; the filesystem implementation).
 //! - [`sync`]: one run for one company: list, note new files, download once, bind.
 //! - [`scheduler`]: the background task that runs each company's sync every poll interval, with
@@ -12,17 +11,35 @@
 //! downloading what, what was fetched) is in the `recordings` table, never in memory.
 
 pub mod ftp;
-pub mod matcher;
 pub mod scheduler;
 pub mod storage;
 pub mod sync;
 
 use std::sync::Arc;
 
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
 use crate::config::RecordingsConfig;
 use crate::crypto::SecretsKey;
+use crate::store::recordings::RecordingLink;
 use storage::RecordingStorage;
 pub use sync::{SyncError, SyncReport};
+
+/// What an audio URL's signature is for (see [`SecretsKey::sign`]).
+const AUDIO_URL_PURPOSE: &str = "recording-audio-url";
+/// How long a signed audio URL plays: enough to listen and seek, short enough to be no lasting
+/// credential if it leaks.
+const AUDIO_URL_TTL_S: i64 = 3600;
+
+/// Why a signed audio URL does not play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioUrlRefused {
+    /// Not signed by us for this recording and company (tampered with, or made up).
+    BadSignature,
+    Expired,
+}
 
 /// The recordings service: shared by the HTTP handlers and the scheduler.
 pub struct Recordings {
@@ -51,4 +68,38 @@ impl Recordings {
     pub fn password_context(tenant: &str) -> String {
         format!("{tenant}/recordings")
     }
+
+    /// A URL that plays the recording without a bearer token until it expires: a browser's
+    /// `<audio>` element cannot send an Authorization header. Only someone allowed to hear the
+    /// recording is ever given one.
+    pub fn audio_url(&self, tenant: &str, id: Uuid) -> String {
+        let expires = OffsetDateTime::now_utc().unix_timestamp() + AUDIO_URL_TTL_S;
+        let sig = self.secrets.sign(AUDIO_URL_PURPOSE, &audio_url_message(tenant, id, expires));
+        format!("/v1/recordings/{id}/audio?tenant={tenant}&expires={expires}&sig={sig}")
+    }
+
+    /// Checks a signed audio URL's parts.
+    pub fn check_audio_url(&self, tenant: &str, id: Uuid, expires: i64, sig: &str) -> Result<(), AudioUrlRefused> {
+        if !self.secrets.verify(AUDIO_URL_PURPOSE, &audio_url_message(tenant, id, expires), sig) {
+            return Err(AudioUrlRefused::BadSignature);
+        }
+        if expires < OffsetDateTime::now_utc().unix_timestamp() {
+            return Err(AudioUrlRefused::Expired);
+        }
+        Ok(())
+    }
+
+    /// The recording as shown inside a callback of `tenant`.
+    pub fn link(&self, tenant: &str, recording: &RecordingLink) -> Value {
+        json!({
+            "id": recording.id,
+            "size_bytes": recording.size_bytes,
+            "sha256": recording.sha256,
+            "audio_url": self.audio_url(tenant, recording.id),
+        })
+    }
+}
+
+fn audio_url_message(tenant: &str, id: Uuid, expires: i64) -> String {
+    format!("{tenant}\n{id}\n{expires}")
 }

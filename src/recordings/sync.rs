@@ -16,9 +16,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::ftp::{join, FtpEndpoint, FtpFailure, FtpSession, RemoteFile};
-use super::matcher::{content_type, DateSubdirs, NameFields, NamePattern};
 use super::Recordings;
 use crate::domain::callback::Status;
+use crate::domain::recording::{content_type, DateSubdirs, NameFields, NamePattern};
 use crate::domain::settings::RecordingsSource;
 use crate::store::recordings::{Candidate, Claim, ListedFile};
 use crate::store::{self, StoreError};

@@ -1,10 +1,11 @@
-//! Tenants, PBX settings, couriers and orders: the admin-managed data.
+//! Tenants, PBX settings (with the encrypted AMI secret and FTP password), couriers and orders:
+//! the admin-managed data.
 
 use deadpool_postgres::GenericClient;
-use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::StoreError;
+use crate::domain::registry::{Courier, Order, OrderState};
 use crate::domain::settings::PbxSettings;
 
 /// Creates the tenant row on first use (tenants come from JWTs; there is no signup).
@@ -55,16 +56,6 @@ pub async fn put_settings(
         )
         .await?;
     Ok(row.get(0))
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Courier {
-    pub id: String,
-    pub phone: String,
-    pub name: String,
-    pub active: bool,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
 }
 
 /// The courier in columns `at..at + 5` of `r` (id, phone, name, active, updated_at).
@@ -139,23 +130,14 @@ pub async fn delete_courier(db: &impl GenericClient, tenant: &str, id: &str) -> 
         > 0)
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Order {
-    pub id: String,
-    pub courier_id: Option<String>,
-    pub phones: Vec<String>,
-    pub state: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-}
-
 /// The order in columns `at..at + 5` of `r` (id, courier_id, phones, state, updated_at).
 fn order_at(r: &tokio_postgres::Row, at: usize) -> Order {
     Order {
         id: r.get(at),
         courier_id: r.get(at + 1),
         phones: r.get(at + 2),
-        state: r.get(at + 3),
+        // The column's CHECK admits only the states there are.
+        state: OrderState::parse(r.get(at + 3)).unwrap_or(OrderState::Closed),
         updated_at: r.get(at + 4),
     }
 }
@@ -207,7 +189,7 @@ pub async fn put_order(
     id: &str,
     courier_id: Option<&str>,
     phones: &[String],
-    state: &str,
+    state: OrderState,
 ) -> Result<(Order, bool), StoreError> {
     ensure_tenant(db, tenant).await?;
     let row = db
@@ -218,7 +200,7 @@ pub async fn put_order(
              RETURNING id, courier_id, phones, state, updated_at, (xmax = 0)",
             )
             .await?,
-            &[&tenant, &id, &courier_id, &phones, &state],
+            &[&tenant, &id, &courier_id, &phones, &state.as_str()],
         )
         .await?;
     Ok((order(&row), row.get(5)))
@@ -229,4 +211,21 @@ pub async fn delete_order(db: &impl GenericClient, tenant: &str, id: &str) -> Re
         .execute(&db.prepare_cached("DELETE FROM orders WHERE tenant_id = $1 AND id = $2").await?, &[&tenant, &id])
         .await?
         > 0)
+}
+
+/// Stores (or with `None` clears) the encrypted FTP password of the company's recordings source.
+pub async fn set_recordings_password(
+    db: &impl GenericClient,
+    tenant: &str,
+    password_enc: Option<&str>,
+) -> Result<(), StoreError> {
+    db.execute("UPDATE pbx_settings SET recordings_password_enc = $2 WHERE tenant_id = $1", &[&tenant, &password_enc])
+        .await?;
+    Ok(())
+}
+
+/// The encrypted FTP password of the company's recordings source, if one is stored.
+pub async fn recordings_password(db: &impl GenericClient, tenant: &str) -> Result<Option<String>, StoreError> {
+    let row = db.query_opt("SELECT recordings_password_enc FROM pbx_settings WHERE tenant_id = $1", &[&tenant]).await?;
+    Ok(row.and_then(|r| r.get(0)))
 }

@@ -5,10 +5,10 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::admin::Order;
 use super::idempotency::{claim_sql, ClaimSql, IdempotencyClaim};
 use super::StoreError;
-use crate::domain::callback::{CallState, Leg, Reason, Status};
+use crate::domain::callback::{CallState, Leg, Reason, Status, Target};
+use crate::domain::registry::Order;
 
 /// One attempt as stored.
 #[derive(Debug, Clone)]
@@ -16,7 +16,7 @@ pub struct CallbackRow {
     pub id: Uuid,
     pub tenant_id: String,
     pub courier_id: String,
-    pub target: String,
+    pub target: Target,
     pub order_id: Option<String>,
     pub to_number: Option<String>,
     pub courier_number: Option<String>,
@@ -45,7 +45,8 @@ fn from_row(r: &Row) -> CallbackRow {
         id: r.get(0),
         tenant_id: r.get(1),
         courier_id: r.get(2),
-        target: r.get(3),
+        // The column's CHECK admits only the targets there are.
+        target: Target::parse(r.get(3)).unwrap_or(Target::Client),
         order_id: r.get(4),
         to_number: r.get(5),
         courier_number: r.get(6),
@@ -73,7 +74,7 @@ pub struct NewCallback<'a> {
     pub id: Uuid,
     pub tenant: &'a str,
     pub courier_id: &'a str,
-    pub target: &'a str,
+    pub target: Target,
     pub order_id: Option<&'a str>,
     pub to_number: Option<&'a str>,
     pub courier_number: Option<&'a str>,
@@ -148,7 +149,7 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
                 &new.id,
                 &new.tenant,
                 &new.courier_id,
-                &new.target,
+                &new.target.as_str(),
                 &new.order_id,
                 &new.to_number,
                 &new.courier_number,

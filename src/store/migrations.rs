@@ -1,18 +1,27 @@
-//! Schema migrations: plain SQL files in `migrations/`, embedded at build time and applied in
-//! order under a PostgreSQL advisory lock, so replicas starting together apply each one once.
+//! Schema migrations: the SQL files in `migrations/` (`V{n}__{name}.sql`), embedded at build time
+//! by refinery and applied in order under a PostgreSQL advisory lock (refinery takes none of its
+//! own), so processes starting together apply each one once.
+//!
+//! refinery keeps each applied migration's checksum and refuses to start when a file was edited
+//! after it was applied, or when one the database has applied is missing: a migration is never
+//! edited once released; add a new one.
 
 use tokio_postgres::Client;
 
-/// Every migration, in order. A migration is never edited once released: add a new one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (1, "initial", include_str!("../../migrations/V1__initial.sql")),
-    (2, "callbacks", include_str!("../../migrations/V2__callbacks.sql")),
-    (3, "recordings", include_str!("../../migrations/V3__recordings.sql")),
-    (4, "hot_path", include_str!("../../migrations/V4__hot_path.sql")),
-];
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
 
 /// Arbitrary constant naming dialback's migration lock.
 const MIGRATION_LOCK: i64 = 0x6469_616c_6261_636b; // "dialback"
+
+/// Where refinery keeps what it applied.
+const HISTORY: &str = "refinery_schema_history";
+
+/// Every migration, as embedded from `migrations/`.
+pub fn runner() -> refinery::Runner {
+    embedded::migrations::runner()
+}
 
 /// Applies the migrations not yet applied; returns the versions it applied.
 pub async fn run(client: &mut Client) -> anyhow::Result<Vec<i32>> {
@@ -24,29 +33,52 @@ pub async fn run(client: &mut Client) -> anyhow::Result<Vec<i32>> {
 }
 
 async fn apply_pending(client: &mut Client) -> anyhow::Result<Vec<i32>> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version integer PRIMARY KEY,
-                name text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now())",
+    adopt_earlier_history(client).await?;
+    let report = runner().set_migration_table_name(HISTORY).run_async(client).await?;
+    let applied: Vec<i32> = report.applied_migrations().iter().map(|m| m.version()).collect();
+    for migration in report.applied_migrations() {
+        tracing::info!(version = migration.version(), name = migration.name(), "applied migration");
+    }
+    Ok(applied)
+}
+
+/// Databases migrated before dialback used refinery recorded their migrations in
+/// `schema_migrations` (version and name, no checksum): their history moves to refinery's table,
+/// with the checksums of the files as they are now (they were never edited: that was the rule
+/// already), so refinery does not apply them again.
+async fn adopt_earlier_history(client: &mut Client) -> anyhow::Result<()> {
+    let tx = client.transaction().await?;
+    let tables: Vec<String> = tx
+        .query("SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !tables.iter().any(|t| t == "schema_migrations") || tables.iter().any(|t| t == HISTORY) {
+        return Ok(());
+    }
+    tx.batch_execute(&format!(
+        "CREATE TABLE {HISTORY} (version int4 PRIMARY KEY, name VARCHAR(255), applied_on VARCHAR(255),
+             checksum VARCHAR(255))"
+    ))
+    .await?;
+    let applied = tx.query("SELECT version, to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM schema_migrations", &[]).await?;
+    let embedded = runner();
+    for row in applied {
+        let (version, applied_on): (i32, String) = (row.get(0), row.get(1));
+        let migration = embedded.get_migrations().iter().find(|m| m.version() == version).ok_or_else(|| {
+            anyhow::anyhow!("the database has migration V{version} applied, which this build does not have")
+        })?;
+        tx.execute(
+            &format!("INSERT INTO {HISTORY} (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)"),
+            &[&version, &migration.name(), &applied_on, &migration.checksum().to_string()],
         )
         .await?;
-    let applied: Vec<i32> =
-        client.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
-    let mut done = Vec::new();
-    for &(version, name, sql) in MIGRATIONS {
-        if applied.contains(&version) {
-            continue;
-        }
-        let tx = client.transaction().await?;
-        tx.batch_execute(sql).await.map_err(|e| anyhow::anyhow!("migration V{version}__{name} failed: {e}"))?;
-        tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[&version, &name]).await?;
-        tx.commit().await?;
-        tracing::info!(version, name, "applied migration");
-        done.push(version);
     }
-    Ok(done)
+    tx.batch_execute("DROP TABLE schema_migrations").await?;
+    tx.commit().await?;
+    tracing::info!("migration history moved to {HISTORY}");
+    Ok(())
 }
 
 /// Connects once (outside the pool) and migrates; used by `dialback migrate` and `serve`.
@@ -62,5 +94,23 @@ pub async fn run_url(database_url: &secrecy::SecretString) -> anyhow::Result<Vec
 
 /// The version the schema has once every migration is applied.
 pub fn latest_version() -> i32 {
-    MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+    runner().get_migrations().iter().map(|m| m.version()).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_sql_file_in_migrations_is_a_migration() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let mut embedded: Vec<String> =
+            super::runner().get_migrations().iter().map(|m| format!("V{}__{}.sql", m.version(), m.name())).collect();
+        embedded.sort();
+        assert_eq!(files, embedded, "a file in migrations/ that is not named V<n>__<name>.sql is never applied");
+    }
 }

@@ -1,5 +1,6 @@
 //! Recording files seen on the companies' FTP servers, their download claims and their binding
-//! to callbacks; and the encrypted FTP password of each company's recordings source.
+//! to callbacks; and each company's recordings source as read for a sync (the settings themselves
+//! are written by [`super::admin`]).
 //!
 //! Once-only fetching rests on [`claim`]: a single `UPDATE ... WHERE state allows it` that only
 //! one run can win, whatever the number of runs, processes or replicas.
@@ -11,6 +12,7 @@ use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 use super::StoreError;
+use crate::domain::recording::RecordingState;
 use crate::domain::settings::RecordingsSource;
 
 /// One recording file as stored, with its callback's order and courier when bound.
@@ -23,7 +25,7 @@ pub struct RecordingRow {
     pub recorded_at: Option<OffsetDateTime>,
     pub remote_size: i64,
     pub content_type: String,
-    pub state: String,
+    pub state: RecordingState,
     pub attempts: i32,
     pub last_error: Option<String>,
     pub storage_key: Option<String>,
@@ -51,7 +53,8 @@ fn from_row(r: &Row) -> RecordingRow {
         recorded_at: r.get(4),
         remote_size: r.get(5),
         content_type: r.get(6),
-        state: r.get(7),
+        // The column's CHECK admits only the states there are.
+        state: RecordingState::parse(r.get(7)).unwrap_or(RecordingState::Failed),
         attempts: r.get(8),
         last_error: r.get(9),
         storage_key: r.get(10),
@@ -436,22 +439,6 @@ pub async fn for_callbacks(
         .collect())
 }
 
-/// Stores (or with `None` clears) the encrypted FTP password of the company's recordings source.
-pub async fn set_source_password(
-    db: &impl GenericClient,
-    tenant: &str,
-    password_enc: Option<&str>,
-) -> Result<(), StoreError> {
-    db.execute("UPDATE pbx_settings SET recordings_password_enc = $2 WHERE tenant_id = $1", &[&tenant, &password_enc])
-        .await?;
-    Ok(())
-}
-
-pub async fn source_password(db: &impl GenericClient, tenant: &str) -> Result<Option<String>, StoreError> {
-    let row = db.query_opt("SELECT recordings_password_enc FROM pbx_settings WHERE tenant_id = $1", &[&tenant]).await?;
-    Ok(row.and_then(|r| r.get(0)))
-}
-
 /// A company's configured recordings source and its encrypted FTP password.
 pub struct ConfiguredSource {
     pub tenant: String,
@@ -464,7 +451,7 @@ fn configured(r: &Row) -> Option<ConfiguredSource> {
     match serde_json::from_value(r.get(1)) {
         Ok(source) => Some(ConfiguredSource { tenant, source, password_enc: r.get(2) }),
         Err(e) => {
-            tracing::error!(tenant, error = %e, "stored recordings settings do not parse; skipped");
+            tracing::error!(tenant, error = %crate::telemetry::Chain(&e), "stored recordings settings do not parse; skipped");
             None
         }
     }

@@ -169,7 +169,13 @@ async fn a_wrong_ami_secret_is_a_502_naming_the_login() {
     app.configure_pbx("acme", _sim.addr().port(), json!({"secret": "wrong"})).await;
     let courier = app.courier("acme", "courier-1");
     let body = assert_problem(place(&app, &courier, client_call(CLIENT_PHONE)).await, 502, "pbx_login_failed").await;
-    assert!(body["detail"].as_str().unwrap().contains("manager.conf"));
+    // The courier is told what happened, not the PBX's configuration; the admins get the full story.
+    let detail = body["detail"].as_str().unwrap();
+    assert!(!detail.contains("manager.conf") && !detail.contains("127.0.0.1"), "{detail}");
+    let seen_by_admin = app.callback(body["callback_id"].as_str().unwrap(), &app.admin("acme")).await;
+    assert!(seen_by_admin["detail"].as_str().unwrap().contains("manager.conf"), "{seen_by_admin}");
+    let seen_by_courier = app.callback(body["callback_id"].as_str().unwrap(), &courier).await;
+    assert!(!seen_by_courier["detail"].as_str().unwrap().contains("manager.conf"), "{seen_by_courier}");
 }
 
 #[tokio::test]
@@ -542,8 +548,10 @@ async fn a_pbx_killed_mid_call_leaves_the_call_unknown_with_an_explanation() {
     assert_eq!(res.status(), 202);
     let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
     proxy.cut();
-    let done = app.wait_status(&id, &courier, "unknown").await;
+    let done = app.wait_status(&id, &app.admin("acme"), "unknown").await;
     assert!(done["detail"].as_str().unwrap().contains("AMI connection was lost"), "{done}");
+    let seen_by_courier = app.callback(&id, &courier).await;
+    assert!(seen_by_courier["detail"].as_str().unwrap().contains("outcome was not observed"), "{seen_by_courier}");
     // While the PBX is away, new taps fail fast with the fallback instead of hanging.
     let res = within_patience(
         "a tap while the PBX is away",
@@ -578,13 +586,13 @@ async fn calls_in_flight_when_dialback_restarts_become_unknown() {
     let address = format!("http://127.0.0.1:{}", restarted.port());
     tokio::spawn(restarted.run_until_stopped());
     let body: serde_json::Value = app
-        .exec(app.http.get(format!("{address}/v1/callbacks/{id}")).bearer_auth(&courier))
+        .exec(app.http.get(format!("{address}/v1/callbacks/{id}")).bearer_auth(app.admin("acme")))
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(body["status"], "unknown", "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("restarted"));
+    assert!(body["detail"].as_str().unwrap().contains("dialback restarted while the call was in flight"), "{body}");
 }
 
 #[tokio::test]
@@ -692,7 +700,7 @@ async fn queued_attempts(n: usize) -> (TestApp, deadpool_postgres::Client, Vec<u
             id,
             tenant: "acme",
             courier_id: "courier-1",
-            target: "client",
+            target: dialback::domain::callback::Target::Client,
             order_id: None,
             to_number: Some(CLIENT_PHONE),
             courier_number: Some(COURIER_PHONE),

@@ -208,7 +208,7 @@ async fn a_file_that_appears_before_its_call_is_kept_and_bound_when_the_call_app
             id: call_id,
             tenant: "acme",
             courier_id: "courier-1",
-            target: "client",
+            target: dialback::domain::callback::Target::Client,
             order_id: Some("A-1001"),
             to_number: Some(CLIENT_PHONE),
             courier_number: Some(COURIER_PHONE),

@@ -1,6 +1,6 @@
-//! How a company's PBX names and files its recordings: the file-name pattern (a regular expression
-//! with named groups) and the optional date subdirectories. Turns a remote file name into what
-//! binding needs: the callback id the name carries, the numbers, and the time.
+//! A call recording: how a company's PBX names and files it (the file-name pattern, a regular
+//! expression with named groups, and the optional date subdirectories), what a name says for
+//! binding it to its call (the call id, the numbers, the time), and where its download stands.
 
 use regex::{Regex, RegexBuilder};
 use time::{Date, Duration, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
@@ -136,6 +136,37 @@ impl DateSubdirs {
             }
         }
         dirs
+    }
+}
+
+/// Where a recording file's download stands (its row in `recordings` is the only record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingState {
+    /// Listed, not downloaded yet.
+    Pending,
+    /// A run has claimed it and is downloading it.
+    Fetching,
+    /// Downloaded, byte for byte.
+    Stored,
+    /// The last download failed; it is tried again later (or never, after too many attempts).
+    Failed,
+}
+
+impl RecordingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingState::Pending => "pending",
+            RecordingState::Fetching => "fetching",
+            RecordingState::Stored => "stored",
+            RecordingState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RecordingState> {
+        [RecordingState::Pending, RecordingState::Fetching, RecordingState::Stored, RecordingState::Failed]
+            .into_iter()
+            .find(|state| state.as_str() == s)
     }
 }
 

@@ -6,13 +6,28 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::{header, StatusCode};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RateConfig;
-use crate::error::ApiError;
+
+/// A limit said no: what was limited, and when to try again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}; retry in {} s", self.retry_after_s())]
+pub struct Limited {
+    /// Which limit: `tenant`, `courier` or `auth_failures` (the metric's label).
+    pub limit: &'static str,
+    pub what: &'static str,
+    pub wait: Duration,
+}
+
+impl Limited {
+    /// Whole seconds to wait, at least 1 (what `Retry-After` says).
+    pub fn retry_after_s(&self) -> u64 {
+        (self.wait.as_secs() + u64::from(self.wait.subsec_nanos() > 0)).max(1)
+    }
+}
 
 pub struct Limiters {
     /// One clock for every check (creating one per check costs a `cpuid`, a VM exit on some hosts).
@@ -26,15 +41,9 @@ fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n.max(1)).expect("at least 1")
 }
 
-fn too_many(what: &str, wait: Duration) -> ApiError {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        "Too many requests",
-        format!("{what}; retry in {secs} s"),
-    )
-    .with_header(header::RETRY_AFTER, secs.max(1).to_string())
+fn limited(limit: &'static str, what: &'static str, wait: Duration) -> Limited {
+    metrics::counter!("dialback_rate_limited_total", "limit" => limit).increment(1);
+    Limited { limit, what, wait }
 }
 
 impl Limiters {
@@ -50,25 +59,26 @@ impl Limiters {
     }
 
     /// One callback by `courier` of `tenant`.
-    pub fn callback(&self, tenant: &str, courier: &str) -> Result<(), ApiError> {
+    pub fn callback(&self, tenant: &str, courier: &str) -> Result<(), Limited> {
         let now = self.clock.now();
         if let Err(until) = self.tenant.check_key(&tenant.to_owned()) {
-            metrics::counter!("dialback_rate_limited_total", "limit" => "tenant").increment(1);
-            return Err(too_many("this company places too many callbacks right now", until.wait_time_from(now)));
+            return Err(limited(
+                "tenant",
+                "this company places too many callbacks right now",
+                until.wait_time_from(now),
+            ));
         }
         if let Err(until) = self.courier.check_key(&(tenant.to_owned(), courier.to_owned())) {
-            metrics::counter!("dialback_rate_limited_total", "limit" => "courier").increment(1);
-            return Err(too_many("too many callbacks from this courier", until.wait_time_from(now)));
+            return Err(limited("courier", "too many callbacks from this courier", until.wait_time_from(now)));
         }
         Ok(())
     }
 
     /// Counts a failed authentication from `ip`; past the limit the answer becomes 429.
-    pub fn auth_failure(&self, ip: IpAddr) -> Result<(), ApiError> {
+    pub fn auth_failure(&self, ip: IpAddr) -> Result<(), Limited> {
         let now = self.clock.now();
         self.auth_failures.check_key(&ip).map_err(|until| {
-            metrics::counter!("dialback_rate_limited_total", "limit" => "auth_failures").increment(1);
-            too_many("too many failed authentications from this address", until.wait_time_from(now))
+            limited("auth_failures", "too many failed authentications from this address", until.wait_time_from(now))
         })
     }
 
@@ -104,14 +114,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_courier_over_the_limit_gets_429_with_retry_after() {
+    fn a_courier_over_the_limit_is_told_when_to_retry() {
         let l =
             Limiters::new(&RateConfig { courier_per_minute: 2, tenant_per_second: 100, auth_failures_per_minute: 5 });
         assert!(l.callback("t", "c").is_ok());
         assert!(l.callback("t", "c").is_ok());
         let err = l.callback("t", "c").unwrap_err();
-        assert_eq!(err.status, StatusCode::TOO_MANY_REQUESTS);
-        assert!(err.headers.iter().any(|(h, v)| h == header::RETRY_AFTER && v.parse::<u64>().unwrap() >= 1));
+        assert_eq!(err.limit, "courier");
+        assert!(err.retry_after_s() >= 1);
         assert!(l.callback("t", "other").is_ok(), "limits are per courier");
         assert!(l.callback("t2", "c").is_ok(), "and per tenant");
     }

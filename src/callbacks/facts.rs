@@ -1,0 +1,86 @@
+//! What an AMI event says about a callback, as a fact of the domain's state machine: the one place
+//! that reads the AMI wire for call tracking (OriginateResponse reasons, DialEnd statuses, the two
+//! halves of a Local channel). Correlation is by the callback's id, which dialback set as the
+//! Originate's ChannelId: the courier channel's Uniqueid and every leg's Linkedid.
+
+use crate::ami::message::reason as originate_reason;
+use crate::ami::AmiEvent;
+use crate::domain::callback::{Fact, Reason};
+
+/// The fact `event` states about the call whose id is `key`, if any.
+pub fn fact_of(event: &AmiEvent, key: &str) -> Option<Fact> {
+    match event {
+        AmiEvent::OriginateResponse(r) if r.uniqueid == key => Some(if r.success {
+            Fact::CourierAnswered { channel: Some(r.channel.clone()) }
+        } else {
+            Fact::CourierFailed { reason: originate_failure(r.reason) }
+        }),
+        // The courier channel dialling the client: leg 2.
+        AmiEvent::DialEnd(d) if d.uniqueid.as_deref() == Some(key) => match d.dial_status.as_deref() {
+            Some("ANSWER") => Some(Fact::ClientAnswered),
+            Some(status) => Some(Fact::ClientFailed { reason: dial_failure(status) }),
+            None => None,
+        },
+        // The originate dialling the courier: leg 1.
+        AmiEvent::DialEnd(d) if d.uniqueid.is_none() && d.dest_uniqueid == key => match d.dial_status.as_deref() {
+            Some("ANSWER") => Some(Fact::CourierAnswered { channel: Some(d.dest_channel.clone()) }),
+            Some(status) => Some(Fact::CourierFailed { reason: dial_failure(status) }),
+            None => None,
+        },
+        AmiEvent::BridgeEnter(c) if c.linkedid == key => Some(Fact::Bridged),
+        // A Local courier channel comes as two halves: `;1` (Uniqueid = key) hangs up with cause 0
+        // on busy or congestion, `;2` (`key;2`) carries the real cause.
+        AmiEvent::Hangup(h) if h.channel.uniqueid == key || h.channel.uniqueid.strip_suffix(";2") == Some(key) => {
+            Some(Fact::CourierHangup { cause: h.cause })
+        }
+        AmiEvent::Cdr(c) if c.uniqueid == key || c.uniqueid.strip_suffix(";2") == Some(key) => {
+            Some(Fact::Cdr { billable_seconds: c.billable_s })
+        }
+        _ => None,
+    }
+}
+
+/// A failed OriginateResponse's `Reason` (coarse: 0 covers rejected and unreachable alike).
+fn originate_failure(reason: u32) -> Reason {
+    match reason {
+        originate_reason::BUSY => Reason::Busy,
+        originate_reason::NO_ANSWER => Reason::NoAnswer,
+        originate_reason::CONGESTION => Reason::Congestion,
+        _ => Reason::Unreachable,
+    }
+}
+
+/// A DialEnd's `DialStatus` other than ANSWER.
+fn dial_failure(status: &str) -> Reason {
+    match status {
+        "BUSY" => Reason::Busy,
+        "NOANSWER" => Reason::NoAnswer,
+        "CONGESTION" => Reason::Congestion,
+        "CHANUNAVAIL" => Reason::Unreachable,
+        "CANCEL" => Reason::Canceled,
+        _ => Reason::PbxError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ami::message::{ChannelRef, Hangup};
+
+    #[test]
+    fn the_second_half_of_a_local_courier_channel_speaks_for_the_call() {
+        let half = |uniqueid: &str| {
+            AmiEvent::Hangup(Hangup {
+                channel: ChannelRef {
+                    channel: "Local/79001112230@phones-00000001;2".into(),
+                    uniqueid: uniqueid.into(),
+                    linkedid: "abc".into(),
+                },
+                cause: 17,
+                cause_txt: "User busy".into(),
+            })
+        };
+        assert_eq!(fact_of(&half("abc;2"), "abc"), Some(Fact::CourierHangup { cause: 17 }));
+        assert_eq!(fact_of(&half("abd;2"), "abc"), None, "another call's channel");
+    }
+}

@@ -1,0 +1,172 @@
+//! What handlers take from a request besides their body: who is calling (a verified JWT, or a 401
+//! problem with `WWW-Authenticate: Bearer`; failed attempts count against the client IP's limit,
+//! then 429), in which role ([`Admin`], [`Courier`]: a 403 otherwise), and a page of a list.
+
+use std::future::{ready, Ready};
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, FromRequest, HttpRequest};
+use uuid::Uuid;
+
+use super::problem::ApiError;
+use super::state::AppState;
+use crate::auth::{Claims, Role};
+use crate::domain::check_id;
+
+/// The authenticated caller, in either role.
+pub struct Caller(pub Claims);
+
+impl Caller {
+    pub fn tenant(&self) -> &str {
+        &self.0.tenant
+    }
+
+    pub fn sub(&self) -> &str {
+        &self.0.sub
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.0.role == Role::Admin
+    }
+
+    fn require(self, role: Role) -> Result<Self, ApiError> {
+        if self.0.role == role {
+            Ok(self)
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                format!("this needs the {} role", if role == Role::Admin { "admin" } else { "courier" }),
+            ))
+        }
+    }
+}
+
+/// A caller with the admin role (a company's administrator or its main system).
+pub struct Admin(pub Caller);
+
+/// A caller with the courier role.
+pub struct Courier(pub Caller);
+
+impl std::ops::Deref for Admin {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Courier {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+fn unauthorized(description: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", description.to_owned()).with_header(
+        header::WWW_AUTHENTICATE,
+        format!("Bearer realm=\"dialback\", error=\"invalid_token\", error_description=\"{description}\""),
+    )
+}
+
+/// Tenant ids as the `tenants` table accepts them.
+fn valid_tenant(tenant: &str) -> bool {
+    !tenant.is_empty() && tenant.len() <= 64 && tenant.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// Verifies the request's bearer token (the `Caller` extractor; also called directly where a
+/// token is one of several ways in).
+pub fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let state = req.app_data::<web::Data<AppState>>().expect("AppState is registered");
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let result = match token {
+        None => Err("missing bearer token"),
+        Some(token) => state.verifier.verify(token).map_err(|e| {
+            tracing::info!(error = %crate::telemetry::Chain(&e), "token refused");
+            "the token is invalid, expired, or not for this service"
+        }),
+    };
+    match result {
+        Ok(claims) if !valid_tenant(&claims.tenant) || check_id("sub", &claims.sub).is_err() => Err(unauthorized(
+            "the token's tenant or subject is empty or has characters outside A-Z, a-z, 0-9, '-', '_', '.'",
+        )),
+        Ok(claims) => Ok(Caller(claims)),
+        Err(description) => {
+            let ip = req.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+            state.callbacks.limiters.auth_failure(ip)?;
+            metrics::counter!("dialback_auth_failures_total").increment(1);
+            Err(unauthorized(description))
+        }
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(authenticate(req).and_then(|caller| caller.require(Role::Admin)).map(Admin))
+    }
+}
+
+impl FromRequest for Courier {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(authenticate(req).and_then(|caller| caller.require(Role::Courier)).map(Courier))
+    }
+}
+
+/// A path id (courier, order): checked like every id, a 422 naming `field` otherwise.
+pub fn path_id<'a>(field: &'static str, id: &'a str) -> Result<&'a str, ApiError> {
+    Ok(check_id(field, id)?)
+}
+
+/// A page of a list, newest first: the `cursor` and `limit` query parameters checked.
+pub struct Page {
+    /// Only items older than this (the `next_cursor` of the page before; ids are uuid v7, so
+    /// time-ordered).
+    pub before: Option<Uuid>,
+    /// 1-200, 50 when not given.
+    pub limit: i64,
+}
+
+impl Page {
+    pub fn parse(cursor: Option<&str>, limit: Option<i64>) -> Result<Page, ApiError> {
+        let before = match cursor {
+            None => None,
+            Some(c) => Some(
+                Uuid::parse_str(c)
+                    .map_err(|_| ApiError::invalid_field("cursor", "cursor is the next_cursor of a previous page"))?,
+            ),
+        };
+        let limit = limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err(ApiError::invalid_field("limit", "limit must be 1-200"));
+        }
+        Ok(Page { before, limit })
+    }
+}
+
+impl Page {
+    /// The cursor of the next page: the last item's id when this page is full.
+    pub fn next_cursor(&self, ids: &[Uuid]) -> Option<String> {
+        (ids.len() as i64 == self.limit).then(|| ids.last().map(Uuid::to_string)).flatten()
+    }
+}

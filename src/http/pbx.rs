@@ -1,0 +1,87 @@
+//! `/v1/admin/pbx`: the company's PBX settings (with its recordings source). The AMI secret and the
+//! FTP password are write-only: stored encrypted, never returned, and reused on a later save only
+//! for the server they were given for.
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+
+use super::extract::Admin;
+use super::problem::ApiError;
+use super::state::AppState;
+use crate::callbacks::view::rfc3339;
+use crate::domain::settings::{InputError, PbxSettings, SettingsInput};
+use crate::recordings::Recordings;
+use crate::store;
+
+/// A settings body, read and validated: a 422 names what is wrong.
+pub fn settings_input(body: Value) -> Result<SettingsInput, ApiError> {
+    SettingsInput::parse(body).map_err(|e| match e {
+        InputError::Schema(detail) => ApiError::invalid_body(detail),
+        InputError::Field(field) => field.into(),
+    })
+}
+
+fn settings_view(settings: &PbxSettings, updated_at: time::OffsetDateTime, recordings_password_set: bool) -> Value {
+    let mut v = serde_json::to_value(settings).expect("settings serialise");
+    v["secret_set"] = json!(true);
+    if let Some(recordings) = v.get_mut("recordings").filter(|r| r.is_object()) {
+        recordings["password_set"] = json!(recordings_password_set);
+    }
+    v["updated_at"] = rfc3339(Some(updated_at));
+    v
+}
+
+pub async fn get_pbx(caller: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let db = store::client(&state.db).await?;
+    let stored =
+        store::admin::get_settings(&db, caller.tenant()).await?.ok_or_else(|| ApiError::not_found("PBX settings"))?;
+    let password_set = store::admin::recordings_password(&db, caller.tenant()).await?.is_some();
+    Ok(HttpResponse::Ok().json(settings_view(&stored.settings, stored.updated_at, password_set)))
+}
+
+pub async fn put_pbx(
+    caller: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = caller.tenant();
+    let SettingsInput { settings, secret, recordings_password } = settings_input(body.into_inner())?;
+    let key = state.config.secrets_key();
+    let mut db = store::client(&state.db).await?;
+    let before = store::admin::get_settings(&db, tenant).await?;
+    let before_password = store::admin::recordings_password(&db, tenant).await?;
+    let given_secret = secret.map(|s| key.encrypt(&s, tenant));
+    let secret_enc = settings
+        .ami_secret(given_secret, before.as_ref().map(|b| (&b.settings, b.secret_enc.clone())))
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "secret",
+                "secret is required the first time settings are saved, and when host, port or username change",
+            )
+        })?;
+    let recordings_password_enc = match &settings.recordings {
+        // No source: no password kept either.
+        None => None,
+        Some(_) => {
+            let given = recordings_password.map(|p| key.encrypt(&p, &Recordings::password_context(tenant)));
+            let stored = before.as_ref().zip(before_password).map(|(b, password)| (&b.settings, password));
+            Some(settings.recordings_password(given, stored).ok_or_else(|| {
+                ApiError::invalid_field(
+                    "recordings.password",
+                    "recordings.password is required the first time a recordings source is saved, and when its \
+                     host, port or username change",
+                )
+            })?)
+        }
+    };
+    let tx = db.transaction().await.map_err(store::StoreError::from)?;
+    let updated_at = store::admin::put_settings(&tx, tenant, &settings, &secret_enc).await?;
+    store::admin::set_recordings_password(&tx, tenant, recordings_password_enc.as_deref()).await?;
+    tx.commit().await.map_err(store::StoreError::from)?;
+    // The next call logs in with the new settings.
+    state.callbacks.settings_cache.invalidate(tenant);
+    state.callbacks.pool.invalidate(tenant);
+    tracing::info!(tenant, host = %settings.host, port = settings.port, recordings = settings.recordings.is_some(),
+        "PBX settings saved");
+    Ok(HttpResponse::Ok().json(settings_view(&settings, updated_at, recordings_password_enc.is_some())))
+}

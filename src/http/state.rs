@@ -1,0 +1,19 @@
+//! What every handler shares: the configuration, the database pool and the services.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::auth::Verifier;
+use crate::callbacks::CallbackService;
+use crate::config::Config;
+use crate::recordings::Recordings;
+
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: deadpool_postgres::Pool,
+    pub metrics: PrometheusHandle,
+    pub verifier: Verifier,
+    pub callbacks: CallbackService,
+    pub recordings: Arc<Recordings>,
+}
