@@ -25,8 +25,8 @@ pub enum CryptoError {
 }
 
 impl SecretsKey {
-    pub fn from_hex(hex: &str) -> Result<Self, CryptoError> {
-        let bytes = decode_hex(hex.trim()).ok_or(CryptoError::BadKey)?;
+    pub fn from_hex(digits: &str) -> Result<Self, CryptoError> {
+        let bytes = hex::decode(digits.trim()).map_err(|_| CryptoError::BadKey)?;
         Ok(Self(bytes.try_into().map_err(|_| CryptoError::BadKey)?))
     }
 
@@ -42,13 +42,13 @@ impl SecretsKey {
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut buf)
             .expect("sealing cannot fail for in-memory buffers");
         let mut out = String::from("v1:");
-        out.push_str(&encode_hex(&nonce));
-        out.push_str(&encode_hex(&buf));
+        out.push_str(&hex::encode(nonce));
+        out.push_str(&hex::encode(&buf));
         out
     }
 
     pub fn decrypt(&self, stored: &str, context: &str) -> Result<String, CryptoError> {
-        let bytes = stored.strip_prefix("v1:").and_then(decode_hex).ok_or(CryptoError::Undecryptable)?;
+        let bytes = stored.strip_prefix("v1:").and_then(|h| hex::decode(h).ok()).ok_or(CryptoError::Undecryptable)?;
         if bytes.len() < NONCE_LEN {
             return Err(CryptoError::Undecryptable);
         }
@@ -72,25 +72,14 @@ impl SecretsKey {
 
     /// HMAC-SHA256 of `message` for `purpose`, in hex.
     pub fn sign(&self, purpose: &str, message: &str) -> String {
-        encode_hex(hmac::sign(&self.hmac_key(purpose), message.as_bytes()).as_ref())
+        hex::encode(hmac::sign(&self.hmac_key(purpose), message.as_bytes()).as_ref())
     }
 
     /// Checks a signature from [`sign`](Self::sign) in constant time.
     pub fn verify(&self, purpose: &str, message: &str, signature_hex: &str) -> bool {
-        decode_hex(signature_hex)
-            .is_some_and(|sig| hmac::verify(&self.hmac_key(purpose), message.as_bytes(), &sig).is_ok())
+        hex::decode(signature_hex)
+            .is_ok_and(|sig| hmac::verify(&self.hmac_key(purpose), message.as_bytes(), &sig).is_ok())
     }
-}
-
-pub fn encode_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]

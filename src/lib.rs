@@ -1,17 +1,30 @@
 //! dialback: the backend a courier app calls to place a two-leg callback through the company's
 //! Asterisk PBX over AMI.
 //!
-//! - [`config`]: settings from `dialback.toml` and `DIALBACK_*` variables.
-//! - [`telemetry`]: logs and metrics.
-//! - [`startup`]: builds the app (pool, migrations, HTTP server) from a config.
-//! - [`http`]: routes and handlers; [`error`]: the problem+json error type.
-//! - [`store`]: PostgreSQL pool, migrations and SQL.
-//! - [`auth`]: JWT claims; [`crypto`]: encryption and signing with the secrets key; [`tls`]: the
-//!   TLS client setup AMI and FTPS share.
-//! - [`domain`]: phone numbers, PBX settings, the callback state machine.
-//! - [`callbacks`]: placing callbacks, tracking them from AMI events, the Test button.
-//! - [`ami`]: the AMI client; [`pbx_sim`]: the protocol-faithful PBX simulator.
-//! - [`recordings`]: fetching call recordings over FTP/FTPS and binding them to calls.
+//! Where each concern lives (imports run one way: `http` → `callbacks`, `recordings` → `domain`,
+//! `store`, `ami`; `domain` depends on nothing of the application):
+//!
+//! ```text
+//! main.rs        the CLI: serve, migrate, token, pbx-sim
+//! startup.rs     wires the services and the HTTP server from a config
+//! config.rs      settings from dialback.toml and DIALBACK_* variables
+//! telemetry.rs   logs (with error cause chains) and the metrics recorder
+//! http/          the API: the route table, extractors (who calls, pages), problem+json for every
+//!                error, one file per resource, the admin page and the docs
+//! callbacks/     placing a callback (policy, originate, fallback), the Idempotency-Key protocol,
+//!                the callback as the API shows it, AMI events as facts, the call tracker, the
+//!                Test button's diagnosis
+//! recordings/    fetching recordings over FTP/FTPS, storing them, binding them to calls, signed
+//!                audio URLs, the background scheduler
+//! limits.rs      rate limits (per courier, per company, failed logins per address)
+//! auth.rs        JWT claims, minting and verification
+//! crypto.rs      secrets at rest and signatures; tls.rs: the TLS client setup AMI and FTPS share
+//! domain/        phone numbers, PBX settings, couriers and orders, the callback state machine,
+//!                recording file names: parsed once, no I/O
+//! store/         SQL as functions per table; the migrations runner
+//! ami/           the AMI client: codec, typed messages, transport, supervised client, pool
+//! pbx_sim/       the protocol-faithful PBX simulator the demo and the tests talk to
+//! ```
 
 pub mod ami;
 pub mod auth;

@@ -26,6 +26,7 @@ use super::codec::{AmiCodec, Frame, Message, Outgoing};
 use super::message::{self, AmiEvent, Originate, OriginateResponse};
 use super::transport::{self, BoxStream, Endpoint};
 use super::AmiError;
+use crate::telemetry::Chain;
 
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -225,7 +226,7 @@ impl AmiClient {
             .record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             metrics::counter!("dialback_ami_errors_total", "kind" => e.kind()).increment(1);
-            tracing::warn!(action = %name, action_id, error = %e, "AMI action failed");
+            tracing::warn!(action = %name, action_id, error = %Chain(&e), "AMI action failed");
         }
         result
     }
@@ -414,14 +415,14 @@ async fn supervise(shared: Arc<Shared>) {
                 if shared.stop.is_cancelled() {
                     break;
                 }
-                tracing::warn!(error = %reason, "AMI session lost; reconnecting");
+                tracing::warn!(error = %Chain(&reason), "AMI session lost; reconnecting");
                 metrics::counter!("dialback_ami_reconnects_total").increment(1);
                 notify(&shared, PbxSignal::Down(reason.clone()));
                 shared.state.send_replace(ConnState::Down(reason));
             }
             Err(e) => {
                 metrics::counter!("dialback_ami_errors_total", "kind" => e.kind()).increment(1);
-                tracing::warn!(error = %e, attempt, "AMI connect failed");
+                tracing::warn!(error = %Chain(&e), attempt, "AMI connect failed");
                 notify(&shared, PbxSignal::Down(e.clone()));
                 shared.state.send_replace(ConnState::Down(e));
                 attempt += 1;
@@ -472,7 +473,7 @@ async fn run_session(shared: &Arc<Shared>, mut reader: Reader, writer: WriteHalf
                 let ended = live.ended.clone();
                 tokio::spawn(async move {
                     if let Err(e) = client.ping().await {
-                        tracing::warn!(error = %e, "keepalive ping failed; dropping the session");
+                        tracing::warn!(error = %Chain(&e), "keepalive ping failed; dropping the session");
                         ended.cancel();
                     }
                 }.in_current_span());
@@ -535,7 +536,7 @@ async fn write_loop(
             }
         }
         if let Err(e) = writer.write_all(&buf).await {
-            tracing::warn!(error = %e, "AMI write failed");
+            tracing::warn!(error = %Chain(&e), "AMI write failed");
             ended.cancel();
             break;
         }

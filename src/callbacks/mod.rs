@@ -526,14 +526,11 @@ impl CallbackService {
     pub async fn cancel(&self, row: &CallbackRow) -> Result<CallbackRow, PlaceError> {
         let (settings, secret) = self.settings(&row.tenant_id).await?.ok_or(PlaceError::NotConfigured)?;
         let client = self.pool.client(&row.tenant_id, &pbx_login(&settings, secret));
-        let channel = row.state.courier_channel.clone().unwrap_or_else(|| row.id.to_string());
-        if let Err(error) = client.hangup(&channel).await {
-            // "No such channel": it ended meanwhile; the tracker records how.
-            tracing::info!(call_id = %row.id, error = %Chain(&error), "hangup for cancel did not apply");
-        }
-        let mut current = row.clone();
+        // Recorded as canceled first, hung up second: the hangup's own events then find the call
+        // settled and leave it so (hung up first, they can win the race and call it failed).
         // The tracker may move the call meanwhile (it rang on, or was answered): cancel what it is
         // now while it still rings, else report it.
+        let mut current = row.clone();
         for _ in 0..3 {
             let mut next = current.state.clone();
             next.status = Status::Canceled;
@@ -541,6 +538,11 @@ impl CallbackService {
             next.ended_at = Some(OffsetDateTime::now_utc());
             if self.record(&current, &next, "canceled through the API", None, None).await? {
                 self.tracker.forget(row.id);
+                let channel = current.state.courier_channel.clone().unwrap_or_else(|| row.id.to_string());
+                if let Err(error) = client.hangup(&channel).await {
+                    // "No such channel": it ended meanwhile; the tracker records how.
+                    tracing::info!(call_id = %row.id, error = %Chain(&error), "hangup for cancel did not apply");
+                }
                 return Ok(CallbackRow { state: next, ..current });
             }
             let conn = store::client(&self.db).await?;

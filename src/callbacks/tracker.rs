@@ -22,9 +22,11 @@ use crate::domain::callback::{apply, CallState, Fact, Status};
 use crate::store;
 use crate::store::callbacks::{Step, Transition};
 use crate::store::StoreError;
+use crate::telemetry::Chain;
 
-/// Calls are sharded so one call's events apply in order while others proceed in parallel; one
-/// shard per pooled database connection keeps the pool busy without queueing behind it.
+/// Calls are sharded so one call's events apply in order while others proceed in parallel. Each
+/// shard takes a pooled connection for each write, so 16 (the default pool size) keep the pool
+/// busy; a smaller pool makes shards wait their turn, which only slows writes down.
 const SHARDS: usize = 16;
 /// How long a settled call stays in memory: its Cdr usually follows the hangup within a second.
 const SETTLED_GRACE: Duration = Duration::from_secs(60);
@@ -248,7 +250,7 @@ impl PendingFacts {
         let client = match store::client(db).await {
             Ok(client) => client,
             Err(e) => {
-                tracing::warn!(calls = pending.len(), error = %e, "database unavailable: call events kept, retrying");
+                tracing::warn!(calls = pending.len(), error = %Chain(&e), "database unavailable: call events kept, retrying");
                 for (id, tenant, facts) in pending {
                     self.keep(tenant, id, facts);
                 }
@@ -264,7 +266,7 @@ impl PendingFacts {
                 Err(e) if e.is_unavailable() => {
                     unwritten.insert(*id);
                 }
-                Err(e) => tracing::error!(call_id = %id, error = %e, ?facts, "could not record call events"),
+                Err(e) => tracing::error!(call_id = %id, error = %Chain(&e), ?facts, "could not record call events"),
             }
         }
         let written = write_changes(&client, &changes, self.one_commit_per_batch).await;
@@ -277,7 +279,7 @@ impl PendingFacts {
                 Err(e) if e.is_unavailable() => {
                     unwritten.insert(change.id);
                 }
-                Err(e) => tracing::error!(call_id = %change.id, error = %e, "could not record call events"),
+                Err(e) => tracing::error!(call_id = %change.id, error = %Chain(&e), "could not record call events"),
             }
         }
         for id in retry_alone {
@@ -317,7 +319,7 @@ async fn write_changes(
         match store::callbacks::transitions_in_one_commit(client, &transitions).await {
             Ok(moved) => return moved.into_iter().map(Ok).collect(),
             Err(e) => {
-                tracing::debug!(calls = changes.len(), error = %e, "batch not written in one commit; writing each alone")
+                tracing::debug!(calls = changes.len(), error = %Chain(&e), "batch not written in one commit; writing each alone")
             }
         }
     }
@@ -384,10 +386,12 @@ async fn handle(db: &deadpool_postgres::Pool, calls: &mut HashMap<Uuid, Tracked>
                     .await
                     {
                         Ok(n) => tracing::warn!(tenant = %tenant, calls = n, "in-flight calls marked unknown"),
-                        Err(e) => tracing::error!(tenant = %tenant, error = %e, "could not mark in-flight calls"),
+                        Err(e) => {
+                            tracing::error!(tenant = %tenant, error = %Chain(&e), "could not mark in-flight calls")
+                        }
                     }
                 }
-                Err(e) => tracing::error!(tenant = %tenant, error = %e, "could not mark in-flight calls"),
+                Err(e) => tracing::error!(tenant = %tenant, error = %Chain(&e), "could not mark in-flight calls"),
             }
             for id in lost {
                 calls.remove(&id);

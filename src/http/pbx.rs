@@ -9,17 +9,9 @@ use super::extract::Admin;
 use super::problem::ApiError;
 use super::state::AppState;
 use crate::callbacks::view::rfc3339;
-use crate::domain::settings::{InputError, PbxSettings, SettingsInput};
+use crate::domain::settings::{PbxSettings, SettingsInput};
 use crate::recordings::Recordings;
 use crate::store;
-
-/// A settings body, read and validated: a 422 names what is wrong.
-pub fn settings_input(body: Value) -> Result<SettingsInput, ApiError> {
-    SettingsInput::parse(body).map_err(|e| match e {
-        InputError::Schema(detail) => ApiError::invalid_body(detail),
-        InputError::Field(field) => field.into(),
-    })
-}
 
 fn settings_view(settings: &PbxSettings, updated_at: time::OffsetDateTime, recordings_password_set: bool) -> Value {
     let mut v = serde_json::to_value(settings).expect("settings serialise");
@@ -45,7 +37,7 @@ pub async fn put_pbx(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant();
-    let SettingsInput { settings, secret, recordings_password } = settings_input(body.into_inner())?;
+    let SettingsInput { settings, secret, recordings_password } = SettingsInput::parse(body.into_inner())?;
     let key = state.config.secrets_key();
     let mut db = store::client(&state.db).await?;
     let before = store::admin::get_settings(&db, tenant).await?;

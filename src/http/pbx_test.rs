@@ -8,11 +8,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::extract::Admin;
-use super::pbx::settings_input;
 use super::problem::{place_problem, ApiError, Audience};
 use super::state::AppState;
 use crate::callbacks::check_number_allowed;
 use crate::domain::phone;
+use crate::domain::settings::SettingsInput;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,7 +44,7 @@ pub async fn test_pbx(
     let stored = state.callbacks.settings(tenant).await.map_err(|e| place_problem(&e, Audience::Admin))?;
     let (settings, secret) = match request.settings {
         Some(unsaved) => {
-            let input = settings_input(unsaved).map_err(in_settings)?;
+            let input = SettingsInput::parse(unsaved).map_err(|e| in_settings(e.into()))?;
             let given = input.secret.map(SecretString::from);
             let stored = stored.as_ref().map(|(saved, secret)| (saved, secret.clone()));
             let secret = input.settings.ami_secret(given, stored).ok_or_else(|| {

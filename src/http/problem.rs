@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::ami::AmiError;
 use crate::callbacks::PlaceError;
+use crate::domain::settings::InputError;
 use crate::domain::FieldError;
 use crate::limits::Limited;
 use crate::recordings::ftp::FtpFailure;
@@ -180,6 +181,16 @@ impl From<StoreError> for ApiError {
 impl From<FieldError> for ApiError {
     fn from(err: FieldError) -> Self {
         Self::invalid_field(err.field, err.message)
+    }
+}
+
+/// A settings body that is not acceptable: 422, naming the field when one is at fault.
+impl From<InputError> for ApiError {
+    fn from(err: InputError) -> Self {
+        match err {
+            InputError::Schema(detail) => Self::invalid_body(detail),
+            InputError::Field(field) => field.into(),
+        }
     }
 }
 

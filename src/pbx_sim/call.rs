@@ -5,9 +5,9 @@
 //! leg 2 (the `Exten`, the client). Both answering bridges them; after the talk time the courier
 //! hangs up. Each phone's behaviour comes from its number's last digit ([`Outcome`]).
 //!
-//! The endings are tables of steps copied from the real Asterisk 22 transcripts, so the order of
-//! `DialEnd`, `OriginateResponse`, `Hangup` and `Cdr` events is what a real PBX produced for that
-//! scenario (DESIGN.md §3: the order differs between scenarios). A Local channel is a pair
+//! The endings are tables of steps copied from the real Asterisk 22 transcripts
+//! (`tests/fixtures/pbx_sim/`), so the order of `DialEnd`, `OriginateResponse`, `Hangup` and `Cdr`
+//! events is what a real PBX produced for that scenario: it differs between scenarios. A Local channel is a pair
 //! (`;1` faces the originate or the dialler, `;2` runs the phone); other technologies have one
 //! channel per leg, and steps about a missing `;2` half are skipped.
 
@@ -24,6 +24,7 @@ use super::pbx::{HangupSignal, Pbx};
 use super::phones::Outcome;
 use super::wav;
 use super::wire::{class, Wire};
+use crate::telemetry::Chain;
 
 /// Where the simulated phones "live": the context of leg 2's Local channels (as in the
 /// reference dialplan, `Dial(Local/${EXTEN}@phones,30)`).
@@ -827,7 +828,7 @@ impl Call {
         let talked = (OffsetDateTime::now_utc() - talk_started).unsigned_abs();
         match wav::write_atomically(dir, &name, wav::tone(talked)).await {
             Ok(path) => tracing::info!(path = %path.display(), "recording written"),
-            Err(e) => tracing::warn!(error = %e, dir = %dir.display(), "cannot write the recording"),
+            Err(e) => tracing::warn!(error = %Chain(&e), dir = %dir.display(), "cannot write the recording"),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The protocol-faithful PBX simulator (`dialback pbx-sim`): an AMI server that answers the way a
-//! real Asterisk 22 (AMI 11.0.0) was observed to (DESIGN.md §3, the transcripts in
-//! `reference/asterisk-22-ami-transcripts/`), so dialback can be demonstrated and tested without a
-//! PBX.
+//! real Asterisk 22.10.1 (AMI 11.0.0) was observed to over loopback, so dialback can be demonstrated
+//! and tested without a PBX. What was observed is pinned in `tests/fixtures/pbx_sim/` (raw wire
+//! transcripts of whole calls) and `tests/it/pbx_sim.rs` replays them against the simulator: the
+//! banner, login and its one-second refusal, permissions, the Originate checks, every phone
+//! outcome's events in Asterisk's order, CDRs, injection through CR/LF, shutdown.
 //!
 //! - `session`: the listener and one task per AMI connection (login, actions, event delivery).
 //! - `originate`: how an Originate is read and validated.

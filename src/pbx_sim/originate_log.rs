@@ -14,6 +14,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use super::pbx::{unix_now, Pbx};
+use crate::telemetry::Chain;
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
@@ -73,13 +74,13 @@ impl Writer {
 
     fn write(&mut self, (channel_id, nanos): Line) {
         if let Err(e) = writeln!(self.file, "{channel_id} {nanos}") {
-            tracing::warn!(error = %e, "cannot write the originate log");
+            tracing::warn!(error = %Chain(&e), "cannot write the originate log");
         }
     }
 
     fn flush(&mut self) {
         if let Err(e) = self.file.flush() {
-            tracing::warn!(error = %e, "cannot flush the originate log");
+            tracing::warn!(error = %Chain(&e), "cannot flush the originate log");
         }
     }
 }

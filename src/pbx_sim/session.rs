@@ -27,6 +27,7 @@ use super::call;
 use super::originate::OriginateRequest;
 use super::pbx::{unix_now, Pbx};
 use super::wire::{class, parse_event_mask, Event, Wire};
+use crate::telemetry::Chain;
 
 /// The AMI version a real Asterisk 22 announces.
 const AMI_VERSION: &str = "11.0.0";
@@ -56,7 +57,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, pbx: Arc<Pbx>) {
             }
             // Out of file descriptors, usually: keep serving the sessions we have.
             Err(e) => {
-                tracing::warn!(error = %e, "pbx-sim accept failed");
+                tracing::warn!(error = %Chain(&e), "pbx-sim accept failed");
                 if !pbx.sleep(ACCEPT_RETRY).await {
                     return;
                 }
@@ -100,7 +101,7 @@ async fn serve_tls(stream: TcpStream, tls: Arc<rustls::ServerConfig>, peer: Sock
     };
     match handshake {
         Ok(Ok(stream)) => Session::new(stream, peer, pbx).run().await,
-        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Ok(Err(e)) => tracing::debug!(%peer, error = %Chain(&e), "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
@@ -177,7 +178,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Wake::Event(Err(RecvError::Closed)) | Wake::Read(Ok(0)) => break,
                 Wake::Read(Ok(_)) => {}
                 Wake::Read(Err(e)) => {
-                    tracing::debug!(peer = %self.peer, error = %e, "AMI session read failed");
+                    tracing::debug!(peer = %self.peer, error = %Chain(&e), "AMI session read failed");
                     break;
                 }
             }
@@ -195,7 +196,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(None) => break,
                 // Asterisk's limits: a line over 1024 bytes or a message over 128 lines.
                 Err(e) => {
-                    tracing::debug!(peer = %self.peer, error = %e, "malformed AMI input; closing the session");
+                    tracing::debug!(peer = %self.peer, error = %Chain(&e), "malformed AMI input; closing the session");
                     return Next::Close;
                 }
             };
@@ -400,7 +401,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(())
             }
             Ok(Err(e)) => {
-                tracing::debug!(peer = %self.peer, error = %e, "AMI session write failed");
+                tracing::debug!(peer = %self.peer, error = %Chain(&e), "AMI session write failed");
                 Err(())
             }
             Err(_) => {

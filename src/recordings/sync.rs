@@ -22,6 +22,7 @@ use crate::domain::recording::{content_type, DateSubdirs, NameFields, NamePatter
 use crate::domain::settings::RecordingsSource;
 use crate::store::recordings::{Candidate, Claim, ListedFile};
 use crate::store::{self, StoreError};
+use crate::telemetry::Chain;
 
 /// How long a new file must keep its size to count as finished when no ended call vouches for it.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -127,7 +128,7 @@ impl Recordings {
                 Ok(report)
             }
             Err(e) => {
-                tracing::warn!(tenant, kind = e.kind(), error = %e, ms, "recordings sync failed");
+                tracing::warn!(tenant, kind = e.kind(), error = %Chain(&e), ms, "recordings sync failed");
                 Err(e)
             }
         }
@@ -186,7 +187,7 @@ impl Recordings {
         match self.storage.sweep(idle).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(files = n, "removed partial recordings left by interrupted downloads"),
-            Err(e) => tracing::warn!(error = %e, "cannot sweep partial recordings"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "cannot sweep partial recordings"),
         }
     }
 
@@ -223,7 +224,7 @@ impl Recordings {
                         report.waiting += 1;
                     }
                     Err(e) => {
-                        tracing::debug!(file = %c.remote_path, error = %e, "cannot check the size; later");
+                        tracing::debug!(file = %c.remote_path, error = %Chain(&e), "cannot check the size; later");
                         report.waiting += 1;
                     }
                 }
@@ -271,7 +272,7 @@ impl Recordings {
                     Ok(opened) => session = Some(opened),
                     Err(e) => {
                         // The file is not claimed yet: it stays for the next run.
-                        tracing::warn!(tenant, error = %e, "cannot open an FTP session for downloading");
+                        tracing::warn!(tenant, error = %Chain(&e), "cannot open an FTP session for downloading");
                         return;
                     }
                 }
@@ -280,7 +281,7 @@ impl Recordings {
                 Ok(Some(claim)) => claim,
                 Ok(None) => continue, // another run has it, or had it already
                 Err(e) => {
-                    tracing::warn!(tenant, file = %file.remote_path, error = %e, "cannot claim the download");
+                    tracing::warn!(tenant, file = %file.remote_path, error = %Chain(&e), "cannot claim the download");
                     continue;
                 }
             };
@@ -337,7 +338,7 @@ impl Recordings {
         // Only the server's 226 says the whole file came; a cut transfer fails here.
         download.finish().await?;
         object.commit().await.map_err(FetchError::Storage)?;
-        let sha256 = crate::crypto::encode_hex(sha256.finish().as_ref());
+        let sha256 = hex::encode(sha256.finish().as_ref());
         let db = store::client(&self.db).await?;
         if !store::recordings::complete(&**db, file.id, claim, &key, size as i64, &sha256).await? {
             let _ = self.storage.remove(&key).await;
@@ -364,17 +365,17 @@ impl Recordings {
             _ => "database",
         };
         let retry_after = retry_delay(claim.attempt);
-        tracing::warn!(tenant, file = %file.remote_path, attempt = claim.attempt, kind, error = %error,
+        tracing::warn!(tenant, file = %file.remote_path, attempt = claim.attempt, kind, error = %Chain(&error),
             retry_in_s = retry_after.map(|d| d.as_secs()), "recording download failed");
         metrics::counter!("dialback_recordings_failed_total", "kind" => kind).increment(1);
         let message = error.to_string();
         match store::client(&self.db).await {
             Ok(db) => {
                 if let Err(e) = store::recordings::fail(&**db, file.id, claim, &message, retry_after).await {
-                    tracing::warn!(tenant, file = %file.remote_path, error = %e, "cannot record the failure; the claim will lapse");
+                    tracing::warn!(tenant, file = %file.remote_path, error = %Chain(&e), "cannot record the failure; the claim will lapse");
                 }
             }
-            Err(e) => tracing::warn!(tenant, error = %e, "cannot record the failure; the claim will lapse"),
+            Err(e) => tracing::warn!(tenant, error = %Chain(&e), "cannot record the failure; the claim will lapse"),
         }
         let mut tally = tally.lock().expect("tally lock");
         tally.report.failed += 1;

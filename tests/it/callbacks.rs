@@ -22,8 +22,7 @@ async fn app_with_pbx() -> (TestApp, dialback::pbx_sim::Simulator) {
 
 /// The statuses a callback went through, oldest first, read straight from PostgreSQL.
 async fn audit_trail(app: &TestApp, id: &str) -> Vec<String> {
-    let (db, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let db = support::connect(&app.database_url).await;
     db.query("SELECT to_status FROM callback_transitions WHERE callback_id = $1::text::uuid ORDER BY id", &[&id])
         .await
         .unwrap()
@@ -242,8 +241,7 @@ async fn twenty_concurrent_duplicates_originate_once() {
 async fn edits_made_elsewhere_to_couriers_and_orders_apply_at_the_next_tap() {
     let (app, sim) = app_with_pbx().await;
     let courier = app.courier("acme", "courier-1");
-    let (db, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let db = support::connect(&app.database_url).await;
     assert_eq!(place(&app, &courier, client_call(CLIENT_PHONE)).await.status(), 202);
 
     // The order is handed to another courier.
@@ -627,8 +625,7 @@ async fn settings_are_returned_without_the_secret_and_stored_encrypted() {
     assert!(!text.contains("hunter2"), "{text}");
     let body: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["secret_set"], true);
-    let (db, conn) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let db = support::connect(&app.database_url).await;
     let row = db.query_one("SELECT settings::text, secret_enc FROM pbx_settings", &[]).await.unwrap();
     let (settings, secret): (String, String) = (row.get(0), row.get(1));
     assert!(!settings.contains("hunter2") && !secret.contains("hunter2"));
@@ -844,8 +841,7 @@ async fn a_batch_of_transitions_is_written_whole_or_not_at_all() {
 async fn with_synchronous_commit_on_calls_written_together_each_end_with_their_own_outcome() {
     let sim = support::sim_with(|c| c.ring = Duration::from_millis(300)).await;
     let url = support::fresh_database().await;
-    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let db = support::connect(&url).await;
     let name = url.rsplit('/').next().unwrap();
     db.batch_execute(&format!("ALTER DATABASE {name} SET synchronous_commit = on")).await.unwrap();
     let admin_url = std::env::var("DIALBACK_TEST_DATABASE_URL").unwrap();

@@ -190,3 +190,50 @@ fn the_diagnosis_status_lists_the_callback_statuses() {
     let served: Vec<&str> = dialback::domain::callback::Status::ALL.iter().map(|s| s.as_str()).collect();
     assert_eq!(diagnosis, served, "the spec lists the statuses the server has");
 }
+
+/// A migration file edited after a database applied it would leave that database different from
+/// every other: dialback refuses to start on it, naming the migration.
+#[tokio::test]
+async fn a_migration_edited_after_it_was_applied_stops_start_up() {
+    let url = support::fresh_database().await;
+    let db = support::connect(&url).await;
+    db.execute("UPDATE refinery_schema_history SET checksum = '1' WHERE version = 1", &[]).await.unwrap();
+    let error = dialback::store::migrations::run_url(&url.clone().into()).await.unwrap_err().to_string();
+    assert!(error.contains("V1"), "{error}");
+}
+
+/// A database migrated before dialback kept checksums (history in `schema_migrations`) is taken
+/// over as it is: nothing is applied twice.
+#[tokio::test]
+async fn a_database_migrated_by_the_earlier_runner_is_adopted() {
+    let url = support::fresh_database().await;
+    let db = support::connect(&url).await;
+    // What the earlier runner left: the same schema, its own history table.
+    db.batch_execute(
+        "ALTER TABLE refinery_schema_history RENAME TO old_history;
+         CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO schema_migrations (version, name) SELECT version, name FROM old_history;
+         DROP TABLE old_history;",
+    )
+    .await
+    .unwrap();
+    let applied = dialback::store::migrations::run_url(&url.clone().into()).await.unwrap();
+    assert!(applied.is_empty(), "nothing is applied again: {applied:?}");
+    let versions: Vec<i32> = db
+        .query("SELECT version FROM refinery_schema_history ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions.last().copied(), Some(dialback::store::migrations::latest_version()));
+    assert!(db
+        .query_opt("SELECT 1 FROM pg_tables WHERE tablename = 'schema_migrations'", &[])
+        .await
+        .unwrap()
+        .is_none());
+    // And the database is usable as it was.
+    let again = dialback::store::migrations::run_url(&url.into()).await.unwrap();
+    assert!(again.is_empty());
+}

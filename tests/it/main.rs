@@ -1,5 +1,6 @@
-//! Black-box tests against the running app, a real PostgreSQL (per-test database), and later the
-//! PBX simulator and a real FTP server. One test binary, so the suite links once.
+//! Black-box tests against the running app: a real PostgreSQL (a database per test), the PBX
+//! simulator, a real FTP server and headless Chromium; every answer is checked against
+//! openapi.yaml. One test binary, so the suite links once.
 //!
 //! Needs `DIALBACK_TEST_DATABASE_URL` (an admin URL of a throwaway cluster); `scripts/test` sets it.
 //! `TEST_LOG=1` prints the app's logs.

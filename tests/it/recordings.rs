@@ -16,7 +16,7 @@ use crate::support::wait::{eventually, until, within_patience};
 use crate::support::{self, assert_problem, spawn_app, TestApp, CLIENT_PHONE, COURIER_PHONE};
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    dialback::crypto::encode_hex(digest::digest(&digest::SHA256, bytes).as_ref())
+    hex::encode(digest::digest(&digest::SHA256, bytes).as_ref())
 }
 
 /// Audio-like bytes full of what an ASCII-mode transfer would rewrite: CRLF, bare LF, bare CR
@@ -105,12 +105,6 @@ async fn downloads_of(ftp: &FtpServer, name: &str) -> usize {
         }
     })
     .await
-}
-
-async fn database(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
 }
 
 #[tokio::test]
@@ -338,7 +332,7 @@ async fn a_crash_during_a_download_leaves_no_half_file_and_the_next_run_fetches_
 
     let files = files_under(&store);
     assert!(!files.is_empty() && files.iter().all(|f| f.starts_with(&partial)), "only the partial file: {files:?}");
-    let db = database(&database_url).await;
+    let db = support::connect(&database_url).await;
     let state: String = db.query_one("SELECT state FROM recordings", &[]).await.unwrap().get(0);
     assert_eq!(state, "fetching", "claimed, never recorded as fetched");
     // The dead process's claim lapses one lease after its last heartbeat; instead of waiting for
@@ -599,7 +593,7 @@ async fn the_recordings_source_is_validated_by_field_and_its_password_is_write_o
         (Some(true), Some(ftp.port as u64))
     );
     assert!(!shown.to_string().contains(support::ftp::PASSWORD));
-    let db = database(&app.database_url).await;
+    let db = support::connect(&app.database_url).await;
     let stored: String = db.query_one("SELECT recordings_password_enc FROM pbx_settings", &[]).await.unwrap().get(0);
     assert!(stored.starts_with("v1:") && !stored.contains(support::ftp::PASSWORD), "encrypted at rest");
 

@@ -32,7 +32,8 @@ fn with_database(url: &str, db: &str) -> String {
     format!("{base}/{db}")
 }
 
-async fn connect(url: &str) -> tokio_postgres::Client {
+/// A plain connection to a test database (to look at or change rows behind the app's back).
+pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect to test PostgreSQL");
     tokio::spawn(conn);
     client
@@ -45,7 +46,12 @@ pub async fn fresh_database() -> String {
     // Serialises template creation and cloning across test processes (nextest runs each test in
     // its own process); a template must have no open sessions while it is cloned.
     admin.execute("SELECT pg_advisory_lock(4242)", &[]).await.unwrap();
-    let template = format!("dialback_template_v{}", dialback::store::migrations::latest_version());
+    // Named after the migrations' checksums: an edited or added migration gets a template of its own.
+    let checksums = dialback::store::migrations::runner()
+        .get_migrations()
+        .iter()
+        .fold(0u64, |acc, m| acc.rotate_left(7) ^ m.checksum());
+    let template = format!("dialback_template_{checksums:016x}");
     let exists = admin.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template]).await.unwrap().is_some();
     if !exists {
         admin.batch_execute(&format!("CREATE DATABASE {template}")).await.unwrap();
