@@ -10,7 +10,7 @@
 //! config.rs      settings from dialback.toml and DIALBACK_* variables
 //! telemetry.rs   logs (with error cause chains) and the metrics recorder
 //! http/          the API: the route table, extractors (who calls, pages), problem+json for every
-//!                error, one file per resource, the admin page and the docs
+//!                error, one file per resource (the journal's CSV too), the admin page and the docs
 //! callbacks/     placing a callback (policy, originate, fallback), the Idempotency-Key protocol,
 //!                the callback as the API shows it, AMI events as facts, the call tracker, the
 //!                Test button's diagnosis
@@ -20,10 +20,11 @@
 //! auth.rs        JWT claims, minting and verification
 //! crypto.rs      secrets at rest and signatures; tls.rs: the TLS client setup AMI and FTPS share
 //! domain/        phone numbers, PBX settings, couriers and orders, the callback state machine,
-//!                recording file names: parsed once, no I/O
+//!                recording file names, the dialplan a company's PBX needs: parsed once, no I/O
 //! store/         SQL as functions per table; the migrations runner
 //! ami/           the AMI client: codec, typed messages, transport, supervised client, pool
-//! pbx_sim/       the protocol-faithful PBX simulator the demo and the tests talk to
+//! pbx_sim/       the protocol-faithful PBX simulator the demo and the tests talk to, with a model
+//!                of extensions.conf that runs the dialplan dialback generates
 //! ```
 
 pub mod ami;

@@ -9,8 +9,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::codec::{Message, Outgoing};
 
-/// Events dialback asks for at login; others are filtered locally.
-pub const EVENT_MASK: &str = "call,cdr,system";
+/// Events dialback asks for at login; others are filtered locally. `user` carries the answer
+/// confirmation's `UserEvent` (the AMI user's `read` must include it too).
+pub const EVENT_MASK: &str = "call,cdr,system,user";
 
 pub fn new_action_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -116,6 +117,7 @@ pub struct Hangup {
     pub cause_txt: String,
 }
 
+/// A CDR record as Asterisk posts it (the fields a PBX admin reads in Master.csv or the cdr table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cdr {
     /// `UniqueID`; for a Local channel's second half it is `<uniqueid>;2`.
@@ -124,6 +126,34 @@ pub struct Cdr {
     pub duration_s: u32,
     pub billable_s: u32,
     pub disposition: String,
+    pub account_code: String,
+    pub source: String,
+    pub destination: String,
+    pub destination_context: String,
+    pub channel: String,
+    pub destination_channel: String,
+    pub last_application: String,
+    pub last_data: String,
+    /// `YYYY-MM-DD HH:MM:SS` in the PBX's local time; empty when the call was never answered.
+    pub start_time: String,
+    pub answer_time: String,
+    pub end_time: String,
+}
+
+/// A `UserEvent` a dialplan sent: its name and its own headers (the channel's block left out but
+/// for the ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEvent {
+    pub name: String,
+    pub uniqueid: String,
+    pub linkedid: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl UserEvent {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+    }
 }
 
 /// The events dialback consumes; the rest are ignored.
@@ -135,6 +165,7 @@ pub enum AmiEvent {
     BridgeEnter(ChannelRef),
     Hangup(Hangup),
     Cdr(Cdr),
+    UserEvent(UserEvent),
     FullyBooted,
     Shutdown { restart: bool },
 }
@@ -191,6 +222,29 @@ impl AmiEvent {
                 duration_s: number(m, "Duration"),
                 billable_s: number(m, "BillableSeconds"),
                 disposition: field(m, "Disposition"),
+                account_code: field(m, "AccountCode"),
+                source: field(m, "Source"),
+                destination: field(m, "Destination"),
+                destination_context: field(m, "DestinationContext"),
+                channel: field(m, "Channel"),
+                destination_channel: field(m, "DestinationChannel"),
+                last_application: field(m, "LastApplication"),
+                last_data: field(m, "LastData"),
+                start_time: field(m, "StartTime"),
+                answer_time: field(m, "AnswerTime"),
+                end_time: field(m, "EndTime"),
+            }),
+            "UserEvent" => AmiEvent::UserEvent(UserEvent {
+                name: field(m, "UserEvent"),
+                uniqueid: field(m, "Uniqueid"),
+                linkedid: field(m, "Linkedid"),
+                // What the dialplan wrote comes after the channel's block and the name.
+                headers: m
+                    .headers()
+                    .skip_while(|(k, _)| !k.eq_ignore_ascii_case("UserEvent"))
+                    .skip(1)
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
             }),
             "FullyBooted" => AmiEvent::FullyBooted,
             "Shutdown" => {
@@ -209,6 +263,7 @@ impl AmiEvent {
             AmiEvent::BridgeEnter(c) => Some(c.linkedid.as_str()),
             AmiEvent::Hangup(h) => Some(h.channel.linkedid.as_str()),
             AmiEvent::Cdr(c) => Some(c.uniqueid.split(';').next().unwrap_or_default()),
+            AmiEvent::UserEvent(u) => Some(u.linkedid.as_str()),
             AmiEvent::FullyBooted | AmiEvent::Shutdown { .. } => None,
         }
     }

@@ -96,6 +96,12 @@ impl AmiPool {
         client
     }
 
+    /// The state of the tenant's connection, when it has one open (it is opened on first use and
+    /// closed when idle).
+    pub fn state(&self, tenant: &str) -> Option<super::ConnState> {
+        self.entries.lock().expect("pool lock").get(tenant).map(|e| e.client.state())
+    }
+
     /// Marks a call as tracked on the tenant's connection, so idle-closing leaves it alone.
     pub fn hold(&self, tenant: &str) -> Option<CallHold> {
         let entries = self.entries.lock().expect("pool lock");

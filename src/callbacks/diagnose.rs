@@ -22,12 +22,14 @@ use crate::ami::client::{self as ami_client, AmiClient};
 use crate::ami::codec::AmiCodec;
 use crate::ami::transport::{self, BoxStream};
 use crate::ami::{AmiError, AmiEvent};
-use crate::domain::callback::{apply, CallState, Leg, Reason, Status};
-use crate::domain::settings::PbxSettings;
+use crate::domain::callback::{apply, CallState, Confirmation, Fact, Leg, Reason, Status};
+use crate::domain::settings::{ConfirmAnswer, PbxSettings};
 
 /// How long the second leg may take after the first answered (the dialplan's Dial timeout is
 /// usually 30 s).
 const SECOND_LEG_MARGIN: Duration = Duration::from_secs(40);
+/// How long the confirmation's result may take beyond its own timeout.
+const CONFIRM_MARGIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
@@ -195,6 +197,64 @@ fn first_leg_hint(reason: Option<Reason>, settings: &PbxSettings) -> String {
     }
 }
 
+/// The `confirm` step, from what the call showed once the courier answered; false when it failed
+/// (nothing more is to be seen then).
+fn confirm_step(
+    steps: &mut Steps,
+    seen: &Followed,
+    answered_at: Option<OffsetDateTime>,
+    settings: &PbxSettings,
+) -> bool {
+    let after = |at: OffsetDateTime| {
+        answered_at
+            .map(|answered| format!(" {:.1} s after answering", (at - answered).as_seconds_f64()))
+            .unwrap_or_default()
+    };
+    let timeout = settings.confirm_timeout_s;
+    match seen.confirmation {
+        Some((Confirmation::Confirmed, at)) => {
+            steps.pass("confirm", format!("the first phone was asked to confirm and pressed 1{}", after(at)));
+            true
+        }
+        Some((Confirmation::NotConfirmed, at)) => {
+            steps.fail(
+                "confirm",
+                format!("the first phone answered but pressed no 1 within {timeout} s (result{})", after(at)),
+                "the answer was not confirmed: a voicemail or the carrier's recording answered, or nobody pressed 1 \
+                 after the beep. Answer the first phone yourself and press 1; raise confirm_timeout_s if 1 came late",
+            );
+            false
+        }
+        Some((Confirmation::PromptFailed, _)) => {
+            steps.fail(
+                "confirm",
+                "the PBX could not play the confirmation prompt (Read ended with ReadStatus ERROR at once)",
+                "Asterisk lacks the prompt file `beep`: install its core sounds (e.g. asterisk-core-sounds-en-gsm) in \
+                 /var/lib/asterisk/sounds for the channel's language, then try again",
+            );
+            false
+        }
+        None if seen.leg2_dialled => {
+            steps.fail(
+                "confirm",
+                "the PBX dialled the second number without asking the first phone to press 1",
+                "these settings confirm the answer, but the PBX's dialplan does not ask: download the dialplan again \
+                 (GET /v1/admin/pbx/dialplan), install it and run `dialplan reload`",
+            );
+            false
+        }
+        None => {
+            steps.fail(
+                "confirm",
+                format!("no confirmation result within {} s of the answer", u64::from(timeout) + CONFIRM_MARGIN.as_secs()),
+                "dialback did not hear the dialplan's DialbackConfirm UserEvent: give the AMI user `user` in its read= \
+                 line of manager.conf (read = call,cdr,system,user), and install the dialplan dialback writes",
+            );
+            false
+        }
+    }
+}
+
 fn second_leg_hint(reason: Option<Reason>, settings: &PbxSettings) -> String {
     match reason {
         Some(Reason::Busy) => "the second number was busy".into(),
@@ -208,9 +268,19 @@ fn second_leg_hint(reason: Option<Reason>, settings: &PbxSettings) -> String {
     }
 }
 
+/// What the Test button has seen of its call so far.
+#[derive(Clone)]
+struct Followed {
+    state: CallState,
+    /// The answer confirmation's result, and when it came.
+    confirmation: Option<(Confirmation, OffsetDateTime)>,
+    /// The courier's channel began dialling leg 2.
+    leg2_dialled: bool,
+}
+
 /// Follows the test call on its dedicated connection: forwards its events to the tracker (which
-/// records them like any call's) and publishes the state as it moves; closes the connection when
-/// the call is over.
+/// records them like any call's) and publishes what it sees as the call moves; closes the
+/// connection when the call is over.
 fn follow(
     service: &CallbackService,
     client: AmiClient,
@@ -218,8 +288,8 @@ fn follow(
     tenant: &str,
     id: Uuid,
     initial: CallState,
-) -> watch::Receiver<CallState> {
-    let (tx, rx) = watch::channel(initial.clone());
+) -> watch::Receiver<Followed> {
+    let (tx, rx) = watch::channel(Followed { state: initial.clone(), confirmation: None, leg2_dialled: false });
     let tracker = service.tracker.clone();
     let tenant = tenant.to_owned();
     let key = id.to_string();
@@ -236,11 +306,17 @@ fn follow(
                 }
                 _ => break,
             };
+            if matches!(&*event, AmiEvent::DialBegin(d) if d.uniqueid.as_deref() == Some(key.as_str())) {
+                tx.send_modify(|f| f.leg2_dialled = true);
+            }
             let Some(fact) = super::facts::fact_of(&event, &key) else { continue };
             tracker.event(&tenant, event);
+            if let Fact::Confirmation(outcome) = &fact {
+                tx.send_modify(|f| f.confirmation = Some((*outcome, OffsetDateTime::now_utc())));
+            }
             if let Some(next) = apply(&state, &fact, OffsetDateTime::now_utc()) {
                 state = next;
-                let _ = tx.send(state.clone());
+                tx.send_modify(|f| f.state = state.clone());
             }
             if state.status.is_terminal() && (state.cdr_billable_seconds.is_some() || state.status != Status::Completed)
             {
@@ -252,13 +328,9 @@ fn follow(
     rx
 }
 
-/// Waits until `done(state)` or the deadline; returns the last state.
-async fn wait_for(
-    rx: &mut watch::Receiver<CallState>,
-    limit: Duration,
-    done: impl Fn(&CallState) -> bool,
-) -> CallState {
-    let _ = tokio::time::timeout(limit, rx.wait_for(|s| done(s))).await;
+/// Waits until `done` holds or the deadline; returns what was seen by then.
+async fn wait_for(rx: &mut watch::Receiver<Followed>, limit: Duration, done: impl Fn(&Followed) -> bool) -> Followed {
+    let _ = tokio::time::timeout(limit, rx.wait_for(|f| done(f))).await;
     rx.borrow().clone()
 }
 
@@ -299,8 +371,10 @@ impl CallbackService {
             Err(PlaceError::Pbx { error, callback, .. }) => {
                 let hint = match &error {
                     AmiError::Rejected(m) if m.contains("Extension does not exist") => format!(
-                        "Asterisk has no context {:?} with an extension matching the second number: check the context \
-                         name in extensions.conf (e.g. [from-courier] with exten => _X.,1,...) and the client_prefix {:?}",
+                        "Asterisk has no context {:?} with an extension matching the second number: download the \
+                         dialplan dialback writes for these settings (GET /v1/admin/pbx/dialplan, \"Download the \
+                         dialplan\" on the admin page), install it as extensions_custom.conf and run `dialplan reload`; \
+                         or check the context name and the client_prefix {:?}",
                         settings.context, settings.client_prefix
                     ),
                     other => connection_hint(other, &settings),
@@ -323,7 +397,9 @@ impl CallbackService {
 
         let ring = Duration::from_secs(u64::from(settings.originate_timeout_s) + 5);
         let after_first =
-            wait_for(&mut state, ring, |s| !matches!(s.status, Status::Queued | Status::RingingCourier)).await;
+            wait_for(&mut state, ring, |f| !matches!(f.state.status, Status::Queued | Status::RingingCourier)).await;
+        let answered_at = after_first.state.courier_answered_at;
+        let after_first = after_first.state;
         let first_failed = after_first.status == Status::Failed && after_first.failed_leg == Some(Leg::Courier);
         match after_first.status {
             Status::Queued | Status::RingingCourier => {
@@ -346,8 +422,19 @@ impl CallbackService {
             }
             _ => steps.pass("first_leg", "the first number answered"),
         }
+        if settings.confirm_courier_answer == ConfirmAnswer::Dtmf {
+            let limit = Duration::from_secs(u64::from(settings.confirm_timeout_s)) + CONFIRM_MARGIN;
+            let seen = wait_for(&mut state, limit, |f| {
+                f.confirmation.is_some() || f.leg2_dialled || f.state.status.is_terminal()
+            })
+            .await;
+            if !confirm_step(&mut steps, &seen, answered_at, &settings) {
+                return Ok(steps.done(Some(id), Some(seen.state.status)));
+            }
+        }
 
-        let after_second = wait_for(&mut state, SECOND_LEG_MARGIN, |s| s.status != Status::RingingClient).await;
+        let after_second = wait_for(&mut state, SECOND_LEG_MARGIN, |f| f.state.status != Status::RingingClient).await;
+        let after_second = after_second.state;
         match after_second.status {
             Status::Connected | Status::Completed => {
                 steps.pass("second_leg", "the second number answered: both legs are connected")

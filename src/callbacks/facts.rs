@@ -5,7 +5,8 @@
 
 use crate::ami::message::reason as originate_reason;
 use crate::ami::AmiEvent;
-use crate::domain::callback::{Fact, Reason};
+use crate::domain::callback::{CdrOf, CdrRecord, Confirmation, Fact, Reason};
+use crate::domain::dialplan;
 
 /// The fact `event` states about the call whose id is `key`, if any.
 pub fn fact_of(event: &AmiEvent, key: &str) -> Option<Fact> {
@@ -33,10 +34,41 @@ pub fn fact_of(event: &AmiEvent, key: &str) -> Option<Fact> {
         AmiEvent::Hangup(h) if h.channel.uniqueid == key || h.channel.uniqueid.strip_suffix(";2") == Some(key) => {
             Some(Fact::CourierHangup { cause: h.cause })
         }
+        // The answer confirmation's result, sent by the dialplan dialback generates
+        // (`domain::dialplan`): `ReadStatus` OK with `Digit: 1` confirms; TIMEOUT (or another
+        // key) does not; ERROR means the PBX could not play the prompt.
+        AmiEvent::UserEvent(u) if u.name == dialplan::CONFIRM_EVENT && u.get("CallId") == Some(key) => {
+            Some(Fact::Confirmation(match (u.get("ReadStatus"), u.get("Digit")) {
+                (Some("OK"), Some("1")) => Confirmation::Confirmed,
+                (Some("ERROR"), _) => Confirmation::PromptFailed,
+                _ => Confirmation::NotConfirmed,
+            }))
+        }
         AmiEvent::Cdr(c) if c.uniqueid == key || c.uniqueid.strip_suffix(";2") == Some(key) => {
-            Some(Fact::Cdr { billable_seconds: c.billable_s })
+            let of = if c.uniqueid == key { CdrOf::Courier } else { CdrOf::CourierPhone };
+            Some(Fact::Cdr { of, record: Box::new(cdr_record(c)) })
         }
         _ => None,
+    }
+}
+
+fn cdr_record(c: &crate::ami::message::Cdr) -> CdrRecord {
+    CdrRecord {
+        channel: c.channel.clone(),
+        destination_channel: c.destination_channel.clone(),
+        source: c.source.clone(),
+        destination: c.destination.clone(),
+        destination_context: c.destination_context.clone(),
+        disposition: c.disposition.clone(),
+        duration_seconds: c.duration_s,
+        billable_seconds: c.billable_s,
+        user_field: c.user_field.clone(),
+        account_code: c.account_code.clone(),
+        last_application: c.last_application.clone(),
+        last_data: c.last_data.clone(),
+        start_time: c.start_time.clone(),
+        answer_time: c.answer_time.clone(),
+        end_time: c.end_time.clone(),
     }
 }
 

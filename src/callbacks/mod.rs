@@ -21,13 +21,14 @@ use uuid::Uuid;
 use crate::ami::message::Originate;
 use crate::ami::pool::{AmiPool, PbxLogin};
 use crate::ami::transport::Endpoint;
-use crate::ami::AmiClient;
 use crate::ami::AmiError;
+use crate::ami::{AmiClient, ConnState};
 use crate::crypto::SecretsKey;
 use crate::domain::callback::{CallState, Reason, Status, Target};
+use crate::domain::dialplan;
 use crate::domain::phone::{self, PhoneNumber};
 use crate::domain::registry::Order;
-use crate::domain::settings::{render_channel, DestinationPolicy, PbxSettings};
+use crate::domain::settings::{self, render_channel, ConfirmAnswer, DestinationPolicy, PbxSettings};
 use crate::limits::{Limited, Limiters};
 use crate::store::callbacks::{CallbackRow, DecidedOn, Inserted, NewCallback, Step, Transition};
 use crate::store::idempotency::IdempotencyClaim;
@@ -76,6 +77,25 @@ pub enum Via {
     /// Given (possibly unsaved) settings over a connection of its own (the admin's Test button),
     /// so a test never disturbs the connection couriers use.
     Dedicated { settings: Box<PbxSettings>, client: AmiClient },
+}
+
+/// [`CallbackService::pbx_availability`]'s answer.
+#[derive(Debug)]
+pub enum PbxAvailability {
+    /// No PBX in the company's settings (or no settings).
+    NotConfigured,
+    /// The AMI link is down (being retried): taps fail fast until it is back.
+    Unreachable(AmiError),
+    /// Configured, and the link is up or being opened.
+    Available,
+}
+
+/// How a tap was taken.
+pub enum Tapped {
+    /// Asterisk queued the call.
+    Placed(Box<CallbackRow>),
+    /// The company has no PBX connected: the app dials this number itself.
+    DialDirectly(Fallback),
 }
 
 /// What the app may do when the PBX cannot place the call.
@@ -241,11 +261,16 @@ pub fn pbx_login(settings: &PbxSettings, secret: SecretString) -> PbxLogin {
 }
 
 /// `DIALBACK_CALL_ID` always; `DIALBACK_ORDER_ID` when the order id is safe in a `Variable` header
-/// (Asterisk splits values on commas, and only `[A-Za-z0-9_-]` passes the encoder).
-fn channel_variables(id: Uuid, order_id: Option<&str>) -> Vec<(String, String)> {
+/// (Asterisk splits values on commas, and only `[A-Za-z0-9_-]` passes the encoder); and with answer
+/// confirmation on, what the generated dialplan reads to ask for it (`domain::dialplan`).
+fn channel_variables(id: Uuid, order_id: Option<&str>, settings: &PbxSettings) -> Vec<(String, String)> {
     let mut vars = vec![("DIALBACK_CALL_ID".to_owned(), id.to_string())];
     if let Some(order) = order_id.filter(|o| o.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')) {
         vars.push(("DIALBACK_ORDER_ID".to_owned(), order.to_owned()));
+    }
+    if settings.confirm_courier_answer == ConfirmAnswer::Dtmf {
+        vars.push((dialplan::CONFIRM_VARIABLE.to_owned(), "dtmf".to_owned()));
+        vars.push((dialplan::CONFIRM_TIMEOUT_VARIABLE.to_owned(), settings.confirm_timeout_s.to_string()));
     }
     vars
 }
@@ -273,22 +298,48 @@ pub fn check_number_allowed(settings: &PbxSettings, number: &PhoneNumber) -> Res
 
 /// Leg 2 after the destination policy: the number to write in `Exten`, and the E.164 to log.
 struct Destination {
-    exten_number: String,
+    /// What goes in the Originate's `Exten`: the office extension as written, or the client's
+    /// number with the client prefix (the prefix is for calls out through the trunk only).
+    exten: String,
     logged: String,
     parsed: Option<PhoneNumber>,
 }
 
 impl CallbackService {
+    /// The company's settings and its AMI secret (empty when it has no PBX).
     pub async fn settings(&self, tenant: &str) -> Result<Option<(PbxSettings, SecretString)>, PlaceError> {
         if let Some(cached) = self.settings_cache.get(tenant) {
             return Ok(Some(cached));
         }
         let client = store::client(&self.db).await?;
         let Some(stored) = store::admin::get_settings(&client, tenant).await? else { return Ok(None) };
-        let secret = self.secrets.decrypt(&stored.secret_enc, tenant).map_err(|_| PlaceError::SecretUndecryptable)?;
+        let secret = match stored.settings.has_pbx() {
+            true => self.secrets.decrypt(&stored.secret_enc, tenant).map_err(|_| PlaceError::SecretUndecryptable)?,
+            false => String::new(),
+        };
         let secret = SecretString::from(secret);
         self.settings_cache.put(tenant, &stored.settings, &secret);
         Ok(Some((stored.settings, secret)))
+    }
+
+    /// How the company's numbers are read when written nationally (its settings' default region,
+    /// or the settings' default before any are saved).
+    pub async fn default_region(&self, tenant: &str) -> Result<String, PlaceError> {
+        Ok(self.settings(tenant).await?.map_or_else(settings::default_region, |(s, _)| s.default_region))
+    }
+
+    /// Whether a tap would reach the company's PBX now, as far as dialback knows without asking it:
+    /// configured, and its AMI link not down. Opens the link when there is none yet (the app asks
+    /// at start-up, so the courier's first tap finds it up).
+    pub async fn pbx_availability(&self, tenant: &str) -> Result<PbxAvailability, PlaceError> {
+        let Some((settings, secret)) = self.settings(tenant).await? else { return Ok(PbxAvailability::NotConfigured) };
+        if !settings.has_pbx() {
+            return Ok(PbxAvailability::NotConfigured);
+        }
+        Ok(match self.pool.client(tenant, &pbx_login(&settings, secret)).state() {
+            ConnState::Down(error) => PbxAvailability::Unreachable(error),
+            _ => PbxAvailability::Available,
+        })
     }
 
     /// Records a change dialback itself made (queued, failed to place, canceled) as one step of the
@@ -411,11 +462,11 @@ impl CallbackService {
                 &format!("{}{}", settings.courier_prefix, settings.dial_format.render(&courier_number)),
             ),
             context: settings.context.clone(),
-            exten: format!("{}{}", settings.client_prefix, destination.exten_number),
+            exten: destination.exten,
             timeout_ms: u64::from(settings.originate_timeout_s) * 1000,
             caller_id: settings.caller_id.clone(),
             channel_id: id.to_string(),
-            variables: channel_variables(id, order_id),
+            variables: channel_variables(id, order_id, &settings),
         };
         // What the app may dial itself if the PBX cannot place the call.
         let fallback = match &request {
@@ -442,13 +493,26 @@ impl CallbackService {
         courier_id: &str,
         request: CallRequest,
         claim: Option<&IdempotencyClaim<'_>>,
-    ) -> Result<CallbackRow, PlaceError> {
+    ) -> Result<Tapped, PlaceError> {
+        let (settings, _) = self.settings(tenant).await?.ok_or(PlaceError::NotConfigured)?;
+        if !settings.has_pbx() {
+            // Nothing to place: the app dials the office itself (nothing is logged, as nothing
+            // went through dialback).
+            return match (&request, settings.office_phone_e164()) {
+                (CallRequest::Office, Some(phone)) => Ok(Tapped::DialDirectly(Fallback {
+                    phone,
+                    note: "this company's telephony is not connected to dialback: dial the office over cellular".into(),
+                })),
+                (CallRequest::Office, None) => Err(PlaceError::OfficeNotConfigured),
+                _ => Err(PlaceError::NotConfigured),
+            };
+        }
         let prepared = self.prepare(tenant, courier_id, request, Via::Pool, claim).await?;
         if let Err(limited) = self.limiters.callback(tenant, courier_id) {
             let row = self.refuse(prepared, Reason::RateLimited, &limited.to_string()).await?;
             return Err(PlaceError::RateLimited { limited, callback: Box::new(row) });
         }
-        self.originate(prepared).await
+        self.originate(prepared).await.map(|row| Tapped::Placed(Box::new(row)))
     }
 
     /// The active courier's phone and the order (None: it does not exist) a tap is decided on:
@@ -492,6 +556,10 @@ impl CallbackService {
                 next.status = Status::RingingCourier;
                 tracing::info!(call_id = %id, tenant, courier_id, target, action_id = %handle.action_id, "callback queued");
                 metrics::counter!("dialback_callbacks_placed_total", "target" => target.to_owned()).increment(1);
+                if originate.variables.iter().any(|(name, _)| name == dialplan::CONFIRM_VARIABLE) {
+                    metrics::counter!("dialback_confirmations_total", "tenant" => tenant.to_owned(), "outcome" => "asked")
+                        .increment(1);
+                }
                 Ok(CallbackRow { state: next, action_id: Some(handle.action_id), ..row })
             }
             Err(error) => {
@@ -569,7 +637,7 @@ fn destination(
     let (to, order_id) = match request {
         CallRequest::Office => {
             let ext = settings.office_extension.clone().ok_or(PlaceError::OfficeNotConfigured)?;
-            return Ok(Ok(Destination { exten_number: ext.clone(), logged: ext, parsed: None }));
+            return Ok(Ok(Destination { exten: ext.clone(), logged: ext, parsed: None }));
         }
         CallRequest::Client { to, order_id } => (to, order_id.as_deref()),
         CallRequest::Test { to, .. } => (to, None),
@@ -600,7 +668,7 @@ fn destination(
         }
     }
     Ok(Ok(Destination {
-        exten_number: settings.dial_format.render(&number),
+        exten: format!("{}{}", settings.client_prefix, settings.dial_format.render(&number)),
         logged: number.e164.clone(),
         parsed: Some(number),
     }))

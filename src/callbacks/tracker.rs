@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::ami::client::{EventSink, PbxSignal};
 use crate::ami::pool::CallHold;
 use crate::ami::AmiEvent;
-use crate::domain::callback::{apply, CallState, Fact, Status};
+use crate::domain::callback::{apply, CallState, Confirmation, Fact, Reason, Status, HUNG_UP_DURING_THE_PROMPT};
 use crate::store;
 use crate::store::callbacks::{Step, Transition};
 use crate::store::StoreError;
@@ -177,6 +177,15 @@ async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<
             let work = match work {
                 Work::Event { tenant, id, event, at } => {
                     if let Some(fact) = super::facts::fact_of(&event, &id.to_string()) {
+                        if let Fact::Confirmation(outcome) = &fact {
+                            let outcome = match outcome {
+                                Confirmation::Confirmed => "confirmed",
+                                Confirmation::NotConfirmed => "not_confirmed",
+                                Confirmation::PromptFailed => "prompt_failed",
+                            };
+                            metrics::counter!("dialback_confirmations_total", "tenant" => tenant.to_string(), "outcome" => outcome)
+                                .increment(1);
+                        }
                         facts.add(tenant, id, fact, at);
                     }
                     continue;
@@ -333,6 +342,8 @@ struct Change {
     from: CallState,
     next: CallState,
     steps: Vec<Step>,
+    /// Said about the new outcome, when its reason alone leaves it open.
+    detail: Option<&'static str>,
     action_id: Option<String>,
 }
 
@@ -343,7 +354,7 @@ impl Change {
             from: &self.from,
             to: &self.next,
             steps: &self.steps,
-            detail: None,
+            detail: self.detail,
             action_id: self.action_id.as_deref(),
         }
     }
@@ -427,6 +438,7 @@ async fn plan(
     let mut next = tracked.state.clone();
     let mut steps = Vec::new();
     let mut action_id = None;
+    let mut detail = None;
     for (fact, at) in facts {
         if let Fact::OriginateQueued { action_id: queued } = fact {
             action_id = Some(queued.clone());
@@ -445,6 +457,7 @@ async fn plan(
                 _ => format!("{fact:?}"),
             };
             steps.push(Step::new(next.status, after.status, cause));
+            detail = after.reason.and_then(|reason| explain(fact, reason)).or(detail);
         }
         next = after;
     }
@@ -456,8 +469,18 @@ async fn plan(
         from: tracked.state.clone(),
         next,
         steps,
+        detail,
         action_id,
     }))
+}
+
+/// What the journal says about an outcome that its reason alone leaves open.
+fn explain(fact: &Fact, reason: Reason) -> Option<&'static str> {
+    match (fact, reason) {
+        (Fact::Confirmation(confirmation), _) => Some(confirmation.explanation()),
+        (Fact::Cdr { .. }, Reason::NotConfirmed) => Some(HUNG_UP_DURING_THE_PROMPT),
+        _ => None,
+    }
 }
 
 /// A change was written: log it and keep the call's new state (and let its connection go once

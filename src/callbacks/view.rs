@@ -30,12 +30,15 @@ pub fn rfc3339(t: Option<OffsetDateTime>) -> Value {
 }
 
 /// What a courier reads in `detail`: a refusal's explanation is theirs (why this number may not be
-/// called); the PBX's address, its configuration and dialback's internals are the admins' (they
-/// see the full story).
+/// called), and so is an unconfirmed answer's (their voicemail answered); the PBX's address, its
+/// configuration and dialback's internals are the admins' (they see the full story).
 fn detail_for_courier(row: &CallbackRow) -> Value {
     match (row.state.reason, &row.detail) {
         (_, None) => Value::Null,
-        (Some(Reason::InvalidNumber | Reason::DestinationForbidden | Reason::RateLimited), detail) => json!(detail),
+        (
+            Some(Reason::InvalidNumber | Reason::DestinationForbidden | Reason::RateLimited | Reason::NotConfirmed),
+            detail,
+        ) => json!(detail),
         (Some(Reason::Lost), _) => json!(
             "dialback lost sight of the call (its link to the company's phone system dropped, or dialback \
              restarted); the outcome was not observed"
@@ -73,6 +76,8 @@ pub fn view(row: &CallbackRow, recording: Option<Value>, viewer: Viewer) -> Valu
         "ended_at": rfc3339(s.ended_at),
         "talk_seconds": s.talk_seconds,
         "billable_seconds": s.cdr_billable_seconds,
+        // Asterisk's own record is the admins' (it names channels and numbers in full).
+        "cdr": if for_courier || s.cdr.is_empty() { Value::Null } else { json!(s.cdr) },
         "recording": recording,
     })
 }

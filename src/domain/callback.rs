@@ -77,6 +77,10 @@ impl Leg {
             Leg::Client => "client",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Leg> {
+        [Leg::Courier, Leg::Client].into_iter().find(|l| l.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +98,9 @@ pub enum Reason {
     /// Over the courier's or the company's rate limit (the attempt was not sent).
     RateLimited,
     Lost,
+    /// The courier's phone answered but nobody pressed 1 when asked: a voicemail or a carrier's
+    /// recording, most likely; the client was never dialled.
+    NotConfirmed,
 }
 
 impl Reason {
@@ -110,6 +117,7 @@ impl Reason {
             Reason::DestinationForbidden => "destination_forbidden",
             Reason::RateLimited => "rate_limited",
             Reason::Lost => "lost",
+            Reason::NotConfirmed => "not_confirmed",
         }
     }
 
@@ -126,6 +134,7 @@ impl Reason {
             Reason::DestinationForbidden,
             Reason::RateLimited,
             Reason::Lost,
+            Reason::NotConfirmed,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -168,6 +177,66 @@ impl Target {
     }
 }
 
+/// What Asterisk's CDR says about one channel of a call, as posted (the fields a PBX admin knows
+/// from Master.csv or the `cdr` table).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdrRecord {
+    pub channel: String,
+    pub destination_channel: String,
+    pub source: String,
+    pub destination: String,
+    pub destination_context: String,
+    /// ANSWERED, NO ANSWER, BUSY, FAILED, CONGESTION.
+    pub disposition: String,
+    pub duration_seconds: u32,
+    pub billable_seconds: u32,
+    pub user_field: String,
+    pub account_code: String,
+    pub last_application: String,
+    pub last_data: String,
+    /// `YYYY-MM-DD HH:MM:SS` in the PBX's local time, as Asterisk writes it; empty when unset.
+    pub start_time: String,
+    pub answer_time: String,
+    pub end_time: String,
+}
+
+/// Which of a callback's channels a CDR record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CdrOf {
+    /// The channel dialback originated (its Uniqueid is the callback id): leg 1 from its start to
+    /// the courier's answer, and the dialplan's `Dial` of leg 2 (destination, disposition, billed
+    /// seconds).
+    Courier,
+    /// The second half of a Local courier channel: the courier's phone side.
+    CourierPhone,
+}
+
+/// The CDR records of a callback's channels, the first Asterisk posted for each (a channel whose
+/// `Dial` failed posts a second one, after the first that describes the Dial).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallCdr {
+    // Boxed: a call's state is copied on every event, and most of the time these are empty.
+    pub courier: Option<Box<CdrRecord>>,
+    pub courier_phone: Option<Box<CdrRecord>>,
+}
+
+impl CallCdr {
+    pub fn is_empty(&self) -> bool {
+        self.courier.is_none() && self.courier_phone.is_none()
+    }
+}
+
+/// What the courier's answer confirmation came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// They pressed 1: the client is dialled.
+    Confirmed,
+    /// No key (or another) within the timeout: voicemail, a carrier message, a pocket answer.
+    NotConfirmed,
+    /// The PBX could not ask (the prompt file is missing): a configuration fault.
+    PromptFailed,
+}
+
 /// What dialback knows about one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallState {
@@ -181,6 +250,7 @@ pub struct CallState {
     pub ended_at: Option<OffsetDateTime>,
     pub talk_seconds: Option<i32>,
     pub cdr_billable_seconds: Option<i32>,
+    pub cdr: CallCdr,
     /// Set when the reason was only inferred from a hangup cause; a later DialEnd or
     /// OriginateResponse may name it more precisely.
     pub reason_provisional: bool,
@@ -199,10 +269,32 @@ impl CallState {
             ended_at: None,
             talk_seconds: None,
             cdr_billable_seconds: None,
+            cdr: CallCdr::default(),
             reason_provisional: false,
         }
     }
 }
+
+impl Confirmation {
+    /// The journal's words for it (the app and the office read them in `detail`).
+    pub fn explanation(self) -> &'static str {
+        match self {
+            Confirmation::Confirmed => "the courier pressed 1: the client was dialled",
+            Confirmation::NotConfirmed => {
+                "the courier's phone answered but nobody pressed 1: a voicemail or the carrier's message? \
+                 The client was not dialled"
+            }
+            Confirmation::PromptFailed => {
+                "the PBX could not play the confirmation prompt (Read failed at once: its sound file is not \
+                 installed); the client was not dialled"
+            }
+        }
+    }
+}
+
+/// The journal's words for a courier who hung up while the PBX waited for their key.
+pub const HUNG_UP_DURING_THE_PROMPT: &str =
+    "the courier's phone hung up during the confirmation prompt, before 1 was pressed: the client was not dialled";
 
 /// What one AMI event says about the call whose ChannelId is `key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,8 +318,12 @@ pub enum Fact {
     CourierHangup {
         cause: u32,
     },
+    /// The answer confirmation's result (the dialplan's `UserEvent`).
+    Confirmation(Confirmation),
+    /// A CDR record of one of the call's channels.
     Cdr {
-        billable_seconds: u32,
+        of: CdrOf,
+        record: Box<CdrRecord>,
     },
 }
 
@@ -279,6 +375,20 @@ pub fn apply(state: &CallState, fact: &Fact, now: OffsetDateTime) -> Option<Call
             }
             _ => {}
         },
+        Fact::Confirmation(Confirmation::Confirmed) => {}
+        Fact::Confirmation(outcome) => {
+            let reason = if *outcome == Confirmation::NotConfirmed { Reason::NotConfirmed } else { Reason::PbxError };
+            match s.status {
+                Queued | RingingCourier | RingingClient | Unknown => fail(&mut s, Leg::Courier, reason, false, now),
+                // The courier channel's hangup got here first and was taken for leg 2's.
+                Failed if s.reason_provisional => {
+                    s.failed_leg = Some(Leg::Courier);
+                    s.reason = Some(reason);
+                    s.reason_provisional = false;
+                }
+                _ => {}
+            }
+        }
         Fact::ClientAnswered | Fact::Bridged => {
             if !settled && s.status != Connected {
                 s.status = Connected;
@@ -330,8 +440,34 @@ pub fn apply(state: &CallState, fact: &Fact, now: OffsetDateTime) -> Option<Call
                 _ => {}
             }
         }
-        Fact::Cdr { billable_seconds } => {
-            s.cdr_billable_seconds = Some(*billable_seconds as i32);
+        Fact::Cdr { of, record } => {
+            let slot = match of {
+                CdrOf::Courier => &mut s.cdr.courier,
+                CdrOf::CourierPhone => &mut s.cdr.courier_phone,
+            };
+            slot.get_or_insert_with(|| record.clone());
+            // The billed seconds of the courier's channel (the Dial of leg 2); a Local channel's
+            // phone half speaks for it only until that one comes.
+            if *of == CdrOf::Courier || s.cdr.courier.is_none() {
+                s.cdr_billable_seconds = Some(record.billable_seconds as i32);
+            }
+            // The courier's channel ended inside the confirmation's Read: they (or their carrier's
+            // voicemail) hung up before pressing a key, so the client was never dialled, whatever
+            // the hangup first suggested. No UserEvent comes then: the dialplan stops with the
+            // channel.
+            if *of == CdrOf::Courier && record.last_application.eq_ignore_ascii_case("Read") {
+                match s.status {
+                    Queued | RingingCourier | RingingClient | Unknown => {
+                        fail(&mut s, Leg::Courier, Reason::NotConfirmed, false, now);
+                    }
+                    Failed if s.reason_provisional => {
+                        s.failed_leg = Some(Leg::Courier);
+                        s.reason = Some(Reason::NotConfirmed);
+                        s.reason_provisional = false;
+                    }
+                    _ => {}
+                }
+            }
         }
     }
     (s != *state).then_some(s)
@@ -372,7 +508,7 @@ mod tests {
             Fact::CourierAnswered { channel: Some("PJSIP/x".into()) },
             Fact::ClientAnswered,
             Fact::Bridged,
-            Fact::Cdr { billable_seconds: 3 },
+            Fact::Cdr { of: CdrOf::Courier, record: Box::new(CdrRecord { billable_seconds: 3, ..Default::default() }) },
             Fact::CourierHangup { cause: 16 },
         ]);
         assert_eq!(s.status, Status::Completed);
@@ -415,6 +551,24 @@ mod tests {
             Fact::ClientFailed { reason: Reason::Busy },
         ]);
         assert_eq!((s.status, s.failed_leg, s.reason), (Status::Failed, Some(Leg::Client), Some(Reason::Busy)));
+    }
+
+    #[test]
+    fn a_courier_who_hangs_up_during_the_prompt_did_not_confirm_whichever_event_comes_first() {
+        let in_read = Fact::Cdr {
+            of: CdrOf::Courier,
+            record: Box::new(CdrRecord { last_application: "Read".into(), ..Default::default() }),
+        };
+        let answered = Fact::CourierAnswered { channel: None };
+        let hangup = Fact::CourierHangup { cause: 16 };
+        for facts in [[answered.clone(), hangup.clone(), in_read.clone()], [answered, in_read, hangup]] {
+            let s = run(&facts);
+            assert_eq!(
+                (s.status, s.failed_leg, s.reason),
+                (Status::Failed, Some(Leg::Courier), Some(Reason::NotConfirmed)),
+                "{facts:?}"
+            );
+        }
     }
 
     #[test]

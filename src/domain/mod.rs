@@ -4,10 +4,12 @@
 //! - [`callback`]: a call's statuses and reasons, and its state machine.
 //! - [`phone`]: phone numbers, normalised to E.164 and classified (mobile, premium rate, ...).
 //! - [`settings`]: a company's PBX settings, validated field by field.
+//! - [`dialplan`]: the `extensions_custom.conf` a company's PBX needs, generated from its settings.
 //! - [`registry`]: couriers and orders, as the company's main system pushes them.
 //! - [`recording`]: what a recording's file name says (call id, numbers, time), its download state.
 
 pub mod callback;
+pub mod dialplan;
 pub mod phone;
 pub mod recording;
 pub mod registry;

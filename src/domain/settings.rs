@@ -29,6 +29,17 @@ impl DialFormat {
     }
 }
 
+/// Whether the courier must confirm their answer (press 1) before leg 2 rings: a voicemail or a
+/// carrier's "subscriber unavailable" recording answers a call just like a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfirmAnswer {
+    /// Leg 2 rings as soon as the courier's phone answers.
+    Off,
+    /// The courier hears a beep and presses 1 within the timeout; no key, no leg 2.
+    Dtmf,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DestinationPolicy {
@@ -39,9 +50,14 @@ pub enum DestinationPolicy {
 }
 
 /// The settings as stored and returned (the secret is kept apart, encrypted).
+///
+/// The PBX part (`host`, `username`, `channel_template`, `context`) is given whole or not at all:
+/// a company without telephony still saves its office city number, which couriers then dial over
+/// cellular. An absent part is an empty string here and missing in the JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PbxSettings {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
     #[serde(default = "default_port")]
     pub port: u16,
@@ -49,9 +65,12 @@ pub struct PbxSettings {
     pub tls: bool,
     #[serde(default)]
     pub ca_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub username: String,
     /// How leg 1 is dialled: `PJSIP/{NUMBER}@trunk`, or legacy `SIP/trunk` (appends `/NUMBER`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub channel_template: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub context: String,
     #[serde(default)]
     pub office_extension: Option<String>,
@@ -76,6 +95,12 @@ pub struct PbxSettings {
     /// When the PBX cannot place a client call, may the app dial the client directly?
     #[serde(default)]
     pub allow_direct_dial: bool,
+    /// Answer confirmation on leg 1 (the dialplan asks; see `domain::dialplan`).
+    #[serde(default = "confirm_off")]
+    pub confirm_courier_answer: ConfirmAnswer,
+    /// How long the courier has to press 1, in seconds.
+    #[serde(default = "default_confirm_timeout")]
+    pub confirm_timeout_s: u32,
     /// Where dialback fetches the call recordings from (none: recordings are not fetched).
     #[serde(default)]
     pub recordings: Option<RecordingsSource>,
@@ -135,7 +160,14 @@ fn default_keep_looking() -> u32 {
 fn default_port() -> u16 {
     5038
 }
-fn default_region() -> String {
+fn confirm_off() -> ConfirmAnswer {
+    ConfirmAnswer::Off
+}
+fn default_confirm_timeout() -> u32 {
+    5
+}
+/// How national numbers are read when a company has not said (Russia: the market this began in).
+pub fn default_region() -> String {
     "RU".into()
 }
 fn default_dial_format() -> DialFormat {
@@ -170,8 +202,6 @@ fn check_digits(field: &'static str, value: &str, allow_empty: bool) -> Result<(
     Ok(())
 }
 
-const TECHNOLOGIES: &[&str] = &["PJSIP", "SIP", "IAX2", "DAHDI", "Local", "Motif", "Skinny", "UNISTIM", "OOH323"];
-
 /// Renders a channel from the template: `{NUMBER}` is substituted; a template without the
 /// placeholder is the legacy `TECH/trunk` form that gets `/NUMBER` appended.
 pub fn render_channel(template: &str, number: &str) -> String {
@@ -188,8 +218,16 @@ fn check_template(value: &str) -> Result<(), FieldError> {
     let Some((tech, rest)) = value.split_once('/') else {
         return Err(bad(F, "channel_template needs a technology, e.g. PJSIP/{NUMBER}@trunk"));
     };
-    if !TECHNOLOGIES.iter().any(|t| t.eq_ignore_ascii_case(tech)) {
-        return Err(bad(F, format!("unknown channel technology {tech:?}; use one of {}", TECHNOLOGIES.join(", "))));
+    // Any technology Asterisk may have loaded (PJSIP, IAX2, DAHDI, Local, Dongle for GSM gateways,
+    // ...): only its shape is checked here; the Test button finds out whether Asterisk knows it.
+    let tech_shaped = tech.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && tech.len() <= 32
+        && tech.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !tech_shaped {
+        return Err(bad(
+            F,
+            format!("{tech:?} is not a channel technology name (letters, digits and '_', e.g. PJSIP or Dongle)"),
+        ));
     }
     if rest.is_empty() || value.chars().any(|c| c.is_whitespace() || c == ',' || c == '&') {
         return Err(bad(F, "channel_template must name a trunk or endpoint, without spaces, ',' or '&'"));
@@ -279,8 +317,42 @@ impl RecordingsSource {
 }
 
 impl PbxSettings {
+    /// Whether the company's PBX is configured (else couriers dial the office themselves).
+    pub fn has_pbx(&self) -> bool {
+        !self.host.is_empty()
+    }
+
     /// Checks every field; the first problem is returned with its field name.
     pub fn validate(&self) -> Result<(), FieldError> {
+        let pbx = [
+            ("host", &self.host),
+            ("username", &self.username),
+            ("channel_template", &self.channel_template),
+            ("context", &self.context),
+        ];
+        if pbx.iter().any(|(_, v)| !v.is_empty()) {
+            if let Some((field, _)) = pbx.iter().find(|(_, v)| v.is_empty()) {
+                return Err(bad(
+                    field,
+                    format!("{field} is required with the PBX: give host, username, channel_template and context, or none of them"),
+                ));
+            }
+            self.validate_pbx()?;
+        } else if self.recordings.is_some() {
+            return Err(bad(
+                "recordings",
+                "recordings come from the PBX: give host, username, channel_template and context with them",
+            ));
+        } else if self.office_phone.is_none() {
+            return Err(bad(
+                "office_phone",
+                "without a PBX the settings are the office's city number couriers dial: give office_phone (or the PBX)",
+            ));
+        }
+        self.validate_company()
+    }
+
+    fn validate_pbx(&self) -> Result<(), FieldError> {
         check_host("host", &self.host)?;
         if self.port == 0 {
             return Err(bad("port", "port must be 1-65535 (AMI: 5038, TLS: 5039)"));
@@ -289,6 +361,11 @@ impl PbxSettings {
         check_token("username", &self.username, "an AMI user name")?;
         check_template(&self.channel_template)?;
         check_token("context", &self.context, "a dialplan context name")?;
+        Ok(())
+    }
+
+    /// What matters with or without a PBX: the office, numbers, the destination policy.
+    fn validate_company(&self) -> Result<(), FieldError> {
         if let Some(ext) = &self.office_extension {
             check_digits("office_extension", ext, false)?;
         }
@@ -307,6 +384,9 @@ impl PbxSettings {
         }
         if phonenumber::metadata::DATABASE.by_id(self.default_region.as_str()).is_none() {
             return Err(bad("default_region", "default_region must be an ISO country code such as RU or KZ"));
+        }
+        if !(2..=30).contains(&self.confirm_timeout_s) {
+            return Err(bad("confirm_timeout_s", "confirm_timeout_s must be 2-30 seconds"));
         }
         if !(5..=120).contains(&self.originate_timeout_s) {
             return Err(bad("originate_timeout_s", "originate_timeout_s must be 5-120 seconds"));
@@ -408,7 +488,7 @@ impl SettingsInput {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> PbxSettings {
@@ -433,7 +513,10 @@ mod tests {
         type Mutation = Box<dyn Fn(&mut PbxSettings)>;
         let cases: Vec<(&str, Mutation)> = vec![
             ("channel_template", Box::new(|s| s.channel_template = "trunk".into())),
-            ("channel_template", Box::new(|s| s.channel_template = "Foo/x".into())),
+            ("channel_template", Box::new(|s| s.channel_template = "9Foo/x".into())),
+            ("channel_template", Box::new(|s| s.channel_template = "PJSIP/{NUMBER}@a,b".into())),
+            ("username", Box::new(|s| s.username.clear())),
+            ("confirm_timeout_s", Box::new(|s| s.confirm_timeout_s = 1)),
             ("context", Box::new(|s| s.context = "from courier".into())),
             ("context", Box::new(|s| s.context = "from-courier\r\nExten: 1".into())),
             ("office_phone", Box::new(|s| s.office_phone = Some("12".into()))),
@@ -447,6 +530,12 @@ mod tests {
             let mut s = sample();
             mutate(&mut s);
             assert_eq!(s.validate().unwrap_err().field, field);
+        }
+        // Any technology of the right shape: the PBX, not dialback, knows which it has loaded.
+        for template in ["Dongle/dongle0/{NUMBER}", "IAX2/trunk/{NUMBER}", "Foo/x"] {
+            let mut s = sample();
+            s.channel_template = template.into();
+            assert_eq!(s.validate(), Ok(()), "{template}");
         }
     }
 

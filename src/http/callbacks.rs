@@ -13,13 +13,14 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::extract::{Admin, Caller, Courier, Page};
+use super::journal_csv;
 use super::problem::{idempotency_in_progress, place_problem, ApiError, Audience, PROBLEM_JSON};
 use super::state::AppState;
 use crate::callbacks::idempotency::{Claim, NextAction};
 use crate::callbacks::view::{view, Viewer};
-use crate::callbacks::CallRequest;
-use crate::domain::callback::Status;
-use crate::domain::check_id;
+use crate::callbacks::{CallRequest, Tapped};
+use crate::domain::callback::{Leg, Reason, Status, Target};
+use crate::domain::{check_id, phone};
 use crate::store::{self, callbacks::CallbackRow};
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -72,7 +73,9 @@ pub async fn create(
     };
     let error = match state.callbacks.tap(tenant, courier, request, claim.as_ref().map(Claim::as_store).as_ref()).await
     {
-        Ok(row) => return Ok(HttpResponse::Accepted().json(view(&row, None, Viewer::Courier))),
+        Ok(Tapped::Placed(row)) => return Ok(HttpResponse::Accepted().json(view(&row, None, Viewer::Courier))),
+        // Not an error: the company has no PBX, and the app dials the office itself.
+        Ok(Tapped::DialDirectly(direct)) => return Ok(HttpResponse::Ok().json(json!({ "dial_directly": direct }))),
         Err(error) => error,
     };
     let problem = place_problem(&error, Audience::Courier);
@@ -159,6 +162,11 @@ pub struct ListQuery {
     order_id: Option<String>,
     courier_id: Option<String>,
     status: Option<String>,
+    kind: Option<String>,
+    failed_leg: Option<String>,
+    reason: Option<String>,
+    /// The client's (or the office's) number, in any form the courier or the office would type.
+    phone: Option<String>,
     since: Option<String>,
     until: Option<String>,
     cursor: Option<String>,
@@ -175,37 +183,86 @@ fn parse_time(field: &'static str, value: &Option<String>) -> Result<Option<Offs
         .transpose()
 }
 
+/// One of `parse`'s names, or a 422 listing them.
+fn one_of<T>(
+    field: &'static str,
+    value: Option<&str>,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    value
+        .map(|v| {
+            parse(v).ok_or_else(|| ApiError::invalid_field(field, format!("{field} {v:?} is not one the API knows")))
+        })
+        .transpose()
+}
+
+impl ListQuery {
+    /// The filter it asks for; `phone` is read in the company's default region.
+    async fn filter(
+        self,
+        state: &AppState,
+        tenant: &str,
+        page: &Page,
+    ) -> Result<store::callbacks::ListFilter, ApiError> {
+        for (field, value) in [("order_id", &self.order_id), ("courier_id", &self.courier_id)] {
+            if let Some(value) = value {
+                check_id(field, value)?;
+            }
+        }
+        let to_number = match self.phone.as_deref() {
+            None => None,
+            // An office extension is looked up as written.
+            Some(digits) if digits.len() <= 6 && digits.bytes().all(|b| b.is_ascii_digit()) => Some(digits.to_owned()),
+            Some(raw) => {
+                let region =
+                    state.callbacks.default_region(tenant).await.map_err(|e| place_problem(&e, Audience::Admin))?;
+                let parsed = phone::parse(raw, &region)
+                    .map_err(|e| ApiError::invalid_field("phone", format!("phone is not a phone number: {e}")))?;
+                Some(parsed.e164)
+            }
+        };
+        Ok(store::callbacks::ListFilter {
+            order_id: self.order_id,
+            courier_id: self.courier_id,
+            status: one_of("status", self.status.as_deref(), Status::parse)?,
+            target: one_of("kind", self.kind.as_deref(), Target::parse)?,
+            failed_leg: one_of("failed_leg", self.failed_leg.as_deref(), Leg::parse)?,
+            reason: one_of("reason", self.reason.as_deref(), Reason::parse)?,
+            to_number,
+            since: parse_time("since", &self.since)?,
+            until: parse_time("until", &self.until)?,
+            before: page.before,
+            limit: page.limit,
+        })
+    }
+}
+
+/// `GET /v1/callbacks`: the company's journal, newest first, as JSON pages or (`Accept: text/csv`)
+/// all of it as CSV.
 pub async fn list(
+    req: HttpRequest,
     caller: Admin,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = query.into_inner();
-    let page = Page::parse(q.cursor.as_deref(), q.limit)?;
-    let status = match q.status.as_deref() {
-        None => None,
-        Some(s) => {
-            Some(Status::parse(s).ok_or_else(|| ApiError::invalid_field("status", format!("unknown status {s:?}")))?)
-        }
-    };
-    for (field, value) in [("order_id", &q.order_id), ("courier_id", &q.courier_id)] {
-        if let Some(value) = value {
-            check_id(field, value)?;
-        }
+    let query = query.into_inner();
+    let page = Page::parse(query.cursor.as_deref(), query.limit)?;
+    let filter = query.filter(&state, caller.tenant(), &page).await?;
+    if wants_csv(&req) {
+        return Ok(journal_csv::response(state.into_inner(), caller.tenant().to_owned(), filter));
     }
-    let filter = store::callbacks::ListFilter {
-        order_id: q.order_id,
-        courier_id: q.courier_id,
-        status,
-        since: parse_time("since", &q.since)?,
-        until: parse_time("until", &q.until)?,
-        before: page.before,
-        limit: page.limit,
-    };
     let db = store::client(&state.db).await?;
     let rows = store::callbacks::list(&db, caller.tenant(), &filter).await?;
     drop(db);
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let items = views(&state, caller.tenant(), &rows, Viewer::Admin).await?;
     Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": page.next_cursor(&ids) })))
+}
+
+/// Whether the client asks for CSV rather than JSON.
+fn wants_csv(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.split(',').any(|t| t.trim().starts_with("text/csv")))
 }

@@ -10,6 +10,8 @@ pub mod callbacks;
 pub mod docs;
 pub mod extract;
 pub mod health;
+pub mod journal_csv;
+pub mod me;
 pub mod pbx;
 pub mod pbx_test;
 pub mod problem;
@@ -110,6 +112,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/admin").get(admin_page::admin_page),
         Endpoint::new("/v1/admin/pbx").get(pbx::get_pbx).put(pbx::put_pbx),
         Endpoint::new("/v1/admin/pbx/test").post(pbx_test::test_pbx),
+        Endpoint::new("/v1/admin/pbx/dialplan").get(pbx::get_dialplan),
         Endpoint::new("/v1/admin/couriers").get(registry::list_couriers),
         Endpoint::new("/v1/admin/couriers/{courier_id}")
             .get(registry::get_courier)
@@ -119,6 +122,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             .get(registry::get_order)
             .put(registry::put_order)
             .delete(registry::delete_order),
+        Endpoint::new("/v1/me").get(me::me),
         Endpoint::new("/v1/callbacks").post(callbacks::create).get(callbacks::list),
         Endpoint::new("/v1/callbacks/{callback_id}").get(callbacks::get).delete(callbacks::cancel),
         Endpoint::new("/v1/recordings").get(recordings::list),

@@ -9,13 +9,14 @@ use super::extract::Admin;
 use super::problem::ApiError;
 use super::state::AppState;
 use crate::callbacks::view::rfc3339;
+use crate::domain::dialplan;
 use crate::domain::settings::{PbxSettings, SettingsInput};
 use crate::recordings::Recordings;
 use crate::store;
 
 fn settings_view(settings: &PbxSettings, updated_at: time::OffsetDateTime, recordings_password_set: bool) -> Value {
     let mut v = serde_json::to_value(settings).expect("settings serialise");
-    v["secret_set"] = json!(true);
+    v["secret_set"] = json!(settings.has_pbx());
     if let Some(recordings) = v.get_mut("recordings").filter(|r| r.is_object()) {
         recordings["password_set"] = json!(recordings_password_set);
     }
@@ -43,14 +44,21 @@ pub async fn put_pbx(
     let before = store::admin::get_settings(&db, tenant).await?;
     let before_password = store::admin::recordings_password(&db, tenant).await?;
     let given_secret = secret.map(|s| key.encrypt(&s, tenant));
-    let secret_enc = settings
-        .ami_secret(given_secret, before.as_ref().map(|b| (&b.settings, b.secret_enc.clone())))
-        .ok_or_else(|| {
-            ApiError::invalid_field(
-                "secret",
-                "secret is required the first time settings are saved, and when host, port or username change",
+    // Without a PBX there is no AMI secret to keep.
+    let secret_enc = match settings.has_pbx() {
+        false => String::new(),
+        true => settings
+            .ami_secret(
+                given_secret,
+                before.as_ref().filter(|b| b.settings.has_pbx()).map(|b| (&b.settings, b.secret_enc.clone())),
             )
-        })?;
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    "secret",
+                    "secret is required the first time the PBX is saved, and when host, port or username change",
+                )
+            })?,
+    };
     let recordings_password_enc = match &settings.recordings {
         // No source: no password kept either.
         None => None,
@@ -76,4 +84,24 @@ pub async fn put_pbx(
     tracing::info!(tenant, host = %settings.host, port = settings.port, recordings = settings.recordings.is_some(),
         "PBX settings saved");
     Ok(HttpResponse::Ok().json(settings_view(&settings, updated_at, recordings_password_enc.is_some())))
+}
+
+/// `GET /v1/admin/pbx/dialplan`: the company's `extensions_custom.conf`, from its saved settings.
+pub async fn get_dialplan(caller: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let db = store::client(&state.db).await?;
+    let stored =
+        store::admin::get_settings(&db, caller.tenant()).await?.ok_or_else(|| ApiError::not_found("PBX settings"))?;
+    let text =
+        dialplan::render(caller.tenant(), &stored.settings, time::OffsetDateTime::now_utc()).ok_or_else(|| {
+            ApiError::new(
+                actix_web::http::StatusCode::CONFLICT,
+                "pbx_not_configured",
+                "PBX not configured",
+                "the settings hold no PBX (host, username, channel_template, context): there is no dialplan to write",
+            )
+        })?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header(("Content-Disposition", "attachment; filename=\"extensions_custom.conf\""))
+        .body(text))
 }

@@ -45,6 +45,12 @@ pub async fn test_pbx(
     let (settings, secret) = match request.settings {
         Some(unsaved) => {
             let input = SettingsInput::parse(unsaved).map_err(|e| in_settings(e.into()))?;
+            if !input.settings.has_pbx() {
+                return Err(ApiError::invalid_field(
+                    "settings.host",
+                    "the Test calls through the PBX: give host, username, channel_template and context",
+                ));
+            }
             let given = input.secret.map(SecretString::from);
             let stored = stored.as_ref().map(|(saved, secret)| (saved, secret.clone()));
             let secret = input.settings.ami_secret(given, stored).ok_or_else(|| {
@@ -55,7 +61,7 @@ pub async fn test_pbx(
             })?;
             (input.settings, secret)
         }
-        None => stored.ok_or_else(|| {
+        None => stored.filter(|(saved, _)| saved.has_pbx()).ok_or_else(|| {
             ApiError::new(
                 StatusCode::CONFLICT,
                 "pbx_not_configured",

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::extract::{path_id, Admin};
-use super::problem::ApiError;
+use super::problem::{place_problem, ApiError, Audience};
 use super::state::AppState;
 use crate::domain::registry::OrderState;
 use crate::domain::{check_id, check_text, phone};
@@ -28,8 +28,7 @@ fn yes() -> bool {
 
 /// The company's default region (how national numbers are read), RU until settings say otherwise.
 async fn default_region(state: &AppState, tenant: &str) -> Result<String, ApiError> {
-    let db = store::client(&state.db).await?;
-    Ok(store::admin::get_settings(&db, tenant).await?.map(|s| s.settings.default_region).unwrap_or_else(|| "RU".into()))
+    state.callbacks.default_region(tenant).await.map_err(|e| place_problem(&e, Audience::Admin))
 }
 
 pub async fn list_couriers(caller: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -11,6 +11,7 @@
 //! (`;1` faces the originate or the dialler, `;2` runs the phone); other technologies have one
 //! channel per leg, and steps about a missing `;2` half are skipped.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +20,10 @@ use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
 use super::channel::{Channel, Party, State, UNKNOWN};
+use super::dialplan::{self, expand, Dialplan};
 use super::originate::{DialTarget, OriginateRequest, Tech};
 use super::pbx::{HangupSignal, Pbx};
-use super::phones::Outcome;
+use super::phones::{self, Outcome};
 use super::wav;
 use super::wire::{class, Wire};
 use crate::telemetry::Chain;
@@ -258,6 +260,18 @@ const CANCELLED_WHILE_CLIENT_RINGS: &[Step] = &[
     Hangup(ClientInner, Cause::Normal),
 ];
 
+/// The dialplan hangs the answered courier up (or runs out) before any leg 2: the answer was not
+/// confirmed (j2_confirm_voicemail: `Hangup()` at the `unconfirmed` label).
+const HUNG_UP_BY_THE_DIALPLAN: &[Step] = &[
+    SoftHangupRequest(CourierOuter, Cause::End),
+    HangupRequest(CourierInner, Cause::End),
+    Hangup(CourierOuter, Cause::End),
+    Cdr(CourierOuter, Disposition::Answered),
+    SoftHangupRequest(CourierInner, Cause::End),
+    Hangup(CourierInner, Cause::End),
+    Cdr(CourierInner, Disposition::Answered),
+];
+
 /// The courier hangs up after talking (b_answered).
 const TALK_ENDED: &[Step] = &[
     SoftHangupRequest(CourierInner, Cause::End),
@@ -309,6 +323,10 @@ struct Call {
     hangup_signal: Arc<HangupSignal>,
     hangup: watch::Receiver<Option<u16>>,
     claimed_uniqueids: Vec<String>,
+    /// The channel variables the loaded dialplan reads and sets (with a `dialplan` only).
+    vars: HashMap<String, String>,
+    /// The recording's file name, when the dialplan's MixMonitor named it.
+    recording_name: Option<String>,
 }
 
 impl Drop for Call {
@@ -339,6 +357,8 @@ impl Call {
             hangup_signal: Arc::new(signal),
             hangup,
             claimed_uniqueids: Vec::new(),
+            vars: HashMap::new(),
+            recording_name: None,
         }
     }
 
@@ -381,8 +401,178 @@ impl Call {
             self.end_cause = 0;
             return self.finish(COURIER_ONLY_ENDS, "nothing in the dialplan for the answered courier");
         }
-        self.enter_courier_context(&courier);
-        self.dial_client(&courier).await;
+        match self.pbx.config.dialplan.clone() {
+            Some(dialplan) => self.run_dialplan(&dialplan, &courier).await,
+            None => {
+                self.enter_courier_context(&courier);
+                let client = client_target(&courier, &self.request.exten);
+                self.dial_client(client, self.pbx.config.dial_timeout).await;
+            }
+        }
+    }
+
+    /// Runs the loaded dialplan's extension for the Originate's Context/Exten on the answered
+    /// courier's channel, application by application, as Asterisk's PBX thread would.
+    async fn run_dialplan(&mut self, dialplan: &Dialplan, courier: &DialTarget) {
+        let (context, exten) = (self.request.context.clone(), self.request.exten.clone());
+        let Some(extension) = dialplan.find(&context, &exten).cloned() else {
+            self.end_cause = 0;
+            return self.finish(COURIER_ONLY_ENDS, "the extension went away");
+        };
+        self.enter_dialplan();
+        let courier_channel = self.channel(CourierOuter);
+        let channel_vars = [
+            ("UNIQUEID", courier_channel.uniqueid.clone()),
+            ("LINKEDID", courier_channel.linkedid.clone()),
+            ("CHANNEL", courier_channel.name.clone()),
+        ];
+        self.vars = self.request.variables.iter().cloned().collect();
+        self.vars.insert("EXTEN".into(), exten.clone());
+        self.vars.insert("CONTEXT".into(), context.clone());
+        for (name, value) in channel_vars {
+            self.vars.insert(name.into(), value);
+        }
+        self.send_originate_response();
+        let mut at = 0;
+        while let Some(step) = extension.priorities.get(at) {
+            at += 1;
+            let data = expand(&step.data, &self.vars);
+            let channel = self.channel_mut(CourierOuter);
+            channel.priority = step.number;
+            channel.set_app(step.app, &data);
+            match step.app {
+                "Set" => {
+                    let (name, value) = data.split_once('=').unwrap_or((data.as_str(), ""));
+                    if name.eq_ignore_ascii_case("CDR(userfield)") {
+                        self.channel_mut(CourierOuter).cdr.user_field = value.to_owned();
+                    } else {
+                        self.vars.insert(name.to_owned(), value.to_owned());
+                    }
+                }
+                "MixMonitor" => {
+                    let file = data.split(',').next().unwrap_or_default();
+                    self.recording_name = Some(wav::dialplan_file_name(file));
+                    self.pbx.publish(self.channel(CourierOuter).event("MixMonitorStart").into_event());
+                }
+                // False: the courier hung up during the prompt, and nothing more runs.
+                "Read" if !self.read_digit(&data, courier).await => return,
+                "UserEvent" => self.publish_user_event(&data),
+                "GotoIf" => {
+                    let (condition, labels) = data.split_once('?').unwrap_or((data.as_str(), ""));
+                    let (if_true, if_false) = labels.split_once(':').unwrap_or((labels, ""));
+                    let jump = if dialplan::condition(condition) { if_true } else { if_false };
+                    if !jump.is_empty() {
+                        match extension.target(jump) {
+                            Some(index) => at = index,
+                            None => tracing::warn!(jump, "GotoIf to a priority that does not exist; going on"),
+                        }
+                    }
+                }
+                "Goto" => match extension.target(&data) {
+                    Some(index) => at = index,
+                    None => tracing::warn!(target = data, "Goto to a priority that does not exist; going on"),
+                },
+                "Dial" => {
+                    let mut args = data.split(',');
+                    let target = args.next().unwrap_or_default();
+                    let timeout = args.next().and_then(|t| t.trim().parse::<u64>().ok());
+                    let timeout = timeout.map_or(self.pbx.config.dial_timeout, Duration::from_secs);
+                    // Several targets (`&`) ring together; the simulator rings the first.
+                    let first = target.split('&').next().unwrap_or_default();
+                    match DialTarget::parse(first) {
+                        Some(client) => return self.dial_client(client, timeout).await,
+                        None => {
+                            tracing::info!(target, "Dial: the channel cannot be created");
+                            break;
+                        }
+                    }
+                }
+                "Wait" => {
+                    let seconds = data.trim().parse::<f64>().unwrap_or(0.0).clamp(0.0, 3600.0);
+                    match self.wait(Duration::from_secs_f64(seconds)).await {
+                        Waited::Elapsed => {}
+                        Waited::Stopped => return,
+                        Waited::HungUp(cause) => {
+                            self.end_cause = cause;
+                            break;
+                        }
+                    }
+                }
+                "Hangup" => {
+                    self.end_cause = data.trim().parse().unwrap_or(NORMAL_CLEARING);
+                    break;
+                }
+                // NoOp, Verbose, Answer, Progress, Ringing, Playback: nothing that shows on AMI here.
+                _ => {}
+            }
+        }
+        // The extension ran out (or hung up): Asterisk hangs the channel up.
+        self.finish(HUNG_UP_BY_THE_DIALPLAN, "the dialplan hung up");
+    }
+
+    /// `Read(var,prompt,maxdigits,options,attempts,timeout)`: the courier's confirmation. A phone
+    /// that answers like a person presses 1 a moment after answering; a voicemail (a number
+    /// ending in 5) never presses; a prompt file that is not installed fails at once. Sets `var`
+    /// and READSTATUS as Asterisk does; false when the courier hung up meanwhile.
+    async fn read_digit(&mut self, data: &str, courier: &DialTarget) -> bool {
+        let args: Vec<&str> = data.split(',').collect();
+        let var = args.first().copied().unwrap_or("READ").trim().to_owned();
+        let prompt = args.get(1).copied().unwrap_or_default().trim();
+        let timeout = args.get(5).and_then(|t| t.trim().parse::<f64>().ok()).unwrap_or(10.0).clamp(0.0, 3600.0);
+        // Read sets READSTATUS=ERROR first, whatever follows (app_read.c).
+        self.publish_var_set(CourierOuter, "READSTATUS", "ERROR");
+        let (digit, status) = if !prompt.is_empty() && !self.pbx.config.sounds.iter().any(|s| s == prompt) {
+            (String::new(), "ERROR")
+        } else {
+            // A key exactly at the timeout is too late: Read has returned by then.
+            let press_after = self.pbx.config.confirm_press;
+            let presses = phones::presses_when_asked(&courier.number) && press_after.as_secs_f64() < timeout;
+            let waits = if presses { press_after } else { Duration::from_secs_f64(timeout) };
+            match self.wait(waits).await {
+                Waited::Stopped => return false,
+                Waited::HungUp(cause) => {
+                    self.end_cause = cause;
+                    self.finish(HUNG_UP_BY_THE_DIALPLAN, "hung up during the prompt");
+                    return false;
+                }
+                Waited::Elapsed if presses => {
+                    self.publish_dtmf("DTMFBegin", None);
+                    self.publish_dtmf("DTMFEnd", Some(100));
+                    ("1".to_owned(), "OK")
+                }
+                Waited::Elapsed => (String::new(), "TIMEOUT"),
+            }
+        };
+        self.vars.insert(var.clone(), digit.clone());
+        self.vars.insert("READSTATUS".into(), status.to_owned());
+        self.publish_var_set(CourierOuter, &var, &digit);
+        self.publish_var_set(CourierOuter, "READSTATUS", status);
+        true
+    }
+
+    fn publish_dtmf(&self, event: &str, duration_ms: Option<u32>) {
+        let mut wire = self.channel(CourierOuter).event_of_class(event, class::DTMF);
+        wire.header("Digit", "1");
+        if let Some(ms) = duration_ms {
+            wire.header("DurationMs", &ms.to_string());
+        }
+        wire.header("Direction", "Received");
+        self.pbx.publish(wire.into_event());
+    }
+
+    /// `UserEvent(name,Header: value,...)`: the channel's block, then `UserEvent: name` and the
+    /// headers in the order written.
+    fn publish_user_event(&self, data: &str) {
+        let mut parts = data.split(',');
+        let name = parts.next().unwrap_or_default().trim();
+        let mut wire = self.channel(CourierOuter).event_of_class("UserEvent", class::USER);
+        wire.header("UserEvent", name);
+        for header in parts {
+            if let Some((key, value)) = header.split_once(':') {
+                wire.header(key.trim(), value.strip_prefix(' ').unwrap_or(value));
+            }
+        }
+        self.pbx.publish(wire.into_event());
     }
 
     /// Creates leg 1 (Newchannel, VarSet, LocalBridge, DialBegin); `false` if its uniqueid is taken.
@@ -522,8 +712,7 @@ impl Call {
     }
 
     /// Leg 2: dial the client, bridge on answer, talk, record, hang up.
-    async fn dial_client(&mut self, courier: &DialTarget) {
-        let client = client_target(courier, &self.request.exten);
+    async fn dial_client(&mut self, client: DialTarget, timeout: Duration) {
         let courier_party = self.channel(CourierOuter).caller.clone();
         let linkedid = self.channel(CourierOuter).linkedid.clone();
         let ids = [self.pbx.new_uniqueid(), self.pbx.new_uniqueid()];
@@ -536,11 +725,12 @@ impl Call {
             phone.caller = courier_party;
             phone.connected = client_party;
         }
+        self.pbx.client_dials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.publish_local_bridge(Leg::Client, &client);
         let client_name = self.channel(ClientOuter).name.clone();
         self.channel_mut(CourierOuter).cdr.destination_channel = client_name;
         self.dial_begin(Leg::Client, &client);
-        match self.ring(Leg::Client, Outcome::for_number(&client.number), self.pbx.config.dial_timeout).await {
+        match self.ring(Leg::Client, Outcome::for_number(&client.number), timeout).await {
             Rang::Stopped => return,
             Rang::HungUp(cause) => {
                 self.end_cause = cause;
@@ -824,7 +1014,10 @@ impl Call {
             Some(party) if party.num != UNKNOWN => party.num.clone(),
             _ => self.request.target.as_ref().map(|t| t.number.clone()).unwrap_or_default(),
         };
-        let name = wav::file_name(&self.request.exten, &source, talk_started, &courier.uniqueid);
+        let name = match &self.recording_name {
+            Some(name) => name.clone(),
+            None => wav::file_name(&self.request.exten, &source, talk_started, &courier.uniqueid),
+        };
         let talked = (OffsetDateTime::now_utc() - talk_started).unsigned_abs();
         match wav::write_atomically(dir, &name, wav::tone(talked)).await {
             Ok(path) => tracing::info!(path = %path.display(), "recording written"),

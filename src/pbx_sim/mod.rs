@@ -17,6 +17,7 @@
 
 mod call;
 mod channel;
+pub mod dialplan;
 mod originate;
 mod originate_log;
 mod pbx;
@@ -63,9 +64,16 @@ pub struct SimArgs {
     /// Where to write a WAV recording for every connected call.
     #[arg(long)]
     pub recordings_dir: Option<PathBuf>,
-    /// A dialplan context that exists (repeatable).
+    /// A dialplan context that exists (repeatable); ignored with --dialplan.
     #[arg(long = "context", value_name = "NAME", default_values = ["from-courier", "from-internal"])]
     pub contexts: Vec<String>,
+    /// An extensions.conf to run instead of the reference dialplan: the contexts an Originate may
+    /// name, and what the answered courier's channel runs (dialback writes one for each company).
+    #[arg(long, value_name = "FILE")]
+    pub dialplan: Option<PathBuf>,
+    /// The prompt files the simulated Asterisk has installed (a `Read` of another fails at once).
+    #[arg(long = "sound", value_name = "NAME", default_values = ["beep"])]
+    pub sounds: Vec<String>,
     /// PEM certificate chain: the listener speaks TLS (with --tls-key).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -150,8 +158,16 @@ pub struct SimConfig {
     /// Leg 2's Dial timeout.
     pub dial_timeout: Duration,
     pub recordings_dir: Option<PathBuf>,
-    /// Dialplan contexts that exist; each matches extensions `_X.`.
+    /// Dialplan contexts that exist; each matches extensions `_X.` (without a `dialplan`).
     pub contexts: Vec<String>,
+    /// A loaded dialplan: it decides which extensions exist and what the answered courier's
+    /// channel runs. None: the reference `[from-courier]` (userfield, recording, Dial, Hangup).
+    pub dialplan: Option<Arc<dialplan::Dialplan>>,
+    /// Prompt files that exist for `Read`.
+    pub sounds: Vec<String>,
+    /// How long after answering a phone presses 1 when asked (a real one took 1.6 s: Answer's
+    /// half second, a second's wait, then the digit).
+    pub confirm_press: Duration,
     /// When set, the listener speaks TLS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub write_timeout: Duration,
@@ -169,6 +185,9 @@ impl Default for SimConfig {
             dial_timeout: Duration::from_secs(1),
             recordings_dir: None,
             contexts: vec!["from-courier".into(), "from-internal".into()],
+            dialplan: None,
+            sounds: vec!["beep".into()],
+            confirm_press: Duration::from_millis(1600),
             tls: None,
             // Generous: a loaded test machine must not look like a client that stopped reading.
             write_timeout: Duration::from_secs(2),
@@ -189,6 +208,14 @@ impl SimConfig {
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
         };
         anyhow::ensure!(!args.users.is_empty(), "at least one --user is needed");
+        let dialplan = match &args.dialplan {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                let plan = dialplan::Dialplan::parse(&text).with_context(|| format!("in {}", path.display()))?;
+                Some(Arc::new(plan))
+            }
+            None => None,
+        };
         Ok(SimConfig {
             listen: args.listen,
             users: args.users.clone(),
@@ -197,6 +224,9 @@ impl SimConfig {
             dial_timeout: Duration::from_secs(args.dial_timeout_s),
             recordings_dir: args.recordings_dir.clone(),
             contexts: args.contexts.clone(),
+            dialplan,
+            sounds: args.sounds.clone(),
+            confirm_press: Duration::from_millis(1600),
             tls,
             write_timeout: Duration::from_millis(args.write_timeout_ms),
             originate_log: args.originate_log.clone(),
@@ -283,6 +313,11 @@ impl Simulator {
     /// Originate actions accepted so far (queued or run synchronously).
     pub fn originates(&self) -> u64 {
         self.pbx.originates.load(Ordering::Relaxed)
+    }
+
+    /// Second legs dialled so far: a client (or the office) rung from an answered courier channel.
+    pub fn client_dials(&self) -> u64 {
+        self.pbx.client_dials.load(Ordering::Relaxed)
     }
 
     /// Calls still going on: once this is 0, every event of the calls placed so far has been

@@ -107,7 +107,8 @@ pub(crate) struct OriginateRequest {
 
 impl OriginateRequest {
     /// The checks Asterisk makes before queueing, in its order; `Err` is the reply's `Message`.
-    pub fn parse(message: &Message, known_contexts: &[String]) -> Result<OriginateRequest, String> {
+    /// `exists(context, exten)` says whether the dialplan has that extension.
+    pub fn parse(message: &Message, exists: impl Fn(&str, &str) -> bool) -> Result<OriginateRequest, String> {
         let header = |key: &str| message.get(key).filter(|value| !value.is_empty());
         let channel = header("Channel").ok_or("Channel not specified")?;
         let channel_id = header("ChannelId");
@@ -128,7 +129,7 @@ impl OriginateRequest {
         }
         let context = message.get("Context").unwrap_or_default();
         let exten = message.get("Exten").unwrap_or_default();
-        let has_dialplan = known_contexts.iter().any(|known| known == context) && matches_any_number(exten);
+        let has_dialplan = exists(context, exten);
         // With a Priority, Asterisk looks the extension up before queueing (d1, d6); without one
         // it queues and the answered channel finds nothing to run (d2).
         if priority.is_some_and(|p| p > 0) && !has_dialplan {
@@ -157,7 +158,7 @@ impl OriginateRequest {
 }
 
 /// The example dialplan's `_X.` pattern: a digit, then at least one more character.
-fn matches_any_number(exten: &str) -> bool {
+pub(crate) fn matches_any_number(exten: &str) -> bool {
     exten.len() >= 2 && exten.as_bytes()[0].is_ascii_digit()
 }
 

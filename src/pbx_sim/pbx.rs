@@ -32,6 +32,8 @@ pub(crate) struct Pbx {
     /// Set by `shutdown()` (sessions send `Event: Shutdown`); a kill leaves it unset.
     pub graceful: AtomicBool,
     pub originates: AtomicU64,
+    /// Leg-2 dials begun (a `Dial` from a courier's channel).
+    pub client_dials: AtomicU64,
     /// Calls whose task is still running (their last event not yet published).
     pub calls_in_progress: AtomicUsize,
     pub sessions: AtomicUsize,
@@ -62,6 +64,7 @@ impl Pbx {
             stop: CancellationToken::new(),
             graceful: AtomicBool::new(false),
             originates: AtomicU64::new(0),
+            client_dials: AtomicU64::new(0),
             calls_in_progress: AtomicUsize::new(0),
             sessions: AtomicUsize::new(0),
             tasks: Tasks::default(),
@@ -70,6 +73,17 @@ impl Pbx {
             next_uniqueid: AtomicU64::new(0),
             next_channel: AtomicU64::new(0),
             live: Mutex::default(),
+        }
+    }
+
+    /// Whether the dialplan runs `exten` in `context`: the loaded one's extensions, or else the
+    /// reference dialplan's `_X.` in each configured context.
+    pub fn extension_exists(&self, context: &str, exten: &str) -> bool {
+        match &self.config.dialplan {
+            Some(dialplan) => dialplan.find(context, exten).is_some(),
+            None => {
+                self.config.contexts.iter().any(|known| known == context) && super::originate::matches_any_number(exten)
+            }
         }
     }
 

@@ -2,7 +2,9 @@
 //! causes, statuses and CDR dispositions a real Asterisk 22 reported for each outcome.
 //!
 //! `0` busy, `9` rings and never answers, `8` congestion, `6` rejects before answering, anything
-//! else rings and answers.
+//! else rings and answers. An answering phone presses 1 when the dialplan asks for a key (a
+//! `Read`), except `5`: a voicemail (or a carrier's "subscriber unavailable" recording), which
+//! answers like a person and never presses anything.
 
 use super::channel::State;
 
@@ -92,6 +94,11 @@ impl Outcome {
     pub fn failed_state(self) -> Option<State> {
         matches!(self, Outcome::Busy | Outcome::Congestion).then_some(State::Busy)
     }
+}
+
+/// Whether the phone presses 1 when asked (all but the voicemail, `5`).
+pub(crate) fn presses_when_asked(number: &str) -> bool {
+    !number.ends_with('5')
 }
 
 /// `Cause-txt` for a hangup cause, as Asterisk words it.

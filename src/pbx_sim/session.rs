@@ -308,7 +308,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.reply_error(id, "Permission denied");
             return;
         }
-        let request = match OriginateRequest::parse(message, &self.pbx.config.contexts) {
+        let request = match OriginateRequest::parse(message, |context, exten| self.pbx.extension_exists(context, exten))
+        {
             Ok(request) => request,
             Err(refusal) => {
                 self.reply_error(id, &refusal);

@@ -54,6 +54,12 @@ pub(crate) fn file_name(exten: &str, source: &str, started: OffsetDateTime, uniq
     format!("out-{}-{}-{stamp}-{}.wav", safe(exten), safe(source), safe(uniqueid))
 }
 
+/// A file name a dialplan's MixMonitor gave (its variables expanded), kept inside the recordings
+/// directory: anything but `[A-Za-z0-9+._-]` becomes `_`.
+pub(crate) fn dialplan_file_name(name: &str) -> String {
+    safe(name)
+}
+
 fn safe(part: &str) -> String {
     let cleaned: String =
         part.chars().map(|c| if c.is_ascii_alphanumeric() || "+._-".contains(c) { c } else { '_' }).collect();

@@ -12,6 +12,8 @@ use bytes::{Bytes, BytesMut};
 pub(crate) mod class {
     pub const SYSTEM: u32 = 1 << 0;
     pub const CALL: u32 = 1 << 1;
+    pub const USER: u32 = 1 << 6;
+    pub const DTMF: u32 = 1 << 8;
     pub const CDR: u32 = 1 << 10;
     pub const DIALPLAN: u32 = 1 << 11;
     pub const ALL: u32 = (1 << 19) - 1;
@@ -24,9 +26,9 @@ pub(crate) mod class {
         ("verbose", 1 << 3),
         ("command", 1 << 4),
         ("agent", 1 << 5),
-        ("user", 1 << 6),
+        ("user", USER),
         ("config", 1 << 7),
-        ("dtmf", 1 << 8),
+        ("dtmf", DTMF),
         ("reporting", 1 << 9),
         ("cdr", CDR),
         ("dialplan", DIALPLAN),
@@ -47,6 +49,8 @@ fn privilege(event_class: u32) -> &'static str {
         class::SYSTEM => "system,all",
         class::CALL => "call,all",
         class::CDR => "cdr,all",
+        class::USER => "user,all",
+        class::DTMF => "dtmf,all",
         class::DIALPLAN => "dialplan,all",
         _ => "all",
     }

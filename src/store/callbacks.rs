@@ -29,7 +29,9 @@ pub struct CallbackRow {
 
 const COLUMNS: &str = "id, tenant_id, courier_id, target, order_id, to_number, courier_number, status, failed_leg, \
     reason, hangup_cause, detail, action_id, courier_channel, created_at, updated_at, courier_answered_at, \
-    connected_at, ended_at, talk_seconds, cdr_billable_seconds";
+    connected_at, ended_at, talk_seconds, cdr_billable_seconds, cdr";
+/// How many columns [`COLUMNS`] names (a statement's own columns come after them).
+const COLUMN_COUNT: usize = 22;
 
 fn leg(s: Option<String>) -> Option<Leg> {
     match s.as_deref() {
@@ -65,6 +67,10 @@ fn from_row(r: &Row) -> CallbackRow {
             ended_at: r.get(18),
             talk_seconds: r.get(19),
             cdr_billable_seconds: r.get(20),
+            cdr: r
+                .get::<_, Option<serde_json::Value>>(21)
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default(),
             reason_provisional: false,
         },
     }
@@ -169,7 +175,7 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
         .await?;
     Ok(if row.get::<_, Option<Uuid>>(0).is_some() {
         Inserted::Written(Box::new(from_row(&row)))
-    } else if row.get::<_, bool>(21) {
+    } else if row.get::<_, bool>(COLUMN_COUNT) {
         Inserted::KeyTaken
     } else {
         Inserted::Stale
@@ -195,6 +201,11 @@ pub struct ListFilter {
     pub order_id: Option<String>,
     pub courier_id: Option<String>,
     pub status: Option<Status>,
+    pub target: Option<Target>,
+    pub failed_leg: Option<Leg>,
+    pub reason: Option<Reason>,
+    /// The called number, E.164 (the office extension for calls to the office).
+    pub to_number: Option<String>,
     pub since: Option<OffsetDateTime>,
     pub until: Option<OffsetDateTime>,
     /// Only ids older than this (ids are uuid v7, so time-ordered).
@@ -204,7 +215,6 @@ pub struct ListFilter {
 
 /// Newest first.
 pub async fn list(db: &impl GenericClient, tenant: &str, f: &ListFilter) -> Result<Vec<CallbackRow>, StoreError> {
-    let status = f.status.map(Status::as_str);
     let rows = db
         .query(
             &format!(
@@ -215,9 +225,26 @@ pub async fn list(db: &impl GenericClient, tenant: &str, f: &ListFilter) -> Resu
                    AND ($5::timestamptz IS NULL OR created_at >= $5)
                    AND ($6::timestamptz IS NULL OR created_at < $6)
                    AND ($7::uuid IS NULL OR id < $7)
+                   AND ($9::text IS NULL OR target = $9)
+                   AND ($10::text IS NULL OR failed_leg = $10)
+                   AND ($11::text IS NULL OR reason = $11)
+                   AND ($12::text IS NULL OR to_number = $12)
                  ORDER BY id DESC LIMIT $8"
             ),
-            &[&tenant, &f.order_id, &f.courier_id, &status, &f.since, &f.until, &f.before, &f.limit],
+            &[
+                &tenant,
+                &f.order_id,
+                &f.courier_id,
+                &f.status.map(Status::as_str),
+                &f.since,
+                &f.until,
+                &f.before,
+                &f.limit,
+                &f.target.map(Target::as_str),
+                &f.failed_leg.map(Leg::as_str),
+                &f.reason.map(Reason::as_str),
+                &f.to_number,
+            ],
         )
         .await?;
     Ok(rows.iter().map(from_row).collect())
@@ -310,7 +337,7 @@ const TRANSITION_SQL: &str = "WITH moved AS (
         UPDATE callbacks SET status = $2, failed_leg = $3, reason = $4, hangup_cause = $5, courier_channel = $6,
             courier_answered_at = $7, connected_at = $8, ended_at = $9, talk_seconds = $10,
             cdr_billable_seconds = $11, detail = COALESCE($13, detail), action_id = COALESCE($14, action_id),
-            updated_at = now()
+            cdr = $18, updated_at = now()
         WHERE id = $1 AND status = $12
         RETURNING id),
      audit AS (
@@ -351,6 +378,7 @@ async fn execute_transition(
                 &froms,
                 &tos,
                 &causes,
+                &(!to.cdr.is_empty()).then(|| serde_json::to_value(&to.cdr).expect("a CDR serialises")),
             ],
         )
         .await?;

@@ -1,6 +1,7 @@
 //! The admin page in real headless Chromium: sign in with a pasted token, save settings (with a
 //! recordings source), press Test against the simulator and see the steps; a wrong secret turns
-//! the login step red; the test call's recording plays from the callbacks list.
+//! the login step red; the test call's recording plays from the journal, which is searched, exported
+//! as CSV, and sits beside the dialplan download.
 
 use crate::support::{self, ftp::FtpServer, spawn_app, webdriver::Browser};
 
@@ -106,6 +107,9 @@ async fn an_admin_signs_in_saves_settings_and_runs_the_test_in_a_real_browser() 
     .await;
     browser.click("#refresh-calls").await;
     browser.wait_until("return document.querySelector('#calls').textContent.includes('test')").await;
+    // Each leg's outcome has its own column.
+    let legs = browser.eval("const r = document.querySelector('#calls tr'); return [r.children[6].textContent, r.children[7].textContent]").await;
+    assert_eq!(legs, serde_json::json!(["answered", "answered"]));
     browser.wait_until("return !!document.querySelector('#calls audio')").await;
     let probe = browser
         .eval(
@@ -116,4 +120,38 @@ async fn an_admin_signs_in_saves_settings_and_runs_the_test_in_a_real_browser() 
     assert_eq!(probe, "206 audio/wav RIFF");
     browser.eval("document.getElementById('calls-section').scrollIntoView(); return true;").await;
     browser.screenshot(&std::env::temp_dir().join("dialback-admin-page-calls.png")).await;
+
+    // The journal is searched the way the office works: the client's number as typed, a kind.
+    browser.clear_and_type("#j-phone", "8 (916) 123-45-67").await;
+    browser.click("#refresh-calls").await;
+    browser.wait_until("return document.querySelectorAll('#calls tr[data-id]').length === 1").await;
+    browser.eval("document.getElementById('j-kind').value = 'office'; return true;").await;
+    browser.click("#refresh-calls").await;
+    browser.wait_until("return document.querySelector('#calls').textContent.includes('No calls match')").await;
+    browser.clear_and_type("#j-phone", "not a phone").await;
+    browser.click("#refresh-calls").await;
+    browser.wait_until("return document.getElementById('calls-message').textContent.includes('phone')").await;
+    browser.clear_and_type("#j-phone", "").await;
+    browser.eval("document.getElementById('j-kind').value = ''; return true;").await;
+    // The CSV export and the dialplan download, fetched with the admin's token.
+    browser.click("#export-csv").await;
+    browser
+        .wait_until("return document.getElementById('calls-message').textContent === 'Downloaded callbacks.csv.'")
+        .await;
+    browser.click("#download-dialplan").await;
+    browser
+        .wait_until(
+            "return document.getElementById('dialplan-message').textContent === 'Downloaded extensions_custom.conf.'",
+        )
+        .await;
+    // The answer confirmation is a setting like the others.
+    browser.eval("document.getElementById('f-confirm_courier_answer').value = 'dtmf'; return true;").await;
+    browser.clear_and_type("#f-confirm_timeout_s", "7").await;
+    browser.click("#save").await;
+    browser.wait_until("return document.getElementById('settings-message').textContent.startsWith('Saved')").await;
+    let saved: serde_json::Value = app.get_as("/v1/admin/pbx", &app.admin("acme")).await.json().await.unwrap();
+    assert_eq!(
+        (saved["confirm_courier_answer"].as_str(), saved["confirm_timeout_s"].as_u64()),
+        (Some("dtmf"), Some(7))
+    );
 }

@@ -147,6 +147,7 @@ async fn an_unknown_context_fails_the_originate_step_naming_the_context() {
     assert_eq!(step, "originate");
     assert!(detail.contains("Extension does not exist."), "{detail}");
     assert!(hint.contains("from-nowhere") && hint.contains("client_prefix"), "{hint}");
+    assert!(hint.contains("GET /v1/admin/pbx/dialplan"), "the hint points to the generated dialplan: {hint}");
 }
 
 #[tokio::test]
@@ -215,7 +216,16 @@ async fn the_test_obeys_the_number_allow_list_and_needs_an_admin() {
     let res = app.post("/v1/admin/pbx/test", &token, json!({"from": FROM, "to": "12"})).await;
     assert_problem(res, 422, "invalid_number").await;
     let res = app.post("/v1/admin/pbx/test", &token, json!({"from": FROM, "to": TO, "settings": {"host": "x"}})).await;
-    assert_problem(res, 422, "invalid_body").await;
+    assert_eq!(assert_problem(res, 422, "invalid_field").await["field"], "settings.username");
+    // Settings without a PBX have nothing to test.
+    let res = app
+        .post(
+            "/v1/admin/pbx/test",
+            &token,
+            json!({"from": FROM, "to": TO, "settings": {"office_phone": "+74951234567"}}),
+        )
+        .await;
+    assert_eq!(assert_problem(res, 422, "invalid_field").await["field"], "settings.host");
     let mut bad = settings(5038);
     bad["context"] = json!("from courier");
     let res = app.post("/v1/admin/pbx/test", &token, json!({"from": FROM, "to": TO, "settings": bad})).await;

@@ -293,6 +293,20 @@ impl TestApp {
         .await
     }
 
+    /// The callback as an admin sees it once Asterisk's CDR of its courier channel has come (the
+    /// last word on a call).
+    pub async fn callback_with_cdr(&self, tenant: &str, id: &str) -> serde_json::Value {
+        wait::eventually(format!("the CDR of {id}"), || async {
+            let call = self.callback(id, &self.admin(tenant)).await;
+            if call["cdr"]["courier"].is_object() {
+                Ok(call)
+            } else {
+                Err(call)
+            }
+        })
+        .await
+    }
+
     /// Polls until the callback has `status`.
     pub async fn wait_status(&self, id: &str, token: &str, want: &str) -> serde_json::Value {
         wait::eventually(format!("callback {id} to be {want}"), || async {
@@ -320,6 +334,32 @@ pub async fn sim_with(tweak: impl FnOnce(&mut dialback::pbx_sim::SimConfig)) -> 
     };
     tweak(&mut config);
     dialback::pbx_sim::Simulator::start(config).await.expect("simulator starts")
+}
+
+/// The company's PBX as its admin would set it up: dialback's settings saved with `overrides`,
+/// the dialplan they download (`GET /v1/admin/pbx/dialplan`) loaded into a quick simulator
+/// (changed by `tweak`), and the settings pointed at it. Returns the simulator and the file.
+pub async fn sim_running_the_downloaded_dialplan(
+    app: &TestApp,
+    tenant: &str,
+    overrides: serde_json::Value,
+    tweak: impl FnOnce(&mut dialback::pbx_sim::SimConfig),
+) -> (dialback::pbx_sim::Simulator, String) {
+    // The dialplan does not depend on where the PBX is: a port nobody listens on will do first.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    app.configure_pbx(tenant, nowhere, overrides.clone()).await;
+    let res = app.get_as("/v1/admin/pbx/dialplan", &app.admin(tenant)).await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    let dialplan = dialback::pbx_sim::dialplan::Dialplan::parse(&text)
+        .unwrap_or_else(|e| panic!("the generated dialplan loads as extensions.conf: {e}\n{text}"));
+    let sim = sim_with(|c| {
+        c.dialplan = Some(std::sync::Arc::new(dialplan));
+        tweak(c);
+    })
+    .await;
+    app.configure_pbx(tenant, sim.addr().port(), overrides).await;
+    (sim, text)
 }
 
 pub async fn quick_sim() -> dialback::pbx_sim::Simulator {
@@ -373,6 +413,12 @@ impl AmiObserver {
         let client = dialback::ami::AmiClient::start(config, Some(sink));
         client.wait_up(wait::patience()).await.expect("the observer logs in");
         AmiObserver { client, seen }
+    }
+
+    /// Hangs up a channel (by name or Uniqueid), as the PBX admin's `channel request hangup` or a
+    /// phone putting the receiver down would.
+    pub async fn hangup(&self, channel: &str) {
+        self.client.hangup(channel).await.expect("the PBX hangs the channel up");
     }
 
     /// Waits until each call (by its id, the ChannelId) is over on the PBX: its courier channel

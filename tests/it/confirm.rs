@@ -1,0 +1,179 @@
+//! Answer confirmation on the courier's leg (issue 19): with `confirm_courier_answer: dtmf` the
+//! downloaded dialplan asks the courier to press 1 before the client is dialled, so a voicemail
+//! that answers leg 1 never gets the client rung. In the simulator a courier number ending in 5
+//! is a voicemail (answers, never presses); other answering phones press 1 when asked.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{self, spawn_app, AmiObserver, TestApp, CLIENT_PHONE};
+
+const HUMAN: &str = "+79001112233";
+const VOICEMAIL: &str = "+79001112235";
+
+/// A company whose PBX runs the dialplan it downloaded, with couriers `human` and `voicemail`
+/// each delivering an order to the client.
+async fn company(
+    confirm: &str,
+    timeout_s: u32,
+    tweak: impl FnOnce(&mut dialback::pbx_sim::SimConfig),
+) -> (TestApp, dialback::pbx_sim::Simulator) {
+    let app = spawn_app().await;
+    let settings = json!({"confirm_courier_answer": confirm, "confirm_timeout_s": timeout_s});
+    let (sim, _) = support::sim_running_the_downloaded_dialplan(&app, "acme", settings, tweak).await;
+    for (courier, phone) in [("human", HUMAN), ("voicemail", VOICEMAIL)] {
+        app.add_courier("acme", courier, phone).await;
+        app.add_order("acme", &format!("O-{courier}"), courier, &[CLIENT_PHONE]).await;
+    }
+    (app, sim)
+}
+
+/// The courier's tap, followed to its end.
+async fn call(app: &TestApp, courier: &str) -> serde_json::Value {
+    let token = app.courier("acme", courier);
+    let res = app
+        .post(
+            "/v1/callbacks",
+            &token,
+            json!({"target": "client", "to": CLIENT_PHONE, "order_id": format!("O-{courier}")}),
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+    let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    app.wait_terminal(&id, &token).await;
+    // The admin's view, with Asterisk's record once it has come.
+    app.callback_with_cdr("acme", &id).await
+}
+
+fn outcome(call: &serde_json::Value) -> (&str, Option<&str>, Option<&str>) {
+    (call["status"].as_str().unwrap(), call["failed_leg"].as_str(), call["reason"].as_str())
+}
+
+#[tokio::test]
+async fn with_confirmation_a_voicemail_never_gets_the_client_dialled_and_a_person_does() {
+    let (app, sim) = company("dtmf", 2, |_| {}).await;
+
+    let voicemail = call(&app, "voicemail").await;
+    assert_eq!(outcome(&voicemail), ("failed", Some("courier"), Some("not_confirmed")), "{voicemail}");
+    assert_eq!((sim.originates(), sim.client_dials()), (1, 0), "the client never rang");
+    assert_eq!(voicemail["cdr"]["courier"]["last_application"], "Hangup", "{voicemail}");
+    assert!(voicemail["courier_answered_at"].is_string(), "leg 1 was answered (by the voicemail)");
+    assert!(voicemail["detail"].as_str().unwrap_or_default().contains("voicemail"), "{voicemail}");
+    // The courier reads why too.
+    let id = voicemail["id"].as_str().unwrap();
+    let seen = app.callback(id, &app.courier("acme", "voicemail")).await;
+    assert_eq!(seen["reason"], "not_confirmed");
+
+    let person = call(&app, "human").await;
+    assert_eq!(outcome(&person), ("completed", None, None), "{person}");
+    assert_eq!((sim.originates(), sim.client_dials()), (2, 1));
+    assert_eq!(person["cdr"]["courier"]["last_application"], "Dial");
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for (outcome, count) in [("asked", 2), ("confirmed", 1), ("not_confirmed", 1)] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("dialback_confirmations_total{")
+                    && l.contains("tenant=\"acme\"")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .unwrap_or_else(|| panic!("no {outcome} confirmations in /metrics:\n{metrics}"));
+        assert!(line.ends_with(&format!(" {count}")), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn with_confirmation_off_every_answer_dials_the_client_as_before() {
+    let (app, sim) = company("off", 5, |_| {}).await;
+    for courier in ["voicemail", "human"] {
+        let done = call(&app, courier).await;
+        assert_eq!(outcome(&done), ("completed", None, None), "{courier}: {done}");
+    }
+    assert_eq!((sim.originates(), sim.client_dials()), (2, 2));
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(!metrics.contains("dialback_confirmations_total{"), "nothing was asked:\n{metrics}");
+}
+
+#[tokio::test]
+async fn a_key_pressed_at_the_last_moment_confirms_and_one_a_moment_too_late_does_not() {
+    // The phone presses 1 ten milliseconds before Read's 2 s run out.
+    let (app, sim) = company("dtmf", 2, |c| c.confirm_press = Duration::from_millis(1_990)).await;
+    let just_in_time = call(&app, "human").await;
+    assert_eq!(outcome(&just_in_time), ("completed", None, None), "{just_in_time}");
+    assert_eq!(sim.client_dials(), 1);
+
+    let (app, sim) = company("dtmf", 2, |c| c.confirm_press = Duration::from_millis(2_000)).await;
+    let too_late = call(&app, "human").await;
+    assert_eq!(outcome(&too_late), ("failed", Some("courier"), Some("not_confirmed")), "{too_late}");
+    assert_eq!(sim.client_dials(), 0);
+}
+
+#[tokio::test]
+async fn a_courier_who_hangs_up_during_the_prompt_ends_the_call_before_the_client_rings() {
+    // A long prompt: the voicemail-like phone would wait 30 s for the key.
+    let (app, sim) = company("dtmf", 30, |_| {}).await;
+    let observer = AmiObserver::start(sim.addr().port()).await;
+    let token = app.courier("acme", "voicemail");
+    let res = app
+        .post("/v1/callbacks", &token, json!({"target": "client", "to": CLIENT_PHONE, "order_id": "O-voicemail"}))
+        .await;
+    let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    // Leg 1 answered: the dialplan is in its Read, waiting for the key.
+    app.wait_status(&id, &token, "ringing_client").await;
+    observer.hangup(&id).await;
+    app.wait_terminal(&id, &token).await;
+    let done = app.callback_with_cdr("acme", &id).await;
+    assert_eq!(outcome(&done), ("failed", Some("courier"), Some("not_confirmed")), "{done}");
+    assert_eq!(done["cdr"]["courier"]["last_application"], "Read", "{done}");
+    assert_eq!((sim.originates(), sim.client_dials()), (1, 0));
+}
+
+#[tokio::test]
+async fn a_prompt_the_pbx_cannot_play_is_a_pbx_fault_not_a_voicemail() {
+    // An Asterisk without its core sounds: Read("beep") fails at once (ReadStatus ERROR).
+    let (app, sim) = company("dtmf", 5, |c| c.sounds.clear()).await;
+    let done = call(&app, "human").await;
+    assert_eq!(outcome(&done), ("failed", Some("courier"), Some("pbx_error")), "{done}");
+    assert_eq!(sim.client_dials(), 0);
+}
+
+#[tokio::test]
+async fn the_test_button_shows_the_confirmation_as_its_own_step() {
+    let (app, _sim) = company("dtmf", 2, |_| {}).await;
+    let admin = app.admin("acme");
+    let steps = |d: &serde_json::Value| {
+        d["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| format!("{}:{}", s["step"].as_str().unwrap(), s["ok"]))
+            .collect::<Vec<_>>()
+    };
+
+    let res = app.post("/v1/admin/pbx/test", &admin, json!({"from": HUMAN, "to": CLIENT_PHONE})).await;
+    let d: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(
+        steps(&d),
+        [
+            "connect:true",
+            "banner:true",
+            "login:true",
+            "originate:true",
+            "first_leg:true",
+            "confirm:true",
+            "second_leg:true"
+        ],
+        "{d}"
+    );
+    let confirm = d["steps"].as_array().unwrap().iter().find(|s| s["step"] == "confirm").unwrap();
+    assert!(confirm["detail"].as_str().unwrap().contains("pressed 1"), "{confirm}");
+
+    let res = app.post("/v1/admin/pbx/test", &admin, json!({"from": VOICEMAIL, "to": CLIENT_PHONE})).await;
+    let d: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(d["ok"], false);
+    assert_eq!(steps(&d).last().unwrap(), "confirm:false", "{d}");
+    let failed = d["steps"].as_array().unwrap().iter().find(|s| s["step"] == "confirm").unwrap();
+    assert!(failed["hint"].as_str().unwrap().contains("voicemail"), "{failed}");
+}
