@@ -33,6 +33,7 @@ pub mod callbacks;
 pub mod config;
 pub mod crypto;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod limits;
 pub mod pbx_sim;

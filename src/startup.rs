@@ -14,6 +14,7 @@ use crate::ami::pool::AmiPool;
 use crate::auth::Verifier;
 use crate::callbacks::{CallbackService, Tracker};
 use crate::config::Config;
+use crate::events::Bus;
 use crate::http::state::AppState;
 use crate::limits::Limiters;
 use crate::recordings::storage::FsStorage;
@@ -37,7 +38,8 @@ impl Application {
             tracing::info!(?applied, "database migrated");
         }
         let db = crate::store::pool(&config.database_url, &config.db)?;
-        reconcile_after_restart(&db).await?;
+        let bus = Bus::default();
+        reconcile_after_restart(&db, &bus).await?;
         let verifier = Verifier::from_config(&config)?;
         let stop = CancellationToken::new();
         let one_commit_per_batch = crate::store::commits_wait_for_wal(&db).await?;
@@ -46,7 +48,7 @@ impl Application {
         } else {
             tracing::info!("call tracker: synchronous_commit is off, each call's events are committed on their own");
         }
-        let tracker = Tracker::start(db.clone(), one_commit_per_batch);
+        let tracker = Tracker::start(db.clone(), bus.clone(), one_commit_per_batch);
         let pool = AmiPool::new(config.ami.clone(), Some(tracker.sink()));
         pool.spawn_janitor(stop.clone());
         let limiters = Limiters::new(&config.rate);
@@ -55,6 +57,7 @@ impl Application {
             db: db.clone(),
             pool: pool.clone(),
             tracker,
+            bus: bus.clone(),
             secrets: config.secrets_key(),
             limiters,
             connect_timeout: Duration::from_millis(config.ami.connect_timeout_ms),
@@ -117,15 +120,12 @@ impl Application {
 /// missed): they become `unknown` with an explanation rather than stay "ringing" forever.
 /// (With several replicas sharing a database this would also touch the others' calls; dialback
 /// runs one replica per database today.)
-async fn reconcile_after_restart(db: &deadpool_postgres::Pool) -> anyhow::Result<()> {
+async fn reconcile_after_restart(db: &deadpool_postgres::Pool, bus: &Bus) -> anyhow::Result<()> {
     let client = crate::store::client(db).await?;
-    let n = crate::store::callbacks::mark_in_flight_unknown(
-        &client,
-        None,
-        time::OffsetDateTime::now_utc(),
-        "dialback restarted while the call was in flight; its outcome was not observed",
-    )
-    .await?;
+    let in_flight = crate::store::callbacks::in_flight(&client, None, crate::store::now()).await?;
+    drop(client);
+    let detail = "dialback restarted while the call was in flight; its outcome was not observed";
+    let n = crate::callbacks::mark_lost(db, bus, &in_flight, detail).await?;
     if n > 0 {
         tracing::warn!(calls = n, "in-flight calls from before the restart marked unknown");
     }

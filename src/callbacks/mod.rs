@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::ami::message::Originate;
@@ -29,12 +28,14 @@ use crate::domain::dialplan;
 use crate::domain::phone::{self, PhoneNumber};
 use crate::domain::registry::Order;
 use crate::domain::settings::{self, render_channel, ConfirmAnswer, DestinationPolicy, PbxSettings};
+use crate::events::Bus;
 use crate::limits::{Limited, Limiters};
-use crate::store::callbacks::{CallbackRow, DecidedOn, Inserted, NewCallback, Step, Transition};
+use crate::store::callbacks::{CallbackRow, DecidedOn, Inserted, Moved, NewCallback, Step, Transition};
 use crate::store::idempotency::IdempotencyClaim;
 use crate::store::{self, StoreError};
 use crate::telemetry::Chain;
 pub use tracker::Tracker;
+use view::event_data;
 
 /// What is asked for: whom leg 2 rings.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -174,6 +175,8 @@ pub struct CallbackService {
     pub db: deadpool_postgres::Pool,
     pub pool: Arc<AmiPool>,
     pub tracker: Tracker,
+    /// Where each change's events go once written (live streams, the webhook deliverer).
+    pub bus: Bus,
     pub secrets: SecretsKey,
     pub limiters: Arc<Limiters>,
     pub connect_timeout: Duration,
@@ -342,20 +345,18 @@ impl CallbackService {
         })
     }
 
-    /// Records a change dialback itself made (queued, failed to place, canceled) as one step of the
-    /// audit trail; false when the call's events moved it first.
+    /// Records a change dialback itself made (failed to place, refused, canceled) as one step of
+    /// the audit trail, with its event; the attempt as now stored, or None when the call's events
+    /// moved it first.
     async fn record(
         &self,
         row: &CallbackRow,
         next: &CallState,
         cause: &str,
         detail: Option<&str>,
-        action_id: Option<&str>,
-    ) -> Result<bool, PlaceError> {
+    ) -> Result<Option<CallbackRow>, PlaceError> {
         let conn = store::client(&self.db).await?;
-        let step = Step::new(row.state.status, next.status, cause);
-        let transition = Transition { id: row.id, from: &row.state, to: next, steps: &[step], detail, action_id };
-        Ok(store::callbacks::transition(&conn, &transition).await?)
+        Ok(record_step(&conn, &self.bus, row, next, cause, detail).await?)
     }
 
     /// The first half of placing a callback for `courier_id` (or, for a test, for the admin):
@@ -418,24 +419,39 @@ impl CallbackService {
                 Ok(d) => (Status::Queued, None, Some(d.logged.as_str())),
                 Err((reason, detail, to)) => (Status::Refused, Some((*reason, detail.as_str())), to.as_deref()),
             };
-            let new = NewCallback {
+            let now = store::now();
+            let mut state = CallState::new(status);
+            state.reason = refusal.map(|(reason, _)| reason);
+            state.ended_at = refusal.map(|_| now);
+            let row = CallbackRow {
                 id,
-                tenant,
-                courier_id,
+                tenant_id: tenant.to_owned(),
+                courier_id: courier_id.to_owned(),
                 target: request.target(),
-                order_id,
-                to_number,
-                courier_number: Some(&courier_number.e164),
-                status,
-                reason: refusal.map(|(reason, _)| reason),
-                detail: refusal.map(|(_, detail)| detail),
+                order_id: order_id.map(str::to_owned),
+                to_number: to_number.map(str::to_owned),
+                courier_number: Some(courier_number.e164.clone()),
+                detail: refusal.map(|(_, detail)| detail.to_owned()),
+                action_id: None,
+                created_at: now,
+                updated_at: now,
+                sequence: 1,
+                state,
+            };
+            let event = event_data(&row);
+            let new = NewCallback {
+                row: &row,
+                event: &event,
                 claim,
                 decided_on: courier_phone
                     .as_deref()
                     .map(|courier_phone| DecidedOn { courier_phone, order: order.as_ref() }),
             };
             match store::callbacks::insert(&db, &new).await? {
-                Inserted::Written(row) => break (*row, courier_number, decision),
+                Inserted::Written { deliveries } => {
+                    self.bus.committed(id, [(row.sequence, event.as_str())], deliveries);
+                    break (row, courier_number, decision);
+                }
                 Inserted::KeyTaken => return Err(PlaceError::KeyTaken),
                 Inserted::Stale => {
                     tracing::debug!(call_id = %id, tenant, courier_id, "registry changed since read; reading again")
@@ -551,7 +567,7 @@ impl CallbackService {
             Ok(handle) => {
                 // The tracker records `ringing_courier`, with the call's first events.
                 let hold = if row.target == Target::Test { None } else { self.pool.hold(tenant) };
-                self.tracker.placed(id, tenant, row.state.clone(), handle.action_id.clone(), hold);
+                self.tracker.placed(row.clone(), handle.action_id.clone(), hold);
                 let mut next = row.state.clone();
                 next.status = Status::RingingCourier;
                 tracing::info!(call_id = %id, tenant, courier_id, target, action_id = %handle.action_id, "callback queued");
@@ -566,12 +582,12 @@ impl CallbackService {
                 let reason = if error.is_unreachable() { Reason::Unreachable } else { Reason::PbxError };
                 let mut next = CallState::new(Status::Failed);
                 next.reason = Some(reason);
-                next.ended_at = Some(OffsetDateTime::now_utc());
+                next.ended_at = Some(store::now());
                 let detail = error.to_string();
-                self.record(&row, &next, "originate failed", Some(&detail), None).await?;
+                let recorded = self.record(&row, &next, "originate failed", Some(&detail)).await?;
                 tracing::warn!(call_id = %id, tenant, courier_id, error = %Chain(&error), "callback could not be placed");
                 metrics::counter!("dialback_callbacks_failed_to_place_total", "kind" => error.kind()).increment(1);
-                let row = CallbackRow { state: next, detail: Some(detail), ..row };
+                let row = recorded.unwrap_or(CallbackRow { state: next, detail: Some(detail), ..row });
                 Err(PlaceError::Pbx { error, callback: Box::new(row), fallback })
             }
         }
@@ -583,11 +599,11 @@ impl CallbackService {
         let row = prepared.row;
         let mut next = CallState::new(Status::Refused);
         next.reason = Some(reason);
-        next.ended_at = Some(OffsetDateTime::now_utc());
-        self.record(&row, &next, "refused", Some(detail), None).await?;
+        next.ended_at = Some(store::now());
+        let recorded = self.record(&row, &next, "refused", Some(detail)).await?;
         tracing::warn!(call_id = %row.id, tenant = %row.tenant_id, courier_id = %row.courier_id, reason = reason.as_str(), %detail, "callback refused");
         metrics::counter!("dialback_callbacks_refused_total", "reason" => reason.as_str()).increment(1);
-        Ok(CallbackRow { state: next, detail: Some(detail.to_owned()), ..row })
+        Ok(recorded.unwrap_or(CallbackRow { state: next, detail: Some(detail.to_owned()), ..row }))
     }
 
     /// Cancels a callback that is still ringing: hangs up its courier channel.
@@ -603,15 +619,15 @@ impl CallbackService {
             let mut next = current.state.clone();
             next.status = Status::Canceled;
             next.reason = Some(Reason::Canceled);
-            next.ended_at = Some(OffsetDateTime::now_utc());
-            if self.record(&current, &next, "canceled through the API", None, None).await? {
+            next.ended_at = Some(store::now());
+            if let Some(canceled) = self.record(&current, &next, "canceled through the API", None).await? {
                 self.tracker.forget(row.id);
                 let channel = current.state.courier_channel.clone().unwrap_or_else(|| row.id.to_string());
                 if let Err(error) = client.hangup(&channel).await {
                     // "No such channel": it ended meanwhile; the tracker records how.
                     tracing::info!(call_id = %row.id, error = %Chain(&error), "hangup for cancel did not apply");
                 }
-                return Ok(CallbackRow { state: next, ..current });
+                return Ok(canceled);
             }
             let conn = store::client(&self.db).await?;
             match store::callbacks::get(&conn, &row.tenant_id, row.id).await? {
@@ -622,6 +638,64 @@ impl CallbackService {
         }
         Ok(current)
     }
+}
+
+/// Writes `row`'s move to `next` as one step (`cause` in the audit trail, `detail` on the row)
+/// with its event, and announces it; the attempt as now stored, or None when it had moved
+/// meanwhile (nothing was written).
+async fn record_step(
+    db: &store::Client,
+    bus: &Bus,
+    row: &CallbackRow,
+    next: &CallState,
+    cause: &str,
+    detail: Option<&str>,
+) -> Result<Option<CallbackRow>, StoreError> {
+    let after = CallbackRow {
+        state: next.clone(),
+        detail: detail.map(str::to_owned).or_else(|| row.detail.clone()),
+        updated_at: store::now(),
+        sequence: row.sequence + 1,
+        ..row.clone()
+    };
+    let step = Step { from: row.state.status, to: next.status, cause: cause.to_owned(), event: event_data(&after) };
+    let transition = Transition {
+        id: row.id,
+        sequence: row.sequence,
+        from: &row.state,
+        to: next,
+        steps: std::slice::from_ref(&step),
+        detail,
+        action_id: None,
+    };
+    match store::callbacks::transition(db, &transition).await? {
+        Moved::Yes { deliveries } => {
+            bus.committed(row.id, [(after.sequence, step.event.as_str())], deliveries);
+            Ok(Some(after))
+        }
+        Moved::No => Ok(None),
+    }
+}
+
+/// Calls dialback can no longer follow (it restarted; their PBX link was lost) become `unknown`,
+/// with `detail` saying why; returns how many did (a call that moved meanwhile is left as it is).
+pub async fn mark_lost(
+    db: &deadpool_postgres::Pool,
+    bus: &Bus,
+    rows: &[CallbackRow],
+    detail: &str,
+) -> Result<usize, StoreError> {
+    let conn = store::client(db).await?;
+    let mut marked = 0;
+    for row in rows {
+        let mut next = row.state.clone();
+        next.status = Status::Unknown;
+        next.reason = Some(Reason::Lost);
+        if record_step(&conn, bus, row, &next, detail, Some(detail)).await?.is_some() {
+            marked += 1;
+        }
+    }
+    Ok(marked)
 }
 
 /// Applies the destination policy to `request` (`order` is the one it named, as stored).

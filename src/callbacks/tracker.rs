@@ -15,12 +15,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::view::event_data;
 use crate::ami::client::{EventSink, PbxSignal};
 use crate::ami::pool::CallHold;
 use crate::ami::AmiEvent;
-use crate::domain::callback::{apply, CallState, Confirmation, Fact, Reason, Status, HUNG_UP_DURING_THE_PROMPT};
+use crate::domain::callback::{apply, Confirmation, Fact, Reason, Status, HUNG_UP_DURING_THE_PROMPT};
+use crate::events::Bus;
 use crate::store;
-use crate::store::callbacks::{Step, Transition};
+use crate::store::callbacks::{CallbackRow, Moved, Step, Transition};
 use crate::store::StoreError;
 use crate::telemetry::Chain;
 
@@ -43,10 +45,9 @@ enum Work {
     /// Asterisk queued a call's Originate: record it (with the call's first events when they are
     /// queued too) and keep the connection held until the call ends.
     Placed {
-        id: Uuid,
         tenant: Arc<str>,
         /// The attempt as stored (`queued`).
-        state: CallState,
+        row: Box<CallbackRow>,
         action_id: String,
         hold: Option<CallHold>,
     },
@@ -62,7 +63,8 @@ enum Work {
 
 struct Tracked {
     tenant: Arc<str>,
-    state: CallState,
+    /// The attempt as stored now.
+    row: CallbackRow,
     /// Keeps the tenant's AMI connection open while the call is not settled.
     hold: Option<CallHold>,
     /// When the call settled; it is forgotten `SETTLED_GRACE` later.
@@ -75,6 +77,14 @@ pub struct Tracker {
     shards: Arc<Vec<mpsc::UnboundedSender<Work>>>,
 }
 
+/// What every shard shares.
+struct Shared {
+    db: deadpool_postgres::Pool,
+    bus: Bus,
+    /// See [`Tracker::start`].
+    one_commit_per_batch: bool,
+}
+
 fn shard_of(id: &Uuid) -> usize {
     (id.as_u128() % SHARDS as u128) as usize
 }
@@ -84,11 +94,13 @@ impl Tracker {
     /// one transaction: worth it when every commit waits for its WAL to be flushed
     /// (`synchronous_commit` on, as on any durable server), where it saves a flush per call; when
     /// commits do not wait, the transaction's own two statements cost more than they save.
-    pub fn start(db: deadpool_postgres::Pool, one_commit_per_batch: bool) -> Self {
+    /// Each change's events go to `bus` once written.
+    pub fn start(db: deadpool_postgres::Pool, bus: Bus, one_commit_per_batch: bool) -> Self {
+        let shared = Arc::new(Shared { db, bus, one_commit_per_batch });
         let mut shards = Vec::with_capacity(SHARDS);
         for _ in 0..SHARDS {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run_shard(db.clone(), rx, one_commit_per_batch));
+            tokio::spawn(run_shard(shared.clone(), rx));
             shards.push(tx);
         }
         Self { shards: Arc::new(shards) }
@@ -105,7 +117,7 @@ impl Tracker {
         match signal {
             PbxSignal::Event(event) => {
                 let Some(id) = event.call_key().and_then(|k| Uuid::parse_str(k).ok()) else { return };
-                let at = OffsetDateTime::now_utc();
+                let at = store::now();
                 let _ = self.shards[shard_of(&id)].send(Work::Event { tenant, id, event, at });
             }
             PbxSignal::Down(err) => {
@@ -117,11 +129,12 @@ impl Tracker {
         }
     }
 
-    /// Asterisk queued the Originate of the attempt stored as `state`. The tracker writes
+    /// Asterisk queued the Originate of the attempt stored as `row`. The tracker writes
     /// `ringing_courier` itself, in the same statement as the call's first events when they come
     /// together (they usually do): one write less per call than the API writing it.
-    pub fn placed(&self, id: Uuid, tenant: &str, state: CallState, action_id: String, hold: Option<CallHold>) {
-        let _ = self.shards[shard_of(&id)].send(Work::Placed { id, tenant: Arc::from(tenant), state, action_id, hold });
+    pub fn placed(&self, row: CallbackRow, action_id: String, hold: Option<CallHold>) {
+        let (shard, tenant) = (shard_of(&row.id), Arc::from(row.tenant_id.as_str()));
+        let _ = self.shards[shard].send(Work::Placed { tenant, row: Box::new(row), action_id, hold });
     }
 
     /// An event seen on a connection outside the pool (the Test button's own), for a call of
@@ -143,12 +156,12 @@ const COALESCE: Duration = Duration::from_millis(2);
 /// How soon facts that could not be written (the database was away) are tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
-async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<Work>, one_commit_per_batch: bool) {
+async fn run_shard(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Work>) {
     let mut calls: HashMap<Uuid, Tracked> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(10));
     let mut batch = Vec::with_capacity(BATCH);
     // Facts not written yet: between `add` and `flush`, and while the database is away.
-    let mut facts = PendingFacts { one_commit_per_batch, ..Default::default() };
+    let mut facts = PendingFacts::default();
     loop {
         let first = tokio::select! {
             work = rx.recv() => match work { Some(work) => work, None => break },
@@ -157,7 +170,7 @@ async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<
                 continue;
             }
             _ = tokio::time::sleep(RETRY), if !facts.order.is_empty() => {
-                facts.flush(&db, &mut calls).await;
+                facts.flush(&shared, &mut calls).await;
                 continue;
             }
         };
@@ -190,20 +203,21 @@ async fn run_shard(db: deadpool_postgres::Pool, mut rx: mpsc::UnboundedReceiver<
                     }
                     continue;
                 }
-                Work::Placed { id, tenant, state, action_id, hold } => {
-                    track(&mut calls, id, tenant.clone(), state, hold);
-                    facts.add(tenant, id, Fact::OriginateQueued { action_id }, OffsetDateTime::now_utc());
+                Work::Placed { tenant, row, action_id, hold } => {
+                    let id = row.id;
+                    track(&mut calls, tenant.clone(), *row, hold);
+                    facts.add(tenant, id, Fact::OriginateQueued { action_id }, store::now());
                     continue;
                 }
                 // Anything else about calls comes after the facts that preceded it.
                 other => {
-                    facts.flush(&db, &mut calls).await;
+                    facts.flush(&shared, &mut calls).await;
                     other
                 }
             };
-            handle(&db, &mut calls, work).await;
+            handle(&shared, &mut calls, work).await;
         }
-        facts.flush(&db, &mut calls).await;
+        facts.flush(&shared, &mut calls).await;
     }
 }
 
@@ -214,8 +228,6 @@ type Timed = (Fact, OffsetDateTime);
 /// Facts read from a batch of events, per call, in arrival order.
 #[derive(Default)]
 struct PendingFacts {
-    /// See [`Tracker::start`].
-    one_commit_per_batch: bool,
     order: Vec<Uuid>,
     by_call: HashMap<Uuid, (Arc<str>, Vec<Timed>)>,
 }
@@ -247,7 +259,7 @@ impl PendingFacts {
     /// was moved meanwhile by someone else (a cancel) is reloaded and its facts applied again.
     /// While the database is away the facts are kept, in order, and tried again after `RETRY`:
     /// a call's outcome is never lost to a database restart.
-    async fn flush(&mut self, db: &deadpool_postgres::Pool, calls: &mut HashMap<Uuid, Tracked>) {
+    async fn flush(&mut self, shared: &Shared, calls: &mut HashMap<Uuid, Tracked>) {
         if self.order.is_empty() {
             return;
         }
@@ -256,7 +268,7 @@ impl PendingFacts {
             .drain(..)
             .filter_map(|id| self.by_call.remove(&id).map(|(tenant, facts)| (id, tenant, facts)))
             .collect();
-        let client = match store::client(db).await {
+        let client = match store::client(&shared.db).await {
             Ok(client) => client,
             Err(e) => {
                 tracing::warn!(calls = pending.len(), error = %Chain(&e), "database unavailable: call events kept, retrying");
@@ -278,13 +290,13 @@ impl PendingFacts {
                 Err(e) => tracing::error!(call_id = %id, error = %Chain(&e), ?facts, "could not record call events"),
             }
         }
-        let written = write_changes(&client, &changes, self.one_commit_per_batch).await;
+        let written = write_changes(&client, &changes, shared.one_commit_per_batch).await;
         let mut retry_alone = Vec::new();
         for (change, written) in changes.into_iter().zip(written) {
             match written {
-                Ok(true) => settle(calls, change),
+                Ok(Moved::Yes { deliveries }) => settle(calls, change, &shared.bus, deliveries),
                 // Lost to a concurrent writer: apply the facts to what is stored now.
-                Ok(false) => retry_alone.push(change.id),
+                Ok(Moved::No) => retry_alone.push(change.id),
                 Err(e) if e.is_unavailable() => {
                     unwritten.insert(change.id);
                 }
@@ -294,7 +306,7 @@ impl PendingFacts {
         for id in retry_alone {
             calls.remove(&id);
             let (_, tenant, facts) = pending.iter().find(|(p, _, _)| *p == id).expect("planned from pending");
-            match apply_facts(&client, calls, tenant, id, facts).await {
+            match apply_facts(&client, &shared.bus, calls, tenant, id, facts).await {
                 Ok(()) => {}
                 Err(e) if e.downcast_ref::<StoreError>().is_some_and(StoreError::is_unavailable) => {
                     unwritten.insert(id);
@@ -322,7 +334,7 @@ async fn write_changes(
     client: &deadpool_postgres::Client,
     changes: &[Change],
     one_commit: bool,
-) -> Vec<Result<bool, StoreError>> {
+) -> Vec<Result<Moved, StoreError>> {
     let transitions: Vec<Transition<'_>> = changes.iter().map(Change::transition).collect();
     if one_commit && changes.len() > 1 {
         match store::callbacks::transitions_in_one_commit(client, &transitions).await {
@@ -339,8 +351,9 @@ async fn write_changes(
 struct Change {
     id: Uuid,
     tenant: Arc<str>,
-    from: CallState,
-    next: CallState,
+    /// The attempt as read, and as it is to be written.
+    from: CallbackRow,
+    next: CallbackRow,
     steps: Vec<Step>,
     /// Said about the new outcome, when its reason alone leaves it open.
     detail: Option<&'static str>,
@@ -351,8 +364,9 @@ impl Change {
     fn transition(&self) -> Transition<'_> {
         Transition {
             id: self.id,
-            from: &self.from,
-            to: &self.next,
+            sequence: self.from.sequence,
+            from: &self.from.state,
+            to: &self.next.state,
             steps: &self.steps,
             detail: self.detail,
             action_id: self.action_id.as_deref(),
@@ -362,50 +376,39 @@ impl Change {
 
 /// Starts following a placed call (its first events may have been applied already: then only
 /// the connection hold is added).
-fn track(calls: &mut HashMap<Uuid, Tracked>, id: Uuid, tenant: Arc<str>, state: CallState, hold: Option<CallHold>) {
-    match calls.entry(id) {
+fn track(calls: &mut HashMap<Uuid, Tracked>, tenant: Arc<str>, row: CallbackRow, hold: Option<CallHold>) {
+    match calls.entry(row.id) {
         Entry::Occupied(mut entry) if entry.get().settled_at.is_none() => entry.get_mut().hold = hold,
         Entry::Occupied(_) => {}
         Entry::Vacant(entry) => {
-            entry.insert(Tracked { tenant, state, hold, settled_at: None });
+            entry.insert(Tracked { tenant, row, hold, settled_at: None });
         }
     }
 }
 
 /// Cancels and lost PBX links (events and placements are batched through [`PendingFacts`]).
-async fn handle(db: &deadpool_postgres::Pool, calls: &mut HashMap<Uuid, Tracked>, work: Work) {
+async fn handle(shared: &Shared, calls: &mut HashMap<Uuid, Tracked>, work: Work) {
     match work {
         Work::Event { .. } | Work::Placed { .. } => unreachable!("batched through PendingFacts"),
         Work::Forget { id } => {
             calls.remove(&id);
         }
         Work::PbxDown { tenant, detail } => {
-            let lost: Vec<Uuid> =
-                calls.iter().filter(|(_, t)| t.tenant == tenant && t.settled_at.is_none()).map(|(id, _)| *id).collect();
+            let lost: Vec<CallbackRow> = calls
+                .values()
+                .filter(|t| t.tenant == tenant && t.settled_at.is_none())
+                .map(|t| t.row.clone())
+                .collect();
             if lost.is_empty() {
                 return;
             }
             let detail = format!("the AMI connection was lost ({detail}); the outcome was not observed");
-            match store::client(db).await {
-                Ok(client) => {
-                    match store::callbacks::mark_in_flight_unknown(
-                        &client,
-                        Some(&tenant),
-                        OffsetDateTime::now_utc(),
-                        &detail,
-                    )
-                    .await
-                    {
-                        Ok(n) => tracing::warn!(tenant = %tenant, calls = n, "in-flight calls marked unknown"),
-                        Err(e) => {
-                            tracing::error!(tenant = %tenant, error = %Chain(&e), "could not mark in-flight calls")
-                        }
-                    }
-                }
+            match super::mark_lost(&shared.db, &shared.bus, &lost, &detail).await {
+                Ok(n) => tracing::warn!(tenant = %tenant, calls = n, "in-flight calls marked unknown"),
                 Err(e) => tracing::error!(tenant = %tenant, error = %Chain(&e), "could not mark in-flight calls"),
             }
-            for id in lost {
-                calls.remove(&id);
+            for row in lost {
+                calls.remove(&row.id);
             }
         }
     }
@@ -429,44 +432,58 @@ async fn plan(
                 tracing::warn!(call_id = %id, pbx_tenant = %tenant, "event from another tenant's PBX ignored");
                 return Ok(None);
             }
-            entry.insert(Tracked { tenant: tenant.clone(), state: row.state, hold: None, settled_at: None })
+            entry.insert(Tracked { tenant: tenant.clone(), row, hold: None, settled_at: None })
         }
     };
     if tracked.tenant != *tenant {
         return Ok(None);
     }
-    let mut next = tracked.state.clone();
+    let mut next = tracked.row.clone();
     let mut steps = Vec::new();
     let mut action_id = None;
     let mut detail = None;
+    // Each step is an event: the attempt as it stood right after it, numbered in turn.
+    let step = |steps: &mut Vec<Step>, before: &CallbackRow, after: &mut CallbackRow, at, cause: String| {
+        after.updated_at = at;
+        after.sequence = before.sequence + 1;
+        steps.push(Step { from: before.state.status, to: after.state.status, cause, event: event_data(after) });
+    };
     for (fact, at) in facts {
         if let Fact::OriginateQueued { action_id: queued } = fact {
             action_id = Some(queued.clone());
-        } else if next.status == Status::Queued {
+        } else if next.state.status == Status::Queued {
             // An event of the call proves Asterisk queued it, though the API's word that it was
             // placed (with the ActionID) has not arrived yet: the trail still says it rang.
-            if let Some(rung) = apply(&next, &Fact::OriginateQueued { action_id: String::new() }, *at) {
-                steps.push(Step::new(next.status, rung.status, "originate queued (seen in the call's events)"));
-                next = rung;
+            if let Some(rung) = apply(&next.state, &Fact::OriginateQueued { action_id: String::new() }, *at) {
+                let mut after = CallbackRow { state: rung, ..next.clone() };
+                step(&mut steps, &next, &mut after, *at, "originate queued (seen in the call's events)".into());
+                next = after;
             }
         }
-        let Some(after) = apply(&next, fact, *at) else { continue };
-        if after.status != next.status || after.reason != next.reason {
+        let Some(state) = apply(&next.state, fact, *at) else { continue };
+        let mut after = CallbackRow { state, ..next.clone() };
+        if after.state.status != next.state.status || after.state.reason != next.state.reason {
             let cause = match fact {
                 Fact::OriginateQueued { action_id } => format!("originate queued (ActionID {action_id})"),
                 _ => format!("{fact:?}"),
             };
-            steps.push(Step::new(next.status, after.status, cause));
-            detail = after.reason.and_then(|reason| explain(fact, reason)).or(detail);
+            if let Some(explained) = after.state.reason.and_then(|reason| explain(fact, reason)) {
+                detail = Some(explained);
+                after.detail = Some(explained.to_owned());
+            }
+            step(&mut steps, &next, &mut after, *at, cause);
         }
         next = after;
     }
+    if let Some(queued) = &action_id {
+        next.action_id.get_or_insert_with(|| queued.clone());
+    }
     // The ActionID is written even when it changes nothing else (the call's events got there
     // first): a retry of the tap is answered once the attempt names it.
-    Ok((next != tracked.state || action_id.is_some()).then(|| Change {
+    Ok((next.state != tracked.row.state || action_id.is_some()).then(|| Change {
         id,
         tenant: tenant.clone(),
-        from: tracked.state.clone(),
+        from: tracked.row.clone(),
         next,
         steps,
         detail,
@@ -485,8 +502,12 @@ fn explain(fact: &Fact, reason: Reason) -> Option<&'static str> {
 
 /// A change was written: log it and keep the call's new state (and let its connection go once
 /// it has settled).
-fn settle(calls: &mut HashMap<Uuid, Tracked>, change: Change) {
+fn settle(calls: &mut HashMap<Uuid, Tracked>, change: Change, bus: &Bus, deliveries: i64) {
+    let first = change.from.sequence;
+    bus.committed(change.id, change.steps.iter().zip(first + 1..).map(|(s, n)| (n, s.event.as_str())), deliveries);
     let Change { id, tenant, from, next, steps, .. } = change;
+    let (from, next_row) = (from.state, next);
+    let next = &next_row.state;
     // One line per write, naming every status passed through (a burst of events often moves a call
     // several steps at once): the call's story in two or three lines, not one per step.
     let moves = || steps.iter().filter(|step| step.from != step.to);
@@ -514,13 +535,14 @@ fn settle(calls: &mut HashMap<Uuid, Tracked>, change: Change) {
         tracked.settled_at = Some(Instant::now());
         tracked.hold = None;
     }
-    tracked.state = next;
+    tracked.row = next_row;
 }
 
 /// Applies one call's facts and writes them on their own; when a concurrent writer wins (the API
 /// recording a cancel), reloads the stored state and applies the facts to that. Nothing is dropped.
 async fn apply_facts(
     db: &deadpool_postgres::Client,
+    bus: &Bus,
     calls: &mut HashMap<Uuid, Tracked>,
     tenant: &Arc<str>,
     id: Uuid,
@@ -528,8 +550,8 @@ async fn apply_facts(
 ) -> anyhow::Result<()> {
     for _ in 0..3 {
         let Some(change) = plan(db, calls, tenant, id, facts).await? else { return Ok(()) };
-        if store::callbacks::transition(db, &change.transition()).await? {
-            settle(calls, change);
+        if let Moved::Yes { deliveries } = store::callbacks::transition(db, &change.transition()).await? {
+            settle(calls, change, bus, deliveries);
             return Ok(());
         }
         calls.remove(&id);

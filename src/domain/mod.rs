@@ -5,11 +5,13 @@
 //! - [`phone`]: phone numbers, normalised to E.164 and classified (mobile, premium rate, ...).
 //! - [`settings`]: a company's PBX settings, validated field by field.
 //! - [`dialplan`]: the `extensions_custom.conf` a company's PBX needs, generated from its settings.
+//! - [`event`]: the events dialback reports (to the app's live stream and to webhooks), endpoints.
 //! - [`registry`]: couriers and orders, as the company's main system pushes them.
 //! - [`recording`]: what a recording's file name says (call id, numbers, time), its download state.
 
 pub mod callback;
 pub mod dialplan;
+pub mod event;
 pub mod phone;
 pub mod recording;
 pub mod registry;

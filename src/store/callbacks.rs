@@ -5,9 +5,11 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::events::outbox_ctes;
 use super::idempotency::{claim_sql, ClaimSql, IdempotencyClaim};
 use super::StoreError;
 use crate::domain::callback::{CallState, Leg, Reason, Status, Target};
+use crate::domain::event::EventType;
 use crate::domain::registry::Order;
 
 /// One attempt as stored.
@@ -24,14 +26,14 @@ pub struct CallbackRow {
     pub action_id: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// The number of its last event (`callback.status_changed`): one per status it passed through.
+    pub sequence: i32,
     pub state: CallState,
 }
 
 const COLUMNS: &str = "id, tenant_id, courier_id, target, order_id, to_number, courier_number, status, failed_leg, \
     reason, hangup_cause, detail, action_id, courier_channel, created_at, updated_at, courier_answered_at, \
-    connected_at, ended_at, talk_seconds, cdr_billable_seconds, cdr";
-/// How many columns [`COLUMNS`] names (a statement's own columns come after them).
-const COLUMN_COUNT: usize = 22;
+    connected_at, ended_at, talk_seconds, cdr_billable_seconds, cdr, last_sequence";
 
 fn leg(s: Option<String>) -> Option<Leg> {
     match s.as_deref() {
@@ -56,6 +58,7 @@ fn from_row(r: &Row) -> CallbackRow {
         action_id: r.get(12),
         created_at: r.get(14),
         updated_at: r.get(15),
+        sequence: r.get(22),
         state: CallState {
             status: Status::parse(&status).unwrap_or(Status::Unknown),
             failed_leg: leg(r.get(8)),
@@ -77,16 +80,11 @@ fn from_row(r: &Row) -> CallbackRow {
 }
 
 pub struct NewCallback<'a> {
-    pub id: Uuid,
-    pub tenant: &'a str,
-    pub courier_id: &'a str,
-    pub target: Target,
-    pub order_id: Option<&'a str>,
-    pub to_number: Option<&'a str>,
-    pub courier_number: Option<&'a str>,
-    pub status: Status,
-    pub reason: Option<Reason>,
-    pub detail: Option<&'a str>,
+    /// The attempt as it is to be stored: `queued`, or `refused` with its reason and detail, its
+    /// first event numbered 1.
+    pub row: &'a CallbackRow,
+    /// That first event's data (the row as the API shows it).
+    pub event: &'a str,
     /// The request's `Idempotency-Key`, claimed by the same statement: the attempt is written only
     /// if the key is free.
     pub claim: Option<&'a IdempotencyClaim<'a>>,
@@ -106,17 +104,18 @@ pub struct DecidedOn<'a> {
 }
 
 pub enum Inserted {
-    Written(Box<CallbackRow>),
+    /// Written, with how many webhook deliveries its event queued.
+    Written { deliveries: i64 },
     /// The Idempotency-Key is taken: nothing was written.
     KeyTaken,
     /// The courier or the order changed since they were read: nothing was written.
     Stale,
 }
 
-/// Writes a new attempt (before the PBX is contacted) and its first transition, claiming the
-/// request's idempotency key and checking the facts it was decided on, in one statement (one
-/// round trip, atomic; see [`super::idempotency`] for the claim's rules). The tenant row exists:
-/// its courier does (or, for a test call, the caller made sure).
+/// Writes a new attempt (before the PBX is contacted), its first transition and its first event,
+/// claiming the request's idempotency key and checking the facts it was decided on, in one
+/// statement (one round trip, atomic; see [`super::idempotency`] for the claim's rules). The
+/// tenant row exists: its courier does (or, for a test call, the caller made sure).
 pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Result<Inserted, StoreError> {
     let sql = format!(
         "WITH fresh AS (
@@ -129,14 +128,16 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
          claim AS ({}),
          cb AS (
              INSERT INTO callbacks (id, tenant_id, courier_id, target, order_id, to_number, courier_number,
-                 status, reason, detail, ended_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $8 = 'refused' THEN now() END
+                 status, reason, detail, created_at, updated_at, ended_at, last_sequence)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $19, $19, $20, 1
              WHERE (SELECT ok FROM fresh) AND ($12::text IS NULL OR EXISTS (SELECT FROM claim))
-             RETURNING {COLUMNS}),
+             RETURNING id, tenant_id, status),
          first AS (
              INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
-             SELECT id, NULL, status, $11 FROM cb)
-         SELECT {COLUMNS}, (SELECT ok FROM fresh) FROM (SELECT) AS one LEFT JOIN cb ON true",
+             SELECT id, NULL, status, $11 FROM cb),
+         first_event AS (SELECT id AS subject_id, tenant_id, 1 AS sequence, $21::text AS data FROM cb),
+         {}
+         SELECT EXISTS (SELECT FROM cb), (SELECT ok FROM fresh), (SELECT count(*) FROM deliveries_written)",
         claim_sql(&ClaimSql {
             tenant: "$2",
             courier: "$3",
@@ -144,25 +145,26 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
             request_hash: "$13",
             callback_id: "$1",
             when: "(SELECT ok FROM fresh)",
-        })
+        }),
+        outbox_ctes("first_event", EventType::CallbackStatusChanged),
     );
     let statement = db.prepare_cached(&sql).await?;
-    let order = new.decided_on.and_then(|d| d.order);
-    let row = db
+    let (row, order) = (new.row, new.decided_on.and_then(|d| d.order));
+    let result = db
         .query_one(
             &statement,
             &[
-                &new.id,
-                &new.tenant,
-                &new.courier_id,
-                &new.target.as_str(),
-                &new.order_id,
-                &new.to_number,
-                &new.courier_number,
-                &new.status.as_str(),
-                &new.reason.map(Reason::as_str),
-                &new.detail,
-                &new.detail.unwrap_or("created"),
+                &row.id,
+                &row.tenant_id,
+                &row.courier_id,
+                &row.target.as_str(),
+                &row.order_id,
+                &row.to_number,
+                &row.courier_number,
+                &row.state.status.as_str(),
+                &row.state.reason.map(Reason::as_str),
+                &row.detail,
+                &row.detail.as_deref().unwrap_or("created"),
                 &new.claim.map(|c| c.key),
                 &new.claim.map(|c| c.request_hash),
                 &new.decided_on.map(|d| d.courier_phone),
@@ -170,12 +172,15 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
                 &order.map(|o| o.state.as_str()),
                 &order.and_then(|o| o.courier_id.as_deref()),
                 &order.map(|o| o.phones.as_slice()),
+                &row.created_at,
+                &row.state.ended_at,
+                &new.event,
             ],
         )
         .await?;
-    Ok(if row.get::<_, Option<Uuid>>(0).is_some() {
-        Inserted::Written(Box::new(from_row(&row)))
-    } else if row.get::<_, bool>(COLUMN_COUNT) {
+    Ok(if result.get::<_, bool>(0) {
+        Inserted::Written { deliveries: result.get(2) }
+    } else if result.get::<_, bool>(1) {
         Inserted::KeyTaken
     } else {
         Inserted::Stale
@@ -250,23 +255,22 @@ pub async fn list(db: &impl GenericClient, tenant: &str, f: &ListFilter) -> Resu
     Ok(rows.iter().map(from_row).collect())
 }
 
-/// One entry of the audit trail: a status (or reason) change and what caused it.
+/// One entry of the audit trail: a status (or reason) change and what caused it, with its event.
 pub struct Step {
     pub from: Status,
     pub to: Status,
     pub cause: String,
-}
-
-impl Step {
-    pub fn new(from: Status, to: Status, cause: impl Into<String>) -> Self {
-        Self { from, to, cause: cause.into() }
-    }
+    /// The event's data: the callback as the API shows it after this step (numbered after the
+    /// callback's last event and the steps before this one).
+    pub event: String,
 }
 
 /// One attempt's move from `from` to `to`, with the changes on the way (`steps`, several when a
-/// burst of events was applied at once) for the audit trail.
+/// burst of events was applied at once) for the audit trail and as events.
 pub struct Transition<'a> {
     pub id: Uuid,
+    /// The number of the attempt's last event, as read with `from`.
+    pub sequence: i32,
     pub from: &'a CallState,
     pub to: &'a CallState,
     pub steps: &'a [Step],
@@ -274,24 +278,32 @@ pub struct Transition<'a> {
     pub action_id: Option<&'a str>,
 }
 
-/// Moves an attempt from `from` to `to` if nobody moved it meanwhile, and records its steps in
-/// the audit trail: one statement, so one round trip and atomic. Returns false when the stored
-/// status was no longer `from.status` (a concurrent update won).
-pub async fn transition(db: &deadpool_postgres::Client, t: &Transition<'_>) -> Result<bool, StoreError> {
-    let statement = db.prepare_cached(TRANSITION_SQL).await?;
+/// What writing a [`Transition`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    /// Written, with how many webhook deliveries its events queued.
+    Yes { deliveries: i64 },
+    /// The stored attempt was no longer as read (a concurrent writer won): nothing was written.
+    No,
+}
+
+/// Moves an attempt from `from` to `to` if nobody moved it meanwhile, records its steps in the
+/// audit trail and as events: one statement, so one round trip and atomic.
+pub async fn transition(db: &deadpool_postgres::Client, t: &Transition<'_>) -> Result<Moved, StoreError> {
+    let statement = db.prepare_cached(&transition_sql()).await?;
     execute_transition(db, &statement, t).await
 }
 
 /// Several attempts' transitions in one transaction, sent together with its `BEGIN` and `COMMIT`
 /// (one round trip, and one commit: one WAL flush on a durable server instead of one per call).
-/// Each `bool` is [`transition`]'s. When any statement fails nothing is written (PostgreSQL
+/// Each [`Moved`] is [`transition`]'s. When any statement fails nothing is written (PostgreSQL
 /// turns the `COMMIT` of a failed transaction into a rollback) and the first error is returned:
 /// the caller may write them one by one to find the one that fails.
 pub async fn transitions_in_one_commit(
     db: &deadpool_postgres::Client,
     ts: &[Transition<'_>],
-) -> Result<Vec<bool>, StoreError> {
-    let statement = db.prepare_cached(TRANSITION_SQL).await?;
+) -> Result<Vec<Moved>, StoreError> {
+    let statement = db.prepare_cached(&transition_sql()).await?;
     if let [t] = ts {
         return Ok(vec![execute_transition(db, &statement, t).await?]);
     }
@@ -304,7 +316,7 @@ pub async fn transitions_in_one_commit(
     )
     .await;
     begun?;
-    let moved = moved.into_iter().collect::<Result<Vec<bool>, StoreError>>()?;
+    let moved = moved.into_iter().collect::<Result<Vec<Moved>, StoreError>>()?;
     committed?;
     Ok(moved)
 }
@@ -333,29 +345,41 @@ async fn join_in_order<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output
     outputs.into_iter().map(|o| o.expect("every future finished")).collect()
 }
 
-const TRANSITION_SQL: &str = "WITH moved AS (
-        UPDATE callbacks SET status = $2, failed_leg = $3, reason = $4, hangup_cause = $5, courier_channel = $6,
-            courier_answered_at = $7, connected_at = $8, ended_at = $9, talk_seconds = $10,
-            cdr_billable_seconds = $11, detail = COALESCE($13, detail), action_id = COALESCE($14, action_id),
-            cdr = $18, updated_at = now()
-        WHERE id = $1 AND status = $12
-        RETURNING id),
-     audit AS (
-        INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
-        SELECT moved.id, step.from_status, step.to_status, step.cause
-        FROM moved, unnest($15::text[], $16::text[], $17::text[]) WITH ORDINALITY
-            AS step(from_status, to_status, cause, n)
-        ORDER BY step.n)
-     SELECT count(*) FROM moved";
+/// The statement of [`transition`]: the update is guarded by the status and the event number read,
+/// so of two writers that read the same attempt one moves it and the other is told to read again.
+fn transition_sql() -> String {
+    format!(
+        "WITH moved AS (
+            UPDATE callbacks SET status = $2, failed_leg = $3, reason = $4, hangup_cause = $5, courier_channel = $6,
+                courier_answered_at = $7, connected_at = $8, ended_at = $9, talk_seconds = $10,
+                cdr_billable_seconds = $11, detail = COALESCE($13, detail), action_id = COALESCE($14, action_id),
+                cdr = $18, last_sequence = $19 + cardinality($15::text[]), updated_at = now()
+            WHERE id = $1 AND status = $12 AND last_sequence = $19
+            RETURNING id, tenant_id),
+         audit AS (
+            INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
+            SELECT moved.id, step.from_status, step.to_status, step.cause
+            FROM moved, unnest($15::text[], $16::text[], $17::text[]) WITH ORDINALITY
+                AS step(from_status, to_status, cause, n)
+            ORDER BY step.n),
+         step_events AS (
+            SELECT moved.id AS subject_id, moved.tenant_id, $19 + e.n::integer AS sequence, e.data
+            FROM moved, unnest($20::text[]) WITH ORDINALITY AS e(data, n)),
+         {}
+         SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM deliveries_written)",
+        outbox_ctes("step_events", EventType::CallbackStatusChanged)
+    )
+}
 
 async fn execute_transition(
     db: &deadpool_postgres::Client,
     statement: &tokio_postgres::Statement,
     t: &Transition<'_>,
-) -> Result<bool, StoreError> {
+) -> Result<Moved, StoreError> {
     let froms: Vec<&str> = t.steps.iter().map(|s| s.from.as_str()).collect();
     let tos: Vec<&str> = t.steps.iter().map(|s| s.to.as_str()).collect();
     let causes: Vec<&str> = t.steps.iter().map(|s| s.cause.as_str()).collect();
+    let events: Vec<&str> = t.steps.iter().map(|s| s.event.as_str()).collect();
     let (to, from) = (t.to, t.from);
     let row = db
         .query_one(
@@ -379,40 +403,32 @@ async fn execute_transition(
                 &tos,
                 &causes,
                 &(!to.cdr.is_empty()).then(|| serde_json::to_value(&to.cdr).expect("a CDR serialises")),
+                &t.sequence,
+                &events,
             ],
         )
         .await?;
-    Ok(row.get::<_, i64>(0) == 1)
+    Ok(if row.get::<_, i64>(0) == 1 { Moved::Yes { deliveries: row.get(1) } } else { Moved::No })
 }
 
-/// Marks every attempt still in flight (optionally of one tenant) as `unknown`, with why; returns
-/// how many. Used when dialback starts and when a PBX connection is lost.
-pub async fn mark_in_flight_unknown(
+/// Every attempt still in flight (optionally of one tenant) created before `created_before`, as
+/// stored: for when dialback can no longer follow them (it restarted, a PBX link was lost).
+pub async fn in_flight(
     db: &impl GenericClient,
     tenant: Option<&str>,
-    older_than: OffsetDateTime,
-    detail: &str,
-) -> Result<u64, StoreError> {
+    created_before: OffsetDateTime,
+) -> Result<Vec<CallbackRow>, StoreError> {
     let rows = db
         .query(
-            &db.prepare_cached(
-                "WITH old AS (
-                 SELECT id, status FROM callbacks
+            &format!(
+                "SELECT {COLUMNS} FROM callbacks
                  WHERE ended_at IS NULL AND status IN ('queued', 'ringing_courier', 'ringing_client', 'connected')
-                   AND ($1::text IS NULL OR tenant_id = $1) AND created_at < $2
-                 FOR UPDATE),
-             moved AS (
-                 UPDATE callbacks c SET status = 'unknown', reason = 'lost', detail = $3, updated_at = now()
-                 FROM old WHERE c.id = old.id
-                 RETURNING c.id, old.status AS prev)
-             INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
-             SELECT id, prev, 'unknown', $3 FROM moved RETURNING callback_id",
-            )
-            .await?,
-            &[&tenant, &older_than, &detail],
+                   AND ($1::text IS NULL OR tenant_id = $1) AND created_at < $2"
+            ),
+            &[&tenant, &created_before],
         )
         .await?;
-    Ok(rows.len() as u64)
+    Ok(rows.iter().map(from_row).collect())
 }
 
 /// The audit trail of one attempt, oldest first: (at, from, to, cause).

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod callbacks;
+pub mod events;
 pub mod idempotency;
 pub mod migrations;
 pub mod recordings;
@@ -68,6 +69,13 @@ pub async fn client(pool: &Pool) -> Result<Client, StoreError> {
 pub async fn commits_wait_for_wal(pool: &Pool) -> Result<bool, StoreError> {
     let row = client(pool).await?.query_one("SELECT current_setting('synchronous_commit') <> 'off'", &[]).await?;
     Ok(row.get(0))
+}
+
+/// The time now, to the microsecond as PostgreSQL keeps it: a time shown (in an event, an answer)
+/// before its row is read back reads the same as it will afterwards.
+pub fn now() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)
 }
 
 /// `SELECT 1`: the readiness probe.

@@ -686,31 +686,25 @@ async fn the_cap_on_in_flight_originates_per_pbx_answers_503_pbx_busy() {
 /// store, `queued`.
 async fn queued_attempts(n: usize) -> (TestApp, deadpool_postgres::Client, Vec<uuid::Uuid>) {
     use dialback::domain::callback::Status;
-    use dialback::store::callbacks::{self, Inserted, NewCallback};
     let app = spawn_app().await;
     let pool = dialback::store::pool(&app.database_url.clone().into(), &Default::default()).unwrap();
     let db = pool.get().await.unwrap();
     let mut ids = Vec::new();
     for _ in 0..n {
         let id = uuid::Uuid::now_v7();
-        let new = NewCallback {
-            id,
-            tenant: "acme",
-            courier_id: "courier-1",
-            target: dialback::domain::callback::Target::Client,
-            order_id: None,
-            to_number: Some(CLIENT_PHONE),
-            courier_number: Some(COURIER_PHONE),
-            status: Status::Queued,
-            reason: None,
-            detail: None,
-            claim: None,
-            decided_on: None,
-        };
-        assert!(matches!(callbacks::insert(&db, &new).await.unwrap(), Inserted::Written(_)));
+        support::insert_attempt(&db, &support::attempt_row(id, Status::Queued)).await;
         ids.push(id);
     }
     (app, db, ids)
+}
+
+/// A step of the audit trail with a placeholder event.
+fn step(
+    from: dialback::domain::callback::Status,
+    to: dialback::domain::callback::Status,
+    cause: &str,
+) -> dialback::store::callbacks::Step {
+    dialback::store::callbacks::Step { from, to, cause: cause.into(), event: "{}".into() }
 }
 
 /// The tracker writes a burst's changes for many calls together, in one commit; a call someone
@@ -718,7 +712,7 @@ async fn queued_attempts(n: usize) -> (TestApp, deadpool_postgres::Client, Vec<u
 #[tokio::test]
 async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read() {
     use dialback::domain::callback::{CallState, Status};
-    use dialback::store::callbacks::{self, Step, Transition};
+    use dialback::store::callbacks::{self, Moved, Transition};
     let (app, db, ids) = queued_attempts(3).await;
     // Written, not yet sent: what the API shows of an attempt in that instant.
     let queued_call = app.callback(&ids[0].to_string(), &app.admin("acme")).await;
@@ -729,27 +723,28 @@ async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read()
     connected.connected_at = Some(time::OffsetDateTime::now_utc());
     // The second call was canceled meanwhile: it is no longer `queued`.
     let canceled = CallState::new(Status::Canceled);
-    let step = |from, to| vec![Step::new(from, to, "test")];
-    assert!(callbacks::transition(
+    let one = |from, to| vec![step(from, to, "test")];
+    let moved = callbacks::transition(
         &db,
         &Transition {
             id: ids[1],
+            sequence: 1,
             from: &queued,
             to: &canceled,
-            steps: &step(Status::Queued, Status::Canceled),
+            steps: &one(Status::Queued, Status::Canceled),
             detail: None,
-            action_id: None
-        }
+            action_id: None,
+        },
     )
     .await
-    .unwrap());
-    let first_steps = [
-        Step::new(Status::Queued, Status::RingingCourier, "a"),
-        Step::new(Status::RingingCourier, Status::Connected, "b"),
-    ];
+    .unwrap();
+    assert!(matches!(moved, Moved::Yes { .. }));
+    let first_steps =
+        [step(Status::Queued, Status::RingingCourier, "a"), step(Status::RingingCourier, Status::Connected, "b")];
     let batch = [
         Transition {
             id: ids[0],
+            sequence: 1,
             from: &queued,
             to: &connected,
             steps: &first_steps,
@@ -758,22 +753,25 @@ async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read()
         },
         Transition {
             id: ids[1],
+            sequence: 1,
             from: &queued,
             to: &ringing,
-            steps: &step(Status::Queued, Status::RingingCourier),
+            steps: &one(Status::Queued, Status::RingingCourier),
             detail: None,
             action_id: Some("A2"),
         },
         Transition {
             id: ids[2],
+            sequence: 1,
             from: &queued,
             to: &ringing,
-            steps: &step(Status::Queued, Status::RingingCourier),
+            steps: &one(Status::Queued, Status::RingingCourier),
             detail: None,
             action_id: Some("A3"),
         },
     ];
     let moved = callbacks::transitions_in_one_commit(&db, &batch).await.unwrap();
+    let moved: Vec<bool> = moved.iter().map(|m| matches!(m, Moved::Yes { .. })).collect();
     assert_eq!(moved, [true, false, true]);
     let status = |i: usize| {
         let db = &db;
@@ -800,17 +798,18 @@ async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read()
 #[tokio::test]
 async fn a_batch_of_transitions_is_written_whole_or_not_at_all() {
     use dialback::domain::callback::{CallState, Status};
-    use dialback::store::callbacks::{self, Step, Transition};
+    use dialback::store::callbacks::{self, Moved, Transition};
     let (_app, db, ids) = queued_attempts(40).await;
     let (queued, ringing) = (CallState::new(Status::Queued), CallState::new(Status::RingingCourier));
-    let good = [Step::new(Status::Queued, Status::RingingCourier, "originate queued")];
+    let good = [step(Status::Queued, Status::RingingCourier, "originate queued")];
     // PostgreSQL refuses a NUL in text: the last statement of the batch fails.
-    let bad = [Step::new(Status::Queued, Status::RingingCourier, "nul\0byte")];
+    let bad = [step(Status::Queued, Status::RingingCourier, "nul\0byte")];
     let batch = |last_bad: bool| -> Vec<Transition<'_>> {
         ids.iter()
             .enumerate()
             .map(|(i, id)| Transition {
                 id: *id,
+                sequence: 1,
                 from: &queued,
                 to: &ringing,
                 steps: if last_bad && i == ids.len() - 1 { &bad } else { &good },
@@ -827,7 +826,8 @@ async fn a_batch_of_transitions_is_written_whole_or_not_at_all() {
     for id in &ids {
         assert_eq!(status(*id).await, Status::Queued, "nothing of a failed batch is written");
     }
-    assert_eq!(callbacks::transitions_in_one_commit(&db, &batch(false)).await.unwrap(), vec![true; 40]);
+    let moved = callbacks::transitions_in_one_commit(&db, &batch(false)).await.unwrap();
+    assert!(moved.iter().all(|m| matches!(m, Moved::Yes { .. })), "{moved:?}");
     for id in &ids {
         assert_eq!(status(*id).await, Status::RingingCourier);
     }

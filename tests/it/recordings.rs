@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::support::ftp::{files_under, FtpOptions, FtpServer};
 use crate::support::wait::{eventually, until, within_patience};
-use crate::support::{self, assert_problem, spawn_app, TestApp, CLIENT_PHONE, COURIER_PHONE};
+use crate::support::{self, assert_problem, spawn_app, TestApp, CLIENT_PHONE};
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, bytes).as_ref())
@@ -196,26 +196,11 @@ async fn a_file_that_appears_before_its_call_is_kept_and_bound_when_the_call_app
     // The call row appears (e.g. written by a replica whose transaction committed late).
     let pool = dialback::store::pool(&app.database_url.clone().into(), &Default::default()).unwrap();
     let db = pool.get().await.unwrap();
-    let inserted = dialback::store::callbacks::insert(
+    crate::support::insert_attempt(
         &db,
-        &dialback::store::callbacks::NewCallback {
-            id: call_id,
-            tenant: "acme",
-            courier_id: "courier-1",
-            target: dialback::domain::callback::Target::Client,
-            order_id: Some("A-1001"),
-            to_number: Some(CLIENT_PHONE),
-            courier_number: Some(COURIER_PHONE),
-            status: dialback::domain::callback::Status::Completed,
-            reason: None,
-            detail: None,
-            claim: None,
-            decided_on: None,
-        },
+        &crate::support::attempt_row(call_id, dialback::domain::callback::Status::Completed),
     )
-    .await
-    .unwrap();
-    assert!(matches!(inserted, dialback::store::callbacks::Inserted::Written(_)));
+    .await;
     let second = sync(&app, "acme").await;
     assert_eq!((second["fetched"].as_u64(), second["bound"].as_u64()), (Some(0), Some(1)), "{second}");
     let callback: Value =

@@ -321,6 +321,37 @@ impl TestApp {
     }
 }
 
+/// An attempt of courier-1 (of company acme) to call the client, as the store writes it: for
+/// tests that write rows behind the API's back.
+pub fn attempt_row(
+    id: uuid::Uuid,
+    status: dialback::domain::callback::Status,
+) -> dialback::store::callbacks::CallbackRow {
+    let now = dialback::store::now();
+    dialback::store::callbacks::CallbackRow {
+        id,
+        tenant_id: "acme".into(),
+        courier_id: "courier-1".into(),
+        target: dialback::domain::callback::Target::Client,
+        order_id: Some("A-1001".into()),
+        to_number: Some(CLIENT_PHONE.into()),
+        courier_number: Some(COURIER_PHONE.into()),
+        detail: None,
+        action_id: None,
+        created_at: now,
+        updated_at: now,
+        sequence: 1,
+        state: dialback::domain::callback::CallState::new(status),
+    }
+}
+
+/// Writes `row` (see [`attempt_row`]) straight to the store, with a placeholder first event.
+pub async fn insert_attempt(db: &deadpool_postgres::Client, row: &dialback::store::callbacks::CallbackRow) {
+    use dialback::store::callbacks::{insert, Inserted, NewCallback};
+    let new = NewCallback { row, event: "{}", claim: None, decided_on: None };
+    assert!(matches!(insert(db, &new).await.unwrap(), Inserted::Written { .. }));
+}
+
 /// A PBX simulator on a free port with quick phones (ring 50 ms, talk 1 s, leg-2 Dial timeout
 /// 2 s), changed by `tweak`.
 pub async fn sim_with(tweak: impl FnOnce(&mut dialback::pbx_sim::SimConfig)) -> dialback::pbx_sim::Simulator {
