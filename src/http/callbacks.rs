@@ -102,12 +102,12 @@ fn replay(status: u16, body: Value) -> HttpResponse {
     HttpResponse::build(status).content_type(content_type).insert_header(("Idempotent-Replayed", "true")).json(body)
 }
 
-fn callback_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(super) fn callback_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found("callback"))
 }
 
 /// Loads a callback the caller may see: a courier their own, an admin their company's.
-async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> Result<CallbackRow, ApiError> {
+pub(super) async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> Result<CallbackRow, ApiError> {
     let db = store::client(&state.db).await?;
     let row = store::callbacks::get(&db, caller.tenant(), id).await?.ok_or_else(|| ApiError::not_found("callback"))?;
     if !caller.is_admin() && row.courier_id != caller.sub() {

@@ -6,6 +6,7 @@
 //! [`state`].
 
 pub mod admin_page;
+pub mod callback_events;
 pub mod callbacks;
 pub mod docs;
 pub mod extract;
@@ -125,6 +126,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/v1/me").get(me::me),
         Endpoint::new("/v1/callbacks").post(callbacks::create).get(callbacks::list),
         Endpoint::new("/v1/callbacks/{callback_id}").get(callbacks::get).delete(callbacks::cancel),
+        Endpoint::new("/v1/callbacks/{callback_id}/events").get(callback_events::stream),
         Endpoint::new("/v1/recordings").get(recordings::list),
         Endpoint::new("/v1/recordings/{recording_id}/audio").get(recordings::audio),
         Endpoint::new("/v1/admin/recordings/sync").post(recordings::sync),

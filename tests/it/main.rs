@@ -14,6 +14,7 @@ mod confirm;
 mod dialplan;
 mod foundation;
 mod journal;
+mod live;
 mod pbx_sim;
 mod pbx_test;
 mod recordings;

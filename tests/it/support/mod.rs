@@ -8,6 +8,7 @@ pub mod examples;
 pub mod ftp;
 pub mod proxy;
 pub mod spec;
+pub mod sse;
 pub mod wait;
 pub mod webdriver;
 
