@@ -47,6 +47,8 @@ pub struct Config {
     pub ami: AmiConfig,
     #[serde(default)]
     pub recordings: RecordingsConfig,
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// `auto` (JSON unless stdout is a terminal), `json` or `pretty`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
@@ -145,6 +147,47 @@ impl Default for RecordingsConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Let endpoints use plain `http://` (a receiver on a trusted network; the demo and tests).
+    pub allow_http: bool,
+    /// Let endpoints reach private, loopback and link-local addresses (whatever their names
+    /// resolve to at connect time). Off, the deliverer cannot be turned against the network it
+    /// runs in.
+    pub allow_private_targets: bool,
+    pub connect_timeout_ms: u64,
+    /// Limit on one delivery attempt from connect to the answer's headers.
+    pub request_timeout_ms: u64,
+    /// Seconds to wait before each retry after a failed attempt (±20 % jitter); after the last,
+    /// the delivery is given up. The default spans a little over 27 hours.
+    pub retry_schedule_s: Vec<u64>,
+    /// An endpoint whose every delivery has failed for this many days is disabled (and says why).
+    pub disable_after_days: u32,
+    /// After a secret rotation, how long the previous secret keeps signing beside the new one.
+    pub secret_overlap_h: u32,
+    /// Deliveries one process sends at once.
+    pub concurrency: usize,
+    /// How long delivered messages stay listed before they are deleted.
+    pub keep_delivered_days: u32,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            allow_http: false,
+            allow_private_targets: false,
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 15_000,
+            retry_schedule_s: vec![5, 300, 1_800, 7_200, 18_000, 36_000, 36_000],
+            disable_after_days: 5,
+            secret_overlap_h: 24,
+            concurrency: 32,
+            keep_delivered_days: 30,
+        }
+    }
+}
+
 fn default_listen() -> SocketAddr {
     "127.0.0.1:8080".parse().expect("valid default address")
 }
@@ -196,6 +239,15 @@ impl Config {
         if self.recordings.parallel_downloads == 0 || self.recordings.claim_lease_s == 0 {
             return Err(ConfigError(
                 "recordings.parallel_downloads and recordings.claim_lease_s (DIALBACK_RECORDINGS__*) must be at least 1"
+                    .into(),
+            ));
+        }
+        let w = &self.webhooks;
+        if w.concurrency == 0 || w.connect_timeout_ms == 0 || w.request_timeout_ms == 0 || w.retry_schedule_s.is_empty()
+        {
+            return Err(ConfigError(
+                "webhooks.concurrency, connect_timeout_ms, request_timeout_ms (DIALBACK_WEBHOOKS__*) must be at least 1, \
+                 and webhooks.retry_schedule_s must list at least one delay"
                     .into(),
             ));
         }

@@ -19,6 +19,7 @@ use crate::http::state::AppState;
 use crate::limits::Limiters;
 use crate::recordings::storage::FsStorage;
 use crate::recordings::Recordings;
+use crate::webhooks::Webhooks;
 
 pub struct Application {
     port: u16,
@@ -26,6 +27,7 @@ pub struct Application {
     pool: Arc<AmiPool>,
     stop: CancellationToken,
     recordings_scheduler: tokio::task::JoinHandle<()>,
+    deliverer: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -69,9 +71,12 @@ impl Application {
             Arc::new(FsStorage::new(config.recordings_dir.clone())),
             config.secrets_key(),
             config.recordings.clone(),
+            bus.clone(),
         );
         recordings.sweep_partials().await;
         let recordings_scheduler = recordings.spawn_scheduler(stop.clone());
+        let webhooks = Webhooks::new(db.clone(), config.secrets_key(), config.webhooks.clone(), bus.clone())?;
+        let deliverer = webhooks.spawn_deliverer(stop.clone());
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {} (DIALBACK_LISTEN): {e}", config.listen))?;
         let port = listener.local_addr()?.port();
@@ -83,6 +88,7 @@ impl Application {
             verifier,
             callbacks,
             recordings,
+            webhooks,
         });
         let body_limit = config.http.body_limit_bytes;
         let mut server = HttpServer::new(move || {
@@ -98,7 +104,7 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         tracing::info!(listen = %config.listen, port, "dialback listening");
-        Ok(Self { port, server, pool, stop, recordings_scheduler })
+        Ok(Self { port, server, pool, stop, recordings_scheduler, deliverer })
     }
 
     pub fn port(&self) -> u16 {
@@ -111,6 +117,8 @@ impl Application {
         self.stop.cancel();
         // Downloads in progress are dropped; their claims lapse and another run takes them over.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.recordings_scheduler).await;
+        // Deliveries being sent finish or lapse; their leases let another process take them over.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.deliverer).await;
         self.pool.close_all().await;
         result
     }

@@ -156,12 +156,17 @@ impl Page {
                     .map_err(|_| ApiError::invalid_field("cursor", "cursor is the next_cursor of a previous page"))?,
             ),
         };
-        let limit = limit.unwrap_or(50);
-        if !(1..=200).contains(&limit) {
-            return Err(ApiError::invalid_field("limit", "limit must be 1-200"));
-        }
-        Ok(Page { before, limit })
+        Ok(Page { before, limit: page_limit(limit)? })
     }
+}
+
+/// A list's `limit` query parameter: 1-200, 50 when not given.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "limit must be 1-200"));
+    }
+    Ok(limit)
 }
 
 impl Page {

@@ -19,6 +19,7 @@ pub mod problem;
 pub mod recordings;
 pub mod registry;
 pub mod state;
+pub mod webhooks;
 
 use std::time::Instant;
 
@@ -130,6 +131,14 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/v1/recordings").get(recordings::list),
         Endpoint::new("/v1/recordings/{recording_id}/audio").get(recordings::audio),
         Endpoint::new("/v1/admin/recordings/sync").post(recordings::sync),
+        Endpoint::new("/v1/admin/webhooks").get(webhooks::list),
+        Endpoint::new("/v1/admin/webhooks/{endpoint_id}")
+            .get(webhooks::get)
+            .put(webhooks::put)
+            .delete(webhooks::delete),
+        Endpoint::new("/v1/admin/webhooks/{endpoint_id}/rotate-secret").post(webhooks::rotate_secret),
+        Endpoint::new("/v1/admin/webhooks/{endpoint_id}/deliveries").get(webhooks::deliveries),
+        Endpoint::new("/v1/admin/webhooks/{endpoint_id}/deliveries/{message_id}/retry").post(webhooks::retry),
     ]
 }
 

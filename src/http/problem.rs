@@ -18,6 +18,7 @@ use crate::recordings::ftp::FtpFailure;
 use crate::recordings::SyncError;
 use crate::store::StoreError;
 use crate::telemetry::Chain;
+use crate::webhooks::WebhookError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -190,6 +191,17 @@ impl From<InputError> for ApiError {
         match err {
             InputError::Schema(detail) => Self::invalid_body(detail),
             InputError::Field(field) => field.into(),
+        }
+    }
+}
+
+/// A webhook endpoint's URL it may not call is a 422 on `url`; a missing endpoint a 404.
+impl From<WebhookError> for ApiError {
+    fn from(err: WebhookError) -> Self {
+        match err {
+            WebhookError::Target(why) => Self::invalid_field("url", why),
+            WebhookError::NotFound => Self::not_found("webhook endpoint"),
+            WebhookError::Store(e) => e.into(),
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::auth::Verifier;
 use crate::callbacks::CallbackService;
 use crate::config::Config;
 use crate::recordings::Recordings;
+use crate::webhooks::Webhooks;
 
 pub struct AppState {
     pub config: Arc<Config>,
@@ -16,4 +17,5 @@ pub struct AppState {
     pub verifier: Verifier,
     pub callbacks: CallbackService,
     pub recordings: Arc<Recordings>,
+    pub webhooks: Webhooks,
 }

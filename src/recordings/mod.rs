@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::config::RecordingsConfig;
 use crate::crypto::SecretsKey;
+use crate::events::Bus;
 use crate::store::recordings::RecordingLink;
 use storage::RecordingStorage;
 pub use sync::{SyncError, SyncReport};
@@ -47,6 +48,8 @@ pub struct Recordings {
     storage: Arc<dyn RecordingStorage>,
     secrets: SecretsKey,
     config: RecordingsConfig,
+    /// Told when a binding queued webhook deliveries (`recording.bound`).
+    bus: Bus,
 }
 
 impl Recordings {
@@ -55,8 +58,9 @@ impl Recordings {
         storage: Arc<dyn RecordingStorage>,
         secrets: SecretsKey,
         config: RecordingsConfig,
+        bus: Bus,
     ) -> Arc<Self> {
-        Arc::new(Self { db, storage, secrets, config })
+        Arc::new(Self { db, storage, secrets, config, bus })
     }
 
     pub fn storage(&self) -> &dyn RecordingStorage {

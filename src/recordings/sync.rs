@@ -408,6 +408,9 @@ impl Recordings {
                 bound.extend(store::recordings::bind(&**db, tenant, file.id, callback, "numbers_time").await?);
             }
         }
+        if bound.iter().any(|b| b.deliveries > 0) {
+            self.bus.deliveries_queued();
+        }
         let now = OffsetDateTime::now_utc();
         for b in &bound {
             metrics::counter!("dialback_recordings_bound_total", "matched_by" => b.matched_by.clone()).increment(1);

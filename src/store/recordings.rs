@@ -11,7 +11,9 @@ use time::OffsetDateTime;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
+use super::events::outbox_ctes;
 use super::StoreError;
+use crate::domain::event::EventType;
 use crate::domain::recording::RecordingState;
 use crate::domain::settings::RecordingsSource;
 
@@ -262,10 +264,43 @@ pub struct Bound {
     pub callback_id: Uuid,
     pub matched_by: String,
     pub call_ended_at: Option<OffsetDateTime>,
+    /// Webhook deliveries its `recording.bound` event queued.
+    pub deliveries: i64,
 }
 
 fn bound(r: &Row) -> Bound {
-    Bound { id: r.get(0), file_name: r.get(1), callback_id: r.get(2), matched_by: r.get(3), call_ended_at: r.get(4) }
+    Bound {
+        id: r.get(0),
+        file_name: r.get(1),
+        callback_id: r.get(2),
+        matched_by: r.get(3),
+        call_ended_at: r.get(4),
+        deliveries: r.get(5),
+    }
+}
+
+/// A statement binding recordings: `binding` is an `UPDATE recordings r ... FROM callbacks c`
+/// without its `RETURNING`; each recording it binds gets its `recording.bound` event (its data:
+/// the recording, its callback and order, JSON built here as the API shows a recording).
+fn bind_statement(binding: &str) -> String {
+    format!(
+        "WITH bound AS (
+             {binding}
+             RETURNING r.id, r.file_name, c.id AS callback_id, r.matched_by, c.ended_at, r.tenant_id, c.order_id,
+                 r.size_bytes, r.sha256, r.content_type, r.recorded_at, r.bound_at),
+         bound_events AS (
+             SELECT id AS subject_id, tenant_id, 1 AS sequence,
+                 json_build_object('id', id, 'callback_id', callback_id, 'order_id', order_id,
+                     'file_name', file_name, 'matched_by', matched_by, 'size_bytes', size_bytes,
+                     'sha256', sha256, 'content_type', content_type,
+                     'recorded_at', to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                     'bound_at', to_char(bound_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))::text AS data
+             FROM bound),
+         {}
+         SELECT id, file_name, callback_id, matched_by, ended_at,
+             (SELECT count(*) FROM deliveries_written) FROM bound",
+        outbox_ctes("bound_events", EventType::RecordingBound)
+    )
 }
 
 /// Binds every stored, unbound recording first seen since `since` whose name carries the id of one
@@ -277,11 +312,12 @@ pub async fn bind_by_call_ref(
 ) -> Result<Vec<Bound>, StoreError> {
     let rows = db
         .query(
-            "UPDATE recordings r SET callback_id = c.id, matched_by = r.call_ref_group, bound_at = now()
-             FROM callbacks c
-             WHERE r.tenant_id = $1 AND r.callback_id IS NULL AND r.state = 'stored' AND r.first_seen_at >= $2
-               AND c.id = r.call_ref AND c.tenant_id = r.tenant_id
-             RETURNING r.id, r.file_name, c.id, r.matched_by, c.ended_at",
+            &bind_statement(
+                "UPDATE recordings r SET callback_id = c.id, matched_by = r.call_ref_group, bound_at = now()
+                 FROM callbacks c
+                 WHERE r.tenant_id = $1 AND r.callback_id IS NULL AND r.state = 'stored' AND r.first_seen_at >= $2
+                   AND c.id = r.call_ref AND c.tenant_id = r.tenant_id",
+            ),
             &[&tenant, &since],
         )
         .await?;
@@ -358,10 +394,11 @@ pub async fn bind(
 ) -> Result<Option<Bound>, StoreError> {
     let row = db
         .query_opt(
-            "UPDATE recordings r SET callback_id = c.id, matched_by = $4, bound_at = now()
-             FROM callbacks c
-             WHERE r.tenant_id = $1 AND r.id = $2 AND r.callback_id IS NULL AND c.id = $3 AND c.tenant_id = $1
-             RETURNING r.id, r.file_name, c.id, r.matched_by, c.ended_at",
+            &bind_statement(
+                "UPDATE recordings r SET callback_id = c.id, matched_by = $4, bound_at = now()
+                 FROM callbacks c
+                 WHERE r.tenant_id = $1 AND r.id = $2 AND r.callback_id IS NULL AND c.id = $3 AND c.tenant_id = $1",
+            ),
             &[&tenant, &id, &callback_id, &matched_by],
         )
         .await?;

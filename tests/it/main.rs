@@ -18,3 +18,4 @@ mod live;
 mod pbx_sim;
 mod pbx_test;
 mod recordings;
+mod webhooks;

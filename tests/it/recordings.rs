@@ -281,7 +281,7 @@ async fn a_crash_during_a_download_leaves_no_half_file_and_the_next_run_fetches_
         address: format!("http://127.0.0.1:{port}"),
         database_url: database_url.clone(),
         config,
-        http: reqwest::Client::new(),
+        http: crate::support::http_client(),
     };
     let log_of = |store: &std::path::Path| std::fs::read_to_string(store.with_extension("log")).unwrap_or_default();
     eventually("dialback serve to be ready", || {

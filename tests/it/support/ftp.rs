@@ -12,21 +12,6 @@ use tokio::process::{Child, Command};
 pub const USER: &str = "recordings";
 pub const PASSWORD: &str = "ftp-pass-0123";
 
-/// The venv `scripts/test` (and `scripts/demo`) create with `ensure_venv` in scripts/lib.sh.
-fn venv_python() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"));
-    let python = cache.join("dialback/venv/bin/python");
-    assert!(
-        python.exists(),
-        "the FTP tests need pyftpdlib from the project venv, and {} does not exist: run scripts/test \
-         (it creates the venv), or `source scripts/lib.sh && ensure_venv`",
-        python.display()
-    );
-    python
-}
-
 #[derive(Clone, Default)]
 pub struct FtpOptions {
     /// Certificate and key PEM files: the server requires explicit FTPS.
@@ -80,7 +65,7 @@ impl FtpServer {
     async fn launch(&mut self) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ftp_server.py");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut command = Command::new(venv_python());
+        let mut command = Command::new(super::venv_python("pyftpdlib"));
         command
             .arg(script)
             .arg("--root")

@@ -6,7 +6,9 @@
 
 pub mod examples;
 pub mod ftp;
+pub mod process;
 pub mod proxy;
+pub mod receiver;
 pub mod spec;
 pub mod sse;
 pub mod wait;
@@ -21,6 +23,32 @@ use figment::Figment;
 use secrecy::SecretString;
 
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef";
+
+/// An HTTP client for the tests. dialback's reqwest has rustls without a default crypto provider
+/// (it brings its own, tls.rs), so the process's default is installed here first.
+pub fn http_client() -> reqwest::Client {
+    static PROVIDER: Once = Once::new();
+    PROVIDER.call_once(|| {
+        let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+    reqwest::Client::new()
+}
+
+/// The Python of the venv `scripts/test` (and `scripts/demo`) create with `ensure_venv` in
+/// scripts/lib.sh, which has the tools the test servers need (`what`, for the message).
+pub fn venv_python(what: &str) -> std::path::PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"));
+    let python = cache.join("dialback/venv/bin/python");
+    assert!(
+        python.exists(),
+        "these tests need {what} from the project venv, and {} does not exist: run scripts/test (it creates \
+         the venv), or `source scripts/lib.sh && ensure_venv`",
+        python.display()
+    );
+    python
+}
 
 fn admin_url() -> String {
     std::env::var("DIALBACK_TEST_DATABASE_URL").expect(
@@ -85,6 +113,8 @@ pub fn test_config(database_url: &str) -> Figment {
         "recordings_dir": std::env::temp_dir().join(format!("dialback-rec-{}", uuid::Uuid::new_v4().simple())),
         "http": { "workers": 1, "shutdown_timeout_s": 5 },
         "db": { "pool_size": 4, "timeout_ms": 30000 },
+        // The tests' webhook receivers listen on 127.0.0.1 over plain HTTP.
+        "webhooks": { "allow_http": true, "allow_private_targets": true },
     })))
 }
 
@@ -134,7 +164,7 @@ impl TestAppBuilder {
         let app = Application::build(config.clone()).await.expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
-        TestApp { address, database_url: real, config, http: reqwest::Client::new() }
+        TestApp { address, database_url: real, config, http: crate::support::http_client() }
     }
 }
 

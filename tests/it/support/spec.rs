@@ -261,6 +261,7 @@ pub async fn checked(method: &str, path: &str, response: reqwest::Response) -> r
     if media_type(content_type.as_deref()).as_deref() == Some("text/event-stream") {
         if let Some((template, Some(_))) = operation {
             spec.assert_answer(method, template, status.as_u16(), content_type.as_deref(), b"");
+            note_in_ledger(method, template, status.as_u16(), b"");
         }
         return response;
     }

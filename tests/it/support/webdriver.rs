@@ -35,7 +35,7 @@ impl Browser {
             .spawn()
             .expect("chromedriver starts");
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let http = crate::support::http_client();
         super::wait::eventually("chromedriver to start", || http.get(format!("{base}/status")).send()).await;
         let profile = std::env::temp_dir().join(format!("dialback-chromium-{}", uuid::Uuid::new_v4().simple()));
         let caps = json!({"capabilities": {"alwaysMatch": {

@@ -1,0 +1,400 @@
+//! Webhook endpoints and their deliveries (migrations/V6__events.sql). The deliveries table is
+//! the outbox: rows are queued by the statements that write events (store::events), claimed here
+//! with a lease (`FOR UPDATE SKIP LOCKED`: each goes to one process), and kept with their outcome.
+
+use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::event::EndpointSpec;
+
+/// An endpoint as stored (its secrets encrypted).
+#[derive(Debug, Clone)]
+pub struct EndpointRow {
+    pub tenant_id: String,
+    pub id: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub description: String,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub failing_since: Option<OffsetDateTime>,
+    pub secret_enc: String,
+    pub previous_secret_enc: Option<String>,
+    pub previous_secret_until: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+const ENDPOINT_COLUMNS: &str =
+    "tenant_id, id, url, event_types, description, enabled, disabled_reason, failing_since, \
+    secret_enc, previous_secret_enc, previous_secret_until, created_at, updated_at";
+
+fn endpoint(r: &Row) -> EndpointRow {
+    EndpointRow {
+        tenant_id: r.get(0),
+        id: r.get(1),
+        url: r.get(2),
+        event_types: r.get(3),
+        description: r.get(4),
+        enabled: r.get(5),
+        disabled_reason: r.get(6),
+        failing_since: r.get(7),
+        secret_enc: r.get(8),
+        previous_secret_enc: r.get(9),
+        previous_secret_until: r.get(10),
+        created_at: r.get(11),
+        updated_at: r.get(12),
+    }
+}
+
+/// Creates the endpoint with `secret_enc`, or updates its URL, types, description and switch (its
+/// secret stays); turning it on clears why it was off. Returns it and whether it was created.
+pub async fn put_endpoint(
+    db: &impl GenericClient,
+    tenant: &str,
+    id: &str,
+    spec: &EndpointSpec,
+    secret_enc: &str,
+) -> Result<(EndpointRow, bool), StoreError> {
+    let types: Vec<&str> = spec.event_types.iter().map(|t| t.as_str()).collect();
+    let row = db
+        .query_one(
+            &format!(
+                "INSERT INTO webhook_endpoints (tenant_id, id, url, event_types, description, enabled, secret_enc)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (tenant_id, id) DO UPDATE SET url = EXCLUDED.url, event_types = EXCLUDED.event_types,
+                     description = EXCLUDED.description, enabled = EXCLUDED.enabled,
+                     disabled_reason = CASE WHEN EXCLUDED.enabled THEN NULL ELSE webhook_endpoints.disabled_reason END,
+                     failing_since = CASE WHEN EXCLUDED.enabled THEN NULL ELSE webhook_endpoints.failing_since END,
+                     updated_at = now()
+                 RETURNING {ENDPOINT_COLUMNS}, (xmax = 0)"
+            ),
+            &[&tenant, &id, &spec.url, &types, &spec.description, &spec.enabled, &secret_enc],
+        )
+        .await?;
+    Ok((endpoint(&row), row.get(13)))
+}
+
+pub async fn get_endpoint(db: &impl GenericClient, tenant: &str, id: &str) -> Result<Option<EndpointRow>, StoreError> {
+    let row = db
+        .query_opt(
+            &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2"),
+            &[&tenant, &id],
+        )
+        .await?;
+    Ok(row.as_ref().map(endpoint))
+}
+
+pub async fn list_endpoints(db: &impl GenericClient, tenant: &str) -> Result<Vec<EndpointRow>, StoreError> {
+    let rows = db
+        .query(
+            &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY id"),
+            &[&tenant],
+        )
+        .await?;
+    Ok(rows.iter().map(endpoint).collect())
+}
+
+/// Deletes the endpoint and its deliveries; false when there was none.
+pub async fn delete_endpoint(db: &impl GenericClient, tenant: &str, id: &str) -> Result<bool, StoreError> {
+    let row = db
+        .query_one(
+            "WITH gone AS (DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2 RETURNING id),
+                  deliveries AS (DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2)
+             SELECT count(*) FROM gone",
+            &[&tenant, &id],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) == 1)
+}
+
+/// Makes `secret_enc` the signing secret; the one it replaces keeps signing until `overlap_until`.
+pub async fn rotate_secret(
+    db: &impl GenericClient,
+    tenant: &str,
+    id: &str,
+    secret_enc: &str,
+    overlap_until: OffsetDateTime,
+) -> Result<Option<EndpointRow>, StoreError> {
+    let row = db
+        .query_opt(
+            &format!(
+                "UPDATE webhook_endpoints SET previous_secret_enc = secret_enc, previous_secret_until = $4,
+                     secret_enc = $3, updated_at = now()
+                 WHERE tenant_id = $1 AND id = $2 RETURNING {ENDPOINT_COLUMNS}"
+            ),
+            &[&tenant, &id, &secret_enc, &overlap_until],
+        )
+        .await?;
+    Ok(row.as_ref().map(endpoint))
+}
+
+/// A delivery claimed for sending, with what it needs: the endpoint and the event.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub key: DeliveryKey,
+    /// This attempt's number (1 for the first).
+    pub attempt: i32,
+    pub url: String,
+    pub secret_enc: String,
+    pub previous_secret_enc: Option<String>,
+    pub previous_secret_until: Option<OffsetDateTime>,
+    pub event_type: String,
+    pub event_at: OffsetDateTime,
+    pub data: String,
+}
+
+/// Which delivery: an event (subject, sequence) for an endpoint of a company.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeliveryKey {
+    pub tenant_id: String,
+    pub endpoint_id: String,
+    pub subject_id: Uuid,
+    pub sequence: i32,
+}
+
+/// Claims up to `limit` deliveries that are due, each for `lease_s` seconds (another process
+/// takes over a delivery whose lease lapsed: its process died), counting the attempt. For each
+/// endpoint a subject's events go in order: an event waits while an earlier one of the same
+/// subject is still pending for that endpoint. Disabled endpoints' deliveries wait.
+pub async fn claim_due(db: &impl GenericClient, limit: i64, lease_s: f64) -> Result<Vec<DueDelivery>, StoreError> {
+    let rows = db
+        .query(
+            &db.prepare_cached(
+                "WITH due AS (
+                     SELECT d.tenant_id, d.endpoint_id, d.subject_id, d.sequence
+                     FROM webhook_deliveries d
+                     JOIN webhook_endpoints w ON w.tenant_id = d.tenant_id AND w.id = d.endpoint_id AND w.enabled
+                     WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                       AND (d.lease_until IS NULL OR d.lease_until < now())
+                       AND NOT EXISTS (
+                           SELECT FROM webhook_deliveries e
+                           WHERE e.tenant_id = d.tenant_id AND e.endpoint_id = d.endpoint_id
+                             AND e.subject_id = d.subject_id AND e.sequence < d.sequence AND e.status = 'pending')
+                     ORDER BY d.next_attempt_at
+                     LIMIT $1
+                     FOR UPDATE OF d SKIP LOCKED),
+                 claimed AS (
+                     UPDATE webhook_deliveries d
+                     SET lease_until = now() + make_interval(secs => $2), attempts = d.attempts + 1,
+                         last_attempt_at = now()
+                     FROM due
+                     WHERE d.tenant_id = due.tenant_id AND d.endpoint_id = due.endpoint_id
+                       AND d.subject_id = due.subject_id AND d.sequence = due.sequence
+                     RETURNING d.tenant_id, d.endpoint_id, d.subject_id, d.sequence, d.attempts)
+                 SELECT c.tenant_id, c.endpoint_id, c.subject_id, c.sequence, c.attempts, w.url, w.secret_enc,
+                        w.previous_secret_enc, w.previous_secret_until, e.type, e.created_at, e.data
+                 FROM claimed c
+                 JOIN webhook_endpoints w ON w.tenant_id = c.tenant_id AND w.id = c.endpoint_id
+                 JOIN events e ON e.subject_id = c.subject_id AND e.sequence = c.sequence",
+            )
+            .await?,
+            &[&limit, &lease_s],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DueDelivery {
+            key: DeliveryKey { tenant_id: r.get(0), endpoint_id: r.get(1), subject_id: r.get(2), sequence: r.get(3) },
+            attempt: r.get(4),
+            url: r.get(5),
+            secret_enc: r.get(6),
+            previous_secret_enc: r.get(7),
+            previous_secret_until: r.get(8),
+            event_type: r.get(9),
+            event_at: r.get(10),
+            data: r.get(11),
+        })
+        .collect())
+}
+
+/// What came of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Delivered,
+    /// Failed for now: tried again at `next_attempt_at`.
+    Pending,
+    /// Given up (an answer that retrying cannot change, or the retries ran out).
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Delivered, Self::Pending, Self::Failed].into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub key: DeliveryKey,
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Option<OffsetDateTime>,
+    pub http_status: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// Records a batch of attempts' outcomes (each releasing its lease) and each endpoint's health: a
+/// delivery that succeeds clears `failing_since`, one that fails sets it if unset.
+pub async fn record_outcomes(db: &impl GenericClient, outcomes: &[AttemptOutcome]) -> Result<(), StoreError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<&str> = outcomes.iter().map(|o| o.key.tenant_id.as_str()).collect();
+    let endpoints: Vec<&str> = outcomes.iter().map(|o| o.key.endpoint_id.as_str()).collect();
+    let subjects: Vec<Uuid> = outcomes.iter().map(|o| o.key.subject_id).collect();
+    let sequences: Vec<i32> = outcomes.iter().map(|o| o.key.sequence).collect();
+    let statuses: Vec<&str> = outcomes.iter().map(|o| o.status.as_str()).collect();
+    let next: Vec<Option<OffsetDateTime>> = outcomes.iter().map(|o| o.next_attempt_at).collect();
+    let codes: Vec<Option<i32>> = outcomes.iter().map(|o| o.http_status).collect();
+    let errors: Vec<Option<&str>> = outcomes.iter().map(|o| o.error.as_deref()).collect();
+    db.execute(
+        &db.prepare_cached(
+            "WITH o AS (
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int[], $5::text[], $6::timestamptz[],
+                                      $7::int[], $8::text[])
+                     AS o(tenant_id, endpoint_id, subject_id, sequence, status, next_attempt_at, http_status, error)),
+             recorded AS (
+                 UPDATE webhook_deliveries d
+                 SET status = o.status, lease_until = NULL, next_attempt_at = COALESCE(o.next_attempt_at, d.next_attempt_at),
+                     last_status = o.http_status, last_error = o.error,
+                     delivered_at = CASE WHEN o.status = 'delivered' THEN now() END
+                 FROM o
+                 WHERE d.tenant_id = o.tenant_id AND d.endpoint_id = o.endpoint_id AND d.subject_id = o.subject_id
+                   AND d.sequence = o.sequence)
+             UPDATE webhook_endpoints w
+             SET failing_since = CASE WHEN h.ok THEN NULL ELSE COALESCE(w.failing_since, now()) END
+             FROM (SELECT tenant_id, endpoint_id, bool_or(status = 'delivered') AS ok FROM o GROUP BY 1, 2) h
+             WHERE w.tenant_id = h.tenant_id AND w.id = h.endpoint_id
+               AND w.failing_since IS DISTINCT FROM CASE WHEN h.ok THEN NULL ELSE COALESCE(w.failing_since, now()) END",
+        )
+        .await?,
+        &[&tenants, &endpoints, &subjects, &sequences, &statuses, &next, &codes, &errors],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Disables the endpoints whose every delivery has failed since before `failing_before`, saying
+/// why; returns them as (tenant, endpoint).
+pub async fn disable_failing(
+    db: &impl GenericClient,
+    failing_before: OffsetDateTime,
+    reason: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let rows = db
+        .query(
+            "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2, updated_at = now()
+             WHERE enabled AND failing_since < $1 RETURNING tenant_id, id",
+            &[&failing_before, &reason],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Deliveries waiting to be sent (all companies): the queue's depth.
+pub async fn pending_count(db: &impl GenericClient) -> Result<i64, StoreError> {
+    Ok(db.query_one("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'", &[]).await?.get(0))
+}
+
+/// Deletes deliveries delivered before `before`; returns how many.
+pub async fn prune_delivered(db: &impl GenericClient, before: OffsetDateTime) -> Result<u64, StoreError> {
+    Ok(db
+        .execute("DELETE FROM webhook_deliveries WHERE status = 'delivered' AND delivered_at < $1", &[&before])
+        .await?)
+}
+
+/// A delivery as the admin lists it.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub key: DeliveryKey,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    pub attempts: i32,
+    pub next_attempt_at: OffsetDateTime,
+    pub last_attempt_at: Option<OffsetDateTime>,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+}
+
+const DELIVERY_COLUMNS: &str = "d.tenant_id, d.endpoint_id, d.subject_id, d.sequence, e.type, d.status, d.attempts, \
+    d.next_attempt_at, d.last_attempt_at, d.last_status, d.last_error, d.delivered_at, d.created_at";
+
+fn delivery(r: &Row) -> DeliveryRow {
+    DeliveryRow {
+        key: DeliveryKey { tenant_id: r.get(0), endpoint_id: r.get(1), subject_id: r.get(2), sequence: r.get(3) },
+        event_type: r.get(4),
+        // The column's CHECK admits only these.
+        status: DeliveryStatus::parse(r.get(5)).unwrap_or(DeliveryStatus::Failed),
+        attempts: r.get(6),
+        next_attempt_at: r.get(7),
+        last_attempt_at: r.get(8),
+        last_status: r.get(9),
+        last_error: r.get(10),
+        delivered_at: r.get(11),
+        created_at: r.get(12),
+    }
+}
+
+/// An endpoint's deliveries, newest subject first (then its latest event first), after `before`
+/// (a (subject, sequence) cursor), optionally of one status.
+pub async fn list_deliveries(
+    db: &impl GenericClient,
+    tenant: &str,
+    endpoint_id: &str,
+    status: Option<DeliveryStatus>,
+    before: Option<(Uuid, i32)>,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, StoreError> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
+                 JOIN events e ON e.subject_id = d.subject_id AND e.sequence = d.sequence
+                 WHERE d.tenant_id = $1 AND d.endpoint_id = $2 AND ($3::text IS NULL OR d.status = $3)
+                   AND ($4::uuid IS NULL OR (d.subject_id, d.sequence) < ($4, $5))
+                 ORDER BY d.subject_id DESC, d.sequence DESC LIMIT $6"
+            ),
+            &[
+                &tenant,
+                &endpoint_id,
+                &status.map(DeliveryStatus::as_str),
+                &before.map(|(subject, _)| subject),
+                &before.map_or(0, |(_, sequence)| sequence),
+                &limit,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(delivery).collect())
+}
+
+/// Queues a delivery again now, its retries counted afresh (it may have failed or been
+/// delivered); None when there is no such delivery.
+pub async fn retry_delivery(db: &impl GenericClient, key: &DeliveryKey) -> Result<Option<DeliveryRow>, StoreError> {
+    let row = db
+        .query_opt(
+            &format!(
+                "WITH again AS (
+                     UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), attempts = 0,
+                         lease_until = NULL, delivered_at = NULL
+                     WHERE tenant_id = $1 AND endpoint_id = $2 AND subject_id = $3 AND sequence = $4
+                     RETURNING *)
+                 SELECT {DELIVERY_COLUMNS} FROM again d JOIN events e ON e.subject_id = d.subject_id AND e.sequence = d.sequence"
+            ),
+            &[&key.tenant_id, &key.endpoint_id, &key.subject_id, &key.sequence],
+        )
+        .await?;
+    Ok(row.as_ref().map(delivery))
+}
