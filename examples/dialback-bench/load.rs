@@ -362,7 +362,7 @@ pub async fn wait_terminal(config: &Config, ids: &[Uuid], timeout: Duration) -> 
 }
 
 /// A connection to dialback's database (it closes when the client is dropped).
-async fn db(config: &Config) -> anyhow::Result<tokio_postgres::Client> {
+pub async fn db(config: &Config) -> anyhow::Result<tokio_postgres::Client> {
     let (client, connection) =
         tokio_postgres::connect(config.database_url.expose_secret(), tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
@@ -388,7 +388,8 @@ pub async fn levels(
 }
 
 /// Callbacks at a fixed `rate` (open loop, over `connections` connections) for `duration`, then
-/// the wait for terminal statuses: `rate_*` figures, as for a level.
+/// the wait for terminal statuses: `rate_*` figures, as for a level. Returns the accepted
+/// callbacks' ids.
 pub async fn fixed_rate(
     api: &Api,
     tokens: &Arc<Vec<String>>,
@@ -397,7 +398,7 @@ pub async fn fixed_rate(
     duration: Duration,
     watched: &[crate::stats::Watched],
     figures: &mut Figures,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Uuid>> {
     eprintln!("load: {rate} callbacks/s for {} s over {connections} connections", duration.as_secs_f64());
     let tappers = ApiTapper::many(api.addr, tokens, connections).await;
     figures.num("rate_target_per_s", rate);
@@ -407,14 +408,15 @@ pub async fn fixed_rate(
 
 /// Runs `load` and writes its figures under `key`: rate, latencies and errors, the CPU each
 /// watched process used meanwhile, then (once every accepted callback is terminal) the
-/// transactions PostgreSQL committed and dialback's context switches per callback.
+/// transactions PostgreSQL committed and dialback's context switches per callback. Returns the
+/// accepted callbacks' ids.
 async fn measure(
     api: &Api,
     watched: &[crate::stats::Watched],
     figures: &mut Figures,
     key: &str,
     load: impl std::future::Future<Output = Run>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Uuid>> {
     let dialback = watched.iter().find(|w| w.name == "dialback").map(|w| w.pid);
     let switches = dialback.map(context_switches);
     let xacts = pg_transactions(&api.config).await?;
@@ -431,7 +433,7 @@ async fn measure(
         let switches = context_switches(pid).saturating_sub(switches);
         figures.num(&format!("{key}dialback_context_switches_per_callback"), per_callback(switches));
     }
-    Ok(())
+    Ok(run.taps.iter().filter_map(|t| Uuid::parse_str(&t.id).ok()).collect())
 }
 
 /// Transaction ids PostgreSQL has handed out so far: one per transaction that writes (each

@@ -5,6 +5,8 @@
 //! - `seed`: a tenant (PBX settings, couriers, their orders) through the admin API;
 //! - `load`: HTTP callbacks at fixed concurrency levels, then the wait for terminal statuses;
 //! - `rate`: HTTP callbacks at a fixed rate (open loop), then the wait for terminal statuses;
+//! - `webhooks`: the same with a webhook endpoint on the tenant, and what its receiver got;
+//! - `streams`: many live streams of callbacks: their memory, and one event's fan-out;
 //! - `tap`: tap-to-originate at a fixed rate, joined with the simulator's `--originate-log`;
 //! - `baseline`, `baseline-tap`: the same, the per-call-login way, straight to AMI;
 //! - `ceiling`: one persistent AMI connection, pipelined Originates;
@@ -15,6 +17,7 @@
 //! Each measuring subcommand writes a flat JSON object of figures to `--out`.
 
 mod ami;
+mod events;
 mod http;
 mod load;
 mod proxy;
@@ -120,6 +123,40 @@ enum Command {
         connections: usize,
         #[arg(long, value_name = "NAME=PID")]
         watch: Vec<Watched>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// `rate` with a webhook endpoint on the tenant: its figures as `webhooks_rate_*`, and the
+    /// receiver's (`webhooks_*`: events delivered, lag, deliveries per second).
+    Webhooks {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 256)]
+        connections: usize,
+        #[arg(long, value_name = "NAME=PID")]
+        watch: Vec<Watched>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Many live streams (`streams_*`): dialback's memory and open files per stream, and how fast
+    /// one event reaches them all.
+    Streams {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The simulator the streams' calls ring on.
+        #[arg(long)]
+        pbx_port: u16,
+        /// dialback's process id.
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value_t = 100)]
+        calls: usize,
+        #[arg(long, default_value_t = 10_000)]
+        streams: usize,
         #[command(flatten)]
         output: Output,
     },
@@ -252,6 +289,19 @@ async fn main() -> anyhow::Result<()> {
             let mut figures = Figures::new(&output.prefix);
             let duration = Duration::from_secs_f64(seconds);
             load::fixed_rate(&api, &tokens, rate, connections, duration, &watch, &mut figures).await?;
+            figures.write(output.out.as_deref())?;
+        }
+        Command::Webhooks { api: args, rate, seconds, connections, watch, output } => {
+            let api = api(&args)?;
+            let mut figures = Figures::new(&output.prefix);
+            let load = events::FixedRate { rate, connections, duration: Duration::from_secs_f64(seconds) };
+            events::webhooks(&api, &args.tenant, args.couriers, &load, &watch, &mut figures).await?;
+            figures.write(output.out.as_deref())?;
+        }
+        Command::Streams { api: args, pbx_port, pid, calls, streams, output } => {
+            let api = api(&args)?;
+            let mut figures = Figures::new(&output.prefix);
+            events::streams(&api, &args.tenant, pbx_port, pid, calls, streams, &mut figures).await?;
             figures.write(output.out.as_deref())?;
         }
         Command::Tap { api: args, rate, seconds, connections, originate_log, output } => {

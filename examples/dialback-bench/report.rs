@@ -34,7 +34,11 @@ fn levels(f: &Figures, prefix: &str) -> Vec<u64> {
 }
 
 /// The fixed-rate steps: the prefix of their figures, and how their row is labelled.
-const FIXED_RATES: [(&str, &str); 2] = [("rate_", ""), ("durable_rate_", ", PostgreSQL durable")];
+const FIXED_RATES: [(&str, &str); 3] = [
+    ("rate_", ""),
+    ("webhooks_rate_", ", a webhook endpoint on the tenant"),
+    ("durable_rate_", ", PostgreSQL durable"),
+];
 
 /// Adds the headline figures and the ratios, from the per-step figures.
 pub fn derive(f: &mut Figures) {
@@ -182,6 +186,31 @@ fn targets(f: &Figures) -> Vec<Target> {
         "the same, PostgreSQL durable: ≥ 2,000/s sustained",
         "the same, PostgreSQL durable: p99 ≤ 25 ms at that rate",
     );
+    let [webhooks_rate, _] =
+        rate_targets(f, "webhooks_rate_", "with a webhook endpoint on the tenant: ≥ 2,000/s sustained", "(unused)");
+    let within_tenth = |key: &str| {
+        let (with, without) = (num(f, &format!("webhooks_rate_{key}")), num(f, &format!("rate_{key}")));
+        Target {
+            what: "",
+            measured: format!("{} with, {} without", show(with), show(without)),
+            met: with.zip(without).map(|(with, without)| with <= without * 1.1),
+        }
+    };
+    let webhooks_p50 = Target {
+        what: "with a webhook endpoint: p50 within 10% of the same step without (ms)",
+        ..within_tenth("p50_ms")
+    };
+    let webhooks_p99 = Target {
+        what: "with a webhook endpoint: p99 within 10% of the same step without (ms)",
+        ..within_tenth("p99_ms")
+    };
+    let (expected, delivered) = (num(f, "webhooks_events_expected"), num(f, "webhooks_events_delivered"));
+    let bad = num(f, "webhooks_bad_signatures");
+    let delivered = Target {
+        what: "with a webhook endpoint: every event delivered, every signature valid",
+        measured: format!("{} of {}, {} bad signatures", show(delivered), show(expected), show(bad)),
+        met: delivered.zip(expected).zip(bad).map(|((d, e), b)| d >= e && e > 0.0 && b == 0.0),
+    };
     let accepted = num(f, "accepted_count");
     let terminal = num(f, "terminal_count");
     vec![
@@ -195,6 +224,10 @@ fn targets(f: &Figures) -> Vec<Target> {
         p99,
         durable_rate,
         durable_p99,
+        webhooks_rate,
+        delivered,
+        webhooks_p50,
+        webhooks_p99,
         target(
             f,
             "tap-to-originate p99 ≤ 2 ms at ~100/s, loopback",
@@ -441,6 +474,54 @@ pub fn render(f: &Figures) -> String {
     .map(|(way, link, prefix)| row(f, &[way, link], prefix, &keys))
     .collect();
     table(&mut out, &["way", "link", "taps/s", "p50 ms", "p99 ms", "max ms", "taps", "errors"], 2, rows);
+
+    let _ = writeln!(out, "\n### Events: webhooks and live streams\n");
+    let _ = writeln!(
+        out,
+        "**Webhooks.** The target rate held again ({} s, open loop, PostgreSQL as in the first fixed row) with \
+         a webhook endpoint on the tenant subscribed to `callback.status_changed`: every status of every call \
+         is written as an event in the statement that moves the call and delivered by dialback's deliverer to a \
+         receiver in the load generator (HTTP/1.1 on loopback, 204 at once, signatures checked). Its callback \
+         figures are the \"a webhook endpoint\" row above. The wait for deliveries ends when the receiver has \
+         every event the database holds for the accepted callbacks.\n",
+        s("load_seconds"),
+    );
+    let rows = [
+        ("events the database holds for the accepted callbacks", "webhooks_events_expected"),
+        ("events the receiver got (distinct)", "webhooks_events_delivered"),
+        ("duplicates (at-least-once)", "webhooks_duplicates"),
+        ("bad signatures", "webhooks_bad_signatures"),
+        ("deliveries per second (first to last)", "webhooks_deliveries_per_s"),
+        ("last delivery after the last callback was terminal, s (0: kept up)", "webhooks_drained_after_s"),
+        ("lag p50, ms (event written → received)", "webhooks_lag_p50_ms"),
+        ("lag p90, ms", "webhooks_lag_p90_ms"),
+        ("lag p99, ms", "webhooks_lag_p99_ms"),
+        ("lag max, ms", "webhooks_lag_max_ms"),
+    ]
+    .into_iter()
+    .map(|(what, key)| vec![what.to_owned(), s(key)])
+    .collect();
+    table(&mut out, &["figure", "value"], 1, rows);
+    let _ = writeln!(
+        out,
+        "\n**Live streams.** {} streams (`GET /v1/callbacks/{{id}}/events`) open at once on {} calls ringing on \
+         the durable dialback, then every call canceled at once: what the streams cost dialback, and how long \
+         until the last of them had its final event.\n",
+        s("streams_open"),
+        s("streams_calls"),
+    );
+    let rows = [
+        ("resident memory per open stream, KiB", "streams_rss_kib_per_stream"),
+        ("open files per stream", "streams_fds_per_stream"),
+        ("dialback's resident memory with them open, KiB", "streams_rss_kib"),
+        ("time to open them all (first event received), s", "streams_open_s"),
+        ("streams that got their final event", "streams_ended_with_final_event"),
+        ("from the cancels to the last stream's final event, ms", "streams_fan_out_ms"),
+    ]
+    .into_iter()
+    .map(|(what, key)| vec![what.to_owned(), s(key)])
+    .collect();
+    table(&mut out, &["figure", "value"], 1, rows);
 
     let _ = writeln!(out, "\n### Scale: idle tenant connections\n");
     let _ = writeln!(
