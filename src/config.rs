@@ -49,6 +49,8 @@ pub struct Config {
     pub recordings: RecordingsConfig,
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    #[serde(default)]
+    pub agi: AgiConfig,
     /// `auto` (JSON unless stdout is a terminal), `json` or `pretty`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
@@ -188,6 +190,27 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// The FastAGI server return calls are routed by.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgiConfig {
+    /// Where it listens; empty: no FastAGI server (the HTTP route still answers).
+    pub listen: String,
+    /// How the PBX reaches it, `host:port`, for the `agi_url` admins paste into the dialplan;
+    /// empty: the listen address (its port as bound).
+    pub public_address: String,
+    /// A conversation's limit from accept to the last variable set; past it the socket is closed
+    /// and the dialplan sends the call to the office (Asterisk itself never gives up on a silent
+    /// server, so the caller would wait).
+    pub deadline_ms: u64,
+}
+
+impl Default for AgiConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:4573".into(), public_address: String::new(), deadline_ms: 1000 }
+    }
+}
+
 fn default_listen() -> SocketAddr {
     "127.0.0.1:8080".parse().expect("valid default address")
 }
@@ -250,6 +273,15 @@ impl Config {
                  and webhooks.retry_schedule_s must list at least one delay"
                     .into(),
             ));
+        }
+        if !self.agi.listen.is_empty() && self.agi.listen.parse::<SocketAddr>().is_err() {
+            return Err(ConfigError(format!(
+                "agi.listen (DIALBACK_AGI__LISTEN) must be host:port, e.g. 0.0.0.0:4573, or empty to serve no FastAGI; got {:?}",
+                self.agi.listen
+            )));
+        }
+        if self.agi.deadline_ms == 0 {
+            return Err(ConfigError("agi.deadline_ms (DIALBACK_AGI__DEADLINE_MS) must be at least 1".into()));
         }
         if self.db.pool_size == 0 {
             return Err(ConfigError("db.pool_size (DIALBACK_DB__POOL_SIZE) must be at least 1".into()));

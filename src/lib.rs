@@ -27,6 +27,7 @@
 //!                of extensions.conf that runs the dialplan dialback generates
 //! ```
 
+pub mod agi;
 pub mod ami;
 pub mod auth;
 pub mod callbacks;
@@ -38,6 +39,7 @@ pub mod http;
 pub mod limits;
 pub mod pbx_sim;
 pub mod recordings;
+pub mod return_calls;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -10,6 +10,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use tokio_util::sync::CancellationToken;
 
+use crate::ami::client::EventSink;
 use crate::ami::pool::AmiPool;
 use crate::auth::Verifier;
 use crate::callbacks::{CallbackService, Tracker};
@@ -19,15 +20,19 @@ use crate::http::state::AppState;
 use crate::limits::Limiters;
 use crate::recordings::storage::FsStorage;
 use crate::recordings::Recordings;
+use crate::return_calls::tracker::ReturnTracker;
+use crate::return_calls::ReturnCalls;
 use crate::webhooks::Webhooks;
 
 pub struct Application {
     port: u16,
+    agi_port: Option<u16>,
     server: Server,
     pool: Arc<AmiPool>,
     stop: CancellationToken,
     recordings_scheduler: tokio::task::JoinHandle<()>,
     deliverer: tokio::task::JoinHandle<()>,
+    agi_server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -51,20 +56,50 @@ impl Application {
             tracing::info!("call tracker: synchronous_commit is off, each call's events are committed on their own");
         }
         let tracker = Tracker::start(db.clone(), bus.clone(), one_commit_per_batch);
-        let pool = AmiPool::new(config.ami.clone(), Some(tracker.sink()));
+        let return_tracker = ReturnTracker::start(db.clone(), bus.clone());
+        // Every company's AMI connection reports to both trackers: callbacks by their ChannelId,
+        // return calls by their inbound channel's Uniqueid.
+        let sink: EventSink = {
+            let (callbacks, returns) = (tracker.sink(), return_tracker.clone());
+            Arc::new(move |tenant, signal| {
+                returns.signal(tenant, &signal);
+                callbacks(tenant, signal);
+            })
+        };
+        let pool = AmiPool::new(config.ami.clone(), Some(sink));
         pool.spawn_janitor(stop.clone());
         let limiters = Limiters::new(&config.rate);
         limiters.spawn_janitor(stop.clone());
-        let callbacks = CallbackService {
+        let callbacks = Arc::new(CallbackService {
             db: db.clone(),
             pool: pool.clone(),
             tracker,
             bus: bus.clone(),
             secrets: config.secrets_key(),
-            limiters,
+            limiters: limiters.clone(),
             connect_timeout: Duration::from_millis(config.ami.connect_timeout_ms),
             settings_cache: Default::default(),
             registry: Default::default(),
+        });
+        let return_calls =
+            ReturnCalls::new(db.clone(), config.secrets_key(), callbacks.clone(), bus.clone(), return_tracker);
+        let (agi_server, agi_address) = match config.agi.listen.as_str() {
+            "" => (None, None),
+            listen => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("FastAGI cannot listen on {listen} (DIALBACK_AGI__LISTEN): {e}"))?;
+                let bound = listener.local_addr()?;
+                let public = match config.agi.public_address.as_str() {
+                    "" => bound.to_string(),
+                    given => given.to_owned(),
+                };
+                tracing::info!(listen = %bound, public, "FastAGI listening");
+                let deadline = Duration::from_millis(config.agi.deadline_ms);
+                let server =
+                    crate::agi::spawn(listener, return_calls.clone(), limiters.clone(), deadline, stop.clone());
+                (Some(server), Some((public, bound.port())))
+            }
         };
         let recordings = Recordings::new(
             db.clone(),
@@ -89,6 +124,8 @@ impl Application {
             callbacks,
             recordings,
             webhooks,
+            return_calls,
+            agi_address: agi_address.as_ref().map(|(public, _)| public.clone()),
         });
         let body_limit = config.http.body_limit_bytes;
         let mut server = HttpServer::new(move || {
@@ -104,11 +141,17 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         tracing::info!(listen = %config.listen, port, "dialback listening");
-        Ok(Self { port, server, pool, stop, recordings_scheduler, deliverer })
+        let agi_port = agi_address.map(|(_, port)| port);
+        Ok(Self { port, agi_port, server, pool, stop, recordings_scheduler, deliverer, agi_server })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The FastAGI server's port, when it serves one.
+    pub fn agi_port(&self) -> Option<u16> {
+        self.agi_port
     }
 
     /// Serves until SIGINT/SIGTERM, then finishes in-flight requests (up to the shutdown timeout).
@@ -119,6 +162,9 @@ impl Application {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.recordings_scheduler).await;
         // Deliveries being sent finish or lapse; their leases let another process take them over.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.deliverer).await;
+        if let Some(agi) = self.agi_server {
+            let _ = agi.await;
+        }
         self.pool.close_all().await;
         result
     }

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -19,6 +19,9 @@ use uuid::Uuid;
 use crate::http::{request, Conn};
 use crate::load::{self, Api};
 use crate::stats::{self, Figures, Watched};
+
+/// Streams connecting at once while they are opened.
+const OPENING_AT_ONCE: usize = 256;
 
 /// A load held open loop: `rate` callbacks per second over `connections` for `duration`.
 pub struct FixedRate {
@@ -195,23 +198,32 @@ pub async fn streams(
         ids.push(res.json()["id"].as_str().unwrap_or_default().to_owned());
     }
     let (rss_before, fds_before) = (stats::rss_kib(pid)?, stats::fds(pid)?);
-    eprintln!("streams: opening {streams} live streams on {calls} ringing calls");
+    eprintln!("streams: opening {streams} live streams on {calls} ringing calls, {OPENING_AT_ONCE} at a time");
     let opened = Instant::now();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, bool)>();
+    // Opened a few hundred at a time, as apps reconnecting after a network blip would; ten thousand
+    // connects at once would overflow the listen queue and measure SYN retries instead.
+    let opening = Arc::new(tokio::sync::Semaphore::new(OPENING_AT_ONCE));
     for n in 0..streams {
         let path = format!("/v1/callbacks/{}/events", ids[n % calls]);
         let (courier, addr, ready, done) = (courier.clone(), api.addr, ready_tx.clone(), done_tx.clone());
+        let permit = opening.clone().acquire_owned().await?;
         tokio::spawn(async move {
-            if let Err(e) = follow(addr, &path, &courier, ready, done).await {
+            if let Err(e) = follow(addr, &path, &courier, permit, ready, done).await {
                 eprintln!("  a stream failed: {e}");
             }
         });
     }
     drop((ready_tx, done_tx));
-    for _ in 0..streams {
-        ready_rx.recv().await.ok_or_else(|| anyhow::anyhow!("a stream ended before its first event"))?;
+    let mut ready = 0;
+    while ready < streams {
+        match tokio::time::timeout(Duration::from_secs(60), ready_rx.recv()).await {
+            Ok(Some(())) => ready += 1,
+            _ => break,
+        }
     }
+    anyhow::ensure!(ready == streams, "only {ready} of {streams} streams got their first event");
     let open_s = opened.elapsed().as_secs_f64();
     // Let the allocator and the kernel settle before reading the memory.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -240,30 +252,35 @@ pub async fn streams(
     }
     let mut last = canceled;
     let mut ended = 0;
-    while let Ok(Some(at)) = tokio::time::timeout(Duration::from_secs(60), done_rx.recv()).await {
+    let mut canceled_events = 0;
+    while let Ok(Some((at, was_cancel))) = tokio::time::timeout(Duration::from_secs(60), done_rx.recv()).await {
         last = last.max(at);
         ended += 1;
+        canceled_events += u64::from(was_cancel);
     }
+    figures.count("streams_final_canceled", canceled_events);
     figures.count("streams_ended_with_final_event", ended);
     figures.num("streams_fan_out_ms", (last - canceled).as_secs_f64() * 1000.0);
     Ok(())
 }
 
-/// One live stream: tells `ready` when its first event came, `done` when its final one did.
+/// One live stream: tells `ready` when its first event came (and gives its opening permit
+/// back), `done` when its final one did (and whether that was `canceled`).
 async fn follow(
     addr: SocketAddr,
     path: &str,
     token: &str,
+    permit: tokio::sync::OwnedSemaphorePermit,
     ready: tokio::sync::mpsc::UnboundedSender<()>,
-    done: tokio::sync::mpsc::UnboundedSender<Instant>,
+    done: tokio::sync::mpsc::UnboundedSender<(Instant, bool)>,
 ) -> anyhow::Result<()> {
+    let mut permit = Some(permit);
     let mut stream = TcpStream::connect(addr).await?;
     stream
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes())
         .await?;
     let mut seen = Vec::new();
     let mut buf = vec![0u8; 4096];
-    let mut first = true;
     loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
@@ -271,12 +288,15 @@ async fn follow(
         }
         seen.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&seen);
-        if first && text.contains("data: ") {
-            first = false;
+        if permit.is_some() && text.contains("data: ") {
+            permit = None;
             let _ = ready.send(());
         }
-        if text.contains("\"status\":\"canceled\"") {
-            let _ = done.send(Instant::now());
+        let terminal = ["canceled", "completed", "failed", "refused", "unknown"]
+            .into_iter()
+            .find(|status| text.contains(&format!("\"status\":\"{status}\"")));
+        if let Some(status) = terminal {
+            let _ = done.send((Instant::now(), status == "canceled"));
             return Ok(());
         }
         // Only the newest part is needed to find the next event.

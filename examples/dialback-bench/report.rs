@@ -516,6 +516,7 @@ pub fn render(f: &Figures) -> String {
         ("dialback's resident memory with them open, KiB", "streams_rss_kib"),
         ("time to open them all (first event received), s", "streams_open_s"),
         ("streams that got their final event", "streams_ended_with_final_event"),
+        ("… of which `canceled` (the rest: their call ended before)", "streams_final_canceled"),
         ("from the cancels to the last stream's final event, ms", "streams_fan_out_ms"),
     ]
     .into_iter()

@@ -163,11 +163,16 @@ pub enum AmiEvent {
     DialBegin(Dial),
     DialEnd(Dial),
     BridgeEnter(ChannelRef),
+    /// Asterisk was asked to hang a channel up (e.g. its caller put the phone down): it comes
+    /// before the channel's `Hangup`, which for a channel inside `AGI()` may be long after.
+    HangupRequest(ChannelRef),
     Hangup(Hangup),
     Cdr(Cdr),
     UserEvent(UserEvent),
     FullyBooted,
-    Shutdown { restart: bool },
+    Shutdown {
+        restart: bool,
+    },
 }
 
 fn field(m: &Message, key: &str) -> String {
@@ -211,6 +216,7 @@ impl AmiEvent {
             "DialBegin" => AmiEvent::DialBegin(dial(m)?),
             "DialEnd" => AmiEvent::DialEnd(dial(m)?),
             "BridgeEnter" => AmiEvent::BridgeEnter(channel_ref(m)?),
+            "HangupRequest" => AmiEvent::HangupRequest(channel_ref(m)?),
             "Hangup" => AmiEvent::Hangup(Hangup {
                 channel: channel_ref(m)?,
                 cause: number(m, "Cause"),
@@ -260,7 +266,7 @@ impl AmiEvent {
         match self {
             AmiEvent::OriginateResponse(r) => Some(r.uniqueid.as_str()),
             AmiEvent::DialBegin(d) | AmiEvent::DialEnd(d) => Some(d.linkedid.as_deref().unwrap_or(&d.dest_linkedid)),
-            AmiEvent::BridgeEnter(c) => Some(c.linkedid.as_str()),
+            AmiEvent::BridgeEnter(c) | AmiEvent::HangupRequest(c) => Some(c.linkedid.as_str()),
             AmiEvent::Hangup(h) => Some(h.channel.linkedid.as_str()),
             AmiEvent::Cdr(c) => Some(c.uniqueid.split(';').next().unwrap_or_default()),
             AmiEvent::UserEvent(u) => Some(u.linkedid.as_str()),

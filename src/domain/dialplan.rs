@@ -21,8 +21,20 @@ pub const CONFIRM_TIMEOUT_VARIABLE: &str = "DIALBACK_CONFIRM_TIMEOUT";
 /// The AMI `UserEvent` the context sends with the confirmation's result.
 pub const CONFIRM_EVENT: &str = "DialbackConfirm";
 
-/// `extensions_custom.conf` for `tenant`'s settings; `None` when the company has no PBX.
-pub fn render(tenant: &str, settings: &PbxSettings, generated_at: OffsetDateTime) -> Option<String> {
+/// The context return calls arrive in (the company's DID is sent there).
+pub const INBOUND_CONTEXT: &str = "dialback-inbound";
+/// How long the courier's phone rings for a return call before the office takes it.
+pub const RETURN_RING_S: u32 = 20;
+
+/// `extensions_custom.conf` for `tenant`'s settings; `None` when the company has no PBX. With
+/// `return_calls_agi` (the company's `agi://.../route?key=...`), it also holds the context return
+/// calls arrive in.
+pub fn render(
+    tenant: &str,
+    settings: &PbxSettings,
+    return_calls_agi: Option<&str>,
+    generated_at: OffsetDateTime,
+) -> Option<String> {
     if !settings.has_pbx() {
         return None;
     }
@@ -70,7 +82,36 @@ pub fn render(tenant: &str, settings: &PbxSettings, generated_at: OffsetDateTime
         ));
         push_leg2(&mut out, pattern, &client_dial, settings, false);
     }
+    if let Some(agi) = return_calls_agi {
+        push_inbound(&mut out, agi, settings);
+    }
     Some(out)
+}
+
+/// The return-call context: ask dialback (FastAGI) where the caller goes; dial the courier it
+/// names, else (no route, dialback unreachable, or the courier did not take it) the office.
+fn push_inbound(out: &mut String, agi: &str, settings: &PbxSettings) {
+    let office = match &settings.office_extension {
+        Some(extension) => format!("Dial(Local/{extension}@from-internal,30)"),
+        None => "Hangup() ; CHANGE: dial the office here (no office extension is set in dialback)".into(),
+    };
+    out.push_str(&format!(
+        "\n[{INBOUND_CONTEXT}]\n\
+         ; Return calls: a client calling the company's number back reaches the courier of their order.\n\
+         ; Send the company's number (DID) here: in FreePBX an inbound route whose destination is the custom\n\
+         ; destination {INBOUND_CONTEXT},${{EXTEN}},1; on a plain Asterisk, Goto({INBOUND_CONTEXT},${{EXTEN}},1) in the\n\
+         ; trunk's context. dialback sets DIALBACK_ROUTE to the courier's phone, or leaves it empty: the office.\n\
+         ; If dialback cannot be reached the call goes to the office (within 2 s, Asterisk's connect timeout).\n\
+         exten => _X.,1,Set(CDR(userfield)=return-call)\n \
+         same => n,AGI({agi},${{EXTEN}})\n \
+         same => n,Set(CDR(userfield)=${{DIALBACK_CALL_ID}})\n \
+         same => n,GotoIf($[\"${{DIALBACK_ROUTE}}\" = \"\"]?office)\n \
+         same => n,MixMonitor(${{DIALBACK_CALL_ID}}.wav)\n \
+         same => n,Dial(${{DIALBACK_ROUTE}},{RETURN_RING_S})\n \
+         ; CHANGE from-internal to the context your extensions are in, if it is another\n \
+         same => n(office),{office}\n \
+         same => n,Hangup()\n"
+    ));
 }
 
 /// One extension of the callback context: userfield, recording, the confirmation when asked for,
@@ -105,8 +146,9 @@ mod tests {
 
     #[test]
     fn the_context_dials_the_office_inside_and_clients_through_the_trunk() {
-        let text = render("acme", &sample(), OffsetDateTime::UNIX_EPOCH).unwrap();
+        let text = render("acme", &sample(), None, OffsetDateTime::UNIX_EPOCH).unwrap();
         assert!(text.contains("[from-courier]"), "{text}");
+        assert!(!text.contains(INBOUND_CONTEXT), "no return calls unless asked for: {text}");
         assert!(text.contains("exten => 101,1,Set(CDR(userfield)=${DIALBACK_CALL_ID})"), "{text}");
         assert!(text.contains("Dial(Local/${EXTEN}@from-internal,30)"), "{text}");
         assert!(text.contains("exten => _X.,1,"), "{text}");
@@ -118,6 +160,16 @@ mod tests {
     fn without_a_pbx_there_is_no_dialplan() {
         let mut s = sample();
         s.host.clear();
-        assert!(render("acme", &s, OffsetDateTime::UNIX_EPOCH).is_none());
+        assert!(render("acme", &s, None, OffsetDateTime::UNIX_EPOCH).is_none());
+    }
+
+    #[test]
+    fn return_calls_ask_dialback_then_dial_the_courier_else_the_office() {
+        let text =
+            render("acme", &sample(), Some("agi://10.0.0.5:4573/route?key=k"), OffsetDateTime::UNIX_EPOCH).unwrap();
+        assert!(text.contains("[dialback-inbound]"), "{text}");
+        assert!(text.contains("same => n,AGI(agi://10.0.0.5:4573/route?key=k,${EXTEN})"), "{text}");
+        assert!(text.contains("same => n,Dial(${DIALBACK_ROUTE},20)"), "{text}");
+        assert!(text.contains("same => n(office),Dial(Local/101@from-internal,30)"), "{text}");
     }
 }

@@ -11,15 +11,21 @@ pub enum EventType {
     CallbackStatusChanged,
     /// A recording was bound to its callback: `data` is the recording with its callback and order.
     RecordingBound,
+    /// A return call was routed (its first, `sequence` 1: who calls, which order and courier, or
+    /// the office) or passed to another status: `data` is the return call as an admin's
+    /// `GET /v1/return-calls/{id}` shows it then, with its `sequence`.
+    ReturnCallStatusChanged,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 2] = [EventType::CallbackStatusChanged, EventType::RecordingBound];
+    pub const ALL: [EventType; 3] =
+        [EventType::CallbackStatusChanged, EventType::RecordingBound, EventType::ReturnCallStatusChanged];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::CallbackStatusChanged => "callback.status_changed",
             EventType::RecordingBound => "recording.bound",
+            EventType::ReturnCallStatusChanged => "return_call.status_changed",
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`dialplan`]: the `extensions_custom.conf` a company's PBX needs, generated from its settings.
 //! - [`event`]: the events dialback reports (to the app's live stream and to webhooks), endpoints.
 //! - [`registry`]: couriers and orders, as the company's main system pushes them.
+//! - [`return_call`]: where a client calling the company back goes, and what the call goes through.
 //! - [`recording`]: what a recording's file name says (call id, numbers, time), its download state.
 
 pub mod callback;
@@ -15,6 +16,7 @@ pub mod event;
 pub mod phone;
 pub mod recording;
 pub mod registry;
+pub mod return_call;
 pub mod settings;
 
 /// A field that failed validation, named the way the API names it (a 422 says which).

@@ -18,6 +18,7 @@ pub mod pbx_test;
 pub mod problem;
 pub mod recordings;
 pub mod registry;
+pub mod return_calls;
 pub mod state;
 pub mod webhooks;
 
@@ -131,6 +132,11 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/v1/recordings").get(recordings::list),
         Endpoint::new("/v1/recordings/{recording_id}/audio").get(recordings::audio),
         Endpoint::new("/v1/admin/recordings/sync").post(recordings::sync),
+        Endpoint::new("/v1/admin/return-calls").get(return_calls::get_rules).put(return_calls::put_rules),
+        Endpoint::new("/v1/admin/return-calls/rotate-key").post(return_calls::rotate_key),
+        Endpoint::new("/v1/return-calls").get(return_calls::list),
+        Endpoint::new("/v1/return-calls/{return_call_id}").get(return_calls::get),
+        Endpoint::new("/v1/pbx/route").get(return_calls::route),
         Endpoint::new("/v1/admin/webhooks").get(webhooks::list),
         Endpoint::new("/v1/admin/webhooks/{endpoint_id}")
             .get(webhooks::get)

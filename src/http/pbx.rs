@@ -91,8 +91,15 @@ pub async fn get_dialplan(caller: Admin, state: web::Data<AppState>) -> Result<H
     let db = store::client(&state.db).await?;
     let stored =
         store::admin::get_settings(&db, caller.tenant()).await?.ok_or_else(|| ApiError::not_found("PBX settings"))?;
-    let text =
-        dialplan::render(caller.tenant(), &stored.settings, time::OffsetDateTime::now_utc()).ok_or_else(|| {
+    drop(db);
+    // The return-call context when the company has them on, with its key.
+    let rules = state.return_calls.rules(caller.tenant()).await.map_err(super::return_calls::problem)?;
+    let agi = match (&state.agi_address, rules.rules.enabled) {
+        (Some(address), true) => Some(format!("agi://{address}/route?key={}", rules.key)),
+        _ => None,
+    };
+    let text = dialplan::render(caller.tenant(), &stored.settings, agi.as_deref(), time::OffsetDateTime::now_utc())
+        .ok_or_else(|| {
             ApiError::new(
                 actix_web::http::StatusCode::CONFLICT,
                 "pbx_not_configured",

@@ -8,6 +8,7 @@ use crate::auth::Verifier;
 use crate::callbacks::CallbackService;
 use crate::config::Config;
 use crate::recordings::Recordings;
+use crate::return_calls::ReturnCalls;
 use crate::webhooks::Webhooks;
 
 pub struct AppState {
@@ -15,7 +16,10 @@ pub struct AppState {
     pub db: deadpool_postgres::Pool,
     pub metrics: PrometheusHandle,
     pub verifier: Verifier,
-    pub callbacks: CallbackService,
+    pub callbacks: Arc<CallbackService>,
     pub recordings: Arc<Recordings>,
     pub webhooks: Webhooks,
+    pub return_calls: ReturnCalls,
+    /// How the PBX reaches the FastAGI server (`host:port`), when one is served.
+    pub agi_address: Option<String>,
 }

@@ -18,6 +18,7 @@
 mod call;
 mod channel;
 pub mod dialplan;
+mod inbound;
 mod originate;
 mod originate_log;
 mod pbx;
@@ -318,6 +319,11 @@ impl Simulator {
     /// Second legs dialled so far: a client (or the office) rung from an answered courier channel.
     pub fn client_dials(&self) -> u64 {
         self.pbx.client_dials.load(Ordering::Relaxed)
+    }
+
+    /// Dials made by inbound calls (a return call's courier, or the office it fell back to).
+    pub fn inbound_dials(&self) -> u64 {
+        self.pbx.inbound_dials.load(Ordering::Relaxed)
     }
 
     /// Calls still going on: once this is 0, every event of the calls placed so far has been

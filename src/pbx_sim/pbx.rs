@@ -34,6 +34,8 @@ pub(crate) struct Pbx {
     pub originates: AtomicU64,
     /// Leg-2 dials begun (a `Dial` from a courier's channel).
     pub client_dials: AtomicU64,
+    /// Dials made by inbound calls' dialplans (the courier a return call was routed to, the office).
+    pub inbound_dials: AtomicU64,
     /// Calls whose task is still running (their last event not yet published).
     pub calls_in_progress: AtomicUsize,
     pub sessions: AtomicUsize,
@@ -65,6 +67,7 @@ impl Pbx {
             graceful: AtomicBool::new(false),
             originates: AtomicU64::new(0),
             client_dials: AtomicU64::new(0),
+            inbound_dials: AtomicU64::new(0),
             calls_in_progress: AtomicUsize::new(0),
             sessions: AtomicUsize::new(0),
             tasks: Tasks::default(),

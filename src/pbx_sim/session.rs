@@ -317,6 +317,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         };
         self.pbx.originates.fetch_add(1, Ordering::Relaxed);
+        if request.is_async && super::inbound::is_inbound(&self.pbx, &request) {
+            self.reply("Success", id, "Originate successfully queued");
+            return super::inbound::start(self.pbx.clone(), request);
+        }
         if request.is_async {
             self.reply("Success", id, "Originate successfully queued");
             return call::start(self.pbx.clone(), request, None);

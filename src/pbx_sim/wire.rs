@@ -16,6 +16,7 @@ pub(crate) mod class {
     pub const DTMF: u32 = 1 << 8;
     pub const CDR: u32 = 1 << 10;
     pub const DIALPLAN: u32 = 1 << 11;
+    pub const AGI: u32 = 1 << 13;
     pub const ALL: u32 = (1 << 19) - 1;
 
     /// Names as `manager.conf` and `Events:` spell them, with their bits.
@@ -33,7 +34,7 @@ pub(crate) mod class {
         ("cdr", CDR),
         ("dialplan", DIALPLAN),
         ("originate", 1 << 12),
-        ("agi", 1 << 13),
+        ("agi", AGI),
         ("cc", 1 << 14),
         ("aoc", 1 << 15),
         ("test", 1 << 16),

@@ -8,6 +8,7 @@ pub mod events;
 pub mod idempotency;
 pub mod migrations;
 pub mod recordings;
+pub mod return_calls;
 pub mod webhooks;
 
 use std::time::Duration;

@@ -18,4 +18,5 @@ mod live;
 mod pbx_sim;
 mod pbx_test;
 mod recordings;
+mod return_calls;
 mod webhooks;

@@ -271,6 +271,7 @@ async fn a_crash_during_a_download_leaves_no_half_file_and_the_next_run_fetches_
         .env("DIALBACK_SECRETS_KEY", "ab".repeat(32))
         .env("DIALBACK_RECORDINGS_DIR", &store)
         .env("DIALBACK_LOG_FORMAT", "json")
+        .env("DIALBACK_AGI__LISTEN", "127.0.0.1:0")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .kill_on_drop(true)
@@ -279,6 +280,7 @@ async fn a_crash_during_a_download_leaves_no_half_file_and_the_next_run_fetches_
     let config = dialback::config::Config::from_figment(support::test_config(&database_url)).unwrap();
     let doomed = TestApp {
         address: format!("http://127.0.0.1:{port}"),
+        agi_port: None,
         database_url: database_url.clone(),
         config,
         http: crate::support::http_client(),

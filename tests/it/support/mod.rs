@@ -115,12 +115,16 @@ pub fn test_config(database_url: &str) -> Figment {
         "db": { "pool_size": 4, "timeout_ms": 30000 },
         // The tests' webhook receivers listen on 127.0.0.1 over plain HTTP.
         "webhooks": { "allow_http": true, "allow_private_targets": true },
+        // Each app its own FastAGI port.
+        "agi": { "listen": "127.0.0.1:0" },
     })))
 }
 
 #[derive(Clone)]
 pub struct TestApp {
     pub address: String,
+    /// Where its FastAGI server listens.
+    pub agi_port: Option<u16>,
     pub database_url: String,
     pub config: Config,
     pub http: reqwest::Client,
@@ -163,8 +167,9 @@ impl TestAppBuilder {
             .expect("test config");
         let app = Application::build(config.clone()).await.expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let agi_port = app.agi_port();
         tokio::spawn(app.run_until_stopped());
-        TestApp { address, database_url: real, config, http: crate::support::http_client() }
+        TestApp { address, agi_port, database_url: real, config, http: crate::support::http_client() }
     }
 }
 
@@ -475,6 +480,22 @@ impl AmiObserver {
         let client = dialback::ami::AmiClient::start(config, Some(sink));
         client.wait_up(wait::patience()).await.expect("the observer logs in");
         AmiObserver { client, seen }
+    }
+
+    /// A client calling the company's number `did` from `caller`, as the Asterisk transcripts place
+    /// one: an Originate of `Local/<did>@dialback-inbound` whose `;1` half (the caller, Uniqueid
+    /// `caller_id`) waits while its `;2` half runs the company's inbound context.
+    pub async fn call_in(&self, did: &str, caller: &str, caller_id: &str) {
+        let originate = dialback::ami::codec::Outgoing::action("Originate")
+            .with("ActionID", dialback::ami::message::new_action_id())
+            .with("Channel", format!("Local/{did}@dialback-inbound"))
+            .with("Application", "Wait")
+            .with("Data", "60")
+            .with("Async", "true")
+            .with("CallerID", format!("\"Client\" <{caller}>"))
+            .with("ChannelId", caller_id);
+        let reply = self.client.call(&originate).await.expect("the PBX takes the Originate");
+        assert_eq!(reply.get("Response"), Some("Success"), "{reply:?}");
     }
 
     /// Hangs up a channel (by name or Uniqueid), as the PBX admin's `channel request hangup` or a

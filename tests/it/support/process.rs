@@ -36,6 +36,7 @@ impl DialbackProcess {
             .env("DIALBACK_HTTP__WORKERS", "1")
             .env("DIALBACK_WEBHOOKS__ALLOW_HTTP", "true")
             .env("DIALBACK_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true")
+            .env("DIALBACK_AGI__LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
@@ -58,6 +59,7 @@ impl DialbackProcess {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let app = TestApp {
             address: format!("http://127.0.0.1:{port}"),
+            agi_port: None,
             database_url: database_url.to_owned(),
             config,
             http: crate::support::http_client(),
