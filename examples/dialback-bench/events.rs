@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -38,22 +38,23 @@ struct Received {
     /// From the event's `timestamp` to its arrival, in microseconds.
     lags_us: Vec<u64>,
     bad_signatures: u64,
-    first: Option<Instant>,
-    last: Option<Instant>,
+    /// Unix milliseconds of the first and the last message.
+    first_ms: Option<i64>,
+    last_ms: Option<i64>,
 }
 
 struct Receiver {
-    secret: OnceLock<String>,
+    secret: Mutex<Option<String>>,
     received: Mutex<Received>,
 }
 
 /// One webhook message: checked as a receiver would (the signature, with dialback's own signing,
 /// which the test suite checks against the specification's library), noted, answered 204.
-async fn receive(req: HttpRequest, body: web::Bytes, receiver: web::Data<Receiver>) -> HttpResponse {
+async fn receive_one(req: HttpRequest, body: web::Bytes, receiver: web::Data<Receiver>) -> HttpResponse {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let (id, timestamp, signature) = (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
     let arrived = OffsetDateTime::now_utc();
-    let valid = receiver.secret.get().is_some_and(|secret| {
+    let valid = receiver.secret.lock().expect("secret lock").as_ref().is_some_and(|secret| {
         let expected = dialback::webhooks::signing::signature_header(
             &[secret.as_str()],
             &id,
@@ -74,17 +75,57 @@ async fn receive(req: HttpRequest, body: web::Bytes, receiver: web::Data<Receive
     if !valid {
         r.bad_signatures += 1;
     }
-    let now = Instant::now();
-    r.first.get_or_insert(now);
-    r.last = Some(now);
+    let now_ms = (arrived.unix_timestamp_nanos() / 1_000_000) as i64;
+    r.first_ms.get_or_insert(now_ms);
+    r.last_ms = Some(now_ms);
     HttpResponse::NoContent().finish()
+}
+
+/// The secret to check signatures with.
+async fn set_secret(body: String, receiver: web::Data<Receiver>) -> HttpResponse {
+    *receiver.secret.lock().expect("secret lock") = Some(body);
+    HttpResponse::NoContent().finish()
+}
+
+/// What was received so far: counts, lag percentiles (µs), first and last arrival.
+async fn stats_of(receiver: web::Data<Receiver>) -> HttpResponse {
+    let mut r = receiver.received.lock().expect("receiver lock");
+    let distinct = r.messages.iter().collect::<HashSet<_>>().len();
+    r.lags_us.sort_unstable();
+    let q = |q: f64| stats::percentile(&r.lags_us, q);
+    HttpResponse::Ok().json(serde_json::json!({
+        "received": r.messages.len(), "distinct": distinct, "bad_signatures": r.bad_signatures,
+        "first_ms": r.first_ms, "last_ms": r.last_ms,
+        "lag_p50_us": q(0.5), "lag_p90_us": q(0.9), "lag_p99_us": q(0.99), "lag_max_us": r.lags_us.last().copied().unwrap_or(0),
+    }))
+}
+
+/// `dialback-bench receive`: the webhook receiver, a process of its own (the bench starts it with
+/// a low priority: on a real deployment the receiver is on another machine, and its work is not
+/// dialback's).
+pub async fn serve_receiver(listen: SocketAddr) -> anyhow::Result<()> {
+    let receiver = web::Data::new(Receiver { secret: Mutex::new(None), received: Mutex::default() });
+    HttpServer::new(move || {
+        App::new()
+            .app_data(receiver.clone())
+            .app_data(web::PayloadConfig::default().limit(1 << 20))
+            .route("/hook", web::post().to(receive_one))
+            .route("/secret", web::post().to(set_secret))
+            .route("/stats", web::get().to(stats_of))
+    })
+    .workers(1)
+    .bind(listen)?
+    .run()
+    .await?;
+    Ok(())
 }
 
 /// The target rate with a webhook endpoint on `tenant` (`rate_*`, as the plain rate step), then
 /// the wait until the receiver has every event of the accepted callbacks: `events_expected` (what
 /// the database holds), `events_delivered` (distinct), `duplicates`, `bad_signatures`,
-/// `deliveries_per_s`, `lag_*` percentiles, and `drained_after_s` (the last one after every callback was terminal).
-/// `scripts/bench` gives them the prefix `webhooks_`.
+/// `deliveries_per_s`, `lag_*` percentiles, and `drained_after_s` (the last one after every
+/// callback was terminal). `scripts/bench` gives them the prefix `webhooks_`. The receiver runs as
+/// a process of its own under `nice -n 19`.
 pub async fn webhooks(
     api: &Api,
     tenant: &str,
@@ -93,23 +134,26 @@ pub async fn webhooks(
     watched: &[Watched],
     figures: &mut Figures,
 ) -> anyhow::Result<()> {
-    let receiver = web::Data::new(Receiver { secret: OnceLock::new(), received: Mutex::default() });
-    let server = {
-        let receiver = receiver.clone();
-        HttpServer::new(move || App::new().app_data(receiver.clone()).route("/hook", web::post().to(receive)))
-            .workers(1)
-            .bind(("127.0.0.1", 0))?
-    };
-    let port = server.addrs()[0].port();
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let receiver_addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut receiver = tokio::process::Command::new("nice")
+        .args(["-n", "19"])
+        .arg(std::env::current_exe()?)
+        .args(["receive", "--listen", &receiver_addr.to_string()])
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut to_receiver = Conn::new(receiver_addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while to_receiver.connect().await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "the webhook receiver did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let admin = api.token(tenant, Role::Admin, "bench-admin")?;
     let mut conn = Conn::new(api.addr);
     let endpoint = "/v1/admin/webhooks/bench-receiver";
     let body =
-        serde_json::json!({"url": format!("http://127.0.0.1:{port}/hook"), "event_types": ["callback.status_changed"]});
+        serde_json::json!({"url": format!("http://{receiver_addr}/hook"), "event_types": ["callback.status_changed"]});
     let created = conn.send(&request("PUT", api.addr, endpoint, Some(&admin), None, &body.to_string())).await?;
     anyhow::ensure!(
         created.status == 201,
@@ -118,45 +162,41 @@ pub async fn webhooks(
         created.json()
     );
     let secret = created.json()["secret"].as_str().unwrap_or_default().to_owned();
-    receiver.secret.set(secret).map_err(|_| anyhow::anyhow!("the secret was set twice"))?;
+    to_receiver.send(&request("POST", receiver_addr, "/secret", None, None, &secret)).await?;
 
     let tokens = api.courier_tokens(tenant, couriers)?;
     let ids =
         load::fixed_rate(api, &tokens, target.rate, target.connections, target.duration, watched, figures).await?;
     // `fixed_rate` returns once every accepted callback is terminal.
-    let load_ended = Instant::now();
+    let load_ended_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let db = load::db(&api.config).await?;
     let expected: i64 = db.query_one("SELECT count(*) FROM events WHERE subject_id = ANY($1)", &[&ids]).await?.get(0);
-    let ours: HashSet<Uuid> = ids.iter().copied().collect();
     let deadline = Instant::now() + Duration::from_secs(300);
-    let distinct = loop {
-        let distinct = {
-            let r = receiver.received.lock().expect("receiver lock");
-            r.messages.iter().filter(|(subject, _)| ours.contains(subject)).collect::<HashSet<_>>().len() as i64
-        };
-        if distinct >= expected || Instant::now() >= deadline {
-            break distinct;
+    let stats = loop {
+        let stats = to_receiver.send(&request("GET", receiver_addr, "/stats", None, None, "")).await?.json();
+        if stats["distinct"].as_i64() >= Some(expected) || Instant::now() >= deadline {
+            break stats;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    eprintln!("webhooks: {distinct} of {expected} events delivered");
     let _ = conn.send(&request("DELETE", api.addr, endpoint, Some(&admin), None, "")).await?;
-    handle.stop(true).await;
+    let _ = receiver.kill().await;
 
-    let mut r = receiver.received.lock().expect("receiver lock");
-    let ours_received = r.messages.iter().filter(|(subject, _)| ours.contains(subject)).count() as i64;
+    let num = |key: &str| stats[key].as_i64().unwrap_or(0);
+    eprintln!("webhooks: {} of {expected} events delivered", num("distinct"));
     figures.count("events_expected", expected as u64);
-    figures.count("events_delivered", distinct as u64);
-    figures.count("duplicates", (ours_received - distinct).max(0) as u64);
-    figures.count("bad_signatures", r.bad_signatures);
-    if let (Some(first), Some(last)) = (r.first, r.last) {
-        let span = (last - first).as_secs_f64().max(1e-3);
-        figures.num("deliveries_per_s", r.messages.len() as f64 / span);
+    figures.count("events_delivered", num("distinct") as u64);
+    figures.count("duplicates", (num("received") - num("distinct")).max(0) as u64);
+    figures.count("bad_signatures", num("bad_signatures") as u64);
+    if let (Some(first), Some(last)) = (stats["first_ms"].as_i64(), stats["last_ms"].as_i64()) {
+        figures.num("deliveries_per_s", num("received") as f64 / ((last - first) as f64 / 1000.0).max(1e-3));
         // 0 when the deliveries kept up: the last came before the last callback was terminal.
-        figures.num("drained_after_s", last.saturating_duration_since(load_ended).as_secs_f64());
+        figures.num("drained_after_s", ((last - load_ended_ms) as f64 / 1000.0).max(0.0));
     }
-    let mut lags = std::mem::take(&mut r.lags_us);
-    figures.latencies("lag_", &mut lags);
+    for name in ["p50", "p90", "p99", "max"] {
+        figures.num(&format!("lag_{name}_ms"), num(&format!("lag_{name}_us")) as f64 / 1000.0);
+    }
+    figures.count("lag_samples", num("received") as u64);
     Ok(())
 }
 

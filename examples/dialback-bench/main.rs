@@ -7,6 +7,7 @@
 //! - `rate`: HTTP callbacks at a fixed rate (open loop), then the wait for terminal statuses;
 //! - `webhooks`: the same with a webhook endpoint on the tenant, and what its receiver got;
 //! - `streams`: many live streams of callbacks: their memory, and one event's fan-out;
+//! - `agi`: return-call route decisions over FastAGI at a fixed rate;
 //! - `tap`: tap-to-originate at a fixed rate, joined with the simulator's `--originate-log`;
 //! - `baseline`, `baseline-tap`: the same, the per-call-login way, straight to AMI;
 //! - `ceiling`: one persistent AMI connection, pipelined Originates;
@@ -16,6 +17,7 @@
 //!
 //! Each measuring subcommand writes a flat JSON object of figures to `--out`.
 
+mod agi;
 mod ami;
 mod events;
 mod http;
@@ -157,6 +159,25 @@ enum Command {
         calls: usize,
         #[arg(long, default_value_t = 10_000)]
         streams: usize,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// The webhook receiver `webhooks` starts (a process of its own).
+    Receive {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Return-call route decisions over FastAGI at a fixed rate (`agi_*`).
+    Agi {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// dialback's FastAGI address.
+        #[arg(long, default_value = "127.0.0.1:4573")]
+        agi: SocketAddr,
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
         #[command(flatten)]
         output: Output,
     },
@@ -302,6 +323,14 @@ async fn main() -> anyhow::Result<()> {
             let api = api(&args)?;
             let mut figures = Figures::new(&output.prefix);
             events::streams(&api, &args.tenant, pbx_port, pid, calls, streams, &mut figures).await?;
+            figures.write(output.out.as_deref())?;
+        }
+        Command::Receive { listen } => events::serve_receiver(listen).await?,
+        Command::Agi { api: args, agi: address, rate, seconds, output } => {
+            let api = api(&args)?;
+            let mut figures = Figures::new(&output.prefix);
+            let duration = Duration::from_secs_f64(seconds);
+            agi::routes(&api, &args.tenant, address, args.couriers, rate, duration, &mut figures).await?;
             figures.write(output.out.as_deref())?;
         }
         Command::Tap { api: args, rate, seconds, connections, originate_log, output } => {

@@ -264,6 +264,19 @@ fn targets(f: &Figures) -> Vec<Target> {
             Bound::AtMost(64.0),
         ),
         target(f, "AMI decode ≥ 300 MB/s", "ami_decode_mb_s", " MB/s", Bound::AtLeast(300.0)),
+        {
+            let mut p99 = target(
+                f,
+                "return calls: route decision p99 ≤ 2 ms at 500/s over FastAGI, loopback",
+                "agi_route_p99_ms",
+                " ms",
+                Bound::AtMost(2.0),
+            );
+            let held = num(f, "agi_decisions_per_s").zip(num(f, "agi_target_per_s")).map(|(d, t)| d >= t * 0.99);
+            let clean = num(f, "agi_errors").map(|e| e == 0.0);
+            p99.met = [p99.met, held, clean].into_iter().try_fold(true, |all, ok| ok.map(|ok| all && ok));
+            p99
+        },
     ]
 }
 
@@ -474,6 +487,31 @@ pub fn render(f: &Figures) -> String {
     .map(|(way, link, prefix)| row(f, &[way, link], prefix, &keys))
     .collect();
     table(&mut out, &["way", "link", "taps/s", "p50 ms", "p99 ms", "max ms", "taps", "errors"], 2, rows);
+
+    let _ = writeln!(out, "\n### Return calls: route decisions over FastAGI\n");
+    let _ = writeln!(
+        out,
+        "The load generator plays Asterisk's side of `AGI(agi://…/route?key=…)` for the bench tenant's \
+         clients (each the client of an active order: every decision routes to a courier), {} per second \
+         open loop for {} s, each conversation on a new connection: the environment, `200 result=1` to each \
+         of the five `SET VARIABLE`s, until dialback closes. Latency is from connect to that close: the \
+         caller's wait. Each decision is one lookup and one journal insert (with its event).\n",
+        s("agi_target_per_s"),
+        s("load_seconds"),
+    );
+    let rows = [
+        ("decisions per second", "agi_decisions_per_s"),
+        ("p50, ms", "agi_route_p50_ms"),
+        ("p90, ms", "agi_route_p90_ms"),
+        ("p99, ms", "agi_route_p99_ms"),
+        ("max, ms", "agi_route_max_ms"),
+        ("decisions", "agi_route_samples"),
+        ("errors (no answer, or no route for a client)", "agi_errors"),
+    ]
+    .into_iter()
+    .map(|(what, key)| vec![what.to_owned(), s(key)])
+    .collect();
+    table(&mut out, &["figure", "value"], 1, rows);
 
     let _ = writeln!(out, "\n### Events: webhooks and live streams\n");
     let _ = writeln!(

@@ -1,6 +1,7 @@
 //! Webhook endpoints and their deliveries (migrations/V6__events.sql). The deliveries table is
 //! the outbox: rows are queued by the statements that write events (store::events), claimed here
-//! with a lease (`FOR UPDATE SKIP LOCKED`: each goes to one process), and kept with their outcome.
+//! by locking them for the sender's transaction (`FOR UPDATE SKIP LOCKED`: each goes to one
+//! process, and back to the others when that process dies), and kept with their outcome.
 
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
@@ -156,43 +157,35 @@ pub struct DeliveryKey {
     pub sequence: i32,
 }
 
-/// Claims up to `limit` deliveries that are due, each for `lease_s` seconds (another process
-/// takes over a delivery whose lease lapsed: its process died), counting the attempt. For each
-/// endpoint a subject's events go in order: an event waits while an earlier one of the same
-/// subject is still pending for that endpoint. Disabled endpoints' deliveries wait.
-pub async fn claim_due(db: &impl GenericClient, limit: i64, lease_s: f64) -> Result<Vec<DueDelivery>, StoreError> {
+/// Claims up to `limit` deliveries that are due, locking their rows (`FOR UPDATE SKIP LOCKED`)
+/// for the transaction `db` is in: another process skips them, and takes them over at once if this
+/// one dies (PostgreSQL ends its transaction with its connection). For each endpoint a subject's
+/// events go in order: an event waits while an earlier one of the same subject is still pending
+/// for that endpoint. Disabled endpoints' deliveries wait.
+pub async fn claim_due(db: &impl GenericClient, limit: i64) -> Result<Vec<DueDelivery>, StoreError> {
     let rows = db
         .query(
             &db.prepare_cached(
                 "WITH due AS (
-                     SELECT d.tenant_id, d.endpoint_id, d.subject_id, d.sequence
+                     SELECT d.tenant_id, d.endpoint_id, d.subject_id, d.sequence, d.attempts
                      FROM webhook_deliveries d
                      JOIN webhook_endpoints w ON w.tenant_id = d.tenant_id AND w.id = d.endpoint_id AND w.enabled
                      WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                       AND (d.lease_until IS NULL OR d.lease_until < now())
                        AND NOT EXISTS (
                            SELECT FROM webhook_deliveries e
                            WHERE e.tenant_id = d.tenant_id AND e.endpoint_id = d.endpoint_id
                              AND e.subject_id = d.subject_id AND e.sequence < d.sequence AND e.status = 'pending')
                      ORDER BY d.next_attempt_at
                      LIMIT $1
-                     FOR UPDATE OF d SKIP LOCKED),
-                 claimed AS (
-                     UPDATE webhook_deliveries d
-                     SET lease_until = now() + make_interval(secs => $2), attempts = d.attempts + 1,
-                         last_attempt_at = now()
-                     FROM due
-                     WHERE d.tenant_id = due.tenant_id AND d.endpoint_id = due.endpoint_id
-                       AND d.subject_id = due.subject_id AND d.sequence = due.sequence
-                     RETURNING d.tenant_id, d.endpoint_id, d.subject_id, d.sequence, d.attempts)
-                 SELECT c.tenant_id, c.endpoint_id, c.subject_id, c.sequence, c.attempts, w.url, w.secret_enc,
+                     FOR UPDATE OF d SKIP LOCKED)
+                 SELECT c.tenant_id, c.endpoint_id, c.subject_id, c.sequence, c.attempts + 1, w.url, w.secret_enc,
                         w.previous_secret_enc, w.previous_secret_until, e.type, e.created_at, e.data
-                 FROM claimed c
+                 FROM due c
                  JOIN webhook_endpoints w ON w.tenant_id = c.tenant_id AND w.id = c.endpoint_id
                  JOIN events e ON e.subject_id = c.subject_id AND e.sequence = c.sequence",
             )
             .await?,
-            &[&limit, &lease_s],
+            &[&limit],
         )
         .await?;
     Ok(rows
@@ -244,7 +237,7 @@ pub struct AttemptOutcome {
     pub error: Option<String>,
 }
 
-/// Records a batch of attempts' outcomes (each releasing its lease) and each endpoint's health: a
+/// Records a batch of attempts' outcomes (counting each attempt) and each endpoint's health: a
 /// delivery that succeeds clears `failing_since`, one that fails sets it if unset.
 pub async fn record_outcomes(db: &impl GenericClient, outcomes: &[AttemptOutcome]) -> Result<(), StoreError> {
     if outcomes.is_empty() {
@@ -266,8 +259,8 @@ pub async fn record_outcomes(db: &impl GenericClient, outcomes: &[AttemptOutcome
                      AS o(tenant_id, endpoint_id, subject_id, sequence, status, next_attempt_at, http_status, error)),
              recorded AS (
                  UPDATE webhook_deliveries d
-                 SET status = o.status, lease_until = NULL, next_attempt_at = COALESCE(o.next_attempt_at, d.next_attempt_at),
-                     last_status = o.http_status, last_error = o.error,
+                 SET status = o.status, next_attempt_at = COALESCE(o.next_attempt_at, d.next_attempt_at),
+                     attempts = d.attempts + 1, last_attempt_at = now(), last_status = o.http_status, last_error = o.error,
                      delivered_at = CASE WHEN o.status = 'delivered' THEN now() END
                  FROM o
                  WHERE d.tenant_id = o.tenant_id AND d.endpoint_id = o.endpoint_id AND d.subject_id = o.subject_id
@@ -388,7 +381,7 @@ pub async fn retry_delivery(db: &impl GenericClient, key: &DeliveryKey) -> Resul
             &format!(
                 "WITH again AS (
                      UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), attempts = 0,
-                         lease_until = NULL, delivered_at = NULL
+                         delivered_at = NULL
                      WHERE tenant_id = $1 AND endpoint_id = $2 AND subject_id = $3 AND sequence = $4
                      RETURNING *)
                  SELECT {DELIVERY_COLUMNS} FROM again d JOIN events e ON e.subject_id = d.subject_id AND e.sequence = d.sequence"

@@ -1,5 +1,6 @@
 //! The background worker that sends queued webhook deliveries: it claims what is due (each
-//! delivery goes to one process; one callback's events reach an endpoint in order), posts each as
+//! delivery goes to one process, locked while it is sent; one callback's events reach an endpoint
+//! in order), posts each as
 //! a Standard Webhooks message, and records the outcome: delivered; tried again with backoff on a
 //! timeout, a connection error, 408, 429 (after its `Retry-After`) or 5xx; given up at once on
 //! another answer, or when the retries run out. Endpoints that keep failing are disabled.
@@ -23,9 +24,6 @@ const BATCH: i64 = 256;
 const POLL: Duration = Duration::from_millis(500);
 /// How often the queue's depth is measured and failing endpoints are judged.
 const HOUSEKEEPING: Duration = Duration::from_secs(10);
-/// A claimed delivery's lease outlasts its attempt (connect and request timeouts) by this much;
-/// once it lapses (its process died), another process sends it again.
-const LEASE_MARGIN_S: f64 = 5.0;
 /// The answer's body kept for the delivery log, at most.
 const ERROR_BODY: usize = 300;
 
@@ -58,21 +56,21 @@ impl Webhooks {
         }
     }
 
-    /// Claims what is due, sends it, records the outcomes; how many were sent.
+    /// Claims what is due, sends it, records the outcomes, in one transaction: the claimed rows
+    /// stay locked while they are sent, so no other process sends them, and if this one dies the
+    /// transaction ends with its connection and another process sends them. How many were sent.
     async fn round(&self) -> Result<usize, StoreError> {
-        let lease_s =
-            (self.config.request_timeout_ms + self.config.connect_timeout_ms) as f64 / 1000.0 + LEASE_MARGIN_S;
-        let due = {
-            let db = store::client(&self.db).await?;
-            store::webhooks::claim_due(&db, BATCH, lease_s).await?
-        };
+        let mut db = store::client(&self.db).await?;
+        let tx = db.transaction().await?;
+        let due = store::webhooks::claim_due(&tx, BATCH).await?;
         if due.is_empty() {
+            tx.commit().await?;
             return Ok(0);
         }
         let outcomes: Vec<AttemptOutcome> =
             stream::iter(due).map(|d| self.attempt(d)).buffer_unordered(self.config.concurrency).collect().await;
-        let db = store::client(&self.db).await?;
-        store::webhooks::record_outcomes(&db, &outcomes).await?;
+        store::webhooks::record_outcomes(&tx, &outcomes).await?;
+        tx.commit().await?;
         Ok(outcomes.len())
     }
 

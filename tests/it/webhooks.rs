@@ -274,7 +274,8 @@ async fn a_dialback_killed_mid_delivery_loses_nothing_another_sends_it_again() {
     received_at_least(&receiver, "erp", 1).await;
     first.kill().await;
 
-    // Another dialback on the same database takes the delivery over once its lease lapses.
+    // Another dialback on the same database takes the delivery over: the killed one's lock went
+    // with its connection.
     let second = DialbackProcess::start(&database, &quick).await;
     let received = received_at_least(&receiver, "erp", 6).await;
     let first_id = format!("msg_{}_1", id.replace('-', ""));
