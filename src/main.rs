@@ -31,6 +31,8 @@ enum Command {
     },
     /// Run the PBX simulator: an AMI server that behaves like a real Asterisk 22 (no config needed).
     PbxSim(dialback::pbx_sim::SimArgs),
+    /// Place a call to a company's number on a PBX (the simulator): a return call to try.
+    CallIn(dialback::pbx_sim::CallInArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +45,14 @@ fn main() -> std::process::ExitCode {
                 .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(dialback::pbx_sim::run_cli(args)));
+            return exit(result);
+        }
+        Command::CallIn(args) => {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(dialback::pbx_sim::call_in(args)));
             return exit(result);
         }
         other => other,
@@ -69,7 +79,7 @@ fn main() -> std::process::ExitCode {
             tracing::info!("stopped");
             Ok(())
         }),
-        Command::PbxSim(_) => Ok(()), // ran above, before any config was needed
+        Command::PbxSim(_) | Command::CallIn(_) => Ok(()), // ran above, before any config was needed
     };
     exit(result)
 }

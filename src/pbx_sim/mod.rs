@@ -344,6 +344,61 @@ impl Drop for Simulator {
     }
 }
 
+/// `dialback call-in`: a client calling a company's number, placed on a PBX (the simulator, or a
+/// real Asterisk) as the Asterisk 22 transcripts place one: an Originate of `Local/<did>@<context>`
+/// whose caller half waits while the other runs the inbound context.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CallInArgs {
+    /// The PBX's AMI address.
+    #[arg(long, default_value = "127.0.0.1:5038")]
+    pub ami: SocketAddr,
+    #[arg(long, default_value = "dialback:dialback", value_name = "USER:SECRET")]
+    pub user: String,
+    /// The number called (the company's).
+    #[arg(long, default_value = "74951234567")]
+    pub did: String,
+    /// Who calls.
+    #[arg(long)]
+    pub caller: String,
+    /// The context the company's number is sent to (the dialplan dialback writes calls it this).
+    #[arg(long, default_value = crate::domain::dialplan::INBOUND_CONTEXT)]
+    pub context: String,
+}
+
+pub async fn call_in(args: CallInArgs) -> anyhow::Result<()> {
+    let (username, secret) = args.user.split_once(':').context("--user is USER:SECRET")?;
+    let config = crate::ami::ClientConfig {
+        label: Arc::from("call-in"),
+        endpoint: crate::ami::transport::Endpoint {
+            host: args.ami.ip().to_string(),
+            port: args.ami.port(),
+            tls: false,
+            ca_pem: None,
+        },
+        username: username.to_owned(),
+        secret: secrecy::SecretString::from(secret.to_owned()),
+        connect_timeout: Duration::from_secs(5),
+        action_timeout: Duration::from_secs(5),
+        ping_interval: Duration::from_secs(20),
+        max_inflight_originates: 1,
+        backoff_max: Duration::from_secs(1),
+        connector: None,
+    };
+    let client = crate::ami::AmiClient::start(config, None);
+    client.wait_up(Duration::from_secs(5)).await.context("logging in to the PBX")?;
+    let originate = crate::ami::codec::Outgoing::action("Originate")
+        .with("ActionID", crate::ami::message::new_action_id())
+        .with("Channel", format!("Local/{}@{}", args.did, args.context))
+        .with("Application", "Wait")
+        .with("Data", "60")
+        .with("Async", "true")
+        .with("CallerID", format!("\"Client\" <{}>", args.caller));
+    let reply = client.call(&originate).await.context("the Originate")?;
+    client.close().await;
+    println!("{} calls {}: {}", args.caller, args.did, reply.get("Message").unwrap_or("queued"));
+    Ok(())
+}
+
 /// `dialback pbx-sim`: serve until SIGINT or SIGTERM, then shut down like Asterisk.
 pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
     let config = SimConfig::from_args(&args)?;

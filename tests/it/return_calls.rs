@@ -139,6 +139,27 @@ async fn a_client_calling_back_reaches_the_courier_of_their_order_and_the_compan
     }
 }
 
+/// `dialback call-in`, the demo's way to try a return call, places one the inbound context routes.
+#[tokio::test]
+async fn the_call_in_command_places_a_return_call() {
+    let app = spawn_app().await;
+    company(&app, json!({})).await;
+    let (sim, _observer, _) = pbx(&app, |t| t).await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_dialback"))
+        .args(["call-in", "--ami", &sim.addr().to_string(), "--did", DID, "--caller", "89161234567"])
+        .output()
+        .await
+        .expect("dialback call-in runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("successfully queued"));
+    let call = settled(&app, 1).await.remove(0);
+    assert_eq!(
+        (call["status"].as_str(), call["courier_id"].as_str()),
+        (Some("completed"), Some("courier-1")),
+        "{call}"
+    );
+}
+
 #[tokio::test]
 async fn a_courier_who_does_not_take_it_or_a_caller_who_leaves_are_told_apart() {
     let app = spawn_app().await;
