@@ -12,6 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::body::JsonObject;
 use super::extract::{Admin, Caller, Courier, Page};
 use super::journal_csv;
 use super::problem::{idempotency_in_progress, place_problem, ApiError, Audience, PROBLEM_JSON};
@@ -63,7 +64,7 @@ pub async fn create(
     req: HttpRequest,
     caller: Courier,
     state: web::Data<AppState>,
-    body: web::Json<CallbackBody>,
+    body: JsonObject<CallbackBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, courier) = (caller.tenant(), caller.sub());
     let request = body.call_request()?;

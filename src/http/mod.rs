@@ -2,10 +2,11 @@
 //! that make every failure a problem+json body.
 //!
 //! Handlers translate HTTP to service calls and back, nothing more: one file per resource; what
-//! they share is in [`extract`] (who calls, pages), [`problem`] (every error as problem+json) and
-//! [`state`].
+//! they share is in [`extract`] (who calls, pages), [`body`] (a body that must be a JSON object),
+//! [`problem`] (every error as problem+json) and [`state`].
 
 pub mod admin_page;
+pub mod body;
 pub mod callback_events;
 pub mod callbacks;
 pub mod docs;

@@ -5,6 +5,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
+use super::body::JsonObject;
 use super::extract::Admin;
 use super::problem::ApiError;
 use super::state::AppState;
@@ -35,7 +36,7 @@ pub async fn get_pbx(caller: Admin, state: web::Data<AppState>) -> Result<HttpRe
 pub async fn put_pbx(
     caller: Admin,
     state: web::Data<AppState>,
-    body: web::Json<Value>,
+    body: JsonObject<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant();
     let SettingsInput { settings, secret, recordings_password } = SettingsInput::parse(body.into_inner())?;

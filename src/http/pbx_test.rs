@@ -7,6 +7,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::body::JsonObject;
 use super::extract::Admin;
 use super::problem::{place_problem, ApiError, Audience};
 use super::state::AppState;
@@ -37,7 +38,7 @@ fn in_settings(mut err: ApiError) -> ApiError {
 pub async fn test_pbx(
     caller: Admin,
     state: web::Data<AppState>,
-    body: web::Json<TestRequest>,
+    body: JsonObject<TestRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = caller.tenant();
     let request = body.into_inner();

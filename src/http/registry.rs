@@ -5,6 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::body::JsonObject;
 use super::extract::{path_id, Admin};
 use super::problem::{place_problem, ApiError, Audience};
 use super::state::AppState;
@@ -53,7 +54,7 @@ pub async fn put_courier(
     caller: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<CourierBody>,
+    body: JsonObject<CourierBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id("courier_id", &path)?;
     check_text("name", &body.name)?;
@@ -118,7 +119,7 @@ pub async fn put_order(
     caller: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<OrderBody>,
+    body: JsonObject<OrderBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id("order_id", &path)?;
     if let Some(courier) = &body.courier_id {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::body::JsonObject;
 use super::extract::{Admin, Caller, Page};
 use super::problem::ApiError;
 use super::state::AppState;
@@ -59,7 +60,7 @@ pub async fn put_rules(
     req: HttpRequest,
     caller: Admin,
     state: web::Data<AppState>,
-    body: web::Json<ReturnCallSettings>,
+    body: JsonObject<ReturnCallSettings>,
 ) -> Result<HttpResponse, ApiError> {
     body.validate()?;
     let rules = state.return_calls.put_rules(caller.tenant(), &body).await.map_err(problem)?;

@@ -5,6 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::JsonObject;
 use super::extract::{page_limit, path_id, Admin};
 use super::problem::ApiError;
 use super::state::AppState;
@@ -84,7 +85,7 @@ pub async fn put(
     caller: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<EndpointBody>,
+    body: JsonObject<EndpointBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id("endpoint_id", &path)?;
     let spec = EndpointSpec::new(&body.url, &body.event_types, &body.description, body.enabled)?;

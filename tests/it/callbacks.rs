@@ -653,6 +653,14 @@ async fn bad_bodies_get_problem_json() {
     assert_problem(res, 415, "unsupported_media_type").await;
     let res = app.put("/v1/admin/couriers/c-1", &admin, json!({"phone": COURIER_PHONE, "extra": 1})).await;
     assert_problem(res, 422, "invalid_body").await;
+    // Every body is an object: an array is refused even where each field has a default, and
+    // nothing is saved.
+    for path in ["/v1/admin/orders/A-1", "/v1/admin/couriers/c-1", "/v1/admin/pbx", "/v1/admin/return-calls"] {
+        let res = app.put(path, &admin, json!([])).await;
+        let body = assert_problem(res, 422, "invalid_body").await;
+        assert!(body["detail"].as_str().unwrap().contains("expected a JSON object"), "{path}: {body}");
+    }
+    assert_problem(app.get_as("/v1/admin/orders/A-1", &admin).await, 404, "not_found").await;
     let big = "x".repeat(70 * 1024);
     let res = app.put("/v1/admin/couriers/c-1", &admin, json!({"phone": COURIER_PHONE, "name": big})).await;
     assert_problem(res, 413, "payload_too_large").await;
