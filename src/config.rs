@@ -117,6 +117,10 @@ pub struct AmiConfig {
     pub connect_timeout_ms: u64,
     /// Keepalive `Ping` interval.
     pub ping_interval_s: u64,
+    /// How long calls may go unobserved while their PBX cannot be reached (AMI link down, or
+    /// AMI over HTTP logging in again) before they are marked `unknown`. Back within that time,
+    /// dialback asks the PBX which calls are still up (`CoreShowChannels`) and follows them.
+    pub lost_after_s: u64,
 }
 
 impl Default for AmiConfig {
@@ -127,6 +131,7 @@ impl Default for AmiConfig {
             action_timeout_ms: 5000,
             connect_timeout_ms: 5000,
             ping_interval_s: 20,
+            lost_after_s: 120,
         }
     }
 }

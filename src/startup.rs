@@ -55,7 +55,8 @@ impl Application {
         } else {
             tracing::info!("call tracker: synchronous_commit is off, each call's events are committed on their own");
         }
-        let tracker = Tracker::start(db.clone(), bus.clone(), one_commit_per_batch);
+        let tracker =
+            Tracker::start(db.clone(), bus.clone(), one_commit_per_batch, Duration::from_secs(config.ami.lost_after_s));
         let return_tracker = ReturnTracker::start(db.clone(), bus.clone());
         // Every company's AMI connection reports to both trackers: callbacks by their ChannelId,
         // return calls by their inbound channel's Uniqueid.

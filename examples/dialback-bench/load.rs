@@ -67,8 +67,13 @@ impl Api {
 
 /// A bench tenant's PBX settings: the simulator (or a proxy in front of it) at `port`.
 pub fn pbx_settings(port: u16, context: &str) -> String {
+    pbx_settings_over(port, context, "tcp")
+}
+
+/// The same over `transport` (`tcp`, or `http`: AMI over the simulator's HTTP server at `port`).
+pub fn pbx_settings_over(port: u16, context: &str, transport: &str) -> String {
     serde_json::json!({
-        "host": "127.0.0.1", "port": port, "tls": false, "username": AMI_USER, "secret": AMI_USER,
+        "host": "127.0.0.1", "port": port, "transport": transport, "username": AMI_USER, "secret": AMI_USER,
         "channel_template": "PJSIP/{NUMBER}@trunk", "context": context,
         "office_extension": "101", "office_phone": "+74951234567", "caller_id": "+74951234567",
         "default_region": "RU", "dial_format": "digits", "originate_timeout_s": 30,
@@ -84,11 +89,13 @@ pub fn seed_requests(
     tenant: &str,
     pbx_port: u16,
     context: &str,
+    transport: &str,
     couriers: usize,
     orders: bool,
 ) -> anyhow::Result<Vec<Vec<u8>>> {
     let admin = api.token(tenant, Role::Admin, "bench-admin")?;
-    let mut out = vec![request("PUT", api.addr, "/v1/admin/pbx", Some(&admin), None, &pbx_settings(pbx_port, context))];
+    let settings = pbx_settings_over(pbx_port, context, transport);
+    let mut out = vec![request("PUT", api.addr, "/v1/admin/pbx", Some(&admin), None, &settings)];
     for k in 0..couriers {
         let courier = serde_json::json!({"phone": courier_phone(k), "name": format!("Courier {k}")}).to_string();
         out.push(request(
@@ -144,8 +151,15 @@ pub async fn send_groups(addr: SocketAddr, groups: Vec<Vec<Vec<u8>>>, concurrenc
 }
 
 /// Seeds a tenant: its PBX settings, then each courier with its order.
-pub async fn seed(api: &Api, tenant: &str, pbx_port: u16, context: &str, couriers: usize) -> anyhow::Result<()> {
-    let mut requests = seed_requests(api, tenant, pbx_port, context, couriers, true)?;
+pub async fn seed(
+    api: &Api,
+    tenant: &str,
+    pbx_port: u16,
+    context: &str,
+    transport: &str,
+    couriers: usize,
+) -> anyhow::Result<()> {
+    let mut requests = seed_requests(api, tenant, pbx_port, context, transport, couriers, true)?;
     let settings = requests.remove(0);
     send_groups(api.addr, vec![vec![settings]], 1).await?;
     let pairs: Vec<Vec<Vec<u8>>> = requests.chunks(2).map(<[Vec<u8>]>::to_vec).collect();

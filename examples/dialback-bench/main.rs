@@ -94,6 +94,9 @@ enum Command {
         pbx_port: u16,
         #[arg(long, default_value = "from-courier")]
         context: String,
+        /// How dialback reaches the PBX: `tcp` (AMI) or `http` (AMI over HTTP at --pbx-port).
+        #[arg(long, default_value = "tcp")]
+        transport: String,
     },
     /// Closed-loop callbacks at each concurrency level, then wait until all are terminal.
     Load {
@@ -286,10 +289,13 @@ fn api(args: &ApiArgs) -> anyhow::Result<Api> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Seed { api: args, pbx_port, context } => {
+        Command::Seed { api: args, pbx_port, context, transport } => {
             let api = api(&args)?;
-            load::seed(&api, &args.tenant, pbx_port, &context, args.couriers).await?;
-            eprintln!("seeded tenant {} ({} couriers, PBX port {pbx_port})", args.tenant, args.couriers);
+            load::seed(&api, &args.tenant, pbx_port, &context, &transport, args.couriers).await?;
+            eprintln!(
+                "seeded tenant {} ({} couriers, PBX port {pbx_port} over {transport})",
+                args.tenant, args.couriers
+            );
         }
         Command::Load { api: args, levels, seconds, warmup_seconds, watch, output } => {
             let api = api(&args)?;

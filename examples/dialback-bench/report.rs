@@ -513,6 +513,45 @@ pub fn render(f: &Figures) -> String {
     .collect();
     table(&mut out, &["figure", "value"], 1, rows);
 
+    if g("ajam_http_tap_to_originate_p50_ms").is_some() {
+        let _ = writeln!(out, "\n### AMI over HTTP (AJAM) next to AMI over TCP\n");
+        let _ = writeln!(
+            out,
+            "One simulator serving both its AMI port and `/rawman` over HTTP; a tenant on each (each one's \
+             session also hears the other's calls, as every session on a PBX does). Closed-loop callbacks at \
+             each concurrency for {} s, then tap-to-originate at {} taps/s. No target yet.\n",
+            s("load_seconds"),
+            s("tap_target_rate_per_s"),
+        );
+        let mut rows = Vec::new();
+        for transport in ["tcp", "http"] {
+            let prefix = format!("ajam_{transport}_");
+            for n in levels(f, &prefix) {
+                let mut cells = vec![transport.to_owned(), n.to_string()];
+                cells.extend(row(
+                    f,
+                    &[],
+                    &format!("{prefix}c{n}_"),
+                    &["callbacks_per_s", "p50_ms", "p99_ms", "errors", "cpu_dialback_pct"],
+                ));
+                cells.extend(row(f, &[], &prefix, &["tap_to_originate_p50_ms", "tap_to_originate_p99_ms"]));
+                rows.push(cells);
+            }
+        }
+        let head = [
+            "transport",
+            "concurrency",
+            "accepted/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "CPU dialback",
+            "tap→originate p50 ms",
+            "tap→originate p99 ms",
+        ];
+        table(&mut out, &head, 2, rows);
+    }
+
     let _ = writeln!(out, "\n### Events: webhooks and live streams\n");
     let _ = writeln!(
         out,

@@ -45,7 +45,7 @@ impl Scale {
         eprintln!("scale: seeding {most} idle tenants");
         let mut groups = Vec::with_capacity(most);
         for i in 0..most {
-            groups.push(seed_requests(api, &idle_tenant(i), self.idle_port, IDLE_CONTEXT, 1, false)?);
+            groups.push(seed_requests(api, &idle_tenant(i), self.idle_port, IDLE_CONTEXT, "tcp", 1, false)?);
         }
         send_groups(api.addr, groups, WARM_CONCURRENCY).await?;
 

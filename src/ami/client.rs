@@ -1,5 +1,9 @@
 //! One logged-in AMI session per PBX, kept up by a supervisor task.
 //!
+//! The session is carried by the AMI port's own protocol (TCP or TLS) or by Asterisk's HTTP
+//! server ([`super::ajam`]); either way it is a [`Link`]: replies and events coming in, actions
+//! going out, and everything here is the same for both.
+//!
 //! The reader never waits on anyone: replies go to the caller's oneshot by ActionID, the
 //! OriginateResponse *event* (which also carries `Response:` and the ActionID) goes to the
 //! originate's waiter, and events fan out through a broadcast channel (a slow subscriber lags, it
@@ -12,7 +16,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use futures_util::stream::BoxStream as BoxedStream;
 use futures_util::StreamExt;
 use secrecy::SecretString;
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -22,6 +27,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::ajam::AjamSession;
 use super::codec::{AmiCodec, Frame, Message, Outgoing};
 use super::message::{self, AmiEvent, Originate, OriginateResponse};
 use super::transport::{self, BoxStream, Endpoint};
@@ -53,8 +59,9 @@ pub type Connector =
 #[derive(Debug, Clone)]
 pub enum PbxSignal {
     Event(Arc<AmiEvent>),
-    /// Logged in (again): calls in flight before a drop may need reconciling.
-    Up,
+    /// Logged in (again): calls in flight before a drop may need reconciling, through this
+    /// client (e.g. [`AmiClient::core_show_channels`]).
+    Up(AmiClient),
     Down(AmiError),
 }
 
@@ -85,9 +92,11 @@ struct PendingOriginate {
 
 /// One established session: its writer queue and the actions waiting for an answer.
 struct Live {
-    writer: mpsc::UnboundedSender<Bytes>,
+    writer: mpsc::UnboundedSender<Outgoing>,
     pending: Mutex<HashMap<String, Reply>>,
     originates: Mutex<HashMap<String, PendingOriginate>>,
+    /// Lists being read (`CoreShowChannels`): their events by the action's ActionID.
+    lists: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
     /// Cancelled when this session ends (read error, ping timeout, writer failure).
     ended: CancellationToken,
 }
@@ -99,6 +108,7 @@ impl Live {
         }
         // Dropping the senders wakes the waiters with "disconnected" and releases the permits.
         self.originates.lock().expect("originates lock").clear();
+        self.lists.lock().expect("lists lock").clear();
     }
 }
 
@@ -117,6 +127,21 @@ struct Shared {
 #[derive(Clone)]
 pub struct AmiClient {
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AmiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AmiClient({}, {:?})", self.shared.config.label, self.shared.config.endpoint)
+    }
+}
+
+/// A channel as `CoreShowChannels` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveChannel {
+    pub channel: String,
+    pub uniqueid: String,
+    /// The call's first channel's Uniqueid: the ChannelId dialback gave the call.
+    pub linkedid: String,
 }
 
 /// An originate Asterisk has queued; its outcome (leg 1) arrives as an OriginateResponse.
@@ -203,13 +228,12 @@ impl AmiClient {
     pub async fn send(&self, action: &Outgoing) -> Result<Message, AmiError> {
         let live = self.live()?;
         let action_id = action.get("ActionID").ok_or_else(|| AmiError::Encode("action without ActionID".into()))?;
-        let mut wire = BytesMut::new();
-        action.encode_into(&mut wire).map_err(|e| AmiError::Encode(e.to_string()))?;
+        action.validate().map_err(|e| AmiError::Encode(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         live.pending.lock().expect("pending lock").insert(action_id.to_owned(), tx);
         let started = Instant::now();
         let name = action.get("Action").unwrap_or("?").to_owned();
-        if live.writer.send(wire.freeze()).is_err() {
+        if live.writer.send(action.clone()).is_err() {
             live.pending.lock().expect("pending lock").remove(action_id);
             return Err(AmiError::Disconnected);
         }
@@ -267,6 +291,39 @@ impl AmiClient {
                 Err(e)
             }
         }
+    }
+
+    /// The channels up on the PBX now (`CoreShowChannels`; the AMI user needs `system` or
+    /// `reporting` in its write= line).
+    pub async fn core_show_channels(&self) -> Result<Vec<LiveChannel>, AmiError> {
+        let live = self.live()?;
+        let action_id = message::new_action_id();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        live.lists.lock().expect("lists lock").insert(action_id.clone(), tx);
+        let timeout = self.shared.config.action_timeout;
+        let listed = async {
+            self.call(&Outgoing::action("CoreShowChannels").with("ActionID", action_id.clone())).await?;
+            let mut channels = Vec::new();
+            loop {
+                let item = match tokio::time::timeout(timeout, rx.recv()).await {
+                    Ok(Some(item)) => item,
+                    Ok(None) => return Err(AmiError::Disconnected),
+                    Err(_) => return Err(AmiError::Timeout(timeout.as_millis() as u64)),
+                };
+                if item.event().is_some_and(|e| e.eq_ignore_ascii_case("CoreShowChannelsComplete")) {
+                    return Ok(channels);
+                }
+                let field = |name: &str| item.get(name).unwrap_or_default().to_owned();
+                channels.push(LiveChannel {
+                    channel: field("Channel"),
+                    uniqueid: field("Uniqueid"),
+                    linkedid: field("Linkedid"),
+                });
+            }
+        };
+        let result = listed.await;
+        live.lists.lock().expect("lists lock").remove(&action_id);
+        result
     }
 
     /// Hangs up a channel (cancelling a ringing callback).
@@ -376,8 +433,56 @@ pub async fn login<W: AsyncWrite + Unpin>(
         .unwrap_or(Err(AmiError::Timeout(timeout.as_millis() as u64)))
 }
 
-/// Transport, banner and login: a ready session.
-pub async fn establish(config: &ClientConfig) -> Result<(Reader, WriteHalf<BoxStream>), AmiError> {
+/// A logged-in session, whatever carries it.
+pub enum Link {
+    /// The AMI port: one byte stream, TCP or TLS.
+    Stream { reader: Reader, writer: WriteHalf<BoxStream> },
+    /// Asterisk's HTTP server.
+    Http(AjamSession),
+}
+
+impl Link {
+    /// Starts the session's traffic: actions sent from `actions`, replies and events read into the
+    /// returned stream (an error ends it), until `ended` is cancelled.
+    fn start(
+        self,
+        actions: mpsc::UnboundedReceiver<Outgoing>,
+        ended: CancellationToken,
+    ) -> BoxedStream<'static, Result<Message, AmiError>> {
+        match self {
+            Link::Stream { reader, writer } => {
+                tokio::spawn(write_loop(writer, actions, ended).in_current_span());
+                reader
+                    .filter_map(|frame| async move {
+                        match frame {
+                            Ok(Frame::Message(m)) => Some(Ok(m)),
+                            Ok(Frame::Banner(_)) => None,
+                            Err(e) => Some(Err(AmiError::Io(e.to_string()))),
+                        }
+                    })
+                    .boxed()
+            }
+            Link::Http(session) => {
+                let mut incoming = session.run(actions, ended);
+                futures_util::stream::poll_fn(move |cx| incoming.poll_recv(cx)).boxed()
+            }
+        }
+    }
+}
+
+/// Transport, banner and login (or, over HTTP, login): a ready session.
+pub async fn establish(config: &ClientConfig) -> Result<Link, AmiError> {
+    if config.endpoint.http_prefix.is_some() {
+        let session = AjamSession::establish(
+            &config.endpoint,
+            &config.username,
+            &config.secret,
+            config.connect_timeout,
+            config.action_timeout,
+        )
+        .await?;
+        return Ok(Link::Http(session));
+    }
     let stream = match &config.connector {
         Some(connect) => connect().await?,
         None => transport::connect(&config.endpoint, config.connect_timeout).await?,
@@ -386,7 +491,7 @@ pub async fn establish(config: &ClientConfig) -> Result<(Reader, WriteHalf<BoxSt
     let mut reader = FramedRead::new(rd, AmiCodec::client());
     read_banner(&mut reader, config.connect_timeout).await?;
     login(&mut reader, &mut wr, &config.username, &config.secret, config.action_timeout).await?;
-    Ok((reader, wr))
+    Ok(Link::Stream { reader, writer: wr })
 }
 
 fn backoff(attempt: u32, cap: Duration) -> Duration {
@@ -406,11 +511,11 @@ async fn supervise(shared: Arc<Shared>) {
             _ = shared.stop.cancelled() => break,
         };
         match result {
-            Ok((reader, writer)) => {
+            Ok(link) => {
                 attempt = 0;
                 tracing::info!("AMI session up");
                 metrics::gauge!("dialback_ami_connections").increment(1.0);
-                let reason = run_session(&shared, reader, writer).await;
+                let reason = run_session(&shared, link).await;
                 metrics::gauge!("dialback_ami_connections").decrement(1.0);
                 if shared.stop.is_cancelled() {
                     break;
@@ -444,27 +549,27 @@ fn notify(shared: &Shared, signal: PbxSignal) {
 }
 
 /// Serves one session until it ends; returns why it ended.
-async fn run_session(shared: &Arc<Shared>, mut reader: Reader, writer: WriteHalf<BoxStream>) -> AmiError {
+async fn run_session(shared: &Arc<Shared>, link: Link) -> AmiError {
     let (writer_tx, writer_rx) = mpsc::unbounded_channel();
     let live = Arc::new(Live {
         writer: writer_tx,
         pending: Mutex::new(HashMap::new()),
         originates: Mutex::new(HashMap::new()),
+        lists: Mutex::new(HashMap::new()),
         ended: CancellationToken::new(),
     });
-    tokio::spawn(write_loop(writer, writer_rx, live.ended.clone()).in_current_span());
+    let mut incoming = link.start(writer_rx, live.ended.clone());
     *shared.live.write().expect("live lock") = Some(live.clone());
     shared.state.send_replace(ConnState::Up);
-    notify(shared, PbxSignal::Up);
+    notify(shared, PbxSignal::Up(AmiClient { shared: shared.clone() }));
 
     let mut ping = tokio::time::interval(shared.config.ping_interval);
     ping.tick().await;
     let reason = loop {
         tokio::select! {
-            frame = reader.next() => match frame {
-                Some(Ok(Frame::Message(m))) => dispatch(shared, &live, m),
-                Some(Ok(Frame::Banner(_))) => {}
-                Some(Err(e)) => break AmiError::Io(e.to_string()),
+            message = incoming.next() => match message {
+                Some(Ok(m)) => dispatch(shared, &live, m),
+                Some(Err(e)) => break e,
                 None => break AmiError::Disconnected,
             },
             _ = ping.tick() => {
@@ -490,6 +595,11 @@ async fn run_session(shared: &Arc<Shared>, mut reader: Reader, writer: WriteHalf
 
 fn dispatch(shared: &Shared, live: &Live, m: Message) {
     if m.event().is_some() {
+        // An item of a list this session asked for: it goes to the asker only.
+        if let Some(list) = m.action_id().and_then(|id| live.lists.lock().expect("lists lock").get(id).cloned()) {
+            let _ = list.send(m);
+            return;
+        }
         let Some(event) = AmiEvent::parse(&m) else { return };
         if let AmiEvent::OriginateResponse(r) = &event {
             if let Some(waiter) = live.originates.lock().expect("originates lock").remove(&r.action_id) {
@@ -516,22 +626,25 @@ fn prune_originates(live: &Live) {
     live.originates.lock().expect("originates lock").retain(|_, p| p.deadline > now);
 }
 
-/// Writes queued actions, coalescing whatever is queued into one write.
+/// Writes queued actions, coalescing whatever is queued into one write. They were validated when
+/// queued ([`AmiClient::send`]), so encoding them cannot fail.
 async fn write_loop(
     mut writer: WriteHalf<BoxStream>,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     ended: CancellationToken,
 ) {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         let first = tokio::select! {
-            item = rx.recv() => match item { Some(b) => b, None => break },
+            item = rx.recv() => match item { Some(action) => action, None => break },
             _ = ended.cancelled() => break,
         };
-        buf.extend_from_slice(&first);
+        let _ = first.encode_into(&mut buf);
         while buf.len() < 64 * 1024 {
             match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
+                Ok(more) => {
+                    let _ = more.encode_into(&mut buf);
+                }
                 Err(_) => break,
             }
         }

@@ -3,10 +3,12 @@
 //! - [`codec`]: framing (banner, `Key: Value` messages), with injection-proof encoding.
 //! - [`message`]: typed actions (Login, Originate, ...) and typed views of the events we use.
 //! - [`transport`]: TCP or TLS to the PBX, each failure named by its step.
+//! - [`ajam`]: AMI over Asterisk's HTTP server (`/rawman`), the other way to carry a session.
 //! - [`client`]: one logged-in session per PBX, owned by tasks that read continuously, match
 //!   replies by ActionID, fan events out, ping, and reconnect with capped backoff.
 //! - [`pool`]: one client per tenant, created lazily, closed when idle.
 
+pub mod ajam;
 pub mod client;
 pub mod codec;
 pub mod message;
@@ -31,6 +33,10 @@ pub enum AmiError {
     Tls(String),
     #[error("the server is not Asterisk AMI: {0}")]
     NotAmi(String),
+    #[error("the server is not AMI over HTTP: {0}")]
+    NotAjam(String),
+    #[error("the AMI-over-HTTP session was lost: {0}")]
+    SessionLost(String),
     #[error("AMI login failed: Authentication failed (check the username and secret in manager.conf)")]
     AuthFailed,
     #[error("AMI permission denied (the AMI user lacks the needed write permission)")]
@@ -59,6 +65,8 @@ impl AmiError {
             AmiError::Io(_) => "io",
             AmiError::Tls(_) => "tls",
             AmiError::NotAmi(_) => "not_ami",
+            AmiError::NotAjam(_) => "not_ajam",
+            AmiError::SessionLost(_) => "session_lost",
             AmiError::AuthFailed => "auth_failed",
             AmiError::PermissionDenied => "permission_denied",
             AmiError::Rejected(_) => "action_error",

@@ -1,5 +1,6 @@
 //! Reaching a PBX: TCP or TLS (same code path after the handshake), with errors that say which
-//! step failed, so the Test button and the logs can tell the admin what to change.
+//! step failed, so the Test button and the logs can tell the admin what to change. AMI over
+//! Asterisk's HTTP server (`super::ajam`) opens its connections here too.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,11 +25,27 @@ pub struct Endpoint {
     /// PEM of the CA that signed the PBX certificate (PBX certificates are often self-signed).
     /// Without it the system roots are used.
     pub ca_pem: Option<String>,
+    /// AMI over Asterisk's HTTP server (`super::ajam`) under this `http.conf` prefix (empty: none)
+    /// instead of the AMI port's own protocol.
+    pub http_prefix: Option<String>,
+}
+
+impl Endpoint {
+    /// The AJAM path, e.g. `/asterisk/rawman` (with the prefix) or `/rawman`.
+    pub fn rawman_path(&self) -> Option<String> {
+        let prefix = self.http_prefix.as_deref()?.trim_matches('/');
+        Some(if prefix.is_empty() { "/rawman".to_owned() } else { format!("/{prefix}/rawman") })
+    }
 }
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}:{}", if self.tls { "tls" } else { "tcp" }, self.host, self.port)
+        match (self.rawman_path(), self.tls) {
+            (None, tls) => write!(f, "{}://{}:{}", if tls { "tls" } else { "tcp" }, self.host, self.port),
+            (Some(path), tls) => {
+                write!(f, "{}://{}:{}{path}", if tls { "https" } else { "http" }, self.host, self.port)
+            }
+        }
     }
 }
 

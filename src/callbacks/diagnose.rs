@@ -1,8 +1,9 @@
 //! The admin's **Test** button: a real test callback over a connection of its own, reported as
-//! ordered steps (connect, TLS, banner, login, originate, first leg, second leg), each with how
-//! long it took, what happened and, when it failed, what to change.
+//! ordered steps (connect, TLS, banner or http, login, originate, first leg, second leg), each
+//! with how long it took, what happened and, when it failed, what to change.
 //!
-//! Steps follow the wire: with TLS the handshake comes before Asterisk's banner. The test call is
+//! Steps follow the wire: with TLS the handshake comes before Asterisk's banner; over Asterisk's
+//! HTTP server (`ami::ajam`) an `http` step proves AMI answers there before the login. The test call is
 //! an ordinary attempt (`target: test`) prepared and originated like a courier's tap, so it obeys
 //! the same number policy and is logged and tracked like any other; only its AMI connection
 //! differs, so unsaved settings can be tried without touching the connection couriers use.
@@ -18,6 +19,7 @@ use tokio_util::codec::FramedRead;
 use uuid::Uuid;
 
 use super::{pbx_login, CallRequest, CallbackService, PlaceError, Via};
+use crate::ami::ajam;
 use crate::ami::client::{self as ami_client, AmiClient};
 use crate::ami::codec::AmiCodec;
 use crate::ami::transport::{self, BoxStream};
@@ -81,6 +83,14 @@ impl Steps {
 }
 
 fn address_hint(settings: &PbxSettings) -> String {
+    if settings.transport.over_http() {
+        return format!(
+            "check the address {}:{} (Asterisk's HTTP server listens on 8088, or 8089 for HTTPS), that http.conf has \
+             enabled = yes with a bindaddr this server can reach (tlsenable and tlsbindaddr for HTTPS), and that no \
+             firewall drops the port",
+            settings.host, settings.port
+        );
+    }
     format!(
         "check the address {}:{} (AMI listens on 5038, or 5039 for TLS), that manager.conf has enabled = yes with a \
          bindaddr this server can reach, that `permit` allows dialback's address, and that no firewall drops the port",
@@ -88,25 +98,63 @@ fn address_hint(settings: &PbxSettings) -> String {
     )
 }
 
+fn http_hint(settings: &PbxSettings, error: &AmiError) -> String {
+    let prefix = if settings.http_prefix.is_empty() {
+        "no http_prefix, so http.conf must have no prefix".to_owned()
+    } else {
+        format!("http_prefix {:?} must equal http.conf prefix", settings.http_prefix)
+    };
+    let redirect = matches!(error, AmiError::NotAjam(text) if text.contains("redirected"));
+    if redirect {
+        return "the address redirects: give the address the redirect points to (host, port, https) and the http_prefix \
+                under which /rawman answers"
+            .into();
+    }
+    format!(
+        "AMI does not answer at {}: manager.conf needs webenabled = yes (beside enabled = yes), http.conf \
+         enabled = yes, and the {prefix}; then `module reload manager` and `module reload http`. A reverse proxy in \
+         between must pass {} through to Asterisk with its cookies",
+        settings_rawman(settings),
+        settings_rawman(settings)
+    )
+}
+
+fn settings_rawman(settings: &PbxSettings) -> String {
+    let prefix = settings.http_prefix.trim_matches('/');
+    if prefix.is_empty() {
+        "/rawman".into()
+    } else {
+        format!("/{prefix}/rawman")
+    }
+}
+
 /// What to change for each way a connection or login can fail.
 fn connection_hint(error: &AmiError, settings: &PbxSettings) -> String {
     match error {
         AmiError::Resolve { .. } => format!("the host name {:?} does not resolve: check it, or use the IP address", settings.host),
         AmiError::Refused { .. } | AmiError::ConnectTimeout { .. } | AmiError::Io(_) => address_hint(settings),
+        AmiError::Tls(_) if settings.transport.over_http() => "check that HTTPS is enabled on this port (http.conf \
+            tlsenable = yes, tlsbindaddr, usually 8089, or your reverse proxy's), and paste the CA certificate that \
+            signed the server's certificate into ca_pem; connect by the name in the certificate"
+            .into(),
         AmiError::Tls(_) => "check that TLS is enabled on this port (manager.conf tlsenable, tlsbindaddr, usually 5039), \
             and paste the CA certificate that signed the PBX certificate into ca_pem; connect by the name in the certificate"
             .into(),
-        AmiError::NotAmi(_) if settings.tls => {
+        AmiError::NotAjam(_) | AmiError::SessionLost(_) => http_hint(settings, error),
+        AmiError::NotAmi(_) if settings.transport.encrypted() => {
             "the server speaks TLS but not AMI behind it: check the port (AMI over TLS is usually 5039)".into()
         }
         AmiError::NotAmi(_) => {
             "this port does not answer like Asterisk AMI: is it the SIP (5060) or HTTP (8088) port? AMI listens on 5038 \
-             (5039 for TLS); if the connection closes at once, manager.conf deny/permit rejects dialback's address"
+             (5039 for TLS); to reach AMI through Asterisk's HTTP server choose transport http; if the connection \
+             closes at once, manager.conf deny/permit rejects dialback's address"
                 .into()
         }
         AmiError::AuthFailed => format!(
-            "the PBX refused user {:?}: check the [{}] section and its secret in manager.conf, then run `manager reload`",
-            settings.username, settings.username
+            "the PBX refused user {:?}: check the [{}] section and its secret in manager.conf, then run `manager reload`{}",
+            settings.username,
+            settings.username,
+            if settings.transport.over_http() { " (over HTTP the same users log in as on the AMI port)" } else { "" }
         ),
         AmiError::PermissionDenied => format!(
             "the AMI user {:?} may not do this: add `originate` (and `call`) to its write= line in manager.conf",
@@ -136,7 +184,7 @@ async fn probe(settings: &PbxSettings, secret: &SecretString, timeout: Duration,
     };
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     steps.pass("connect", format!("TCP connection to {peer} open"));
-    let stream: BoxStream = if settings.tls {
+    let stream: BoxStream = if settings.transport.encrypted() {
         match transport::tls_handshake(endpoint, tcp, timeout).await {
             Ok(tls) => {
                 steps.pass("tls", "TLS handshake done; the certificate is trusted and names this host");
@@ -150,6 +198,9 @@ async fn probe(settings: &PbxSettings, secret: &SecretString, timeout: Duration,
     } else {
         Box::new(tcp)
     };
+    if settings.transport.over_http() {
+        return probe_http(settings, secret, endpoint, stream, timeout, steps).await;
+    }
     let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = FramedRead::new(rd, AmiCodec::client());
     match ami_client::read_banner(&mut reader, timeout).await {
@@ -172,6 +223,47 @@ async fn probe(settings: &PbxSettings, secret: &SecretString, timeout: Duration,
         let _ = wr.write_all(&wire).await;
     }
     true
+}
+
+/// The `http` and `login` steps over Asterisk's HTTP server, on the connection opened already.
+async fn probe_http(
+    settings: &PbxSettings,
+    secret: &SecretString,
+    endpoint: &crate::ami::transport::Endpoint,
+    stream: BoxStream,
+    timeout: Duration,
+    steps: &mut Steps,
+) -> bool {
+    let connections = ajam::Connections::new(endpoint, timeout);
+    let probed = match connections.adopt(stream).await {
+        Ok(mut sender) => connections.probe(&mut sender, timeout).await.map(|detail| (sender, detail)),
+        Err(e) => Err(e),
+    };
+    let mut sender = match probed {
+        Ok((sender, detail)) => {
+            steps.pass("http", detail);
+            sender
+        }
+        Err(e) => {
+            let hint = match &e {
+                AmiError::NotAjam(_) => http_hint(settings, &e),
+                other => connection_hint(other, settings),
+            };
+            steps.fail("http", e.to_string(), hint);
+            return false;
+        }
+    };
+    match connections.login(&mut sender, &settings.username, secret, timeout).await {
+        Ok(session) => {
+            steps.pass("login", format!("logged in as {:?} over HTTP", settings.username));
+            connections.logoff(&mut sender, &session, timeout).await;
+            true
+        }
+        Err(e) => {
+            steps.fail("login", e.to_string(), connection_hint(&e, settings));
+            false
+        }
+    }
 }
 
 fn first_leg_hint(reason: Option<Reason>, settings: &PbxSettings) -> String {

@@ -255,8 +255,9 @@ pub fn pbx_login(settings: &PbxSettings, secret: SecretString) -> PbxLogin {
         endpoint: Endpoint {
             host: settings.host.clone(),
             port: settings.port,
-            tls: settings.tls,
+            tls: settings.transport.encrypted(),
             ca_pem: settings.ca_pem.clone(),
+            http_prefix: settings.transport.over_http().then(|| settings.http_prefix.clone()),
         },
         username: settings.username.clone(),
         secret,

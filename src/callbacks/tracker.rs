@@ -51,14 +51,14 @@ enum Work {
         action_id: String,
         hold: Option<CallHold>,
     },
-    PbxDown {
-        tenant: Arc<str>,
-        detail: String,
-    },
+    /// The PBX's AMI link dropped: its calls go unobserved until it is back.
+    PbxDown { tenant: Arc<str>, detail: String },
+    /// The PBX answered which calls it has up (`CoreShowChannels`, asked at `asked_at`, after its
+    /// link came back): calls that went unobserved before then and are not among them ended
+    /// while nobody watched.
+    Reconcile { tenant: Arc<str>, alive: Arc<HashSet<String>>, asked_at: Instant },
     /// Forget a call settled elsewhere (e.g. canceled through the API).
-    Forget {
-        id: Uuid,
-    },
+    Forget { id: Uuid },
 }
 
 struct Tracked {
@@ -69,6 +69,9 @@ struct Tracked {
     hold: Option<CallHold>,
     /// When the call settled; it is forgotten `SETTLED_GRACE` later.
     settled_at: Option<Instant>,
+    /// Since when its events may have been missed (its PBX's AMI link dropped), until the PBX
+    /// says it is still up.
+    unobserved_since: Option<(Instant, String)>,
 }
 
 /// The handle the callback service uses to tell the tracker about calls it placed.
@@ -83,6 +86,8 @@ struct Shared {
     bus: Bus,
     /// See [`Tracker::start`].
     one_commit_per_batch: bool,
+    /// See `AmiConfig::lost_after_s`.
+    lost_after: Duration,
 }
 
 fn shard_of(id: &Uuid) -> usize {
@@ -95,8 +100,8 @@ impl Tracker {
     /// (`synchronous_commit` on, as on any durable server), where it saves a flush per call; when
     /// commits do not wait, the transaction's own two statements cost more than they save.
     /// Each change's events go to `bus` once written.
-    pub fn start(db: deadpool_postgres::Pool, bus: Bus, one_commit_per_batch: bool) -> Self {
-        let shared = Arc::new(Shared { db, bus, one_commit_per_batch });
+    pub fn start(db: deadpool_postgres::Pool, bus: Bus, one_commit_per_batch: bool, lost_after: Duration) -> Self {
+        let shared = Arc::new(Shared { db, bus, one_commit_per_batch, lost_after });
         let mut shards = Vec::with_capacity(SHARDS);
         for _ in 0..SHARDS {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -125,7 +130,30 @@ impl Tracker {
                     let _ = shard.send(Work::PbxDown { tenant: tenant.clone(), detail: err.to_string() });
                 }
             }
-            PbxSignal::Up => {}
+            PbxSignal::Up(client) => {
+                // Which calls are still up, asked on the session that just logged in; the events
+                // it reads from now on are the calls' own.
+                let (shards, asked_at) = (self.shards.clone(), Instant::now());
+                tokio::spawn(async move {
+                    match client.core_show_channels().await {
+                        Ok(channels) => {
+                            let alive: Arc<HashSet<String>> =
+                                Arc::new(channels.into_iter().map(|c| c.linkedid).collect());
+                            for shard in shards.iter() {
+                                let (tenant, alive) = (tenant.clone(), alive.clone());
+                                let _ = shard.send(Work::Reconcile { tenant, alive, asked_at });
+                            }
+                        }
+                        // Calls stay unobserved: the next login asks again, and `lost_after`
+                        // bounds how long they wait.
+                        Err(e) => {
+                            tracing::warn!(tenant = %tenant, error = %Chain(&e),
+                                "could not ask the PBX which calls are up (CoreShowChannels needs write = reporting \
+                                 in manager.conf); calls in flight are given up after ami.lost_after_s")
+                        }
+                    }
+                });
+            }
         }
     }
 
@@ -158,7 +186,9 @@ const RETRY: Duration = Duration::from_secs(1);
 
 async fn run_shard(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Work>) {
     let mut calls: HashMap<Uuid, Tracked> = HashMap::new();
-    let mut sweep = tokio::time::interval(Duration::from_secs(10));
+    // Often enough that an unobserved call is given up on soon after `lost_after`.
+    let every = (shared.lost_after / 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    let mut sweep = tokio::time::interval(every);
     let mut batch = Vec::with_capacity(BATCH);
     // Facts not written yet: between `add` and `flush`, and while the database is away.
     let mut facts = PendingFacts::default();
@@ -167,6 +197,7 @@ async fn run_shard(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Work>) {
             work = rx.recv() => match work { Some(work) => work, None => break },
             _ = sweep.tick() => {
                 calls.retain(|_, t| t.settled_at.is_none_or(|at| at.elapsed() < SETTLED_GRACE));
+                give_up_unobserved(&shared, &mut calls).await;
                 continue;
             }
             _ = tokio::time::sleep(RETRY), if !facts.order.is_empty() => {
@@ -225,32 +256,29 @@ async fn run_shard(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Work>) {
 /// they are written later.
 type Timed = (Fact, OffsetDateTime);
 
-/// Facts read from a batch of events, per call, in arrival order.
+/// Facts read from a batch of events, per call and the tenant whose PBX told them, in arrival
+/// order. Two companies may share one Asterisk: each session then hears the other's calls too, so
+/// one call id can be claimed by two tenants; only its own tenant's claim is applied ([`plan`]).
 #[derive(Default)]
 struct PendingFacts {
-    order: Vec<Uuid>,
-    by_call: HashMap<Uuid, (Arc<str>, Vec<Timed>)>,
+    order: Vec<(Uuid, Arc<str>)>,
+    by_call: HashMap<(Uuid, Arc<str>), Vec<Timed>>,
 }
 
 impl PendingFacts {
     /// Puts back a call's facts that could not be written (they come before any added later).
     fn keep(&mut self, tenant: Arc<str>, id: Uuid, facts: Vec<Timed>) {
-        self.order.push(id);
-        self.by_call.insert(id, (tenant, facts));
+        self.order.push((id, tenant.clone()));
+        self.by_call.insert((id, tenant), facts);
     }
 
     fn add(&mut self, tenant: Arc<str>, id: Uuid, fact: Fact, at: OffsetDateTime) {
         tracing::debug!(call_id = %id, tenant = %tenant, ?fact, "call event");
-        match self.by_call.entry(id) {
-            // Events of one call all come from its tenant's PBX; another tenant's is a separate
-            // (ignored) claim on the same id, checked when applied.
-            Entry::Occupied(mut entry) if entry.get().0 == tenant => entry.get_mut().1.push((fact, at)),
-            Entry::Occupied(_) => {
-                tracing::warn!(call_id = %id, pbx_tenant = %tenant, "event from another tenant's PBX ignored")
-            }
+        match self.by_call.entry((id, tenant)) {
+            Entry::Occupied(mut entry) => entry.get_mut().push((fact, at)),
             Entry::Vacant(entry) => {
-                self.order.push(id);
-                entry.insert((tenant, vec![(fact, at)]));
+                self.order.push(entry.key().clone());
+                entry.insert(vec![(fact, at)]);
             }
         }
     }
@@ -266,7 +294,7 @@ impl PendingFacts {
         let pending: Vec<(Uuid, Arc<str>, Vec<Timed>)> = self
             .order
             .drain(..)
-            .filter_map(|id| self.by_call.remove(&id).map(|(tenant, facts)| (id, tenant, facts)))
+            .filter_map(|key| self.by_call.remove(&key).map(|facts| (key.0, key.1, facts)))
             .collect();
         let client = match store::client(&shared.db).await {
             Ok(client) => client,
@@ -285,7 +313,7 @@ impl PendingFacts {
                 Ok(Some(change)) => changes.push(change),
                 Ok(None) => {}
                 Err(e) if e.is_unavailable() => {
-                    unwritten.insert(*id);
+                    unwritten.insert((*id, tenant.clone()));
                 }
                 Err(e) => tracing::error!(call_id = %id, error = %Chain(&e), ?facts, "could not record call events"),
             }
@@ -296,20 +324,21 @@ impl PendingFacts {
             match written {
                 Ok(Moved::Yes { deliveries }) => settle(calls, change, &shared.bus, deliveries),
                 // Lost to a concurrent writer: apply the facts to what is stored now.
-                Ok(Moved::No) => retry_alone.push(change.id),
+                Ok(Moved::No) => retry_alone.push((change.id, change.tenant)),
                 Err(e) if e.is_unavailable() => {
-                    unwritten.insert(change.id);
+                    unwritten.insert((change.id, change.tenant));
                 }
                 Err(e) => tracing::error!(call_id = %change.id, error = %Chain(&e), "could not record call events"),
             }
         }
-        for id in retry_alone {
+        for (id, tenant) in retry_alone {
             calls.remove(&id);
-            let (_, tenant, facts) = pending.iter().find(|(p, _, _)| *p == id).expect("planned from pending");
-            match apply_facts(&client, &shared.bus, calls, tenant, id, facts).await {
+            let (_, _, facts) =
+                pending.iter().find(|(p, t, _)| *p == id && *t == tenant).expect("planned from pending");
+            match apply_facts(&client, &shared.bus, calls, &tenant, id, facts).await {
                 Ok(()) => {}
                 Err(e) if e.downcast_ref::<StoreError>().is_some_and(StoreError::is_unavailable) => {
-                    unwritten.insert(id);
+                    unwritten.insert((id, tenant));
                 }
                 Err(e) => tracing::error!(call_id = %id, error = format!("{e:#}"), "could not record call events"),
             }
@@ -318,7 +347,7 @@ impl PendingFacts {
             tracing::warn!(calls = unwritten.len(), "database unavailable: call events kept, retrying");
         }
         for (id, tenant, facts) in pending {
-            if unwritten.contains(&id) {
+            if unwritten.contains(&(id, tenant.clone())) {
                 self.keep(tenant, id, facts);
             }
         }
@@ -381,8 +410,41 @@ fn track(calls: &mut HashMap<Uuid, Tracked>, tenant: Arc<str>, row: CallbackRow,
         Entry::Occupied(mut entry) if entry.get().settled_at.is_none() => entry.get_mut().hold = hold,
         Entry::Occupied(_) => {}
         Entry::Vacant(entry) => {
-            entry.insert(Tracked { tenant, row, hold, settled_at: None });
+            entry.insert(Tracked { tenant, row, hold, settled_at: None, unobserved_since: None });
         }
+    }
+}
+
+/// Marks `unknown` the calls unobserved for longer than `lost_after` (their PBX stayed away).
+async fn give_up_unobserved(shared: &Shared, calls: &mut HashMap<Uuid, Tracked>) {
+    let lost: Vec<CallbackRow> = calls
+        .values()
+        .filter(|t| t.settled_at.is_none())
+        .filter(|t| t.unobserved_since.as_ref().is_some_and(|(since, _)| since.elapsed() >= shared.lost_after))
+        .map(|t| t.row.clone())
+        .collect();
+    if lost.is_empty() {
+        return;
+    }
+    let detail = format!(
+        "the PBX could not be reached for {} s (AMI link down); the outcome was not observed",
+        shared.lost_after.as_secs()
+    );
+    mark_unknown(shared, calls, lost, &detail).await;
+}
+
+/// Records calls as `unknown` with `detail` and forgets them.
+async fn mark_unknown(shared: &Shared, calls: &mut HashMap<Uuid, Tracked>, lost: Vec<CallbackRow>, detail: &str) {
+    let tenant = lost[0].tenant_id.clone();
+    match super::mark_lost(&shared.db, &shared.bus, &lost, detail).await {
+        Ok(n) => tracing::warn!(tenant = %tenant, calls = n, detail, "in-flight calls marked unknown"),
+        Err(e) => {
+            tracing::error!(tenant = %tenant, error = %Chain(&e), "could not mark in-flight calls unknown; trying again later");
+            return;
+        }
+    }
+    for row in lost {
+        calls.remove(&row.id);
     }
 }
 
@@ -394,21 +456,32 @@ async fn handle(shared: &Shared, calls: &mut HashMap<Uuid, Tracked>, work: Work)
             calls.remove(&id);
         }
         Work::PbxDown { tenant, detail } => {
-            let lost: Vec<CallbackRow> = calls
-                .values()
-                .filter(|t| t.tenant == tenant && t.settled_at.is_none())
-                .map(|t| t.row.clone())
-                .collect();
-            if lost.is_empty() {
-                return;
+            let now = Instant::now();
+            for tracked in calls.values_mut().filter(|t| t.tenant == tenant && t.settled_at.is_none()) {
+                if tracked.unobserved_since.is_none() {
+                    tracing::info!(call_id = %tracked.row.id, tenant = %tenant, %detail, "call unobserved until the PBX is back");
+                    tracked.unobserved_since = Some((now, detail.clone()));
+                }
             }
-            let detail = format!("the AMI connection was lost ({detail}); the outcome was not observed");
-            match super::mark_lost(&shared.db, &shared.bus, &lost, &detail).await {
-                Ok(n) => tracing::warn!(tenant = %tenant, calls = n, "in-flight calls marked unknown"),
-                Err(e) => tracing::error!(tenant = %tenant, error = %Chain(&e), "could not mark in-flight calls"),
+        }
+        Work::Reconcile { tenant, alive, asked_at } => {
+            let mut gone = Vec::new();
+            for tracked in calls.values_mut().filter(|t| t.tenant == tenant && t.settled_at.is_none()) {
+                let Some((since, _)) = &tracked.unobserved_since else { continue };
+                if *since > asked_at {
+                    continue; // dropped again after this answer was asked for
+                }
+                if alive.contains(&tracked.row.id.to_string()) {
+                    tracing::info!(call_id = %tracked.row.id, tenant = %tenant, "call still up on the PBX; following it again");
+                    tracked.unobserved_since = None;
+                } else {
+                    gone.push(tracked.row.clone());
+                }
             }
-            for row in lost {
-                calls.remove(&row.id);
+            if !gone.is_empty() {
+                let detail = "the call ended while dialback's AMI link to the PBX was down (its channels were gone \
+                              when dialback logged in again); its outcome was not observed";
+                mark_unknown(shared, calls, gone, detail).await;
             }
         }
     }
@@ -428,11 +501,12 @@ async fn plan(
         Entry::Occupied(entry) => entry.into_mut(),
         Entry::Vacant(entry) => {
             let Some(row) = store::callbacks::get_any(db, id).await? else { return Ok(None) };
+            // Companies sharing one Asterisk hear each other's calls: not this tenant's to follow.
             if *row.tenant_id != **tenant {
-                tracing::warn!(call_id = %id, pbx_tenant = %tenant, "event from another tenant's PBX ignored");
+                tracing::debug!(call_id = %id, pbx_tenant = %tenant, "event of another company's call ignored");
                 return Ok(None);
             }
-            entry.insert(Tracked { tenant: tenant.clone(), row, hold: None, settled_at: None })
+            entry.insert(Tracked { tenant: tenant.clone(), row, hold: None, settled_at: None, unobserved_since: None })
         }
     };
     if tracked.tenant != *tenant {

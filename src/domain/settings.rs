@@ -40,6 +40,50 @@ pub enum ConfirmAnswer {
     Dtmf,
 }
 
+/// How dialback carries its AMI session to the PBX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmiTransport {
+    /// The AMI port (`manager.conf` `port`, 5038).
+    #[default]
+    Tcp,
+    /// The AMI port over TLS (`manager.conf` `tlsbindaddr`, 5039).
+    Tls,
+    /// Asterisk's HTTP server (`http.conf`, 8088; `manager.conf` `webenabled = yes`).
+    Http,
+    /// Asterisk's HTTP server over TLS (`http.conf` `tlsenable`, 8089), or an HTTPS reverse proxy.
+    Https,
+}
+
+impl AmiTransport {
+    pub fn encrypted(self) -> bool {
+        matches!(self, AmiTransport::Tls | AmiTransport::Https)
+    }
+
+    pub fn over_http(self) -> bool {
+        matches!(self, AmiTransport::Http | AmiTransport::Https)
+    }
+
+    /// Asterisk's default port for it.
+    pub fn default_port(self) -> u16 {
+        match self {
+            AmiTransport::Tcp => 5038,
+            AmiTransport::Tls => 5039,
+            AmiTransport::Http => 8088,
+            AmiTransport::Https => 8089,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AmiTransport::Tcp => "tcp",
+            AmiTransport::Tls => "tls",
+            AmiTransport::Http => "http",
+            AmiTransport::Https => "https",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DestinationPolicy {
@@ -62,7 +106,14 @@ pub struct PbxSettings {
     #[serde(default = "default_port")]
     pub port: u16,
     #[serde(default)]
+    pub transport: AmiTransport,
+    /// Whether the transport is encrypted (`tls` or `https`): what older clients sent and read
+    /// before `transport` existed; [`SettingsInput::parse`] keeps the two in agreement.
+    #[serde(default)]
     pub tls: bool,
+    /// `http.conf` `prefix` for `http`/`https` (e.g. `asterisk`: `/asterisk/rawman`); empty: none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub http_prefix: String,
     #[serde(default)]
     pub ca_pem: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -355,9 +406,37 @@ impl PbxSettings {
     fn validate_pbx(&self) -> Result<(), FieldError> {
         check_host("host", &self.host)?;
         if self.port == 0 {
-            return Err(bad("port", "port must be 1-65535 (AMI: 5038, TLS: 5039)"));
+            return Err(bad("port", "port must be 1-65535 (AMI: 5038, TLS: 5039, HTTP: 8088, HTTPS: 8089)"));
+        }
+        if self.tls != self.transport.encrypted() {
+            return Err(bad(
+                "tls",
+                format!("tls must be {} with transport {}", self.transport.encrypted(), self.transport.as_str()),
+            ));
+        }
+        if !self.http_prefix.is_empty() {
+            check_text("http_prefix", &self.http_prefix)?;
+            let shaped = self.http_prefix.len() <= 64
+                && self.http_prefix.trim_matches('/').split('/').all(|part| {
+                    !part.is_empty()
+                        && part != "."
+                        && part != ".."
+                        && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                });
+            if !shaped {
+                return Err(bad(
+                    "http_prefix",
+                    "http_prefix must be http.conf's prefix, e.g. asterisk: letters, digits, '-', '_', '.' and '/' between parts",
+                ));
+            }
+            if !self.transport.over_http() {
+                return Err(bad("http_prefix", "http_prefix is only used with transport http or https"));
+            }
         }
         check_pem("ca_pem", &self.ca_pem)?;
+        if self.ca_pem.is_some() && !self.transport.encrypted() {
+            return Err(bad("ca_pem", "ca_pem is only used with transport tls or https"));
+        }
         check_token("username", &self.username, "an AMI user name")?;
         check_template(&self.channel_template)?;
         check_token("context", &self.context, "a dialplan context name")?;
@@ -481,7 +560,20 @@ impl SettingsInput {
             }
             Some(_) => return Err(bad("secret", "secret must be a string").into()),
         };
-        let settings: PbxSettings = serde_json::from_value(body).map_err(|e| InputError::Schema(e.to_string()))?;
+        // `transport` is new; `"tls": true` alone still means AMI over TLS, and the port defaults to
+        // the transport's own.
+        let given = |name: &str| body.get(name).is_some_and(|v| !v.is_null());
+        let (transport_given, tls_given, port_given) = (given("transport"), given("tls"), given("port"));
+        let mut settings: PbxSettings = serde_json::from_value(body).map_err(|e| InputError::Schema(e.to_string()))?;
+        if !transport_given && settings.tls {
+            settings.transport = AmiTransport::Tls;
+        }
+        if !tls_given {
+            settings.tls = settings.transport.encrypted();
+        }
+        if !port_given {
+            settings.port = settings.transport.default_port();
+        }
         settings.validate()?;
         Ok(SettingsInput { settings, secret, recordings_password })
     }

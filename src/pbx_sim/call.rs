@@ -639,7 +639,7 @@ impl Call {
 
     fn add_channel(&mut self, role: Role, channel: Channel) {
         self.pbx.publish(channel.event("Newchannel").into_event());
-        self.pbx.register_channel(&channel.name, &channel.uniqueid, &self.hangup_signal);
+        self.pbx.register_channel(&channel, &self.hangup_signal);
         self.channels[role as usize] = Some(channel);
     }
 

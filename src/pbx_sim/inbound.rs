@@ -88,7 +88,7 @@ impl Inbound {
         let (signal, hangup) = watch::channel(None);
         let signal = Arc::new(signal);
         for channel in [&caller, &dialplan] {
-            pbx.register_channel(&channel.name, &channel.uniqueid, &signal);
+            pbx.register_channel(channel, &signal);
         }
         let names = vec![caller.name.clone(), dialplan.name.clone()];
         let uniqueids = vec![caller_id, dialplan_id];

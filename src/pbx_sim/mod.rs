@@ -6,6 +6,7 @@
 //! outcome's events in Asterisk's order, CDRs, injection through CR/LF, shutdown.
 //!
 //! - `session`: the listener and one task per AMI connection (login, actions, event delivery).
+//! - `ajam`: AMI over the HTTP server (`/rawman`): cookies, sessions that expire, `waitevent`.
 //! - `originate`: how an Originate is read and validated.
 //! - `call`: an originated two-leg callback and the event sequences it produces.
 //! - `phones`: what a number does when dialled (by its last digit).
@@ -15,6 +16,7 @@
 //! - `pbx`: state shared by sessions and calls.
 //! - `originate_log`: `--originate-log`, when each Originate was read (benchmarks).
 
+pub mod ajam;
 mod call;
 mod channel;
 pub mod dialplan;
@@ -89,6 +91,19 @@ pub struct SimArgs {
     /// measure tap-to-originate latency with it).
     #[arg(long, value_name = "FILE")]
     pub originate_log: Option<PathBuf>,
+    /// Also serve AMI over HTTP (AJAM: `/rawman`, as `http.conf` enabled and `manager.conf`
+    /// webenabled) on this address, e.g. 127.0.0.1:8088.
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// `http.conf` prefix: `asterisk` serves `/asterisk/rawman`.
+    #[arg(long, default_value = "", requires = "http_listen")]
+    pub http_prefix: String,
+    /// `manager.conf` httptimeout: an AJAM session idle this long is gone.
+    #[arg(long, default_value_t = 60, requires = "http_listen")]
+    pub http_timeout_s: u64,
+    /// The HTTP listener speaks TLS (HTTPS) with --tls-cert and --tls-key.
+    #[arg(long, requires_all = ["http_listen", "tls_cert"])]
+    pub http_tls: bool,
 }
 
 /// An AMI user of the simulator.
@@ -174,6 +189,8 @@ pub struct SimConfig {
     pub write_timeout: Duration,
     /// Where to append `<ChannelId> <unix_time_nanos>` per Originate read (off when `None`).
     pub originate_log: Option<PathBuf>,
+    /// AMI over HTTP beside the AMI port (off when `None`).
+    pub http: Option<ajam::HttpConfig>,
 }
 
 impl Default for SimConfig {
@@ -193,6 +210,7 @@ impl Default for SimConfig {
             // Generous: a loaded test machine must not look like a client that stopped reading.
             write_timeout: Duration::from_secs(2),
             originate_log: None,
+            http: None,
         }
     }
 }
@@ -217,6 +235,12 @@ impl SimConfig {
             }
             None => None,
         };
+        let http = args.http_listen.map(|listen| ajam::HttpConfig {
+            prefix: args.http_prefix.clone(),
+            session_timeout: Duration::from_secs(args.http_timeout_s),
+            tls: if args.http_tls { tls.clone() } else { None },
+            ..ajam::HttpConfig::new(listen)
+        });
         Ok(SimConfig {
             listen: args.listen,
             users: args.users.clone(),
@@ -231,6 +255,7 @@ impl SimConfig {
             tls,
             write_timeout: Duration::from_millis(args.write_timeout_ms),
             originate_log: args.originate_log.clone(),
+            http,
         })
     }
 
@@ -258,6 +283,7 @@ impl SimConfig {
 pub struct Simulator {
     pbx: Arc<Pbx>,
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
 }
 
 impl Simulator {
@@ -278,11 +304,40 @@ impl Simulator {
         }
         pbx.tasks.spawn(session::accept_loop(listener, pbx.clone()));
         tracing::info!(%addr, tls, "pbx-sim listening");
-        Ok(Simulator { pbx, addr })
+        let http_addr = match pbx.config.http.clone() {
+            Some(http) => {
+                let listener = tokio::net::TcpListener::bind(http.listen)
+                    .await
+                    .with_context(|| format!("pbx-sim cannot listen for HTTP on {}", http.listen))?;
+                let http_addr = listener.local_addr()?;
+                let path = format!("/{}/rawman", http.prefix.trim_matches('/')).replace("//", "/");
+                tracing::info!(addr = %http_addr, tls = http.tls.is_some(), path, "pbx-sim serving AMI over HTTP");
+                pbx.tasks.spawn(ajam::accept_loop(listener, pbx.clone(), Arc::new(http)));
+                Some(http_addr)
+            }
+            None => None,
+        };
+        Ok(Simulator { pbx, addr, http_addr })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where AMI over HTTP listens (with `SimConfig::http`).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Ends every AMI-over-HTTP session, as Asterisk does with one idle past `httptimeout`: its
+    /// next request is `Permission denied` under a new cookie. Returns how many there were.
+    pub fn expire_http_sessions(&self) -> usize {
+        self.pbx.http_sessions.expire_all()
+    }
+
+    /// Live AMI-over-HTTP sessions (logged in or not).
+    pub fn http_sessions(&self) -> usize {
+        self.pbx.http_sessions.count()
     }
 
     /// A connection to the simulator over an in-memory pipe of `buffer` bytes each way instead
@@ -332,6 +387,11 @@ impl Simulator {
         self.pbx.calls_in_progress.load(Ordering::Acquire)
     }
 
+    /// Successful logins so far, on the AMI port and over HTTP.
+    pub fn logins(&self) -> u64 {
+        self.pbx.logins.load(Ordering::Relaxed)
+    }
+
     /// Connected AMI sessions (logged in or not).
     pub fn sessions(&self) -> usize {
         self.pbx.sessions.load(Ordering::Relaxed)
@@ -374,6 +434,7 @@ pub async fn call_in(args: CallInArgs) -> anyhow::Result<()> {
             port: args.ami.port(),
             tls: false,
             ca_pem: None,
+            http_prefix: None,
         },
         username: username.to_owned(),
         secret: secrecy::SecretString::from(secret.to_owned()),

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::channel::Channel;
 use super::originate_log::OriginateLog;
 use super::wire::Event;
 use super::SimConfig;
@@ -39,6 +40,10 @@ pub(crate) struct Pbx {
     /// Calls whose task is still running (their last event not yet published).
     pub calls_in_progress: AtomicUsize,
     pub sessions: AtomicUsize,
+    /// Successful logins, on the AMI port and over HTTP.
+    pub logins: AtomicU64,
+    /// Sessions of AMI over HTTP (`ajam.rs`), by their cookie.
+    pub(crate) http_sessions: super::ajam::Sessions,
     pub tasks: Tasks,
     /// `--originate-log`: when each Originate was read, by ChannelId.
     pub originate_log: Option<OriginateLog>,
@@ -50,8 +55,9 @@ pub(crate) struct Pbx {
 
 #[derive(Default)]
 struct LiveChannels {
-    /// Lower-cased channel name → the call's hangup signal.
-    by_name: HashMap<String, Arc<HangupSignal>>,
+    /// Lower-cased channel name → the call's hangup signal, and the channel as it was created
+    /// with when (what `CoreShowChannels` lists).
+    by_name: HashMap<String, (Arc<HangupSignal>, Channel, Instant)>,
     /// Uniqueid → the call's hangup signal: Asterisk finds the channel of a `Hangup` action by its
     /// name or its uniqueid (`ast_channel_get_by_name`).
     by_uniqueid: HashMap<String, Arc<HangupSignal>>,
@@ -70,6 +76,8 @@ impl Pbx {
             inbound_dials: AtomicU64::new(0),
             calls_in_progress: AtomicUsize::new(0),
             sessions: AtomicUsize::new(0),
+            logins: AtomicU64::new(0),
+            http_sessions: Default::default(),
             tasks: Tasks::default(),
             originate_log,
             started: Instant::now(),
@@ -124,10 +132,17 @@ impl Pbx {
         true
     }
 
-    pub fn register_channel(&self, name: &str, uniqueid: &str, signal: &Arc<HangupSignal>) {
+    pub fn register_channel(&self, channel: &Channel, signal: &Arc<HangupSignal>) {
         let mut live = self.live.lock().expect("live channels lock");
-        live.by_name.insert(name.to_ascii_lowercase(), signal.clone());
-        live.by_uniqueid.insert(uniqueid.to_owned(), signal.clone());
+        live.by_name.insert(channel.name.to_ascii_lowercase(), (signal.clone(), channel.clone(), Instant::now()));
+        live.by_uniqueid.insert(channel.uniqueid.clone(), signal.clone());
+    }
+
+    /// The live channels as they were created, and how long ago (for `CoreShowChannels`: the
+    /// simulator does not follow each channel's state and dialplan position there).
+    pub fn channels(&self) -> Vec<(Channel, Duration)> {
+        let live = self.live.lock().expect("live channels lock");
+        live.by_name.values().map(|(_, channel, created)| (channel.clone(), created.elapsed())).collect()
     }
 
     /// Forgets a call's channels (`names` and their `uniqueids`) and the uniqueids it `claimed`.
@@ -148,7 +163,8 @@ impl Pbx {
     /// channel is up.
     pub fn hang_up(&self, channel: &str, cause: u16) -> bool {
         let live = self.live.lock().expect("live channels lock");
-        match live.by_name.get(&channel.to_ascii_lowercase()).or_else(|| live.by_uniqueid.get(channel)) {
+        let by_name = live.by_name.get(&channel.to_ascii_lowercase()).map(|(signal, ..)| signal);
+        match by_name.or_else(|| live.by_uniqueid.get(channel)) {
             Some(signal) => {
                 signal.send_replace(Some(cause));
                 true

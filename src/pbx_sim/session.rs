@@ -106,7 +106,7 @@ async fn serve_tls(stream: TcpStream, tls: Arc<rustls::ServerConfig>, peer: Sock
     }
 }
 
-enum Next {
+pub(super) enum Next {
     Continue,
     Close,
 }
@@ -118,37 +118,19 @@ enum Wake {
 }
 
 struct Session<S> {
-    pbx: Arc<Pbx>,
     stream: S,
-    peer: SocketAddr,
     codec: AmiCodec,
     input: BytesMut,
-    output: BytesMut,
-    /// Index into the configured users once logged in.
-    user: Option<usize>,
-    /// The classes this session receives: the user's read permission and its `Events:` mask.
-    mask: u32,
-    /// Its place on the event ring; none while it receives no events.
-    events: Option<broadcast::Receiver<Event>>,
+    manager: Manager,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn new(stream: S, peer: SocketAddr, pbx: Arc<Pbx>) -> Self {
-        Session {
-            pbx,
-            stream,
-            peer,
-            codec: AmiCodec::server(),
-            input: BytesMut::new(),
-            output: BytesMut::new(),
-            user: None,
-            mask: 0,
-            events: None,
-        }
+        Session { stream, codec: AmiCodec::server(), input: BytesMut::new(), manager: Manager::new(pbx, peer, false) }
     }
 
     async fn run(mut self) {
-        encode_banner(AMI_VERSION, &mut self.output);
+        encode_banner(AMI_VERSION, &mut self.manager.output);
         loop {
             let next = self.run_buffered_actions().await;
             if self.flush().await.is_err() || matches!(next, Next::Close) {
@@ -159,58 +141,138 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.input.reserve(READ_STEP);
             }
             let wake = tokio::select! {
-                _ = self.pbx.stop.cancelled() => Wake::Stop,
-                event = next_event(&mut self.events) => Wake::Event(event),
+                _ = self.manager.pbx.stop.cancelled() => Wake::Stop,
+                event = next_event(&mut self.manager.events) => Wake::Event(event),
                 read = self.stream.read_buf(&mut self.input) => Wake::Read(read),
             };
             match wake {
                 Wake::Stop => return self.say_shutdown().await,
                 Wake::Event(Ok(event)) => {
-                    self.push_event(&event);
-                    if self.drain_events(FLUSH_AT).is_err() {
+                    self.manager.push_event(&event);
+                    if self.manager.drain_events(FLUSH_AT).is_err() {
                         break;
                     }
                 }
                 Wake::Event(Err(RecvError::Lagged(missed))) => {
-                    tracing::warn!(peer = %self.peer, missed, "AMI session too slow for the event stream; dropping it");
+                    tracing::warn!(peer = %self.manager.peer, missed, "AMI session too slow for the event stream; dropping it");
                     break;
                 }
                 Wake::Event(Err(RecvError::Closed)) | Wake::Read(Ok(0)) => break,
                 Wake::Read(Ok(_)) => {}
                 Wake::Read(Err(e)) => {
-                    tracing::debug!(peer = %self.peer, error = %Chain(&e), "AMI session read failed");
+                    tracing::debug!(peer = %self.manager.peer, error = %Chain(&e), "AMI session read failed");
                     break;
                 }
             }
         }
-        tracing::debug!(peer = %self.peer, "AMI session closed");
+        tracing::debug!(peer = %self.manager.peer, "AMI session closed");
     }
 
     /// Runs every complete action already received, in order (a pipelined batch is answered in
     /// the order it was sent).
     async fn run_buffered_actions(&mut self) -> Next {
-        while !self.pbx.stop.is_cancelled() {
+        while !self.manager.pbx.stop.is_cancelled() {
             let message = match self.codec.decode(&mut self.input) {
                 Ok(Some(Frame::Message(message))) => message,
                 Ok(Some(Frame::Banner(_))) => continue,
                 Ok(None) => break,
                 // Asterisk's limits: a line over 1024 bytes or a message over 128 lines.
                 Err(e) => {
-                    tracing::debug!(peer = %self.peer, error = %Chain(&e), "malformed AMI input; closing the session");
+                    tracing::debug!(peer = %self.manager.peer, error = %Chain(&e), "malformed AMI input; closing the session");
                     return Next::Close;
                 }
             };
-            if let Next::Close = self.handle(&message).await {
+            if let Next::Close = self.manager.handle(&message).await {
                 return Next::Close;
             }
-            if self.output.len() >= FLUSH_AT && self.flush().await.is_err() {
+            if self.manager.output.len() >= FLUSH_AT && self.flush().await.is_err() {
                 return Next::Close;
             }
         }
         Next::Continue
     }
 
-    async fn handle(&mut self, message: &Message) -> Next {
+    /// Writes what is queued; a client that does not take it within `write_timeout` is dropped.
+    async fn flush(&mut self) -> Result<(), ()> {
+        if self.manager.output.is_empty() {
+            return Ok(());
+        }
+        let limit = self.manager.pbx.config.write_timeout;
+        let write = async {
+            self.stream.write_all(&self.manager.output).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(limit, write).await {
+            Ok(Ok(())) => {
+                self.manager.output.clear();
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.manager.peer, error = %Chain(&e), "AMI session write failed");
+                Err(())
+            }
+            Err(_) => {
+                tracing::warn!(peer = %self.manager.peer, ?limit, "AMI client stopped reading; dropping it");
+                Err(())
+            }
+        }
+    }
+
+    fn shrink_idle_buffers(&mut self) {
+        if self.manager.output.capacity() > KEEP_OUTPUT_CAPACITY {
+            self.manager.output = BytesMut::new();
+        }
+        // An empty buffer holds no partial message, so the codec has nothing to lose.
+        if self.input.is_empty() && self.input.capacity() > KEEP_INPUT_CAPACITY {
+            self.input = BytesMut::new();
+        }
+    }
+
+    /// Asterisk stopping: `Event: Shutdown` to a session that reads system events, then close.
+    /// A killed simulator just drops the connection.
+    async fn say_shutdown(mut self) {
+        if !self.manager.pbx.graceful.load(Ordering::Acquire) || self.manager.user.is_none() {
+            return;
+        }
+        if self.manager.mask & class::SYSTEM != 0 {
+            let mut wire = Wire::event("Shutdown", class::SYSTEM);
+            wire.header("Shutdown", "Cleanly").header("Restart", "False");
+            self.manager.output.extend_from_slice(&wire.into_bytes());
+        }
+        if self.flush().await.is_ok() {
+            let _ = tokio::time::timeout(self.manager.pbx.config.write_timeout, self.stream.shutdown()).await;
+        }
+    }
+}
+
+/// What an AMI session is apart from its connection: who logged in, which events it takes, and
+/// the replies and events waiting to be written. A session on the AMI port writes them to its
+/// socket; an AJAM session (`ajam.rs`) answers each HTTP request with them.
+pub(super) struct Manager {
+    pub(super) pbx: Arc<Pbx>,
+    peer: SocketAddr,
+    pub(super) output: BytesMut,
+    /// Index into the configured users once logged in.
+    user: Option<usize>,
+    /// The classes this session receives: the user's read permission and its `Events:` mask.
+    pub(super) mask: u32,
+    /// Its place on the event ring; none while it receives no events.
+    pub(super) events: Option<broadcast::Receiver<Event>>,
+    /// Over HTTP events wait for `waitevent` (never in an action's answer), and the login answer
+    /// has no FullyBooted (Asterisk 22's transcript shows none).
+    over_http: bool,
+}
+
+impl Manager {
+    pub(super) fn new(pbx: Arc<Pbx>, peer: SocketAddr, over_http: bool) -> Self {
+        Manager { pbx, peer, output: BytesMut::new(), user: None, mask: 0, events: None, over_http }
+    }
+
+    pub(super) fn logged_in(&self) -> bool {
+        self.user.is_some()
+    }
+
+    pub(super) async fn handle(&mut self, message: &Message) -> Next {
         let id = message.action_id();
         let Some(action) = message.action().filter(|a| !a.is_empty()) else {
             self.reply_error(id, "Missing action in request");
@@ -241,6 +303,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.output.extend_from_slice(&wire.into_bytes());
             }
             "events" => self.set_events(message),
+            "coreshowchannels" => self.core_show_channels(id),
             "originate" => self.originate(message).await,
             "hangup" => self.hang_up(message),
             _ => self.reply_error(
@@ -270,9 +333,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         let read_mask = users[index].read_mask();
         self.user = Some(index);
+        self.pbx.logins.fetch_add(1, Ordering::Relaxed);
         self.reply("Success", id, "Authentication accepted");
         self.set_mask(read_mask & message.get("Events").map_or(class::ALL, parse_event_mask));
-        if self.mask & class::SYSTEM != 0 {
+        if self.mask & class::SYSTEM != 0 && !self.over_http {
             let uptime = self.pbx.uptime_seconds().to_string();
             let mut booted = Wire::event("FullyBooted", class::SYSTEM);
             booted.header("Uptime", &uptime).header("LastReload", &uptime).header("Status", "Fully Booted");
@@ -340,6 +404,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// `CoreShowChannels`: a list written straight to this session, never interleaved with
+    /// events (manager.c `action_coreshowchannels`): the Response, one `CoreShowChannel` per
+    /// channel (no Privilege), then `CoreShowChannelsComplete`.
+    fn core_show_channels(&mut self, id: Option<&str>) {
+        let mut wire = Wire::reply("Success", id);
+        wire.header("EventList", "start").header("Message", "Channels will follow");
+        self.output.extend_from_slice(&wire.into_bytes());
+        let channels = self.pbx.channels();
+        for (channel, age) in &channels {
+            let mut wire = Wire::bare("Event", "CoreShowChannel");
+            if let Some(id) = id {
+                wire.header("ActionID", id);
+            }
+            channel.write_block(&mut wire, "");
+            let secs = age.as_secs();
+            wire.header("Application", &channel.cdr.last_app)
+                .header("ApplicationData", &channel.cdr.last_data)
+                .header("Duration", &format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60))
+                .header("BridgeId", "");
+            self.output.extend_from_slice(&wire.into_bytes());
+        }
+        let mut wire = Wire::bare("Event", "CoreShowChannelsComplete");
+        if let Some(id) = id {
+            wire.header("ActionID", id);
+        }
+        wire.header("EventList", "Complete").header("ListItems", &channels.len().to_string());
+        self.output.extend_from_slice(&wire.into_bytes());
+    }
+
     fn hang_up(&mut self, message: &Message) {
         let id = message.action_id();
         let Some(channel) = message.get("Channel").filter(|c| !c.is_empty()) else {
@@ -371,7 +464,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Takes what else is waiting on the ring until `limit` bytes are queued; `Err` when this
     /// session has fallen a whole ring behind.
-    fn drain_events(&mut self, limit: usize) -> Result<(), ()> {
+    pub(super) fn drain_events(&mut self, limit: usize) -> Result<(), ()> {
         let Some(events) = &mut self.events else { return Ok(()) };
         while self.output.len() < limit {
             match events.try_recv() {
@@ -389,61 +482,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         Ok(())
     }
-
-    /// Writes what is queued; a client that does not take it within `write_timeout` is dropped.
-    async fn flush(&mut self) -> Result<(), ()> {
-        if self.output.is_empty() {
-            return Ok(());
-        }
-        let limit = self.pbx.config.write_timeout;
-        let write = async {
-            self.stream.write_all(&self.output).await?;
-            self.stream.flush().await
-        };
-        match tokio::time::timeout(limit, write).await {
-            Ok(Ok(())) => {
-                self.output.clear();
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(peer = %self.peer, error = %Chain(&e), "AMI session write failed");
-                Err(())
-            }
-            Err(_) => {
-                tracing::warn!(peer = %self.peer, ?limit, "AMI client stopped reading; dropping it");
-                Err(())
-            }
-        }
-    }
-
-    fn shrink_idle_buffers(&mut self) {
-        if self.output.capacity() > KEEP_OUTPUT_CAPACITY {
-            self.output = BytesMut::new();
-        }
-        // An empty buffer holds no partial message, so the codec has nothing to lose.
-        if self.input.is_empty() && self.input.capacity() > KEEP_INPUT_CAPACITY {
-            self.input = BytesMut::new();
-        }
-    }
-
-    /// Asterisk stopping: `Event: Shutdown` to a session that reads system events, then close.
-    /// A killed simulator just drops the connection.
-    async fn say_shutdown(mut self) {
-        if !self.pbx.graceful.load(Ordering::Acquire) || self.user.is_none() {
-            return;
-        }
-        if self.mask & class::SYSTEM != 0 {
-            let mut wire = Wire::event("Shutdown", class::SYSTEM);
-            wire.header("Shutdown", "Cleanly").header("Restart", "False");
-            self.output.extend_from_slice(&wire.into_bytes());
-        }
-        if self.flush().await.is_ok() {
-            let _ = tokio::time::timeout(self.pbx.config.write_timeout, self.stream.shutdown()).await;
-        }
-    }
 }
 
-async fn next_event(events: &mut Option<broadcast::Receiver<Event>>) -> Result<Event, RecvError> {
+pub(super) async fn next_event(events: &mut Option<broadcast::Receiver<Event>>) -> Result<Event, RecvError> {
     match events {
         Some(events) => events.recv().await,
         None => std::future::pending().await,

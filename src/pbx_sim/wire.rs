@@ -120,6 +120,14 @@ impl Wire {
         wire
     }
 
+    /// A message of this one header and what is added (e.g. `WaitEventComplete`, which carries no
+    /// `Privilege`).
+    pub fn bare(key: &str, value: &str) -> Wire {
+        let mut wire = Wire { buf: BytesMut::with_capacity(64), class: 0 };
+        wire.header(key, value);
+        wire
+    }
+
     pub fn header(&mut self, key: &str, value: &str) -> &mut Self {
         self.prefixed("", key, value)
     }

@@ -77,7 +77,7 @@ impl ReturnTracker {
                     let _ = self.tx.send(Work::PbxDown { tenant: tenant.clone() });
                 }
             }
-            PbxSignal::Up => {}
+            PbxSignal::Up(_) => {}
         }
     }
 }

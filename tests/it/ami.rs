@@ -16,7 +16,7 @@ use crate::support::{self, proxy::ChaosProxy};
 fn config(port: u16, secret: &str) -> ClientConfig {
     ClientConfig {
         label: Arc::from("acme"),
-        endpoint: Endpoint { host: "127.0.0.1".into(), port, tls: false, ca_pem: None },
+        endpoint: Endpoint { host: "127.0.0.1".into(), port, tls: false, ca_pem: None, http_prefix: None },
         username: "dialback".into(),
         secret: SecretString::from(secret.to_owned()),
         connect_timeout: patience(),

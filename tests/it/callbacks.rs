@@ -31,25 +31,25 @@ async fn audit_trail(app: &TestApp, id: &str) -> Vec<String> {
         .collect()
 }
 
-async fn place(app: &TestApp, token: &str, body: serde_json::Value) -> reqwest::Response {
+pub(crate) async fn place(app: &TestApp, token: &str, body: serde_json::Value) -> reqwest::Response {
     app.post("/v1/callbacks", token, body).await
 }
 
-fn client_call(to: &str) -> serde_json::Value {
+pub(crate) fn client_call(to: &str) -> serde_json::Value {
     json!({"target": "client", "to": to, "order_id": "A-1001"})
 }
 
 /// A courier whose phone (ending in 9) rings until the call is hung up (the ring time is the
 /// longest allowed, 120 s): a call that is still in flight whenever the test looks. Returns the
 /// courier's token; the order is S-1.
-async fn slow_courier(app: &TestApp, pbx_port: u16) -> String {
+pub(crate) async fn slow_courier(app: &TestApp, pbx_port: u16) -> String {
     app.configure_pbx("acme", pbx_port, json!({"originate_timeout_s": 120})).await;
     app.add_courier("acme", "slow", "+79001112239").await;
     app.add_order("acme", "S-1", "slow", &[CLIENT_PHONE]).await;
     app.courier("acme", "slow")
 }
 
-fn slow_call() -> serde_json::Value {
+pub(crate) fn slow_call() -> serde_json::Value {
     json!({"target": "client", "to": CLIENT_PHONE, "order_id": "S-1"})
 }
 
@@ -104,7 +104,7 @@ async fn every_phone_outcome_is_right_through_local_channels_too() {
 }
 
 /// Places one call per row of OUTCOMES (all at once) and checks how each ends.
-async fn check_outcomes(app: &TestApp) {
+pub(crate) async fn check_outcomes(app: &TestApp) {
     let mut calls = Vec::new();
     for (i, (courier_phone, client_phone, _, _)) in OUTCOMES.iter().enumerate() {
         let courier = format!("c{i}");
@@ -127,6 +127,37 @@ async fn check_outcomes(app: &TestApp) {
         if *leg == "courier" && *reason != "no_answer" {
             assert_ne!(done["hangup_cause"], 0, "the real cause, not the Local ;1 half's 0: {done}");
         }
+    }
+}
+
+/// Two companies on one Asterisk (a hosted PBX): each AMI session hears the other's calls too, and
+/// each call still follows only its own company's events, whichever session tells them first.
+#[tokio::test]
+async fn companies_sharing_one_pbx_each_follow_their_own_calls() {
+    let sim = sim().await;
+    let app = spawn_app().await;
+    let tenants = ["acme", "beta"];
+    for tenant in tenants {
+        app.configure_pbx(tenant, sim.addr().port(), json!({})).await;
+    }
+    let mut calls = Vec::new();
+    for i in 0..10 {
+        for tenant in tenants {
+            let (courier, order, client) = (format!("c{i}"), format!("O-{i}"), format!("+7916555{i:03}7"));
+            app.add_courier(tenant, &courier, &format!("+7900555{i:03}3")).await;
+            app.add_order(tenant, &order, &courier, &[&client]).await;
+            let token = app.courier(tenant, &courier);
+            let res = place(&app, &token, json!({"target": "client", "to": client, "order_id": order})).await;
+            assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+            let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+            calls.push((id, token));
+        }
+    }
+    for (id, token) in &calls {
+        let done = app.wait_terminal(id, token).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        let trail = audit_trail(&app, id).await;
+        assert_eq!(trail, ["queued", "ringing_courier", "ringing_client", "connected", "completed"], "{id}");
     }
 }
 
@@ -534,12 +565,12 @@ async fn a_ringing_callback_can_be_canceled() {
 }
 
 #[tokio::test]
-async fn a_pbx_killed_mid_call_leaves_the_call_unknown_with_an_explanation() {
+async fn a_pbx_unreachable_for_longer_than_lost_after_leaves_the_call_unknown_with_an_explanation() {
     let sim = sim().await;
     let proxy = ChaosProxy::start(sim.addr().to_string()).await;
     // Connecting may take an hour here: a tap that waited for it would hang the test, so an answer
     // at all shows that taps fail at once while the PBX is known to be down.
-    let app = support::app().set("ami.connect_timeout_ms", 3_600_000).spawn().await;
+    let app = support::app().set("ami.connect_timeout_ms", 3_600_000).set("ami.lost_after_s", 2).spawn().await;
     app.seed("acme", proxy.port).await;
     let courier = slow_courier(&app, proxy.port).await;
     let res = place(&app, &courier, slow_call()).await;
@@ -547,7 +578,7 @@ async fn a_pbx_killed_mid_call_leaves_the_call_unknown_with_an_explanation() {
     let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
     proxy.cut();
     let done = app.wait_status(&id, &app.admin("acme"), "unknown").await;
-    assert!(done["detail"].as_str().unwrap().contains("AMI connection was lost"), "{done}");
+    assert!(done["detail"].as_str().unwrap().contains("could not be reached for 2 s"), "{done}");
     let seen_by_courier = app.callback(&id, &courier).await;
     assert!(seen_by_courier["detail"].as_str().unwrap().contains("outcome was not observed"), "{seen_by_courier}");
     // While the PBX is away, new taps fail fast with the fallback instead of hanging.
@@ -568,6 +599,47 @@ async fn a_pbx_killed_mid_call_leaves_the_call_unknown_with_an_explanation() {
         }
     })
     .await;
+}
+
+/// A connected call whose AMI link drops while Asterisk keeps the call up; `end_while_down`:
+/// the call is hung up on the PBX before the link is back. Returns the call as it ended.
+async fn call_across_a_link_drop(end_while_down: bool) -> serde_json::Value {
+    // The courier talks until the call is hung up on the PBX.
+    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
+    let proxy = ChaosProxy::start(sim.addr().to_string()).await;
+    let app = spawn_app().await;
+    app.seed("acme", proxy.port).await;
+    let observer = support::AmiObserver::start(sim.addr().port()).await;
+    let courier = app.courier("acme", "courier-1");
+    let res = place(&app, &courier, client_call(CLIENT_PHONE)).await;
+    let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    app.wait_status(&id, &courier, "connected").await;
+    let logins = sim.logins();
+    proxy.cut();
+    if end_while_down {
+        observer.hangup(&id).await;
+        until("the call to end on the PBX", || sim.calls_in_progress() == 0).await;
+    }
+    proxy.restore();
+    until("dialback to log in again", || sim.logins() > logins).await;
+    if !end_while_down {
+        observer.hangup(&id).await;
+    }
+    app.wait_terminal(&id, &app.admin("acme")).await
+}
+
+#[tokio::test]
+async fn a_call_still_up_when_the_ami_link_comes_back_is_followed_to_its_real_end() {
+    let done = call_across_a_link_drop(false).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(done["detail"].is_null(), "{done}");
+}
+
+#[tokio::test]
+async fn a_call_that_ended_while_the_ami_link_was_down_is_unknown_with_the_reason() {
+    let done = call_across_a_link_drop(true).await;
+    assert_eq!(done["status"], "unknown", "{done}");
+    assert!(done["detail"].as_str().unwrap().contains("while dialback's AMI link to the PBX was down"), "{done}");
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 mod support;
 
 mod admin_page;
+mod ajam;
 mod ami;
 mod callbacks;
 mod confirm;

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use crate::support::{self, assert_problem, spawn_app, TestApp};
 
-const FROM: &str = "+79001112233";
-const TO: &str = "+79161234567";
+pub(crate) const FROM: &str = "+79001112233";
+pub(crate) const TO: &str = "+79161234567";
 
 fn settings(port: u16) -> Value {
     json!({
@@ -16,14 +16,14 @@ fn settings(port: u16) -> Value {
     })
 }
 
-async fn run(app: &TestApp, body: Value) -> Value {
+pub(crate) async fn run(app: &TestApp, body: Value) -> Value {
     let res = app.post("/v1/admin/pbx/test", &app.admin("acme"), body).await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     res.json().await.unwrap()
 }
 
 /// The step names in order, and the first failed step (name, detail, hint).
-fn summary(d: &Value) -> (Vec<String>, Option<(String, String, String)>) {
+pub(crate) fn summary(d: &Value) -> (Vec<String>, Option<(String, String, String)>) {
     let steps = d["steps"].as_array().unwrap();
     let names = steps.iter().map(|s| s["step"].as_str().unwrap().to_owned()).collect();
     let failed = steps.iter().find(|s| s["ok"] == false).map(|s| {

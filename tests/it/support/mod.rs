@@ -448,7 +448,13 @@ impl AmiObserver {
         use dialback::ami::AmiEvent;
         let config = dialback::ami::ClientConfig {
             label: std::sync::Arc::from("observer"),
-            endpoint: dialback::ami::transport::Endpoint { host: "127.0.0.1".into(), port, tls: false, ca_pem: None },
+            endpoint: dialback::ami::transport::Endpoint {
+                host: "127.0.0.1".into(),
+                port,
+                tls: false,
+                ca_pem: None,
+                http_prefix: None,
+            },
             username: "dialback".into(),
             secret: SecretString::from("dialback"),
             connect_timeout: wait::patience(),
