@@ -33,6 +33,7 @@ pub struct Application {
     recordings_scheduler: tokio::task::JoinHandle<()>,
     deliverer: tokio::task::JoinHandle<()>,
     agi_server: Option<tokio::task::JoinHandle<()>>,
+    takeover: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -46,7 +47,6 @@ impl Application {
         }
         let db = crate::store::pool(&config.database_url, &config.db)?;
         let bus = Bus::default();
-        reconcile_after_restart(&db, &bus).await?;
         let verifier = Verifier::from_config(&config)?;
         let stop = CancellationToken::new();
         let one_commit_per_batch = crate::store::commits_wait_for_wal(&db).await?;
@@ -55,8 +55,11 @@ impl Application {
         } else {
             tracing::info!("call tracker: synchronous_commit is off, each call's events are committed on their own");
         }
-        let tracker =
-            Tracker::start(db.clone(), bus.clone(), one_commit_per_batch, Duration::from_secs(config.ami.lost_after_s));
+        // This process among those sharing the database (callbacks/takeover.rs).
+        let process = uuid::Uuid::now_v7();
+        tracing::info!(%process, "dialback process id");
+        let lost_after = Duration::from_secs(config.ami.lost_after_s);
+        let tracker = Tracker::start(db.clone(), bus.clone(), one_commit_per_batch, lost_after, process);
         let return_tracker = ReturnTracker::start(db.clone(), bus.clone());
         // Every company's AMI connection reports to both trackers: callbacks by their ChannelId,
         // return calls by their inbound channel's Uniqueid.
@@ -82,6 +85,7 @@ impl Application {
             settings_cache: Default::default(),
             registry: Default::default(),
         });
+        let takeover = callbacks.spawn_takeover(stop.clone());
         let return_calls =
             ReturnCalls::new(db.clone(), config.secrets_key(), callbacks.clone(), bus.clone(), return_tracker);
         let (agi_server, agi_address) = match config.agi.listen.as_str() {
@@ -143,7 +147,7 @@ impl Application {
         let server = server.listen(listener)?.run();
         tracing::info!(listen = %config.listen, port, "dialback listening");
         let agi_port = agi_address.map(|(_, port)| port);
-        Ok(Self { port, agi_port, server, pool, stop, recordings_scheduler, deliverer, agi_server })
+        Ok(Self { port, agi_port, server, pool, stop, recordings_scheduler, deliverer, agi_server, takeover })
     }
 
     pub fn port(&self) -> u16 {
@@ -166,23 +170,9 @@ impl Application {
         if let Some(agi) = self.agi_server {
             let _ = agi.await;
         }
+        // The calls this process follows go to the others before its AMI sessions log off.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.takeover).await;
         self.pool.close_all().await;
         result
     }
-}
-
-/// Calls that were in flight when dialback stopped cannot be followed any more (their events were
-/// missed): they become `unknown` with an explanation rather than stay "ringing" forever.
-/// (With several replicas sharing a database this would also touch the others' calls; dialback
-/// runs one replica per database today.)
-async fn reconcile_after_restart(db: &deadpool_postgres::Pool, bus: &Bus) -> anyhow::Result<()> {
-    let client = crate::store::client(db).await?;
-    let in_flight = crate::store::callbacks::in_flight(&client, None, crate::store::now()).await?;
-    drop(client);
-    let detail = "dialback restarted while the call was in flight; its outcome was not observed";
-    let n = crate::callbacks::mark_lost(db, bus, &in_flight, detail).await?;
-    if n > 0 {
-        tracing::warn!(calls = n, "in-flight calls from before the restart marked unknown");
-    }
-    Ok(())
 }

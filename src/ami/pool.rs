@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
-use super::client::{AmiClient, ClientConfig, EventSink};
+use super::client::{AmiClient, ClientConfig, ConnState, EventSink};
 use super::transport::Endpoint;
 use crate::config::AmiConfig;
 
@@ -108,6 +108,12 @@ impl AmiPool {
         let entry = entries.get(tenant)?;
         entry.holds.fetch_add(1, Ordering::AcqRel);
         Some(CallHold(entry.holds.clone()))
+    }
+
+    /// The tenants whose AMI session is up now: they hear their calls' events.
+    pub fn tenants_up(&self) -> Vec<String> {
+        let entries = self.entries.lock().expect("pool lock");
+        entries.iter().filter(|(_, e)| matches!(e.client.state(), ConnState::Up)).map(|(t, _)| t.clone()).collect()
     }
 
     /// Closes the tenant's connection (its settings changed); the next use reconnects.

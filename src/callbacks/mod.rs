@@ -8,6 +8,7 @@
 pub mod diagnose;
 pub mod facts;
 pub mod idempotency;
+pub mod takeover;
 pub mod tracker;
 pub mod view;
 
@@ -447,6 +448,7 @@ impl CallbackService {
                 decided_on: courier_phone
                     .as_deref()
                     .map(|courier_phone| DecidedOn { courier_phone, order: order.as_ref() }),
+                owner: Some(self.tracker.process()),
             };
             match store::callbacks::insert(&db, &new).await? {
                 Inserted::Written { deliveries } => {

@@ -59,6 +59,9 @@ enum Work {
     Reconcile { tenant: Arc<str>, alive: Arc<HashSet<String>>, asked_at: Instant },
     /// Forget a call settled elsewhere (e.g. canceled through the API).
     Forget { id: Uuid },
+    /// Calls this process took over (see `super::takeover`): followed from now on, unobserved
+    /// since `since` until their PBX says they are still up.
+    Adopt { tenant: Arc<str>, row: Box<CallbackRow>, why: String, hold: Option<CallHold>, since: Instant },
 }
 
 struct Tracked {
@@ -69,15 +72,20 @@ struct Tracked {
     hold: Option<CallHold>,
     /// When the call settled; it is forgotten `SETTLED_GRACE` later.
     settled_at: Option<Instant>,
-    /// Since when its events may have been missed (its PBX's AMI link dropped), until the PBX
-    /// says it is still up.
+    /// Since when its events may have been missed (it was taken over, or its PBX's AMI link
+    /// dropped and it could not be handed over), until the PBX says it is still up.
     unobserved_since: Option<(Instant, String)>,
+    /// This process placed it or took it over (`callbacks.owner`): only the owner decides that a
+    /// call's end was missed. The others follow what they hear of it, and their writes, like
+    /// everyone's, apply only to the row as they read it.
+    owned: bool,
 }
 
 /// The handle the callback service uses to tell the tracker about calls it placed.
 #[derive(Clone)]
 pub struct Tracker {
     shards: Arc<Vec<mpsc::UnboundedSender<Work>>>,
+    process: Uuid,
 }
 
 /// What every shard shares.
@@ -88,6 +96,8 @@ struct Shared {
     one_commit_per_batch: bool,
     /// See `AmiConfig::lost_after_s`.
     lost_after: Duration,
+    /// This process, as `callbacks.owner` names it.
+    process: Uuid,
 }
 
 fn shard_of(id: &Uuid) -> usize {
@@ -100,15 +110,46 @@ impl Tracker {
     /// (`synchronous_commit` on, as on any durable server), where it saves a flush per call; when
     /// commits do not wait, the transaction's own two statements cost more than they save.
     /// Each change's events go to `bus` once written.
-    pub fn start(db: deadpool_postgres::Pool, bus: Bus, one_commit_per_batch: bool, lost_after: Duration) -> Self {
-        let shared = Arc::new(Shared { db, bus, one_commit_per_batch, lost_after });
+    /// `process` is this process's id in `dialback_processes`: the owner of the calls it places.
+    pub fn start(
+        db: deadpool_postgres::Pool,
+        bus: Bus,
+        one_commit_per_batch: bool,
+        lost_after: Duration,
+        process: Uuid,
+    ) -> Self {
+        let shared = Arc::new(Shared { db, bus, one_commit_per_batch, lost_after, process });
         let mut shards = Vec::with_capacity(SHARDS);
         for _ in 0..SHARDS {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(run_shard(shared.clone(), rx));
             shards.push(tx);
         }
-        Self { shards: Arc::new(shards) }
+        Self { shards: Arc::new(shards), process }
+    }
+
+    /// This process's id: the owner of the calls it places.
+    pub fn process(&self) -> Uuid {
+        self.process
+    }
+
+    /// Follows calls this process took over, each with why nobody was following it (holding one
+    /// of `holds` for each while there are).
+    pub fn adopt(&self, tenant: &str, rows: Vec<(CallbackRow, String)>, mut holds: Vec<CallHold>, since: Instant) {
+        let tenant: Arc<str> = Arc::from(tenant);
+        for (row, why) in rows {
+            let shard = shard_of(&row.id);
+            let work = Work::Adopt { tenant: tenant.clone(), row: Box::new(row), why, hold: holds.pop(), since };
+            let _ = self.shards[shard].send(work);
+        }
+    }
+
+    /// The PBX answered which calls it has up (asked after `asked_at`).
+    pub fn reconcile(&self, tenant: &str, alive: HashSet<String>, asked_at: Instant) {
+        let (tenant, alive): (Arc<str>, _) = (Arc::from(tenant), Arc::new(alive));
+        for shard in self.shards.iter() {
+            let _ = shard.send(Work::Reconcile { tenant: tenant.clone(), alive: alive.clone(), asked_at });
+        }
     }
 
     /// What the AMI connections report their signals to: each is routed, on the connection's
@@ -133,16 +174,11 @@ impl Tracker {
             PbxSignal::Up(client) => {
                 // Which calls are still up, asked on the session that just logged in; the events
                 // it reads from now on are the calls' own.
-                let (shards, asked_at) = (self.shards.clone(), Instant::now());
+                let (tracker, asked_at) = (self.clone(), Instant::now());
                 tokio::spawn(async move {
                     match client.core_show_channels().await {
                         Ok(channels) => {
-                            let alive: Arc<HashSet<String>> =
-                                Arc::new(channels.into_iter().map(|c| c.linkedid).collect());
-                            for shard in shards.iter() {
-                                let (tenant, alive) = (tenant.clone(), alive.clone());
-                                let _ = shard.send(Work::Reconcile { tenant, alive, asked_at });
-                            }
+                            tracker.reconcile(&tenant, channels.into_iter().map(|c| c.linkedid).collect(), asked_at)
                         }
                         // Calls stay unobserved: the next login asks again, and `lost_after`
                         // bounds how long they wait.
@@ -407,30 +443,36 @@ impl Change {
 /// the connection hold is added).
 fn track(calls: &mut HashMap<Uuid, Tracked>, tenant: Arc<str>, row: CallbackRow, hold: Option<CallHold>) {
     match calls.entry(row.id) {
-        Entry::Occupied(mut entry) if entry.get().settled_at.is_none() => entry.get_mut().hold = hold,
+        Entry::Occupied(mut entry) if entry.get().settled_at.is_none() => {
+            let tracked = entry.get_mut();
+            tracked.hold = hold;
+            tracked.owned = true;
+        }
         Entry::Occupied(_) => {}
         Entry::Vacant(entry) => {
-            entry.insert(Tracked { tenant, row, hold, settled_at: None, unobserved_since: None });
+            entry.insert(Tracked { tenant, row, hold, settled_at: None, unobserved_since: None, owned: true });
         }
     }
 }
 
 /// Marks `unknown` the calls unobserved for longer than `lost_after` (their PBX stayed away).
 async fn give_up_unobserved(shared: &Shared, calls: &mut HashMap<Uuid, Tracked>) {
-    let lost: Vec<CallbackRow> = calls
-        .values()
-        .filter(|t| t.settled_at.is_none())
-        .filter(|t| t.unobserved_since.as_ref().is_some_and(|(since, _)| since.elapsed() >= shared.lost_after))
-        .map(|t| t.row.clone())
-        .collect();
-    if lost.is_empty() {
-        return;
+    let mut lost: HashMap<String, Vec<CallbackRow>> = HashMap::new();
+    for tracked in calls.values().filter(|t| t.settled_at.is_none()) {
+        if let Some((since, why)) = &tracked.unobserved_since {
+            if since.elapsed() >= shared.lost_after {
+                lost.entry(why.clone()).or_default().push(tracked.row.clone());
+            }
+        }
     }
-    let detail = format!(
-        "the PBX could not be reached for {} s (AMI link down); the outcome was not observed",
-        shared.lost_after.as_secs()
-    );
-    mark_unknown(shared, calls, lost, &detail).await;
+    for (why, rows) in lost {
+        let detail = format!(
+            "the PBX could not be reached for {} s to ask whether the call was still up ({why}); its outcome was \
+             not observed",
+            shared.lost_after.as_secs()
+        );
+        mark_unknown(shared, calls, rows, &detail).await;
+    }
 }
 
 /// Records calls as `unknown` with `detail` and forgets them.
@@ -456,18 +498,53 @@ async fn handle(shared: &Shared, calls: &mut HashMap<Uuid, Tracked>, work: Work)
             calls.remove(&id);
         }
         Work::PbxDown { tenant, detail } => {
-            let now = Instant::now();
-            for tracked in calls.values_mut().filter(|t| t.tenant == tenant && t.settled_at.is_none()) {
-                if tracked.unobserved_since.is_none() {
-                    tracing::info!(call_id = %tracked.row.id, tenant = %tenant, %detail, "call unobserved until the PBX is back");
-                    tracked.unobserved_since = Some((now, detail.clone()));
+            // Its calls are handed over: another process with a session to the PBX has heard
+            // them all along and takes them at once; else this one takes them back when the link
+            // is up again (`super::takeover`). The rest it followed as a listener it forgets.
+            let of_tenant = |t: &Tracked| t.tenant == tenant && t.settled_at.is_none();
+            let owned: Vec<Uuid> = calls.values().filter(|t| of_tenant(t) && t.owned).map(|t| t.row.id).collect();
+            let why = format!("dialback's AMI link to the PBX was down ({detail})");
+            let released = match owned.is_empty() {
+                true => Ok(0),
+                false => match store::client(&shared.db).await {
+                    Ok(db) => store::callbacks::release(&db, shared.process, Some(&owned), &why).await,
+                    Err(e) => Err(e),
+                },
+            };
+            match released {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(tenant = %tenant, calls = n, %detail, "AMI link lost: calls in flight handed over");
+                    }
+                    calls.retain(|_, t| !of_tenant(t));
+                }
+                // Kept and followed again when the link is back, as one process alone does.
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant, error = %Chain(&e), "could not hand over calls; they wait for the PBX here");
+                    let now = Instant::now();
+                    calls.retain(|_, t| !of_tenant(t) || t.owned);
+                    for tracked in calls.values_mut().filter(|t| of_tenant(t) && t.unobserved_since.is_none()) {
+                        tracked.unobserved_since = Some((now, why.clone()));
+                    }
                 }
             }
         }
+        Work::Adopt { tenant, row, why, hold, since } => match calls.entry(row.id) {
+            // Heard already (this process has a session to its PBX): nothing was missed.
+            Entry::Occupied(mut entry) => {
+                let tracked = entry.get_mut();
+                tracked.owned = true;
+                tracked.hold = hold.or(tracked.hold.take());
+            }
+            Entry::Vacant(entry) => {
+                let unobserved_since = Some((since, why));
+                entry.insert(Tracked { tenant, row: *row, hold, settled_at: None, unobserved_since, owned: true });
+            }
+        },
         Work::Reconcile { tenant, alive, asked_at } => {
-            let mut gone = Vec::new();
+            let mut gone: HashMap<String, Vec<CallbackRow>> = HashMap::new();
             for tracked in calls.values_mut().filter(|t| t.tenant == tenant && t.settled_at.is_none()) {
-                let Some((since, _)) = &tracked.unobserved_since else { continue };
+                let Some((since, why)) = &tracked.unobserved_since else { continue };
                 if *since > asked_at {
                     continue; // dropped again after this answer was asked for
                 }
@@ -475,13 +552,15 @@ async fn handle(shared: &Shared, calls: &mut HashMap<Uuid, Tracked>, work: Work)
                     tracing::info!(call_id = %tracked.row.id, tenant = %tenant, "call still up on the PBX; following it again");
                     tracked.unobserved_since = None;
                 } else {
-                    gone.push(tracked.row.clone());
+                    gone.entry(why.clone()).or_default().push(tracked.row.clone());
                 }
             }
-            if !gone.is_empty() {
-                let detail = "the call ended while dialback's AMI link to the PBX was down (its channels were gone \
-                              when dialback logged in again); its outcome was not observed";
-                mark_unknown(shared, calls, gone, detail).await;
+            for (why, rows) in gone {
+                let detail = format!(
+                    "the call ended while {why}: its channels were gone when dialback asked the PBX; its outcome \
+                     was not observed"
+                );
+                mark_unknown(shared, calls, rows, &detail).await;
             }
         }
     }
@@ -506,7 +585,15 @@ async fn plan(
                 tracing::debug!(call_id = %id, pbx_tenant = %tenant, "event of another company's call ignored");
                 return Ok(None);
             }
-            entry.insert(Tracked { tenant: tenant.clone(), row, hold: None, settled_at: None, unobserved_since: None })
+            let owned = false;
+            entry.insert(Tracked {
+                tenant: tenant.clone(),
+                row,
+                hold: None,
+                settled_at: None,
+                unobserved_since: None,
+                owned,
+            })
         }
     };
     if tracked.tenant != *tenant {

@@ -34,6 +34,8 @@ pub struct CallbackRow {
 const COLUMNS: &str = "id, tenant_id, courier_id, target, order_id, to_number, courier_number, status, failed_leg, \
     reason, hangup_cause, detail, action_id, courier_channel, created_at, updated_at, courier_answered_at, \
     connected_at, ended_at, talk_seconds, cdr_billable_seconds, cdr, last_sequence";
+/// How many columns [`COLUMNS`] names (what a query adds comes after them).
+const COLUMN_COUNT: usize = 23;
 
 fn leg(s: Option<String>) -> Option<Leg> {
     match s.as_deref() {
@@ -90,6 +92,8 @@ pub struct NewCallback<'a> {
     pub claim: Option<&'a IdempotencyClaim<'a>>,
     /// The registry facts the tap was decided on (None for a test call: there are none).
     pub decided_on: Option<DecidedOn<'a>>,
+    /// The process that follows the call (None: any process may claim it).
+    pub owner: Option<Uuid>,
 }
 
 /// What a tap was checked against, possibly read a while ago: the attempt is written only if the
@@ -128,8 +132,8 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
          claim AS ({}),
          cb AS (
              INSERT INTO callbacks (id, tenant_id, courier_id, target, order_id, to_number, courier_number,
-                 status, reason, detail, created_at, updated_at, ended_at, last_sequence)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $19, $19, $20, 1
+                 status, reason, detail, created_at, updated_at, ended_at, last_sequence, owner)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $19, $19, $20, 1, $22
              WHERE (SELECT ok FROM fresh) AND ($12::text IS NULL OR EXISTS (SELECT FROM claim))
              RETURNING id, tenant_id, status),
          first AS (
@@ -175,6 +179,7 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
                 &row.created_at,
                 &row.state.ended_at,
                 &new.event,
+                &new.owner,
             ],
         )
         .await?;
@@ -411,24 +416,66 @@ async fn execute_transition(
     Ok(if row.get::<_, i64>(0) == 1 { Moved::Yes { deliveries: row.get(1) } } else { Moved::No })
 }
 
-/// Every attempt still in flight (optionally of one tenant) created before `created_before`, as
-/// stored: for when dialback can no longer follow them (it restarted, a PBX link was lost).
-pub async fn in_flight(
+/// A call in flight: what a process follows, and what is taken over when it stops.
+const IN_FLIGHT: &str = "ended_at IS NULL AND status IN ('queued', 'ringing_courier', 'ringing_client', 'connected')";
+
+/// How long after its process's last heartbeat, or its release, an orphaned call waits before a
+/// process with no AMI session to its PBX takes it (one that has a session takes it at once: it
+/// has heard the call's events all along).
+pub struct Orphans<'a> {
+    /// The process claiming.
+    pub me: Uuid,
+    /// Heartbeats older than this are a dead process's.
+    pub dead_after: std::time::Duration,
+    /// Tenants this process has an AMI session up with.
+    pub tenants_up: &'a [String],
+    pub grace: std::time::Duration,
+    pub limit: i64,
+}
+
+/// Claims calls in flight that nobody alive follows (their process died or released them), for
+/// `o.me`: rows locked by another claimer are skipped, so each goes to one process. Each with why
+/// nobody was following it.
+pub async fn claim_orphans(db: &impl GenericClient, o: &Orphans<'_>) -> Result<Vec<(CallbackRow, String)>, StoreError> {
+    let sql = format!(
+        "WITH orphans AS (
+             SELECT c.id, CASE
+                 WHEN c.owner IS NULL THEN COALESCE(c.orphaned_because, 'dialback was restarting')
+                 WHEN p.id IS NULL THEN 'the dialback process following it had stopped'
+                 ELSE format('the dialback process following it (on %s, pid %s) was not answering', p.host, p.pid)
+               END AS why
+             FROM callbacks c LEFT JOIN dialback_processes p ON p.id = c.owner
+             WHERE c.{IN_FLIGHT}
+               AND (c.owner IS NULL OR p.id IS NULL OR p.heartbeat_at < now() - make_interval(secs => $2))
+               AND c.owner IS DISTINCT FROM $1
+               AND (c.tenant_id = ANY($3) OR COALESCE(c.orphaned_at, p.heartbeat_at + make_interval(secs => $2),
+                                                      '-infinity') < now() - make_interval(secs => $4))
+             ORDER BY c.created_at
+             LIMIT $5
+             FOR UPDATE OF c SKIP LOCKED)
+         UPDATE callbacks SET owner = $1, orphaned_at = NULL, orphaned_because = NULL
+         FROM orphans WHERE callbacks.id = orphans.id
+         RETURNING {}, orphans.why",
+        COLUMNS.split(", ").map(|c| format!("callbacks.{}", c.trim())).collect::<Vec<_>>().join(", ")
+    );
+    let rows =
+        db.query(&sql, &[&o.me, &o.dead_after.as_secs_f64(), &o.tenants_up, &o.grace.as_secs_f64(), &o.limit]).await?;
+    Ok(rows.iter().map(|r| (from_row(r), r.get(COLUMN_COUNT))).collect())
+}
+
+/// Gives up following calls in flight (all of `me`'s, or those among `ids`) `because`: they are
+/// orphaned now, for another process (or this one, later) to claim. How many were released.
+pub async fn release(
     db: &impl GenericClient,
-    tenant: Option<&str>,
-    created_before: OffsetDateTime,
-) -> Result<Vec<CallbackRow>, StoreError> {
-    let rows = db
-        .query(
-            &format!(
-                "SELECT {COLUMNS} FROM callbacks
-                 WHERE ended_at IS NULL AND status IN ('queued', 'ringing_courier', 'ringing_client', 'connected')
-                   AND ($1::text IS NULL OR tenant_id = $1) AND created_at < $2"
-            ),
-            &[&tenant, &created_before],
-        )
-        .await?;
-    Ok(rows.iter().map(from_row).collect())
+    me: Uuid,
+    ids: Option<&[Uuid]>,
+    because: &str,
+) -> Result<u64, StoreError> {
+    let sql = format!(
+        "UPDATE callbacks SET owner = NULL, orphaned_at = now(), orphaned_because = $3
+         WHERE owner = $1 AND {IN_FLIGHT} AND ($2::uuid[] IS NULL OR id = ANY($2))"
+    );
+    Ok(db.execute(&sql, &[&me, &ids, &because]).await?)
 }
 
 /// The audit trail of one attempt, oldest first: (at, from, to, cause).
@@ -446,4 +493,12 @@ pub async fn transitions(
         )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn column_count_counts_the_columns() {
+        assert_eq!(super::COLUMNS.split(", ").count(), super::COLUMN_COUNT);
+    }
 }

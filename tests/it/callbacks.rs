@@ -643,29 +643,6 @@ async fn a_call_that_ended_while_the_ami_link_was_down_is_unknown_with_the_reaso
 }
 
 #[tokio::test]
-async fn calls_in_flight_when_dialback_restarts_become_unknown() {
-    let sim = sim().await;
-    let app = spawn_app().await;
-    app.seed("acme", sim.addr().port()).await;
-    let courier = slow_courier(&app, sim.addr().port()).await;
-    let res = place(&app, &courier, slow_call()).await;
-    let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    // A second instance starting on the same database reconciles what the first left in flight.
-    let config = app.config.clone();
-    let restarted = dialback::startup::Application::build(config).await.unwrap();
-    let address = format!("http://127.0.0.1:{}", restarted.port());
-    tokio::spawn(restarted.run_until_stopped());
-    let body: serde_json::Value = app
-        .exec(app.http.get(format!("{address}/v1/callbacks/{id}")).bearer_auth(app.admin("acme")))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body["status"], "unknown", "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("dialback restarted while the call was in flight"), "{body}");
-}
-
-#[tokio::test]
 async fn admins_list_callbacks_newest_first_with_a_cursor() {
     let (app, _sim) = app_with_pbx().await;
     let courier = app.courier("acme", "courier-1");

@@ -11,6 +11,7 @@ mod admin_page;
 mod ajam;
 mod ami;
 mod callbacks;
+mod cluster;
 mod confirm;
 mod dialplan;
 mod foundation;

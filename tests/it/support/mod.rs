@@ -384,7 +384,7 @@ pub fn attempt_row(
 /// Writes `row` (see [`attempt_row`]) straight to the store, with a placeholder first event.
 pub async fn insert_attempt(db: &deadpool_postgres::Client, row: &dialback::store::callbacks::CallbackRow) {
     use dialback::store::callbacks::{insert, Inserted, NewCallback};
-    let new = NewCallback { row, event: "{}", claim: None, decided_on: None };
+    let new = NewCallback { row, event: "{}", claim: None, decided_on: None, owner: None };
     assert!(matches!(insert(db, &new).await.unwrap(), Inserted::Written { .. }));
 }
 

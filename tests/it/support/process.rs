@@ -71,4 +71,12 @@ impl DialbackProcess {
     pub async fn kill(mut self) {
         self.child.kill().await.expect("SIGKILL");
     }
+
+    /// Stops it with SIGTERM, as an orchestrator does, and waits until it has exited.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("still running").to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill runs");
+        assert!(sent.success(), "SIGTERM to {pid}");
+        self.child.wait().await.expect("it exits")
+    }
 }

@@ -1,0 +1,218 @@
+//! Several dialback processes (the real binary) on one database with the PBX simulator: any of
+//! them answers any request, and the calls of one that dies, restarts or stops are followed to
+//! their real end by another (src/callbacks/takeover.rs).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::callbacks::place;
+use crate::support::process::DialbackProcess;
+use crate::support::wait::{eventually, until};
+use crate::support::{self, AmiObserver, TestApp};
+
+/// No limit stands between the tests and the calls they place.
+const UNLIMITED: [(&str, &str); 2] = [("RATE__TENANT_PER_SECOND", "100000"), ("RATE__COURIER_PER_MINUTE", "100000")];
+
+/// Adds courier `c<i>` (a phone that answers) with order `O-<i>` to a client that answers.
+async fn add_courier(app: &TestApp, tenant: &str, i: usize) -> (String, Value) {
+    let (courier, order, client) = (format!("c{i}"), format!("O-{i}"), format!("+7916444{i:03}7"));
+    app.add_courier(tenant, &courier, &format!("+7900444{i:03}3")).await;
+    app.add_order(tenant, &order, &courier, &[&client]).await;
+    (app.courier(tenant, &courier), json!({"target": "client", "to": client, "order_id": order}))
+}
+
+async fn tap(app: &TestApp, token: &str, body: Value) -> String {
+    let res = place(app, token, body).await;
+    assert_eq!(res.status(), 202);
+    res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+/// The statuses a call passed through, oldest first, and its events' numbers.
+async fn trail(database: &str, id: &str) -> (Vec<String>, Vec<i32>) {
+    let db = support::connect(database).await;
+    let statuses = db
+        .query("SELECT to_status FROM callback_transitions WHERE callback_id = $1::text::uuid ORDER BY id", &[&id])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let sequences = db
+        .query("SELECT sequence FROM events WHERE subject_id = $1::text::uuid ORDER BY sequence", &[&id])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    (statuses, sequences)
+}
+
+/// The process that follows a call now (None: released, nobody yet).
+async fn owner(database: &str, id: &str) -> Option<uuid::Uuid> {
+    let db = support::connect(database).await;
+    db.query_one("SELECT owner FROM callbacks WHERE id = $1::text::uuid", &[&id]).await.unwrap().get(0)
+}
+
+/// Calls placed at a steady pace through two processes, one killed (SIGKILL) halfway while its
+/// calls ring and talk (longer than it takes to find it dead, so they are taken over mid-call):
+/// every accepted call ends with its real outcome, none `unknown`, and no status is written twice.
+#[tokio::test]
+async fn a_killed_process_loses_no_call_at_a_steady_rate() {
+    let sim = support::sim_with(|c| c.talk = Duration::from_secs(8)).await;
+    let database = support::fresh_database().await;
+    let one = DialbackProcess::start(&database, &UNLIMITED).await;
+    let two = DialbackProcess::start(&database, &UNLIMITED).await;
+    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let mut couriers = Vec::new();
+    for i in 0..40 {
+        couriers.push(add_courier(&one.app, "acme", i).await);
+    }
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    let mut accepted = Vec::new();
+    let mut one = Some(one);
+    for (i, (token, body)) in couriers.into_iter().enumerate() {
+        pace.tick().await;
+        if i == 20 {
+            one.take().unwrap().kill().await;
+        }
+        // Alternating while both live, as a load balancer does.
+        let app = match (&one, i % 2) {
+            (Some(one), 0) => &one.app,
+            _ => &two.app,
+        };
+        accepted.push(tap(app, &token, body).await);
+    }
+    let admin = two.app.admin("acme");
+    for id in &accepted {
+        let done = two.app.wait_terminal(id, &admin).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert!(done["talk_seconds"].as_i64().is_some(), "{done}");
+        let (statuses, sequences) = trail(&database, id).await;
+        assert_eq!(statuses, ["queued", "ringing_courier", "ringing_client", "connected", "completed"], "{id}");
+        assert_eq!(sequences, [1, 2, 3, 4, 5], "{id}: each event once");
+    }
+}
+
+/// A company whose calls all went through a process that died, restarted with no AMI session to
+/// its PBX yet: the new process opens one, follows the call still up to its real end, and says of
+/// the call that ended meanwhile that nobody saw how.
+#[tokio::test]
+async fn a_restarted_process_follows_the_calls_still_up_and_names_those_that_ended_unseen() {
+    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
+    let database = support::fresh_database().await;
+    let first = DialbackProcess::start(&database, &UNLIMITED).await;
+    first.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (mut ids, mut tokens) = (Vec::new(), Vec::new());
+    for i in 0..2 {
+        let (token, body) = add_courier(&first.app, "acme", i).await;
+        let id = tap(&first.app, &token, body).await;
+        first.app.wait_status(&id, &token, "connected").await;
+        ids.push(id);
+        tokens.push(token);
+    }
+    let observer = AmiObserver::start(sim.addr().port()).await;
+    first.kill().await;
+    let (still_up, ended_unseen) = (&ids[0], &ids[1]);
+    observer.hangup(ended_unseen).await;
+    until("the call to end on the PBX", || sim.calls_in_progress() == 1).await;
+
+    let logins = sim.logins();
+    let second = DialbackProcess::start(&database, &UNLIMITED).await;
+    until("the new process to log in to the company's PBX", || sim.logins() > logins).await;
+    let admin = second.app.admin("acme");
+    let unseen = second.app.wait_terminal(ended_unseen, &admin).await;
+    assert_eq!(unseen["status"], "unknown", "{unseen}");
+    let detail = unseen["detail"].as_str().unwrap();
+    assert!(detail.contains("the dialback process following it") && detail.contains("was not answering"), "{detail}");
+    assert!(detail.contains("its channels were gone when dialback asked the PBX"), "{detail}");
+    // Followed again: its end is heard.
+    eventually("the call still up to be taken over", || async {
+        match owner(&database, still_up).await {
+            Some(_) if second.app.callback(still_up, &admin).await["status"] == "connected" => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    observer.hangup(still_up).await;
+    let done = second.app.wait_terminal(still_up, &tokens[0]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(done["talk_seconds"].as_i64().is_some() && done["detail"].is_null(), "{done}");
+}
+
+/// SIGTERM: the stopping process hands its calls to the other at once and leaves the list of
+/// processes; the other follows them to their end.
+#[tokio::test]
+async fn a_stopping_process_hands_its_calls_over() {
+    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
+    let database = support::fresh_database().await;
+    let one = DialbackProcess::start(&database, &UNLIMITED).await;
+    let two = DialbackProcess::start(&database, &UNLIMITED).await;
+    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (token, body) = add_courier(&one.app, "acme", 0).await;
+    // The other process has a session to the PBX too (it placed a call of its own).
+    let (other_token, other_body) = add_courier(&one.app, "acme", 1).await;
+    let other = tap(&two.app, &other_token, other_body).await;
+    let id = tap(&one.app, &token, body).await;
+    one.app.wait_status(&id, &token, "connected").await;
+    let placed_by = owner(&database, &id).await.expect("owned by the process that placed it");
+    assert!(one.terminate().await.success());
+    let db = support::connect(&database).await;
+    let left: i64 =
+        db.query_one("SELECT count(*) FROM dialback_processes WHERE id = $1", &[&placed_by]).await.unwrap().get(0);
+    assert_eq!(left, 0, "the stopped process left the list");
+    eventually("the other process to take the call", || async {
+        match owner(&database, &id).await {
+            Some(now) if now != placed_by => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    let observer = AmiObserver::start(sim.addr().port()).await;
+    for call in [&id, &other] {
+        observer.hangup(call).await;
+        let done = two.app.wait_terminal(call, &two.app.admin("acme")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+}
+
+/// Any process answers any request: duplicates of one tap sent to two processes at once ring
+/// once, and a call placed through one is cancelled through the other.
+#[tokio::test]
+async fn duplicates_sent_to_two_processes_ring_once_and_either_cancels() {
+    let sim = support::sim_with(|c| c.ring = Duration::from_secs(3600)).await;
+    let database = support::fresh_database().await;
+    let one = DialbackProcess::start(&database, &UNLIMITED).await;
+    let two = DialbackProcess::start(&database, &UNLIMITED).await;
+    one.app.configure_pbx("acme", sim.addr().port(), json!({"originate_timeout_s": 120})).await;
+    let (token, body) = add_courier(&one.app, "acme", 0).await;
+    let requests = (0..6).map(|i| {
+        let app = if i % 2 == 0 { &one.app } else { &two.app };
+        let request = app.http.post(app.url("/v1/callbacks")).bearer_auth(&token);
+        app.exec(request.header("Idempotency-Key", "tap-1").json(&body))
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let mut ids = BTreeSet::new();
+    for res in answers {
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        match status.as_u16() {
+            202 => {
+                ids.insert(body["id"].as_str().unwrap().to_owned());
+            }
+            // A duplicate that came while the first was still being placed.
+            409 => assert_eq!(body["code"], "idempotency_in_progress", "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "every duplicate answered got the same callback: {ids:?}");
+    let id = ids.into_iter().next().unwrap();
+    one.app.wait_status(&id, &token, "ringing_courier").await;
+    assert_eq!(sim.originates(), 1);
+    let res = two.app.send(reqwest::Method::DELETE, &format!("/v1/callbacks/{id}"), &token, None).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let done = one.app.wait_terminal(&id, &token).await;
+    assert_eq!(done["status"], "canceled", "{done}");
+    until("the ringing phone to be hung up", || sim.calls_in_progress() == 0).await;
+}
