@@ -62,11 +62,15 @@ pub struct DbConfig {
     pub pool_size: usize,
     /// How long a request waits for a pooled connection, and for a new one to connect.
     pub timeout_ms: u64,
+    /// How long a process keeps a company's PBX settings and return-call rules cached. A save
+    /// reaches every process at once (store/notify.rs); this bounds how long one missed while
+    /// its listening connection was down stays stale.
+    pub cache_ttl_s: u64,
 }
 
 impl Default for DbConfig {
     fn default() -> Self {
-        Self { pool_size: 16, timeout_ms: 2000 }
+        Self { pool_size: 16, timeout_ms: 2000, cache_ttl_s: 10 }
     }
 }
 

@@ -22,6 +22,7 @@ use crate::recordings::storage::FsStorage;
 use crate::recordings::Recordings;
 use crate::return_calls::tracker::ReturnTracker;
 use crate::return_calls::ReturnCalls;
+use crate::telemetry::Chain;
 use crate::webhooks::Webhooks;
 
 pub struct Application {
@@ -82,12 +83,20 @@ impl Application {
             secrets: config.secrets_key(),
             limiters: limiters.clone(),
             connect_timeout: Duration::from_millis(config.ami.connect_timeout_ms),
-            settings_cache: Default::default(),
+            settings_cache: crate::callbacks::SettingsCache::new(Duration::from_secs(config.db.cache_ttl_s)),
             registry: Default::default(),
         });
         let takeover = callbacks.spawn_takeover(stop.clone());
-        let return_calls =
-            ReturnCalls::new(db.clone(), config.secrets_key(), callbacks.clone(), bus.clone(), return_tracker);
+        let cache_ttl = Duration::from_secs(config.db.cache_ttl_s);
+        let return_calls = ReturnCalls::new(
+            db.clone(),
+            config.secrets_key(),
+            callbacks.clone(),
+            bus.clone(),
+            return_tracker,
+            cache_ttl,
+        );
+        spawn_change_listener(&config, callbacks.clone(), return_calls.clone(), stop.clone());
         let (agi_server, agi_address) = match config.agi.listen.as_str() {
             "" => (None, None),
             listen => {
@@ -175,4 +184,59 @@ impl Application {
         self.pool.close_all().await;
         result
     }
+}
+
+/// Follows the changes other processes announce (store/notify.rs) and drops what they make stale;
+/// while it cannot listen, caches lapse within `db.cache_ttl_s`, and everything is dropped each
+/// time it listens again (it may have missed some).
+fn spawn_change_listener(
+    config: &Config,
+    callbacks: Arc<CallbackService>,
+    return_calls: ReturnCalls,
+    stop: CancellationToken,
+) {
+    use crate::store::notify::{self, Change, Heard};
+    let (url, timeout) = (config.database_url.clone(), Duration::from_millis(config.db.timeout_ms));
+    tokio::spawn(async move {
+        let mut attempt = 0u32;
+        while !stop.is_cancelled() {
+            let heard = tokio::select! {
+                heard = notify::listen(&url, timeout) => heard,
+                _ = stop.cancelled() => break,
+            };
+            let mut heard = match heard {
+                Ok(heard) => heard,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %Chain(&e), attempt, "cannot listen for settings changes; caches lapse meanwhile");
+                    let pause = Duration::from_millis(250 * 2u64.pow(attempt.min(5)));
+                    tokio::select! { _ = tokio::time::sleep(pause) => continue, _ = stop.cancelled() => break }
+                }
+            };
+            loop {
+                let next = tokio::select! { next = heard.recv() => next, _ = stop.cancelled() => return };
+                match next {
+                    Some(Heard::Listening) => {
+                        attempt = 0;
+                        callbacks.settings_cache.invalidate_all();
+                        return_calls.forget_rules();
+                        tracing::info!("listening for settings changes");
+                    }
+                    Some(Heard::Change(Change::PbxSettings { tenant })) => {
+                        tracing::debug!(tenant, "PBX settings changed");
+                        callbacks.settings_cache.invalidate(&tenant);
+                    }
+                    Some(Heard::Change(Change::ReturnCallRules { tenant })) => {
+                        tracing::debug!(tenant, "return-call rules changed");
+                        return_calls.forget_rules();
+                    }
+                    Some(Heard::Lost(why)) => {
+                        tracing::warn!(error = why, "stopped listening for settings changes; listening again");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    });
 }

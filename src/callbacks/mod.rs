@@ -181,9 +181,8 @@ pub struct CallbackService {
     pub secrets: SecretsKey,
     pub limiters: Arc<Limiters>,
     pub connect_timeout: Duration,
-    /// Decrypted settings per tenant: read on every tap, changed rarely. Saving through this
-    /// process drops the entry at once; the short lifetime bounds what another replica's save
-    /// leaves stale.
+    /// Decrypted settings per tenant: read on every tap, changed rarely. A save through any
+    /// process drops the entry at once (store/notify.rs).
     pub settings_cache: SettingsCache,
     pub registry: RegistryCache,
 }
@@ -227,15 +226,12 @@ impl RegistryCache {
 /// A tenant's settings with their decrypted secret, for `SETTINGS_TTL`.
 pub struct SettingsCache(moka::sync::Cache<String, (PbxSettings, SecretString)>);
 
-const SETTINGS_TTL: Duration = Duration::from_secs(10);
-
-impl Default for SettingsCache {
-    fn default() -> Self {
-        Self(moka::sync::Cache::builder().max_capacity(100_000).time_to_live(SETTINGS_TTL).build())
-    }
-}
-
 impl SettingsCache {
+    /// Entries live `ttl` at most (see `DbConfig::cache_ttl_s`).
+    pub fn new(ttl: Duration) -> Self {
+        Self(moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ttl).build())
+    }
+
     fn get(&self, tenant: &str) -> Option<(PbxSettings, SecretString)> {
         self.0.get(tenant)
     }
@@ -247,6 +243,11 @@ impl SettingsCache {
     /// The tenant saved new settings.
     pub fn invalidate(&self, tenant: &str) {
         self.0.invalidate(tenant);
+    }
+
+    /// Saves may have been missed (the change listener reconnected).
+    pub fn invalidate_all(&self) {
+        self.0.invalidate_all();
     }
 }
 

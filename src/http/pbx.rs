@@ -78,6 +78,8 @@ pub async fn put_pbx(
     let tx = db.transaction().await.map_err(store::StoreError::from)?;
     let updated_at = store::admin::put_settings(&tx, tenant, &settings, &secret_enc).await?;
     store::admin::set_recordings_password(&tx, tenant, recordings_password_enc.as_deref()).await?;
+    // Sent with the commit: every process drops its copy of the settings.
+    store::notify::announce(&tx, &store::notify::Change::PbxSettings { tenant: tenant.to_owned() }).await?;
     tx.commit().await.map_err(store::StoreError::from)?;
     // The next call logs in with the new settings.
     state.callbacks.settings_cache.invalidate(tenant);

@@ -30,10 +30,6 @@ use crate::store::{self, StoreError};
 use crate::telemetry::Chain;
 use tracker::ReturnTracker;
 
-/// How long a company's rules are used from memory before they are read again (a key rotated
-/// through another process stops working within this).
-const RULES_TTL: Duration = Duration::from_secs(10);
-
 /// The return-call service. Cheap to clone.
 #[derive(Clone)]
 pub struct ReturnCalls {
@@ -151,8 +147,9 @@ impl ReturnCalls {
         callbacks: Arc<CallbackService>,
         bus: Bus,
         tracker: ReturnTracker,
+        cache_ttl: Duration,
     ) -> Self {
-        let rules = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(RULES_TTL).build();
+        let rules = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(cache_ttl).build();
         ReturnCalls { db, secrets, callbacks, bus, tracker, rules }
     }
 
@@ -170,11 +167,12 @@ impl ReturnCalls {
         let db = store::client(&self.db).await?;
         let stored = self.save(&db, tenant, rules).await?;
         self.rules.invalidate(&stored.key_hash);
+        self.announce(&db, tenant).await;
         tracing::info!(tenant, enabled = rules.enabled, window_hours = rules.window_hours, "return-call rules saved");
         self.view(stored)
     }
 
-    /// A new key; the old one stops working (at once here, within `RULES_TTL` elsewhere).
+    /// A new key; the old one stops working at once, in every process.
     pub async fn rotate_key(&self, tenant: &str) -> Result<RulesView, RouteError> {
         let db = store::client(&self.db).await?;
         if let Some(old) = store::return_calls::rules(&db, tenant).await? {
@@ -192,8 +190,24 @@ impl ReturnCalls {
             Some(stored) => stored,
             None => self.save(&db, tenant, &ReturnCallSettings::default()).await?,
         };
+        self.announce(&db, tenant).await;
         tracing::info!(tenant, "return-call key rotated");
         self.view(stored)
+    }
+
+    /// Tells every process that `tenant`'s rules changed. The save stands when this fails: the
+    /// others' caches then lapse within `db.cache_ttl_s`.
+    async fn announce(&self, db: &store::Client, tenant: &str) {
+        let change = store::notify::Change::ReturnCallRules { tenant: tenant.to_owned() };
+        if let Err(e) = store::notify::announce(db, &change).await {
+            tracing::warn!(tenant, error = %Chain(&e), "could not announce the return-call rules change");
+        }
+    }
+
+    /// Every process announced a change to some company's rules (cached by key, so all go), or
+    /// changes may have been missed.
+    pub fn forget_rules(&self) {
+        self.rules.invalidate_all();
     }
 
     async fn save(

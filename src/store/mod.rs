@@ -7,6 +7,7 @@ pub mod callbacks;
 pub mod events;
 pub mod idempotency;
 pub mod migrations;
+pub mod notify;
 pub mod processes;
 pub mod recordings;
 pub mod return_calls;

@@ -216,3 +216,34 @@ async fn duplicates_sent_to_two_processes_ring_once_and_either_cancels() {
     assert_eq!(done["status"], "canceled", "{done}");
     until("the ringing phone to be hung up", || sim.calls_in_progress() == 0).await;
 }
+
+/// A save through one process reaches the others at once, though they cache settings for an hour
+/// here: PostgreSQL NOTIFY drops their copies.
+#[tokio::test]
+async fn a_settings_save_reaches_every_process_at_once() {
+    let sim = support::quick_sim().await;
+    let one = support::app().set("db.cache_ttl_s", 3600).spawn().await;
+    let two = support::app().set("db.cache_ttl_s", 3600).existing_database(one.database_url.clone()).spawn().await;
+    one.seed("acme", sim.addr().port()).await;
+    let courier = two.courier("acme", "courier-1");
+    let office = |app: &TestApp| {
+        let (app, courier) = (app.clone(), courier.clone());
+        async move { app.get_as("/v1/me", &courier).await.json::<Value>().await.unwrap()["office_phone"].clone() }
+    };
+    assert_eq!(office(&two).await, "+74951234567", "read, and now cached, by the other process");
+    let admin = one.admin("acme");
+    let mut settings: Value = one.get_as("/v1/admin/pbx", &admin).await.json().await.unwrap();
+    for read_only in ["secret_set", "updated_at"] {
+        settings.as_object_mut().unwrap().remove(read_only);
+    }
+    settings["recordings"] = Value::Null;
+    settings["office_phone"] = json!("+74957654321");
+    assert_eq!(one.put("/v1/admin/pbx", &admin, settings).await.status(), 200);
+    eventually("the other process to see the new office number", || async {
+        match office(&two).await {
+            phone if phone == "+74957654321" => Ok(()),
+            phone => Err(phone),
+        }
+    })
+    .await;
+}

@@ -1,0 +1,113 @@
+//! Changes one process saves that the others keep cached (a company's PBX settings, its
+//! return-call rules), announced with PostgreSQL `NOTIFY` so every process drops its copy at once.
+//! The caches' short lifetime (`db.cache_ttl_s`) stays the fallback for a notification missed
+//! while a listener was reconnecting.
+
+use std::time::Duration;
+
+use deadpool_postgres::GenericClient;
+use futures_util::StreamExt;
+use secrecy::ExposeSecret;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::AsyncMessage;
+
+use super::StoreError;
+
+/// The channel every change is announced on.
+const CHANNEL: &str = "dialback_changes";
+
+/// What changed, and whose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    PbxSettings { tenant: String },
+    ReturnCallRules { tenant: String },
+}
+
+impl Change {
+    fn payload(&self) -> String {
+        match self {
+            Change::PbxSettings { tenant } => format!("pbx_settings:{tenant}"),
+            Change::ReturnCallRules { tenant } => format!("return_call_rules:{tenant}"),
+        }
+    }
+
+    fn parse(payload: &str) -> Option<Change> {
+        let (kind, tenant) = payload.split_once(':')?;
+        let tenant = tenant.to_owned();
+        match kind {
+            "pbx_settings" => Some(Change::PbxSettings { tenant }),
+            "return_call_rules" => Some(Change::ReturnCallRules { tenant }),
+            _ => None,
+        }
+    }
+}
+
+/// Announces `change`; inside a transaction it is sent when (and only if) that commits.
+pub async fn announce(db: &impl GenericClient, change: &Change) -> Result<(), StoreError> {
+    db.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &change.payload()]).await?;
+    Ok(())
+}
+
+/// What a listener hears.
+#[derive(Debug)]
+pub enum Heard {
+    /// Listening (again): anything announced before may have been missed.
+    Listening,
+    Change(Change),
+    /// The connection was lost (why); nothing more comes.
+    Lost(String),
+}
+
+/// Listens on a connection of its own (a pooled one would be returned between queries, and a
+/// pooler in transaction mode cannot carry `LISTEN`). What it hears is sent to the returned
+/// channel, ending with [`Heard::Lost`].
+pub async fn listen(
+    database_url: &secrecy::SecretString,
+    connect_timeout: Duration,
+) -> Result<mpsc::UnboundedReceiver<Heard>, StoreError> {
+    let mut config: tokio_postgres::Config = database_url.expose_secret().parse()?;
+    config.connect_timeout(connect_timeout);
+    config.application_name("dialback-listener");
+    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let heard = tx.clone();
+    // The client lives as long as the connection is read (it is handed over once LISTEN is sent).
+    let (keep_client, client_kept) = oneshot::channel::<tokio_postgres::Client>();
+    tokio::spawn(async move {
+        let _client = client_kept;
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        let why = loop {
+            match messages.next().await {
+                Some(Ok(AsyncMessage::Notification(n))) => match Change::parse(n.payload()) {
+                    Some(change) => {
+                        let _ = heard.send(Heard::Change(change));
+                    }
+                    None => tracing::warn!(payload = n.payload(), "unknown change announced; ignored"),
+                },
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break format!("{}", crate::telemetry::Chain(&e)),
+                None => break "the connection closed".to_owned(),
+            }
+        };
+        let _ = heard.send(Heard::Lost(why));
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    let _ = keep_client.send(client);
+    let _ = tx.send(Heard::Listening);
+    Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_read_back() {
+        for change in [Change::PbxSettings { tenant: "acme".into() }, Change::ReturnCallRules { tenant: "a:b".into() }]
+        {
+            assert_eq!(Change::parse(&change.payload()), Some(change));
+        }
+        assert_eq!(Change::parse("nope"), None);
+        assert_eq!(Change::parse("other:acme"), None);
+    }
+}
