@@ -1,9 +1,14 @@
 //! Rate limits (governor, keyed): callbacks per courier and per tenant, failed authentications per
 //! client IP. A janitor forgets idle keys so memory stays bounded.
+//!
+//! The limits are the company's, not the process's: with N processes alive each allows 1/N of
+//! every limit (rounded up), so adding a process does not multiply what a courier may do. A load
+//! balancer that spreads requests (nothing sticky) gives each courier and company its whole limit;
+//! the slack is the rounding up, and a burst when N changes (the buckets start full again).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -32,9 +37,31 @@ impl Limited {
 pub struct Limiters {
     /// One clock for every check (creating one per check costs a `cpuid`, a VM exit on some hosts).
     clock: DefaultClock,
+    config: RateConfig,
+    /// This process's share, rebuilt when the number of processes changes.
+    share: RwLock<Arc<Share>>,
+}
+
+struct Share {
+    processes: u32,
     courier: DefaultKeyedRateLimiter<(String, String)>,
     tenant: DefaultKeyedRateLimiter<String>,
     auth_failures: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl Share {
+    fn new(cfg: &RateConfig, processes: u32) -> Self {
+        let part = |limit: u32| nz(limit.div_ceil(processes.max(1)));
+        let per_second = part(cfg.tenant_per_second);
+        Share {
+            processes,
+            courier: DefaultKeyedRateLimiter::keyed(Quota::per_minute(part(cfg.courier_per_minute))),
+            tenant: DefaultKeyedRateLimiter::keyed(
+                Quota::per_second(per_second).allow_burst(nz(per_second.get().saturating_mul(2))),
+            ),
+            auth_failures: DefaultKeyedRateLimiter::keyed(Quota::per_minute(part(cfg.auth_failures_per_minute))),
+        }
+    }
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -48,27 +75,35 @@ fn limited(limit: &'static str, what: &'static str, wait: Duration) -> Limited {
 
 impl Limiters {
     pub fn new(cfg: &RateConfig) -> Arc<Self> {
-        Arc::new(Self {
-            clock: DefaultClock::default(),
-            courier: DefaultKeyedRateLimiter::keyed(Quota::per_minute(nz(cfg.courier_per_minute))),
-            tenant: DefaultKeyedRateLimiter::keyed(
-                Quota::per_second(nz(cfg.tenant_per_second)).allow_burst(nz(cfg.tenant_per_second.saturating_mul(2))),
-            ),
-            auth_failures: DefaultKeyedRateLimiter::keyed(Quota::per_minute(nz(cfg.auth_failures_per_minute))),
-        })
+        let share = RwLock::new(Arc::new(Share::new(cfg, 1)));
+        Arc::new(Self { clock: DefaultClock::default(), config: cfg.clone(), share })
+    }
+
+    /// `processes` are alive (this one included): each allows its share of every limit.
+    pub fn share_among(&self, processes: u32) {
+        let processes = processes.max(1);
+        if self.share().processes != processes {
+            tracing::info!(processes, "rate limits shared among the processes alive");
+            *self.share.write().expect("limits lock") = Arc::new(Share::new(&self.config, processes));
+        }
+    }
+
+    fn share(&self) -> Arc<Share> {
+        self.share.read().expect("limits lock").clone()
     }
 
     /// One callback by `courier` of `tenant`.
     pub fn callback(&self, tenant: &str, courier: &str) -> Result<(), Limited> {
         let now = self.clock.now();
-        if let Err(until) = self.tenant.check_key(&tenant.to_owned()) {
+        let share = self.share();
+        if let Err(until) = share.tenant.check_key(&tenant.to_owned()) {
             return Err(limited(
                 "tenant",
                 "this company places too many callbacks right now",
                 until.wait_time_from(now),
             ));
         }
-        if let Err(until) = self.courier.check_key(&(tenant.to_owned(), courier.to_owned())) {
+        if let Err(until) = share.courier.check_key(&(tenant.to_owned(), courier.to_owned())) {
             return Err(limited("courier", "too many callbacks from this courier", until.wait_time_from(now)));
         }
         Ok(())
@@ -77,22 +112,24 @@ impl Limiters {
     /// Counts a failed authentication from `ip`; past the limit the answer becomes 429.
     pub fn auth_failure(&self, ip: IpAddr) -> Result<(), Limited> {
         let now = self.clock.now();
-        self.auth_failures.check_key(&ip).map_err(|until| {
+        self.share().auth_failures.check_key(&ip).map_err(|until| {
             limited("auth_failures", "too many failed authentications from this address", until.wait_time_from(now))
         })
     }
 
     fn forget_idle(&self) {
-        self.courier.retain_recent();
-        self.courier.shrink_to_fit();
-        self.tenant.retain_recent();
-        self.tenant.shrink_to_fit();
-        self.auth_failures.retain_recent();
-        self.auth_failures.shrink_to_fit();
+        let share = self.share();
+        share.courier.retain_recent();
+        share.courier.shrink_to_fit();
+        share.tenant.retain_recent();
+        share.tenant.shrink_to_fit();
+        share.auth_failures.retain_recent();
+        share.auth_failures.shrink_to_fit();
     }
 
     pub fn tracked_keys(&self) -> usize {
-        self.courier.len() + self.tenant.len() + self.auth_failures.len()
+        let share = self.share();
+        share.courier.len() + share.tenant.len() + share.auth_failures.len()
     }
 
     pub fn spawn_janitor(self: &Arc<Self>, stop: CancellationToken) {
@@ -124,6 +161,22 @@ mod tests {
         assert!(err.retry_after_s() >= 1);
         assert!(l.callback("t", "other").is_ok(), "limits are per courier");
         assert!(l.callback("t2", "c").is_ok(), "and per tenant");
+    }
+
+    #[test]
+    fn each_of_n_processes_allows_its_share_rounded_up() {
+        let l =
+            Limiters::new(&RateConfig { courier_per_minute: 5, tenant_per_second: 100, auth_failures_per_minute: 5 });
+        l.share_among(2);
+        for _ in 0..3 {
+            assert!(l.callback("t", "c").is_ok());
+        }
+        assert_eq!(l.callback("t", "c").unwrap_err().limit, "courier", "3 of 5 here, the rest elsewhere");
+        l.share_among(1);
+        for _ in 0..5 {
+            assert!(l.callback("t", "c").is_ok(), "alone again: the whole limit");
+        }
+        assert!(l.callback("t", "c").is_err());
     }
 
     #[test]

@@ -53,11 +53,14 @@ pub struct AmiPool {
     entries: Mutex<HashMap<String, Entry>>,
     config: AmiConfig,
     sink: Option<EventSink>,
+    /// The dialback processes alive: each holds its share of a PBX's cap on in-flight
+    /// originates (`max_inflight_originates`, rounded up), set on sessions opened from then on.
+    processes: AtomicUsize,
 }
 
 impl AmiPool {
     pub fn new(config: AmiConfig, sink: Option<EventSink>) -> Arc<Self> {
-        Arc::new(Self { entries: Mutex::new(HashMap::new()), config, sink })
+        Arc::new(Self { entries: Mutex::new(HashMap::new()), config, sink, processes: AtomicUsize::new(1) })
     }
 
     pub fn client_config(&self, tenant: &str, login: &PbxLogin) -> ClientConfig {
@@ -69,7 +72,11 @@ impl AmiPool {
             connect_timeout: Duration::from_millis(self.config.connect_timeout_ms),
             action_timeout: Duration::from_millis(self.config.action_timeout_ms),
             ping_interval: Duration::from_secs(self.config.ping_interval_s.max(1)),
-            max_inflight_originates: self.config.max_inflight_originates,
+            max_inflight_originates: self
+                .config
+                .max_inflight_originates
+                .div_ceil(self.processes.load(Ordering::Relaxed).max(1))
+                .max(1),
             backoff_max: Duration::from_secs(30),
             connector: None,
         }
@@ -108,6 +115,11 @@ impl AmiPool {
         let entry = entries.get(tenant)?;
         entry.holds.fetch_add(1, Ordering::AcqRel);
         Some(CallHold(entry.holds.clone()))
+    }
+
+    /// `processes` are alive (this one included); see [`AmiPool::processes`].
+    pub fn share_among(&self, processes: usize) {
+        self.processes.store(processes.max(1), Ordering::Relaxed);
     }
 
     /// The tenants whose AMI session is up now: they hear their calls' events.

@@ -72,6 +72,9 @@ impl CallbackService {
         let claimed = store::callbacks::claim_orphans(&db, &orphans).await?;
         let alive = store::processes::alive(&db, DEAD_AFTER).await?;
         metrics::gauge!("dialback_processes_alive").set(alive as f64);
+        // Limits are the company's: each process allows its share (src/limits.rs).
+        self.limiters.share_among(alive.max(1) as u32);
+        self.pool.share_among(alive.max(1) as usize);
         drop(db);
         let mut by_tenant: BTreeMap<String, Vec<(CallbackRow, String)>> = BTreeMap::new();
         for (row, why) in claimed {

@@ -247,3 +247,33 @@ async fn a_settings_save_reaches_every_process_at_once() {
     })
     .await;
 }
+
+/// A courier's limit is theirs, not each process's: with two processes alive, taps spread over
+/// both are refused past the limit of 4 a minute, as with one process.
+#[tokio::test]
+async fn a_couriers_limit_holds_across_processes() {
+    let sim = support::quick_sim().await;
+    let database = support::fresh_database().await;
+    let limit = [("RATE__COURIER_PER_MINUTE", "4")];
+    let one = DialbackProcess::start(&database, &limit).await;
+    let two = DialbackProcess::start(&database, &limit).await;
+    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (token, body) = add_courier(&one.app, "acme", 0).await;
+    for app in [&one.app, &two.app] {
+        eventually("each process to count the two alive", || async {
+            let metrics = app.get_as("/metrics", "").await.text().await.unwrap();
+            match metrics.lines().any(|l| l == "dialback_processes_alive 2") {
+                true => Ok(()),
+                false => Err(metrics.lines().filter(|l| l.contains("processes_alive")).collect::<Vec<_>>().join(";")),
+            }
+        })
+        .await;
+    }
+    let mut answers = Vec::new();
+    for i in 0..8 {
+        let app = if i % 2 == 0 { &one.app } else { &two.app };
+        answers.push(place(app, &token, body.clone()).await.status().as_u16());
+    }
+    assert_eq!(answers.iter().filter(|s| **s == 202).count(), 4, "{answers:?}");
+    assert_eq!(answers.iter().filter(|s| **s == 429).count(), 4, "{answers:?}");
+}
