@@ -106,6 +106,32 @@ pg_ctl_with_options() {
     "$1" >/dev/null || { cat "$PG_DIR/postgres.log" >&2; die "PostgreSQL did not $1"; }
 }
 
+# postgres_tls DIR: certificates for a cluster that speaks TLS (a CA, the server's certificate for
+# 127.0.0.1 and localhost signed by it, and another CA that did not sign it), and PG_EXTRA_OPTS that
+# turn TLS on with them; start_postgres then starts it so. Exports DIALBACK_TEST_PG_CA and
+# DIALBACK_TEST_PG_OTHER_CA (the tests connect with sslmode=verify-full against each).
+postgres_tls() {
+  local dir=$1
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    for ca in ca other-ca; do
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+        -subj "/CN=dialback test $ca" -keyout "$ca.key" -out "$ca.pem" 2>/dev/null
+    done
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=127.0.0.1" \
+      -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.crt 2>/dev/null
+  ) || die "could not make the test certificates (openssl)"
+  chmod 600 "$dir/server.key"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir/server.key" "$dir/server.crt"; fi
+  chmod 755 "$dir"
+  PG_EXTRA_OPTS="${PG_EXTRA_OPTS:-} -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key"
+  export DIALBACK_TEST_PG_CA=$dir/ca.pem DIALBACK_TEST_PG_OTHER_CA=$dir/other-ca.pem
+}
+
 stop_postgres() {
   [ -n "${PG_DIR:-}" ] && [ -d "$PG_DIR/data" ] || return 0
   as_postgres "$(pg_bindir)/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true

@@ -66,11 +66,14 @@ pub struct DbConfig {
     /// reaches every process at once (store/notify.rs); this bounds how long one missed while
     /// its listening connection was down stays stale.
     pub cache_ttl_s: u64,
+    /// The PEM file of the root certificate that signed the database's certificate, for when the
+    /// URL names none (`sslrootcert`); see store/pg_tls.rs for what each `sslmode` checks.
+    pub ssl_root_cert: Option<String>,
 }
 
 impl Default for DbConfig {
     fn default() -> Self {
-        Self { pool_size: 16, timeout_ms: 2000, cache_ttl_s: 10 }
+        Self { pool_size: 16, timeout_ms: 2000, cache_ttl_s: 10, ssl_root_cert: None }
     }
 }
 
@@ -233,8 +236,18 @@ fn default_log_format() -> String {
 }
 
 /// `DIALBACK_*` variables that are not settings: the config file's path, the log filter (read by
-/// telemetry), the test suite's own (database, patience, spec ledger) and the demo's URL.
-const NOT_SETTINGS: &[&str] = &["config", "log", "test_database_url", "test_patience_s", "spec_ledger_dir", "url"];
+/// telemetry), the test suite's own (database, patience, its PostgreSQL's CAs, spec ledger) and
+/// the demo's URL.
+const NOT_SETTINGS: &[&str] = &[
+    "config",
+    "log",
+    "test_database_url",
+    "test_patience_s",
+    "test_pg_ca",
+    "test_pg_other_ca",
+    "spec_ledger_dir",
+    "url",
+];
 
 /// A setting is missing or malformed; the message names it.
 #[derive(Debug, thiserror::Error)]
@@ -257,9 +270,8 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        (self.database_url.expose_secret().parse::<tokio_postgres::Config>()).map_err(|e| {
-            ConfigError(format!("database_url (DIALBACK_DATABASE_URL) is not a valid PostgreSQL URL: {e}"))
-        })?;
+        crate::pg_tls::connect(self.database_url.expose_secret(), self.db.ssl_root_cert.as_deref())
+            .map_err(|e| ConfigError(format!("database_url (DIALBACK_DATABASE_URL): {e}")))?;
         if self.jwt_secret.expose_secret().len() < 16 {
             return Err(ConfigError("jwt_secret (DIALBACK_JWT_SECRET) must be at least 16 characters".into()));
         }

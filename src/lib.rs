@@ -38,6 +38,7 @@ pub mod events;
 pub mod http;
 pub mod limits;
 pub mod pbx_sim;
+pub mod pg_tls;
 pub mod recordings;
 pub mod return_calls;
 pub mod startup;

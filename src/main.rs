@@ -69,7 +69,7 @@ fn main() -> std::process::ExitCode {
             dialback::auth::mint(&config, &tenant, role, &sub, ttl).map(|t| println!("{t}"))
         }
         Command::Migrate => run(config, |config| async move {
-            let applied = dialback::store::migrations::run_url(&config.database_url).await?;
+            let applied = dialback::store::migrations::run_url(&config.database_url, &config.db).await?;
             tracing::info!(?applied, "migrations done");
             Ok(())
         }),

@@ -22,7 +22,6 @@ use crate::recordings::storage::FsStorage;
 use crate::recordings::Recordings;
 use crate::return_calls::tracker::ReturnTracker;
 use crate::return_calls::ReturnCalls;
-use crate::telemetry::Chain;
 use crate::webhooks::Webhooks;
 
 pub struct Application {
@@ -40,7 +39,7 @@ pub struct Application {
 impl Application {
     /// Migrates the database (under the advisory lock), builds the pool and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let applied = crate::store::migrations::run_url(&config.database_url)
+        let applied = crate::store::migrations::run_url(&config.database_url, &config.db)
             .await
             .map_err(|e| anyhow::anyhow!("migrating {}: {e:#}", crate::config::redact_url(&config.database_url)))?;
         if !applied.is_empty() {
@@ -196,19 +195,23 @@ fn spawn_change_listener(
     stop: CancellationToken,
 ) {
     use crate::store::notify::{self, Change, Heard};
-    let (url, timeout) = (config.database_url.clone(), Duration::from_millis(config.db.timeout_ms));
+    let (url, db) = (config.database_url.clone(), config.db.clone());
     tokio::spawn(async move {
         let mut attempt = 0u32;
         while !stop.is_cancelled() {
             let heard = tokio::select! {
-                heard = notify::listen(&url, timeout) => heard,
+                heard = notify::listen(&url, &db) => heard,
                 _ = stop.cancelled() => break,
             };
             let mut heard = match heard {
                 Ok(heard) => heard,
                 Err(e) => {
                     attempt += 1;
-                    tracing::warn!(error = %Chain(&e), attempt, "cannot listen for settings changes; caches lapse meanwhile");
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        attempt,
+                        "cannot listen for settings changes; caches lapse meanwhile"
+                    );
                     let pause = Duration::from_millis(250 * 2u64.pow(attempt.min(5)));
                     tokio::select! { _ = tokio::time::sleep(pause) => continue, _ = stop.cancelled() => break }
                 }

@@ -82,9 +82,12 @@ async fn adopt_earlier_history(client: &mut Client) -> anyhow::Result<()> {
 }
 
 /// Connects once (outside the pool) and migrates; used by `dialback migrate` and `serve`.
-pub async fn run_url(database_url: &secrecy::SecretString) -> anyhow::Result<Vec<i32>> {
-    use secrecy::ExposeSecret;
-    let (mut client, connection) = tokio_postgres::connect(database_url.expose_secret(), tokio_postgres::NoTls).await?;
+pub async fn run_url(database_url: &secrecy::SecretString, db: &crate::config::DbConfig) -> anyhow::Result<Vec<i32>> {
+    let crate::pg_tls::Connect { config, tls, mode } = super::connect_config(database_url, db)?;
+    let (mut client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL (sslmode {mode:?}): {}", crate::telemetry::Chain(&e)))?;
     let conn = tokio::spawn(connection);
     let result = run(&mut client).await;
     drop(client);

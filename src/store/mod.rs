@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use secrecy::ExposeSecret;
-use tokio_postgres::NoTls;
 
 use crate::config::DbConfig;
 
@@ -50,10 +49,10 @@ impl StoreError {
 /// database is still coming up and `/readyz` tells the truth meanwhile.
 pub fn pool(database_url: &secrecy::SecretString, cfg: &DbConfig) -> anyhow::Result<Pool> {
     let timeout = Duration::from_millis(cfg.timeout_ms);
-    let mut pg: tokio_postgres::Config = database_url.expose_secret().parse()?;
+    let crate::pg_tls::Connect { config: mut pg, tls, .. } = connect_config(database_url, cfg)?;
     pg.connect_timeout(timeout);
     pg.application_name("dialback");
-    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(pg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager)
         .max_size(cfg.pool_size)
         .wait_timeout(Some(timeout))
@@ -61,6 +60,11 @@ pub fn pool(database_url: &secrecy::SecretString, cfg: &DbConfig) -> anyhow::Res
         .recycle_timeout(Some(timeout))
         .runtime(Runtime::Tokio1)
         .build()?)
+}
+
+/// How to reach the database: the URL's settings, with TLS as its `sslmode` asks (pg_tls.rs).
+pub fn connect_config(database_url: &secrecy::SecretString, cfg: &DbConfig) -> anyhow::Result<crate::pg_tls::Connect> {
+    crate::pg_tls::connect(database_url.expose_secret(), cfg.ssl_root_cert.as_deref()).map_err(anyhow::Error::msg)
 }
 
 /// A pooled client, or a `StoreError` that maps to 503.

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
 use futures_util::StreamExt;
-use secrecy::ExposeSecret;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::AsyncMessage;
 
@@ -63,12 +62,12 @@ pub enum Heard {
 /// channel, ending with [`Heard::Lost`].
 pub async fn listen(
     database_url: &secrecy::SecretString,
-    connect_timeout: Duration,
-) -> Result<mpsc::UnboundedReceiver<Heard>, StoreError> {
-    let mut config: tokio_postgres::Config = database_url.expose_secret().parse()?;
-    config.connect_timeout(connect_timeout);
+    db: &crate::config::DbConfig,
+) -> anyhow::Result<mpsc::UnboundedReceiver<Heard>> {
+    let crate::pg_tls::Connect { mut config, tls, .. } = super::connect_config(database_url, db)?;
+    config.connect_timeout(Duration::from_millis(db.timeout_ms));
     config.application_name("dialback-listener");
-    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (client, mut connection) = config.connect(tls).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let heard = tx.clone();
     // The client lives as long as the connection is read (it is handed over once LISTEN is sent).

@@ -198,7 +198,8 @@ async fn a_migration_edited_after_it_was_applied_stops_start_up() {
     let url = support::fresh_database().await;
     let db = support::connect(&url).await;
     db.execute("UPDATE refinery_schema_history SET checksum = '1' WHERE version = 1", &[]).await.unwrap();
-    let error = dialback::store::migrations::run_url(&url.clone().into()).await.unwrap_err().to_string();
+    let error =
+        dialback::store::migrations::run_url(&url.clone().into(), &Default::default()).await.unwrap_err().to_string();
     assert!(error.contains("V1"), "{error}");
 }
 
@@ -218,7 +219,7 @@ async fn a_database_migrated_by_the_earlier_runner_is_adopted() {
     )
     .await
     .unwrap();
-    let applied = dialback::store::migrations::run_url(&url.clone().into()).await.unwrap();
+    let applied = dialback::store::migrations::run_url(&url.clone().into(), &Default::default()).await.unwrap();
     assert!(applied.is_empty(), "nothing is applied again: {applied:?}");
     let versions: Vec<i32> = db
         .query("SELECT version FROM refinery_schema_history ORDER BY version", &[])
@@ -234,6 +235,6 @@ async fn a_database_migrated_by_the_earlier_runner_is_adopted() {
         .unwrap()
         .is_none());
     // And the database is usable as it was.
-    let again = dialback::store::migrations::run_url(&url.into()).await.unwrap();
+    let again = dialback::store::migrations::run_url(&url.into(), &Default::default()).await.unwrap();
     assert!(again.is_empty());
 }

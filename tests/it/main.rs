@@ -19,6 +19,7 @@ mod journal;
 mod live;
 mod pbx_sim;
 mod pbx_test;
+mod postgres_tls;
 mod recordings;
 mod return_calls;
 mod webhooks;

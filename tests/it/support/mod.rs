@@ -84,7 +84,12 @@ pub async fn fresh_database() -> String {
     let exists = admin.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template]).await.unwrap().is_some();
     if !exists {
         admin.batch_execute(&format!("CREATE DATABASE {template}")).await.unwrap();
-        dialback::store::migrations::run_url(&SecretString::from(with_database(&admin_url, &template))).await.unwrap();
+        dialback::store::migrations::run_url(
+            &SecretString::from(with_database(&admin_url, &template)),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
     }
     let name = format!("test_{}", uuid::Uuid::new_v4().simple());
     admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}")).await.unwrap();
