@@ -75,6 +75,7 @@ impl CallbackService {
         // Limits are the company's: each process allows its share (src/limits.rs).
         self.limiters.share_among(alive.max(1) as u32);
         self.pool.share_among(alive.max(1) as usize);
+        self.tracker.set_processes_alive(alive.max(1) as usize);
         drop(db);
         let mut by_tenant: BTreeMap<String, Vec<(CallbackRow, String)>> = BTreeMap::new();
         for (row, why) in claimed {

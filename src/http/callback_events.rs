@@ -25,6 +25,9 @@ use crate::telemetry::Chain;
 
 /// A comment line this often keeps proxies from closing a quiet stream.
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// With other dialback processes alive, a call's changes may be written by one of them (this
+/// process hears only what it writes): a stream quiet this long reads what was stored since.
+const CATCH_UP: Duration = Duration::from_secs(1);
 /// A stream ends after this long even if its call has not (an `unknown` call may never settle):
 /// the client reconnects with `Last-Event-ID` if it still cares.
 const MAX_STREAM: Duration = Duration::from_secs(3600);
@@ -77,6 +80,7 @@ pub async fn stream(
         last_sent: after,
         finished: false,
         deadline: tokio::time::Instant::now() + MAX_STREAM,
+        keepalive_at: tokio::time::Instant::now() + KEEPALIVE,
     };
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -98,6 +102,8 @@ struct Feed {
     last_sent: i32,
     finished: bool,
     deadline: tokio::time::Instant,
+    /// When a keepalive is due, unless something is sent before.
+    keepalive_at: tokio::time::Instant,
 }
 
 impl Feed {
@@ -111,6 +117,7 @@ impl Feed {
                     continue; // already sent (read back and heard live)
                 }
                 self.last_sent = sequence;
+                self.keepalive_at = tokio::time::Instant::now() + KEEPALIVE;
                 let (text, last) = self.render(&data);
                 self.finished = last;
                 return Some((Ok(Bytes::from(format!("id: {sequence}\ndata: {text}\n\n"))), self));
@@ -128,7 +135,16 @@ impl Feed {
                         }
                     }
                 },
-                _ = tokio::time::sleep(KEEPALIVE) => return Some((Ok(Bytes::from_static(b": keepalive\n\n")), self)),
+                _ = tokio::time::sleep(CATCH_UP), if self.state.callbacks.tracker.processes_alive() > 1 => {
+                    if let Err(e) = self.read_back().await {
+                        tracing::warn!(call_id = %self.id, error = %Chain(&e), "live stream could not read back; ending it");
+                        return None;
+                    }
+                }
+                _ = tokio::time::sleep_until(self.keepalive_at) => {
+                    self.keepalive_at = tokio::time::Instant::now() + KEEPALIVE;
+                    return Some((Ok(Bytes::from_static(b": keepalive\n\n")), self));
+                }
                 _ = tokio::time::sleep_until(self.deadline) => return None,
             }
         }

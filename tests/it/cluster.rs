@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::callbacks::place;
 use crate::support::process::DialbackProcess;
+use crate::support::sse::SseStream;
 use crate::support::wait::{eventually, until};
 use crate::support::{self, AmiObserver, TestApp};
 
@@ -21,6 +22,21 @@ async fn add_courier(app: &TestApp, tenant: &str, i: usize) -> (String, Value) {
     app.add_courier(tenant, &courier, &format!("+7900444{i:03}3")).await;
     app.add_order(tenant, &order, &courier, &[&client]).await;
     (app.courier(tenant, &courier), json!({"target": "client", "to": client, "order_id": order}))
+}
+
+/// Waits until each process has counted all of them alive (they beat every second).
+async fn count_each_other(apps: &[&TestApp]) {
+    let want = format!("dialback_processes_alive {}", apps.len());
+    for app in apps {
+        eventually("each process to count the others alive", || async {
+            let metrics = app.get_as("/metrics", "").await.text().await.unwrap();
+            match metrics.lines().any(|l| l == want) {
+                true => Ok(()),
+                false => Err(metrics.lines().filter(|l| l.contains("processes_alive")).collect::<Vec<_>>().join(";")),
+            }
+        })
+        .await;
+    }
 }
 
 async fn tap(app: &TestApp, token: &str, body: Value) -> String {
@@ -259,16 +275,7 @@ async fn a_couriers_limit_holds_across_processes() {
     let two = DialbackProcess::start(&database, &limit).await;
     one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
     let (token, body) = add_courier(&one.app, "acme", 0).await;
-    for app in [&one.app, &two.app] {
-        eventually("each process to count the two alive", || async {
-            let metrics = app.get_as("/metrics", "").await.text().await.unwrap();
-            match metrics.lines().any(|l| l == "dialback_processes_alive 2") {
-                true => Ok(()),
-                false => Err(metrics.lines().filter(|l| l.contains("processes_alive")).collect::<Vec<_>>().join(";")),
-            }
-        })
-        .await;
-    }
+    count_each_other(&[&one.app, &two.app]).await;
     let mut answers = Vec::new();
     for i in 0..8 {
         let app = if i % 2 == 0 { &one.app } else { &two.app };
@@ -276,4 +283,24 @@ async fn a_couriers_limit_holds_across_processes() {
     }
     assert_eq!(answers.iter().filter(|s| **s == 202).count(), 4, "{answers:?}");
     assert_eq!(answers.iter().filter(|s| **s == 429).count(), 4, "{answers:?}");
+}
+
+/// A call's live stream opened on a process that neither placed the call nor hears its PBX still
+/// gets every status, written by the other process.
+#[tokio::test]
+async fn a_live_stream_on_another_process_gets_every_status() {
+    let sim = support::quick_sim().await;
+    let database = support::fresh_database().await;
+    let one = DialbackProcess::start(&database, &UNLIMITED).await;
+    let two = DialbackProcess::start(&database, &UNLIMITED).await;
+    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (token, body) = add_courier(&one.app, "acme", 0).await;
+    count_each_other(&[&one.app, &two.app]).await;
+    let id = tap(&one.app, &token, body).await;
+    let path = format!("/v1/callbacks/{id}/events");
+    let events = SseStream::open(&two.app, &path, &token, Some(0)).await.rest().await;
+    let statuses: Vec<&str> = events.iter().map(|e| e.data["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["queued", "ringing_courier", "ringing_client", "connected", "completed"], "{events:?}");
+    let ids: Vec<i32> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
 }
