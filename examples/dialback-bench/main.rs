@@ -20,6 +20,7 @@
 mod agi;
 mod ami;
 mod events;
+mod failover;
 mod http;
 mod load;
 mod proxy;
@@ -169,6 +170,25 @@ enum Command {
     Receive {
         #[arg(long)]
         listen: SocketAddr,
+    },
+    /// Callbacks at a fixed rate split over this API and the victim's, the victim killed halfway
+    /// (`failover_*`: accepted, takeover time, lost and unknown callbacks).
+    Failover {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The other dialback process, killed (SIGKILL) halfway.
+        #[arg(long)]
+        victim_api: SocketAddr,
+        #[arg(long)]
+        victim_pid: u32,
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 128)]
+        connections: usize,
+        #[command(flatten)]
+        output: Output,
     },
     /// Return-call route decisions over FastAGI at a fixed rate (`agi_*`).
     Agi {
@@ -332,6 +352,15 @@ async fn main() -> anyhow::Result<()> {
             figures.write(output.out.as_deref())?;
         }
         Command::Receive { listen } => events::serve_receiver(listen).await?,
+        Command::Failover { api: args, victim_api, victim_pid, rate, seconds, connections, output } => {
+            let api = api(&args)?;
+            let tokens = api.courier_tokens(&args.tenant, args.couriers)?;
+            let mut figures = Figures::new(&output.prefix);
+            let duration = Duration::from_secs_f64(seconds);
+            let run = failover::Failover { victim: (victim_api, victim_pid), rate, connections, duration };
+            failover::run(&api, &tokens, &run, &mut figures).await?;
+            figures.write(output.out.as_deref())?;
+        }
         Command::Agi { api: args, agi: address, rate, seconds, output } => {
             let api = api(&args)?;
             let mut figures = Figures::new(&output.prefix);

@@ -552,6 +552,38 @@ pub fn render(f: &Figures) -> String {
         table(&mut out, &head, 2, rows);
     }
 
+    if g("failover_accepted_count").is_some() {
+        let _ = writeln!(out, "\n### Two processes on one database, one killed\n");
+        let _ = writeln!(
+            out,
+            "Two dialback processes on one PostgreSQL; callbacks at {} /s for {} s, open loop, half the \
+             connections to each (a balancer that alternates); the second killed with SIGKILL halfway, so the \
+             requests sent to it from then on fail. Calls talk {} s here, so those the killed process was \
+             following are still up when the survivor takes them over: *takeover* is the time from the kill \
+             until every one of them still in flight is owned by the survivor. Lost: accepted and never \
+             terminal. The requirement: none lost, none `unknown`.\n",
+            s("failover_rate_target_per_s"),
+            s("failover_load_seconds"),
+            s("failover_talk_seconds"),
+        );
+        let rows = [
+            ("accepted callbacks/s", "failover_callbacks_per_s"),
+            ("accepted", "failover_accepted_count"),
+            ("p50 ms", "failover_p50_ms"),
+            ("p99 ms", "failover_p99_ms"),
+            ("requests that failed (sent to the killed process)", "failover_errors"),
+            ("calls the killed process was following", "failover_victim_in_flight_count"),
+            ("takeover, s", "failover_takeover_s"),
+            ("completed", "failover_completed_count"),
+            ("lost", "failover_lost_count"),
+            ("unknown", "failover_unknown_count"),
+        ]
+        .into_iter()
+        .map(|(what, key)| vec![what.to_owned(), s(key)])
+        .collect();
+        table(&mut out, &["figure", "value"], 1, rows);
+    }
+
     let _ = writeln!(out, "\n### Events: webhooks and live streams\n");
     let _ = writeln!(
         out,
