@@ -556,7 +556,7 @@ pub fn render(f: &Figures) -> String {
         let _ = writeln!(out, "\n### Two processes on one database, one killed\n");
         let _ = writeln!(
             out,
-            "Two dialback processes on one PostgreSQL; callbacks at {} /s for {} s, open loop, half the \
+            "Two dialback processes on one PostgreSQL; callbacks at {}/s for {} s, open loop, half the \
              connections to each (a balancer that alternates); the second killed with SIGKILL halfway, so the \
              requests sent to it from then on fail. Calls talk {} s here, so those the killed process was \
              following are still up when the survivor takes them over: *takeover* is the time from the kill \

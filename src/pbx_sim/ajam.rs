@@ -117,24 +117,7 @@ impl Sessions {
 }
 
 pub(crate) async fn accept_loop(listener: TcpListener, pbx: Arc<Pbx>, config: Arc<HttpConfig>) {
-    loop {
-        let accepted = tokio::select! {
-            _ = pbx.stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                pbx.tasks.spawn(serve(stream, peer, pbx.clone(), config.clone()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %Chain(&e), "pbx-sim HTTP accept failed");
-                if !pbx.sleep(Duration::from_millis(50)).await {
-                    return;
-                }
-            }
-        }
-    }
+    pbx.accept(listener, "HTTP", |stream, peer| serve(stream, peer, pbx.clone(), config.clone())).await
 }
 
 async fn serve(stream: TcpStream, peer: SocketAddr, pbx: Arc<Pbx>, config: Arc<HttpConfig>) {

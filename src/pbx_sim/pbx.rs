@@ -173,6 +173,34 @@ impl Pbx {
         }
     }
 
+    /// Accepts connections on `listener` until the simulator stops, each served by `serve` as a
+    /// task of its own; `what` names the listener in the log.
+    pub(crate) async fn accept<F, Fut>(&self, listener: tokio::net::TcpListener, what: &'static str, serve: F)
+    where
+        F: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    self.tasks.spawn(serve(stream, peer));
+                }
+                // Out of file descriptors, usually: keep serving the connections there are.
+                Err(e) => {
+                    tracing::warn!(error = %crate::telemetry::Chain(&e), what, "pbx-sim accept failed");
+                    if !self.sleep(Duration::from_millis(50)).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
     /// Sleeps, unless the simulator stops first (`false`).
     pub async fn sleep(&self, duration: Duration) -> bool {
         tokio::select! {

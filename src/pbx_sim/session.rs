@@ -34,7 +34,6 @@ const AMI_VERSION: &str = "11.0.0";
 /// Asterisk answers a wrong secret or user after about a second, then hangs up.
 const LOGIN_FAILURE_DELAY: Duration = Duration::from_secs(1);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// Read in steps this small; a pipelined burst grows the buffer, which shrinks back when idle.
 const READ_STEP: usize = 1024;
 const KEEP_INPUT_CAPACITY: usize = 2 * 1024;
@@ -45,25 +44,7 @@ const FLUSH_AT: usize = 64 * 1024;
 const KEEP_OUTPUT_CAPACITY: usize = 2 * 1024;
 
 pub(crate) async fn accept_loop(listener: TcpListener, pbx: Arc<Pbx>) {
-    loop {
-        let accepted = tokio::select! {
-            _ = pbx.stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                pbx.tasks.spawn(serve(stream, peer, pbx.clone()));
-            }
-            // Out of file descriptors, usually: keep serving the sessions we have.
-            Err(e) => {
-                tracing::warn!(error = %Chain(&e), "pbx-sim accept failed");
-                if !pbx.sleep(ACCEPT_RETRY).await {
-                    return;
-                }
-            }
-        }
-    }
+    pbx.accept(listener, "AMI", |stream, peer| serve(stream, peer, pbx.clone())).await
 }
 
 /// Counts a connected session for `Simulator::sessions()`.
