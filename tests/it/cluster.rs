@@ -71,38 +71,38 @@ async fn owner(database: &str, id: &str) -> Option<uuid::Uuid> {
     db.query_one("SELECT owner FROM callbacks WHERE id = $1::text::uuid", &[&id]).await.unwrap().get(0)
 }
 
-/// Calls placed at a steady pace through two processes, one killed (SIGKILL) halfway while its
-/// calls ring and talk (longer than it takes to find it dead, so they are taken over mid-call):
-/// every accepted call ends with its real outcome, none `unknown`, and no status is written twice.
+/// Calls placed at a steady pace through three processes, one killed (SIGKILL) halfway while its
+/// calls ring and talk (longer than it takes to find it dead, so they are taken over mid-call, the
+/// two survivors competing for them): every accepted call ends with its real outcome, none
+/// `unknown`, and no status is written twice.
 #[tokio::test]
 async fn a_killed_process_loses_no_call_at_a_steady_rate() {
     let sim = support::sim_with(|c| c.talk = Duration::from_secs(8)).await;
     let database = support::fresh_database().await;
-    let one = DialbackProcess::start(&database, &UNLIMITED).await;
-    let two = DialbackProcess::start(&database, &UNLIMITED).await;
-    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let mut processes = Vec::new();
+    for _ in 0..3 {
+        processes.push(DialbackProcess::start(&database, &UNLIMITED).await);
+    }
+    let admin_app = processes[2].app.clone();
+    admin_app.configure_pbx("acme", sim.addr().port(), json!({})).await;
     let mut couriers = Vec::new();
-    for i in 0..40 {
-        couriers.push(add_courier(&one.app, "acme", i).await);
+    for i in 0..45 {
+        couriers.push(add_courier(&admin_app, "acme", i).await);
     }
     let mut pace = tokio::time::interval(Duration::from_millis(100));
     let mut accepted = Vec::new();
-    let mut one = Some(one);
     for (i, (token, body)) in couriers.into_iter().enumerate() {
         pace.tick().await;
-        if i == 20 {
-            one.take().unwrap().kill().await;
+        if i == 21 {
+            processes.remove(0).kill().await;
         }
-        // Alternating while both live, as a load balancer does.
-        let app = match (&one, i % 2) {
-            (Some(one), 0) => &one.app,
-            _ => &two.app,
-        };
-        accepted.push(tap(app, &token, body).await);
+        // In turn, as a load balancer does, over the processes alive.
+        let app = processes[i % processes.len()].app.clone();
+        accepted.push(tap(&app, &token, body).await);
     }
-    let admin = two.app.admin("acme");
+    let admin = admin_app.admin("acme");
     for id in &accepted {
-        let done = two.app.wait_terminal(id, &admin).await;
+        let done = admin_app.wait_terminal(id, &admin).await;
         assert_eq!(done["status"], "completed", "{done}");
         assert!(done["talk_seconds"].as_i64().is_some(), "{done}");
         let (statuses, sequences) = trail(&database, id).await;
