@@ -432,7 +432,11 @@ async fn main() -> anyhow::Result<()> {
             let mut extra = serde_json::Map::new();
             for pair in set {
                 let (key, value) = pair.split_once('=').ok_or_else(|| anyhow::anyhow!("--set KEY=VALUE"))?;
-                let value = value.parse::<f64>().map_or_else(|_| serde_json::Value::from(value), stats::figure);
+                // A commit id such as 6266e12 reads as a number; it is a name.
+                let value = match value.parse::<f64>() {
+                    Ok(number) if key != "commit" => stats::figure(number),
+                    _ => serde_json::Value::from(value),
+                };
                 extra.insert(key.to_owned(), value);
             }
             report::run(&parts, extra, &results, &doc)?;
