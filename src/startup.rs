@@ -33,7 +33,8 @@ pub struct Application {
     recordings_scheduler: tokio::task::JoinHandle<()>,
     deliverer: tokio::task::JoinHandle<()>,
     agi_server: Option<tokio::task::JoinHandle<()>>,
-    takeover: tokio::task::JoinHandle<()>,
+    /// Callbacks' and return calls' (callbacks/takeover.rs, return_calls/takeover.rs).
+    takeover: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Application {
@@ -96,6 +97,7 @@ impl Application {
             cache_ttl,
         );
         spawn_change_listener(&config, callbacks.clone(), return_calls.clone(), stop.clone());
+        let return_takeover = return_calls.spawn_takeover(stop.clone());
         let (agi_server, agi_address) = match config.agi.listen.as_str() {
             "" => (None, None),
             listen => {
@@ -155,6 +157,7 @@ impl Application {
         let server = server.listen(listener)?.run();
         tracing::info!(listen = %config.listen, port, "dialback listening");
         let agi_port = agi_address.map(|(_, port)| port);
+        let takeover = [takeover, return_takeover];
         Ok(Self { port, agi_port, server, pool, stop, recordings_scheduler, deliverer, agi_server, takeover })
     }
 
@@ -179,7 +182,7 @@ impl Application {
             let _ = agi.await;
         }
         // The calls this process follows go to the others before its AMI sessions log off.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.takeover).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(self.takeover)).await;
         self.pool.close_all().await;
         result
     }

@@ -117,7 +117,7 @@ impl AmiPool {
         Some(CallHold(entry.holds.clone()))
     }
 
-    /// `processes` are alive (this one included); see [`AmiPool::processes`].
+    /// `processes` are alive (this one included): each process holds its share of the cap.
     pub fn share_among(&self, processes: usize) {
         self.processes.store(processes.max(1), Ordering::Relaxed);
     }

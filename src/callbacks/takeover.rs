@@ -15,7 +15,7 @@
 //! asks the PBX which of them are still up (`CoreShowChannels`): those are followed to their end,
 //! the others ended while nobody was listening and become `unknown`, saying so.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{pbx_login, CallbackService};
+use crate::ami::client::{AmiClient, LiveChannel};
 use crate::store;
-use crate::store::callbacks::{CallbackRow, Orphans};
+use crate::store::callbacks::CallbackRow;
+use crate::store::processes::Orphans;
 use crate::store::StoreError;
 use crate::telemetry::Chain;
 
@@ -37,7 +39,28 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(5);
 /// How much longer a process with no AMI session to the call's PBX leaves it to one that has.
 pub const GRACE: Duration = Duration::from_secs(3);
 /// Calls claimed per beat at most (the rest on the next).
-const CLAIM_BATCH: i64 = 1000;
+pub const CLAIM_BATCH: i64 = 1000;
+
+/// Runs `beat` every [`HEARTBEAT`] until `stop`; a failed one is counted and logged as `what`
+/// failing, and the next is tried a beat later.
+pub async fn on_every_beat<F, Fut>(stop: &CancellationToken, what: &'static str, mut beat: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let mut every = tokio::time::interval(HEARTBEAT);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = beat().await {
+            metrics::counter!("dialback_takeover_errors_total").increment(1);
+            tracing::warn!(error = %Chain(&e), "{what} failed; trying again in a second");
+        }
+    }
+}
 
 impl CallbackService {
     /// Beats, takes over orphaned calls, and on `stop` hands this process's calls over.
@@ -45,18 +68,7 @@ impl CallbackService {
         let service = self.clone();
         tokio::spawn(
             async move {
-                let mut beat = tokio::time::interval(HEARTBEAT);
-                beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = beat.tick() => {}
-                        _ = stop.cancelled() => break,
-                    }
-                    if let Err(e) = service.beat().await {
-                        metrics::counter!("dialback_takeover_errors_total").increment(1);
-                        tracing::warn!(error = %Chain(&e), "heartbeat failed; trying again in a second");
-                    }
-                }
+                on_every_beat(&stop, "the heartbeat", || service.beat()).await;
                 service.leave().await;
             }
             .instrument(tracing::info_span!("takeover")),
@@ -100,40 +112,49 @@ impl CallbackService {
     /// and asks the PBX which of them are still up.
     async fn follow_taken_over(&self, tenant: &str, rows: Vec<(CallbackRow, String)>) {
         let since = Instant::now();
-        let settings = match self.settings(tenant).await {
-            Ok(Some(settings)) => settings,
-            Ok(None) => {
+        let client = match self.pbx_session(tenant).await {
+            Ok(client) => client,
+            Err(why) => {
                 self.tracker.adopt(tenant, rows, Vec::new(), since);
                 tracing::warn!(
                     tenant,
-                    "taken-over calls have no PBX settings to follow them on; they are given up after ami.lost_after_s"
+                    why,
+                    "taken-over calls wait for the PBX; they are given up after ami.lost_after_s"
                 );
                 return;
             }
-            Err(e) => {
-                self.tracker.adopt(tenant, rows, Vec::new(), since);
-                tracing::warn!(tenant, error = %Chain(&e), "could not read the PBX settings of taken-over calls; they wait for the PBX");
-                return;
-            }
         };
-        let (settings, secret) = settings;
-        let client = self.pool.client(tenant, &pbx_login(&settings, secret));
         let holds = rows.iter().filter_map(|_| self.pool.hold(tenant)).collect();
         self.tracker.adopt(tenant, rows, holds, since);
-        // When the session is not up yet, its login asks the PBX the same question (the tracker's
-        // answer to `PbxSignal::Up`).
-        if client.wait_up(self.connect_timeout).await.is_err() {
-            return;
-        }
         let asked_at = Instant::now();
+        if let Some(channels) = self.channels_up(tenant, &client).await {
+            self.tracker.reconcile(tenant, channels.into_iter().map(|c| c.linkedid).collect(), asked_at);
+        }
+    }
+
+    /// The company's AMI session, opened when there is none; why not when it has no PBX settings
+    /// or they cannot be read.
+    pub async fn pbx_session(&self, tenant: &str) -> Result<AmiClient, String> {
+        match self.settings(tenant).await {
+            Ok(Some((settings, secret))) => Ok(self.pool.client(tenant, &pbx_login(&settings, secret))),
+            Ok(None) => Err("the company has no PBX settings".into()),
+            Err(e) => Err(format!("its PBX settings could not be read: {}", Chain(&e))),
+        }
+    }
+
+    /// The channels up on the company's PBX (`CoreShowChannels`) once `client` is logged in; None
+    /// when it is not yet (its login asks the same question: the tracker's answer to
+    /// `PbxSignal::Up`) or the PBX would not say.
+    pub async fn channels_up(&self, tenant: &str, client: &AmiClient) -> Option<Vec<LiveChannel>> {
+        client.wait_up(self.connect_timeout).await.ok()?;
         match client.core_show_channels().await {
-            Ok(channels) => {
-                let alive: HashSet<String> = channels.into_iter().map(|c| c.linkedid).collect();
-                self.tracker.reconcile(tenant, alive, asked_at);
+            Ok(channels) => Some(channels),
+            Err(e) => {
+                tracing::warn!(tenant, error = %Chain(&e),
+                    "could not ask the PBX which taken-over calls are up (CoreShowChannels needs write = reporting); \
+                     they are followed if their events come");
+                None
             }
-            Err(e) => tracing::warn!(tenant, error = %Chain(&e),
-                "could not ask the PBX which taken-over calls are up (CoreShowChannels needs write = reporting); \
-                 they are followed if their events come, else given up after ami.lost_after_s"),
         }
     }
 

@@ -6,6 +6,7 @@
 //! valid key (or from an address the company does not allow) gets no route, which the dialplan
 //! takes as "the office".
 
+pub mod takeover;
 pub mod tracker;
 pub mod view;
 
@@ -270,7 +271,8 @@ impl ReturnCalls {
         }
         let decision = decide(&rules.rules, pbx.as_ref(), &caller, now);
         let row = self.journal_row(tenant, request, &caller, &decision, now);
-        let deliveries = store::return_calls::insert(&db, &row, &view::event_data(&row)).await?;
+        let owner = self.callbacks.tracker.process();
+        let deliveries = store::return_calls::insert(&db, &row, &view::event_data(&row), owner).await?;
         drop(db);
         if deliveries > 0 {
             self.bus.deliveries_queued();

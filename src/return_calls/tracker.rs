@@ -30,8 +30,21 @@ type Followed = Arc<Mutex<HashMap<(Arc<str>, String), Uuid>>>;
 
 enum Work {
     Follow(Box<ReturnCallRow>),
-    Event { tenant: Arc<str>, uniqueid: String, event: Arc<AmiEvent>, at: OffsetDateTime },
-    PbxDown { tenant: Arc<str> },
+    Event {
+        tenant: Arc<str>,
+        uniqueid: String,
+        event: Arc<AmiEvent>,
+        at: OffsetDateTime,
+    },
+    PbxDown {
+        tenant: Arc<str>,
+    },
+    /// A call taken over from a process that stopped, which the PBX no longer has: it ended
+    /// while nobody followed it.
+    Lost {
+        id: Uuid,
+        why: String,
+    },
 }
 
 /// The handle: what the decision and the AMI connections talk to.
@@ -57,6 +70,11 @@ impl ReturnTracker {
         let key = (Arc::from(row.tenant_id.as_str()), uniqueid);
         self.followed.lock().expect("followed lock").insert(key, row.id);
         let _ = self.tx.send(Work::Follow(Box::new(row)));
+    }
+
+    /// A followed call ended unseen (`why`): recorded as lost.
+    pub fn lost(&self, id: Uuid, why: String) {
+        let _ = self.tx.send(Work::Lost { id, why });
     }
 
     /// A signal from a company's AMI connection.
@@ -167,17 +185,28 @@ async fn run(db: deadpool_postgres::Pool, bus: Bus, mut rx: mpsc::UnboundedRecei
             }
             Work::PbxDown { tenant } => {
                 for call in calls.values_mut().filter(|c| *c.row.tenant_id == *tenant && c.settled_at.is_none()) {
-                    let mut lost = call.row.state.clone();
-                    lost.status = ReturnStatus::Failed;
-                    lost.failed_leg = None;
-                    lost.reason = Some(Reason::Lost);
-                    lost.ended_at = Some(store::now());
-                    if let Err(e) = write(&db, &bus, call, lost).await {
-                        tracing::error!(return_call_id = %call.row.id, error = %Chain(&e), "could not mark a return call lost");
-                    }
+                    mark_lost(&db, &bus, call, "the AMI link to the PBX was lost").await;
+                }
+            }
+            Work::Lost { id, why } => {
+                if let Some(call) = calls.get_mut(&id).filter(|c| c.settled_at.is_none()) {
+                    mark_lost(&db, &bus, call, &why).await;
                 }
             }
         }
+    }
+}
+
+/// Records a call whose end nobody saw as failed, lost (`why` in the log).
+async fn mark_lost(db: &deadpool_postgres::Pool, bus: &Bus, call: &mut Call, why: &str) {
+    let mut lost = call.row.state.clone();
+    lost.status = ReturnStatus::Failed;
+    lost.failed_leg = None;
+    lost.reason = Some(Reason::Lost);
+    lost.ended_at = Some(store::now());
+    tracing::warn!(return_call_id = %call.row.id, why, "return call lost: its end was not observed");
+    if let Err(e) = write(db, bus, call, lost).await {
+        tracing::error!(return_call_id = %call.row.id, error = %Chain(&e), "could not mark a return call lost");
     }
 }
 

@@ -419,47 +419,13 @@ async fn execute_transition(
 /// A call in flight: what a process follows, and what is taken over when it stops.
 const IN_FLIGHT: &str = "ended_at IS NULL AND status IN ('queued', 'ringing_courier', 'ringing_client', 'connected')";
 
-/// How long after its process's last heartbeat, or its release, an orphaned call waits before a
-/// process with no AMI session to its PBX takes it (one that has a session takes it at once: it
-/// has heard the call's events all along).
-pub struct Orphans<'a> {
-    /// The process claiming.
-    pub me: Uuid,
-    /// Heartbeats older than this are a dead process's.
-    pub dead_after: std::time::Duration,
-    /// Tenants this process has an AMI session up with.
-    pub tenants_up: &'a [String],
-    pub grace: std::time::Duration,
-    pub limit: i64,
-}
-
 /// Claims calls in flight that nobody alive follows (their process died or released them), for
-/// `o.me`: rows locked by another claimer are skipped, so each goes to one process. Each with why
-/// nobody was following it.
-pub async fn claim_orphans(db: &impl GenericClient, o: &Orphans<'_>) -> Result<Vec<(CallbackRow, String)>, StoreError> {
-    let sql = format!(
-        "WITH orphans AS (
-             SELECT c.id, CASE
-                 WHEN c.owner IS NULL THEN COALESCE(c.orphaned_because, 'dialback was restarting')
-                 WHEN p.id IS NULL THEN 'the dialback process following it had stopped'
-                 ELSE format('the dialback process following it (on %s, pid %s) was not answering', p.host, p.pid)
-               END AS why
-             FROM callbacks c LEFT JOIN dialback_processes p ON p.id = c.owner
-             WHERE c.{IN_FLIGHT}
-               AND (c.owner IS NULL OR p.id IS NULL OR p.heartbeat_at < now() - make_interval(secs => $2))
-               AND c.owner IS DISTINCT FROM $1
-               AND (c.tenant_id = ANY($3) OR COALESCE(c.orphaned_at, p.heartbeat_at + make_interval(secs => $2),
-                                                      '-infinity') < now() - make_interval(secs => $4))
-             ORDER BY c.created_at
-             LIMIT $5
-             FOR UPDATE OF c SKIP LOCKED)
-         UPDATE callbacks SET owner = $1, orphaned_at = NULL, orphaned_because = NULL
-         FROM orphans WHERE callbacks.id = orphans.id
-         RETURNING {}, orphans.why",
-        COLUMNS.split(", ").map(|c| format!("callbacks.{}", c.trim())).collect::<Vec<_>>().join(", ")
-    );
-    let rows =
-        db.query(&sql, &[&o.me, &o.dead_after.as_secs_f64(), &o.tenants_up, &o.grace.as_secs_f64(), &o.limit]).await?;
+/// `o.me` (the rule is `store::processes::claim`), each with why nobody was following it.
+pub async fn claim_orphans(
+    db: &impl GenericClient,
+    o: &super::processes::Orphans<'_>,
+) -> Result<Vec<(CallbackRow, String)>, StoreError> {
+    let rows = super::processes::claim(db, "callbacks", IN_FLIGHT, COLUMNS, o).await?;
     Ok(rows.iter().map(|r| (from_row(r), r.get(COLUMN_COUNT))).collect())
 }
 
@@ -471,11 +437,7 @@ pub async fn release(
     ids: Option<&[Uuid]>,
     because: &str,
 ) -> Result<u64, StoreError> {
-    let sql = format!(
-        "UPDATE callbacks SET owner = NULL, orphaned_at = now(), orphaned_because = $3
-         WHERE owner = $1 AND {IN_FLIGHT} AND ($2::uuid[] IS NULL OR id = ANY($2))"
-    );
-    Ok(db.execute(&sql, &[&me, &ids, &because]).await?)
+    super::processes::release(db, "callbacks", IN_FLIGHT, me, ids, because).await
 }
 
 /// The audit trail of one attempt, oldest first: (at, from, to, cause).

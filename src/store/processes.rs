@@ -37,3 +37,69 @@ pub async fn leave(db: &impl GenericClient, id: Uuid) -> Result<(), StoreError> 
     db.execute("DELETE FROM dialback_processes WHERE id = $1", &[&id]).await?;
     Ok(())
 }
+
+/// What a process claims: calls in flight that nobody alive follows.
+pub struct Orphans<'a> {
+    /// The process claiming.
+    pub me: Uuid,
+    /// Heartbeats older than this are a dead process's.
+    pub dead_after: Duration,
+    /// Tenants this process has an AMI session up with: it has heard their calls' events, so it
+    /// claims their orphans at once; the others' after `grace` more.
+    pub tenants_up: &'a [String],
+    pub grace: Duration,
+    pub limit: i64,
+}
+
+/// Claims, for `o.me`, rows of `table` (calls whose `owner` names their process) matching
+/// `in_flight` whose owner is dead or that were released; rows another claimer holds are skipped,
+/// so each goes to one process. Each returned row holds `columns`, then why nobody was following
+/// it. The one claim rule for every kind of call.
+pub(super) async fn claim(
+    db: &impl GenericClient,
+    table: &str,
+    in_flight: &str,
+    columns: &str,
+    o: &Orphans<'_>,
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let returning = columns.split(", ").map(|c| format!("{table}.{}", c.trim())).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "WITH orphans AS (
+             SELECT c.id, CASE
+                 WHEN c.owner IS NULL THEN COALESCE(c.orphaned_because, 'dialback was restarting')
+                 WHEN p.id IS NULL THEN 'the dialback process following it had stopped'
+                 ELSE format('the dialback process following it (on %s, pid %s) was not answering', p.host, p.pid)
+               END AS why
+             FROM {table} c LEFT JOIN dialback_processes p ON p.id = c.owner
+             WHERE c.{in_flight}
+               AND (c.owner IS NULL OR p.id IS NULL OR p.heartbeat_at < now() - make_interval(secs => $2))
+               AND c.owner IS DISTINCT FROM $1
+               AND (c.tenant_id = ANY($3) OR COALESCE(c.orphaned_at, p.heartbeat_at + make_interval(secs => $2),
+                                                      '-infinity') < now() - make_interval(secs => $4))
+             ORDER BY c.created_at
+             LIMIT $5
+             FOR UPDATE OF c SKIP LOCKED)
+         UPDATE {table} SET owner = $1, orphaned_at = NULL, orphaned_because = NULL
+         FROM orphans WHERE {table}.id = orphans.id
+         RETURNING {returning}, orphans.why"
+    );
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&o.me, &o.dead_after.as_secs_f64(), &o.tenants_up, &o.grace.as_secs_f64(), &o.limit];
+    Ok(db.query(&sql, &params).await?)
+}
+
+/// Releases `me`'s rows of `table` in flight (all, or those among `ids`) `because`: orphaned now.
+pub(super) async fn release(
+    db: &impl GenericClient,
+    table: &str,
+    in_flight: &str,
+    me: Uuid,
+    ids: Option<&[Uuid]>,
+    because: &str,
+) -> Result<u64, StoreError> {
+    let sql = format!(
+        "UPDATE {table} SET owner = NULL, orphaned_at = now(), orphaned_because = $3
+         WHERE owner = $1 AND {in_flight} AND ($2::uuid[] IS NULL OR id = ANY($2))"
+    );
+    Ok(db.execute(&sql, &[&me, &ids, &because]).await?)
+}

@@ -196,14 +196,14 @@ fn from_row(r: &Row) -> ReturnCallRow {
     }
 }
 
-/// Writes a return call just decided and its first event (`event`, its data); how many webhook
-/// deliveries that queued.
-pub async fn insert(db: &impl GenericClient, row: &ReturnCallRow, event: &str) -> Result<i64, StoreError> {
+/// Writes a return call just decided, followed by process `owner`, and its first event (`event`,
+/// its data); how many webhook deliveries that queued.
+pub async fn insert(db: &impl GenericClient, row: &ReturnCallRow, event: &str, owner: Uuid) -> Result<i64, StoreError> {
     let sql = format!(
         "WITH rc AS (
              INSERT INTO return_calls (id, tenant_id, caller, did, route_kind, route_reason, route, order_id,
-                 courier_id, agi_uniqueid, status, created_at, updated_at, ended_at, last_sequence)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, 1)
+                 courier_id, agi_uniqueid, status, created_at, updated_at, ended_at, last_sequence, owner)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, 1, $15)
              RETURNING id, tenant_id),
          first_event AS (SELECT id AS subject_id, tenant_id, 1 AS sequence, $14::text AS data FROM rc),
          {}
@@ -228,6 +228,7 @@ pub async fn insert(db: &impl GenericClient, row: &ReturnCallRow, event: &str) -
                 &row.created_at,
                 &row.state.ended_at,
                 &event,
+                &owner,
             ],
         )
         .await?;
@@ -286,6 +287,26 @@ pub async fn get(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Opti
     Ok(row.as_ref().map(from_row))
 }
 
+/// A return call in flight: followed by the Uniqueid of its inbound channel until it ends.
+const IN_FLIGHT: &str = "ended_at IS NULL AND agi_uniqueid IS NOT NULL";
+/// How many columns [`COLUMNS`] names.
+const COLUMN_COUNT: usize = 20;
+
+/// Claims return calls in flight that nobody alive follows, for `o.me`, each with why nobody was
+/// (the rule is `store::processes::claim`, as for callbacks).
+pub async fn claim_orphans(
+    db: &impl GenericClient,
+    o: &super::processes::Orphans<'_>,
+) -> Result<Vec<(ReturnCallRow, String)>, StoreError> {
+    let rows = super::processes::claim(db, "return_calls", IN_FLIGHT, COLUMNS, o).await?;
+    Ok(rows.iter().map(|r| (from_row(r), r.get(COLUMN_COUNT))).collect())
+}
+
+/// Gives up following `me`'s return calls in flight `because` (the process is stopping).
+pub async fn release(db: &impl GenericClient, me: Uuid, because: &str) -> Result<u64, StoreError> {
+    super::processes::release(db, "return_calls", IN_FLIGHT, me, None, because).await
+}
+
 /// The company's return calls still being followed, by the Uniqueid of their inbound channel.
 pub async fn in_flight(db: &impl GenericClient, tenant: &str) -> Result<Vec<ReturnCallRow>, StoreError> {
     let rows = db
@@ -341,4 +362,12 @@ pub async fn list(db: &impl GenericClient, tenant: &str, f: &ListFilter) -> Resu
         )
         .await?;
     Ok(rows.iter().map(from_row).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn column_count_counts_the_columns() {
+        assert_eq!(super::COLUMNS.split(", ").count(), super::COLUMN_COUNT);
+    }
 }

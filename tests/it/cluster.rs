@@ -304,3 +304,74 @@ async fn a_live_stream_on_another_process_gets_every_status() {
     let ids: Vec<i32> = events.iter().map(|e| e.id).collect();
     assert_eq!(ids, [1, 2, 3, 4, 5]);
 }
+
+/// A return call outlives the process that routed it: that process killed while the client talks
+/// to the courier, another (with no session to the PBX yet) takes it over, and the call's end is
+/// recorded as it happened; a return call that ended before anyone took it over is recorded as
+/// lost.
+#[tokio::test]
+async fn a_return_call_outlives_the_process_that_routed_it() {
+    use crate::return_calls::{company, journal, pbx_with, CLIENT_OF_SILENT, DID};
+    let database = support::fresh_database().await;
+    let one = DialbackProcess::start(&database, &UNLIMITED).await;
+    let two = DialbackProcess::start(&database, &UNLIMITED).await;
+    company(&one.app, json!({})).await;
+    // The courier talks until the caller hangs up.
+    let (sim, observer, _) = pbx_with(&one.app, |t| t, |c| c.talk = Duration::from_secs(3600)).await;
+    observer.call_in(DID, "89161234567", "client-call-1").await;
+    let connected = eventually("the return call to connect", || async {
+        match journal(&one.app, "limit=1").await.pop() {
+            Some(call) if call["status"] == "connected" => Ok(call),
+            other => Err(other),
+        }
+    })
+    .await;
+    let id = connected["id"].as_str().unwrap().to_owned();
+    // Another caller, whose courier never answers: still ringing when the process dies.
+    observer.call_in(DID, CLIENT_OF_SILENT, "client-call-2").await;
+    let ringing = eventually("the second return call to ring", || async {
+        match journal(&one.app, "limit=1").await.pop() {
+            Some(call) if call["status"] == "ringing_courier" => Ok(call),
+            other => Err(other),
+        }
+    })
+    .await;
+    let db = support::connect(&database).await;
+    let owner = || async {
+        let row = db.query_one("SELECT owner FROM return_calls WHERE id = $1::text::uuid", &[&id]).await.unwrap();
+        row.get::<_, Option<uuid::Uuid>>(0)
+    };
+    let routed_by = owner().await.expect("owned by the process that routed it");
+    let logins = sim.logins();
+    one.kill().await;
+    // The second caller gives up while no process follows the call.
+    observer.hangup("client-call-2").await;
+    until("the second call to end on the PBX", || sim.calls_in_progress() == 1).await;
+    eventually("the other process to take the return call over", || async {
+        match owner().await {
+            Some(now) if now != routed_by && sim.logins() > logins => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    observer.hangup("client-call-1").await;
+    let admin = two.app.admin("acme");
+    let done = eventually("the return call to end", || async {
+        let call: Value = two.app.get_as(&format!("/v1/return-calls/{id}"), &admin).await.json().await.unwrap();
+        match call["status"] != "connected" && !call["cdr"].is_null() {
+            true => Ok(call),
+            false => Err(call),
+        }
+    })
+    .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(done["talk_seconds"].as_i64().is_some(), "{done}");
+    let lost: Value = two
+        .app
+        .get_as(&format!("/v1/return-calls/{}", ringing["id"].as_str().unwrap()), &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((lost["status"].as_str(), lost["reason"].as_str()), (Some("failed"), Some("lost")), "{lost}");
+}

@@ -8,14 +8,14 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use crate::support::receiver::Receiver;
 use crate::support::{self, assert_problem, spawn_app, wait, AmiObserver, TestApp};
 
-const DID: &str = "74951234567";
+pub(crate) const DID: &str = "74951234567";
 /// Clients of the orders: courier-1 answers, `busy` is busy, `silent` never answers.
 const CLIENT: &str = "+79161234567";
 const CLIENT_OF_BUSY: &str = "+79161234500";
-const CLIENT_OF_SILENT: &str = "+79161234511";
+pub(crate) const CLIENT_OF_SILENT: &str = "+79161234511";
 
 /// A company with return calls on (and `rules`), its couriers and orders.
-async fn company(app: &TestApp, rules: Value) {
+pub(crate) async fn company(app: &TestApp, rules: Value) {
     let mut body = json!({"enabled": true, "window_hours": 2});
     for (k, v) in rules.as_object().unwrap() {
         body[k] = v.clone();
@@ -37,11 +37,24 @@ async fn company(app: &TestApp, rules: Value) {
 /// The PBX: the simulator running the company's downloaded dialplan, changed by `edit` (a test's
 /// shorter ring, a wrong key), and an AMI session to place calls with.
 async fn pbx(app: &TestApp, edit: impl Fn(String) -> String) -> (dialback::pbx_sim::Simulator, AmiObserver, String) {
+    pbx_with(app, edit, |_| {}).await
+}
+
+/// [`pbx`], the simulator's settings changed by `tweak` too.
+pub(crate) async fn pbx_with(
+    app: &TestApp,
+    edit: impl Fn(String) -> String,
+    tweak: impl FnOnce(&mut dialback::pbx_sim::SimConfig),
+) -> (dialback::pbx_sim::Simulator, AmiObserver, String) {
     let text = app.get_as("/v1/admin/pbx/dialplan", &app.admin("acme")).await.text().await.unwrap();
     assert!(text.contains("[dialback-inbound]"), "{text}");
     let text = edit(text);
     let dialplan = dialback::pbx_sim::dialplan::Dialplan::parse(&text).expect("the dialplan loads");
-    let sim = support::sim_with(|c| c.dialplan = Some(std::sync::Arc::new(dialplan))).await;
+    let sim = support::sim_with(|c| {
+        c.dialplan = Some(std::sync::Arc::new(dialplan));
+        tweak(c);
+    })
+    .await;
     app.configure_pbx("acme", sim.addr().port(), json!({})).await;
     let observer = AmiObserver::start(sim.addr().port()).await;
     (sim, observer, text)
@@ -53,7 +66,7 @@ fn quick_ring(text: String) -> String {
 }
 
 /// The company's return calls, newest first.
-async fn journal(app: &TestApp, query: &str) -> Vec<Value> {
+pub(crate) async fn journal(app: &TestApp, query: &str) -> Vec<Value> {
     let page: Value = app.get_as(&format!("/v1/return-calls?{query}"), &app.admin("acme")).await.json().await.unwrap();
     page["items"].as_array().unwrap().clone()
 }

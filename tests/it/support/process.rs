@@ -45,11 +45,16 @@ impl DialbackProcess {
         }
         let mut child = command.spawn().expect("the dialback binary starts");
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let port = super::wait::within_patience("dialback to listen", async {
+        let (port, agi_port) = super::wait::within_patience("dialback to listen", async {
+            let mut agi_port = None;
             while let Ok(Some(line)) = lines.next_line().await {
                 let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+                if entry["message"] == "FastAGI listening" {
+                    let listen = entry["listen"].as_str().expect("the FastAGI address is logged");
+                    agi_port = listen.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                }
                 if entry["message"] == "dialback listening" {
-                    return entry["port"].as_u64().expect("the port is logged") as u16;
+                    return (entry["port"].as_u64().expect("the port is logged") as u16, agi_port);
                 }
             }
             panic!("dialback exited before it listened");
@@ -59,7 +64,7 @@ impl DialbackProcess {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let app = TestApp {
             address: format!("http://127.0.0.1:{port}"),
-            agi_port: None,
+            agi_port,
             database_url: database_url.to_owned(),
             config,
             http: crate::support::http_client(),

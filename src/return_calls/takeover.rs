@@ -1,0 +1,88 @@
+//! Return calls outlive the process that routed them, as callbacks do (callbacks/takeover.rs,
+//! whose heartbeats say who is alive): on each beat a process claims the return calls in flight
+//! whose process died or stopped, follows them by their inbound channel's Uniqueid, and asks the
+//! PBX which are still up; one the PBX no longer has ended while nobody followed it and is
+//! recorded as lost.
+
+use std::collections::{BTreeMap, HashSet};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::ReturnCalls;
+use crate::callbacks::takeover::{on_every_beat, CLAIM_BATCH, DEAD_AFTER, GRACE};
+use crate::store::processes::Orphans;
+use crate::store::return_calls::ReturnCallRow;
+use crate::store::{self, StoreError};
+use crate::telemetry::Chain;
+
+impl ReturnCalls {
+    /// Claims orphaned return calls on every beat; on `stop` hands this process's over.
+    pub fn spawn_takeover(&self, stop: CancellationToken) -> JoinHandle<()> {
+        let service = self.clone();
+        tokio::spawn(
+            async move {
+                on_every_beat(&stop, "claiming orphaned return calls", || service.claim()).await;
+                let me = service.callbacks.tracker.process();
+                let because = "the dialback process following it was stopping";
+                let released =
+                    async { store::return_calls::release(&store::client(&service.db).await?, me, because).await };
+                match released.await {
+                    Ok(n) => {
+                        tracing::info!(return_calls = n, "stopping: return calls handed over to the other processes")
+                    }
+                    Err(e) => tracing::warn!(error = %Chain(&e), "stopping: could not hand return calls over"),
+                }
+            }
+            .instrument(tracing::info_span!("return_call_takeover")),
+        )
+    }
+
+    async fn claim(&self) -> Result<(), StoreError> {
+        let tenants_up = self.callbacks.pool.tenants_up();
+        let orphans = Orphans {
+            me: self.callbacks.tracker.process(),
+            dead_after: DEAD_AFTER,
+            tenants_up: &tenants_up,
+            grace: GRACE,
+            limit: CLAIM_BATCH,
+        };
+        let claimed = store::return_calls::claim_orphans(&store::client(&self.db).await?, &orphans).await?;
+        let mut by_tenant: BTreeMap<String, Vec<(ReturnCallRow, String)>> = BTreeMap::new();
+        for (row, why) in claimed {
+            by_tenant.entry(row.tenant_id.clone()).or_default().push((row, why));
+        }
+        for (tenant, rows) in by_tenant {
+            metrics::counter!("dialback_return_calls_taken_over_total").increment(rows.len() as u64);
+            tracing::info!(tenant, return_calls = rows.len(), "took over return calls nobody alive was following");
+            let service = self.clone();
+            tokio::spawn(async move { service.follow_taken_over(&tenant, rows).await }.in_current_span());
+        }
+        Ok(())
+    }
+
+    /// Follows return calls just taken over and records as lost those the PBX no longer has.
+    async fn follow_taken_over(&self, tenant: &str, rows: Vec<(ReturnCallRow, String)>) {
+        let client = self.callbacks.pbx_session(tenant).await;
+        for (row, _) in &rows {
+            self.tracker.follow(row.clone());
+        }
+        let client = match client {
+            Ok(client) => client,
+            Err(why) => {
+                return tracing::warn!(tenant, why, "taken-over return calls are followed if their events come")
+            }
+        };
+        let Some(channels) = self.callbacks.channels_up(tenant, &client).await else { return };
+        let up: HashSet<String> = channels.into_iter().map(|c| c.uniqueid).collect();
+        for (row, why) in rows {
+            if !row.agi_uniqueid.as_ref().is_some_and(|u| up.contains(u)) {
+                self.tracker.lost(
+                    row.id,
+                    format!("the call ended while {why}: its channel was gone when dialback asked the PBX"),
+                );
+            }
+        }
+    }
+}
