@@ -31,7 +31,13 @@ pub fn http_client() -> reqwest::Client {
     PROVIDER.call_once(|| {
         let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     });
-    reqwest::Client::new()
+    // dialback (actix-web) closes a keep-alive connection idle for 5 s. A pooled connection reused
+    // just as the server closes it fails the request (IncompleteMessage), which a test waiting
+    // longer between two requests on a loaded machine ran into: the client lets go first.
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
+        .build()
+        .expect("the tests' HTTP client")
 }
 
 /// The Python of the venv `scripts/test` (and `scripts/demo`) create with `ensure_venv` in
