@@ -52,7 +52,8 @@ pub fn fact_of(event: &AmiEvent, key: &str) -> Option<Fact> {
     }
 }
 
-fn cdr_record(c: &crate::ami::message::Cdr) -> CdrRecord {
+/// What Asterisk's CDR event says, as the domain keeps it (callbacks and return calls alike).
+pub fn cdr_record(c: &crate::ami::message::Cdr) -> CdrRecord {
     CdrRecord {
         channel: c.channel.clone(),
         destination_channel: c.destination_channel.clone(),

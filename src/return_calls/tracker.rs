@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::view::event_data;
 use crate::ami::client::PbxSignal;
 use crate::ami::AmiEvent;
-use crate::domain::callback::{CdrRecord, Reason};
+use crate::domain::callback::Reason;
 use crate::domain::return_call::{apply, ReturnFact, ReturnLeg, ReturnStatus};
 use crate::events::Bus;
 use crate::store::return_calls::ReturnCallRow;
@@ -125,23 +125,7 @@ fn fact_of(event: &AmiEvent) -> Option<ReturnFact> {
         }),
         AmiEvent::HangupRequest(_) => ReturnFact::CallerHungUp,
         AmiEvent::Hangup(_) => ReturnFact::Hangup,
-        AmiEvent::Cdr(c) => ReturnFact::Cdr(Box::new(CdrRecord {
-            channel: c.channel.clone(),
-            destination_channel: c.destination_channel.clone(),
-            source: c.source.clone(),
-            destination: c.destination.clone(),
-            destination_context: c.destination_context.clone(),
-            disposition: c.disposition.clone(),
-            duration_seconds: c.duration_s,
-            billable_seconds: c.billable_s,
-            user_field: c.user_field.clone(),
-            account_code: c.account_code.clone(),
-            last_application: c.last_application.clone(),
-            last_data: c.last_data.clone(),
-            start_time: c.start_time.clone(),
-            answer_time: c.answer_time.clone(),
-            end_time: c.end_time.clone(),
-        })),
+        AmiEvent::Cdr(c) => ReturnFact::Cdr(Box::new(crate::callbacks::facts::cdr_record(c))),
         _ => return None,
     })
 }
