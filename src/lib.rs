@@ -1,30 +1,41 @@
 //! dialback: the backend a courier app calls to place a two-leg callback through the company's
 //! Asterisk PBX over AMI.
 //!
-//! Where each concern lives (imports run one way: `http` → `callbacks`, `recordings` → `domain`,
-//! `store`, `ami`; `domain` depends on nothing of the application):
+//! Where each concern lives (imports run one way: `http`, `agi` → `return_calls`, `webhooks` →
+//! `callbacks`, `recordings` → `events`, `domain`, `store`, `ami`; `domain` depends on nothing of
+//! the application):
 //!
 //! ```text
-//! main.rs        the CLI: serve, migrate, token, pbx-sim
-//! startup.rs     wires the services and the HTTP server from a config
+//! main.rs        the CLI: serve, migrate, token, pbx-sim, call-in
+//! startup.rs     wires the services and the HTTP server from a config; follows settings changes
 //! config.rs      settings from dialback.toml and DIALBACK_* variables
 //! telemetry.rs   logs (with error cause chains) and the metrics recorder
-//! http/          the API: the route table, extractors (who calls, pages), problem+json for every
-//!                error, one file per resource (the journal's CSV too), the admin page and the docs
+//! http/          the API: the route table, extractors (who calls, pages), JSON object bodies,
+//!                problem+json for every error, one file per resource (the journal's CSV and live
+//!                streams too), the admin page and the docs
+//! agi/           the FastAGI server the PBX asks where a calling-back client goes
 //! callbacks/     placing a callback (policy, originate, fallback), the Idempotency-Key protocol,
 //!                the callback as the API shows it, AMI events as facts, the call tracker, the
-//!                Test button's diagnosis
+//!                takeover of calls between processes, the Test button's diagnosis
+//! return_calls/  routing a client's call back (rules, decision), following it, its takeover
+//! webhooks/      endpoints, signing, the deliverer
+//! events.rs      the bus: what was written, told to live streams and the deliverer
 //! recordings/    fetching recordings over FTP/FTPS, storing them, binding them to calls, signed
 //!                audio URLs, the background scheduler
-//! limits.rs      rate limits (per courier, per company, failed logins per address)
+//! limits.rs      rate limits (per courier, per company, failed logins per address), shared among
+//!                the processes alive
 //! auth.rs        JWT claims, minting and verification
-//! crypto.rs      secrets at rest and signatures; tls.rs: the TLS client setup AMI and FTPS share
-//! domain/        phone numbers, PBX settings, couriers and orders, the callback state machine,
-//!                recording file names, the dialplan a company's PBX needs: parsed once, no I/O
-//! store/         SQL as functions per table; the migrations runner
-//! ami/           the AMI client: codec, typed messages, transport, supervised client, pool
-//! pbx_sim/       the protocol-faithful PBX simulator the demo and the tests talk to, with a model
-//!                of extensions.conf that runs the dialplan dialback generates
+//! crypto.rs      secrets at rest and signatures; tls.rs: the TLS client setup AMI and FTPS share;
+//!                pg_tls.rs: TLS to PostgreSQL as libpq's sslmode asks
+//! domain/        phone numbers, PBX settings, couriers and orders, the callback and return-call
+//!                state machines, recording file names, the dialplan a company's PBX needs: parsed
+//!                once, no I/O
+//! store/         SQL as functions per table; the migrations runner; the processes and their
+//!                heartbeats; change notifications (NOTIFY/LISTEN)
+//! ami/           the AMI client: codec, typed messages, transports (TCP, TLS, HTTP), supervised
+//!                client, pool
+//! pbx_sim/       the protocol-faithful PBX simulator the demo and the tests talk to (AMI and AJAM),
+//!                with a model of extensions.conf that runs the dialplan dialback generates
 //! ```
 
 pub mod agi;
