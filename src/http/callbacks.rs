@@ -8,12 +8,10 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::body::JsonObject;
-use super::extract::{Admin, Caller, Courier, Page};
+use super::extract::{query_time, Admin, Caller, Courier, Page};
 use super::journal_csv;
 use super::problem::{idempotency_in_progress, place_problem, ApiError, Audience, PROBLEM_JSON};
 use super::state::AppState;
@@ -174,16 +172,6 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
-fn parse_time(field: &'static str, value: &Option<String>) -> Result<Option<OffsetDateTime>, ApiError> {
-    value
-        .as_deref()
-        .map(|v| {
-            OffsetDateTime::parse(v, &Rfc3339)
-                .map_err(|_| ApiError::invalid_field(field, format!("{field} must be an RFC 3339 time")))
-        })
-        .transpose()
-}
-
 /// One of `parse`'s names, or a 422 listing them.
 fn one_of<T>(
     field: &'static str,
@@ -230,8 +218,8 @@ impl ListQuery {
             failed_leg: one_of("failed_leg", self.failed_leg.as_deref(), Leg::parse)?,
             reason: one_of("reason", self.reason.as_deref(), Reason::parse)?,
             to_number,
-            since: parse_time("since", &self.since)?,
-            until: parse_time("until", &self.until)?,
+            since: query_time("since", self.since.as_deref())?,
+            until: query_time("until", self.until.as_deref())?,
             before: page.before,
             limit: page.limit,
         })

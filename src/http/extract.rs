@@ -161,6 +161,16 @@ impl Page {
 }
 
 /// A list's `limit` query parameter: 1-200, 50 when not given.
+/// A time in a query (`since`, `until`): RFC 3339, or a 422 naming the field.
+pub fn query_time(field: &'static str, value: Option<&str>) -> Result<Option<time::OffsetDateTime>, ApiError> {
+    value
+        .map(|v| {
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| ApiError::invalid_field(field, format!("{field} must be an RFC 3339 time")))
+        })
+        .transpose()
+}
+
 pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     let limit = limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {

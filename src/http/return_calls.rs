@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::body::JsonObject;
-use super::extract::{Admin, Caller, Page};
+use super::extract::{query_time, Admin, Caller, Page};
 use super::problem::ApiError;
 use super::state::AppState;
 use crate::callbacks::view::{rfc3339, Viewer};
@@ -136,15 +136,6 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
-fn time(field: &'static str, value: Option<&str>) -> Result<Option<time::OffsetDateTime>, ApiError> {
-    value
-        .map(|v| {
-            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| ApiError::invalid_field(field, format!("{field} must be an RFC 3339 time")))
-        })
-        .transpose()
-}
-
 /// `GET /v1/return-calls`: the company's return calls, newest first.
 pub async fn list(
     caller: Admin,
@@ -186,8 +177,8 @@ pub async fn list(
         courier_id: q.courier_id,
         order_id: q.order_id,
         status,
-        since: time("since", q.since.as_deref())?,
-        until: time("until", q.until.as_deref())?,
+        since: query_time("since", q.since.as_deref())?,
+        until: query_time("until", q.until.as_deref())?,
         before: page.before,
         limit: page.limit,
     };
