@@ -1,5 +1,5 @@
 //! Micro-benchmarks (`cargo bench --bench micro`): AMI decode and encode throughput over what a real
-//! Asterisk 22 sent in the transcripts pinned in `tests/fixtures/pbx_sim/` (replies and call
+//! Asterisk 22 sent in the transcripts pinned in `tests/fixtures/asterisk-22/ami/` (replies and call
 //! events of answered, busy, unanswered, congested, rejected and refused calls), building and
 //! encoding an Originate, and phone normalisation.
 //!
@@ -23,7 +23,7 @@ const READ_CHUNK: usize = 4096;
 /// The messages Asterisk sent (`<<` blocks) in every transcript, as wire bytes, banners left out.
 fn server_messages(dir: &Path) -> Vec<String> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("tests/fixtures/pbx_sim exists")
+        .expect("tests/fixtures/asterisk-22/ami exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.to_string_lossy().ends_with(".raw.txt"))
         .collect();
@@ -73,7 +73,7 @@ fn main() {
     let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).cloned();
     let (samples, sample) = if quick { (3, Duration::from_millis(50)) } else { (9, Duration::from_millis(300)) };
 
-    let messages = server_messages(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pbx_sim"));
+    let messages = server_messages(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/asterisk-22/ami"));
     let mut stream = b"Asterisk Call Manager/11.0.0\r\n".to_vec();
     for m in &messages {
         stream.extend_from_slice(m.as_bytes());

@@ -1,5 +1,5 @@
 //! The FastAGI wire, as Asterisk 22 speaks it (the transcripts in
-//! `../shared/reference/asterisk-22-agi-transcripts/` show each rule): an environment block of
+//! `tests/fixtures/asterisk-22/agi/` show each rule): an environment block of
 //! `name: value` lines ended by an empty line, LF only, arriving in any number of pieces; then
 //! one command line at a time, each answered by one reply (`200 result=1`, `510 ...`, or the
 //! three-line `520-...` usage reply) before the next may be sent.
@@ -169,8 +169,8 @@ impl Reply {
 mod tests {
     use super::*;
 
-    /// The environment of transcript i1, as Asterisk sent it (in two reads there; the parser must
-    /// not care how many).
+    /// The environment of tests/fixtures/asterisk-22/agi/i1_inbound_courier_answers.raw.txt, as
+    /// Asterisk sent it (in two reads there; the parser must not care how many).
     const I1: &str = "agi_network: yes\nagi_network_script: route?tenant=demo\nagi_request: agi://127.0.0.1:4573/route?tenant=demo\n\
         agi_channel: Local/74951234567@from-trunk-0000005a;2\nagi_language: en\nagi_type: Local\nagi_uniqueid: 1795930683.181\n\
         agi_version: 22.10.1\nagi_callerid: 79161234567\nagi_calleridname: Client\nagi_callingpres: 0\nagi_callingani2: 0\n\

@@ -6,7 +6,7 @@
 //! hangs up. Each phone's behaviour comes from its number's last digit ([`Outcome`]).
 //!
 //! The endings are tables of steps copied from the real Asterisk 22 transcripts
-//! (`tests/fixtures/pbx_sim/`), so the order of `DialEnd`, `OriginateResponse`, `Hangup` and `Cdr`
+//! (`tests/fixtures/asterisk-22/ami/`), so the order of `DialEnd`, `OriginateResponse`, `Hangup` and `Cdr`
 //! events is what a real PBX produced for that scenario: it differs between scenarios. A Local channel is a pair
 //! (`;1` faces the originate or the dialler, `;2` runs the phone); other technologies have one
 //! channel per leg, and steps about a missing `;2` half are skipped.

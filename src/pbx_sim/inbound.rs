@@ -1,5 +1,5 @@
 //! An inbound call: a client dialling the company's number (DID), placed as the Asterisk 22
-//! transcripts place one (`../shared/reference/asterisk-22-agi-transcripts/`): an Originate of
+//! transcripts place one (`tests/fixtures/asterisk-22/agi/`): an Originate of
 //! `Local/<DID>@<inbound context>` with an `Application` (the caller's side, `;1`, runs it), while
 //! the `;2` half runs the loaded dialplan's inbound context. Its `AGI()` is a real FastAGI client
 //! (a new connection per request, the environment in Asterisk's order, one command answered at a
@@ -22,6 +22,7 @@ use super::pbx::{HangupSignal, Pbx};
 use super::phones::Outcome;
 use super::wav;
 use super::wire::{class, Wire};
+use crate::telemetry::Chain;
 
 /// Asterisk's `MAX_AGI_CONNECT`: a FastAGI server that does not accept within it is given up.
 const AGI_CONNECT: Duration = Duration::from_millis(2000);
@@ -157,6 +158,9 @@ impl Inbound {
         self.vars.insert("UNIQUEID".into(), self.dialplan.uniqueid.clone());
         self.vars.insert("CHANNEL".into(), self.dialplan.name.clone());
         self.vars.insert("CALLERID(num)".into(), self.dialplan.caller.num.clone());
+        // The channel functions a FastAGI server reads (i1, i9).
+        self.vars.insert("CHANNEL(linkedid)".into(), self.dialplan.linkedid.clone());
+        self.vars.insert("CHANNEL(uniqueid)".into(), self.dialplan.uniqueid.clone());
         self.run(&dialplan, &extension).await;
     }
 
@@ -242,7 +246,7 @@ impl Inbound {
         let stream = match tokio::time::timeout(AGI_CONNECT, TcpStream::connect(&address)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                tracing::info!(address, error = %e, "AGI: connecting failed (Connection refused); FastAGI failed");
+                tracing::info!(address, error = %Chain(&e), "AGI: connecting failed; FastAGI failed");
                 return "FAILURE";
             }
             Err(_) => {
@@ -358,6 +362,23 @@ impl Inbound {
             ["GET", "VARIABLE"] => match words.get(2).and_then(|name| self.vars.get(*name)) {
                 Some(value) => (200, "Success", format!("200 result=1 ({value})\n")),
                 None => (200, "Success", "200 result=0\n".to_owned()),
+            },
+            ["GET", "FULL"] if words.get(2).is_some_and(|w| w.eq_ignore_ascii_case("VARIABLE")) => {
+                match agi_args(command.trim_end_matches('\n')).get(3) {
+                    Some(expression) => (200, "Success", format!("200 result=1 ({})\n", expand(expression, &self.vars))),
+                    None => (
+                        520,
+                        "Usage",
+                        "520-Invalid command syntax.  Proper usage follows:\nEvaluates a channel expression\n520 End of proper usage.\n"
+                            .to_owned(),
+                    ),
+                }
+            }
+            // Only NoOp is run (its result is 0); an application the simulator lacks is -2, as an
+            // application Asterisk does not have.
+            ["EXEC", ..] => match words.get(1) {
+                Some(app) if app.eq_ignore_ascii_case("NoOp") => (200, "Success", "200 result=0\n".to_owned()),
+                _ => (200, "Success", "200 result=-2\n".to_owned()),
             },
             ["NOOP", ..] => (200, "Success", "200 result=0\n".to_owned()),
             ["VERBOSE", ..] => (200, "Success", "200 result=1\n".to_owned()),
@@ -498,7 +519,7 @@ impl Inbound {
         let (Some(dir), Some(name)) = (&self.pbx.config.recordings_dir, &self.recording) else { return };
         let talked = (OffsetDateTime::now_utc() - started).unsigned_abs();
         if let Err(e) = wav::write_atomically(dir, name, wav::tone(talked)).await {
-            tracing::warn!(error = %e, "cannot write the inbound call's recording");
+            tracing::warn!(error = %Chain(&e), "cannot write the inbound call's recording");
         }
     }
 }
@@ -506,26 +527,43 @@ impl Inbound {
 /// `SET VARIABLE NAME VALUE` as Asterisk reads it: a quoted value unquoted and unescaped, an
 /// unquoted one a single word; None for the usage error (no value, or several words).
 fn parse_set(command: &str) -> Option<(String, String)> {
-    let rest = command.trim_end_matches('\n');
-    let rest = rest.splitn(3, ' ').nth(2)?; // after "SET VARIABLE"
-    let (name, value) = rest.split_once(' ')?;
-    let value = if let Some(quoted) = value.strip_prefix('"') {
-        let mut out = String::new();
-        let mut chars = quoted.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => out.extend(chars.next()),
-                '"' => break,
-                c => out.push(c),
+    match <[String; 4]>::try_from(agi_args(command.trim_end_matches('\n'))) {
+        Ok([_, _, name, value]) => Some((name, value)),
+        Err(_) => None,
+    }
+}
+
+/// A command line's words as Asterisk's `parse_args` (res_agi.c) splits them: spaces and tabs
+/// separate words outside quotes; a `"` anywhere opens or closes quoting (`ab"c d"e` is one word,
+/// `abc de`, and an unterminated quote runs to the end); a backslash takes the next character
+/// literally (`a\b` is `ab`). i9 shows each rule.
+fn agi_args(line: &str) -> Vec<String> {
+    let (mut words, mut quoted, mut escaped, mut between) = (Vec::<String>::new(), false, false, true);
+    for c in line.chars() {
+        match c {
+            '"' if !escaped => {
+                quoted = !quoted;
+                if quoted && between {
+                    words.push(String::new());
+                    between = false;
+                }
+            }
+            ' ' | '\t' if !quoted && !escaped => between = true,
+            '\\' if !escaped => {
+                escaped = true;
+                continue;
+            }
+            c => {
+                if between {
+                    words.push(String::new());
+                    between = false;
+                }
+                words.last_mut().expect("a word was started").push(c);
             }
         }
-        out
-    } else if value.contains(' ') {
-        return None;
-    } else {
-        value.to_owned()
-    };
-    Some((name.to_owned(), value))
+        escaped = false;
+    }
+    words
 }
 
 #[cfg(test)]
@@ -541,5 +579,10 @@ mod tests {
         assert_eq!(set("SET VARIABLE V \"say \\\"hi\\\" now\""), Some("say \"hi\" now".into()));
         assert_eq!(set("SET VARIABLE V \"\""), Some(String::new()));
         assert_eq!(set("SET VARIABLE"), None);
+        assert_eq!(set("SET VARIABLE V ab\"c d\"e"), Some("abc de".into()));
+        assert_eq!(set("SET VARIABLE V \"abc def"), Some("abc def".into()));
+        assert_eq!(set("SET VARIABLE V \"a\\b\""), Some("ab".into()));
+        assert_eq!(set("SET VARIABLE V \"C:\\\\dir\""), Some("C:\\dir".into()));
+        assert_eq!(set("SET VARIABLE V \"a\tb\""), Some("a\tb".into()));
     }
 }

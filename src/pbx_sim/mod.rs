@@ -1,6 +1,6 @@
 //! The protocol-faithful PBX simulator (`dialback pbx-sim`): an AMI server that answers the way a
 //! real Asterisk 22.10.1 (AMI 11.0.0) was observed to over loopback, so dialback can be demonstrated
-//! and tested without a PBX. What was observed is pinned in `tests/fixtures/pbx_sim/` (raw wire
+//! and tested without a PBX. What was observed is pinned in `tests/fixtures/asterisk-22/ami/` (raw wire
 //! transcripts of whole calls) and `tests/it/pbx_sim.rs` replays them against the simulator: the
 //! banner, login and its one-second refusal, permissions, the Originate checks, every phone
 //! outcome's events in Asterisk's order, CDRs, injection through CR/LF, shutdown.

@@ -1,7 +1,7 @@
 //! The PBX simulator over raw AMI (plain TCP and TLS), checked against what a real Asterisk 22 did:
 //! login and permissions, every phone outcome on both legs, validation errors, event delivery by
 //! mask, a burst of 200 originates, injection, recordings, shutdown, and transcript tests that
-//! pin the wire output of whole scenarios to the recordings in `tests/fixtures/pbx_sim/`.
+//! pin the wire output of whole scenarios to the recordings in `tests/fixtures/asterisk-22/ami/`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -19,6 +19,7 @@ use tokio_rustls::rustls;
 use tokio_util::codec::Framed;
 
 use crate::support::init_test_logging;
+use crate::support::transcript;
 use crate::support::wait::{patience, until, within_patience};
 
 fn quick_config() -> SimConfig {
@@ -930,38 +931,6 @@ fn split_channel_sequence(name: &str) -> Option<(&str, &str, &str)> {
     (sequence.len() == 8 && sequence.bytes().all(|b| b.is_ascii_hexdigit())).then_some((base, sequence, half))
 }
 
-/// A transcript block: who sent it and its message.
-struct Block {
-    from_client: bool,
-    text: String,
-}
-
-/// A transcript's blocks, with `rewrites` applied to all of it.
-fn transcript(file: &str, rewrites: &[(&str, &str)]) -> Vec<Block> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pbx_sim").join(file);
-    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    for (from, to) in rewrites {
-        text = text.replace(from, to);
-    }
-    text.split("### ")
-        .skip(1)
-        .map(|block| {
-            let (header, body) = block.split_once('\n').unwrap_or((block, ""));
-            Block { from_client: header.contains(" >> "), text: body.trim_end_matches('\n').to_owned() }
-        })
-        .collect()
-}
-
-fn parse(text: &str) -> Vec<Message> {
-    let mut buf = bytes::BytesMut::from(format!("{}\r\n\r\n", text.replace('\n', "\r\n")).as_str());
-    let mut codec = AmiCodec::server();
-    let mut messages = Vec::new();
-    while let Some(Frame::Message(message)) = tokio_util::codec::Decoder::decode(&mut codec, &mut buf).unwrap() {
-        messages.push(message);
-    }
-    messages
-}
-
 fn pinned(message: &Message) -> bool {
     message.event().is_none_or(|event| PINNED_EVENTS.contains(&event))
 }
@@ -970,16 +939,16 @@ fn pinned(message: &Message) -> bool {
 /// sends back with what Asterisk sent up to the client's next action. `rewrites` apply to the
 /// whole transcript (a shorter Timeout, a number that picks the same phone behaviour).
 async fn replay(file: &str, action_id: &str, rewrites: &[(&str, &str)]) {
-    let blocks = transcript(file, rewrites);
+    let blocks = transcript::blocks(&format!("ami/{file}"), rewrites);
     let at = blocks
         .iter()
-        .position(|b| b.from_client && b.text.contains(&format!("ActionID: {action_id}\n")))
+        .position(|b| b.dir == transcript::Dir::ToAsterisk && b.text.contains(&format!("ActionID: {action_id}\n")))
         .unwrap_or_else(|| panic!("{file} has no action {action_id}"));
     let mut normaliser = Normaliser::default();
     let expected: Vec<String> = blocks[at + 1..]
         .iter()
-        .take_while(|b| !b.from_client)
-        .flat_map(|b| parse(&b.text))
+        .take_while(|b| b.dir != transcript::Dir::ToAsterisk)
+        .flat_map(|b| transcript::ami_messages(&b.text))
         .filter(pinned)
         .map(|m| normaliser.line(&m))
         .collect();
@@ -1141,4 +1110,96 @@ async fn the_cli_serves_until_sigterm_then_says_shutdown() {
     assert_eq!(ami.event("Shutdown").await.get("Shutdown"), Some("Cleanly"));
     assert!(ami.closed().await);
     within_patience("run_cli to return", cli).await.unwrap().expect("run_cli succeeds");
+}
+
+/// The simulator's FastAGI client against the conversations a real Asterisk 22 had (i1: the
+/// environment, a read and two variables set, the half-close; i9: unknown, malformed and oddly
+/// quoted commands, an over-long line): a server that sends what the recorded server sent gets
+/// back, byte for byte, what Asterisk answered, after the environment Asterisk sent.
+#[tokio::test]
+async fn transcript_fastagi_conversations() {
+    replay_agi("i1_inbound_courier_answers.raw.txt").await;
+    replay_agi("i9_agi_malformed_commands.raw.txt").await;
+}
+
+/// What Asterisk (here the simulator) sends next, as many lines as `want` has (ids differ in
+/// length from the recording's).
+async fn read_agi(socket: &mut tokio::net::TcpStream, want: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let lines = want.matches('\n').count();
+    let mut got = Vec::new();
+    while got.iter().filter(|b| **b == b'\n').count() < lines {
+        let byte = within_patience(format!("Asterisk's {want:?} (so far {got:?})"), socket.read_u8()).await;
+        got.push(byte.expect("the answer's bytes"));
+    }
+    String::from_utf8(got).unwrap()
+}
+
+async fn replay_agi(file: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::support::transcript::Dir;
+
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    // The recording's dialplan (tests/fixtures/asterisk-22/agi/README.md), up to its AGI line.
+    let dialplan = format!(
+        "[dialback-inbound]\nexten => _X.,1,NoOp(inbound to ${{EXTEN}} from ${{CALLERID(num)}})\n \
+         same => n,Set(CDR(userfield)=inbound)\n \
+         same => n,AGI(agi://127.0.0.1:{port}/route?tenant=demo,${{EXTEN}})\n \
+         same => n,Hangup()\n"
+    );
+    let dialplan = dialback::pbx_sim::dialplan::Dialplan::parse(&dialplan).expect("the dialplan loads");
+    let sim = crate::support::sim_with(|c| c.dialplan = Some(Arc::new(dialplan))).await;
+    let observer = crate::support::AmiObserver::start(sim.addr().port()).await;
+    observer.call_in("74951234567", "79161234567", "agi-replay-caller").await;
+    let (mut socket, _) = within_patience("the simulator's FastAGI connection", server.accept()).await.unwrap();
+
+    // What varies from run to run: the channel's sequence, its ids, Asterisk's thread, where the
+    // server listens.
+    let normalise = |text: &str| {
+        let text = text.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:4573");
+        let ids = regex::Regex::new(r"-[0-9a-f]{8};2|\b\d{10}\.\d+\b|agi-replay-caller|agi_threadid: \d+").unwrap();
+        ids.replace_all(&text, "<id>").into_owned()
+    };
+    // The recording's context was `from-trunk`; `call_in` dials dialback's.
+    let blocks: Vec<_> =
+        crate::support::transcript::blocks(&format!("agi/{file}"), &[("from-trunk", "dialback-inbound")])
+            .into_iter()
+            .filter(|b| b.who == "agi#1")
+            .collect();
+    let mut at = 0;
+    // Asterisk speaks first: the environment.
+    let mut expected = String::new();
+    while blocks[at].dir != Dir::ToAsterisk {
+        if blocks[at].dir == Dir::FromAsterisk {
+            expected.push_str(&blocks[at].text);
+        }
+        at += 1;
+    }
+    let env = read_agi(&mut socket, &expected).await;
+    assert_eq!(normalise(&env), normalise(&expected), "{file}: the environment");
+    let mut exchanges = 0;
+    let mut sent = "";
+    while at < blocks.len() {
+        let block = &blocks[at];
+        at += 1;
+        match block.dir {
+            Dir::ToAsterisk => {
+                sent = &block.text;
+                socket.write_all(block.text.as_bytes()).await.unwrap()
+            }
+            Dir::Note if block.text.starts_with("server shutdown") => socket.shutdown().await.unwrap(),
+            Dir::Note => {}
+            Dir::FromAsterisk => {
+                let answer = read_agi(&mut socket, &block.text).await;
+                assert_eq!(normalise(&answer), normalise(&block.text), "{file}: the answer to {sent:?}");
+                exchanges += 1;
+            }
+        }
+    }
+    let mut rest = Vec::new();
+    within_patience("Asterisk to close", socket.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty(), "{file}: more than Asterisk sent: {:?}", String::from_utf8_lossy(&rest));
+    assert!(exchanges >= 3, "{file}: only {exchanges} answers compared");
 }
