@@ -13,6 +13,7 @@
 //! once; the supervisor reconnects with capped exponential backoff and jitter.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -119,6 +120,9 @@ struct Shared {
     events: broadcast::Sender<Arc<AmiEvent>>,
     originate_slots: Arc<Semaphore>,
     stop: CancellationToken,
+    /// Set by [`AmiClient::close`] before its Logoff: Asterisk then closes the socket, and that end
+    /// is the close asked for, not a lost session (nothing to reconnect, no `Down` to report).
+    closing: AtomicBool,
     sink: Option<EventSink>,
 }
 
@@ -176,6 +180,7 @@ impl AmiClient {
             state,
             events,
             stop: CancellationToken::new(),
+            closing: AtomicBool::new(false),
             sink,
         });
         let span = tracing::info_span!("ami", tenant = %shared.config.label, pbx = ?shared.config.endpoint);
@@ -349,6 +354,7 @@ impl AmiClient {
 
     /// Logs off (when up) and stops the supervisor; pending actions fail with "disconnected".
     pub async fn close(&self) {
+        self.shared.closing.store(true, Ordering::Release);
         if self.live().is_ok() {
             let _ =
                 tokio::time::timeout(Duration::from_secs(1), self.send(&message::logoff(&message::new_action_id())))
@@ -517,7 +523,8 @@ async fn supervise(shared: Arc<Shared>) {
                 metrics::gauge!("dialback_ami_connections").increment(1.0);
                 let reason = run_session(&shared, link).await;
                 metrics::gauge!("dialback_ami_connections").decrement(1.0);
-                if shared.stop.is_cancelled() {
+                if shared.stop.is_cancelled() || shared.closing.load(Ordering::Acquire) {
+                    tracing::info!(how = %reason, "AMI session closed by dialback (logged off)");
                     break;
                 }
                 tracing::warn!(error = %Chain(&reason), "AMI session lost; reconnecting");

@@ -47,11 +47,26 @@ async fn up(port: u16) -> AmiClient {
 }
 
 #[tokio::test]
-async fn logs_in_pings_and_logs_off() {
+async fn logs_in_pings_and_logs_off_without_calling_it_a_loss() {
     let sim = support::quick_sim().await;
-    let client = up(sim.addr().port()).await;
+    // What the call trackers would hear: a session closed on purpose is no lost PBX (a `Down`
+    // makes them wait for calls to come back, and return calls be marked lost).
+    let signals = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let heard = signals.clone();
+    let sink: dialback::ami::client::EventSink = Arc::new(move |_, signal| {
+        let name = match signal {
+            dialback::ami::client::PbxSignal::Up(_) => "up".to_owned(),
+            dialback::ami::client::PbxSignal::Down(e) => format!("down: {e}"),
+            dialback::ami::client::PbxSignal::Event(_) => return,
+        };
+        heard.lock().unwrap().push(name);
+    });
+    let client = AmiClient::start(config(sim.addr().port(), "dialback"), Some(sink));
+    client.wait_up(patience()).await.expect("logged in");
     client.ping().await.unwrap();
     client.close().await;
+    until("the client to stop", || client.state() == ConnState::Closed).await;
+    assert_eq!(*signals.lock().unwrap(), ["up"], "a close asked for is not a lost session");
 }
 
 #[tokio::test]
