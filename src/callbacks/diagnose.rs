@@ -32,6 +32,9 @@ use crate::domain::settings::{ConfirmAnswer, PbxSettings};
 const SECOND_LEG_MARGIN: Duration = Duration::from_secs(40);
 /// How long the confirmation's result may take beyond its own timeout.
 const CONFIRM_MARGIN: Duration = Duration::from_secs(10);
+/// How long the test's connection waits for the call's CDR after its end (Asterisk posts it as
+/// the last channel hangs up).
+const CDR_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
@@ -388,7 +391,8 @@ fn follow(
     tokio::spawn(async move {
         let mut state = initial;
         // A test call is over within hours at most; don't keep a connection forever.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(4 * 3600);
+        let mut deadline = tokio::time::Instant::now() + Duration::from_secs(4 * 3600);
+        let mut ended = false;
         loop {
             let event: Arc<AmiEvent> = match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Ok(event)) => event,
@@ -410,9 +414,16 @@ fn follow(
                 state = next;
                 tx.send_modify(|f| f.state = state.clone());
             }
-            if state.status.is_terminal() && (state.cdr_billable_seconds.is_some() || state.status != Status::Completed)
-            {
+            // This connection may be the only one to the PBX (a company's first Test): it stays
+            // until the courier channel's CDR (a Local courier channel's phone half posts its own
+            // first, tests/fixtures/asterisk-22/ami/b_answered.raw.txt), or a while after the end
+            // when the PBX posts none (no `cdr` in the AMI user's read= line).
+            if state.cdr.courier.is_some() && state.status.is_terminal() {
                 break;
+            }
+            if state.status.is_terminal() && !ended {
+                ended = true;
+                deadline = deadline.min(tokio::time::Instant::now() + CDR_GRACE);
             }
         }
         client.close().await;

@@ -53,6 +53,24 @@ async fn a_working_pbx_shows_every_step_green_and_logs_a_test_attempt() {
     assert_eq!(sim.originates(), 1);
 }
 
+/// A company's first Test has no other connection to its PBX than the Test's own, which must stay
+/// for the CDRs: a Local courier channel's phone half posts its record before the courier
+/// channel's, and closing at the first one lost `cdr.courier` (seen on a real Asterisk 22).
+#[tokio::test]
+async fn a_companys_first_test_call_gets_the_cdr_of_each_courier_channel() {
+    let sim = support::quick_sim().await;
+    let app = spawn_app().await;
+    app.configure_pbx("acme", sim.addr().port(), json!({"channel_template": "Local/{NUMBER}@phones"})).await;
+    let d = run(&app, json!({"from": FROM, "to": TO})).await;
+    assert_eq!(d["ok"], true, "{d}");
+    let id = d["callback_id"].as_str().unwrap();
+    let call = app.callback_with_cdr("acme", id).await;
+    assert_eq!(call["status"], "completed", "{call}");
+    assert!(call["cdr"]["courier_phone"].is_object(), "{call}");
+    assert_eq!(call["cdr"]["courier"]["last_application"], "Dial", "{call}");
+    assert!(call["billable_seconds"].is_number(), "{call}");
+}
+
 #[tokio::test]
 async fn unsaved_settings_are_tested_with_the_saved_secret_only_for_the_same_server() {
     let sim = support::quick_sim().await;
