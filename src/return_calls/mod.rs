@@ -31,6 +31,10 @@ use crate::store::{self, StoreError};
 use crate::telemetry::Chain;
 use tracker::ReturnTracker;
 
+/// How long a route to a courier waits for the company's AMI session to log in (only when it is
+/// logging in; a session that failed answers at once), well within `agi.deadline_ms` (1000).
+const SESSION_WAIT: Duration = Duration::from_millis(500);
+
 /// The return-call service. Cheap to clone.
 #[derive(Clone)]
 pub struct ReturnCalls {
@@ -281,11 +285,17 @@ impl ReturnCalls {
             route_kind = decision.kind.as_str(), route_reason = decision.reason.as_str(),
             order_id = decision.order_id.as_deref(), courier_id = decision.courier_id.as_deref(), "return call routed");
         if decision.kind == RouteKind::Courier {
-            // Its outcome comes on the company's AMI connection: open it if it is not.
+            // Its outcome comes on the company's AMI connection: open it if it is not, and give a
+            // session still logging in a moment, so it hears the courier answer (which the PBX
+            // can report within milliseconds of this answer).
             if let Some((pbx, secret)) = saved {
-                self.callbacks.pool.client(tenant, &crate::callbacks::pbx_login(&pbx, secret));
+                let client = self.callbacks.pool.client(tenant, &crate::callbacks::pbx_login(&pbx, secret));
+                if let Err(e) = client.wait_up(SESSION_WAIT).await {
+                    tracing::warn!(return_call_id = %row.id, tenant, error = %Chain(&e),
+                        "return call routed while the company's AMI session is not up: its outcome may not be heard");
+                }
             }
-            self.tracker.follow(row.clone());
+            self.tracker.follow(row.clone(), self.callbacks.pool.hold(tenant));
         }
         Ok(Route {
             route: decision.route,

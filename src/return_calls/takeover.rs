@@ -66,7 +66,7 @@ impl ReturnCalls {
     async fn follow_taken_over(&self, tenant: &str, rows: Vec<(ReturnCallRow, String)>) {
         let client = self.callbacks.pbx_session(tenant).await;
         for (row, _) in &rows {
-            self.tracker.follow(row.clone());
+            self.tracker.follow(row.clone(), self.callbacks.pool.hold(tenant));
         }
         let client = match client {
             Ok(client) => client,

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::view::event_data;
 use crate::ami::client::PbxSignal;
+use crate::ami::pool::CallHold;
 use crate::ami::AmiEvent;
 use crate::domain::callback::Reason;
 use crate::domain::return_call::{apply, ReturnFact, ReturnLeg, ReturnStatus};
@@ -24,12 +25,55 @@ use crate::telemetry::Chain;
 
 /// A settled call is kept this long for its CDR, which follows the hangup.
 const SETTLED_GRACE: Duration = Duration::from_secs(60);
+/// How long the events of an inbound channel nobody follows are kept for a decision that may
+/// still come (between one and two of these).
+const EARLY_KEEP: Duration = Duration::from_secs(5);
+/// At most this many channels' early events in each generation; more are not kept.
+const EARLY_MAX: usize = 50_000;
 
-/// The calls followed, by (tenant, Uniqueid of their inbound channel).
-type Followed = Arc<Mutex<HashMap<(Arc<str>, String), Uuid>>>;
+/// A channel: (tenant, its Uniqueid).
+type ChannelKey = (Arc<str>, String);
+/// An event as heard, and when.
+type Heard = (Arc<AmiEvent>, OffsetDateTime);
+
+/// What the AMI reader tasks check each event against, under one lock so an event is either
+/// taken for a followed call or kept as early, never lost between the two.
+#[derive(Default)]
+struct Watch {
+    /// The calls followed, by their inbound channel.
+    followed: HashMap<ChannelKey, Uuid>,
+    /// Events of inbound channels no call follows yet. The PBX can act on a route (and the courier
+    /// answer) before the decision that named it reaches the tracker; `follow` replays what came
+    /// first. Two generations, swapped every [`EARLY_KEEP`], bound the memory.
+    early: [HashMap<ChannelKey, Vec<Heard>>; 2],
+    early_since: Option<Instant>,
+}
+
+impl Watch {
+    fn keep_early(&mut self, key: ChannelKey, event: Arc<AmiEvent>, at: OffsetDateTime) {
+        let now = Instant::now();
+        if self.early_since.is_none_or(|since| now.duration_since(since) >= EARLY_KEEP) {
+            self.early.swap(0, 1);
+            self.early[0].clear();
+            self.early_since = Some(now);
+        }
+        let current = &mut self.early[0];
+        if current.len() < EARLY_MAX || current.contains_key(&key) {
+            current.entry(key).or_default().push((event, at));
+        }
+    }
+
+    fn take_early(&mut self, key: &ChannelKey) -> Vec<Heard> {
+        let mut older = self.early[1].remove(key).unwrap_or_default();
+        older.extend(self.early[0].remove(key).unwrap_or_default());
+        older
+    }
+}
+
+type Watched = Arc<Mutex<Watch>>;
 
 enum Work {
-    Follow(Box<ReturnCallRow>),
+    Follow(Box<ReturnCallRow>, Option<CallHold>),
     Event {
         tenant: Arc<str>,
         uniqueid: String,
@@ -51,25 +95,31 @@ enum Work {
 #[derive(Clone)]
 pub struct ReturnTracker {
     tx: mpsc::UnboundedSender<Work>,
-    /// (tenant, agi_uniqueid) of every call followed: checked on the AMI reader task, so only
-    /// their events reach the tracker.
-    followed: Followed,
+    /// Checked on the AMI reader task, so only followed calls' events reach the tracker.
+    watch: Watched,
 }
 
 impl ReturnTracker {
     pub fn start(db: deadpool_postgres::Pool, bus: Bus) -> ReturnTracker {
         let (tx, rx) = mpsc::unbounded_channel();
-        let followed = Arc::new(Mutex::new(HashMap::new()));
-        tokio::spawn(run(db, bus, rx, followed.clone()));
-        ReturnTracker { tx, followed }
+        let watch = Watched::default();
+        tokio::spawn(run(db, bus, rx, watch.clone()));
+        ReturnTracker { tx, watch }
     }
 
-    /// Starts following a call routed to a courier.
-    pub fn follow(&self, row: ReturnCallRow) {
+    /// Starts following a call routed to a courier, with whatever its channel said already.
+    /// `hold` keeps the company's AMI connection open while the call is followed.
+    pub fn follow(&self, row: ReturnCallRow, hold: Option<CallHold>) {
         let Some(uniqueid) = row.agi_uniqueid.clone() else { return };
         let key = (Arc::from(row.tenant_id.as_str()), uniqueid);
-        self.followed.lock().expect("followed lock").insert(key, row.id);
-        let _ = self.tx.send(Work::Follow(Box::new(row)));
+        let mut watch = self.watch.lock().expect("watch lock");
+        watch.followed.insert(key.clone(), row.id);
+        let early = watch.take_early(&key);
+        // Sent under the lock: the reader cannot queue a newer event of this channel before them.
+        let _ = self.tx.send(Work::Follow(Box::new(row), hold));
+        for (event, at) in early {
+            let _ = self.tx.send(Work::Event { tenant: key.0.clone(), uniqueid: key.1.clone(), event, at });
+        }
     }
 
     /// A followed call ended unseen (`why`): recorded as lost.
@@ -83,14 +133,17 @@ impl ReturnTracker {
             PbxSignal::Event(event) => {
                 let Some(uniqueid) = inbound_uniqueid(event) else { return };
                 let key = (tenant.clone(), uniqueid.to_owned());
-                if self.followed.lock().expect("followed lock").contains_key(&key) {
-                    let at = store::now();
+                let at = store::now();
+                let mut watch = self.watch.lock().expect("watch lock");
+                if watch.followed.contains_key(&key) {
                     let _ =
                         self.tx.send(Work::Event { tenant: tenant.clone(), uniqueid: key.1, event: event.clone(), at });
+                } else if assigned_by_asterisk(&key.1) {
+                    watch.keep_early(key, event.clone(), at);
                 }
             }
             PbxSignal::Down(_) => {
-                let any = self.followed.lock().expect("followed lock").keys().any(|(t, _)| t == tenant);
+                let any = self.watch.lock().expect("watch lock").followed.keys().any(|(t, _)| t == tenant);
                 if any {
                     let _ = self.tx.send(Work::PbxDown { tenant: tenant.clone() });
                 }
@@ -109,6 +162,12 @@ fn inbound_uniqueid(event: &AmiEvent) -> Option<&str> {
         AmiEvent::Cdr(c) => Some(&c.uniqueid),
         _ => None,
     }
+}
+
+/// An inbound channel's Uniqueid (`1795930683.181`), as opposed to the ids dialback gives the
+/// channels it originates (a callback's id): only those can be a return call's.
+fn assigned_by_asterisk(uniqueid: &str) -> bool {
+    !uniqueid.is_empty() && uniqueid.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
 /// What an event of the inbound channel says.
@@ -133,9 +192,11 @@ fn fact_of(event: &AmiEvent) -> Option<ReturnFact> {
 struct Call {
     row: ReturnCallRow,
     settled_at: Option<Instant>,
+    /// Keeps the company's AMI connection open until the call is forgotten.
+    _hold: Option<CallHold>,
 }
 
-async fn run(db: deadpool_postgres::Pool, bus: Bus, mut rx: mpsc::UnboundedReceiver<Work>, followed: Followed) {
+async fn run(db: deadpool_postgres::Pool, bus: Bus, mut rx: mpsc::UnboundedReceiver<Work>, watch: Watched) {
     let mut calls: HashMap<Uuid, Call> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(10));
     loop {
@@ -147,20 +208,20 @@ async fn run(db: deadpool_postgres::Pool, bus: Bus, mut rx: mpsc::UnboundedRecei
                     .filter(|(_, c)| c.settled_at.is_some_and(|at| at.elapsed() >= SETTLED_GRACE))
                     .map(|(id, _)| *id)
                     .collect();
-                let mut keys = followed.lock().expect("followed lock");
+                let mut watch = watch.lock().expect("watch lock");
                 for id in gone {
                     calls.remove(&id);
-                    keys.retain(|_, followed| *followed != id);
+                    watch.followed.retain(|_, followed| *followed != id);
                 }
                 continue;
             }
         };
         match work {
-            Work::Follow(row) => {
-                calls.insert(row.id, Call { row: *row, settled_at: None });
+            Work::Follow(row, hold) => {
+                calls.insert(row.id, Call { row: *row, settled_at: None, _hold: hold });
             }
             Work::Event { tenant, uniqueid, event, at } => {
-                let id = followed.lock().expect("followed lock").get(&(tenant, uniqueid)).copied();
+                let id = watch.lock().expect("watch lock").followed.get(&(tenant, uniqueid)).copied();
                 let (Some(id), Some(fact)) = (id, fact_of(&event)) else { continue };
                 let Some(call) = calls.get_mut(&id) else { continue };
                 if let Err(e) = record(&db, &bus, call, &fact, at).await {

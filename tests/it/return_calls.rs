@@ -452,3 +452,89 @@ async fn the_fastagi_server_sets_every_variable_and_never_holds_the_caller() {
     wait::within_patience("the server to give up on a silent Asterisk", stream.read_to_end(&mut rest)).await.unwrap();
     assert!(String::from_utf8_lossy(&rest).starts_with("SET VARIABLE DIALBACK_ROUTE"));
 }
+
+/// The PBX acts on a route the moment it has it, so a courier's answer can reach dialback before
+/// the decision that named the courier reaches the call's follower (seen once in five on a real
+/// Asterisk 22 under load: `answered_at` null, the call never `completed`). Asterisk's own events
+/// of a routed call (tests/fixtures/asterisk-22/agi/i1_inbound_courier_answers.raw.txt), the
+/// answer delivered first: the call still ends `completed` with its talk seconds.
+#[tokio::test]
+async fn a_courier_answer_heard_before_the_decision_is_followed_still_completes_the_call() {
+    use std::sync::Arc;
+
+    use dialback::ami::client::PbxSignal;
+    use dialback::ami::AmiEvent;
+    use dialback::domain::return_call::{ReturnState, ReturnStatus, RouteKind, RouteReason};
+    use dialback::return_calls::tracker::ReturnTracker;
+    use dialback::store::return_calls::ReturnCallRow;
+
+    const INBOUND: &str = "1795930683.181";
+    let recorded: Vec<AmiEvent> =
+        support::transcript::ami_from_asterisk("agi/i1_inbound_courier_answers.raw.txt", "gw")
+            .iter()
+            .filter_map(AmiEvent::parse)
+            .collect();
+    let of_inbound = |pick: fn(&AmiEvent) -> Option<&str>| {
+        let event = recorded.iter().find(|e| pick(e) == Some(INBOUND)).expect("the recording has it").clone();
+        PbxSignal::Event(Arc::new(event))
+    };
+    let answered = of_inbound(|e| match e {
+        AmiEvent::DialEnd(d) if d.dial_status.as_deref() == Some("ANSWER") => d.uniqueid.as_deref(),
+        _ => None,
+    });
+    let hangup = of_inbound(|e| match e {
+        AmiEvent::Hangup(h) => Some(&h.channel.uniqueid),
+        _ => None,
+    });
+    let cdr = of_inbound(|e| match e {
+        AmiEvent::Cdr(c) if c.last_application == "Dial" => Some(&c.uniqueid),
+        _ => None,
+    });
+
+    let url = support::fresh_database().await;
+    let pool = dialback::store::pool(&secrecy::SecretString::from(url), &Default::default()).unwrap();
+    let db = dialback::store::client(&pool).await.unwrap();
+    dialback::store::admin::ensure_tenant(&db, "acme").await.unwrap();
+    let tracker = ReturnTracker::start(pool.clone(), dialback::events::Bus::default());
+    let tenant: Arc<str> = Arc::from("acme");
+
+    // The courier answers...
+    tracker.signal(&tenant, &answered);
+    // ... and only then is the decision stored and followed.
+    let now = dialback::store::now();
+    let row = ReturnCallRow {
+        id: uuid::Uuid::now_v7(),
+        tenant_id: "acme".into(),
+        caller: Some(CLIENT.into()),
+        did: Some(DID.into()),
+        kind: RouteKind::Courier,
+        reason: RouteReason::OrderClient,
+        route: "Local/79001112233@phones".into(),
+        order_id: Some("A-1001".into()),
+        courier_id: Some("courier-1".into()),
+        agi_uniqueid: Some(INBOUND.into()),
+        created_at: now,
+        updated_at: now,
+        sequence: 1,
+        state: ReturnState::decided(RouteKind::Courier, now),
+    };
+    let data = dialback::return_calls::view::event_data(&row);
+    dialback::store::return_calls::insert(&db, &row, &data, uuid::Uuid::now_v7()).await.unwrap();
+    tracker.follow(row.clone(), None);
+    // They talk (the recording's call talked 3 s), then the PBX reports the end and its CDR.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    tracker.signal(&tenant, &hangup);
+    tracker.signal(&tenant, &cdr);
+
+    let done = wait::eventually("the return call to settle with its CDR", || async {
+        let stored = dialback::store::return_calls::get(&db, "acme", row.id).await.unwrap().unwrap();
+        match stored.state.status.is_terminal() && stored.state.cdr.is_some() {
+            true => Ok(stored),
+            false => Err(format!("{:?}", stored.state)),
+        }
+    })
+    .await;
+    assert_eq!(done.state.status, ReturnStatus::Completed, "{:?}", done.state);
+    assert!(done.state.answered_at.is_some(), "{:?}", done.state);
+    assert!(done.state.talk_seconds.is_some_and(|s| s >= 1), "{:?}", done.state);
+}
