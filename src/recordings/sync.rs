@@ -106,7 +106,8 @@ impl Recordings {
             Ok(_) => "ok",
             Err(e) => e.kind(),
         };
-        metrics::counter!("dialback_recordings_sync_runs_total", "outcome" => outcome).increment(1);
+        metrics::counter!("dialback_recordings_sync_runs_total", "tenant" => tenant.to_owned(), "outcome" => outcome)
+            .increment(1);
         let ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(mut report) => {
@@ -289,8 +290,9 @@ impl Recordings {
             let started = Instant::now();
             match self.fetch(ftp, &file, &claim).await {
                 Ok(bytes) => {
-                    metrics::counter!("dialback_recordings_fetched_total").increment(1);
-                    metrics::counter!("dialback_recordings_bytes_total").increment(bytes);
+                    metrics::counter!("dialback_recordings_fetched_total", "tenant" => tenant.to_owned()).increment(1);
+                    metrics::counter!("dialback_recordings_bytes_total", "tenant" => tenant.to_owned())
+                        .increment(bytes);
                     tracing::info!(tenant, file = %file.remote_path, bytes, attempt = claim.attempt,
                         ms = started.elapsed().as_millis() as u64, "recording fetched");
                     let mut tally = tally.lock().expect("tally lock");
@@ -413,7 +415,8 @@ impl Recordings {
         }
         let now = OffsetDateTime::now_utc();
         for b in &bound {
-            metrics::counter!("dialback_recordings_bound_total", "matched_by" => b.matched_by.clone()).increment(1);
+            metrics::counter!("dialback_recordings_bound_total", "tenant" => tenant.to_owned(), "matched_by" => b.matched_by.clone())
+                .increment(1);
             if let Some(ended) = b.call_ended_at {
                 metrics::gauge!("dialback_recordings_lag_seconds").set((now - ended).as_seconds_f64().max(0.0));
             }

@@ -108,7 +108,8 @@ impl Webhooks {
             DeliveryStatus::Pending => "retry",
             DeliveryStatus::Failed => "failed",
         };
-        metrics::counter!("dialback_webhook_deliveries_total", "outcome" => outcome).increment(1);
+        metrics::counter!("dialback_webhook_deliveries_total", "tenant" => key.tenant_id.clone(), "outcome" => outcome)
+            .increment(1);
         if status != DeliveryStatus::Delivered {
             tracing::warn!(tenant = %key.tenant_id, endpoint = %key.endpoint_id, message_id = %id,
                 attempt = due.attempt, outcome, error = error.as_deref().unwrap_or_default(), "webhook delivery failed");

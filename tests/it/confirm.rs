@@ -13,37 +13,50 @@ const HUMAN: &str = "+79001112233";
 const VOICEMAIL: &str = "+79001112235";
 
 /// A company whose PBX runs the dialplan it downloaded, with couriers `human` and `voicemail`
-/// each delivering an order to the client.
-async fn company(
-    confirm: &str,
-    timeout_s: u32,
-    tweak: impl FnOnce(&mut dialback::pbx_sim::SimConfig),
-) -> (TestApp, dialback::pbx_sim::Simulator) {
-    let app = spawn_app().await;
-    let settings = json!({"confirm_courier_answer": confirm, "confirm_timeout_s": timeout_s});
-    let (sim, _) = support::sim_running_the_downloaded_dialplan(&app, "acme", settings, tweak).await;
-    for (courier, phone) in [("human", HUMAN), ("voicemail", VOICEMAIL)] {
-        app.add_courier("acme", courier, phone).await;
-        app.add_order("acme", &format!("O-{courier}"), courier, &[CLIENT_PHONE]).await;
-    }
-    (app, sim)
+/// each delivering an order to the client. Named for this test alone: its confirmations are
+/// counted in process-wide metrics.
+struct Company {
+    app: TestApp,
+    sim: dialback::pbx_sim::Simulator,
+    name: String,
 }
 
-/// The courier's tap, followed to its end.
-async fn call(app: &TestApp, courier: &str) -> serde_json::Value {
-    let token = app.courier("acme", courier);
-    let res = app
-        .post(
-            "/v1/callbacks",
-            &token,
-            json!({"target": "client", "to": CLIENT_PHONE, "order_id": format!("O-{courier}")}),
-        )
-        .await;
-    assert_eq!(res.status(), 202);
-    let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    app.wait_terminal(&id, &token).await;
-    // The admin's view, with Asterisk's record once it has come.
-    app.callback_with_cdr("acme", &id).await
+async fn company(confirm: &str, timeout_s: u32, tweak: impl FnOnce(&mut dialback::pbx_sim::SimConfig)) -> Company {
+    let app = spawn_app().await;
+    let name = support::unique_tenant("acme");
+    let settings = json!({"confirm_courier_answer": confirm, "confirm_timeout_s": timeout_s});
+    let (sim, _) = support::sim_running_the_downloaded_dialplan(&app, &name, settings, tweak).await;
+    for (courier, phone) in [("human", HUMAN), ("voicemail", VOICEMAIL)] {
+        app.add_courier(&name, courier, phone).await;
+        app.add_order(&name, &format!("O-{courier}"), courier, &[CLIENT_PHONE]).await;
+    }
+    Company { app, sim, name }
+}
+
+impl Company {
+    /// The courier's tap, followed to its end.
+    async fn call(&self, courier: &str) -> serde_json::Value {
+        let token = self.app.courier(&self.name, courier);
+        let res = self
+            .app
+            .post(
+                "/v1/callbacks",
+                &token,
+                json!({"target": "client", "to": CLIENT_PHONE, "order_id": format!("O-{courier}")}),
+            )
+            .await;
+        assert_eq!(res.status(), 202);
+        let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        self.app.wait_terminal(&id, &token).await;
+        // The admin's view, with Asterisk's record once it has come.
+        self.app.callback_with_cdr(&self.name, &id).await
+    }
+
+    /// This company's `dialback_confirmations_total` with `outcome`.
+    async fn confirmations(&self, outcome: &str) -> Option<f64> {
+        let text = self.app.get("/metrics").await.text().await.unwrap();
+        support::metric(&text, "dialback_confirmations_total", &[("tenant", &self.name), ("outcome", outcome)])
+    }
 }
 
 fn outcome(call: &serde_json::Value) -> (&str, Option<&str>, Option<&str>) {
@@ -52,70 +65,61 @@ fn outcome(call: &serde_json::Value) -> (&str, Option<&str>, Option<&str>) {
 
 #[tokio::test]
 async fn with_confirmation_a_voicemail_never_gets_the_client_dialled_and_a_person_does() {
-    let (app, sim) = company("dtmf", 2, |_| {}).await;
+    let acme = company("dtmf", 2, |_| {}).await;
 
-    let voicemail = call(&app, "voicemail").await;
+    let voicemail = acme.call("voicemail").await;
     assert_eq!(outcome(&voicemail), ("failed", Some("courier"), Some("not_confirmed")), "{voicemail}");
-    assert_eq!((sim.originates(), sim.client_dials()), (1, 0), "the client never rang");
+    assert_eq!((acme.sim.originates(), acme.sim.client_dials()), (1, 0), "the client never rang");
     assert_eq!(voicemail["cdr"]["courier"]["last_application"], "Hangup", "{voicemail}");
     assert!(voicemail["courier_answered_at"].is_string(), "leg 1 was answered (by the voicemail)");
     assert!(voicemail["detail"].as_str().unwrap_or_default().contains("voicemail"), "{voicemail}");
     // The courier reads why too.
     let id = voicemail["id"].as_str().unwrap();
-    let seen = app.callback(id, &app.courier("acme", "voicemail")).await;
+    let seen = acme.app.callback(id, &acme.app.courier(&acme.name, "voicemail")).await;
     assert_eq!(seen["reason"], "not_confirmed");
 
-    let person = call(&app, "human").await;
+    let person = acme.call("human").await;
     assert_eq!(outcome(&person), ("completed", None, None), "{person}");
-    assert_eq!((sim.originates(), sim.client_dials()), (2, 1));
+    assert_eq!((acme.sim.originates(), acme.sim.client_dials()), (2, 1));
     assert_eq!(person["cdr"]["courier"]["last_application"], "Dial");
 
-    let metrics = app.get("/metrics").await.text().await.unwrap();
-    for (outcome, count) in [("asked", 2), ("confirmed", 1), ("not_confirmed", 1)] {
-        let line = metrics
-            .lines()
-            .find(|l| {
-                l.starts_with("dialback_confirmations_total{")
-                    && l.contains("tenant=\"acme\"")
-                    && l.contains(&format!("outcome=\"{outcome}\""))
-            })
-            .unwrap_or_else(|| panic!("no {outcome} confirmations in /metrics:\n{metrics}"));
-        assert!(line.ends_with(&format!(" {count}")), "{line}");
+    for (outcome, count) in [("asked", 2.0), ("confirmed", 1.0), ("not_confirmed", 1.0)] {
+        assert_eq!(acme.confirmations(outcome).await, Some(count), "{outcome} confirmations of {}", acme.name);
     }
 }
 
 #[tokio::test]
 async fn with_confirmation_off_every_answer_dials_the_client_as_before() {
-    let (app, sim) = company("off", 5, |_| {}).await;
+    let acme = company("off", 5, |_| {}).await;
     for courier in ["voicemail", "human"] {
-        let done = call(&app, courier).await;
+        let done = acme.call(courier).await;
         assert_eq!(outcome(&done), ("completed", None, None), "{courier}: {done}");
     }
-    assert_eq!((sim.originates(), sim.client_dials()), (2, 2));
-    let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(!metrics.contains("dialback_confirmations_total{"), "nothing was asked:\n{metrics}");
+    assert_eq!((acme.sim.originates(), acme.sim.client_dials()), (2, 2));
+    assert_eq!(acme.confirmations("asked").await, None, "nothing was asked");
 }
 
 #[tokio::test]
 async fn a_key_pressed_at_the_last_moment_confirms_and_one_a_moment_too_late_does_not() {
     // The phone presses 1 ten milliseconds before Read's 2 s run out.
-    let (app, sim) = company("dtmf", 2, |c| c.confirm_press = Duration::from_millis(1_990)).await;
-    let just_in_time = call(&app, "human").await;
+    let acme = company("dtmf", 2, |c| c.confirm_press = Duration::from_millis(1_990)).await;
+    let just_in_time = acme.call("human").await;
     assert_eq!(outcome(&just_in_time), ("completed", None, None), "{just_in_time}");
-    assert_eq!(sim.client_dials(), 1);
+    assert_eq!(acme.sim.client_dials(), 1);
 
-    let (app, sim) = company("dtmf", 2, |c| c.confirm_press = Duration::from_millis(2_000)).await;
-    let too_late = call(&app, "human").await;
+    let acme = company("dtmf", 2, |c| c.confirm_press = Duration::from_millis(2_000)).await;
+    let too_late = acme.call("human").await;
     assert_eq!(outcome(&too_late), ("failed", Some("courier"), Some("not_confirmed")), "{too_late}");
-    assert_eq!(sim.client_dials(), 0);
+    assert_eq!(acme.sim.client_dials(), 0);
 }
 
 #[tokio::test]
 async fn a_courier_who_hangs_up_during_the_prompt_ends_the_call_before_the_client_rings() {
     // A long prompt: the voicemail-like phone would wait 30 s for the key.
-    let (app, sim) = company("dtmf", 30, |_| {}).await;
+    let acme = company("dtmf", 30, |_| {}).await;
+    let (app, sim) = (&acme.app, &acme.sim);
     let observer = AmiObserver::start(sim.addr().port()).await;
-    let token = app.courier("acme", "voicemail");
+    let token = app.courier(&acme.name, "voicemail");
     let res = app
         .post("/v1/callbacks", &token, json!({"target": "client", "to": CLIENT_PHONE, "order_id": "O-voicemail"}))
         .await;
@@ -124,7 +128,7 @@ async fn a_courier_who_hangs_up_during_the_prompt_ends_the_call_before_the_clien
     app.wait_status(&id, &token, "ringing_client").await;
     observer.hangup(&id).await;
     app.wait_terminal(&id, &token).await;
-    let done = app.callback_with_cdr("acme", &id).await;
+    let done = app.callback_with_cdr(&acme.name, &id).await;
     assert_eq!(outcome(&done), ("failed", Some("courier"), Some("not_confirmed")), "{done}");
     assert_eq!(done["cdr"]["courier"]["last_application"], "Read", "{done}");
     assert_eq!((sim.originates(), sim.client_dials()), (1, 0));
@@ -133,16 +137,17 @@ async fn a_courier_who_hangs_up_during_the_prompt_ends_the_call_before_the_clien
 #[tokio::test]
 async fn a_prompt_the_pbx_cannot_play_is_a_pbx_fault_not_a_voicemail() {
     // An Asterisk without its core sounds: Read("beep") fails at once (ReadStatus ERROR).
-    let (app, sim) = company("dtmf", 5, |c| c.sounds.clear()).await;
-    let done = call(&app, "human").await;
+    let acme = company("dtmf", 5, |c| c.sounds.clear()).await;
+    let done = acme.call("human").await;
     assert_eq!(outcome(&done), ("failed", Some("courier"), Some("pbx_error")), "{done}");
-    assert_eq!(sim.client_dials(), 0);
+    assert_eq!(acme.sim.client_dials(), 0);
 }
 
 #[tokio::test]
 async fn the_test_button_shows_the_confirmation_as_its_own_step() {
-    let (app, _sim) = company("dtmf", 2, |_| {}).await;
-    let admin = app.admin("acme");
+    let acme = company("dtmf", 2, |_| {}).await;
+    let app = &acme.app;
+    let admin = app.admin(&acme.name);
     let steps = |d: &serde_json::Value| {
         d["steps"]
             .as_array()

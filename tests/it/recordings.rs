@@ -40,12 +40,12 @@ fn name_stamp_now() -> String {
 
 /// The demo company, its PBX the simulator (which writes its recordings into the FTP root) and
 /// its recordings source `ftp` (with `source` overrides).
-async fn company(ftp: &FtpServer, source: Value) -> (TestApp, dialback::pbx_sim::Simulator) {
+async fn company(tenant: &str, ftp: &FtpServer, source: Value) -> (TestApp, dialback::pbx_sim::Simulator) {
     let root = ftp.root.clone();
     let sim = support::sim_with(|c| c.recordings_dir = Some(root)).await;
     let app = spawn_app().await;
-    app.seed("acme", sim.addr().port()).await;
-    app.configure_pbx("acme", sim.addr().port(), json!({"recordings": ftp.source(source)})).await;
+    app.seed(tenant, sim.addr().port()).await;
+    app.configure_pbx(tenant, sim.addr().port(), json!({"recordings": ftp.source(source)})).await;
     (app, sim)
 }
 
@@ -66,8 +66,8 @@ async fn sync(app: &TestApp, tenant: &str) -> Value {
 
 /// courier-1 calls the client of A-1001; returns the callback id once the call completed and the
 /// simulator's recording of it is on the FTP server.
-async fn completed_call(app: &TestApp, ftp: &FtpServer) -> String {
-    let courier = app.courier("acme", "courier-1");
+async fn completed_call(app: &TestApp, tenant: &str, ftp: &FtpServer) -> String {
+    let courier = app.courier(tenant, "courier-1");
     let res = app
         .post("/v1/callbacks", &courier, json!({"target": "client", "to": CLIENT_PHONE, "order_id": "A-1001"}))
         .await;
@@ -109,23 +109,25 @@ async fn downloads_of(ftp: &FtpServer, name: &str) -> usize {
 
 #[tokio::test]
 async fn a_completed_callback_gets_its_recording_bound_and_the_courier_can_play_it() {
+    // Named for this test alone: it reads the company's metrics.
+    let acme = support::unique_tenant("acme");
     let ftp = FtpServer::start().await;
-    let (app, _sim) = company(&ftp, json!({})).await;
-    let id = completed_call(&app, &ftp).await;
+    let (app, _sim) = company(&acme, &ftp, json!({})).await;
+    let id = completed_call(&app, &acme, &ftp).await;
     let on_server = std::fs::read(recording_on_server(&ftp, &id).unwrap()).unwrap();
 
-    let report = sync(&app, "acme").await;
+    let report = sync(&app, &acme).await;
     assert_eq!((report["seen"].as_u64(), report["fetched"].as_u64()), (Some(1), Some(1)), "{report}");
     assert_eq!((report["bound"].as_u64(), report["unmatched"].as_u64()), (Some(1), Some(0)), "{report}");
     assert_eq!(report["bytes"].as_u64(), Some(on_server.len() as u64));
 
-    let courier = app.courier("acme", "courier-1");
+    let courier = app.courier(&acme, "courier-1");
     let callback: Value = app.get_as(&format!("/v1/callbacks/{id}"), &courier).await.json().await.unwrap();
     let recording = &callback["recording"];
     assert_eq!(recording["size_bytes"].as_u64(), Some(on_server.len() as u64), "{callback}");
     assert_eq!(recording["sha256"], sha256_hex(&on_server));
     let url = recording["audio_url"].as_str().unwrap();
-    let prefix = format!("/v1/recordings/{}/audio?tenant=acme&expires=", recording["id"].as_str().unwrap());
+    let prefix = format!("/v1/recordings/{}/audio?tenant={acme}&expires=", recording["id"].as_str().unwrap());
     assert!(url.starts_with(&prefix), "{url}");
     // A signed URL plays without a token: what a browser's <audio src> needs.
     let res = app.exec(app.http.get(app.url(url))).await;
@@ -133,29 +135,31 @@ async fn a_completed_callback_gets_its_recording_bound_and_the_courier_can_play_
     assert_eq!(res.headers()["accept-ranges"], "bytes");
     assert_eq!(res.bytes().await.unwrap().to_vec(), on_server, "the courier plays exactly the PBX's file");
 
-    let by_order = list(&app, "acme", "?order_id=A-1001").await;
+    let by_order = list(&app, &acme, "?order_id=A-1001").await;
     assert_eq!(by_order.len(), 1);
     assert_eq!(
         (by_order[0]["callback_id"].as_str(), by_order[0]["matched_by"].as_str()),
         (Some(&*id), Some("uniqueid"))
     );
-    assert_eq!(list(&app, "acme", &format!("?callback_id={id}")).await.len(), 1);
-    assert!(list(&app, "acme", "?unmatched=true").await.is_empty());
-    let listed: Value = app.get_as("/v1/callbacks?order_id=A-1001", &app.admin("acme")).await.json().await.unwrap();
+    assert_eq!(list(&app, &acme, &format!("?callback_id={id}")).await.len(), 1);
+    assert!(list(&app, &acme, "?unmatched=true").await.is_empty());
+    let listed: Value = app.get_as("/v1/callbacks?order_id=A-1001", &app.admin(&acme)).await.json().await.unwrap();
     assert_eq!(listed["items"][0]["recording"]["id"], recording["id"], "the admin's callback list shows it too");
 
-    let again = sync(&app, "acme").await;
+    let again = sync(&app, &acme).await;
     assert_eq!((again["seen"].as_u64(), again["new"].as_u64(), again["fetched"].as_u64()), (Some(1), Some(0), Some(0)));
     assert_eq!(
         downloads_of(&ftp, &recording_on_server(&ftp, &id).unwrap().file_name().unwrap().to_string_lossy()).await,
         1
     );
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    for name in
-        ["dialback_recordings_fetched_total", "dialback_recordings_bound_total", "dialback_recordings_bytes_total"]
-    {
-        assert!(metrics.contains(name), "{name} missing from /metrics");
-    }
+    let of_acme = |name: &str, labels: &[(&str, &str)]| {
+        support::metric(&metrics, name, &[&[("tenant", acme.as_str())], labels].concat())
+    };
+    assert_eq!(of_acme("dialback_recordings_fetched_total", &[]), Some(1.0), "{metrics}");
+    assert_eq!(of_acme("dialback_recordings_bytes_total", &[]), Some(on_server.len() as f64));
+    assert_eq!(of_acme("dialback_recordings_bound_total", &[("matched_by", "uniqueid")]), Some(1.0));
+    assert_eq!(of_acme("dialback_recordings_sync_runs_total", &[("outcome", "ok")]), Some(2.0));
 }
 
 #[tokio::test]
@@ -418,33 +422,40 @@ async fn concurrent_runs_on_two_replicas_fetch_each_file_once() {
 
 #[tokio::test]
 async fn an_ftp_outage_is_reported_and_the_next_run_after_it_fetches() {
+    // Named for this test alone: it reads the company's metrics.
+    let acme = support::unique_tenant("acme");
     let mut ftp = FtpServer::start().await;
     let app = spawn_app().await;
-    recordings_only(&app, "acme", &ftp, json!({})).await;
+    recordings_only(&app, &acme, &ftp, json!({})).await;
     ftp.put(&format!("{}.wav", Uuid::now_v7()), &awkward_bytes(10_000));
     ftp.stop().await;
 
-    let res = sync_as(&app, "acme").await;
+    let res = sync_as(&app, &acme).await;
     assert!(res.headers().contains_key("retry-after"));
     let problem = assert_problem(res, 503, "ftp_unreachable").await;
     assert!(problem["detail"].as_str().unwrap().contains(&format!("127.0.0.1:{}", ftp.port)), "{problem}");
     assert_eq!(app.get("/readyz").await.status(), 200, "an FTP outage is not the service's outage");
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("dialback_recordings_sync_runs_total{outcome=\"unreachable\"}"), "{metrics}");
+    let runs = |outcome| {
+        support::metric(&metrics, "dialback_recordings_sync_runs_total", &[("tenant", &acme), ("outcome", outcome)])
+    };
+    assert_eq!((runs("unreachable"), runs("ok")), (Some(1.0), None), "{metrics}");
 
     ftp.restart(0).await;
-    assert_eq!(sync(&app, "acme").await["fetched"], 1);
+    assert_eq!(sync(&app, &acme).await["fetched"], 1);
 }
 
 /// How often the scheduler runs is its unit tests' business (paused time, `recordings::scheduler`);
 /// this shows that it runs by itself against a real company and binds each new call's recording.
 #[tokio::test]
 async fn the_background_sync_binds_each_new_recording_by_itself() {
+    // Named for this test alone: it reads the company's metrics.
+    let acme = support::unique_tenant("acme");
     let ftp = FtpServer::start().await;
-    let (app, _sim) = company(&ftp, json!({"poll_interval_s": 5})).await;
-    let courier = app.courier("acme", "courier-1");
+    let (app, _sim) = company(&acme, &ftp, json!({"poll_interval_s": 5})).await;
+    let courier = app.courier(&acme, "courier-1");
     for _ in 0..2 {
-        let id = completed_call(&app, &ftp).await;
+        let id = completed_call(&app, &acme, &ftp).await;
         eventually(format!("the background sync to bind the recording of {id}"), || async {
             let body = app.callback(&id, &courier).await;
             if body["recording"].is_object() {
@@ -455,8 +466,11 @@ async fn the_background_sync_binds_each_new_recording_by_itself() {
         })
         .await;
     }
+    // No sync was asked for: the scheduler ran them.
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("dialback_recordings_sync_runs_total{outcome=\"ok\"}"), "no manual sync ran");
+    let runs =
+        support::metric(&metrics, "dialback_recordings_sync_runs_total", &[("tenant", &acme), ("outcome", "ok")]);
+    assert!(runs.is_some_and(|n| n >= 1.0), "{metrics}");
 }
 
 #[tokio::test]
@@ -511,8 +525,8 @@ async fn range_requests_serve_the_parts_a_player_asks_for() {
 #[tokio::test]
 async fn another_companys_recording_is_a_404_and_another_couriers_too() {
     let ftp = FtpServer::start().await;
-    let (app, _sim) = company(&ftp, json!({})).await;
-    let id = completed_call(&app, &ftp).await;
+    let (app, _sim) = company("acme", &ftp, json!({})).await;
+    let id = completed_call(&app, "acme", &ftp).await;
     sync(&app, "acme").await;
     let signed = list(&app, "acme", "").await[0]["audio_url"].as_str().unwrap().to_owned();
     let url = signed.split('?').next().unwrap().to_owned();

@@ -56,24 +56,34 @@ fn statuses(messages: &[Value]) -> Vec<String> {
 }
 
 async fn company_with_sim() -> (TestApp, dialback::pbx_sim::Simulator) {
+    company_named("acme").await
+}
+
+async fn company_named(tenant: &str) -> (TestApp, dialback::pbx_sim::Simulator) {
     let sim = support::quick_sim().await;
     let app = spawn_app().await;
-    app.seed("acme", sim.addr().port()).await;
+    app.seed(tenant, sim.addr().port()).await;
     (app, sim)
 }
 
 async fn tap(app: &TestApp, courier: &str, body: Value) -> String {
-    let res = app.post("/v1/callbacks", &app.courier("acme", courier), body).await;
+    tap_as(app, "acme", courier, body).await
+}
+
+async fn tap_as(app: &TestApp, tenant: &str, courier: &str, body: Value) -> String {
+    let res = app.post("/v1/callbacks", &app.courier(tenant, courier), body).await;
     let body: Value = res.json().await.unwrap();
     body["id"].as_str().or(body["callback_id"].as_str()).expect("the attempt's id").to_owned()
 }
 
 #[tokio::test]
 async fn every_status_of_each_outcome_arrives_signed_and_in_order() {
+    // Named for this test alone: it reads the company's metrics.
+    let acme = support::unique_tenant("acme");
     let receiver = Receiver::start().await;
-    let (app, _sim) = company_with_sim().await;
-    let admin = app.admin("acme");
-    let secret = subscribe(&app, "acme", "erp", &receiver.url("erp"), &["callback.status_changed"]).await;
+    let (app, _sim) = company_named(&acme).await;
+    let admin = app.admin(&acme);
+    let secret = subscribe(&app, &acme, "erp", &receiver.url("erp"), &["callback.status_changed"]).await;
     assert!(secret.starts_with("whsec_"), "{secret}");
     receiver.script("erp", &[secret.as_str()], json!([])).await;
     // The secret is shown once: reading or changing the endpoint never shows it again.
@@ -89,16 +99,18 @@ async fn every_status_of_each_outcome_arrives_signed_and_in_order() {
     assert_eq!(res.status(), 200);
     assert!(res.json::<Value>().await.unwrap().get("secret").is_none());
 
-    app.add_order("acme", "B-1", "courier-1", &["+79161234560"]).await; // the client is busy
-    app.add_courier("acme", "busy-courier", "+79001112230").await; // the courier is busy
-    app.add_order("acme", "B-2", "busy-courier", &[CLIENT_PHONE]).await;
-    let completed = tap(&app, "courier-1", json!({"target": "client", "to": CLIENT_PHONE, "order_id": "A-1001"})).await;
+    app.add_order(&acme, "B-1", "courier-1", &["+79161234560"]).await; // the client is busy
+    app.add_courier(&acme, "busy-courier", "+79001112230").await; // the courier is busy
+    app.add_order(&acme, "B-2", "busy-courier", &[CLIENT_PHONE]).await;
+    let completed =
+        tap_as(&app, &acme, "courier-1", json!({"target": "client", "to": CLIENT_PHONE, "order_id": "A-1001"})).await;
     let client_busy =
-        tap(&app, "courier-1", json!({"target": "client", "to": "+79161234560", "order_id": "B-1"})).await;
+        tap_as(&app, &acme, "courier-1", json!({"target": "client", "to": "+79161234560", "order_id": "B-1"})).await;
     let courier_busy =
-        tap(&app, "busy-courier", json!({"target": "client", "to": CLIENT_PHONE, "order_id": "B-2"})).await;
-    let refused = tap(&app, "courier-1", json!({"target": "client", "to": "+78005553535", "order_id": "A-1001"})).await;
-    let office = tap(&app, "courier-1", json!({"target": "office"})).await;
+        tap_as(&app, &acme, "busy-courier", json!({"target": "client", "to": CLIENT_PHONE, "order_id": "B-2"})).await;
+    let refused =
+        tap_as(&app, &acme, "courier-1", json!({"target": "client", "to": "+78005553535", "order_id": "A-1001"})).await;
+    let office = tap_as(&app, &acme, "courier-1", json!({"target": "office"})).await;
     let expected: [(&str, &[&str]); 5] = [
         (&completed, &["queued", "ringing_courier", "ringing_client", "connected", "completed"]),
         (&client_busy, &["queued", "ringing_courier", "ringing_client", "failed"]),
@@ -139,7 +151,9 @@ async fn every_status_of_each_outcome_arrives_signed_and_in_order() {
         "{page}"
     );
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    assert!(metrics.contains("dialback_webhook_deliveries_total{outcome=\"delivered\"}"), "{metrics}");
+    let delivered =
+        support::metric(&metrics, "dialback_webhook_deliveries_total", &[("tenant", &acme), ("outcome", "delivered")]);
+    assert_eq!(delivered, Some(total as f64), "{metrics}");
 }
 
 /// An app whose deliveries are retried after a second or two, and give up after `retries`.

@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod receiver;
 pub mod spec;
 pub mod sse;
+pub mod transcript;
 pub mod wait;
 pub mod webdriver;
 
@@ -23,6 +24,23 @@ use figment::Figment;
 use secrecy::SecretString;
 
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef";
+
+/// A company name no other test uses: `cargo test` runs every test as a thread of one process, so
+/// what is process-wide (the metrics `/metrics` shows, labelled by tenant) is shared by every app
+/// the tests start. A test that reads a company's metrics names its company with this.
+pub fn unique_tenant(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// The value of the series `name{labels}` in Prometheus text (`labels` as `k="v"` pairs, all of
+/// which the series must carry), if it is there.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let rest = series.strip_prefix(name)?.strip_prefix('{')?;
+        labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))).then(|| value.parse().ok())?
+    })
+}
 
 /// An HTTP client for the tests. dialback's reqwest has rustls without a default crypto provider
 /// (it brings its own, tls.rs), so the process's default is installed here first.
