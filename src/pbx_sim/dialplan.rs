@@ -6,7 +6,15 @@
 //! `same => n[(label)],App(args)`, `;` comments, and extension patterns (`_X.`, `_+X.`, `_9NXX`,
 //! `[1-5]`, `!`). The applications the simulator can run are listed in `APPLICATIONS`; any other
 //! is refused when the file is loaded, naming its line, rather than skipped at call time.
+//!
+//! A context may be defined more than once (a company's `extensions.conf` with `[from-courier]`,
+//! then dialback's `#include`d file with `[from-courier]` again): as Asterisk's pbx_config, each
+//! `[context]` header starts a section whose `n` priorities count from the section's own previous
+//! line, and a priority an extension already has is refused (Asterisk logs `Unable to register
+//! extension ... already in use`), so the first definition wins priority by priority and a later
+//! one only adds the priorities the first lacks (tests/fixtures/asterisk-22/dialplan/k2).
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 
 /// The applications a loaded dialplan may use.
@@ -14,6 +22,9 @@ pub(crate) const APPLICATIONS: &[&str] = &[
     "Answer",
     "AGI",
     "Dial",
+    // Loaded (the reference PBX's `[from-courier]` uses it, tests/fixtures/asterisk-22/dialplan/k1),
+    // but the call runners do not run it yet: a call passes over it.
+    "ExecIf",
     "Goto",
     "GotoIf",
     "Hangup",
@@ -36,6 +47,9 @@ pub(crate) struct Priority {
     pub label: Option<String>,
     /// As written in the file, in its canonical case (`Dial`, not `dial`).
     pub app: &'static str,
+    /// The application's name exactly as the file spells it (what `ShowDialPlan` shows).
+    pub app_as_written: String,
+    /// The argument text as written (no variable expanded).
     pub data: String,
     /// The line it was written on (for errors).
     pub line: usize,
@@ -62,7 +76,47 @@ impl Extension {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Dialplan {
     contexts: HashMap<String, Vec<Extension>>,
+    /// The context names in the order Asterisk walks them (`ShowDialPlan` without a Context):
+    /// pbx_config creates a context at its first header and Asterisk puts each new one at the head
+    /// of its list, so the last created comes first.
+    walk: Vec<String>,
 }
+
+/// The `[context]` section being read: each header starts one, also for a context defined before.
+struct Section {
+    context: String,
+    /// The header's line: priorities written before it belong to an earlier section.
+    start: usize,
+    /// What `same =>` continues and `n` counts from (pbx_config's `lastextension`, `lastpri`).
+    last_extension: Option<String>,
+    last_priority: Option<u32>,
+}
+
+/// What `ShowDialPlan` lists (pbx.c `manager_show_dialplan_helper`): one row per priority in the
+/// order Asterisk walks them, and how many extensions and contexts it went through.
+pub(crate) struct Listing<'a> {
+    pub rows: Vec<Row<'a>>,
+    pub extensions: usize,
+    pub contexts: usize,
+}
+
+/// One `ListDialplan` event.
+pub(crate) struct Row<'a> {
+    pub context: &'a str,
+    pub extension: &'a str,
+    pub priority: &'a Priority,
+}
+
+/// The reference PBX's leg-2 extension, as its `ShowDialPlan` listed it
+/// (tests/fixtures/asterisk-22/dialplan/k1): what the simulator runs without a loaded dialplan.
+const REFERENCE_EXTENSION: &str = "\
+exten => _X.,1,NoOp(callback leg2 -> ${EXTEN}, DIALBACK_CALL_ID=${DIALBACK_CALL_ID})
+ same => n,ExecIf($[\"${DIALBACK_CALL_ID}\" != \"\"]?Set(CDR(userfield)=${DIALBACK_CALL_ID}))
+ same => n,MixMonitor(/var/spool/asterisk/monitor/dialback/${UNIQUEID}.wav)
+ same => n,Dial(Local/${EXTEN}@phones,${IF($[\"${DIAL_TIMEOUT}\" != \"\"]?${DIAL_TIMEOUT}:30)})
+ same => n,NoOp(DIALSTATUS=${DIALSTATUS} HANGUPCAUSE=${HANGUPCAUSE})
+ same => n,Hangup()
+";
 
 /// Why a dialplan could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,8 +132,8 @@ fn error(line: usize, message: impl Into<String>) -> DialplanError {
 
 impl Dialplan {
     pub fn parse(text: &str) -> Result<Dialplan, DialplanError> {
-        let mut contexts: HashMap<String, Vec<Extension>> = HashMap::new();
-        let mut current: Option<String> = None;
+        let mut plan = Dialplan::default();
+        let mut section: Option<Section> = None;
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
             let code = strip_comment(raw).trim();
@@ -91,80 +145,129 @@ impl Dialplan {
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
                     return Err(error(line, format!("{name:?} is not a context name")));
                 }
-                current = Some(name.to_owned());
-                contexts.entry(name.to_owned()).or_default();
+                // [general] and [globals] are settings, not contexts.
+                if !is_settings(name) && !plan.contexts.contains_key(name) {
+                    plan.contexts.insert(name.to_owned(), Vec::new());
+                    plan.walk.insert(0, name.to_owned());
+                }
+                section =
+                    Some(Section { context: name.to_owned(), start: line, last_extension: None, last_priority: None });
                 continue;
             }
-            let Some(context) = &current else {
+            let Some(section) = &mut section else {
                 return Err(error(line, "a line outside any [context]"));
             };
-            if matches!(context.as_str(), "general" | "globals") {
+            if is_settings(&section.context) {
                 continue;
             }
             let (keyword, definition) = code
                 .split_once("=>")
                 .or_else(|| code.split_once('='))
                 .ok_or_else(|| error(line, "expected `exten => ...` or `same => ...`"))?;
-            let extensions = contexts.get_mut(context).expect("the context was added at its header");
-            match keyword.trim() {
+            let (pattern, rest) = match keyword.trim() {
                 "exten" => {
                     let (pattern, rest) =
                         definition.split_once(',').ok_or_else(|| error(line, "exten => PATTERN,PRIORITY,APP(...)"))?;
                     let pattern = pattern.trim();
                     check_pattern(pattern).map_err(|m| error(line, m))?;
-                    let (priority, label, app, data) = priority_line(rest, line)?;
-                    let number = match priority.as_str() {
-                        "n" => extensions
-                            .iter()
-                            .rev()
-                            .find(|e| e.pattern == pattern)
-                            .and_then(|e| e.priorities.last())
-                            .map(|p| p.number + 1)
-                            .ok_or_else(|| error(line, "priority n before priority 1"))?,
-                        digits => digits.parse().map_err(|_| error(line, format!("{digits:?} is not a priority")))?,
-                    };
-                    let step = Priority { number, label, app, data, line };
-                    match extensions.iter_mut().find(|e| e.pattern == pattern) {
-                        Some(extension) => extension.priorities.push(step),
-                        None if number == 1 => {
-                            extensions.push(Extension { pattern: pattern.to_owned(), priorities: vec![step] })
-                        }
-                        None => {
-                            return Err(error(line, format!("extension {pattern} starts at priority {number}, not 1")))
-                        }
-                    }
+                    section.last_extension = Some(pattern.to_owned());
+                    (pattern.to_owned(), rest)
                 }
                 "same" => {
-                    let (priority, label, app, data) = priority_line(definition, line)?;
-                    if priority != "n" {
-                        return Err(error(line, "same => takes priority n"));
-                    }
-                    let extension = extensions.last_mut().ok_or_else(|| error(line, "same => before any exten =>"))?;
-                    let number = extension.priorities.last().map_or(1, |p| p.number + 1);
-                    extension.priorities.push(Priority { number, label, app, data, line });
+                    let pattern =
+                        section.last_extension.clone().ok_or_else(|| error(line, "same => before any exten =>"))?;
+                    (pattern, definition)
                 }
                 "include" | "switch" | "ignorepat" => {
                     return Err(error(line, format!("{} is not supported by the simulator", keyword.trim())))
                 }
                 other => return Err(error(line, format!("unknown keyword {other:?}"))),
-            }
+            };
+            let (priority, label, app, app_as_written, data) = priority_line(rest, line)?;
+            let number = match priority.as_str() {
+                // The section's previous line, whatever its extension and whether it was registered.
+                "n" => {
+                    section.last_priority.map(|p| p + 1).ok_or_else(|| error(line, "priority n before priority 1"))?
+                }
+                _ if keyword.trim() == "same" => return Err(error(line, "same => takes priority n")),
+                digits => digits.parse().map_err(|_| error(line, format!("{digits:?} is not a priority")))?,
+            };
+            section.last_priority = Some(number);
+            plan.register(section, &pattern, Priority { number, label, app, app_as_written, data, line })?;
         }
-        for extensions in contexts.values() {
-            for extension in extensions {
-                let mut labels = std::collections::HashSet::new();
-                for p in &extension.priorities {
-                    if let Some(label) = &p.label {
-                        if !labels.insert(label) {
-                            return Err(error(
-                                p.line,
-                                format!("label {label} twice in extension {}", extension.pattern),
-                            ));
-                        }
-                    }
+        Ok(plan)
+    }
+
+    /// Adds a priority as Asterisk's `ast_add_extension2` (replace off, as pbx_config calls it)
+    /// does: a number the extension already has is refused with Asterisk's warning, and a label a
+    /// priority of an earlier section already has is dropped with its warning. A label twice in
+    /// one section, or an extension that does not start at 1, is refused as a load error.
+    fn register(&mut self, section: &Section, pattern: &str, mut step: Priority) -> Result<(), DialplanError> {
+        let context = section.context.as_str();
+        let extensions = self.contexts.get_mut(context).expect("the context was added at its header");
+        // Asterisk's extensions are the same when `ext_cmp` finds no difference (`_x.` is `_X.`).
+        let Some(extension) = extensions.iter_mut().find(|e| ext_cmp(&e.pattern, pattern).is_eq()) else {
+            if step.number != 1 {
+                return Err(error(step.line, format!("extension {pattern} starts at priority {}, not 1", step.number)));
+            }
+            extensions.push(Extension { pattern: pattern.to_owned(), priorities: vec![step] });
+            return Ok(());
+        };
+        let taken = extension.priorities.iter().any(|p| p.number == step.number);
+        if let Some(label) = step.label.clone() {
+            if !taken && extension.priorities.iter().any(|p| p.line > section.start && p.label == step.label) {
+                return Err(error(step.line, format!("label {label} twice in extension {}", extension.pattern)));
+            }
+            // pbx.c add_priority compares labels up to the first priority not below this one.
+            let mut repeated = None;
+            for p in &extension.priorities {
+                if p.number != step.number && p.label == step.label {
+                    repeated = Some(p.number);
+                }
+                if p.number >= step.number {
+                    break;
                 }
             }
+            if let Some(at) = repeated {
+                tracing::warn!(
+                    line = step.line,
+                    "Extension '{pattern}' priority {} in '{context}', label '{label}' already in use at priority {at}",
+                    step.number
+                );
+                step.label = None;
+            }
         }
-        Ok(Dialplan { contexts })
+        if taken {
+            if extension.pattern == pattern {
+                tracing::warn!(
+                    line = step.line,
+                    "Unable to register extension '{pattern}' priority {} in '{context}', already in use",
+                    step.number
+                );
+            } else {
+                tracing::warn!(
+                    line = step.line,
+                    "Unable to register extension '{pattern}' priority {} in '{context}', already in use by aliased \
+                     extension '{}'",
+                    step.number,
+                    extension.pattern
+                );
+            }
+            return Ok(());
+        }
+        let at = extension.priorities.partition_point(|p| p.number < step.number);
+        extension.priorities.insert(at, step);
+        Ok(())
+    }
+
+    /// The dialplan the simulator runs without a loaded one: the reference PBX's leg-2 extension
+    /// in each of `contexts` (those an Originate may name).
+    pub(crate) fn reference(contexts: &[String]) -> Dialplan {
+        let text: String = contexts.iter().map(|context| format!("[{context}]\n{REFERENCE_EXTENSION}")).collect();
+        Dialplan::parse(&text).unwrap_or_else(|e| {
+            tracing::warn!(error = %crate::telemetry::Chain(&e), "a configured context cannot hold the reference dialplan");
+            Dialplan::default()
+        })
     }
 
     pub fn has_context(&self, context: &str) -> bool {
@@ -183,6 +286,45 @@ impl Dialplan {
             .filter(|e| e.pattern.starts_with('_') && pattern_matches(&e.pattern[1..], exten))
             .min_by_key(|e| specificity(&e.pattern[1..]))
     }
+
+    /// What AMI `ShowDialPlan` lists for a `Context` and an `Extension` (either may be absent: all
+    /// contexts, every extension), walked as Asterisk walks them: contexts in `walk` order, the
+    /// extensions of each in `ext_cmp` order, priorities by number. `Err` is Asterisk's message
+    /// for a context or extension not found.
+    pub(crate) fn show(&self, context: Option<&str>, exten: Option<&str>) -> Result<Listing<'_>, String> {
+        let mut listing = Listing { rows: Vec::new(), extensions: 0, contexts: 0 };
+        let mut extension_found = false;
+        for name in self.walk.iter().filter(|name| context.is_none_or(|wanted| wanted == name.as_str())) {
+            listing.contexts += 1;
+            let mut extensions: Vec<&Extension> = self.contexts[name].iter().collect();
+            extensions.sort_by(|a, b| ext_cmp(&a.pattern, &b.pattern));
+            for extension in extensions {
+                if exten.is_some_and(|wanted| !extension_matches(&extension.pattern, wanted)) {
+                    continue;
+                }
+                extension_found = true;
+                listing.extensions += 1;
+                listing.rows.extend(extension.priorities.iter().map(|priority| Row {
+                    context: name,
+                    extension: &extension.pattern,
+                    priority,
+                }));
+            }
+        }
+        match (context, exten) {
+            (Some(context), _) if listing.contexts == 0 => Err(format!("Did not find context {context}")),
+            (Some(context), Some(exten)) if !extension_found => {
+                Err(format!("Did not find extension {exten}@{context}"))
+            }
+            (None, Some(exten)) if !extension_found => Err(format!("Did not find extension {exten} in any context")),
+            _ => Ok(listing),
+        }
+    }
+}
+
+/// `[general]` and `[globals]` hold settings, not extensions (pbx_config compares without case).
+fn is_settings(section: &str) -> bool {
+    section.eq_ignore_ascii_case("general") || section.eq_ignore_ascii_case("globals")
 }
 
 /// A line without its comment (`;` to the end, unless written `\;`).
@@ -196,8 +338,10 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
-/// `PRIORITY[(label)],App(args)` → (priority, label, app, args).
-fn priority_line(text: &str, line: usize) -> Result<(String, Option<String>, &'static str, String), DialplanError> {
+/// `PRIORITY[(label)],App(args)` → (priority, label, app, app as written, args).
+type PriorityLine = (String, Option<String>, &'static str, String, String);
+
+fn priority_line(text: &str, line: usize) -> Result<PriorityLine, DialplanError> {
     let (priority, call) = text.split_once(',').ok_or_else(|| error(line, "PRIORITY,APP(...) expected"))?;
     let priority = priority.trim();
     let (priority, label) = match priority.split_once('(') {
@@ -220,7 +364,7 @@ fn priority_line(text: &str, line: usize) -> Result<(String, Option<String>, &'s
         .iter()
         .find(|a| a.eq_ignore_ascii_case(name))
         .ok_or_else(|| error(line, format!("application {name:?} is not one the simulator runs")))?;
-    Ok((priority, label, app, data))
+    Ok((priority, label, app, name.to_owned(), data))
 }
 
 fn check_pattern(pattern: &str) -> Result<(), String> {
@@ -245,6 +389,128 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
         return Err(format!("{pattern:?} is not an extension"));
     }
     Ok(())
+}
+
+/// Asterisk's order of the extensions in a context (pbx.c `ext_cmp`), which is also how it tells
+/// two apart: plain extensions first, compared character by character, then patterns, the more
+/// specific first (a smaller set of characters at the first place they differ). `-` is ignored.
+fn ext_cmp(left: &str, right: &str) -> Ordering {
+    match (left.strip_prefix('_'), right.strip_prefix('_')) {
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (None, None) => ext_cmp_exten(left, right),
+        (Some(left), Some(right)) => ext_cmp_pattern(left.as_bytes(), right.as_bytes()),
+    }
+}
+
+fn ext_cmp_exten(left: &str, right: &str) -> Ordering {
+    left.bytes().filter(|&b| b != b'-').cmp(right.bytes().filter(|&b| b != b'-'))
+}
+
+fn ext_cmp_pattern(left: &[u8], right: &[u8]) -> Ordering {
+    let (mut l, mut r) = (0, 0);
+    loop {
+        let (mut left_set, mut right_set) = ([0u8; 32], [0u8; 32]);
+        let left_pos = ext_cmp_pattern_pos(left, &mut l, &mut left_set);
+        let right_pos = ext_cmp_pattern_pos(right, &mut r, &mut right_set);
+        // Sets that score the same: the one with the lower characters first.
+        let cmp = left_pos.cmp(&right_pos).then_with(|| right_set.cmp(&left_set));
+        if cmp.is_ne() || left_pos == PATTERN_END {
+            return cmp;
+        }
+    }
+}
+
+const PATTERN_END: u32 = 0x30000;
+
+/// pbx.c `ext_cmp_pattern_pos`: the place at `*at` as a score (the number of characters it
+/// admits, then its lowest one; `.` and `!` after any set, the end after those) and its set of
+/// characters as a bitmap; `*at` moves past it.
+fn ext_cmp_pattern_pos(pattern: &[u8], at: &mut usize, set: &mut [u8; 32]) -> u32 {
+    /// Adds `c` to the set; false when it was there.
+    fn add(set: &mut [u8; 32], c: u8) -> bool {
+        let (byte, mask) = (usize::from(c / 8), 1 << (7 - c % 8));
+        let new = set[byte] & mask == 0;
+        set[byte] |= mask;
+        new
+    }
+    loop {
+        let mut c = 0;
+        while *at < pattern.len() {
+            c = pattern[*at];
+            *at += 1;
+            if c != b'-' {
+                break;
+            }
+            c = 0;
+        }
+        match c {
+            0 => return PATTERN_END,
+            b'.' => return 0x18000,
+            b'!' => return 0x28000,
+            b'n' | b'N' => {
+                (b'2'..=b'9').for_each(|c| {
+                    add(set, c);
+                });
+                return 0x0800 | u32::from(b'2');
+            }
+            b'x' | b'X' => {
+                (b'0'..=b'9').for_each(|c| {
+                    add(set, c);
+                });
+                return 0x0A00 | u32::from(b'0');
+            }
+            b'z' | b'Z' => {
+                (b'1'..=b'9').for_each(|c| {
+                    add(set, c);
+                });
+                return 0x0900 | u32::from(b'1');
+            }
+            b'[' => {}
+            c => {
+                add(set, c);
+                return 0x0100 | u32::from(c);
+            }
+        }
+        let Some(end) = pattern[*at..].iter().position(|&b| b == b']').map(|i| *at + i) else {
+            return 0x40000;
+        };
+        let (mut count, mut lowest) = (0u32, 0xFFu8);
+        while *at < end {
+            let first = pattern[*at];
+            let last = if *at + 2 < end && pattern[*at + 1] == b'-' {
+                *at += 2;
+                pattern[*at]
+            } else {
+                first
+            };
+            lowest = lowest.min(first);
+            for c in first..=last {
+                if add(set, c) {
+                    count += 0x100;
+                }
+            }
+            *at += 1;
+        }
+        *at += 1;
+        // An empty set is skipped.
+        if count > 0 {
+            return count | u32::from(lowest);
+        }
+    }
+}
+
+/// Whether the extension named `name` is the one `ShowDialPlan`'s `Extension: wanted` asks for
+/// (pbx.c `ast_extension_match`): a plain one when equal (`-` ignored), a pattern when `wanted` is
+/// the same pattern or a number it matches.
+fn extension_matches(name: &str, wanted: &str) -> bool {
+    match name.strip_prefix('_') {
+        None => ext_cmp_exten(name, wanted).is_eq(),
+        Some(pattern) => {
+            wanted.strip_prefix('_').is_some_and(|w| ext_cmp_pattern(pattern.as_bytes(), w.as_bytes()).is_eq())
+                || pattern_matches(pattern, wanted)
+        }
+    }
 }
 
 /// One pattern element.
@@ -433,5 +699,98 @@ exten => _+X.,1,Hangup()
         assert_eq!(expand("${EXTEN:1}|${NOPE}", &vars), "9161234567|");
         assert!(!condition(&expand("$[\"${CONFIRM}\" != \"1\"]", &vars)));
         assert!(condition("$[\"\" != \"1\"]"));
+    }
+
+    /// The reference PBX's `[from-courier]` (k1), then dialback's definition of it again, as an
+    /// `#include`d file would follow it.
+    const SHADOWED: &str = "\
+[from-courier]
+exten => _X.,1,NoOp(old)
+ same => n(dial),Dial(Local/${EXTEN}@phones,30)
+ same => n,Hangup()
+
+[from-courier] ; extensions_custom.conf
+exten => _X.,1,NoOp(dialback marker)
+ same => n,Set(CDR(userfield)=${DIALBACK_CALL_ID})
+ same => n(dial),Dial(PJSIP/${EXTEN}@trunk,30)
+ same => n(done),Hangup()
+exten => 101,1,Dial(Local/101@from-internal,30)
+";
+
+    #[test]
+    fn a_context_defined_again_keeps_the_first_definition_priority_by_priority() {
+        let plan = Dialplan::parse(SHADOWED).unwrap();
+        let client = plan.find("from-courier", "79161234567").unwrap();
+        let steps: Vec<_> = client.priorities.iter().map(|p| (p.number, p.app, p.data.as_str(), p.line)).collect();
+        assert_eq!(
+            steps,
+            [
+                (1, "NoOp", "old", 2),
+                (2, "Dial", "Local/${EXTEN}@phones,30", 3),
+                (3, "Hangup", "", 4),
+                // The second definition's 4th line counts from its own 3rd, refused as it was.
+                (4, "Hangup", "", 10),
+            ]
+        );
+        assert_eq!(client.target("dial"), Some(1), "the first definition's label");
+        assert_eq!(client.target("done"), Some(3), "a label of a priority the first lacked is kept");
+        // An extension only the second definition has is added whole.
+        assert_eq!(plan.find("from-courier", "101").unwrap().priorities.len(), 1);
+        assert_eq!(plan.show(None, None).unwrap().contexts, 1, "one context however often defined");
+    }
+
+    #[test]
+    fn n_counts_from_the_previous_line_of_the_same_section() {
+        let text = "[c]\nexten => 1,1,NoOp()\nexten => 2,1,NoOp()\n same => n,NoOp()\n same => n,NoOp()\n\
+                    exten => 1,n,Hangup()\n";
+        let plan = Dialplan::parse(text).unwrap();
+        let numbers: Vec<_> = plan.find("c", "1").unwrap().priorities.iter().map(|p| p.number).collect();
+        assert_eq!(numbers, [1, 4], "lastpri is the section's, whatever the extension");
+        // A section starts afresh: nothing to continue or count from.
+        assert_eq!(Dialplan::parse("[c]\nexten => 1,1,NoOp()\n[c]\n same => n,NoOp()").unwrap_err().line, 4);
+        assert_eq!(Dialplan::parse("[c]\nexten => 1,1,NoOp()\n[c]\nexten => 1,n,NoOp()").unwrap_err().line, 4);
+        // A priority refused within one section counts too, and a label reused by a later
+        // section on a new priority is dropped (Asterisk warns), not refused.
+        let text = "[c]\nexten => 1,1(a),NoOp()\nexten => 1,1,Hangup()\n same => n,NoOp()\n[c]\nexten => 1,3(a),NoOp()";
+        let one = Dialplan::parse(text).unwrap();
+        let one = one.find("c", "1").unwrap();
+        assert_eq!(
+            one.priorities.iter().map(|p| (p.number, p.app)).collect::<Vec<_>>(),
+            [(1, "NoOp"), (2, "NoOp"), (3, "NoOp")]
+        );
+        assert_eq!(one.priorities.iter().filter_map(|p| p.label.as_deref()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(one.target("a"), Some(0));
+    }
+
+    #[test]
+    fn show_dialplan_walks_like_asterisk() {
+        let text = "[first]\nexten => _X.,1,NoOp()\nexten => _+X.,1,NoOp()\nexten => 101,1,noop(x)\n\
+                    exten => _[1-5]!,1,NoOp()\nexten => _9NXX,1,NoOp()\n[empty]\n[general]\nstatic=yes\n";
+        let plan = Dialplan::parse(text).unwrap();
+        let all = plan.show(None, None).unwrap();
+        assert_eq!((all.contexts, all.extensions, all.rows.len()), (2, 5, 5), "[general] is no context");
+        let order: Vec<_> = all.rows.iter().map(|r| r.extension).collect();
+        assert_eq!(order, ["101", "_+X.", "_9NXX", "_[1-5]!", "_X."]);
+        assert_eq!(all.rows[0].priority.app_as_written, "noop", "the application as the file spells it");
+        let walked: Vec<_> = plan.walk.iter().map(String::as_str).collect();
+        assert_eq!(walked, ["empty", "first"], "the last context created comes first");
+
+        let one = plan.show(Some("first"), Some("9234")).unwrap();
+        assert_eq!(one.rows.iter().map(|r| r.extension).collect::<Vec<_>>(), ["_9NXX", "_X."]);
+        assert_eq!(plan.show(Some("first"), Some("_X.")).unwrap().rows.len(), 1, "a pattern names itself");
+        assert_eq!(plan.show(Some("empty"), None).unwrap().rows.len(), 0);
+        assert_eq!(plan.show(Some("nope"), None).err().unwrap(), "Did not find context nope");
+        assert_eq!(plan.show(Some("empty"), Some("1")).err().unwrap(), "Did not find extension 1@empty");
+        assert_eq!(plan.show(None, Some("abc")).err().unwrap(), "Did not find extension abc in any context");
+        assert!(ext_cmp("_x.", "_X.").is_eq() && ext_cmp("1-01", "101").is_eq());
+    }
+
+    #[test]
+    fn the_reference_dialplan_is_the_six_priorities_k1_lists() {
+        let plan = Dialplan::reference(&["from-courier".to_owned(), "from-internal".to_owned()]);
+        let listing = plan.show(Some("from-courier"), None).unwrap();
+        let apps: Vec<_> = listing.rows.iter().map(|r| r.priority.app_as_written.as_str()).collect();
+        assert_eq!(apps, ["NoOp", "ExecIf", "MixMonitor", "Dial", "NoOp", "Hangup"]);
+        assert_eq!(plan.show(None, None).unwrap().contexts, 2);
     }
 }

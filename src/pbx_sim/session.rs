@@ -24,9 +24,11 @@ use tokio_util::codec::Decoder;
 use crate::ami::codec::{encode_banner, AmiCodec, Frame, Message};
 
 use super::call;
+use super::dialplan::Dialplan;
 use super::originate::OriginateRequest;
 use super::pbx::{unix_now, Pbx};
 use super::wire::{class, parse_event_mask, Event, Wire};
+use super::SimUser;
 use crate::telemetry::Chain;
 
 /// The AMI version a real Asterisk 22 announces.
@@ -285,6 +287,7 @@ impl Manager {
             }
             "events" => self.set_events(message),
             "coreshowchannels" => self.core_show_channels(id),
+            "showdialplan" => self.show_dialplan(message),
             "originate" => self.originate(message).await,
             "hangup" => self.hang_up(message),
             _ => self.reply_error(
@@ -414,6 +417,63 @@ impl Manager {
         self.output.extend_from_slice(&wire.into_bytes());
     }
 
+    /// `ShowDialPlan` (pbx.c `manager_show_dialplan`), written straight to this session like
+    /// `CoreShowChannels`: the list's Response, one `ListDialplan` per priority (no Privilege),
+    /// then `ShowDialPlanComplete` with its counts (k1, k2 in tests/fixtures/asterisk-22/dialplan/).
+    /// Without a loaded dialplan it lists the reference one in each configured context.
+    fn show_dialplan(&mut self, message: &Message) {
+        let id = message.action_id();
+        // Registered with EVENT_FLAG_CONFIG | EVENT_FLAG_REPORTING, which manager.c checks
+        // against the user's write permission.
+        let write = self.user.map_or(0, |i| write_mask(&self.pbx.config.users[i]));
+        if write & parse_event_mask("config,reporting") == 0 {
+            return self.reply_error(id, "Permission denied");
+        }
+        let reference;
+        let dialplan = match &self.pbx.config.dialplan {
+            Some(dialplan) => dialplan.as_ref(),
+            None => {
+                reference = Dialplan::reference(&self.pbx.config.contexts);
+                &reference
+            }
+        };
+        let context = message.get("Context").filter(|c| !c.is_empty());
+        let exten = message.get("Extension").filter(|e| !e.is_empty());
+        let listing = match dialplan.show(context, exten) {
+            Ok(listing) => listing,
+            Err(refusal) => return self.reply_error(id, &refusal),
+        };
+        let mut wire = Wire::reply("Success", id);
+        wire.header("EventList", "start").header("Message", "DialPlan list will follow");
+        self.output.extend_from_slice(&wire.into_bytes());
+        for row in &listing.rows {
+            let mut wire = Wire::bare("Event", "ListDialplan");
+            if let Some(id) = id {
+                wire.header("ActionID", id);
+            }
+            wire.header("Context", row.context).header("Extension", row.extension);
+            if let Some(label) = &row.priority.label {
+                wire.header("ExtensionLabel", label);
+            }
+            wire.header("Priority", &row.priority.number.to_string())
+                .header("Application", &row.priority.app_as_written)
+                .header("AppData", &row.priority.data)
+                .header("Registrar", "pbx_config");
+            self.output.extend_from_slice(&wire.into_bytes());
+        }
+        let mut wire = Wire::bare("Event", "ShowDialPlanComplete");
+        if let Some(id) = id {
+            wire.header("ActionID", id);
+        }
+        let items = listing.rows.len().to_string();
+        wire.header("EventList", "Complete")
+            .header("ListItems", &items)
+            .header("ListExtensions", &listing.extensions.to_string())
+            .header("ListPriorities", &items)
+            .header("ListContexts", &listing.contexts.to_string());
+        self.output.extend_from_slice(&wire.into_bytes());
+    }
+
     fn hang_up(&mut self, message: &Message) {
         let id = message.action_id();
         let Some(channel) = message.get("Channel").filter(|c| !c.is_empty()) else {
@@ -462,6 +522,16 @@ impl Manager {
             }
         }
         Ok(())
+    }
+}
+
+/// The classes a user may run actions of (manager.conf `write`): all for a user who may
+/// originate, `system` for one like the transcripts' `limited` user (a_login), who may not.
+fn write_mask(user: &SimUser) -> u32 {
+    if user.can_originate {
+        class::ALL
+    } else {
+        class::SYSTEM
     }
 }
 

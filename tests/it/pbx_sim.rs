@@ -1203,3 +1203,135 @@ async fn replay_agi(file: &str) {
     assert!(rest.is_empty(), "{file}: more than Asterisk sent: {:?}", String::from_utf8_lossy(&rest));
     assert!(exchanges >= 3, "{file}: only {exchanges} answers compared");
 }
+
+// --- ShowDialPlan: the dialplan as Asterisk lists it (tests/fixtures/asterisk-22/dialplan/) ------
+
+/// k1's `[from-courier]`, rebuilt line by line from the `ListDialplan` events Asterisk sent.
+const K1_FROM_COURIER: &str = r#"[from-courier]
+exten => _X.,1,NoOp(callback leg2 -> ${EXTEN}, DIALBACK_CALL_ID=${DIALBACK_CALL_ID})
+ same => n,ExecIf($["${DIALBACK_CALL_ID}" != ""]?Set(CDR(userfield)=${DIALBACK_CALL_ID}))
+ same => n,MixMonitor(/var/spool/asterisk/monitor/dialback/${UNIQUEID}.wav)
+ same => n,Dial(Local/${EXTEN}@phones,${IF($["${DIAL_TIMEOUT}" != ""]?${DIAL_TIMEOUT}:30)})
+ same => n,NoOp(DIALSTATUS=${DIALSTATUS} HANGUPCAUSE=${HANGUPCAUSE})
+ same => n,Hangup()
+"#;
+
+/// k2's second definition, as dialback's `#include`d file would add it after k1's: 7 priorities,
+/// a marker NoOp first and a Hangup last (the transcript shows only its 7th, which Asterisk added).
+const K2_DIALBACK_FROM_COURIER: &str = r#"
+#include extensions_custom.conf
+[from-courier]
+; dialback: callbacks of company "acme" (CHANGE the trunk if it is another)
+exten => _X.,1,NoOp(dialback callback context)
+ same => n,Set(CDR(userfield)=${DIALBACK_CALL_ID})
+ same => n,MixMonitor(${UNIQUEID}.wav)
+ same => n,GotoIf($["${DIALBACK_CONFIRM}" != "dtmf"]?dial)
+ same => n,Read(CONFIRM,beep,1,,1,${DIALBACK_CONFIRM_TIMEOUT})
+ same => n(dial),Dial(PJSIP/${EXTEN}@trunk,30)
+ same => n,Hangup()
+"#;
+
+async fn sim_with_dialplan(text: &str) -> Simulator {
+    // Before loading: what Asterisk would log about the file shows with TEST_LOG set.
+    init_test_logging();
+    let dialplan = dialback::pbx_sim::dialplan::Dialplan::parse(text).expect("the dialplan loads");
+    start(SimConfig { dialplan: Some(Arc::new(dialplan)), ..quick_config() }).await
+}
+
+fn headers(message: &Message) -> Vec<(String, String)> {
+    message.headers().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+/// Sends every action of a `dialplan/` transcript as written and compares each message the
+/// simulator answers with Asterisk's: the same headers with the same values, in the same order.
+/// Returns how many messages were compared.
+async fn replay_dialplan(file: &str, ami: &mut Ami) -> usize {
+    let blocks =
+        transcript::dashed_blocks(&format!("dialplan/{file}"), &[("Secret: ********", "Secret: gatewaysecret")]);
+    let mut compared = 0;
+    let mut sent = false;
+    for block in &blocks {
+        match block.dir {
+            transcript::Dir::ToAsterisk => {
+                sent = true;
+                ami.send(&format!("{}\r\n\r\n", block.text.replace('\n', "\r\n"))).await;
+            }
+            // The banner (`Ami` checked it on connecting).
+            transcript::Dir::FromAsterisk if !sent => {
+                assert_eq!(block.text, "Asterisk Call Manager/11.0.0", "{file}");
+            }
+            transcript::Dir::FromAsterisk => {
+                for want in transcript::ami_messages(&block.text) {
+                    let got = ami.next().await;
+                    assert_eq!(headers(&got), headers(&want), "{file}: message {compared} differs from Asterisk's");
+                    compared += 1;
+                }
+            }
+            transcript::Dir::Note => {}
+        }
+    }
+    compared
+}
+
+#[tokio::test]
+async fn transcript_show_dialplan_of_a_context_and_of_one_that_does_not_exist() {
+    let sim = sim_with_dialplan(K1_FROM_COURIER).await;
+    let mut ami = Ami::connect(sim.addr()).await;
+    // Login, the list (answer, 6 priorities, completion), the error, the goodbye.
+    assert_eq!(replay_dialplan("k1_showdialplan.raw.txt", &mut ami).await, 11);
+    assert!(ami.until_closed().await.is_empty(), "nothing after the goodbye");
+}
+
+#[tokio::test]
+async fn without_a_loaded_dialplan_show_dialplan_lists_the_reference_context() {
+    let sim = start(quick_config()).await;
+    let mut ami = Ami::connect(sim.addr()).await;
+    assert_eq!(replay_dialplan("k1_showdialplan.raw.txt", &mut ami).await, 11);
+}
+
+#[tokio::test]
+async fn transcript_show_dialplan_of_a_context_defined_twice() {
+    let sim = sim_with_dialplan(&format!("{K1_FROM_COURIER}{K2_DIALBACK_FROM_COURIER}")).await;
+    let mut ami = Ami::logged_in(sim.addr(), "off").await;
+    assert_eq!(replay_dialplan("k2_showdialplan_shadowed.raw.txt", &mut ami).await, 9);
+    assert!(ami.barrier().await.is_empty(), "nothing more than Asterisk sent");
+}
+
+#[tokio::test]
+async fn show_dialplan_lists_every_context_without_one_and_needs_config_or_reporting_write() {
+    let sim = sim_with_dialplan(&format!("{K1_FROM_COURIER}\n[phones]\nexten => _X.,1,Answer()\n")).await;
+    let mut ami = Ami::logged_in(sim.addr(), "off").await;
+    ami.action(&[("Action", "ShowDialPlan"), ("ActionID", "all")]).await;
+    assert_eq!(ami.reply().await.get("Message"), Some("DialPlan list will follow"));
+    let complete = ami.event("ShowDialPlanComplete").await;
+    let counts: Vec<_> = ["ListItems", "ListExtensions", "ListPriorities", "ListContexts"]
+        .iter()
+        .map(|k| complete.get(k).unwrap().to_owned())
+        .collect();
+    assert_eq!(counts, ["7", "2", "7", "2"]);
+    ami.action(&[("Action", "ShowDialPlan"), ("ActionID", "x"), ("Context", "phones"), ("Extension", "abc")]).await;
+    assert_eq!(ami.reply().await.get("Message"), Some("Did not find extension abc@phones"));
+    // manager.c checks an action's class (config, reporting) against the user's write permission:
+    // the transcripts' `limited` user has write=system.
+    let mut limited = Ami::connect(sim.addr()).await;
+    limited.login("limited", "limitedsecret", "off").await;
+    limited.action(&[("Action", "ShowDialPlan"), ("ActionID", "lim"), ("Context", "from-courier")]).await;
+    let reply = limited.reply().await;
+    assert_eq!((reply.get("Response"), reply.get("Message")), (Some("Error"), Some("Permission denied")));
+}
+
+#[tokio::test]
+async fn a_call_through_a_context_defined_twice_runs_the_first_definition() {
+    let sim = sim_with_dialplan(&format!("{K1_FROM_COURIER}{K2_DIALBACK_FROM_COURIER}")).await;
+    let mut ami = Ami::logged_in(sim.addr(), "on").await;
+    ami.send(&originate("shadow-1", "Local/79001112233@phones", "79161234567", "cb-shadow")).await;
+    let call = ami.callback(&sim, "shadow-1", "cb-shadow").await;
+    // Priority 4 is the first definition's Dial(Local/${EXTEN}@phones,...), not dialback's
+    // Dial(PJSIP/${EXTEN}@trunk,30), which Asterisk refused.
+    let dial = call.one("DialBegin", "Uniqueid", "cb-shadow");
+    assert_eq!(dial.get("DialString"), Some("79161234567@phones"), "{dial:?}");
+    assert!(dial.get("DestChannel").unwrap().starts_with("Local/79161234567@phones-"), "{dial:?}");
+    assert_eq!(call.one("DialEnd", "Uniqueid", "cb-shadow").get("DialStatus"), Some("ANSWER"));
+    assert_eq!(call.all("MixMonitorStart").len(), 1);
+    assert_eq!(sim.client_dials(), 1);
+}

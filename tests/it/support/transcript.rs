@@ -76,3 +76,29 @@ pub fn ami_from_asterisk(file: &str, who: &str) -> Vec<Message> {
         .flat_map(|b| ami_messages(&b.text))
         .collect()
 }
+
+/// The blocks of a transcript in the `----- >>` / `----- <<` format
+/// (`tests/fixtures/asterisk-22/dialplan/`): `#` lines before the first block describe the file,
+/// and each block is raw AMI, returned with LF line ends (CRLF or LF in the file alike) and
+/// without its closing empty lines. `who` is empty: such a file is one session.
+pub fn dashed_blocks(file: &str, rewrites: &[(&str, &str)]) -> Vec<Block> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/asterisk-22").join(file);
+    let mut text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).replace("\r\n", "\n");
+    for (from, to) in rewrites {
+        text = text.replace(from, to);
+    }
+    format!("\n{text}")
+        .split("\n----- ")
+        .skip(1)
+        .map(|block| {
+            let (marker, body) = block.split_once('\n').unwrap_or((block, ""));
+            let dir = match marker.trim() {
+                ">>" => Dir::ToAsterisk,
+                "<<" => Dir::FromAsterisk,
+                _ => Dir::Note,
+            };
+            Block { who: String::new(), dir, text: body.trim_end_matches('\n').to_owned() }
+        })
+        .collect()
+}
