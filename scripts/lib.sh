@@ -44,9 +44,10 @@ ensure_postgres() {
 # The Python tools, pinned: schemathesis (API contract fuzzing), pyftpdlib (FTP server; pyOpenSSL
 # gives it explicit FTPS), openapi-spec-validator (the spec is valid OpenAPI 3.0) and
 # openapi-python-client (a client generated from the spec builds and reads the examples),
-# standardwebhooks (the specification's own library: the tests' webhook receiver verifies with it).
+# standardwebhooks (the specification's own library: the tests' webhook receiver verifies with it),
+# openapi-generator-cli (its jar generates the courier app's Kotlin client; needs a JRE).
 PYTHON_TOOLS=("schemathesis==4.32.5" "pyftpdlib==2.2.0" "pyopenssl==26.4.0" "openapi-spec-validator==0.9.0"
-  "openapi-python-client==0.29.1" "standardwebhooks==1.1.0")
+  "openapi-python-client==0.29.1" "standardwebhooks==1.1.0" "openapi-generator-cli==7.26.0")
 PYTHON_TOOLS_STAMP="${PYTHON_TOOLS[*]}"
 
 # ensure_venv: a Python venv in $VENV with exactly PYTHON_TOOLS (made again when the pins change).

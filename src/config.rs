@@ -128,6 +128,9 @@ pub struct AmiConfig {
     /// AMI over HTTP logging in again) before they are marked `unknown`. Back within that time,
     /// dialback asks the PBX which calls are still up (`CoreShowChannels`) and follows them.
     pub lost_after_s: u64,
+    /// How often each company's PBX is asked whether it runs dialback's dialplan (`ShowDialPlan`,
+    /// on its AMI session when that is up); 0: only when settings are saved and on the Test.
+    pub dialplan_check_s: u64,
 }
 
 impl Default for AmiConfig {
@@ -139,6 +142,7 @@ impl Default for AmiConfig {
             connect_timeout_ms: 5000,
             ping_interval_s: 20,
             lost_after_s: 120,
+            dialplan_check_s: 300,
         }
     }
 }

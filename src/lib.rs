@@ -1,7 +1,7 @@
 //! dialback: the backend a courier app calls to place a two-leg callback through the company's
 //! Asterisk PBX over AMI.
 //!
-//! Where each concern lives (imports run one way: `http`, `agi` → `return_calls`, `webhooks` →
+//! Where each concern lives (imports run one way: `http`, `agi` → `dialplan_watch` → `return_calls`, `webhooks` →
 //! `callbacks`, `recordings` → `events`, `domain`, `store`, `ami`; `domain` depends on nothing of
 //! the application):
 //!
@@ -18,6 +18,8 @@
 //!                the callback as the API shows it, AMI events as facts, the call tracker, the
 //!                takeover of calls between processes, the Test button's diagnosis
 //! return_calls/  routing a client's call back (rules, decision), following it, its takeover
+//! dialplan_watch.rs  whether each company's PBX runs the dialplan dialback generated (checked on
+//!                save and periodically; the Test button's dialplan step reads it the same way)
 //! webhooks/      endpoints, signing, the deliverer
 //! events.rs      the bus: what was written, told to live streams and the deliverer
 //! recordings/    fetching recordings over FTP/FTPS, storing them, binding them to calls, signed
@@ -44,6 +46,7 @@ pub mod auth;
 pub mod callbacks;
 pub mod config;
 pub mod crypto;
+pub mod dialplan_watch;
 pub mod domain;
 pub mod events;
 pub mod http;

@@ -15,6 +15,7 @@ use crate::ami::pool::AmiPool;
 use crate::auth::Verifier;
 use crate::callbacks::{CallbackService, Tracker};
 use crate::config::Config;
+use crate::dialplan_watch::DialplanWatch;
 use crate::events::Bus;
 use crate::http::state::AppState;
 use crate::limits::Limiters;
@@ -72,6 +73,7 @@ impl Application {
             })
         };
         let pool = AmiPool::new(config.ami.clone(), Some(sink));
+        tracker.hang_up_through(&pool);
         pool.spawn_janitor(stop.clone());
         let limiters = Limiters::new(&config.rate);
         limiters.spawn_janitor(stop.clone());
@@ -116,6 +118,9 @@ impl Application {
                 (Some(server), Some((public, bound.port())))
             }
         };
+        let agi_public = agi_address.as_ref().map(|(public, _)| public.clone());
+        let dialplan_watch = DialplanWatch::new(callbacks.clone(), return_calls.clone(), agi_public.clone());
+        dialplan_watch.spawn(Duration::from_secs(config.ami.dialplan_check_s), stop.clone());
         let recordings = Recordings::new(
             db.clone(),
             Arc::new(FsStorage::new(config.recordings_dir.clone())),
@@ -140,7 +145,8 @@ impl Application {
             recordings,
             webhooks,
             return_calls,
-            agi_address: agi_address.as_ref().map(|(public, _)| public.clone()),
+            dialplan_watch,
+            agi_address: agi_public,
         });
         let body_limit = config.http.body_limit_bytes;
         let mut server = HttpServer::new(move || {

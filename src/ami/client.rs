@@ -148,6 +148,16 @@ pub struct LiveChannel {
     pub linkedid: String,
 }
 
+/// One priority of a context as `ShowDialPlan` lists it (its `ListDialplan` event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialplanLine {
+    pub extension: String,
+    pub priority: u32,
+    pub application: String,
+    /// The application's arguments as written in the dialplan (not expanded).
+    pub app_data: String,
+}
+
 /// An originate Asterisk has queued; its outcome (leg 1) arrives as an OriginateResponse.
 pub struct OriginateHandle {
     pub action_id: String,
@@ -301,29 +311,62 @@ impl AmiClient {
     /// The channels up on the PBX now (`CoreShowChannels`; the AMI user needs `system` or
     /// `reporting` in its write= line).
     pub async fn core_show_channels(&self) -> Result<Vec<LiveChannel>, AmiError> {
+        let items = self.list(Outgoing::action("CoreShowChannels"), "CoreShowChannelsComplete").await?;
+        Ok(items
+            .iter()
+            .map(|item| {
+                let field = |name: &str| item.get(name).unwrap_or_default().to_owned();
+                LiveChannel { channel: field("Channel"), uniqueid: field("Uniqueid"), linkedid: field("Linkedid") }
+            })
+            .collect())
+    }
+
+    /// The priorities of `context` as the PBX runs it now (`ShowDialPlan`; the AMI user needs
+    /// `config` or `reporting` in its write= line), in the order Asterisk lists them; `None` when
+    /// the PBX has no such context. A context defined twice is listed as it runs: each priority
+    /// from the first definition that has it (tests/fixtures/asterisk-22/dialplan/).
+    pub async fn show_dialplan(&self, context: &str) -> Result<Option<Vec<DialplanLine>>, AmiError> {
+        let action = Outgoing::action("ShowDialPlan").with("Context", context);
+        let items = match self.list(action, "ShowDialPlanComplete").await {
+            Err(AmiError::Rejected(text)) if text.starts_with("Did not find context") => return Ok(None),
+            other => other?,
+        };
+        Ok(Some(
+            items
+                .iter()
+                .map(|item| {
+                    let field = |name: &str| item.get(name).unwrap_or_default().to_owned();
+                    DialplanLine {
+                        extension: field("Extension"),
+                        priority: item.get("Priority").and_then(|p| p.trim().parse().ok()).unwrap_or(0),
+                        application: field("Application"),
+                        app_data: field("AppData"),
+                    }
+                })
+                .collect(),
+        ))
+    }
+
+    /// Sends a list action (an ActionID is added) and reads its items up to the event `complete`.
+    async fn list(&self, action: Outgoing, complete: &str) -> Result<Vec<Message>, AmiError> {
         let live = self.live()?;
         let action_id = message::new_action_id();
         let (tx, mut rx) = mpsc::unbounded_channel();
         live.lists.lock().expect("lists lock").insert(action_id.clone(), tx);
         let timeout = self.shared.config.action_timeout;
         let listed = async {
-            self.call(&Outgoing::action("CoreShowChannels").with("ActionID", action_id.clone())).await?;
-            let mut channels = Vec::new();
+            self.call(&action.with("ActionID", action_id.clone())).await?;
+            let mut items = Vec::new();
             loop {
                 let item = match tokio::time::timeout(timeout, rx.recv()).await {
                     Ok(Some(item)) => item,
                     Ok(None) => return Err(AmiError::Disconnected),
                     Err(_) => return Err(AmiError::Timeout(timeout.as_millis() as u64)),
                 };
-                if item.event().is_some_and(|e| e.eq_ignore_ascii_case("CoreShowChannelsComplete")) {
-                    return Ok(channels);
+                if item.event().is_some_and(|e| e.eq_ignore_ascii_case(complete)) {
+                    return Ok(items);
                 }
-                let field = |name: &str| item.get(name).unwrap_or_default().to_owned();
-                channels.push(LiveChannel {
-                    channel: field("Channel"),
-                    uniqueid: field("Uniqueid"),
-                    linkedid: field("Linkedid"),
-                });
+                items.push(item);
             }
         };
         let result = listed.await;

@@ -103,6 +103,11 @@ impl AmiPool {
         client
     }
 
+    /// The tenant's client, when it has one open (none is started).
+    pub fn open_client(&self, tenant: &str) -> Option<AmiClient> {
+        self.entries.lock().expect("pool lock").get(tenant).map(|e| e.client.clone())
+    }
+
     /// The state of the tenant's connection, when it has one open (it is opened on first use and
     /// closed when idle).
     pub fn state(&self, tenant: &str) -> Option<super::ConnState> {

@@ -18,6 +18,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::codec::FramedRead;
 use uuid::Uuid;
 
+use super::dialplan_check::{self, Verdict};
 use super::{pbx_login, CallRequest, CallbackService, PlaceError, Via};
 use crate::ami::ajam;
 use crate::ami::client::{self as ami_client, AmiClient};
@@ -25,7 +26,9 @@ use crate::ami::codec::AmiCodec;
 use crate::ami::transport::{self, BoxStream};
 use crate::ami::{AmiError, AmiEvent};
 use crate::domain::callback::{apply, CallState, Confirmation, Fact, Leg, Reason, Status};
+use crate::domain::dialplan::Generated;
 use crate::domain::settings::{ConfirmAnswer, PbxSettings};
+use crate::telemetry::Chain;
 
 /// How long the second leg may take after the first answered (the dialplan's Dial timeout is
 /// usually 30 s).
@@ -332,9 +335,14 @@ fn confirm_step(
         None if seen.leg2_dialled => {
             steps.fail(
                 "confirm",
-                "the PBX dialled the second number without asking the first phone to press 1",
-                "these settings confirm the answer, but the PBX's dialplan does not ask: download the dialplan again \
-                 (GET /v1/admin/pbx/dialplan), install it and run `dialplan reload`",
+                "the PBX began dialling the second number without asking the first phone to press 1; dialback hung \
+                 the call up",
+                format!(
+                    "these settings confirm the answer, but the PBX does not run dialback's context {:?}: see the \
+                     dialplan step (an older definition of the same context loaded first shadows dialback's, or the \
+                     file is not installed); fix that, download the dialplan again and run `dialplan reload`",
+                    settings.context
+                ),
             );
             false
         }
@@ -361,6 +369,16 @@ fn second_leg_hint(reason: Option<Reason>, settings: &PbxSettings) -> String {
         ),
         _ => format!("check the Dial() line of context {:?} in extensions.conf", settings.context),
     }
+}
+
+/// The `dialplan` step (`super::dialplan_check`): fails, and the Test stops, when something the
+/// settings turn on needs a context the PBX does not run as generated; otherwise what differs is a
+/// warning (a passed step with a hint): a company may dial through a context of its own.
+async fn dialplan_step(client: &AmiClient, expected: &Generated, steps: &mut Steps) -> bool {
+    let inspection = dialplan_check::inspect(client, expected).await;
+    let failing = inspection.verdict == Verdict::Failing;
+    steps.push("dialplan", !failing, inspection.detail, inspection.hint);
+    !failing
 }
 
 /// What the Test button has seen of its call so far.
@@ -411,6 +429,13 @@ fn follow(
                 tx.send_modify(|f| f.confirmation = Some((*outcome, OffsetDateTime::now_utc())));
             }
             if let Some(next) = apply(&state, &fact, OffsetDateTime::now_utc()) {
+                if next.reason == Some(Reason::DialplanNotRun) && state.reason != Some(Reason::DialplanNotRun) {
+                    // Leg 2 began without the confirmation these settings ask for: whatever
+                    // answered the first phone must not reach the second (the tracker counts it).
+                    if let Err(e) = client.hangup(&key).await {
+                        tracing::warn!(call_id = %id, error = %Chain(&e), "could not hang up the test call");
+                    }
+                }
                 state = next;
                 tx.send_modify(|f| f.state = state.clone());
             }
@@ -439,12 +464,16 @@ async fn wait_for(rx: &mut watch::Receiver<Followed>, limit: Duration, done: imp
 
 impl CallbackService {
     /// Runs the Test button: probe, then a real test callback from `from` to `to`.
+    /// `expected` is the dialplan dialback generates for these settings (`domain::dialplan`),
+    /// compared with what the PBX runs before any call is placed.
+    #[allow(clippy::too_many_arguments)]
     pub async fn diagnose(
         &self,
         tenant: &str,
         admin: &str,
         settings: PbxSettings,
         secret: SecretString,
+        expected: Option<&Generated>,
         from: String,
         to: String,
     ) -> Result<Diagnosis, PlaceError> {
@@ -461,6 +490,12 @@ impl CallbackService {
             steps.fail("originate", e.to_string(), connection_hint(&e, &settings));
             client.close().await;
             return Ok(steps.done(None, None));
+        }
+        if let Some(expected) = expected {
+            if !dialplan_step(&client, expected, &mut steps).await {
+                client.close().await;
+                return Ok(steps.done(None, None));
+            }
         }
         // Subscribed before the originate: a phone that is busy answers before `place` returns.
         let events = client.subscribe();

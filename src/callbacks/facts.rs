@@ -22,6 +22,9 @@ pub fn fact_of(event: &AmiEvent, key: &str) -> Option<Fact> {
             Some(status) => Some(Fact::ClientFailed { reason: dial_failure(status) }),
             None => None,
         },
+        // The courier channel beginning to dial leg 2 (only after the courier confirmed, when
+        // the company asks them to: see `Fact::ClientDialled`).
+        AmiEvent::DialBegin(d) if d.uniqueid.as_deref() == Some(key) => Some(Fact::ClientDialled),
         // The originate dialling the courier: leg 1.
         AmiEvent::DialEnd(d) if d.uniqueid.is_none() && d.dest_uniqueid == key => match d.dial_status.as_deref() {
             Some("ANSWER") => Some(Fact::CourierAnswered { channel: Some(d.dest_channel.clone()) }),

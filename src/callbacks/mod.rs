@@ -6,6 +6,7 @@
 //! request reaches AMI without being parsed first.
 
 pub mod diagnose;
+pub mod dialplan_check;
 pub mod facts;
 pub mod idempotency;
 pub mod takeover;
@@ -24,7 +25,7 @@ use crate::ami::transport::Endpoint;
 use crate::ami::AmiError;
 use crate::ami::{AmiClient, ConnState};
 use crate::crypto::SecretsKey;
-use crate::domain::callback::{CallState, Reason, Status, Target};
+use crate::domain::callback::{CallState, Confirming, Reason, Status, Target};
 use crate::domain::dialplan;
 use crate::domain::phone::{self, PhoneNumber};
 use crate::domain::registry::Order;
@@ -92,14 +93,6 @@ pub enum PbxAvailability {
     Available,
 }
 
-/// How a tap was taken.
-pub enum Tapped {
-    /// Asterisk queued the call.
-    Placed(Box<CallbackRow>),
-    /// The company has no PBX connected: the app dials this number itself.
-    DialDirectly(Fallback),
-}
-
 /// What the app may do when the PBX cannot place the call.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Fallback {
@@ -116,6 +109,10 @@ pub enum PlaceError {
     CourierNotRegistered(String),
     #[error("the office extension is not configured")]
     OfficeNotConfigured,
+    /// "Call the office" at a company with no PBX connected to dialback, only the office's city
+    /// number: the app dials `fallback` itself. Nothing was written.
+    #[error("this company's telephony is not connected to dialback: dial the office's city number over cellular")]
+    NoPbx { fallback: Fallback },
     #[error("{detail}")]
     InvalidNumber { detail: String, callback: Box<CallbackRow> },
     #[error("{detail}")]
@@ -426,6 +423,9 @@ impl CallbackService {
             let mut state = CallState::new(status);
             state.reason = refusal.map(|(reason, _)| reason);
             state.ended_at = refusal.map(|_| now);
+            if status == Status::Queued && settings.confirm_courier_answer == ConfirmAnswer::Dtmf {
+                state.confirmation = Some(Confirming::Asked);
+            }
             let row = CallbackRow {
                 id,
                 tenant_id: tenant.to_owned(),
@@ -506,33 +506,38 @@ impl CallbackService {
     /// Places a courier's tap: the attempt is written (claiming `claim` in the same statement),
     /// checked against the rate limits, then originated. Limits are checked once the attempt is
     /// written, so a retry or a duplicate of a request already taken ends in `KeyTaken` and never
-    /// counts; a tap over a limit is logged as refused.
+    /// counts; a tap over a limit is logged as refused. Asterisk has queued the call when it
+    /// returns.
     pub async fn tap(
         &self,
         tenant: &str,
         courier_id: &str,
         request: CallRequest,
         claim: Option<&IdempotencyClaim<'_>>,
-    ) -> Result<Tapped, PlaceError> {
+    ) -> Result<CallbackRow, PlaceError> {
         let (settings, _) = self.settings(tenant).await?.ok_or(PlaceError::NotConfigured)?;
         if !settings.has_pbx() {
-            // Nothing to place: the app dials the office itself (nothing is logged, as nothing
-            // went through dialback).
-            return match (&request, settings.office_phone_e164()) {
-                (CallRequest::Office, Some(phone)) => Ok(Tapped::DialDirectly(Fallback {
-                    phone,
-                    note: "this company's telephony is not connected to dialback: dial the office over cellular".into(),
-                })),
-                (CallRequest::Office, None) => Err(PlaceError::OfficeNotConfigured),
-                _ => Err(PlaceError::NotConfigured),
-            };
+            // Nothing to place: the app dials the office itself, as it does when the PBX is down
+            // (a problem with the same `fallback`; nothing is logged, as nothing went through
+            // dialback).
+            return Err(match (&request, settings.office_phone_e164()) {
+                (CallRequest::Office, Some(phone)) => PlaceError::NoPbx {
+                    fallback: Fallback {
+                        phone,
+                        note: "this company's telephony is not connected to dialback: dial the office over cellular"
+                            .into(),
+                    },
+                },
+                (CallRequest::Office, None) => PlaceError::OfficeNotConfigured,
+                _ => PlaceError::NotConfigured,
+            });
         }
         let prepared = self.prepare(tenant, courier_id, request, Via::Pool, claim).await?;
         if let Err(limited) = self.limiters.callback(tenant, courier_id) {
             let row = self.refuse(prepared, Reason::RateLimited, &limited.to_string()).await?;
             return Err(PlaceError::RateLimited { limited, callback: Box::new(row) });
         }
-        self.originate(prepared).await.map(|row| Tapped::Placed(Box::new(row)))
+        self.originate(prepared).await
     }
 
     /// The active courier's phone and the order (None: it does not exist) a tap is decided on:

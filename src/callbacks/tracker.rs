@@ -7,7 +7,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -17,9 +17,11 @@ use uuid::Uuid;
 
 use super::view::event_data;
 use crate::ami::client::{EventSink, PbxSignal};
-use crate::ami::pool::CallHold;
+use crate::ami::pool::{AmiPool, CallHold};
 use crate::ami::AmiEvent;
-use crate::domain::callback::{apply, Confirmation, Fact, Reason, Status, HUNG_UP_DURING_THE_PROMPT};
+use crate::domain::callback::{
+    apply, Confirmation, Fact, Reason, Status, DIALLED_WITHOUT_ASKING, HUNG_UP_DURING_THE_PROMPT,
+};
 use crate::events::Bus;
 use crate::store;
 use crate::store::callbacks::{CallbackRow, Moved, Step, Transition};
@@ -85,6 +87,7 @@ struct Tracked {
 #[derive(Clone)]
 pub struct Tracker {
     shards: Arc<Vec<mpsc::UnboundedSender<Work>>>,
+    shared: Arc<Shared>,
     process: Uuid,
     /// How many dialback processes are alive, this one included (see `super::takeover`).
     processes_alive: Arc<std::sync::atomic::AtomicUsize>,
@@ -94,12 +97,39 @@ pub struct Tracker {
 struct Shared {
     db: deadpool_postgres::Pool,
     bus: Bus,
+    /// The companies' AMI connections, to hang up a call the PBX must not go on with (set once
+    /// the pool exists: the pool reports to the tracker, so it is made after it; weak, so the two
+    /// do not keep each other alive).
+    pool: OnceLock<Weak<AmiPool>>,
     /// See [`Tracker::start`].
     one_commit_per_batch: bool,
     /// See `AmiConfig::lost_after_s`.
     lost_after: Duration,
     /// This process, as `callbacks.owner` names it.
     process: Uuid,
+}
+
+impl Shared {
+    /// Hangs up the courier channel of call `id` (by its Uniqueid, the call id) on `tenant`'s
+    /// connection, at once and without waiting: the PBX began dialling the client though the
+    /// courier never confirmed, so whatever answered leg 1 must not reach them.
+    fn hang_up_unconfirmed(&self, tenant: &Arc<str>, id: Uuid) {
+        metrics::counter!("dialback_confirmations_total", "tenant" => tenant.to_string(), "outcome" => "not_asked")
+            .increment(1);
+        let client = self.pool.get().and_then(Weak::upgrade).and_then(|pool| pool.open_client(tenant));
+        let Some(client) = client else {
+            // The admin's Test button follows its call on a connection of its own and hangs it up there.
+            return tracing::warn!(call_id = %id, tenant = %tenant, "{DIALLED_WITHOUT_ASKING}");
+        };
+        tracing::warn!(call_id = %id, tenant = %tenant, "{DIALLED_WITHOUT_ASKING}; hanging up");
+        let tenant = tenant.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.hangup(&id.to_string()).await {
+                tracing::error!(call_id = %id, tenant = %tenant, error = %Chain(&e),
+                    "could not hang up a call the PBX dialled without the courier's confirmation");
+            }
+        });
+    }
 }
 
 fn shard_of(id: &Uuid) -> usize {
@@ -120,14 +150,19 @@ impl Tracker {
         lost_after: Duration,
         process: Uuid,
     ) -> Self {
-        let shared = Arc::new(Shared { db, bus, one_commit_per_batch, lost_after, process });
+        let shared = Arc::new(Shared { db, bus, pool: OnceLock::new(), one_commit_per_batch, lost_after, process });
         let mut shards = Vec::with_capacity(SHARDS);
         for _ in 0..SHARDS {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(run_shard(shared.clone(), rx));
             shards.push(tx);
         }
-        Self { shards: Arc::new(shards), process, processes_alive: Arc::new(1.into()) }
+        Self { shards: Arc::new(shards), shared, process, processes_alive: Arc::new(1.into()) }
+    }
+
+    /// The pool of the companies' AMI connections this tracker hears (see `Shared::pool`).
+    pub fn hang_up_through(&self, pool: &Arc<AmiPool>) {
+        let _ = self.shared.pool.set(Arc::downgrade(pool));
     }
 
     /// This process's id: the owner of the calls it places.
@@ -358,7 +393,12 @@ impl PendingFacts {
         let mut unwritten = HashSet::new();
         for (id, tenant, facts) in &pending {
             match plan(&client, calls, tenant, *id, facts).await {
-                Ok(Some(change)) => changes.push(change),
+                Ok(Some(change)) => {
+                    if change.dialled_without_asking() {
+                        shared.hang_up_unconfirmed(&change.tenant, change.id);
+                    }
+                    changes.push(change)
+                }
                 Ok(None) => {}
                 Err(e) if e.is_unavailable() => {
                     unwritten.insert((*id, tenant.clone()));
@@ -438,6 +478,12 @@ struct Change {
 }
 
 impl Change {
+    /// The PBX began dialling leg 2 of a call whose courier had not confirmed (see
+    /// `Fact::ClientDialled`): this change records it.
+    fn dialled_without_asking(&self) -> bool {
+        self.next.state.reason == Some(Reason::DialplanNotRun) && self.from.state.reason != Some(Reason::DialplanNotRun)
+    }
+
     fn transition(&self) -> Transition<'_> {
         Transition {
             id: self.id,
@@ -635,7 +681,19 @@ async fn plan(
         }
         let Some(state) = apply(&next.state, fact, *at) else { continue };
         let mut after = CallbackRow { state, ..next.clone() };
-        if after.state.status != next.state.status || after.state.reason != next.state.reason {
+        // Asterisk posts the courier channel's CDR (the billed seconds) as the call ends, often
+        // after its final status was written: the company's systems get it in one more event, or
+        // in the final one when both are written together.
+        let billed = next.state.status.is_terminal()
+            && next.state.cdr.courier.is_none()
+            && after.state.cdr.courier.is_some()
+            && after.state.status == next.state.status;
+        if billed {
+            match steps.last_mut() {
+                Some(last) => last.event = event_data(&after),
+                None => step(&mut steps, &next, &mut after, *at, "the PBX's CDR of the call (billed seconds)".into()),
+            }
+        } else if after.state.status != next.state.status || after.state.reason != next.state.reason {
             let cause = match fact {
                 Fact::OriginateQueued { action_id } => format!("originate queued (ActionID {action_id})"),
                 _ => format!("{fact:?}"),
@@ -669,6 +727,7 @@ fn explain(fact: &Fact, reason: Reason) -> Option<&'static str> {
     match (fact, reason) {
         (Fact::Confirmation(confirmation), _) => Some(confirmation.explanation()),
         (Fact::Cdr { .. }, Reason::NotConfirmed) => Some(HUNG_UP_DURING_THE_PROMPT),
+        (Fact::ClientDialled, Reason::DialplanNotRun) => Some(DIALLED_WITHOUT_ASKING),
         _ => None,
     }
 }

@@ -101,6 +101,10 @@ pub enum Reason {
     /// The courier's phone answered but nobody pressed 1 when asked: a voicemail or a carrier's
     /// recording, most likely; the client was never dialled.
     NotConfirmed,
+    /// The company asks couriers to confirm their answer, yet the PBX began dialling leg 2 without
+    /// asking: it does not run dialback's dialplan (not installed, or shadowed by another
+    /// definition of the context). dialback hung the call up at once.
+    DialplanNotRun,
 }
 
 impl Reason {
@@ -118,6 +122,7 @@ impl Reason {
             Reason::RateLimited => "rate_limited",
             Reason::Lost => "lost",
             Reason::NotConfirmed => "not_confirmed",
+            Reason::DialplanNotRun => "dialplan_not_run",
         }
     }
 
@@ -135,6 +140,7 @@ impl Reason {
             Reason::RateLimited,
             Reason::Lost,
             Reason::NotConfirmed,
+            Reason::DialplanNotRun,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -251,6 +257,8 @@ pub struct CallState {
     pub talk_seconds: Option<i32>,
     pub cdr_billable_seconds: Option<i32>,
     pub cdr: CallCdr,
+    /// The answer confirmation, when the company asks for one.
+    pub confirmation: Option<Confirming>,
     /// Set when the reason was only inferred from a hangup cause; a later DialEnd or
     /// OriginateResponse may name it more precisely.
     pub reason_provisional: bool,
@@ -270,6 +278,7 @@ impl CallState {
             talk_seconds: None,
             cdr_billable_seconds: None,
             cdr: CallCdr::default(),
+            confirmation: None,
             reason_provisional: false,
         }
     }
@@ -291,6 +300,45 @@ impl Confirmation {
         }
     }
 }
+
+/// Where a call's answer confirmation stands (stored with the call, so whichever process follows
+/// it knows whether leg 2 may be dialled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirming {
+    /// The Originate asked the dialplan to confirm the courier's answer; no result yet.
+    Asked,
+    /// The dialplan's result.
+    Answered(Confirmation),
+}
+
+impl Confirming {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confirming::Asked => "asked",
+            Confirming::Answered(Confirmation::Confirmed) => "confirmed",
+            Confirming::Answered(Confirmation::NotConfirmed) => "not_confirmed",
+            Confirming::Answered(Confirmation::PromptFailed) => "prompt_failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Confirming> {
+        [
+            Confirming::Asked,
+            Confirming::Answered(Confirmation::Confirmed),
+            Confirming::Answered(Confirmation::NotConfirmed),
+            Confirming::Answered(Confirmation::PromptFailed),
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// The journal's words for a call hung up because the PBX dialled leg 2 without asking the courier
+/// to confirm.
+pub const DIALLED_WITHOUT_ASKING: &str = "the PBX began dialling the client without asking the courier to press 1: \
+    it does not run dialback's dialplan for this context (not installed, or shadowed by an older definition of the \
+    same context); dialback hung the call up so no voicemail talks to the client. The Test button's dialplan step \
+    says what to change";
 
 /// The journal's words for a courier who hung up while the PBX waited for their key.
 pub const HUNG_UP_DURING_THE_PROMPT: &str =
@@ -320,6 +368,8 @@ pub enum Fact {
     },
     /// The answer confirmation's result (the dialplan's `UserEvent`).
     Confirmation(Confirmation),
+    /// The courier's channel began dialling leg 2 (its `DialBegin`).
+    ClientDialled,
     /// A CDR record of one of the call's channels.
     Cdr {
         of: CdrOf,
@@ -375,8 +425,30 @@ pub fn apply(state: &CallState, fact: &Fact, now: OffsetDateTime) -> Option<Call
             }
             _ => {}
         },
-        Fact::Confirmation(Confirmation::Confirmed) => {}
+        Fact::Confirmation(Confirmation::Confirmed) => {
+            if s.confirmation == Some(Confirming::Asked) {
+                s.confirmation = Some(Confirming::Answered(Confirmation::Confirmed));
+            }
+        }
+        // Leg 2 may ring only after the courier confirmed, when the company asks them to: a PBX
+        // that dials without asking does not run dialback's dialplan, and whatever answered leg 1
+        // (a voicemail) would talk to the client. The tracker hangs such a call up.
+        Fact::ClientDialled => {
+            if s.confirmation == Some(Confirming::Asked)
+                && matches!(s.status, Queued | RingingCourier | RingingClient | Unknown)
+            {
+                s.status = Failed;
+                s.failed_leg = None;
+                s.reason = Some(Reason::DialplanNotRun);
+                s.reason_provisional = false;
+                s.courier_answered_at.get_or_insert(now);
+                s.ended_at.get_or_insert(now);
+            }
+        }
         Fact::Confirmation(outcome) => {
+            if s.confirmation == Some(Confirming::Asked) {
+                s.confirmation = Some(Confirming::Answered(*outcome));
+            }
             let reason = if *outcome == Confirmation::NotConfirmed { Reason::NotConfirmed } else { Reason::PbxError };
             match s.status {
                 Queued | RingingCourier | RingingClient | Unknown => fail(&mut s, Leg::Courier, reason, false, now),

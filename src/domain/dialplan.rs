@@ -1,12 +1,16 @@
 //! The dialplan a company's PBX needs for dialback, generated from its settings: a ready
-//! `extensions_custom.conf` the PBX admin downloads instead of editing a template by hand.
+//! `extensions_custom.conf` the PBX admin downloads instead of editing a template by hand, and
+//! what dialback expects the PBX to run, to check it against what the PBX reports (`check`).
 //!
 //! It holds the callback context (settings `context`) that Asterisk runs on the courier's answered
 //! channel: the CDR's userfield and a recording named after the channel's `UNIQUEID` (dialback sets
 //! the Originate's ChannelId to the callback id, so the recordings sync binds the file without any
 //! configuration), an optional answer confirmation, then `Dial` of leg 2: the office extension
-//! inside the PBX, or the client through the company's trunk.
+//! inside the PBX, or the client through the company's trunk. Each extension starts with a marker,
+//! `NoOp(dialback dialplan VERSION)`, VERSION a digest of everything generated: the PBX's own
+//! listing (`ShowDialPlan`) then says whose dialplan runs, and which download.
 
+use aws_lc_rs::digest;
 use time::OffsetDateTime;
 
 use super::settings::{render_channel, ConfirmAnswer, DialFormat, PbxSettings};
@@ -26,44 +30,77 @@ pub const INBOUND_CONTEXT: &str = "dialback-inbound";
 /// How long the courier's phone rings for a return call before the office takes it.
 pub const RETURN_RING_S: u32 = 20;
 
-/// `extensions_custom.conf` for `tenant`'s settings; `None` when the company has no PBX. With
+/// What every generated extension's first priority says (`NoOp` data), before the version.
+pub const MARKER: &str = "dialback dialplan ";
+
+/// One priority as generated: `Application(data)`, with an optional label and a comment above it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub label: Option<&'static str>,
+    pub application: &'static str,
+    pub data: String,
+    pub comment: Option<String>,
+}
+
+fn step(application: &'static str, data: impl Into<String>) -> Step {
+    Step { label: None, application, data: data.into(), comment: None }
+}
+
+/// One extension: its pattern and its priorities, numbered from 1 in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    pub pattern: String,
+    pub comment: String,
+    pub steps: Vec<Step>,
+}
+
+/// A context as generated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    pub name: String,
+    pub comment: String,
+    pub extensions: Vec<Extension>,
+    /// Whether something the company turned on needs the PBX to run this context as generated
+    /// (answer confirmation, return calls): without it dialback cannot keep its promises.
+    pub required_by: Option<&'static str>,
+}
+
+/// The whole dialplan dialback generates for a company.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    pub tenant: String,
+    pub contexts: Vec<Context>,
+    /// A digest of every context, extension and priority: the marker's version.
+    pub version: String,
+}
+
+/// The dialplan for `tenant`'s settings; `None` when the company has no PBX. With
 /// `return_calls_agi` (the company's `agi://.../route?key=...`), it also holds the context return
 /// calls arrive in.
-pub fn render(
-    tenant: &str,
-    settings: &PbxSettings,
-    return_calls_agi: Option<&str>,
-    generated_at: OffsetDateTime,
-) -> Option<String> {
+pub fn generate(tenant: &str, settings: &PbxSettings, return_calls_agi: Option<&str>) -> Option<Generated> {
     if !settings.has_pbx() {
         return None;
     }
-    let date = generated_at.date();
-    let context = &settings.context;
-    let client_dial = render_channel(&settings.channel_template, "${EXTEN}");
-    let mut out = format!(
-        "; extensions_custom.conf for dialback: generated for company \"{tenant}\" on {date} from its saved settings.\n\
-         ;\n\
-         ; Where it goes: FreePBX reads /etc/asterisk/extensions_custom.conf by itself; on a plain Asterisk,\n\
-         ; put the file there and add `#include extensions_custom.conf` at the end of\n\
-         ; /etc/asterisk/extensions.conf. Then run: asterisk -rx \"dialplan reload\"\n\
-         ;\n\
-         ; It follows dialback's settings (context, office extension, channel template, client prefix, answer\n\
-         ; confirmation): after changing them, download it again rather than editing it. Lines marked CHANGE\n\
-         ; are the ones a PBX may need adapted.\n\
-         ;\n\
-         ; Check it with the Test button in dialback's admin page: a real call through this context.\n\
-         \n\
-         [{context}]\n\
-         ; Callbacks: dialback's Originate rings the courier (leg 1) and, once they answer, runs this context on\n\
-         ; their channel with EXTEN = whom leg 2 rings and DIALBACK_CALL_ID = the callback's id (also the\n\
-         ; channel's UNIQUEID: the recording below is bound to the callback by its name).\n"
-    );
+    let mut callback = Context {
+        name: settings.context.clone(),
+        comment:
+            "Callbacks: dialback's Originate rings the courier (leg 1) and, once they answer, runs this context on\n\
+                  their channel with EXTEN = whom leg 2 rings and DIALBACK_CALL_ID = the callback's id (also the\n\
+                  channel's UNIQUEID: the recording below is bound to the callback by its name)."
+                .into(),
+        extensions: Vec::new(),
+        required_by: (settings.confirm_courier_answer == ConfirmAnswer::Dtmf).then_some("answer confirmation"),
+    };
+    let internal = &settings.internal_context;
     if let Some(extension) = &settings.office_extension {
-        out.push_str(&format!(
-            "\n; \"Call the office\": the office extension {extension}, dialled inside the PBX as written.\n"
-        ));
-        push_leg2(&mut out, extension, "Local/${EXTEN}@from-internal", settings, true);
+        callback.extensions.push(Extension {
+            pattern: extension.clone(),
+            comment: format!(
+                "\"Call the office\": the office extension {extension}, dialled inside the PBX (context {internal}, the \
+                 setting internal_context)."
+            ),
+            steps: leg2(&format!("Local/${{EXTEN}}@{internal}"), settings),
+        });
     }
     let client_patterns: &[&str] = match settings.dial_format {
         // `+7916...`, and the same with the client prefix before it.
@@ -76,67 +113,250 @@ pub fn render(
     } else {
         format!(" (after the client prefix {})", settings.client_prefix)
     };
+    let client_dial = render_channel(&settings.channel_template, "${EXTEN}");
     for pattern in client_patterns {
-        out.push_str(&format!(
-            "\n; \"Call the client\": the client's number{prefix}, out through the company's trunk.\n"
-        ));
-        push_leg2(&mut out, pattern, &client_dial, settings, false);
+        callback.extensions.push(Extension {
+            pattern: (*pattern).to_owned(),
+            comment: format!("\"Call the client\": the client's number{prefix}, out through the company's trunk."),
+            steps: leg2(&client_dial, settings),
+        });
     }
+    let mut contexts = vec![callback];
     if let Some(agi) = return_calls_agi {
-        push_inbound(&mut out, agi, settings);
+        contexts.push(inbound(agi, settings));
     }
-    Some(out)
+    let version = version_of(&contexts);
+    for context in &mut contexts {
+        for extension in &mut context.extensions {
+            extension.steps.insert(0, step("NoOp", format!("{MARKER}{version}")));
+        }
+    }
+    Some(Generated { tenant: tenant.to_owned(), contexts, version })
+}
+
+/// The first 12 hex digits of the SHA-256 of every context's name, extensions and priorities.
+fn version_of(contexts: &[Context]) -> String {
+    let mut sha256 = digest::Context::new(&digest::SHA256);
+    for context in contexts {
+        sha256.update(format!("[{}]\n", context.name).as_bytes());
+        for extension in &context.extensions {
+            for s in &extension.steps {
+                let line = format!("{},{},{}({})\n", extension.pattern, s.label.unwrap_or(""), s.application, s.data);
+                sha256.update(line.as_bytes());
+            }
+        }
+    }
+    hex_prefix(sha256.finish().as_ref(), 6)
+}
+
+fn hex_prefix(bytes: &[u8], n: usize) -> String {
+    bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The return-call context: ask dialback (FastAGI) where the caller goes; dial the courier it
 /// names, else (no route, dialback unreachable, or the courier did not take it) the office.
-fn push_inbound(out: &mut String, agi: &str, settings: &PbxSettings) {
+fn inbound(agi: &str, settings: &PbxSettings) -> Context {
     let office = match &settings.office_extension {
-        Some(extension) => format!("Dial(Local/{extension}@from-internal,30)"),
-        None => "Hangup() ; CHANGE: dial the office here (no office extension is set in dialback)".into(),
+        Some(extension) => step("Dial", format!("Local/{extension}@{},{LEG2_RING_S}", settings.internal_context)),
+        None => Step {
+            comment: Some(
+                "No office extension is set in dialback's settings: set office_extension there and download again"
+                    .into(),
+            ),
+            ..step("Hangup", "")
+        },
     };
-    out.push_str(&format!(
-        "\n[{INBOUND_CONTEXT}]\n\
-         ; Return calls: a client calling the company's number back reaches the courier of their order.\n\
-         ; Send the company's number (DID) here: in FreePBX an inbound route whose destination is the custom\n\
-         ; destination {INBOUND_CONTEXT},${{EXTEN}},1; on a plain Asterisk, Goto({INBOUND_CONTEXT},${{EXTEN}},1) in the\n\
-         ; trunk's context. dialback sets DIALBACK_ROUTE to the courier's phone, or leaves it empty: the office.\n\
-         ; If dialback cannot be reached the call goes to the office (within 2 s, Asterisk's connect timeout).\n\
-         exten => _X.,1,Set(CDR(userfield)=return-call)\n \
-         same => n,AGI({agi},${{EXTEN}})\n \
-         same => n,Set(CDR(userfield)=${{DIALBACK_CALL_ID}})\n \
-         same => n,GotoIf($[\"${{DIALBACK_ROUTE}}\" = \"\"]?office)\n \
-         same => n,MixMonitor(${{DIALBACK_CALL_ID}}.wav)\n \
-         same => n,Dial(${{DIALBACK_ROUTE}},{RETURN_RING_S})\n \
-         ; CHANGE from-internal to the context your extensions are in, if it is another\n \
-         same => n(office),{office}\n \
-         same => n,Hangup()\n"
-    ));
+    let steps = vec![
+        step("Set", "CDR(userfield)=return-call"),
+        step("AGI", format!("{agi},${{EXTEN}}")),
+        step("Set", "CDR(userfield)=${DIALBACK_CALL_ID}"),
+        step("GotoIf", "$[\"${DIALBACK_ROUTE}\" = \"\"]?office"),
+        step("MixMonitor", "${DIALBACK_CALL_ID}.wav"),
+        step("Dial", format!("${{DIALBACK_ROUTE}},{RETURN_RING_S}")),
+        Step { label: Some("office"), ..office },
+        step("Hangup", ""),
+    ];
+    Context {
+        name: INBOUND_CONTEXT.into(),
+        comment: format!(
+            "Return calls: a client calling the company's number back reaches the courier of their order.\n\
+             Send the company's number (DID) here: in FreePBX an inbound route whose destination is the custom\n\
+             destination {INBOUND_CONTEXT},${{EXTEN}},1; on a plain Asterisk, Goto({INBOUND_CONTEXT},${{EXTEN}},1) in the\n\
+             trunk's context, in place of any AGI line an earlier integration put there (without dialback's key\n\
+             dialback sends every call to the office). dialback sets DIALBACK_ROUTE to the courier's phone, or\n\
+             leaves it empty: the office. If dialback cannot be reached the call goes to the office (within 2 s,\n\
+             Asterisk's connect timeout)."
+        ),
+        extensions: vec![Extension { pattern: "_X.".into(), comment: String::new(), steps }],
+        required_by: Some("return calls"),
+    }
 }
 
 /// One extension of the callback context: userfield, recording, the confirmation when asked for,
 /// `Dial` of leg 2, hang up.
-fn push_leg2(out: &mut String, extension: &str, dial: &str, settings: &PbxSettings, office: bool) {
-    out.push_str(&format!("exten => {extension},1,Set(CDR(userfield)=${{DIALBACK_CALL_ID}})\n"));
-    out.push_str(" same => n,MixMonitor(${UNIQUEID}.wav)\n");
-    if settings.confirm_courier_answer == ConfirmAnswer::Dtmf {
+fn leg2(dial: &str, settings: &PbxSettings) -> Vec<Step> {
+    let confirm = settings.confirm_courier_answer == ConfirmAnswer::Dtmf;
+    let mut steps = vec![step("Set", "CDR(userfield)=${DIALBACK_CALL_ID}"), step("MixMonitor", "${UNIQUEID}.wav")];
+    if confirm {
         // The courier must press 1 (a beep, then up to the timeout) before leg 2 rings: a voicemail
         // or a carrier's recording answers like a person. The UserEvent tells dialback the result.
-        out.push_str(&format!(
-            " same => n,GotoIf($[\"${{{CONFIRM_VARIABLE}}}\" != \"dtmf\"]?dial)\n \
-             same => n,Read(CONFIRM,beep,1,,1,${{{CONFIRM_TIMEOUT_VARIABLE}}})\n \
-             same => n,UserEvent({CONFIRM_EVENT},CallId: ${{DIALBACK_CALL_ID}},Digit: ${{CONFIRM}},ReadStatus: ${{READSTATUS}})\n \
-             same => n,GotoIf($[\"${{CONFIRM}}\" != \"1\"]?unconfirmed)\n"
-        ));
+        steps.extend([
+            step("GotoIf", format!("$[\"${{{CONFIRM_VARIABLE}}}\" != \"dtmf\"]?dial")),
+            step("Read", format!("CONFIRM,beep,1,,1,${{{CONFIRM_TIMEOUT_VARIABLE}}}")),
+            step(
+                "UserEvent",
+                format!(
+                    "{CONFIRM_EVENT},CallId: ${{DIALBACK_CALL_ID}},Digit: ${{CONFIRM}},ReadStatus: ${{READSTATUS}}"
+                ),
+            ),
+            step("GotoIf", "$[\"${CONFIRM}\" != \"1\"]?unconfirmed"),
+        ]);
     }
-    if office {
-        out.push_str(" ; CHANGE from-internal to the context your extensions are in, if it is another\n");
+    steps.push(Step { label: confirm.then_some("dial"), ..step("Dial", format!("{dial},{LEG2_RING_S}")) });
+    steps.push(step("Hangup", ""));
+    if confirm {
+        steps.push(Step { label: Some("unconfirmed"), ..step("Hangup", "") });
     }
-    let label = if settings.confirm_courier_answer == ConfirmAnswer::Dtmf { "(dial)" } else { "" };
-    out.push_str(&format!(" same => n{label},Dial({dial},{LEG2_RING_S})\n same => n,Hangup()\n"));
-    if settings.confirm_courier_answer == ConfirmAnswer::Dtmf {
-        out.push_str(" same => n(unconfirmed),Hangup()\n");
+    steps
+}
+
+/// `extensions_custom.conf` of a generated dialplan, stamped with `generated_at`.
+pub fn render(generated: &Generated, generated_at: OffsetDateTime) -> String {
+    let names: Vec<&str> = generated.contexts.iter().map(|c| c.name.as_str()).collect();
+    let mut out = format!(
+        "; extensions_custom.conf for dialback: generated for company \"{}\" on {} from its saved settings\n\
+         ; (dialplan version {}).\n\
+         ;\n\
+         ; Where it goes: FreePBX reads /etc/asterisk/extensions_custom.conf by itself; on a plain Asterisk,\n\
+         ; put the file there and add `#include extensions_custom.conf` at the end of\n\
+         ; /etc/asterisk/extensions.conf. Then run: asterisk -rx \"dialplan reload\"\n\
+         ;\n\
+         ; It defines the context{} {}. No other file may define {}: Asterisk keeps the first definition\n\
+         ; of a context priority by priority and logs \"Unable to register extension ... already in use\" for\n\
+         ; the rest, so an older context of the same name would silently run instead of this one.\n\
+         ;\n\
+         ; It follows dialback's settings (context, internal_context, office extension, channel template,\n\
+         ; client prefix, answer confirmation, return calls): after changing them, download it again rather\n\
+         ; than editing it. The Test button in dialback's admin page checks that the PBX runs this version,\n\
+         ; then places a real call through it.\n",
+        generated.tenant,
+        generated_at.date(),
+        generated.version,
+        if names.len() > 1 { "s" } else { "" },
+        names.iter().map(|n| format!("[{n}]")).collect::<Vec<_>>().join(" and "),
+        if names.len() > 1 { "them" } else { "it" },
+    );
+    for context in &generated.contexts {
+        out.push_str(&format!("\n[{}]\n", context.name));
+        push_comment(&mut out, "", &context.comment);
+        for extension in &context.extensions {
+            if !extension.comment.is_empty() {
+                out.push('\n');
+                push_comment(&mut out, "", &extension.comment);
+            }
+            for (i, s) in extension.steps.iter().enumerate() {
+                if let Some(comment) = &s.comment {
+                    push_comment(&mut out, " ", comment);
+                }
+                let label = s.label.map(|l| format!("({l})")).unwrap_or_default();
+                match i {
+                    0 => out
+                        .push_str(&format!("exten => {},1{label},{}({})\n", extension.pattern, s.application, s.data)),
+                    _ => out.push_str(&format!(" same => n{label},{}({})\n", s.application, s.data)),
+                }
+            }
+        }
     }
+    out
+}
+
+fn push_comment(out: &mut String, indent: &str, text: &str) {
+    for line in text.lines() {
+        out.push_str(&format!("{indent}; {line}\n"));
+    }
+}
+
+/// One priority as the PBX runs it (what `ShowDialPlan` lists).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveLine {
+    pub extension: String,
+    pub priority: u32,
+    pub application: String,
+    pub app_data: String,
+}
+
+/// How a context the PBX runs compares with what dialback generated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// Exactly what dialback generated, this version.
+    Current,
+    /// The PBX has no context of this name.
+    Missing,
+    /// The context lacks an extension dialback generates (e.g. the office's, added since).
+    MissingExtension { extension: String },
+    /// dialback's dialplan, an earlier download (another version).
+    Outdated { installed: String },
+    /// Another definition runs: priorities that are not dialback's. Either an older context of the
+    /// same name loaded first and shadows dialback's (Asterisk keeps the first definition priority
+    /// by priority), or the company dials through a context of its own.
+    Differs {
+        extension: String,
+        /// The priorities whose application or data are not dialback's.
+        priorities: Vec<u32>,
+        /// What the first of them runs.
+        first: String,
+    },
+}
+
+/// Compares `context` as generated with what the PBX lists for it (`None`: no such context).
+pub fn check(context: &Context, live: Option<&[LiveLine]>) -> Found {
+    let Some(live) = live else { return Found::Missing };
+    for extension in &context.extensions {
+        let mut running: Vec<&LiveLine> = live.iter().filter(|l| l.extension == extension.pattern).collect();
+        running.sort_by_key(|l| l.priority);
+        let Some(first) = running.first() else {
+            return Found::MissingExtension { extension: extension.pattern.clone() };
+        };
+        let ours = &extension.steps[0];
+        if first.priority == 1 && first.application.eq_ignore_ascii_case("NoOp") && first.app_data != ours.data {
+            if let Some(installed) = first.app_data.strip_prefix(MARKER) {
+                return Found::Outdated { installed: installed.trim().to_owned() };
+            }
+        }
+        let differing: Vec<u32> = (1..=extension.steps.len() as u32)
+            .filter(|n| {
+                let want = &extension.steps[*n as usize - 1];
+                !running.iter().any(|l| {
+                    l.priority == *n && l.application.eq_ignore_ascii_case(want.application) && l.app_data == want.data
+                })
+            })
+            .collect();
+        if let Some(n) = differing.first() {
+            let first = running
+                .iter()
+                .find(|l| l.priority == *n)
+                .map_or_else(|| "nothing".to_owned(), |l| format!("{}({})", l.application, l.app_data));
+            return Found::Differs { extension: extension.pattern.clone(), priorities: differing, first };
+        }
+    }
+    Found::Current
+}
+
+/// `1-6, 9` for priorities 1, 2, 3, 4, 5, 6 and 9.
+pub fn ranges(numbers: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < numbers.len() {
+        let start = numbers[i];
+        let mut end = start;
+        while i + 1 < numbers.len() && numbers[i + 1] == end + 1 {
+            i += 1;
+            end = numbers[i];
+        }
+        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        i += 1;
+    }
+    parts.join(", ")
 }
 
 #[cfg(test)]
@@ -144,32 +364,117 @@ mod tests {
     use super::*;
     use crate::domain::settings::tests::sample;
 
+    fn text(settings: &PbxSettings, agi: Option<&str>) -> String {
+        render(&generate("acme", settings, agi).unwrap(), OffsetDateTime::UNIX_EPOCH)
+    }
+
+    /// What the PBX lists when it runs `context` as generated.
+    fn listed(context: &Context) -> Vec<LiveLine> {
+        context
+            .extensions
+            .iter()
+            .flat_map(|e| {
+                e.steps.iter().zip(1..).map(|(s, n)| LiveLine {
+                    extension: e.pattern.clone(),
+                    priority: n,
+                    application: s.application.to_owned(),
+                    app_data: s.data.clone(),
+                })
+            })
+            .collect()
+    }
+
     #[test]
     fn the_context_dials_the_office_inside_and_clients_through_the_trunk() {
-        let text = render("acme", &sample(), None, OffsetDateTime::UNIX_EPOCH).unwrap();
+        let text = text(&sample(), None);
         assert!(text.contains("[from-courier]"), "{text}");
         assert!(!text.contains(INBOUND_CONTEXT), "no return calls unless asked for: {text}");
-        assert!(text.contains("exten => 101,1,Set(CDR(userfield)=${DIALBACK_CALL_ID})"), "{text}");
+        assert!(text.contains("exten => 101,1,NoOp(dialback dialplan "), "{text}");
+        assert!(text.contains(" same => n,Set(CDR(userfield)=${DIALBACK_CALL_ID})"), "{text}");
         assert!(text.contains("Dial(Local/${EXTEN}@from-internal,30)"), "{text}");
         assert!(text.contains("exten => _X.,1,"), "{text}");
         assert!(text.contains("Dial(PJSIP/${EXTEN}@trunk,30)"), "{text}");
         assert!(!text.contains("Read("), "no confirmation unless asked for: {text}");
+        assert!(!text.contains("CHANGE"), "nothing to edit by hand: {text}");
+    }
+
+    #[test]
+    fn the_internal_context_is_a_setting_not_a_hand_edit() {
+        let mut s = sample();
+        s.internal_context = "ext-local".into();
+        let text = text(&s, Some("agi://10.0.0.5:4573/route?key=k"));
+        assert!(text.contains("Dial(Local/${EXTEN}@ext-local,30)"), "{text}");
+        assert!(text.contains("same => n(office),Dial(Local/101@ext-local,30)"), "{text}");
+        assert!(!text.contains("from-internal"), "{text}");
     }
 
     #[test]
     fn without_a_pbx_there_is_no_dialplan() {
         let mut s = sample();
         s.host.clear();
-        assert!(render("acme", &s, None, OffsetDateTime::UNIX_EPOCH).is_none());
+        assert!(generate("acme", &s, None).is_none());
     }
 
     #[test]
     fn return_calls_ask_dialback_then_dial_the_courier_else_the_office() {
-        let text =
-            render("acme", &sample(), Some("agi://10.0.0.5:4573/route?key=k"), OffsetDateTime::UNIX_EPOCH).unwrap();
+        let text = text(&sample(), Some("agi://10.0.0.5:4573/route?key=k"));
         assert!(text.contains("[dialback-inbound]"), "{text}");
         assert!(text.contains("same => n,AGI(agi://10.0.0.5:4573/route?key=k,${EXTEN})"), "{text}");
         assert!(text.contains("same => n,Dial(${DIALBACK_ROUTE},20)"), "{text}");
         assert!(text.contains("same => n(office),Dial(Local/101@from-internal,30)"), "{text}");
+    }
+
+    #[test]
+    fn the_version_follows_every_setting_the_dialplan_reads() {
+        let version = |s: &PbxSettings| generate("acme", s, None).unwrap().version;
+        let base = version(&sample());
+        assert_eq!(base.len(), 12);
+        assert_eq!(version(&sample()), base, "the same settings, the same version");
+        let mut s = sample();
+        s.confirm_courier_answer = ConfirmAnswer::Dtmf;
+        assert_ne!(version(&s), base);
+        let mut s = sample();
+        s.internal_context = "ext-local".into();
+        assert_ne!(version(&s), base);
+    }
+
+    #[test]
+    fn the_live_context_is_current_missing_outdated_or_another_definition() {
+        let mut confirming = sample();
+        confirming.confirm_courier_answer = ConfirmAnswer::Dtmf;
+        let generated = generate("acme", &confirming, None).unwrap();
+        let context = &generated.contexts[0];
+        assert_eq!(context.required_by, Some("answer confirmation"));
+        assert_eq!(check(context, Some(&listed(context))), Found::Current);
+        assert_eq!(check(context, None), Found::Missing);
+
+        // An earlier download, before confirmation was turned on.
+        let old = generate("acme", &sample(), None).unwrap();
+        assert_eq!(check(context, Some(&listed(&old.contexts[0]))), Found::Outdated { installed: old.version.clone() });
+
+        // An older [from-courier] loaded first: its six priorities win, dialback's add the rest.
+        let mut shadowed = listed(context);
+        for (n, line) in shadowed.iter_mut().filter(|l| l.extension == "_X.").take(6).enumerate() {
+            line.application = if n == 0 { "NoOp".into() } else { "Dial".into() };
+            line.app_data = if n == 0 { "old courier context".into() } else { "SIP/trunk/${EXTEN}".into() };
+        }
+        match check(context, Some(&shadowed)) {
+            Found::Differs { extension, priorities, first } => {
+                assert_eq!((extension.as_str(), ranges(&priorities).as_str()), ("_X.", "1-6"));
+                assert_eq!(first, "NoOp(old courier context)");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // The office extension added since the download.
+        let without_office: Vec<LiveLine> = listed(context).into_iter().filter(|l| l.extension != "101").collect();
+        assert_eq!(check(context, Some(&without_office)), Found::MissingExtension { extension: "101".into() });
+    }
+
+    #[test]
+    fn ranges_read_as_a_person_writes_them() {
+        assert_eq!(ranges(&[1, 2, 3, 4, 5, 6, 9]), "1-6, 9");
+        assert_eq!(ranges(&[2]), "2");
+        assert_eq!(ranges(&[]), "");
     }
 }

@@ -121,8 +121,14 @@ pub struct PbxSettings {
     /// How leg 1 is dialled: `PJSIP/{NUMBER}@trunk`, or legacy `SIP/trunk` (appends `/NUMBER`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub channel_template: String,
+    /// The context dialback's dialplan runs leg 2 in ([`DEFAULT_CONTEXT`] unless given): a name no
+    /// other dialplan of the PBX uses, or the older definition shadows dialback's.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub context: String,
+    /// The context the PBX's own extensions are dialled in (the office extension, from the
+    /// generated dialplan): FreePBX's `from-internal`, or the company's.
+    #[serde(default = "default_internal_context")]
+    pub internal_context: String,
     #[serde(default)]
     pub office_extension: Option<String>,
     #[serde(default)]
@@ -210,6 +216,13 @@ fn default_keep_looking() -> u32 {
 
 fn default_port() -> u16 {
     5038
+}
+/// The leg-2 context when none is given: named so that it cannot be a context an existing
+/// installation already has (an older `from-courier` would shadow dialback's).
+pub const DEFAULT_CONTEXT: &str = "dialback-courier";
+
+fn default_internal_context() -> String {
+    "from-internal".into()
 }
 fn confirm_off() -> ConfirmAnswer {
     ConfirmAnswer::Off
@@ -385,14 +398,16 @@ impl PbxSettings {
             if let Some((field, _)) = pbx.iter().find(|(_, v)| v.is_empty()) {
                 return Err(bad(
                     field,
-                    format!("{field} is required with the PBX: give host, username, channel_template and context, or none of them"),
+                    format!(
+                        "{field} is required with the PBX: give host, username and channel_template, or none of them"
+                    ),
                 ));
             }
             self.validate_pbx()?;
         } else if self.recordings.is_some() {
             return Err(bad(
                 "recordings",
-                "recordings come from the PBX: give host, username, channel_template and context with them",
+                "recordings come from the PBX: give host, username and channel_template with them",
             ));
         } else if self.office_phone.is_none() {
             return Err(bad(
@@ -440,6 +455,17 @@ impl PbxSettings {
         check_token("username", &self.username, "an AMI user name")?;
         check_template(&self.channel_template)?;
         check_token("context", &self.context, "a dialplan context name")?;
+        check_token("internal_context", &self.internal_context, "a dialplan context name")?;
+        if self.context == self.internal_context || self.context == crate::domain::dialplan::INBOUND_CONTEXT {
+            return Err(bad(
+                "context",
+                format!(
+                    "context must be a context of dialback's own, not {:?} (the PBX's extensions or return calls use it): \
+                     e.g. {DEFAULT_CONTEXT}",
+                    self.context
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -565,6 +591,9 @@ impl SettingsInput {
         let given = |name: &str| body.get(name).is_some_and(|v| !v.is_null());
         let (transport_given, tls_given, port_given) = (given("transport"), given("tls"), given("port"));
         let mut settings: PbxSettings = serde_json::from_value(body).map_err(|e| InputError::Schema(e.to_string()))?;
+        if !settings.host.is_empty() && settings.context.is_empty() {
+            settings.context = DEFAULT_CONTEXT.into();
+        }
         if !transport_given && settings.tls {
             settings.transport = AmiTransport::Tls;
         }

@@ -1,5 +1,6 @@
-//! The journal as CSV (`GET /v1/callbacks` with `Accept: text/csv`): every call the filter
-//! matches, newest first, streamed a page at a time, so months of calls never sit in memory.
+//! The journal as CSV (`GET /v1/callbacks.csv`, and `GET /v1/callbacks` with `Accept: text/csv`
+//! as before that path existed): every call the filter matches, newest first, streamed a page at
+//! a time, so months of calls never sit in memory.
 //!
 //! The columns and their order are part of the API (openapi.yaml lists them); new ones are only
 //! ever added at the end.

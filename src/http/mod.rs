@@ -128,6 +128,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             .delete(registry::delete_order),
         Endpoint::new("/v1/me").get(me::me),
         Endpoint::new("/v1/callbacks").post(callbacks::create).get(callbacks::list),
+        Endpoint::new("/v1/callbacks.csv").get(callbacks::export),
         Endpoint::new("/v1/callbacks/{callback_id}").get(callbacks::get).delete(callbacks::cancel),
         Endpoint::new("/v1/callbacks/{callback_id}/events").get(callback_events::stream),
         Endpoint::new("/v1/recordings").get(recordings::list),

@@ -30,7 +30,9 @@ pub async fn get_pbx(caller: Admin, state: web::Data<AppState>) -> Result<HttpRe
     let stored =
         store::admin::get_settings(&db, caller.tenant()).await?.ok_or_else(|| ApiError::not_found("PBX settings"))?;
     let password_set = store::admin::recordings_password(&db, caller.tenant()).await?.is_some();
-    Ok(HttpResponse::Ok().json(settings_view(&stored.settings, stored.updated_at, password_set)))
+    let mut view = settings_view(&stored.settings, stored.updated_at, password_set);
+    view["dialplan_check"] = json!(state.dialplan_watch.last(caller.tenant()));
+    Ok(HttpResponse::Ok().json(view))
 }
 
 pub async fn put_pbx(
@@ -86,6 +88,11 @@ pub async fn put_pbx(
     state.callbacks.pool.invalidate(tenant);
     tracing::info!(tenant, host = %settings.host, port = settings.port, recordings = settings.recordings.is_some(),
         "PBX settings saved");
+    if settings.has_pbx() {
+        // Does the PBX run the dialplan these settings generate? The admin page shows the answer.
+        let (watch, tenant) = (state.dialplan_watch.clone(), tenant.to_owned());
+        tokio::spawn(async move { watch.check(&tenant).await });
+    }
     Ok(HttpResponse::Ok().json(settings_view(&settings, updated_at, recordings_password_enc.is_some())))
 }
 
@@ -95,23 +102,25 @@ pub async fn get_dialplan(caller: Admin, state: web::Data<AppState>) -> Result<H
     let stored =
         store::admin::get_settings(&db, caller.tenant()).await?.ok_or_else(|| ApiError::not_found("PBX settings"))?;
     drop(db);
-    // The return-call context when the company has them on, with its key.
-    let rules = state.return_calls.rules(caller.tenant()).await.map_err(super::return_calls::problem)?;
-    let agi = match (&state.agi_address, rules.rules.enabled) {
-        (Some(address), true) => Some(format!("agi://{address}/route?key={}", rules.key)),
-        _ => None,
-    };
-    let text = dialplan::render(caller.tenant(), &stored.settings, agi.as_deref(), time::OffsetDateTime::now_utc())
-        .ok_or_else(|| {
-            ApiError::new(
-                actix_web::http::StatusCode::CONFLICT,
-                "pbx_not_configured",
-                "PBX not configured",
-                "the settings hold no PBX (host, username, channel_template, context): there is no dialplan to write",
-            )
-        })?;
+    let generated = generated_dialplan(&state, caller.tenant(), &stored.settings).await?.ok_or_else(|| {
+        ApiError::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "pbx_not_configured",
+            "PBX not configured",
+            "the settings hold no PBX (host, username, channel_template): there is no dialplan to write",
+        )
+    })?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .insert_header(("Content-Disposition", "attachment; filename=\"extensions_custom.conf\""))
-        .body(text))
+        .body(dialplan::render(&generated, time::OffsetDateTime::now_utc())))
+}
+
+/// The dialplan dialback generates for `tenant` with `settings` (`DialplanWatch::expected`).
+pub(super) async fn generated_dialplan(
+    state: &AppState,
+    tenant: &str,
+    settings: &PbxSettings,
+) -> Result<Option<dialplan::Generated>, ApiError> {
+    state.dialplan_watch.expected(tenant, settings).await.map_err(super::return_calls::problem)
 }

@@ -49,7 +49,7 @@ pub async fn test_pbx(
             if !input.settings.has_pbx() {
                 return Err(ApiError::invalid_field(
                     "settings.host",
-                    "the Test calls through the PBX: give host, username, channel_template and context",
+                    "the Test calls through the PBX: give host, username and channel_template",
                 ));
             }
             let given = input.secret.map(SecretString::from);
@@ -83,9 +83,10 @@ pub async fn test_pbx(
         })?;
     }
     state.callbacks.limiters.callback(tenant, caller.sub())?;
+    let expected = super::pbx::generated_dialplan(&state, tenant, &settings).await?;
     let diagnosis = state
         .callbacks
-        .diagnose(tenant, caller.sub(), settings, secret, request.from, request.to)
+        .diagnose(tenant, caller.sub(), settings, secret, expected.as_ref(), request.from, request.to)
         .await
         .map_err(|e| place_problem(&e, Audience::Admin))?;
     tracing::info!(tenant, ok = diagnosis.ok, callback_id = ?diagnosis.callback_id, "PBX test run");

@@ -291,6 +291,12 @@ pub fn place_problem(err: &PlaceError, audience: Audience) -> ApiError {
         PlaceError::OfficeNotConfigured => {
             ApiError::new(StatusCode::CONFLICT, "office_not_configured", "Office not configured", err.to_string())
         }
+        // The same code as for a client without a PBX (and getMe's `why_not`), with the fallback a
+        // PBX that is down gives: one rule in the app, "a problem with a fallback: offer to dial it".
+        PlaceError::NoPbx { fallback } => {
+            ApiError::new(StatusCode::CONFLICT, "pbx_not_configured", "PBX not configured", err.to_string())
+                .with("fallback", serde_json::to_value(fallback).unwrap_or(Value::Null))
+        }
         PlaceError::CourierNotRegistered(_) => {
             ApiError::new(StatusCode::FORBIDDEN, "courier_not_registered", "Courier not registered", err.to_string())
         }

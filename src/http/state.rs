@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::auth::Verifier;
 use crate::callbacks::CallbackService;
 use crate::config::Config;
+use crate::dialplan_watch::DialplanWatch;
 use crate::recordings::Recordings;
 use crate::return_calls::ReturnCalls;
 use crate::webhooks::Webhooks;
@@ -20,6 +21,7 @@ pub struct AppState {
     pub recordings: Arc<Recordings>,
     pub webhooks: Webhooks,
     pub return_calls: ReturnCalls,
+    pub dialplan_watch: Arc<DialplanWatch>,
     /// How the PBX reaches the FastAGI server (`host:port`), when one is served.
     pub agi_address: Option<String>,
 }

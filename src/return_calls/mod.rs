@@ -113,7 +113,16 @@ impl RouteError {
             return;
         }
         let Some(peer) = request.peer else { return };
+        let keyless = request.key.as_deref().is_none_or(str::is_empty);
         match limiters.auth_failure(peer) {
+            // A line written for another integration (`AGI(agi://host/...)` without `key=`) asks
+            // dialback too: say what replaces it.
+            Ok(()) if keyless && matches!(self, RouteError::BadKey) => tracing::warn!(peer = %peer,
+                caller = %request.caller, did = request.did.as_deref(),
+                "return-call request without dialback's key: the PBX's dialplan has an AGI line of its own (an earlier \
+                 integration's?) that sends the call here; replace it with Goto(dialback-inbound,${{EXTEN}},1), the \
+                 context of the dialplan dialback generates, which asks with the company's key. The call goes to \
+                 the office"),
             Ok(()) => tracing::warn!(peer = %peer, caller = %request.caller, error = %self,
                 "return-call request refused: the dialplan sends the call to the office"),
             Err(limited) => tracing::debug!(peer = %peer, error = %self, %limited, "return-call request refused"),

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::events::outbox_ctes;
 use super::idempotency::{claim_sql, ClaimSql, IdempotencyClaim};
 use super::StoreError;
-use crate::domain::callback::{CallState, Leg, Reason, Status, Target};
+use crate::domain::callback::{CallState, Confirming, Leg, Reason, Status, Target};
 use crate::domain::event::EventType;
 use crate::domain::registry::Order;
 
@@ -33,9 +33,9 @@ pub struct CallbackRow {
 
 const COLUMNS: &str = "id, tenant_id, courier_id, target, order_id, to_number, courier_number, status, failed_leg, \
     reason, hangup_cause, detail, action_id, courier_channel, created_at, updated_at, courier_answered_at, \
-    connected_at, ended_at, talk_seconds, cdr_billable_seconds, cdr, last_sequence";
+    connected_at, ended_at, talk_seconds, cdr_billable_seconds, cdr, last_sequence, confirmation";
 /// How many columns [`COLUMNS`] names (what a query adds comes after them).
-const COLUMN_COUNT: usize = 23;
+const COLUMN_COUNT: usize = 24;
 
 fn leg(s: Option<String>) -> Option<Leg> {
     match s.as_deref() {
@@ -76,6 +76,8 @@ fn from_row(r: &Row) -> CallbackRow {
                 .get::<_, Option<serde_json::Value>>(21)
                 .and_then(|v| serde_json::from_value(v).ok())
                 .unwrap_or_default(),
+            // A value this version does not know (written by a newer one) reads as none asked.
+            confirmation: r.get::<_, Option<String>>(23).as_deref().and_then(Confirming::parse),
             reason_provisional: false,
         },
     }
@@ -132,8 +134,8 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
          claim AS ({}),
          cb AS (
              INSERT INTO callbacks (id, tenant_id, courier_id, target, order_id, to_number, courier_number,
-                 status, reason, detail, created_at, updated_at, ended_at, last_sequence, owner)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $19, $19, $20, 1, $22
+                 status, reason, detail, created_at, updated_at, ended_at, last_sequence, owner, confirmation)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $19, $19, $20, 1, $22, $23
              WHERE (SELECT ok FROM fresh) AND ($12::text IS NULL OR EXISTS (SELECT FROM claim))
              RETURNING id, tenant_id, status),
          first AS (
@@ -180,6 +182,7 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
                 &row.state.ended_at,
                 &new.event,
                 &new.owner,
+                &row.state.confirmation.map(Confirming::as_str),
             ],
         )
         .await?;
@@ -358,7 +361,7 @@ fn transition_sql() -> String {
             UPDATE callbacks SET status = $2, failed_leg = $3, reason = $4, hangup_cause = $5, courier_channel = $6,
                 courier_answered_at = $7, connected_at = $8, ended_at = $9, talk_seconds = $10,
                 cdr_billable_seconds = $11, detail = COALESCE($13, detail), action_id = COALESCE($14, action_id),
-                cdr = $18, last_sequence = $19 + cardinality($15::text[]), updated_at = now()
+                cdr = $18, last_sequence = $19 + cardinality($15::text[]), confirmation = $21, updated_at = now()
             WHERE id = $1 AND status = $12 AND last_sequence = $19
             RETURNING id, tenant_id),
          audit AS (
@@ -410,6 +413,7 @@ async fn execute_transition(
                 &(!to.cdr.is_empty()).then(|| serde_json::to_value(&to.cdr).expect("a CDR serialises")),
                 &t.sequence,
                 &events,
+                &to.confirmation.map(Confirming::as_str),
             ],
         )
         .await?;

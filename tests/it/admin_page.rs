@@ -72,6 +72,7 @@ async fn an_admin_signs_in_saves_settings_and_runs_the_test_in_a_real_browser() 
             "connect:true",
             "banner:true",
             "login:true",
+            "dialplan:true",
             "originate:true",
             "first_leg:true",
             "second_leg:true"

@@ -132,7 +132,7 @@ async fn the_test_button_goes_over_http_step_by_step() {
     let app = spawn_app().await;
     let d = run(&app, json!({"from": FROM, "to": TO, "settings": test_settings(port, json!({}))})).await;
     let (names, failed) = summary(&d);
-    assert_eq!(names, ["connect", "http", "login", "originate", "first_leg", "second_leg"]);
+    assert_eq!(names, ["connect", "http", "login", "dialplan", "originate", "first_leg", "second_leg"]);
     assert!(failed.is_none(), "{d}");
     assert!(d["steps"][1]["detail"].as_str().unwrap().contains("/asterisk/rawman"), "{d}");
 
@@ -213,7 +213,7 @@ async fn https_works_with_the_company_ca_and_names_an_untrusted_certificate() {
     with_ca["ca_pem"] = json!(cert_pem);
     let d = run(&app, json!({"from": FROM, "to": TO, "settings": with_ca})).await;
     let (names, failed) = summary(&d);
-    assert_eq!(names, ["connect", "tls", "http", "login", "originate", "first_leg", "second_leg"]);
+    assert_eq!(names, ["connect", "tls", "http", "login", "dialplan", "originate", "first_leg", "second_leg"]);
     assert!(failed.is_none(), "{d}");
 
     // Couriers' calls go the same way once saved.

@@ -165,6 +165,7 @@ async fn the_test_button_shows_the_confirmation_as_its_own_step() {
             "connect:true",
             "banner:true",
             "login:true",
+            "dialplan:true",
             "originate:true",
             "first_leg:true",
             "confirm:true",
@@ -181,4 +182,68 @@ async fn the_test_button_shows_the_confirmation_as_its_own_step() {
     assert_eq!(steps(&d).last().unwrap(), "confirm:false", "{d}");
     let failed = d["steps"].as_array().unwrap().iter().find(|s| s["step"] == "confirm").unwrap();
     assert!(failed["hint"].as_str().unwrap().contains("voicemail"), "{failed}");
+}
+
+/// A PBX that already had a `[from-courier]` of its own (an earlier integration's) gets
+/// dialback's file included after it, with the settings naming that same context: Asterisk keeps
+/// the older definition priority by priority, so the courier is never asked to confirm. The Test
+/// says so at its dialplan step, and a courier's call is hung up the moment the PBX dials the
+/// client, before the client can answer.
+#[tokio::test]
+async fn a_context_shadowed_by_an_older_one_is_named_and_never_lets_a_voicemail_reach_the_client() {
+    let app = spawn_app().await;
+    let acme = support::unique_tenant("acme");
+    let settings = json!({"context": "from-courier", "confirm_courier_answer": "dtmf", "confirm_timeout_s": 2});
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    app.configure_pbx(&acme, nowhere, settings.clone()).await;
+    let downloaded = app.get_as("/v1/admin/pbx/dialplan", &app.admin(&acme)).await.text().await.unwrap();
+    let old = "[from-courier]\n\
+               exten => _X.,1,NoOp(old courier context)\n \
+               same => n,Set(CDR(userfield)=${DIALBACK_CALL_ID})\n \
+               same => n,Dial(PJSIP/${EXTEN}@trunk,30)\n \
+               same => n,Hangup()\n";
+    let dialplan = dialback::pbx_sim::dialplan::Dialplan::parse(&format!("{old}\n{downloaded}")).unwrap();
+    // Phones ring a second: long enough for dialback to hang up before the client answers.
+    let sim = support::sim_with(|c| {
+        c.dialplan = Some(std::sync::Arc::new(dialplan));
+        c.ring = Duration::from_secs(1);
+    })
+    .await;
+    app.configure_pbx(&acme, sim.addr().port(), settings).await;
+    app.add_courier(&acme, "voicemail", VOICEMAIL).await;
+    app.add_order(&acme, "O-voicemail", "voicemail", &[CLIENT_PHONE]).await;
+
+    let res = app.post("/v1/admin/pbx/test", &app.admin(&acme), json!({"from": VOICEMAIL, "to": CLIENT_PHONE})).await;
+    let d: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(d["ok"], false, "{d}");
+    let last = d["steps"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["step"].as_str(), last["ok"].as_bool()), (Some("dialplan"), Some(false)), "{d}");
+    let detail = last["detail"].as_str().unwrap();
+    assert!(detail.contains("answer confirmation needs dialback's context [from-courier]"), "{detail}");
+    // Its priority 2 happens to be dialback's too; 1, 3 and 4 are not.
+    assert!(detail.contains("priorities 1, 3-4 of extension _X."), "{detail}");
+    assert!(detail.contains("NoOp(old courier context)"), "{detail}");
+    let hint = last["hint"].as_str().unwrap();
+    assert!(hint.contains("Rename or remove that older [from-courier]") && hint.contains("dialback-courier"), "{hint}");
+    assert_eq!(sim.originates(), 0, "the Test stopped before calling anyone");
+
+    let token = app.courier(&acme, "voicemail");
+    let res = app
+        .post("/v1/callbacks", &token, json!({"target": "client", "to": CLIENT_PHONE, "order_id": "O-voicemail"}))
+        .await;
+    assert_eq!(res.status(), 202);
+    let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    app.wait_terminal(&id, &token).await;
+    let done = app.callback(&id, &app.admin(&acme)).await;
+    assert_eq!(
+        (done["status"].as_str(), done["reason"].as_str()),
+        (Some("failed"), Some("dialplan_not_run")),
+        "{done}"
+    );
+    assert!(done["connected_at"].is_null(), "the client never answered: {done}");
+    assert!(done["detail"].as_str().unwrap().contains("dialback hung the call up"), "{done}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let not_asked =
+        support::metric(&metrics, "dialback_confirmations_total", &[("tenant", &acme), ("outcome", "not_asked")]);
+    assert_eq!(not_asked, Some(1.0), "{metrics}");
 }

@@ -23,7 +23,8 @@ async fn the_downloaded_dialplan_is_a_ready_extensions_custom_conf_for_the_saved
     assert_eq!(disposition, "attachment; filename=\"extensions_custom.conf\"");
     let text = res.text().await.unwrap();
     assert!(text.contains("[dialback-out]"), "{text}");
-    assert!(text.contains("exten => 2001,1,Set(CDR(userfield)=${DIALBACK_CALL_ID})"), "{text}");
+    assert!(text.contains("exten => 2001,1,NoOp(dialback dialplan "), "{text}");
+    assert!(text.contains(" same => n,Set(CDR(userfield)=${DIALBACK_CALL_ID})"), "{text}");
     assert!(
         text.contains("Dial(Dongle/dongle0/${EXTEN},30)"),
         "the client goes out through the company's trunk: {text}"

@@ -141,6 +141,8 @@ async fn every_status_of_each_outcome_arrives_signed_and_in_order() {
     assert_eq!(busy["to"], "+79161234560", "the company's own systems see the numbers");
     let done = calls[completed.as_str()].last().unwrap()["body"]["data"].clone();
     assert!(done["talk_seconds"].as_i64() >= Some(1), "{done}");
+    // Billing reaches the company: the completed call's last event carries Asterisk's CDR.
+    assert!(done["billable_seconds"].is_number() && done["cdr"]["courier"].is_object(), "{done}");
 
     // The deliveries, as the admin sees them: every one delivered at the first attempt.
     let page: Value = app.get_as("/v1/admin/webhooks/erp/deliveries?limit=200", &admin).await.json().await.unwrap();
