@@ -30,8 +30,8 @@ enum Command {
         ttl: u64,
     },
     /// Run the PBX simulator: an AMI server that behaves like a real Asterisk 22 (no config needed).
-    PbxSim(dialback::pbx_sim::SimArgs),
-    /// Place a call to a company's number on a PBX (the simulator): a return call to try.
+    PbxSim(Box<dialback::pbx_sim::SimArgs>),
+    /// Place a call to a company's number on any Asterisk (or the simulator): a return call to try.
     CallIn(dialback::pbx_sim::CallInArgs),
 }
 
@@ -44,7 +44,7 @@ fn main() -> std::process::ExitCode {
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(dialback::pbx_sim::run_cli(args)));
+                .and_then(|rt| rt.block_on(dialback::pbx_sim::run_cli(*args)));
             return exit(result);
         }
         Command::CallIn(args) => {

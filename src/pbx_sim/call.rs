@@ -911,7 +911,19 @@ impl Call {
             None => (String::new(), "\"\" <>".to_owned()),
         };
         let Some(channel) = &mut self.channels[role as usize] else { return };
-        self.pbx.publish(channel.cdr_event(disposition, &source, &caller_id).into_event());
+        let event = channel.cdr_event(disposition, &source, &caller_id).into_event();
+        let delay = self.pbx.config.cdr_delay;
+        if delay.is_zero() {
+            self.pbx.publish(event);
+        } else {
+            let pbx = self.pbx.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = pbx.stop.cancelled() => {}
+                    _ = tokio::time::sleep(delay) => pbx.publish(event),
+                }
+            });
+        }
         let now = OffsetDateTime::now_utc();
         channel.cdr.start = now;
         channel.cdr.answer = channel.cdr.answer.map(|_| now);

@@ -64,6 +64,9 @@ pub struct SimArgs {
     /// Leg 2's Dial timeout, like `Dial(...,30)` in the dialplan.
     #[arg(long = "dial-timeout-s", default_value_t = 30)]
     pub dial_timeout_s: u64,
+    /// Hold each CDR back this long, as cdr.conf's `batch = yes` does.
+    #[arg(long, default_value_t = 0)]
+    pub cdr_delay_ms: u64,
     /// Where to write a WAV recording for every connected call.
     #[arg(long)]
     pub recordings_dir: Option<PathBuf>,
@@ -191,6 +194,9 @@ pub struct SimConfig {
     pub originate_log: Option<PathBuf>,
     /// AMI over HTTP beside the AMI port (off when `None`).
     pub http: Option<ajam::HttpConfig>,
+    /// How long each `Cdr` event is held back (zero: posted as the channel ends). cdr.conf's
+    /// `batch = yes` posts CDRs this way, often after everything else of the call.
+    pub cdr_delay: Duration,
 }
 
 impl Default for SimConfig {
@@ -211,6 +217,7 @@ impl Default for SimConfig {
             write_timeout: Duration::from_secs(2),
             originate_log: None,
             http: None,
+            cdr_delay: Duration::ZERO,
         }
     }
 }
@@ -256,6 +263,7 @@ impl SimConfig {
             write_timeout: Duration::from_millis(args.write_timeout_ms),
             originate_log: args.originate_log.clone(),
             http,
+            cdr_delay: Duration::from_millis(args.cdr_delay_ms),
         })
     }
 
@@ -404,14 +412,15 @@ impl Drop for Simulator {
     }
 }
 
-/// `dialback call-in`: a client calling a company's number, placed on a PBX (the simulator, or a
-/// real Asterisk) as the Asterisk 22 transcripts place one: an Originate of `Local/<did>@<context>`
+/// `dialback call-in`: a client calling a company's number, placed on any Asterisk (a real one or
+/// the simulator) as the Asterisk 22 transcripts place one: an Originate of `Local/<did>@<context>`
 /// whose caller half waits while the other runs the inbound context.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CallInArgs {
-    /// The PBX's AMI address.
-    #[arg(long, default_value = "127.0.0.1:5038")]
-    pub ami: SocketAddr,
+    /// The PBX's AMI address, HOST:PORT (a name or an address).
+    #[arg(long, default_value = "127.0.0.1:5038", value_name = "HOST:PORT")]
+    pub ami: String,
+    /// An AMI user of that PBX allowed to originate (`write = originate` in manager.conf).
     #[arg(long, default_value = "dialback:dialback", value_name = "USER:SECRET")]
     pub user: String,
     /// The number called (the company's).
@@ -420,18 +429,21 @@ pub struct CallInArgs {
     /// Who calls.
     #[arg(long)]
     pub caller: String,
-    /// The context the company's number is sent to (the dialplan dialback writes calls it this).
+    /// The context the company's number is sent to: dialback's own (what the dialplan dialback
+    /// writes calls it), or the PBX's inbound context (e.g. from-trunk) to try its hand-off too.
     #[arg(long, default_value = crate::domain::dialplan::INBOUND_CONTEXT)]
     pub context: String,
 }
 
 pub async fn call_in(args: CallInArgs) -> anyhow::Result<()> {
     let (username, secret) = args.user.split_once(':').context("--user is USER:SECRET")?;
+    let (host, port) = args.ami.rsplit_once(':').context("--ami is HOST:PORT")?;
+    let port = port.parse().with_context(|| format!("--ami {}: the port is not a number", args.ami))?;
     let config = crate::ami::ClientConfig {
         label: Arc::from("call-in"),
         endpoint: crate::ami::transport::Endpoint {
-            host: args.ami.ip().to_string(),
-            port: args.ami.port(),
+            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            port,
             tls: false,
             ca_pem: None,
             http_prefix: None,

@@ -158,6 +158,51 @@ async fn every_status_of_each_outcome_arrives_signed_and_in_order() {
     assert_eq!(delivered, Some(total as f64), "{metrics}");
 }
 
+#[tokio::test]
+async fn a_cdr_posted_after_the_call_ended_reaches_the_company_in_one_more_event() {
+    // cdr.conf's `batch = yes` posts CDRs well after the call's last Hangup, so `completed` is
+    // written before Asterisk says what it billed.
+    let receiver = Receiver::start().await;
+    let sim = support::sim_with(|config| config.cdr_delay = std::time::Duration::from_secs(2)).await;
+    let app = spawn_app().await;
+    let tenant = support::unique_tenant("late-cdr");
+    app.seed(&tenant, sim.addr().port()).await;
+    let secret = subscribe(&app, &tenant, "billing", &receiver.url("billing"), &["callback.status_changed"]).await;
+    receiver.script("billing", &[secret.as_str()], json!([])).await;
+
+    let id =
+        tap_as(&app, &tenant, "courier-1", json!({"target": "client", "to": CLIENT_PHONE, "order_id": "A-1001"})).await;
+    let messages = wait::eventually("the completed call's billed seconds at the receiver", || async {
+        let calls = by_callback(&receiver.received("billing").await);
+        let messages = calls.get(&id).cloned().unwrap_or_default();
+        match messages.last() {
+            Some(last) if last["body"]["data"]["billable_seconds"].is_number() => Ok(messages),
+            _ => Err(statuses(&messages)),
+        }
+    })
+    .await;
+    let seen = statuses(&messages);
+    let first_completed = seen.iter().position(|s| s == "completed").expect("a completed event");
+    assert_eq!(
+        seen[..=first_completed],
+        ["queued", "ringing_courier", "ringing_client", "connected", "completed"],
+        "{seen:?}"
+    );
+    assert!(seen[first_completed..].iter().all(|s| s == "completed"), "the CDR changes no status: {seen:?}");
+    let last = &messages.last().unwrap()["body"]["data"];
+    assert!(last["cdr"]["courier"]["disposition"] == "ANSWERED" && last["talk_seconds"].as_i64() >= Some(1), "{last}");
+    assert_eq!(last["sequence"], json!(messages.len()), "numbered in turn: {last}");
+    support::spec::spec().assert_valid(
+        "the billed event",
+        &json!({"$ref": "#/components/schemas/CallbackEvent"}),
+        support::spec::Direction::Response,
+        last,
+    );
+    // The journal holds the same.
+    let call: Value = app.get_as(&format!("/v1/callbacks/{id}"), &app.admin(&tenant)).await.json().await.unwrap();
+    assert_eq!(call["billable_seconds"], last["billable_seconds"], "{call}");
+}
+
 /// An app whose deliveries are retried after a second or two, and give up after `retries`.
 async fn app_with_quick_retries(retries: usize) -> TestApp {
     support::app()
