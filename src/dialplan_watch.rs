@@ -1,10 +1,10 @@
 //! Whether each company's PBX runs the dialplan dialback generated for it, checked when its
 //! settings are saved and periodically on its AMI session (`callbacks::dialplan_check`): the last
-//! result for the admin page (`GET /v1/admin/pbx`), a gauge per company, and a warning in the log
-//! when something the company turned on (answer confirmation, return calls) cannot work.
+//! result, stored with the settings for the admin page (`GET /v1/admin/pbx`, from any process), a
+//! gauge per company, and a warning in the log when something the company turned on (answer
+//! confirmation, return calls) cannot work.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -36,12 +36,11 @@ pub struct DialplanWatch {
     return_calls: ReturnCalls,
     /// How the PBX reaches the FastAGI server, for the return-call context's AGI line.
     agi_address: Option<String>,
-    last: Mutex<HashMap<String, Checked>>,
 }
 
 impl DialplanWatch {
     pub fn new(callbacks: Arc<CallbackService>, return_calls: ReturnCalls, agi_address: Option<String>) -> Arc<Self> {
-        Arc::new(DialplanWatch { callbacks, return_calls, agi_address, last: Mutex::default() })
+        Arc::new(DialplanWatch { callbacks, return_calls, agi_address })
     }
 
     /// The dialplan dialback generates for `tenant` with `settings`: with the return-call context
@@ -54,11 +53,6 @@ impl DialplanWatch {
             _ => None,
         };
         Ok(dialplan::generate(tenant, settings, agi.as_deref()))
-    }
-
-    /// The last check of `tenant`'s dialplan in this process, if any.
-    pub fn last(&self, tenant: &str) -> Option<Checked> {
-        self.last.lock().expect("last lock").get(tenant).cloned()
     }
 
     /// Checks `tenant`'s PBX now on its AMI session (opened if need be) and keeps the result.
@@ -108,7 +102,14 @@ impl DialplanWatch {
             Verdict::Current => tracing::debug!(tenant, version = %checked.version, "the PBX runs dialback's dialplan"),
             _ => tracing::info!(tenant, result, detail = %checked.detail, "dialplan check"),
         }
-        self.last.lock().expect("last lock").insert(tenant.to_owned(), checked.clone());
+        let stored = async {
+            let db = crate::store::client(&self.callbacks.db).await?;
+            let json = serde_json::to_value(&checked).expect("a check serialises");
+            crate::store::admin::put_dialplan_check(&db, tenant, &json).await
+        };
+        if let Err(e) = stored.await {
+            tracing::warn!(tenant, error = %Chain(&e), "dialplan check: its result could not be stored");
+        }
         Some(checked)
     }
 

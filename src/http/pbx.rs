@@ -31,7 +31,7 @@ pub async fn get_pbx(caller: Admin, state: web::Data<AppState>) -> Result<HttpRe
         store::admin::get_settings(&db, caller.tenant()).await?.ok_or_else(|| ApiError::not_found("PBX settings"))?;
     let password_set = store::admin::recordings_password(&db, caller.tenant()).await?.is_some();
     let mut view = settings_view(&stored.settings, stored.updated_at, password_set);
-    view["dialplan_check"] = json!(state.dialplan_watch.last(caller.tenant()));
+    view["dialplan_check"] = stored.dialplan_check.unwrap_or(serde_json::Value::Null);
     Ok(HttpResponse::Ok().json(view))
 }
 

@@ -19,13 +19,17 @@ pub struct StoredSettings {
     pub settings: PbxSettings,
     pub secret_enc: String,
     pub updated_at: OffsetDateTime,
+    /// The last check of the PBX's dialplan, by whichever process made it.
+    pub dialplan_check: Option<serde_json::Value>,
 }
 
 pub async fn get_settings(db: &impl GenericClient, tenant: &str) -> Result<Option<StoredSettings>, StoreError> {
     let row = db
         .query_opt(
-            &db.prepare_cached("SELECT settings, secret_enc, updated_at FROM pbx_settings WHERE tenant_id = $1")
-                .await?,
+            &db.prepare_cached(
+                "SELECT settings, secret_enc, updated_at, dialplan_check FROM pbx_settings WHERE tenant_id = $1",
+            )
+            .await?,
             &[&tenant],
         )
         .await?;
@@ -33,7 +37,22 @@ pub async fn get_settings(db: &impl GenericClient, tenant: &str) -> Result<Optio
         settings: serde_json::from_value(r.get(0)).expect("stored settings were validated when saved"),
         secret_enc: r.get(1),
         updated_at: r.get(2),
+        dialplan_check: r.get(3),
     }))
+}
+
+/// Keeps the last check of the company's dialplan (a company without settings has none to keep).
+pub async fn put_dialplan_check(
+    db: &impl GenericClient,
+    tenant: &str,
+    check: &serde_json::Value,
+) -> Result<(), StoreError> {
+    db.execute(
+        &db.prepare_cached("UPDATE pbx_settings SET dialplan_check = $2 WHERE tenant_id = $1").await?,
+        &[&tenant, check],
+    )
+    .await?;
+    Ok(())
 }
 
 pub async fn put_settings(

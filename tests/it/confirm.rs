@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{self, spawn_app, AmiObserver, TestApp, CLIENT_PHONE};
+use crate::support::{self, spawn_app, wait, AmiObserver, TestApp, CLIENT_PHONE};
 
 const HUMAN: &str = "+79001112233";
 const VOICEMAIL: &str = "+79001112235";
@@ -226,6 +226,19 @@ async fn a_context_shadowed_by_an_older_one_is_named_and_never_lets_a_voicemail_
     let hint = last["hint"].as_str().unwrap();
     assert!(hint.contains("Rename or remove that older [from-courier]") && hint.contains("dialback-courier"), "{hint}");
     assert_eq!(sim.originates(), 0, "the Test stopped before calling anyone");
+    // Saving the settings checked the PBX too; every process shows that check, not only the one
+    // that made it.
+    let replica = support::app().existing_database(app.database_url.clone()).spawn().await;
+    let shown = wait::eventually("the check made on save, shown by another process", || async {
+        let view: serde_json::Value =
+            replica.get_as("/v1/admin/pbx", &replica.admin(&acme)).await.json().await.unwrap();
+        match view["dialplan_check"]["result"].as_str() {
+            Some("failing") => Ok(view["dialplan_check"].clone()),
+            _ => Err(view["dialplan_check"].clone()),
+        }
+    })
+    .await;
+    assert!(shown["hint"].as_str().unwrap().contains("Rename or remove that older [from-courier]"), "{shown}");
 
     let token = app.courier(&acme, "voicemail");
     let res = app
