@@ -51,6 +51,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     #[serde(default)]
     pub agi: AgiConfig,
+    #[serde(default)]
+    pub issuers: IssuersConfig,
     /// `auto` (JSON unless stdout is a terminal), `json` or `pretty`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
@@ -206,6 +208,50 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// Which companies the deployment's own keys (`jwt_secret`, `jwt_public_keys`) may act for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GlobalKeys {
+    /// The operator, and every company the operator has given no issuer of its own (how every
+    /// company worked before issuers: it keeps working while it is moved).
+    CompaniesWithoutIssuer,
+    /// The operator only: a company without an issuer of its own cannot sign in.
+    Operator,
+}
+
+/// Companies' token issuers: how their keys are fetched and which companies the deployment's own
+/// keys act for (auth/issuers.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IssuersConfig {
+    pub global_keys: GlobalKeys,
+    /// Let a JWKS URL use plain `http://` (a provider on a trusted network; tests).
+    pub allow_http: bool,
+    /// Let a JWKS URL reach private, loopback and link-local addresses (an identity provider
+    /// inside the company's network). Off, like webhooks, by default.
+    pub allow_private_targets: bool,
+    /// A fetched JWKS is fetched again after this long (served from cache meanwhile, and for as
+    /// long as the provider cannot be reached).
+    pub jwks_max_age_s: u64,
+    /// A token naming a key the cached JWKS lacks fetches it again, at most this often.
+    pub jwks_refresh_min_interval_s: u64,
+    /// Limit on one JWKS fetch, connect to the last byte.
+    pub jwks_timeout_ms: u64,
+}
+
+impl Default for IssuersConfig {
+    fn default() -> Self {
+        Self {
+            global_keys: GlobalKeys::CompaniesWithoutIssuer,
+            allow_http: false,
+            allow_private_targets: false,
+            jwks_max_age_s: 600,
+            jwks_refresh_min_interval_s: 5,
+            jwks_timeout_ms: 5_000,
+        }
+    }
+}
+
 /// The FastAGI server return calls are routed by.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -307,6 +353,11 @@ impl Config {
         }
         if self.agi.deadline_ms == 0 {
             return Err(ConfigError("agi.deadline_ms (DIALBACK_AGI__DEADLINE_MS) must be at least 1".into()));
+        }
+        if self.issuers.jwks_timeout_ms == 0 {
+            return Err(ConfigError(
+                "issuers.jwks_timeout_ms (DIALBACK_ISSUERS__JWKS_TIMEOUT_MS) must be at least 1".into(),
+            ));
         }
         if self.db.pool_size == 0 {
             return Err(ConfigError("db.pool_size (DIALBACK_DB__POOL_SIZE) must be at least 1".into()));

@@ -26,7 +26,10 @@
 //!                audio URLs, the background scheduler
 //! limits.rs      rate limits (per courier, per company, failed logins per address), shared among
 //!                the processes alive
-//! auth.rs        JWT claims, minting and verification
+//! companies.rs   the operator's work on companies: create, suspend, give an issuer, remove
+//! auth/          JWT claims and roles, minting, verification with each company's issuer (its
+//!                PEM keys, its JWKS, its HS256 secret) or the deployment's own keys
+//! outbound.rs    which URLs dialback may call (webhooks, JWKS): https, public addresses
 //! crypto.rs      secrets at rest and signatures; tls.rs: the TLS client setup AMI and FTPS share;
 //!                pg_tls.rs: TLS to PostgreSQL as libpq's sslmode asks
 //! domain/        phone numbers, PBX settings, couriers and orders, the callback and return-call
@@ -44,6 +47,7 @@ pub mod agi;
 pub mod ami;
 pub mod auth;
 pub mod callbacks;
+pub mod companies;
 pub mod config;
 pub mod crypto;
 pub mod dialplan_watch;
@@ -51,6 +55,7 @@ pub mod domain;
 pub mod events;
 pub mod http;
 pub mod limits;
+pub mod outbound;
 pub mod pbx_sim;
 pub mod pg_tls;
 pub mod recordings;

@@ -17,9 +17,11 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
-    /// Mint a JWT signed with the configured HS256 secret (demo and tests).
+    /// Mint a JWT signed with the deployment's HS256 secret: the operator's, and the demo's and
+    /// tests' (a company with an issuer of its own accepts only that issuer's tokens).
     Token {
-        #[arg(long)]
+        /// The company the token acts for (none for the operator).
+        #[arg(long, default_value = "")]
         tenant: String,
         #[arg(long, value_enum)]
         role: Role,
@@ -29,10 +31,49 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
+    /// The operator's work on companies (as `/v1/operator/companies`, straight on the database).
+    #[command(subcommand)]
+    Company(CompanyCommand),
     /// Run the PBX simulator: an AMI server that behaves like a real Asterisk 22 (no config needed).
     PbxSim(Box<dialback::pbx_sim::SimArgs>),
     /// Place a call to a company's number on any Asterisk (or the simulator): a return call to try.
     CallIn(dialback::pbx_sim::CallInArgs),
+}
+
+#[derive(Subcommand)]
+enum CompanyCommand {
+    /// Every company, as JSON.
+    List,
+    /// Create a company or replace its name, state and issuer; prints it as JSON (with its HS256
+    /// secret, once, when `--hs256` makes one).
+    Put {
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// The `iss` its tokens carry; without it the company has no issuer of its own.
+        #[arg(long)]
+        iss: Option<String>,
+        /// Its identity provider's JWKS URL.
+        #[arg(long)]
+        jwks_url: Option<String>,
+        /// The PEM CA that signed the JWKS server's certificate, when not publicly trusted.
+        #[arg(long, requires = "jwks_url")]
+        ca_file: Option<std::path::PathBuf>,
+        /// A PEM public key (RS256, ES256, EdDSA) its tokens are signed with; repeatable.
+        #[arg(long)]
+        public_key: Vec<std::path::PathBuf>,
+        /// HS256 tokens signed with a secret of the company's own, made now.
+        #[arg(long)]
+        hs256: bool,
+        #[arg(long)]
+        suspended: bool,
+    },
+    /// Refuse the company's requests (its calls in flight end normally).
+    Suspend { id: String },
+    /// Let a suspended company act again.
+    Resume { id: String },
+    /// Remove a suspended company with no call in progress, and everything of it.
+    Remove { id: String },
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,8 +107,15 @@ fn main() -> std::process::ExitCode {
     };
     let result = match command {
         Command::Token { tenant, role, sub, ttl } => {
+            if tenant.is_empty() != (role == Role::Operator) {
+                eprintln!(
+                    "dialback: --tenant names the company a courier or admin token acts for; an operator's names none"
+                );
+                return std::process::ExitCode::from(2);
+            }
             dialback::auth::mint(&config, &tenant, role, &sub, ttl).map(|t| println!("{t}"))
         }
+        Command::Company(command) => run(config, |config| company(config, command)),
         Command::Migrate => run(config, |config| async move {
             let applied = dialback::store::migrations::run_url(&config.database_url, &config.db).await?;
             tracing::info!(?applied, "migrations done");
@@ -82,6 +130,60 @@ fn main() -> std::process::ExitCode {
         Command::PbxSim(_) | Command::CallIn(_) => Ok(()), // ran above, before any config was needed
     };
     exit(result)
+}
+
+fn print(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON serialises"));
+}
+
+async fn company(config: Config, command: CompanyCommand) -> anyhow::Result<()> {
+    use dialback::domain::company::{CompanyInput, CompanyState, Issuer};
+    dialback::store::migrations::run_url(&config.database_url, &config.db).await?;
+    let db = dialback::store::pool(&config.database_url, &config.db)?;
+    let verifier = std::sync::Arc::new(dialback::auth::Verifier::new(&config, Some(db.clone()))?);
+    let storage = std::sync::Arc::new(dialback::recordings::storage::FsStorage::new(config.recordings_dir.clone()));
+    let companies =
+        dialback::companies::Companies::new(db, config.secrets_key(), verifier, config.issuers.global_keys, storage);
+    let set_state = |id: String, state: CompanyState| {
+        let companies = &companies;
+        async move {
+            let now = companies.get(&id).await?;
+            let input = CompanyInput { name: now.name.unwrap_or_else(|| id.clone()), state, issuer: now.issuer };
+            anyhow::Ok(companies.put(&id, &input).await?.0)
+        }
+    };
+    match command {
+        CompanyCommand::List => print(&companies.list().await?),
+        CompanyCommand::Put { id, name, iss, jwks_url, ca_file, public_key, hs256, suspended } => {
+            let read = |path: &std::path::Path| {
+                std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
+            };
+            let issuer = match iss {
+                None if jwks_url.is_some() || !public_key.is_empty() || hs256 => {
+                    anyhow::bail!("--jwks-url, --public-key and --hs256 are an issuer's keys: give its --iss too")
+                }
+                None => None,
+                Some(iss) => Some(Issuer {
+                    iss,
+                    jwks_url,
+                    public_keys: public_key.iter().map(|p| read(p)).collect::<Result<_, _>>()?,
+                    ca_pem: ca_file.as_deref().map(read).transpose()?,
+                    hs256,
+                }),
+            };
+            let state = if suspended { CompanyState::Suspended } else { CompanyState::Active };
+            let input = CompanyInput { name, state, issuer };
+            dialback::domain::company::check_company_id("company id", &id)?;
+            print(&companies.put(&id, &input).await?.0)
+        }
+        CompanyCommand::Suspend { id } => print(&set_state(id, CompanyState::Suspended).await?),
+        CompanyCommand::Resume { id } => print(&set_state(id, CompanyState::Active).await?),
+        CompanyCommand::Remove { id } => {
+            companies.remove(&id).await?;
+            println!("company {id} removed");
+        }
+    }
+    Ok(())
 }
 
 fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {

@@ -14,6 +14,7 @@ use crate::ami::client::EventSink;
 use crate::ami::pool::AmiPool;
 use crate::auth::Verifier;
 use crate::callbacks::{CallbackService, Tracker};
+use crate::companies::Companies;
 use crate::config::Config;
 use crate::dialplan_watch::DialplanWatch;
 use crate::events::Bus;
@@ -49,7 +50,7 @@ impl Application {
         }
         let db = crate::store::pool(&config.database_url, &config.db)?;
         let bus = Bus::default();
-        let verifier = Verifier::from_config(&config)?;
+        let verifier = Arc::new(Verifier::new(&config, Some(db.clone()))?);
         let stop = CancellationToken::new();
         let one_commit_per_batch = crate::store::commits_wait_for_wal(&db).await?;
         if one_commit_per_batch {
@@ -98,7 +99,7 @@ impl Application {
             return_tracker,
             cache_ttl,
         );
-        spawn_change_listener(&config, callbacks.clone(), return_calls.clone(), stop.clone());
+        spawn_change_listener(&config, callbacks.clone(), return_calls.clone(), verifier.clone(), stop.clone());
         let return_takeover = return_calls.spawn_takeover(stop.clone());
         let (agi_server, agi_address) = match config.agi.listen.as_str() {
             "" => (None, None),
@@ -121,9 +122,17 @@ impl Application {
         let agi_public = agi_address.as_ref().map(|(public, _)| public.clone());
         let dialplan_watch = DialplanWatch::new(callbacks.clone(), return_calls.clone(), agi_public.clone());
         dialplan_watch.spawn(Duration::from_secs(config.ami.dialplan_check_s), stop.clone());
+        let recording_storage = Arc::new(FsStorage::new(config.recordings_dir.clone()));
+        let companies = Arc::new(Companies::new(
+            db.clone(),
+            config.secrets_key(),
+            verifier.clone(),
+            config.issuers.global_keys,
+            recording_storage.clone(),
+        ));
         let recordings = Recordings::new(
             db.clone(),
-            Arc::new(FsStorage::new(config.recordings_dir.clone())),
+            recording_storage,
             config.secrets_key(),
             config.recordings.clone(),
             bus.clone(),
@@ -141,6 +150,7 @@ impl Application {
             db,
             metrics: crate::telemetry::metrics(),
             verifier,
+            companies,
             callbacks,
             recordings,
             webhooks,
@@ -201,6 +211,7 @@ fn spawn_change_listener(
     config: &Config,
     callbacks: Arc<CallbackService>,
     return_calls: ReturnCalls,
+    verifier: Arc<Verifier>,
     stop: CancellationToken,
 ) {
     use crate::store::notify::{self, Change, Heard};
@@ -232,6 +243,7 @@ fn spawn_change_listener(
                         attempt = 0;
                         callbacks.settings_cache.invalidate_all();
                         return_calls.forget_rules();
+                        verifier.forget(None);
                         tracing::info!("listening for settings changes");
                     }
                     Some(Heard::Change(Change::PbxSettings { tenant })) => {
@@ -241,6 +253,10 @@ fn spawn_change_listener(
                     Some(Heard::Change(Change::ReturnCallRules { tenant })) => {
                         tracing::debug!(tenant, "return-call rules changed");
                         return_calls.forget_rules();
+                    }
+                    Some(Heard::Change(Change::Company { tenant })) => {
+                        tracing::debug!(tenant, "company changed by the operator");
+                        verifier.forget(Some(&tenant));
                     }
                     Some(Heard::Lost(why)) => {
                         tracing::warn!(error = why, "stopped listening for settings changes; listening again");

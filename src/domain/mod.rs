@@ -4,6 +4,7 @@
 //! - [`callback`]: a call's statuses and reasons, and its state machine.
 //! - [`phone`]: phone numbers, normalised to E.164 and classified (mobile, premium rate, ...).
 //! - [`settings`]: a company's PBX settings, validated field by field.
+//! - [`company`]: a company as the operator manages it: its state and its token issuer.
 //! - [`dialplan`]: the `extensions_custom.conf` a company's PBX needs, generated from its settings.
 //! - [`event`]: the events dialback reports (to the app's live stream and to webhooks), endpoints.
 //! - [`registry`]: couriers and orders, as the company's main system pushes them.
@@ -11,6 +12,7 @@
 //! - [`recording`]: what a recording's file name says (call id, numbers, time), its download state.
 
 pub mod callback;
+pub mod company;
 pub mod dialplan;
 pub mod event;
 pub mod phone;

@@ -1,19 +1,20 @@
 //! What handlers take from a request besides their body: who is calling (a verified JWT, or a 401
 //! problem with `WWW-Authenticate: Bearer`; failed attempts count against the client IP's limit,
-//! then 429), in which role ([`Admin`], [`Courier`]: a 403 otherwise), and a page of a list.
-
-use std::future::{ready, Ready};
+//! then 429), in which role ([`Admin`], [`Courier`], [`Operator`]: a 403 otherwise), and a page of
+//! a list.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 use uuid::Uuid;
 
 use super::problem::ApiError;
 use super::state::AppState;
-use crate::auth::{Claims, Role};
+use crate::auth::{AuthError, Claims, Role};
 use crate::domain::check_id;
+use crate::domain::company::check_company_id;
 
-/// The authenticated caller, in either role.
+/// The authenticated caller acting for a company, in either of its roles.
 pub struct Caller(pub Claims);
 
 impl Caller {
@@ -33,14 +34,13 @@ impl Caller {
         if self.0.role == role {
             Ok(self)
         } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "Forbidden",
-                format!("this needs the {} role", if role == Role::Admin { "admin" } else { "courier" }),
-            ))
+            Err(forbidden(role))
         }
     }
+}
+
+fn forbidden(role: Role) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", format!("this needs the {} role", role.as_str()))
 }
 
 /// A caller with the admin role (a company's administrator or its main system).
@@ -48,6 +48,9 @@ pub struct Admin(pub Caller);
 
 /// A caller with the courier role.
 pub struct Courier(pub Caller);
+
+/// The deployment's operator: manages companies, acts for none.
+pub struct Operator(pub Claims);
 
 impl std::ops::Deref for Admin {
     type Target = Caller;
@@ -70,14 +73,10 @@ fn unauthorized(description: &str) -> ApiError {
     )
 }
 
-/// Tenant ids as the `tenants` table accepts them.
-fn valid_tenant(tenant: &str) -> bool {
-    !tenant.is_empty() && tenant.len() <= 64 && tenant.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
-/// Verifies the request's bearer token (the `Caller` extractor; also called directly where a
-/// token is one of several ways in).
-pub fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+/// The request's bearer token, verified with the keys of whoever it says issued it (auth/issuers.rs).
+/// A refused token is a 401 that counts against the client IP's limit; a suspended company is a
+/// 403; keys that cannot be had right now (the company's identity provider, the database) a 503.
+async fn verified(req: &HttpRequest) -> Result<Claims, ApiError> {
     let state = req.app_data::<web::Data<AppState>>().expect("AppState is registered");
     let token = req
         .headers()
@@ -87,16 +86,43 @@ pub fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         .map(str::trim);
     let result = match token {
         None => Err("missing bearer token"),
-        Some(token) => state.verifier.verify(token).map_err(|e| {
-            tracing::info!(error = %crate::telemetry::Chain(&e), "token refused");
-            "the token is invalid, expired, or not for this service"
-        }),
+        Some(token) => match state.verifier.verify(token).await {
+            Ok(claims) => Ok(claims),
+            Err(AuthError::Suspended(tenant)) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "company_suspended",
+                    "Company suspended",
+                    format!(
+                    "company {tenant} is suspended: its admins and couriers cannot act until the operator restores it"
+                ),
+                ))
+            }
+            Err(e @ AuthError::IssuerUnavailable { .. }) => {
+                tracing::warn!(error = %crate::telemetry::Chain(&e), "token not verifiable now");
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "issuer_unavailable",
+                    "Token issuer unavailable",
+                    "the keys of the company's identity provider cannot be fetched right now; retry shortly",
+                )
+                .with_header(header::RETRY_AFTER, "5"));
+            }
+            Err(AuthError::Store(e)) => return Err(e.into()),
+            Err(e) => {
+                tracing::info!(error = %crate::telemetry::Chain(&e), "token refused");
+                Err("the token is invalid, expired, or not for this service")
+            }
+        },
     };
     match result {
-        Ok(claims) if !valid_tenant(&claims.tenant) || check_id("sub", &claims.sub).is_err() => Err(unauthorized(
-            "the token's tenant or subject is empty or has characters outside A-Z, a-z, 0-9, '-', '_', '.'",
-        )),
-        Ok(claims) => Ok(Caller(claims)),
+        Ok(claims) if check_id("sub", &claims.sub).is_err() => {
+            Err(unauthorized("the token's subject is empty or has characters outside A-Z, a-z, 0-9, '-', '_', '.'"))
+        }
+        Ok(claims) if claims.role != Role::Operator && check_company_id("tenant", &claims.tenant).is_err() => {
+            Err(unauthorized("the token's tenant is empty or has characters outside A-Z, a-z, 0-9, '-', '_', '.'"))
+        }
+        Ok(claims) => Ok(claims),
         Err(description) => {
             let ip = req.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
             state.callbacks.limiters.auth_failure(ip)?;
@@ -106,30 +132,64 @@ pub fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     }
 }
 
+/// The caller acting for a company (the `Caller` extractor; also called directly where a token is
+/// one of several ways in). An operator's token acts for no company: 403.
+pub async fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let claims = verified(req).await?;
+    if claims.role == Role::Operator {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            "an operator's token acts for no company: use a company admin's token",
+        ));
+    }
+    Ok(Caller(claims))
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        ready(authenticate(req))
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await })
     }
 }
 
 impl FromRequest for Admin {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        ready(authenticate(req).and_then(|caller| caller.require(Role::Admin)).map(Admin))
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await.and_then(|caller| caller.require(Role::Admin)).map(Admin) })
     }
 }
 
 impl FromRequest for Courier {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        ready(authenticate(req).and_then(|caller| caller.require(Role::Courier)).map(Courier))
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await.and_then(|caller| caller.require(Role::Courier)).map(Courier) })
+    }
+}
+
+impl FromRequest for Operator {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let claims = verified(&req).await?;
+            if claims.role != Role::Operator {
+                return Err(forbidden(Role::Operator));
+            }
+            Ok(Operator(claims))
+        })
     }
 }
 

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod health;
 pub mod journal_csv;
 pub mod me;
+pub mod operator;
 pub mod pbx;
 pub mod pbx_test;
 pub mod problem;
@@ -147,6 +148,11 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/v1/admin/webhooks/{endpoint_id}/rotate-secret").post(webhooks::rotate_secret),
         Endpoint::new("/v1/admin/webhooks/{endpoint_id}/deliveries").get(webhooks::deliveries),
         Endpoint::new("/v1/admin/webhooks/{endpoint_id}/deliveries/{message_id}/retry").post(webhooks::retry),
+        Endpoint::new("/v1/operator/companies").get(operator::list),
+        Endpoint::new("/v1/operator/companies/{company_id}")
+            .get(operator::get)
+            .put(operator::put)
+            .delete(operator::delete),
     ]
 }
 

@@ -128,9 +128,9 @@ enum Listener {
 }
 
 impl Listener {
-    fn identify(req: &HttpRequest, state: &AppState, id: Uuid, query: AudioQuery) -> Result<Listener, ApiError> {
+    async fn identify(req: &HttpRequest, state: &AppState, id: Uuid, query: AudioQuery) -> Result<Listener, ApiError> {
         match query {
-            AudioQuery { tenant: None, expires: None, sig: None } => Ok(Listener::Caller(authenticate(req)?)),
+            AudioQuery { tenant: None, expires: None, sig: None } => Ok(Listener::Caller(authenticate(req).await?)),
             AudioQuery { tenant: Some(tenant), expires: Some(expires), sig: Some(sig) } => {
                 match state.recordings.check_audio_url(&tenant, id, expires, &sig) {
                     Ok(()) => Ok(Listener::SignedUrl { tenant }),
@@ -170,7 +170,7 @@ pub async fn audio(
     query: web::Query<AudioQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::not_found("recording"))?;
-    let listener = Listener::identify(&req, &state, id, query.into_inner())?;
+    let listener = Listener::identify(&req, &state, id, query.into_inner()).await?;
     let db = store::client(&state.db).await?;
     let row = store::recordings::get(&**db, listener.tenant(), id)
         .await?

@@ -6,6 +6,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Verifier;
 use crate::callbacks::CallbackService;
+use crate::companies::Companies;
 use crate::config::Config;
 use crate::dialplan_watch::DialplanWatch;
 use crate::recordings::Recordings;
@@ -16,7 +17,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: deadpool_postgres::Pool,
     pub metrics: PrometheusHandle,
-    pub verifier: Verifier,
+    pub verifier: Arc<Verifier>,
+    pub companies: Arc<Companies>,
     pub callbacks: Arc<CallbackService>,
     pub recordings: Arc<Recordings>,
     pub webhooks: Webhooks,

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod callbacks;
+pub mod companies;
 pub mod events;
 pub mod idempotency;
 pub mod migrations;

@@ -1,5 +1,5 @@
 //! Changes one process saves that the others keep cached (a company's PBX settings, its
-//! return-call rules), announced with PostgreSQL `NOTIFY` so every process drops its copy at once.
+//! return-call rules, the company itself as the operator set it), announced with PostgreSQL `NOTIFY` so every process drops its copy at once.
 //! The caches' short lifetime (`db.cache_ttl_s`) stays the fallback for a notification missed
 //! while a listener was reconnecting.
 
@@ -18,8 +18,16 @@ const CHANNEL: &str = "dialback_changes";
 /// What changed, and whose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    PbxSettings { tenant: String },
-    ReturnCallRules { tenant: String },
+    PbxSettings {
+        tenant: String,
+    },
+    ReturnCallRules {
+        tenant: String,
+    },
+    /// The operator changed or removed a company (its state, its token issuer).
+    Company {
+        tenant: String,
+    },
 }
 
 impl Change {
@@ -27,6 +35,7 @@ impl Change {
         match self {
             Change::PbxSettings { tenant } => format!("pbx_settings:{tenant}"),
             Change::ReturnCallRules { tenant } => format!("return_call_rules:{tenant}"),
+            Change::Company { tenant } => format!("company:{tenant}"),
         }
     }
 
@@ -36,6 +45,7 @@ impl Change {
         match kind {
             "pbx_settings" => Some(Change::PbxSettings { tenant }),
             "return_call_rules" => Some(Change::ReturnCallRules { tenant }),
+            "company" => Some(Change::Company { tenant }),
             _ => None,
         }
     }
@@ -102,8 +112,11 @@ mod tests {
 
     #[test]
     fn payloads_read_back() {
-        for change in [Change::PbxSettings { tenant: "acme".into() }, Change::ReturnCallRules { tenant: "a:b".into() }]
-        {
+        for change in [
+            Change::PbxSettings { tenant: "acme".into() },
+            Change::ReturnCallRules { tenant: "a:b".into() },
+            Change::Company { tenant: "acme".into() },
+        ] {
             assert_eq!(Change::parse(&change.payload()), Some(change));
         }
         assert_eq!(Change::parse("nope"), None);

@@ -3,12 +3,10 @@
 //! the same statement as the change they report (store::events), and the deliverer sends them.
 //!
 //! - [`signing`]: secrets and signatures.
-//! - [`target`]: which URLs may be called (https, no private addresses) and the guarded resolver.
 //! - [`deliverer`]: the background worker.
 
 pub mod deliverer;
 pub mod signing;
-pub mod target;
 
 use std::time::Duration;
 
@@ -19,9 +17,9 @@ use crate::config::WebhooksConfig;
 use crate::crypto::SecretsKey;
 use crate::domain::event::EndpointSpec;
 use crate::events::Bus;
+use crate::outbound::Policy;
 use crate::store::webhooks::{DeliveryKey, DeliveryRow, DeliveryStatus, EndpointRow};
 use crate::store::{self, StoreError};
-use target::Policy;
 
 /// The webhook service: endpoints, deliveries, and the deliverer. Cheap to clone.
 #[derive(Clone)]
@@ -77,7 +75,7 @@ impl Webhooks {
         config: WebhooksConfig,
         bus: Bus,
     ) -> anyhow::Result<Self> {
-        let policy = Policy::from_config(&config);
+        let policy = Policy { allow_http: config.allow_http, allow_private: config.allow_private_targets };
         let tls = crate::tls::client_config(None).map_err(|e| anyhow::anyhow!("webhooks' TLS roots: {e}"))?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())

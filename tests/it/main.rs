@@ -15,6 +15,7 @@ mod cluster;
 mod confirm;
 mod dialplan;
 mod foundation;
+mod issuers;
 mod journal;
 mod live;
 mod pbx_sim;

@@ -6,6 +6,7 @@
 
 pub mod examples;
 pub mod ftp;
+pub mod jwks;
 pub mod process;
 pub mod proxy;
 pub mod receiver;
@@ -250,6 +251,17 @@ pub async fn assert_problem(res: reqwest::Response, status: u16, code: &str) -> 
     body
 }
 
+/// PBX settings pointing at a simulator on `port` (the tests' usual company).
+pub fn pbx_settings_json(port: u16) -> serde_json::Value {
+    serde_json::json!({
+        "host": "127.0.0.1", "port": port, "tls": false, "username": "dialback", "secret": "dialback",
+        "channel_template": "PJSIP/{NUMBER}@trunk", "context": "from-courier",
+        "office_extension": "101", "office_phone": "+74951234567", "caller_id": "+74951234567",
+        "default_region": "RU", "dial_format": "digits", "originate_timeout_s": 5,
+        "destination_policy": "orders", "allowed_countries": ["RU", "KZ"]
+    })
+}
+
 /// The demo-like company every callback test uses: courier-1 (+79001112233) with order A-1001
 /// (+79161234567); the PBX is whatever `pbx` points at.
 pub const COURIER_PHONE: &str = "+79001112233";
@@ -262,6 +274,11 @@ impl TestApp {
 
     pub fn admin(&self, tenant: &str) -> String {
         self.token(tenant, dialback::auth::Role::Admin, "admin-1")
+    }
+
+    /// The deployment's operator (the deployment's own HS256 secret, no company).
+    pub fn operator(&self) -> String {
+        self.token("", dialback::auth::Role::Operator, "ops-1")
     }
 
     pub fn courier(&self, tenant: &str, courier: &str) -> String {
@@ -290,19 +307,17 @@ impl TestApp {
         self.send(reqwest::Method::POST, path, token, Some(body)).await
     }
 
+    pub async fn delete(&self, path: &str, token: &str) -> reqwest::Response {
+        self.send(reqwest::Method::DELETE, path, token, None).await
+    }
+
     pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
         self.send(reqwest::Method::GET, path, token, None).await
     }
 
     /// PBX settings pointing at `host:port`, merged with `overrides`.
     pub async fn configure_pbx(&self, tenant: &str, port: u16, overrides: serde_json::Value) {
-        let mut settings = serde_json::json!({
-            "host": "127.0.0.1", "port": port, "tls": false, "username": "dialback", "secret": "dialback",
-            "channel_template": "PJSIP/{NUMBER}@trunk", "context": "from-courier",
-            "office_extension": "101", "office_phone": "+74951234567", "caller_id": "+74951234567",
-            "default_region": "RU", "dial_format": "digits", "originate_timeout_s": 5,
-            "destination_policy": "orders", "allowed_countries": ["RU", "KZ"]
-        });
+        let mut settings = pbx_settings_json(port);
         for (k, v) in overrides.as_object().unwrap() {
             settings[k] = v.clone();
         }

@@ -1,17 +1,15 @@
-//! Where webhooks may go. A company's admin names the URL, so the deliverer must not become a way
-//! into the network dialback runs in: unless the server's configuration allows it, only `https`,
-//! and never a private, loopback, link-local or otherwise non-public address, whether the URL
-//! names it or a name resolves to it when the deliverer connects (the resolver below filters what
-//! DNS says, so a name that changes its answer after it was saved is caught too). Redirects are
-//! not followed.
+//! Where dialback may call out to a URL someone else named: a company's webhook endpoint, a
+//! company's identity provider (its JWKS). Whoever names the URL, dialback must not become a way
+//! into the network it runs in: unless the server's configuration allows it, only `https`, and
+//! never a private, loopback, link-local or otherwise non-public address, whether the URL names it
+//! or a name resolves to it at connect time (the resolver below filters what DNS says, so a name
+//! that changes its answer after it was saved is caught too). Redirects are not followed.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
-
-use crate::config::WebhooksConfig;
 
 /// What the server's configuration allows.
 #[derive(Debug, Clone, Copy)]
@@ -21,10 +19,6 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn from_config(config: &WebhooksConfig) -> Self {
-        Self { allow_http: config.allow_http, allow_private: config.allow_private_targets }
-    }
-
     /// Whether `url` may be called, as far as the URL alone says (its scheme, an address written
     /// in it); why not.
     pub fn check_url(&self, url: &str) -> Result<Url, String> {

@@ -1,0 +1,165 @@
+//! A company (a tenant) as the operator manages it: its name, whether it may act, and whose tokens
+//! act for it (its issuer). Checked here; the keys themselves are parsed where tokens are verified.
+
+use serde::{Deserialize, Serialize};
+
+use super::{bad, check_text, FieldError};
+
+/// A company's id as its tokens name it (`tenant`) and the `tenants` table accepts it.
+pub fn check_company_id<'a>(field: &'static str, id: &'a str) -> Result<&'a str, FieldError> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(bad(field, format!("{field} must be 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'")));
+    }
+    Ok(id)
+}
+
+/// Whether a company's admins and couriers may act. A suspended company's requests are refused;
+/// its calls in flight are followed to their end as usual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CompanyState {
+    #[default]
+    Active,
+    Suspended,
+}
+
+impl CompanyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompanyState::Active => "active",
+            CompanyState::Suspended => "suspended",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(CompanyState::Active),
+            "suspended" => Some(CompanyState::Suspended),
+            _ => None,
+        }
+    }
+}
+
+/// Who issues a company's tokens: the `iss` they must carry and the keys they are verified with,
+/// fetched from the identity provider's JWKS URL or given as PEM public keys, and optionally an
+/// HS256 secret dialback generates for the company (kept apart, encrypted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Issuer {
+    pub iss: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_keys: Vec<String>,
+    /// The CA that signed the JWKS server's certificate, when it is not publicly trusted (an
+    /// identity provider inside the company's network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Tokens signed HS256 with the company's own secret are accepted too.
+    #[serde(default)]
+    pub hs256: bool,
+}
+
+/// At most this many PEM keys per issuer (a rotation needs two or three).
+pub const MAX_PUBLIC_KEYS: usize = 8;
+
+impl Issuer {
+    pub fn check(&self) -> Result<(), FieldError> {
+        let iss = self.iss.trim();
+        if iss.is_empty() || iss.len() > 512 || iss != self.iss {
+            return Err(bad("issuer.iss", "issuer.iss must be 1-512 characters without surrounding spaces"));
+        }
+        check_text("issuer.iss", iss)?;
+        if let Some(url) = &self.jwks_url {
+            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+            if !scheme_ok || url.len() > 2048 || url.chars().any(char::is_whitespace) {
+                return Err(bad(
+                    "issuer.jwks_url",
+                    "issuer.jwks_url must be an https:// URL of at most 2048 characters",
+                ));
+            }
+            if !self.public_keys.is_empty() {
+                return Err(bad("issuer.public_keys", "give either issuer.jwks_url or issuer.public_keys, not both"));
+            }
+        }
+        if self.ca_pem.is_some() && self.jwks_url.is_none() {
+            return Err(bad("issuer.ca_pem", "issuer.ca_pem is the CA of the JWKS server: it needs issuer.jwks_url"));
+        }
+        if self.public_keys.len() > MAX_PUBLIC_KEYS {
+            return Err(bad("issuer.public_keys", format!("issuer.public_keys holds at most {MAX_PUBLIC_KEYS} keys")));
+        }
+        if self.jwks_url.is_none() && self.public_keys.is_empty() && !self.hs256 {
+            return Err(bad(
+                "issuer",
+                "an issuer needs its keys: issuer.jwks_url, issuer.public_keys, or issuer.hs256: true",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the operator saves for a company.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompanyInput {
+    pub name: String,
+    #[serde(default)]
+    pub state: CompanyState,
+    #[serde(default)]
+    pub issuer: Option<Issuer>,
+}
+
+impl CompanyInput {
+    pub fn check(&self) -> Result<(), FieldError> {
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(bad("name", "name must be 1-200 characters"));
+        }
+        check_text("name", name)?;
+        if let Some(issuer) = &self.issuer {
+            issuer.check()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer(json: serde_json::Value) -> Result<Issuer, String> {
+        let issuer: Issuer = serde_json::from_value(json).map_err(|e| e.to_string())?;
+        issuer.check().map_err(|e| e.to_string())?;
+        Ok(issuer)
+    }
+
+    #[test]
+    fn an_issuer_names_its_iss_and_one_source_of_keys() {
+        assert!(issuer(serde_json::json!({"iss": "https://id.acme.test/realms/acme",
+            "jwks_url": "https://id.acme.test/realms/acme/protocol/openid-connect/certs"}))
+        .is_ok());
+        assert!(issuer(serde_json::json!({"iss": "acme-backend", "hs256": true})).is_ok());
+        let refused = [
+            (serde_json::json!({"iss": "", "hs256": true}), "issuer.iss"),
+            (serde_json::json!({"iss": " x", "hs256": true}), "issuer.iss"),
+            (serde_json::json!({"iss": "x"}), "needs its keys"),
+            (serde_json::json!({"iss": "x", "jwks_url": "ftp://x"}), "https://"),
+            (serde_json::json!({"iss": "x", "jwks_url": "https://x", "public_keys": ["k"]}), "not both"),
+            (serde_json::json!({"iss": "x", "public_keys": ["k"], "ca_pem": "c"}), "needs issuer.jwks_url"),
+            (serde_json::json!({"iss": "x", "hs256": true, "kid": "1"}), "unknown field"),
+        ];
+        for (json, why) in refused {
+            let err = issuer(json.clone()).expect_err(&json.to_string());
+            assert!(err.contains(why), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_company_has_a_name_and_is_active_unless_said_otherwise() {
+        let input: CompanyInput = serde_json::from_value(serde_json::json!({"name": "Acme Couriers"})).unwrap();
+        assert_eq!((input.state, input.issuer.is_none()), (CompanyState::Active, true));
+        input.check().unwrap();
+        let blank: CompanyInput = serde_json::from_value(serde_json::json!({"name": "  "})).unwrap();
+        assert_eq!(blank.check().unwrap_err().field, "name");
+    }
+}
