@@ -115,7 +115,12 @@ fn main() -> std::process::ExitCode {
             }
             dialback::auth::mint(&config, &tenant, role, &sub, ttl).map(|t| println!("{t}"))
         }
-        Command::Company(command) => run(config, |config| company(config, command)),
+        // Its answer is what it prints on stdout (JSON), so no log lines go there.
+        Command::Company(command) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(company(config, command))),
         Command::Migrate => run(config, |config| async move {
             let applied = dialback::store::migrations::run_url(&config.database_url, &config.db).await?;
             tracing::info!(?applied, "migrations done");

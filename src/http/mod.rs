@@ -115,6 +115,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/openapi.yaml").get(docs::openapi_yaml),
         Endpoint::new("/docs").get(docs::docs_page),
         Endpoint::new("/admin").get(admin_page::admin_page),
+        Endpoint::new("/v1/admin/company").get(operator::own_company),
         Endpoint::new("/v1/admin/pbx").get(pbx::get_pbx).put(pbx::put_pbx),
         Endpoint::new("/v1/admin/pbx/test").post(pbx_test::test_pbx),
         Endpoint::new("/v1/admin/pbx/dialplan").get(pbx::get_dialplan),

@@ -1,12 +1,13 @@
 //! `/v1/operator/companies`: the deployment's operator creates, lists, suspends and removes
-//! companies, and says how each company's tokens are verified (its issuer).
+//! companies, and says how each company's tokens are verified (its issuer); and a company admin
+//! reads its own (`/v1/admin/company`).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::body::JsonObject;
-use super::extract::Operator;
+use super::extract::{Admin, Operator};
 use super::problem::ApiError;
 use super::state::AppState;
 use crate::companies::CompanyError;
@@ -62,4 +63,10 @@ pub async fn delete(
     state.companies.remove(id).await?;
     tracing::info!(operator = operator.0.sub, tenant = id, "company removed");
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /v1/admin/company`: the caller's own company as the operator set it up (how its tokens
+/// are verified), for its admin page.
+pub async fn own_company(caller: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.companies.get(caller.tenant()).await?))
 }

@@ -20,6 +20,10 @@ async fn an_admin_signs_in_saves_settings_and_runs_the_test_in_a_real_browser() 
     browser.wait_until("return !document.getElementById('settings-section').classList.contains('hidden')").await;
     assert!(browser.text("#who").await.contains("acme"));
     assert!(browser.text("#settings-message").await.contains("No settings saved yet"));
+    // A company the operator has given no issuer is told whose keys act for it, and what to ask for.
+    browser
+        .wait_until("return document.getElementById('tokens-state').textContent.includes(\"deployment's keys\")")
+        .await;
 
     // Fill in the form as an admin would, leaving defaults where the form has them.
     for (field, value) in [

@@ -361,3 +361,57 @@ async fn an_issuer_is_checked_when_saved() {
     let problem = assert_problem(res, 422, "invalid_field").await;
     assert!(problem["detail"].as_str().unwrap().contains("private or local address"), "{problem}");
 }
+
+/// `dialback company ...` on `database_url`, as an operator runs it on a server; its stdout.
+async fn company_cli(database_url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dialback"))
+        .arg("company")
+        .args(args)
+        .env("DIALBACK_DATABASE_URL", database_url)
+        .env("DIALBACK_JWT_SECRET", support::JWT_SECRET)
+        .env("DIALBACK_SECRETS_KEY", "ab".repeat(32))
+        .env("DIALBACK_RECORDINGS_DIR", std::env::temp_dir())
+        .env("DIALBACK_LOG_FORMAT", "json")
+        .output()
+        .await
+        .expect("the dialback binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_first_company_is_made_on_the_command_line_and_the_api_sees_it_at_once() {
+    let app = app().await;
+    let tenant = support::unique_tenant("cli");
+    let key = format!("{}/tests/fixtures/jwt/rsa-b.pub.pem", env!("CARGO_MANIFEST_DIR"));
+    let (ok, out, err) = company_cli(
+        &app.database_url,
+        &["put", &tenant, "--name", "CLI Couriers", "--iss", "cli-backend", "--public-key", &key],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let printed: Value = serde_json::from_str(&out).expect("the company as JSON");
+    assert_eq!((printed["id"].as_str(), printed["verified_with"].as_str()), (Some(tenant.as_str()), Some("issuer")));
+    let admin = sign("rsa-b", None, json!({"iss": "cli-backend", "tenant": tenant, "role": "admin", "sub": "boss"}));
+    assert_eq!(status_of(&app, "/v1/admin/couriers", &admin).await, 200);
+
+    let (ok, _, err) = company_cli(&app.database_url, &["suspend", &tenant]).await;
+    assert!(ok, "{err}");
+    assert_problem(app.get_as("/v1/admin/couriers", &admin).await, 403, "company_suspended").await;
+    let (ok, _, err) = company_cli(&app.database_url, &["resume", &tenant]).await;
+    assert!(ok, "{err}");
+    assert_eq!(status_of(&app, "/v1/admin/couriers", &admin).await, 200);
+    let (ok, out, _) = company_cli(&app.database_url, &["list"]).await;
+    assert!(ok && out.contains(&tenant), "{out}");
+
+    // Refused with what to change, and nothing saved.
+    let (ok, _, err) = company_cli(&app.database_url, &["put", "bad id", "--name", "X"]).await;
+    assert!(!ok && err.contains("company id must be 1-64 characters"), "{err}");
+    let (ok, _, err) = company_cli(&app.database_url, &["put", &tenant, "--name", "X", "--hs256"]).await;
+    assert!(!ok && err.contains("give its --iss too"), "{err}");
+    let (ok, _, err) = company_cli(&app.database_url, &["remove", &tenant]).await;
+    assert!(!ok && err.contains("suspend it first"), "{err}");
+}
