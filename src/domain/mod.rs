@@ -40,6 +40,46 @@ pub(crate) fn bad(field: &'static str, message: impl Into<String>) -> FieldError
     FieldError { field, message: message.into() }
 }
 
+/// The field names `T`'s derived `Deserialize` knows, asked of serde itself: a probe that answers
+/// nothing but records the list a struct asks for (so there is no list of names to keep in step).
+pub fn struct_fields<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor};
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("a probe for field names"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(Self::Error::custom("a probe for field names"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+            unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+/// Reads an object stored by this release or a later one: keys `T` does not know (a field a later
+/// release added) are dropped first, so that during a rolling deploy an older process still reads
+/// a newer row. What clients send is still read strictly (`deny_unknown_fields`).
+pub fn from_stored<T: serde::de::DeserializeOwned>(mut json: serde_json::Value) -> Result<T, serde_json::Error> {
+    if let Some(object) = json.as_object_mut() {
+        let known = struct_fields::<T>();
+        object.retain(|key, _| known.contains(&key.as_str()));
+    }
+    serde_json::from_value(json)
+}
+
 /// Refuses CR, LF and NUL (and other control characters) in any text that may reach AMI or a log.
 pub fn check_text(field: &'static str, value: &str) -> Result<(), FieldError> {
     if value.chars().any(|c| c.is_control()) {

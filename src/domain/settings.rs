@@ -536,6 +536,17 @@ impl PbxSettings {
     }
 }
 
+impl PbxSettings {
+    /// Settings as stored, by this release or a later one (see [`super::from_stored`]).
+    pub fn from_stored(mut json: serde_json::Value) -> Result<PbxSettings, serde_json::Error> {
+        if let Some(recordings) = json.get_mut("recordings").filter(|r| r.is_object()) {
+            let known = super::from_stored::<RecordingsSource>(recordings.take())?;
+            *recordings = serde_json::to_value(known).expect("a recordings source serialises");
+        }
+        super::from_stored(json)
+    }
+}
+
 /// PBX settings as an admin sends them, with the write-only secrets taken out: they are never
 /// stored or returned with the settings.
 pub struct SettingsInput {
@@ -619,6 +630,18 @@ pub(crate) mod tests {
             "office_extension": "101", "office_phone": "+74951234567", "caller_id": "+74951234567"
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn settings_stored_by_a_later_release_are_read_and_sent_ones_strictly() {
+        let mut stored = serde_json::to_value(sample()).unwrap();
+        stored["dialplan_flavour"] = "added later".into();
+        stored["recordings"] = serde_json::json!({"host": "ftp.pbx", "username": "rec", "sftp_host_key": "later"});
+        let read = PbxSettings::from_stored(stored.clone()).expect("read despite fields it does not know");
+        assert_eq!((read.host.as_str(), read.recordings.unwrap().host.as_str()), ("127.0.0.1", "ftp.pbx"));
+        let sent = serde_json::from_value::<PbxSettings>(stored).unwrap_err().to_string();
+        assert!(sent.contains("unknown field"), "{sent}");
+        assert!(super::super::struct_fields::<PbxSettings>().contains(&"internal_context"));
     }
 
     #[test]

@@ -33,12 +33,10 @@ pub async fn get_settings(db: &impl GenericClient, tenant: &str) -> Result<Optio
             &[&tenant],
         )
         .await?;
-    Ok(row.map(|r| StoredSettings {
-        settings: serde_json::from_value(r.get(0)).expect("stored settings were validated when saved"),
-        secret_enc: r.get(1),
-        updated_at: r.get(2),
-        dialplan_check: r.get(3),
-    }))
+    let Some(r) = row else { return Ok(None) };
+    let settings = PbxSettings::from_stored(r.get(0))
+        .map_err(|cause| StoreError::Unreadable { what: "the company's PBX settings", cause })?;
+    Ok(Some(StoredSettings { settings, secret_enc: r.get(1), updated_at: r.get(2), dialplan_check: r.get(3) }))
 }
 
 /// Keeps the last check of the company's dialplan (a company without settings has none to keep).

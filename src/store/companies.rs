@@ -22,27 +22,32 @@ pub struct CompanyRow {
 
 const COLUMNS: &str = "id, name, state, issuer, hs256_secret_enc, created_at, updated_at";
 
-fn row(r: &tokio_postgres::Row) -> CompanyRow {
+fn row(r: &tokio_postgres::Row) -> Result<CompanyRow, StoreError> {
     let issuer: Option<serde_json::Value> = r.get(3);
-    CompanyRow {
+    let issuer = issuer
+        .map(crate::domain::from_stored::<Issuer>)
+        .transpose()
+        .map_err(|cause| StoreError::Unreadable { what: "the company's token issuer", cause })?;
+    Ok(CompanyRow {
         id: r.get(0),
         name: r.get(1),
+        // A state a later release added is not one this release lets act.
         state: CompanyState::parse(r.get(2)).unwrap_or(CompanyState::Suspended),
-        issuer: issuer.map(|json| serde_json::from_value(json).expect("stored issuers were checked when saved")),
+        issuer,
         hs256_secret_enc: r.get(4),
         created_at: r.get(5),
         updated_at: r.get(6),
-    }
+    })
 }
 
 pub async fn get(db: &impl GenericClient, id: &str) -> Result<Option<CompanyRow>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM tenants WHERE id = $1");
-    Ok(db.query_opt(&db.prepare_cached(&sql).await?, &[&id]).await?.as_ref().map(row))
+    db.query_opt(&db.prepare_cached(&sql).await?, &[&id]).await?.as_ref().map(row).transpose()
 }
 
 pub async fn list(db: &impl GenericClient) -> Result<Vec<CompanyRow>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM tenants ORDER BY id");
-    Ok(db.query(&db.prepare_cached(&sql).await?, &[]).await?.iter().map(row).collect())
+    db.query(&db.prepare_cached(&sql).await?, &[]).await?.iter().map(row).collect()
 }
 
 /// Creates or replaces the company's name, state and issuer; its HS256 secret is replaced only
@@ -71,7 +76,7 @@ pub async fn put(
             &[&id, &name, &state.as_str(), &issuer_json, &hs256_secret_enc, &keeps_secret],
         )
         .await?;
-    Ok((row(&r), r.get(7)))
+    Ok((row(&r)?, r.get(7)))
 }
 
 /// Calls and return calls of the company still in progress.

@@ -29,6 +29,13 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database query failed")]
     Query(#[from] tokio_postgres::Error),
+    /// A stored row this release cannot read (not a panic: the rest of the process goes on).
+    #[error("{what} as stored cannot be read")]
+    Unreadable {
+        what: &'static str,
+        #[source]
+        cause: serde_json::Error,
+    },
 }
 
 impl StoreError {
@@ -37,6 +44,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Pool(_) => true,
+            StoreError::Unreadable { .. } => false,
             StoreError::Query(e) => {
                 e.is_closed()
                     || e.as_db_error()

@@ -485,7 +485,7 @@ pub struct ConfiguredSource {
 
 fn configured(r: &Row) -> Option<ConfiguredSource> {
     let tenant: String = r.get(0);
-    match serde_json::from_value(r.get(1)) {
+    match crate::domain::from_stored(r.get(1)) {
         Ok(source) => Some(ConfiguredSource { tenant, source, password_enc: r.get(2) }),
         Err(e) => {
             tracing::error!(tenant, error = %crate::telemetry::Chain(&e), "stored recordings settings do not parse; skipped");

@@ -61,6 +61,12 @@ async fn a_company_given_an_issuer_accepts_only_its_providers_tokens_and_its_cou
     // Its provider's tokens do, RS256 and ES256, in each role.
     let admin = provider_token("rsa-a1", &acme, "admin", "it-admin");
     assert_eq!(status_of(&app, "/v1/admin/pbx", &admin).await, 200);
+    // Its admin page shows whose keys act for it.
+    let own: Value = app.get_as("/v1/admin/company", &admin).await.json().await.unwrap();
+    assert_eq!(
+        (own["verified_with"].as_str(), own["issuer"]["jwks_url"].as_str()),
+        (Some("issuer"), Some(jwks.url().as_str()))
+    );
     let admin_ec = provider_token("ec-a", &acme, "admin", "it-admin");
     assert_eq!(status_of(&app, "/v1/admin/couriers", &admin_ec).await, 200);
     let courier = provider_token("rsa-a1", &acme, "courier", "courier-1");
@@ -398,12 +404,26 @@ async fn the_first_company_is_made_on_the_command_line_and_the_api_sees_it_at_on
     let admin = sign("rsa-b", None, json!({"iss": "cli-backend", "tenant": tenant, "role": "admin", "sub": "boss"}));
     assert_eq!(status_of(&app, "/v1/admin/couriers", &admin).await, 200);
 
+    // The running server hears of it through the database's NOTIFY, a moment later.
+    let answers = |want: u16| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            support::wait::eventually(format!("{want} for the company's admin"), || async {
+                match status_of(app, "/v1/admin/couriers", admin).await {
+                    got if got == want => Ok(()),
+                    got => Err(got),
+                }
+            })
+            .await
+        }
+    };
     let (ok, _, err) = company_cli(&app.database_url, &["suspend", &tenant]).await;
     assert!(ok, "{err}");
+    answers(403).await;
     assert_problem(app.get_as("/v1/admin/couriers", &admin).await, 403, "company_suspended").await;
     let (ok, _, err) = company_cli(&app.database_url, &["resume", &tenant]).await;
     assert!(ok, "{err}");
-    assert_eq!(status_of(&app, "/v1/admin/couriers", &admin).await, 200);
+    answers(200).await;
     let (ok, out, _) = company_cli(&app.database_url, &["list"]).await;
     assert!(ok && out.contains(&tenant), "{out}");
 
@@ -414,4 +434,40 @@ async fn the_first_company_is_made_on_the_command_line_and_the_api_sees_it_at_on
     assert!(!ok && err.contains("give its --iss too"), "{err}");
     let (ok, _, err) = company_cli(&app.database_url, &["remove", &tenant]).await;
     assert!(!ok && err.contains("suspend it first"), "{err}");
+}
+
+#[tokio::test]
+async fn rows_a_later_release_wrote_with_more_fields_are_read_not_panicked_on() {
+    // A rolling deploy: a newer process saved settings and an issuer with a field this release
+    // does not know; this one must go on serving the company.
+    let app = app().await;
+    let sim = support::quick_sim().await;
+    let tenant = support::unique_tenant("rolling");
+    app.seed(&tenant, sim.addr().port()).await;
+    let issuer = json!({"iss": "rolling-backend", "public_keys": [public_pem("rsa-b")]});
+    let res = app
+        .put(&format!("/v1/operator/companies/{tenant}"), &app.operator(), json!({"name": "R", "issuer": issuer}))
+        .await;
+    assert_eq!(res.status(), 200, "the company existed: its first admin write made it");
+    let db = support::connect(&app.database_url).await;
+    db.execute(
+        "UPDATE pbx_settings SET settings = settings || '{\"a_later_field\": 1}' WHERE tenant_id = $1",
+        &[&tenant],
+    )
+    .await
+    .unwrap();
+    db.execute("UPDATE tenants SET issuer = issuer || '{\"audiences\": [\"x\"]}' WHERE id = $1", &[&tenant])
+        .await
+        .unwrap();
+    let replica = support::app().existing_database(app.database_url.clone()).spawn().await; // nothing cached
+    let admin =
+        sign("rsa-b", None, json!({"iss": "rolling-backend", "tenant": tenant, "role": "admin", "sub": "boss"}));
+    let res = replica.get_as("/v1/admin/pbx", &admin).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let courier =
+        sign("rsa-b", None, json!({"iss": "rolling-backend", "tenant": tenant, "role": "courier", "sub": "courier-1"}));
+    let res = replica
+        .post("/v1/callbacks", &courier, json!({"target": "client", "to": CLIENT_PHONE, "order_id": "A-1001"}))
+        .await;
+    assert_eq!(res.status(), 202);
 }
