@@ -64,6 +64,21 @@ ensure_venv() {
   printf '%s' "$PYTHON_TOOLS_STAMP" >"$VENV/.tools"
 }
 
+# ensure_s3_server: s3s-fs, an S3-compatible server on a directory (crates.io, pinned), in
+# $CACHE_DIR/s3s/bin: the object store the recordings tests keep recordings in. Built once.
+S3S_FS_VERSION=0.14.1
+S3S_FS=$CACHE_DIR/s3s/bin/s3s-fs
+ensure_s3_server() {
+  if [ -x "$S3S_FS" ] && [ "$(cat "$CACHE_DIR/s3s/.version" 2>/dev/null)" = "$S3S_FS_VERSION" ]; then
+    return 0
+  fi
+  log "building s3s-fs $S3S_FS_VERSION (an S3-compatible server for the tests) into $CACHE_DIR/s3s"
+  CARGO_TARGET_DIR="$CACHE_DIR/s3s/target" cargo install --quiet --locked --features binary \
+    --version "$S3S_FS_VERSION" --root "$CACHE_DIR/s3s" s3s-fs
+  rm -rf "$CACHE_DIR/s3s/target"
+  printf '%s' "$S3S_FS_VERSION" >"$CACHE_DIR/s3s/.version"
+}
+
 # start_ftp ROOT PORT LOG: the FTP server of tests/fixtures/ftp_server.py (read-only user
 # `recordings`/`recordings` chrooted to ROOT) on 127.0.0.1:PORT, in the background; sets FTP_PID.
 start_ftp() {

@@ -35,8 +35,10 @@ pub struct Config {
     pub jwt_public_keys: Vec<PathBuf>,
     /// 32-byte key, 64 hex digits, that encrypts stored secrets (AMI and FTP passwords).
     pub secrets_key: SecretString,
-    /// Where fetched call recordings are stored.
-    pub recordings_dir: PathBuf,
+    /// Where fetched call recordings are stored on this host (one host); `recordings.url` instead
+    /// for object storage that every host shares.
+    #[serde(default)]
+    pub recordings_dir: Option<PathBuf>,
     #[serde(default)]
     pub db: DbConfig,
     #[serde(default)]
@@ -152,6 +154,13 @@ impl Default for AmiConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordingsConfig {
+    /// `s3://BUCKET/PREFIX`: recordings in an S3-compatible store (recordings/s3.rs) that every
+    /// dialback host shares; empty: files under `recordings_dir`.
+    pub url: String,
+    /// The store's connection; each empty field comes from the standard AWS variables
+    /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_ALLOW_HTTP`).
+    pub s3: S3Config,
     /// Downloads one company's sync runs at once (each on its own FTP session).
     pub parallel_downloads: usize,
     /// Timeout of each FTP step: connect, TLS, login, a command, and silence during a transfer.
@@ -163,8 +172,39 @@ pub struct RecordingsConfig {
 
 impl Default for RecordingsConfig {
     fn default() -> Self {
-        Self { parallel_downloads: 3, ftp_timeout_ms: 15_000, claim_lease_s: 60 }
+        Self {
+            url: String::new(),
+            s3: S3Config::default(),
+            parallel_downloads: 3,
+            ftp_timeout_ms: 15_000,
+            claim_lease_s: 60,
+        }
     }
+}
+
+/// The bucket and the key prefix (without a trailing `/`, maybe empty) of `s3://BUCKET/PREFIX`.
+pub fn s3_location(url: &str) -> Result<(String, String), String> {
+    let rest = url.strip_prefix("s3://").ok_or("not an s3:// URL")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !bucket_ok {
+        return Err(format!("{bucket:?} is not a bucket name"));
+    }
+    Ok((bucket.to_owned(), prefix.trim_matches('/').to_owned()))
+}
+
+/// An S3-compatible store (AWS S3, MinIO, Ceph RGW, Yandex Object Storage).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// The store's URL, e.g. `https://storage.yandexcloud.net` (empty: AWS itself).
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: Option<SecretString>,
+    /// Let the endpoint be plain `http://` (a store on a trusted network).
+    pub allow_http: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -330,6 +370,22 @@ impl Config {
         if !matches!(self.log_format.as_str(), "auto" | "json" | "pretty") {
             return Err(ConfigError("log_format (DIALBACK_LOG_FORMAT) must be auto, json or pretty".into()));
         }
+        match (self.recordings.url.as_str(), &self.recordings_dir) {
+            ("", None) => {
+                return Err(ConfigError(
+                    "recordings_dir (DIALBACK_RECORDINGS_DIR) or recordings.url (DIALBACK_RECORDINGS__URL, s3://BUCKET/PREFIX) \
+                     must say where recordings are kept"
+                        .into(),
+                ))
+            }
+            ("", Some(_)) => {}
+            (url, _) if s3_location(url).is_err() => {
+                return Err(ConfigError(format!(
+                    "recordings.url (DIALBACK_RECORDINGS__URL) must be s3://BUCKET or s3://BUCKET/PREFIX; got {url:?}"
+                )))
+            }
+            _ => {}
+        }
         if self.recordings.parallel_downloads == 0 || self.recordings.claim_lease_s == 0 {
             return Err(ConfigError(
                 "recordings.parallel_downloads and recordings.claim_lease_s (DIALBACK_RECORDINGS__*) must be at least 1"
@@ -427,6 +483,20 @@ mod tests {
         let c = Config::from_figment(base()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.jwt_audience, "dialback");
+    }
+
+    #[test]
+    fn recordings_go_to_a_directory_or_a_bucket() {
+        let no_dir = Figment::new().merge(Serialized::defaults(serde_json::json!({
+            "database_url": "postgres://u@h/db", "secrets_key": "00".repeat(32), "jwt_secret": "0123456789abcdef0123"
+        })));
+        let err = Config::from_figment(no_dir.clone()).unwrap_err().to_string();
+        assert!(err.contains("DIALBACK_RECORDINGS_DIR") && err.contains("DIALBACK_RECORDINGS__URL"), "{err}");
+        let bucket = no_dir.clone().merge(Serialized::default("recordings.url", "s3://calls/acme"));
+        assert_eq!(Config::from_figment(bucket).unwrap().recordings.url, "s3://calls/acme");
+        let wrong = no_dir.merge(Serialized::default("recordings.url", "ftp://calls"));
+        let err = Config::from_figment(wrong).unwrap_err().to_string();
+        assert!(err.contains("s3://BUCKET"), "{err}");
     }
 
     #[test]

@@ -34,6 +34,9 @@ enum Command {
     /// The operator's work on companies (as `/v1/operator/companies`, straight on the database).
     #[command(subcommand)]
     Company(CompanyCommand),
+    /// Recordings kept by this host.
+    #[command(subcommand)]
+    Recordings(RecordingsCommand),
     /// Run the PBX simulator: an AMI server that behaves like a real Asterisk 22 (no config needed).
     PbxSim(Box<dialback::pbx_sim::SimArgs>),
     /// Place a call to a company's number on any Asterisk (or the simulator): a return call to try.
@@ -76,6 +79,14 @@ enum CompanyCommand {
     Remove { id: String },
 }
 
+#[derive(Subcommand)]
+enum RecordingsCommand {
+    /// Copy the recordings under recordings_dir (DIALBACK_RECORDINGS_DIR) to the object store
+    /// recordings.url (DIALBACK_RECORDINGS__URL) names, verifying each by its SHA-256; run it again
+    /// to resume. Progress on stderr.
+    Migrate,
+}
+
 fn main() -> std::process::ExitCode {
     let command = match Cli::parse().command {
         // The simulator stands in for a PBX: it needs none of dialback's settings.
@@ -116,6 +127,11 @@ fn main() -> std::process::ExitCode {
             dialback::auth::mint(&config, &tenant, role, &sub, ttl).map(|t| println!("{t}"))
         }
         // Its answer is what it prints on stdout (JSON), so no log lines go there.
+        Command::Recordings(RecordingsCommand::Migrate) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(migrate_recordings(config))),
         Command::Company(command) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -137,6 +153,32 @@ fn main() -> std::process::ExitCode {
     exit(result)
 }
 
+async fn migrate_recordings(config: Config) -> anyhow::Result<()> {
+    use dialback::recordings::{migrate, s3::S3Storage, storage::FsStorage};
+    let dir = config
+        .recordings_dir
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("recordings_dir (DIALBACK_RECORDINGS_DIR) names the directory to copy from"))?;
+    anyhow::ensure!(
+        !config.recordings.url.is_empty(),
+        "recordings.url (DIALBACK_RECORDINGS__URL, s3://BUCKET/PREFIX) names the object store to copy to"
+    );
+    let to = S3Storage::open(&config.recordings)?;
+    to.check(std::time::Duration::from_secs(10)).await.map_err(anyhow::Error::msg)?;
+    dialback::store::migrations::run_url(&config.database_url, &config.db).await?;
+    let db = dialback::store::pool(&config.database_url, &config.db)?;
+    eprintln!("copying the recordings under {} to {}", dir.display(), config.recordings.url);
+    let done = migrate::migrate(&db, &FsStorage::new(dir), &to, |n, so_far, key, what| {
+        eprintln!("[{n}/{}] {key}: {what} ({} MB copied)", so_far.total, so_far.bytes / 1_000_000);
+    })
+    .await?;
+    eprintln!(
+        "done: {} recordings, {} copied ({} bytes), {} already there, {} not on this host",
+        done.total, done.copied, done.bytes, done.present, done.missing
+    );
+    Ok(())
+}
+
 fn print(value: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(value).expect("JSON serialises"));
 }
@@ -146,7 +188,7 @@ async fn company(config: Config, command: CompanyCommand) -> anyhow::Result<()> 
     dialback::store::migrations::run_url(&config.database_url, &config.db).await?;
     let db = dialback::store::pool(&config.database_url, &config.db)?;
     let verifier = std::sync::Arc::new(dialback::auth::Verifier::new(&config, Some(db.clone()))?);
-    let storage = std::sync::Arc::new(dialback::recordings::storage::FsStorage::new(config.recordings_dir.clone()));
+    let storage = dialback::recordings::s3::open_storage(&config)?;
     let companies =
         dialback::companies::Companies::new(db, config.secrets_key(), verifier, config.issuers.global_keys, storage);
     let set_state = |id: String, state: CompanyState| {

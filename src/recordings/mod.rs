@@ -3,6 +3,8 @@
 //!
 //! - [`ftp`]: one FTP/FTPS session, binary mode, a timeout around every step.
 //! - [`storage`]: where fetched files are kept (a trait; the filesystem implementation).
+//! - [`s3`]: the S3-compatible implementation every host shares, and which of the two to open.
+//! - [`migrate`]: copying one host's files into the object store (`dialback recordings migrate`).
 //! - [`sync`]: one run for one company: list, note new files, download once, bind.
 //! - [`scheduler`]: the background task that runs each company's sync every poll interval, with
 //!   backoff while its FTP server is failing.
@@ -11,6 +13,8 @@
 //! downloading what, what was fetched) is in the `recordings` table, never in memory.
 
 pub mod ftp;
+pub mod migrate;
+pub mod s3;
 pub mod scheduler;
 pub mod storage;
 pub mod sync;

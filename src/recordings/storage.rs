@@ -1,4 +1,4 @@
-//! Where fetched recordings are kept: an interface, so object storage can come later, and the
+//! Where fetched recordings are kept: an interface (object storage is in s3.rs), and the
 //! filesystem implementation under `DIALBACK_RECORDINGS_DIR`.
 //!
 //! A recording is visible under its key only once complete: its bytes go to a temporary file in

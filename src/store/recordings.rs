@@ -529,3 +529,23 @@ mod tests {
         assert_eq!(number_key("anonymous"), "");
     }
 }
+
+/// A stored recording's object: its key, size and SHA-256 (hex), as `recordings migrate` copies it.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    pub storage_key: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+}
+
+/// Every stored recording's object, oldest first.
+pub async fn stored_objects(db: &impl GenericClient) -> Result<Vec<StoredObject>, StoreError> {
+    let rows = db
+        .query(
+            "SELECT storage_key, size_bytes, sha256 FROM recordings
+             WHERE state = 'stored' AND storage_key IS NOT NULL ORDER BY id",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| StoredObject { storage_key: r.get(0), size_bytes: r.get(1), sha256: r.get(2) }).collect())
+}

@@ -18,6 +18,7 @@ mod foundation;
 mod issuers;
 mod journal;
 mod live;
+mod object_storage;
 mod pbx_sim;
 mod pbx_test;
 mod postgres_tls;

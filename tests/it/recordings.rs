@@ -15,13 +15,13 @@ use crate::support::ftp::{files_under, FtpOptions, FtpServer};
 use crate::support::wait::{eventually, until, within_patience};
 use crate::support::{self, assert_problem, spawn_app, TestApp, CLIENT_PHONE};
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, bytes).as_ref())
 }
 
 /// Audio-like bytes full of what an ASCII-mode transfer would rewrite: CRLF, bare LF, bare CR
 /// and NUL, and every other byte value.
-fn awkward_bytes(len: usize) -> Vec<u8> {
+pub(crate) fn awkward_bytes(len: usize) -> Vec<u8> {
     let mut bytes = b"RIFF\r\n\0\0WAVE\n\r\n\r\0".to_vec();
     let mut i = 0usize;
     while bytes.len() < len {
@@ -50,7 +50,7 @@ async fn company(tenant: &str, ftp: &FtpServer, source: Value) -> (TestApp, dial
 }
 
 /// A company whose PBX is never called: only its recordings matter.
-async fn recordings_only(app: &TestApp, tenant: &str, ftp: &FtpServer, source: Value) {
+pub(crate) async fn recordings_only(app: &TestApp, tenant: &str, ftp: &FtpServer, source: Value) {
     app.configure_pbx(tenant, 1, json!({"recordings": ftp.source(source)})).await;
 }
 
@@ -58,7 +58,7 @@ async fn sync_as(app: &TestApp, tenant: &str) -> reqwest::Response {
     app.send(Method::POST, "/v1/admin/recordings/sync", &app.admin(tenant), None).await
 }
 
-async fn sync(app: &TestApp, tenant: &str) -> Value {
+pub(crate) async fn sync(app: &TestApp, tenant: &str) -> Value {
     let res = sync_as(app, tenant).await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     res.json().await.unwrap()
@@ -83,7 +83,7 @@ fn recording_on_server(ftp: &FtpServer, callback_id: &str) -> Option<PathBuf> {
     files_under(&ftp.root).into_iter().find(|p| p.file_name().unwrap().to_string_lossy().contains(callback_id))
 }
 
-async fn list(app: &TestApp, tenant: &str, query: &str) -> Vec<Value> {
+pub(crate) async fn list(app: &TestApp, tenant: &str, query: &str) -> Vec<Value> {
     let res = app.get_as(&format!("/v1/recordings{query}"), &app.admin(tenant)).await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     res.json::<Value>().await.unwrap()["items"].as_array().unwrap().clone()
@@ -363,7 +363,7 @@ async fn an_ftp_server_dying_mid_transfer_leaves_no_half_file_and_the_next_run_f
             app.exec(app.http.post(app.url("/v1/admin/recordings/sync")).bearer_auth(app.admin("acme"))).await
         })
     };
-    let store = app.config.recordings_dir.clone();
+    let store = app.config.recordings_dir.clone().unwrap();
     until("the download to be under way", || {
         files_under(&store.join(".partial")).iter().any(|f| f.metadata().map(|m| m.len() > 128 * 1024).unwrap_or(false))
     })
@@ -417,7 +417,7 @@ async fn concurrent_runs_on_two_replicas_fetch_each_file_once() {
     let items = list(&first, "acme", "").await;
     assert_eq!(items.len(), 6);
     assert!(items.iter().all(|i| i["state"] == "stored" && i["attempts"] == 1), "{items:?}");
-    let _ = std::fs::remove_dir_all(&first.config.recordings_dir);
+    let _ = std::fs::remove_dir_all(first.config.recordings_dir.as_ref().unwrap());
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ pub mod jwks;
 pub mod process;
 pub mod proxy;
 pub mod receiver;
+pub mod s3;
 pub mod spec;
 pub mod sse;
 pub mod transcript;
