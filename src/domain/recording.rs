@@ -151,6 +151,10 @@ pub enum RecordingState {
     Stored,
     /// The last download failed; it is tried again later (or never, after too many attempts).
     Failed,
+    /// Being deleted (retention, or an admin): no longer served; its object may still exist.
+    Deleting,
+    /// Deleted from storage; the row stays so the journal says why and the file is not fetched again.
+    Deleted,
 }
 
 impl RecordingState {
@@ -160,13 +164,22 @@ impl RecordingState {
             RecordingState::Fetching => "fetching",
             RecordingState::Stored => "stored",
             RecordingState::Failed => "failed",
+            RecordingState::Deleting => "deleting",
+            RecordingState::Deleted => "deleted",
         }
     }
 
     pub fn parse(s: &str) -> Option<RecordingState> {
-        [RecordingState::Pending, RecordingState::Fetching, RecordingState::Stored, RecordingState::Failed]
-            .into_iter()
-            .find(|state| state.as_str() == s)
+        [
+            RecordingState::Pending,
+            RecordingState::Fetching,
+            RecordingState::Stored,
+            RecordingState::Failed,
+            RecordingState::Deleting,
+            RecordingState::Deleted,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == s)
     }
 }
 

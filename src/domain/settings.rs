@@ -196,6 +196,10 @@ pub struct RecordingsSource {
     /// How long after a call dialback keeps looking for its recording; older files are ignored.
     #[serde(default = "default_keep_looking")]
     pub keep_looking_h: u32,
+    /// Recordings older than this many days (by the time in their name, else when first seen) are
+    /// deleted from storage; none: kept until an admin deletes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
 }
 
 fn default_ftp_port() -> u16 {
@@ -370,6 +374,12 @@ impl RecordingsSource {
         }
         if !(1..=720).contains(&self.keep_looking_h) {
             return Err(bad("recordings.keep_looking_h", "recordings.keep_looking_h must be 1-720 hours"));
+        }
+        if self.retention_days.is_some_and(|days| !(1..=3650).contains(&days)) {
+            return Err(bad(
+                "recordings.retention_days",
+                "recordings.retention_days must be 1-3650 days, or null to keep them",
+            ));
         }
         Ok(())
     }

@@ -134,6 +134,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/v1/callbacks/{callback_id}").get(callbacks::get).delete(callbacks::cancel),
         Endpoint::new("/v1/callbacks/{callback_id}/events").get(callback_events::stream),
         Endpoint::new("/v1/recordings").get(recordings::list),
+        Endpoint::new("/v1/recordings/{recording_id}").delete(recordings::delete),
         Endpoint::new("/v1/recordings/{recording_id}/audio").get(recordings::audio),
         Endpoint::new("/v1/admin/recordings/sync").post(recordings::sync),
         Endpoint::new("/v1/admin/return-calls").get(return_calls::get_rules).put(return_calls::put_rules),

@@ -39,6 +39,8 @@ fn view(recordings: &Recordings, tenant: &str, row: &RecordingRow) -> Value {
         "attempts": row.attempts,
         "last_error": row.last_error,
         "audio_url": if stored { json!(recordings.audio_url(tenant, row.id)) } else { Value::Null },
+        "deleted_at": rfc3339(row.deleted_at),
+        "deleted_because": row.deleted_because,
     })
 }
 
@@ -174,9 +176,23 @@ pub async fn audio(
     let db = store::client(&state.db).await?;
     let row = store::recordings::get(&**db, listener.tenant(), id)
         .await?
-        .filter(|r| r.state == RecordingState::Stored)
         .filter(|r| listener.may_hear(r))
         .ok_or_else(|| ApiError::not_found("recording"))?;
+    if matches!(row.state, RecordingState::Deleting | RecordingState::Deleted) {
+        let why = match row.deleted_because.as_deref() {
+            Some("admin") => "by an admin",
+            _ => "by the company's retention (recordings.retention_days)",
+        };
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "recording_deleted",
+            "Recording deleted",
+            format!("the recording was deleted {why}"),
+        ));
+    }
+    if row.state != RecordingState::Stored {
+        return Err(ApiError::not_found("recording"));
+    }
     drop(db);
     let (Some(key), Some(size), Some(sha256)) = (&row.storage_key, row.size_bytes, &row.sha256) else {
         return Err(ApiError::internal(anyhow::anyhow!("stored recording {id} has no storage key, size or hash")));
@@ -238,6 +254,20 @@ pub async fn sync(caller: Admin, state: web::Data<AppState>) -> Result<HttpRespo
         Ok(report) => Ok(HttpResponse::Ok().json(report)),
         Err(e) => Err(sync_problem(e)),
     }
+}
+
+/// `DELETE /v1/recordings/{id}`: an admin deletes a recording now (its object; the row stays, saying
+/// so). Deleting one already deleted changes nothing.
+pub async fn delete(
+    caller: Admin,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&path).map_err(|_| ApiError::not_found("recording"))?;
+    if !state.recordings.delete_recording(caller.tenant(), id).await? {
+        return Err(ApiError::not_found("recording"));
+    }
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[cfg(test)]

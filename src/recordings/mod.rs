@@ -5,6 +5,7 @@
 //! - [`storage`]: where fetched files are kept (a trait; the filesystem implementation).
 //! - [`s3`]: the S3-compatible implementation every host shares, and which of the two to open.
 //! - [`migrate`]: copying one host's files into the object store (`dialback recordings migrate`).
+//! - [`retention`]: deleting recordings on the company's schedule or an admin's word.
 //! - [`sync`]: one run for one company: list, note new files, download once, bind.
 //! - [`scheduler`]: the background task that runs each company's sync every poll interval, with
 //!   backoff while its FTP server is failing.
@@ -14,6 +15,7 @@
 
 pub mod ftp;
 pub mod migrate;
+pub mod retention;
 pub mod s3;
 pub mod scheduler;
 pub mod storage;
@@ -99,11 +101,17 @@ impl Recordings {
 
     /// The recording as shown inside a callback of `tenant`.
     pub fn link(&self, tenant: &str, recording: &RecordingLink) -> Value {
+        let (deleted_at, deleted_because) = match &recording.deleted {
+            Some((at, because)) => (json!(crate::callbacks::view::rfc3339(*at)), json!(because)),
+            None => (Value::Null, Value::Null),
+        };
         json!({
             "id": recording.id,
             "size_bytes": recording.size_bytes,
             "sha256": recording.sha256,
-            "audio_url": self.audio_url(tenant, recording.id),
+            "audio_url": if recording.deleted.is_none() { json!(self.audio_url(tenant, recording.id)) } else { Value::Null },
+            "deleted_at": deleted_at,
+            "deleted_because": deleted_because,
         })
     }
 }

@@ -45,6 +45,8 @@ pub struct SyncReport {
     /// Left for a later run: their call is still going on, or the file is still growing.
     pub waiting: u64,
     pub bytes: u64,
+    /// Recordings deleted by the company's retention in this run.
+    pub deleted: u64,
     pub duration_ms: u64,
     pub failures: Vec<FileFailure>,
 }
@@ -101,7 +103,15 @@ impl Recordings {
     /// Runs one sync for `tenant` now; logs and counts its outcome.
     pub async fn sync(&self, tenant: &str) -> Result<SyncReport, SyncError> {
         let started = Instant::now();
-        let result = self.run(tenant).await;
+        // Retention holds whether or not the FTP server answers.
+        let deleted = match self.apply_retention(tenant).await {
+            Ok(deleted) => deleted,
+            Err(e) => {
+                tracing::warn!(tenant, error = %Chain(&e), "recordings retention could not run; the next sync tries again");
+                0
+            }
+        };
+        let result = self.run(tenant).await.map(|report| SyncReport { deleted, ..report });
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind(),

@@ -40,11 +40,14 @@ pub struct RecordingRow {
     pub first_seen_at: OffsetDateTime,
     pub order_id: Option<String>,
     pub courier_id: Option<String>,
+    pub deleted_at: Option<OffsetDateTime>,
+    /// `retention` or `admin`.
+    pub deleted_because: Option<String>,
 }
 
 const COLUMNS: &str = "r.id, r.remote_path, r.file_name, r.call_ref, r.recorded_at, r.remote_size, r.content_type, \
     r.state, r.attempts, r.last_error, r.storage_key, r.size_bytes, r.sha256, r.fetched_at, r.callback_id, \
-    r.matched_by, r.bound_at, r.first_seen_at, c.order_id, c.courier_id";
+    r.matched_by, r.bound_at, r.first_seen_at, c.order_id, c.courier_id, r.deleted_at, r.deleted_because";
 
 fn from_row(r: &Row) -> RecordingRow {
     RecordingRow {
@@ -68,6 +71,8 @@ fn from_row(r: &Row) -> RecordingRow {
         bound_at: r.get(16),
         first_seen_at: r.get(17),
         order_id: r.get(18),
+        deleted_at: r.get(20),
+        deleted_because: r.get(21),
         courier_id: r.get(19),
     }
 }
@@ -455,6 +460,8 @@ pub struct RecordingLink {
     pub callback_id: Uuid,
     pub size_bytes: i64,
     pub sha256: String,
+    /// When it was deleted (or is being), and why: `retention` or `admin`.
+    pub deleted: Option<(Option<OffsetDateTime>, String)>,
 }
 
 pub async fn for_callbacks(
@@ -464,15 +471,27 @@ pub async fn for_callbacks(
 ) -> Result<Vec<RecordingLink>, StoreError> {
     let rows = db
         .query(
-            "SELECT DISTINCT ON (callback_id) id, callback_id, size_bytes, sha256 FROM recordings
-             WHERE tenant_id = $1 AND callback_id = ANY($2) AND state = 'stored'
+            "SELECT DISTINCT ON (callback_id) id, callback_id, size_bytes, sha256, state, deleted_at, deleted_because
+             FROM recordings
+             WHERE tenant_id = $1 AND callback_id = ANY($2) AND state IN ('stored', 'deleting', 'deleted')
+                   AND sha256 IS NOT NULL
              ORDER BY callback_id, id",
             &[&tenant, &callback_ids],
         )
         .await?;
     Ok(rows
         .iter()
-        .map(|r| RecordingLink { id: r.get(0), callback_id: r.get(1), size_bytes: r.get(2), sha256: r.get(3) })
+        .map(|r| {
+            let state: &str = r.get(4);
+            let because: Option<String> = r.get(6);
+            RecordingLink {
+                id: r.get(0),
+                callback_id: r.get(1),
+                size_bytes: r.get(2),
+                sha256: r.get(3),
+                deleted: (state != "stored").then(|| (r.get(5), because.unwrap_or_else(|| "retention".into()))),
+            }
+        })
         .collect())
 }
 
@@ -548,4 +567,55 @@ pub async fn stored_objects(db: &impl GenericClient) -> Result<Vec<StoredObject>
         )
         .await?;
     Ok(rows.iter().map(|r| StoredObject { storage_key: r.get(0), size_bytes: r.get(1), sha256: r.get(2) }).collect())
+}
+
+/// Marks for deletion the company's stored recordings older than `before` (by the time in their
+/// name, else when first seen), and takes over those a run left `deleting`; at most `limit`.
+/// Returns each one's id and storage key, to remove and then [`deleted`].
+pub async fn due_for_deletion(
+    db: &impl GenericClient,
+    tenant: &str,
+    before: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<(Uuid, Option<String>)>, StoreError> {
+    let rows = db
+        .query(
+            "UPDATE recordings SET state = 'deleting', deleted_because = coalesce(deleted_because, 'retention')
+             WHERE id IN (SELECT id FROM recordings
+                          WHERE tenant_id = $1 AND (state = 'deleting'
+                                OR (state = 'stored' AND coalesce(recorded_at, first_seen_at) < $2))
+                          ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING id, storage_key",
+            &[&tenant, &before, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Marks one recording for deletion by an admin: its storage key when it has an object to remove
+/// (then [`deleted`]); a recording never fetched is deleted at once. None: no such recording.
+pub async fn delete_one(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Option<Option<String>>, StoreError> {
+    let row = db
+        .query_opt(
+            "UPDATE recordings
+             SET state = CASE WHEN storage_key IS NULL THEN 'deleted' ELSE 'deleting' END,
+                 deleted_at = coalesce(deleted_at, CASE WHEN storage_key IS NULL THEN now() END),
+                 deleted_because = coalesce(deleted_because, 'admin'), claim_token = NULL
+             WHERE tenant_id = $1 AND id = $2
+             RETURNING storage_key, state",
+            &[&tenant, &id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get::<_, Option<String>>(0).filter(|_| r.get::<_, &str>(1) == "deleting")))
+}
+
+/// The recording's object is gone: the row says so, and keeps saying why.
+pub async fn deleted(db: &impl GenericClient, id: Uuid) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE recordings SET state = 'deleted', storage_key = NULL, deleted_at = now()
+         WHERE id = $1 AND state = 'deleting'",
+        &[&id],
+    )
+    .await?;
+    Ok(())
 }

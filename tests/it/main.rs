@@ -23,5 +23,6 @@ mod pbx_sim;
 mod pbx_test;
 mod postgres_tls;
 mod recordings;
+mod retention;
 mod return_calls;
 mod webhooks;

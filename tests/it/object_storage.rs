@@ -135,3 +135,17 @@ async fn a_bucket_that_refuses_the_keys_fails_the_download_with_why_and_keeps_no
     assert!(error.contains("SignatureDoesNotMatch") || error.contains("403"), "the store's answer: {error}");
     assert!(s3.objects("calls").is_empty());
 }
+
+#[tokio::test]
+async fn a_deleted_recording_leaves_the_bucket() {
+    let s3 = S3Server::start("calls").await;
+    let ftp = FtpServer::start().await;
+    let app = app_on_bucket(&s3, "s3://calls/dialback", None).await;
+    recordings_only(&app, "acme", &ftp, json!({})).await;
+    ftp.put(&format!("{}.wav", Uuid::now_v7()), &awkward_bytes(3000));
+    assert_eq!(sync(&app, "acme").await["fetched"], 1);
+    assert_eq!(s3.objects("calls").len(), 1);
+    let id = list(&app, "acme", "").await[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.delete(&format!("/v1/recordings/{id}"), &app.admin("acme")).await.status(), 204);
+    assert!(s3.objects("calls").is_empty(), "{:?}", s3.objects("calls"));
+}

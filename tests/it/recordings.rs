@@ -40,7 +40,7 @@ fn name_stamp_now() -> String {
 
 /// The demo company, its PBX the simulator (which writes its recordings into the FTP root) and
 /// its recordings source `ftp` (with `source` overrides).
-async fn company(tenant: &str, ftp: &FtpServer, source: Value) -> (TestApp, dialback::pbx_sim::Simulator) {
+pub(crate) async fn company(tenant: &str, ftp: &FtpServer, source: Value) -> (TestApp, dialback::pbx_sim::Simulator) {
     let root = ftp.root.clone();
     let sim = support::sim_with(|c| c.recordings_dir = Some(root)).await;
     let app = spawn_app().await;
@@ -66,7 +66,7 @@ pub(crate) async fn sync(app: &TestApp, tenant: &str) -> Value {
 
 /// courier-1 calls the client of A-1001; returns the callback id once the call completed and the
 /// simulator's recording of it is on the FTP server.
-async fn completed_call(app: &TestApp, tenant: &str, ftp: &FtpServer) -> String {
+pub(crate) async fn completed_call(app: &TestApp, tenant: &str, ftp: &FtpServer) -> String {
     let courier = app.courier(tenant, "courier-1");
     let res = app
         .post("/v1/callbacks", &courier, json!({"target": "client", "to": CLIENT_PHONE, "order_id": "A-1001"}))
