@@ -163,13 +163,40 @@ pub struct PbxSettings {
     pub recordings: Option<RecordingsSource>,
 }
 
-/// The company's recordings on its FTP server. The password is kept apart, encrypted.
+/// How dialback reaches the PBX's recordings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingsProtocol {
+    /// FTP, or explicit FTPS with `ftps: true`.
+    #[default]
+    Ftp,
+    /// SFTP over SSH, the server's host key pinned in `host_key`.
+    Sftp,
+}
+
+impl RecordingsProtocol {
+    pub fn default_port(self) -> u16 {
+        match self {
+            RecordingsProtocol::Ftp => 21,
+            RecordingsProtocol::Sftp => 22,
+        }
+    }
+}
+
+/// The company's recordings on its FTP or SFTP server. The password (or SSH private key) is kept
+/// apart, encrypted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordingsSource {
+    #[serde(default)]
+    pub protocol: RecordingsProtocol,
     pub host: String,
     #[serde(default = "default_ftp_port")]
     pub port: u16,
+    /// SFTP: the server's host key fingerprint as `ssh-keygen -lf` prints it (`SHA256:...`); a
+    /// server presenting another key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
     /// Explicit FTPS: `AUTH TLS` on the FTP port, then the control and data connections encrypted.
     #[serde(default)]
     pub ftps: bool,
@@ -323,6 +350,25 @@ fn check_pem(field: &'static str, pem: &Option<String>) -> Result<(), FieldError
 }
 
 /// The FTP password: printable, 1-256 characters (it is sent on the control connection).
+/// An OpenSSH SHA256 fingerprint: `SHA256:` and 43 characters of unpadded base64.
+fn valid_fingerprint(key: &str) -> bool {
+    key.strip_prefix("SHA256:")
+        .is_some_and(|b64| b64.len() == 43 && b64.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/'))
+}
+
+/// An SSH private key as given for SFTP (write-only, kept like the password): OpenSSH or PEM.
+pub fn check_private_key(key: &str) -> Result<(), FieldError> {
+    const F: &str = "recordings.private_key";
+    let key = key.trim();
+    if !key.starts_with("-----BEGIN ") || !key.contains("PRIVATE KEY-----") || key.len() > 16 * 1024 {
+        return Err(bad(
+            F,
+            "recordings.private_key must be a private key in OpenSSH or PEM form (-----BEGIN ... PRIVATE KEY-----)",
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_ftp_password(password: &str) -> Result<(), FieldError> {
     const F: &str = "recordings.password";
     check_text(F, password)?;
@@ -343,6 +389,29 @@ impl RecordingsSource {
         check_pem("recordings.ca_pem", &self.ca_pem)?;
         if self.ca_pem.is_some() && !self.ftps {
             return Err(bad("recordings.ca_pem", "recordings.ca_pem is only used with ftps: true"));
+        }
+        match (self.protocol, &self.host_key) {
+            (RecordingsProtocol::Sftp, None) => {
+                return Err(bad(
+                    "recordings.host_key",
+                    "recordings.host_key is required with protocol sftp: the server's key fingerprint, as \
+                     `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it on the PBX (SHA256:...)",
+                ))
+            }
+            (RecordingsProtocol::Sftp, Some(key)) if !valid_fingerprint(key) => {
+                return Err(bad(
+                    "recordings.host_key",
+                    "recordings.host_key must be a SHA256 fingerprint as `ssh-keygen -lf` prints it, e.g. \
+                     SHA256:SQiFaty8BNfyGqcwidXdpzph1pVRLs7llTt/GxlKwpI",
+                ))
+            }
+            (RecordingsProtocol::Ftp, Some(_)) => {
+                return Err(bad("recordings.host_key", "recordings.host_key is only used with protocol sftp"))
+            }
+            _ => {}
+        }
+        if self.protocol == RecordingsProtocol::Sftp && self.ftps {
+            return Err(bad("recordings.ftps", "recordings.ftps is for FTP; SFTP is encrypted by SSH"));
         }
         check_text("recordings.username", &self.username)?;
         if self.username.is_empty() || self.username.len() > 128 || self.username.contains(' ') {
@@ -585,16 +654,49 @@ impl From<FieldError> for InputError {
 impl SettingsInput {
     /// Reads and validates a settings body.
     pub fn parse(mut body: serde_json::Value) -> Result<SettingsInput, InputError> {
+        // The credential: a password, or for SFTP an SSH private key (kept in the same slot; a
+        // stored one that starts like a PEM is used as a key).
         let recordings_password = match body.get_mut("recordings").and_then(|r| r.as_object_mut()) {
             None => None,
-            Some(recordings) => match recordings.remove("password") {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::String(password)) => {
-                    check_ftp_password(&password)?;
-                    Some(password)
+            Some(recordings) => {
+                let sftp = recordings.get("protocol").and_then(|p| p.as_str()) == Some("sftp");
+                if sftp && recordings.get("port").is_none_or(|p| p.is_null()) {
+                    recordings.insert("port".into(), RecordingsProtocol::Sftp.default_port().into());
                 }
-                Some(_) => return Err(bad("recordings.password", "recordings.password must be a string").into()),
-            },
+                let password = match recordings.remove("password") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(password)) => {
+                        check_ftp_password(&password)?;
+                        Some(password)
+                    }
+                    Some(_) => return Err(bad("recordings.password", "recordings.password must be a string").into()),
+                };
+                let key = match recordings.remove("private_key") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(key)) if sftp => {
+                        check_private_key(&key)?;
+                        Some(key.trim().to_owned())
+                    }
+                    Some(serde_json::Value::String(_)) => {
+                        return Err(bad(
+                            "recordings.private_key",
+                            "recordings.private_key is only used with protocol sftp",
+                        )
+                        .into())
+                    }
+                    Some(_) => {
+                        return Err(bad("recordings.private_key", "recordings.private_key must be a string").into())
+                    }
+                };
+                if password.is_some() && key.is_some() {
+                    return Err(bad(
+                        "recordings.private_key",
+                        "give recordings.password or recordings.private_key, not both",
+                    )
+                    .into());
+                }
+                key.or(password)
+            }
         };
         let secret = match body.as_object_mut().and_then(|o| o.remove("secret")) {
             None | Some(serde_json::Value::Null) => None,

@@ -14,7 +14,7 @@ use crate::callbacks::PlaceError;
 use crate::domain::settings::InputError;
 use crate::domain::FieldError;
 use crate::limits::Limited;
-use crate::recordings::ftp::FtpFailure;
+use crate::recordings::source::SourceFailure;
 use crate::recordings::SyncError;
 use crate::store::StoreError;
 use crate::telemetry::Chain;
@@ -342,19 +342,30 @@ pub fn sync_problem(error: SyncError) -> ApiError {
         SyncError::PasswordUndecryptable => ApiError::internal(anyhow::anyhow!(detail)),
         SyncError::Store(e) => e.into(),
         SyncError::Ftp(failure) => match failure {
-            FtpFailure::Unreachable { .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ftp_unreachable", "FTP server unreachable", detail)
-                    .with_header(header::RETRY_AFTER, "30")
+            SourceFailure::Unreachable { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ftp_unreachable",
+                "Recordings server unreachable",
+                detail,
+            )
+            .with_header(header::RETRY_AFTER, "30"),
+            SourceFailure::Timeout { .. } => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "ftp_timeout", "Recordings server too slow", detail)
             }
-            FtpFailure::Timeout { .. } => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "ftp_timeout", "FTP server too slow", detail)
+            SourceFailure::LoginFailed { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "ftp_login_failed", "Recordings server login refused", detail)
             }
-            FtpFailure::LoginFailed { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "ftp_login_failed", "FTP login refused", detail)
+            SourceFailure::Tls { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "ftp_tls_failed", "FTPS failed", detail)
             }
-            FtpFailure::Tls { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "ftp_tls_failed", "FTPS failed", detail),
-            FtpFailure::Refused { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "ftp_error", "FTP server refused", detail)
+            SourceFailure::HostKey { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "sftp_host_key_mismatch",
+                "SFTP server's host key is not the pinned one",
+                detail,
+            ),
+            SourceFailure::Refused { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "ftp_error", "Recordings server refused", detail)
             }
         },
     }

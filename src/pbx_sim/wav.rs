@@ -34,7 +34,7 @@ pub(crate) fn tone(duration: Duration) -> Vec<u8> {
     wav.extend_from_slice(&data_len.to_le_bytes());
     let samples_per_beat = SAMPLE_RATE as u64 * CADENCE_MS / 1000;
     for n in 0..u64::from(samples) {
-        let on = (n / samples_per_beat) % 2 == 0;
+        let on = (n / samples_per_beat).is_multiple_of(2);
         let value = if on {
             (8_000.0 * (2.0 * std::f64::consts::PI * TONE_HZ * n as f64 / f64::from(SAMPLE_RATE)).sin()) as i16
         } else {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use suppaftp::list::File as ListedFile;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream, AsyncRustlsStream, TransferStream};
 use suppaftp::types::FileType;
@@ -14,76 +14,17 @@ use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use crate::domain::settings::RecordingsSource;
+use super::source::{join, Endpoint, RemoteFile, SourceFailure};
 
-/// Where and as whom to log in.
-#[derive(Clone)]
-pub struct FtpEndpoint {
-    pub host: String,
-    pub port: u16,
-    pub ftps: bool,
-    pub ca_pem: Option<String>,
-    pub username: String,
-    pub password: SecretString,
-    /// The limit on every step (connect, TLS, login, one command, silence during a transfer).
-    pub timeout: Duration,
-}
-
-impl FtpEndpoint {
-    pub fn new(source: &RecordingsSource, password: SecretString, timeout: Duration) -> Self {
-        Self {
-            host: source.host.clone(),
-            port: source.port,
-            ftps: source.ftps,
-            ca_pem: source.ca_pem.clone(),
-            username: source.username.clone(),
-            password,
-            timeout,
-        }
-    }
-}
-
-/// Why an FTP step failed; `kind` is the stable name used in metrics and problem codes.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum FtpFailure {
-    #[error("cannot reach the FTP server {addr}: {detail}")]
-    Unreachable { addr: String, detail: String },
-    #[error("FTPS failed: {detail}")]
-    Tls { detail: String },
-    #[error("the FTP server refused the login of user {user:?} ({reply}); check recordings.username and recordings.password")]
-    LoginFailed { user: String, reply: String },
-    #[error("the FTP server did not finish {step} within {seconds} s")]
-    Timeout { step: String, seconds: u64 },
-    #[error("{step} failed: {detail}")]
-    Refused { step: String, detail: String, code: Option<u32> },
-}
-
-impl FtpFailure {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            FtpFailure::Unreachable { .. } => "unreachable",
-            FtpFailure::Tls { .. } => "tls",
-            FtpFailure::LoginFailed { .. } => "login",
-            FtpFailure::Timeout { .. } => "timeout",
-            FtpFailure::Refused { .. } => "refused",
-        }
-    }
-
-    /// A 550-style answer: the directory or file is not there.
-    pub fn is_missing(&self) -> bool {
-        matches!(self, FtpFailure::Refused { code: Some(550 | 450), .. })
-    }
-
-    fn from_ftp(step: &str, error: FtpError) -> Self {
-        match error {
-            FtpError::UnexpectedResponse(reply) => FtpFailure::Refused {
-                step: step.to_owned(),
-                detail: format!("the server answered {}", reply_text(&reply)),
-                code: Some(reply.status.code()),
-            },
-            FtpError::SecureError(detail) => FtpFailure::Tls { detail: describe_tls(&detail) },
-            other => FtpFailure::Refused { step: step.to_owned(), detail: other.to_string(), code: None },
-        }
+fn from_ftp(step: &str, error: FtpError) -> SourceFailure {
+    match error {
+        FtpError::UnexpectedResponse(reply) => SourceFailure::Refused {
+            step: step.to_owned(),
+            detail: format!("the server answered {}", reply_text(&reply)),
+            code: Some(reply.status.code()),
+        },
+        FtpError::SecureError(detail) => SourceFailure::Tls { detail: describe_tls(&detail) },
+        other => SourceFailure::Refused { step: step.to_owned(), detail: other.to_string(), code: None },
     }
 }
 
@@ -116,16 +57,6 @@ fn describe_tls(text: &str) -> String {
     }
 }
 
-/// A file in a listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteFile {
-    pub path: String,
-    pub name: String,
-    pub size: u64,
-    /// From the listing (minute precision at best); `None` when the server did not say.
-    pub modified: Option<OffsetDateTime>,
-}
-
 /// A logged-in session in binary mode.
 pub struct FtpSession {
     ftp: AsyncRustlsFtpStream,
@@ -136,18 +67,18 @@ async fn within<T>(
     timeout: Duration,
     step: &str,
     fut: impl std::future::Future<Output = Result<T, FtpError>>,
-) -> Result<T, FtpFailure> {
+) -> Result<T, SourceFailure> {
     match tokio::time::timeout(timeout, fut).await {
-        Ok(result) => result.map_err(|e| FtpFailure::from_ftp(step, e)),
-        Err(_) => Err(FtpFailure::Timeout { step: step.to_owned(), seconds: timeout.as_secs().max(1) }),
+        Ok(result) => result.map_err(|e| from_ftp(step, e)),
+        Err(_) => Err(SourceFailure::Timeout { step: step.to_owned(), seconds: timeout.as_secs().max(1) }),
     }
 }
 
 impl FtpSession {
     /// Connects, upgrades to TLS when `ftps`, logs in and switches to binary mode.
-    pub async fn open(endpoint: &FtpEndpoint) -> Result<Self, FtpFailure> {
+    pub async fn open(endpoint: &Endpoint) -> Result<Self, SourceFailure> {
         let addr = format!("{}:{}", endpoint.host, endpoint.port);
-        let unreachable = |detail: String| FtpFailure::Unreachable { addr: addr.clone(), detail };
+        let unreachable = |detail: String| SourceFailure::Unreachable { addr: addr.clone(), detail };
         let tcp =
             match tokio::time::timeout(endpoint.timeout, TcpStream::connect((endpoint.host.as_str(), endpoint.port)))
                 .await
@@ -160,15 +91,16 @@ impl FtpSession {
             within(endpoint.timeout, "reading the FTP greeting", AsyncRustlsFtpStream::connect_with_stream(tcp))
                 .await
                 .map_err(|e| match e {
-                    FtpFailure::Refused { detail, .. } => unreachable(format!("not an FTP server? {detail}")),
+                    SourceFailure::Refused { detail, .. } => unreachable(format!("not an FTP server? {detail}")),
                     other => other,
                 })?;
         if endpoint.ftps {
-            let connector = tls_connector(endpoint.ca_pem.as_deref()).map_err(|detail| FtpFailure::Tls { detail })?;
+            let connector =
+                tls_connector(endpoint.ca_pem.as_deref()).map_err(|detail| SourceFailure::Tls { detail })?;
             ftp = within(endpoint.timeout, "AUTH TLS", ftp.into_secure(connector, &endpoint.host)).await.map_err(
                 |e| match e {
-                    FtpFailure::Refused { detail, .. } => {
-                        FtpFailure::Tls { detail: format!("the server does not offer explicit FTPS ({detail})") }
+                    SourceFailure::Refused { detail, .. } => {
+                        SourceFailure::Tls { detail: format!("the server does not offer explicit FTPS ({detail})") }
                     }
                     other => other,
                 },
@@ -179,8 +111,12 @@ impl FtpSession {
         ftp.set_passive_nat_workaround(true);
         let login = ftp.login(endpoint.username.as_str(), endpoint.password.expose_secret());
         within(endpoint.timeout, "login", login).await.map_err(|e| match e {
-            FtpFailure::Refused { code: Some(code), detail, .. } if code == 530 || code == 430 || code == 331 => {
-                FtpFailure::LoginFailed { user: endpoint.username.clone(), reply: detail }
+            SourceFailure::Refused { code: Some(code), detail, .. } if code == 530 || code == 430 || code == 331 => {
+                SourceFailure::LoginFailed {
+                    user: endpoint.username.clone(),
+                    reply: detail,
+                    credential: "recordings.password",
+                }
             }
             other => other,
         })?;
@@ -189,7 +125,7 @@ impl FtpSession {
     }
 
     /// The regular files of `dir` (`LIST`, understood in Unix and DOS formats).
-    pub async fn list(&mut self, dir: &str) -> Result<Vec<RemoteFile>, FtpFailure> {
+    pub async fn list(&mut self, dir: &str) -> Result<Vec<RemoteFile>, SourceFailure> {
         let lines = within(self.timeout, &format!("listing {dir}"), self.ftp.list(Some(dir))).await?;
         Ok(lines
             .iter()
@@ -203,12 +139,12 @@ impl FtpSession {
     }
 
     /// `SIZE`: a file's current size (to tell a recording still being written).
-    pub async fn size(&mut self, path: &str) -> Result<u64, FtpFailure> {
+    pub async fn size(&mut self, path: &str) -> Result<u64, SourceFailure> {
         Ok(within(self.timeout, &format!("SIZE {path}"), self.ftp.size(path)).await? as u64)
     }
 
     /// Starts `RETR path`; read it with [`Download::chunk`], then [`Download::finish`].
-    pub async fn download(&mut self, path: &str) -> Result<Download, FtpFailure> {
+    pub async fn download(&mut self, path: &str) -> Result<Download, SourceFailure> {
         let stream = within(self.timeout, &format!("RETR {path}"), self.ftp.retr_as_stream(path)).await?;
         Ok(Download { stream, timeout: self.timeout, buf: vec![0; 64 * 1024], path: path.to_owned() })
     }
@@ -229,27 +165,24 @@ pub struct Download {
 
 impl Download {
     /// The next bytes, or `None` at the end. Silence longer than the timeout is a failure.
-    pub async fn chunk(&mut self) -> Result<Option<&[u8]>, FtpFailure> {
+    pub async fn chunk(&mut self) -> Result<Option<&[u8]>, SourceFailure> {
         let step = || format!("receiving {}", self.path);
         match tokio::time::timeout(self.timeout, self.stream.read(&mut self.buf)).await {
             Ok(Ok(0)) => Ok(None),
             Ok(Ok(n)) => Ok(Some(&self.buf[..n])),
-            Ok(Err(e)) => {
-                Err(FtpFailure::Refused { step: step(), detail: format!("the data connection broke: {e}"), code: None })
-            }
-            Err(_) => Err(FtpFailure::Timeout { step: step(), seconds: self.timeout.as_secs().max(1) }),
+            Ok(Err(e)) => Err(SourceFailure::Refused {
+                step: step(),
+                detail: format!("the data connection broke: {e}"),
+                code: None,
+            }),
+            Err(_) => Err(SourceFailure::Timeout { step: step(), seconds: self.timeout.as_secs().max(1) }),
         }
     }
 
     /// Closes the data connection and reads the server's verdict (226 when the whole file was sent).
-    pub async fn finish(self) -> Result<(), FtpFailure> {
+    pub async fn finish(self) -> Result<(), SourceFailure> {
         within(self.timeout, &format!("completing RETR {}", self.path), self.stream.finish()).await
     }
-}
-
-/// `dir/name` without a doubled slash.
-pub fn join(dir: &str, name: &str) -> String {
-    format!("{}/{name}", dir.trim_end_matches('/'))
 }
 
 /// One TLS configuration per session, so data connections can resume the control connection's
@@ -271,9 +204,15 @@ mod tests {
 
     #[test]
     fn failures_name_their_kind() {
-        let login = FtpFailure::LoginFailed { user: "rec".into(), reply: "530 Login incorrect.".into() };
+        let login = SourceFailure::LoginFailed {
+            user: "rec".into(),
+            reply: "530 Login incorrect.".into(),
+            credential: "recordings.password",
+        };
         assert_eq!(login.kind(), "login");
         assert!(login.to_string().contains("\"rec\"") && login.to_string().contains("530"));
-        assert!(FtpFailure::Refused { step: "listing /x".into(), detail: String::new(), code: Some(550) }.is_missing());
+        assert!(
+            SourceFailure::Refused { step: "listing /x".into(), detail: String::new(), code: Some(550) }.is_missing()
+        );
     }
 }

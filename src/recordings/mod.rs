@@ -1,7 +1,9 @@
 //! Call recordings: fetched from each company's FTP server and bound to the callbacks (and so the
 //! orders) they record.
 //!
+//! - [`source`]: the PBX side whatever the protocol: endpoint, listing, failures, a session.
 //! - [`ftp`]: one FTP/FTPS session, binary mode, a timeout around every step.
+//! - [`sftp`]: one SFTP session, the server's host key pinned, password or key login.
 //! - [`storage`]: where fetched files are kept (a trait; the filesystem implementation).
 //! - [`s3`]: the S3-compatible implementation every host shares, and which of the two to open.
 //! - [`migrate`]: copying one host's files into the object store (`dialback recordings migrate`).
@@ -18,6 +20,8 @@ pub mod migrate;
 pub mod retention;
 pub mod s3;
 pub mod scheduler;
+pub mod sftp;
+pub mod source;
 pub mod storage;
 pub mod sync;
 

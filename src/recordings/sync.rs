@@ -15,7 +15,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::ftp::{join, FtpEndpoint, FtpFailure, FtpSession, RemoteFile};
+use super::source::{join, Endpoint, RemoteFile, Session, SourceFailure};
 use super::Recordings;
 use crate::domain::callback::Status;
 use crate::domain::recording::{content_type, DateSubdirs, NameFields, NamePattern};
@@ -64,7 +64,7 @@ pub enum SyncError {
     #[error("the stored FTP password cannot be decrypted (was DIALBACK_SECRETS_KEY changed?); save it again")]
     PasswordUndecryptable,
     #[error(transparent)]
-    Ftp(#[from] FtpFailure),
+    Ftp(#[from] SourceFailure),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -83,7 +83,7 @@ impl SyncError {
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
     #[error(transparent)]
-    Ftp(#[from] FtpFailure),
+    Ftp(#[from] SourceFailure),
     #[error("storing the recording failed: {0}")]
     Storage(std::io::Error),
     #[error(transparent)]
@@ -150,7 +150,7 @@ impl Recordings {
         let (source, endpoint) = self.source(tenant).await?;
         let pattern = NamePattern::compile(&source.filename_pattern).map_err(|_| SyncError::NotConfigured)?;
         self.sweep_partials().await;
-        let mut session = FtpSession::open(&endpoint).await?;
+        let mut session = Session::open(&endpoint).await?;
         let listed = match list_recordings(&mut session, &source, &pattern, now).await {
             Ok(listed) => listed,
             Err(e) => {
@@ -174,7 +174,7 @@ impl Recordings {
     }
 
     /// The company's source and an endpoint with its decrypted password.
-    async fn source(&self, tenant: &str) -> Result<(RecordingsSource, FtpEndpoint), SyncError> {
+    async fn source(&self, tenant: &str) -> Result<(RecordingsSource, Endpoint), SyncError> {
         let db = store::client(&self.db).await?;
         let configured = store::recordings::source(&**db, tenant).await?.ok_or(SyncError::NotConfigured)?;
         let encrypted = configured.password_enc.ok_or(SyncError::NotConfigured)?;
@@ -183,7 +183,7 @@ impl Recordings {
             .decrypt(&encrypted, &Self::password_context(tenant))
             .map_err(|_| SyncError::PasswordUndecryptable)?;
         let timeout = Duration::from_millis(self.config.ftp_timeout_ms);
-        let endpoint = FtpEndpoint::new(&configured.source, SecretString::from(password), timeout);
+        let endpoint = Endpoint::new(&configured.source, SecretString::from(password), timeout);
         Ok((configured.source, endpoint))
     }
 
@@ -205,7 +205,7 @@ impl Recordings {
     /// Splits the claimable files into those finished now and those to leave for later.
     async fn finished(
         &self,
-        session: &mut FtpSession,
+        session: &mut Session,
         candidates: Vec<Candidate>,
         sizes: &HashMap<&str, u64>,
         report: &mut SyncReport,
@@ -248,8 +248,8 @@ impl Recordings {
     async fn download_all(
         &self,
         tenant: &str,
-        endpoint: &FtpEndpoint,
-        session: FtpSession,
+        endpoint: &Endpoint,
+        session: Session,
         ready: Vec<Candidate>,
         report: &mut SyncReport,
     ) -> Vec<Uuid> {
@@ -271,15 +271,15 @@ impl Recordings {
     async fn worker(
         &self,
         tenant: &str,
-        endpoint: &FtpEndpoint,
-        mut session: Option<FtpSession>,
+        endpoint: &Endpoint,
+        mut session: Option<Session>,
         queue: &Mutex<VecDeque<Candidate>>,
         tally: &Mutex<Tally>,
     ) {
         loop {
             let Some(file) = queue.lock().expect("queue lock").pop_front() else { break };
             if session.is_none() {
-                match FtpSession::open(endpoint).await {
+                match Session::open(endpoint).await {
                     Ok(opened) => session = Some(opened),
                     Err(e) => {
                         // The file is not claimed yet: it stays for the next run.
@@ -328,7 +328,7 @@ impl Recordings {
     }
 
     /// Streams one file into storage, hashing it and keeping the claim alive; records it stored.
-    async fn fetch(&self, ftp: &mut FtpSession, file: &Candidate, claim: &Claim) -> Result<u64, FetchError> {
+    async fn fetch(&self, ftp: &mut Session, file: &Candidate, claim: &Claim) -> Result<u64, FetchError> {
         let key = storage_key(file, claim);
         let mut object = self.storage.create(&key).await.map_err(FetchError::Storage)?;
         let mut download = ftp.download(&file.remote_path).await?;
@@ -443,11 +443,11 @@ impl Recordings {
 /// The recording files of the directory and its recent date subdirectories: names that match
 /// the pattern, not hidden (temporary), not older than `keep_looking_h`.
 async fn list_recordings(
-    session: &mut FtpSession,
+    session: &mut Session,
     source: &RecordingsSource,
     pattern: &NamePattern,
     now: OffsetDateTime,
-) -> Result<Vec<(RemoteFile, NameFields)>, FtpFailure> {
+) -> Result<Vec<(RemoteFile, NameFields)>, SourceFailure> {
     let clock = source.pbx_clock();
     let oldest = now - time::Duration::hours(i64::from(source.keep_looking_h));
     // Listing the directory itself first also tells a wrong directory from an empty day.

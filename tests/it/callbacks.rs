@@ -910,7 +910,7 @@ async fn with_synchronous_commit_on_calls_written_together_each_end_with_their_o
     let mut observed = support::AmiObserver::start(sim.addr().port()).await;
     const CALLS: usize = 24;
     // Every other client is busy (a phone number ending in 0).
-    let client_phone = |i: usize| if i % 2 == 0 { CLIENT_PHONE } else { "+79161234560" };
+    let client_phone = |i: usize| if i.is_multiple_of(2) { CLIENT_PHONE } else { "+79161234560" };
     for i in 0..CALLS {
         app.add_courier("acme", &format!("c{i}"), &format!("+7900{i:06}3")).await;
         app.add_order("acme", &format!("O-{i}"), &format!("c{i}"), &[client_phone(i)]).await;

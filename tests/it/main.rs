@@ -25,4 +25,5 @@ mod postgres_tls;
 mod recordings;
 mod retention;
 mod return_calls;
+mod sftp;
 mod webhooks;

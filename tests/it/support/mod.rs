@@ -13,6 +13,7 @@ pub mod receiver;
 pub mod s3;
 pub mod spec;
 pub mod sse;
+pub mod sshd;
 pub mod transcript;
 pub mod wait;
 pub mod webdriver;
