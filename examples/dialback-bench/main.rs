@@ -13,6 +13,7 @@
 //! - `ceiling`: one persistent AMI connection, pipelined Originates;
 //! - `proxy`: a TCP delay proxy (a WAN between an AMI client and the simulator);
 //! - `scale`: N idle tenant connections: memory, open files, latency;
+//! - `recordings`: a recordings sync over FTP into the server's storage: files and bytes per second;
 //! - `report`: `bench/results.json` and the figures section of BENCHMARKS.md.
 //!
 //! Each measuring subcommand writes a flat JSON object of figures to `--out`.
@@ -24,6 +25,7 @@ mod failover;
 mod http;
 mod load;
 mod proxy;
+mod recordings;
 mod report;
 mod scale;
 mod stats;
@@ -190,6 +192,17 @@ enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// A recordings sync of --files files already on the FTP server at --ftp-port, timed.
+    Recordings {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        ftp_port: u16,
+        #[arg(long)]
+        files: u64,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Return-call route decisions over FastAGI at a fixed rate (`agi_*`).
     Agi {
         #[command(flatten)]
@@ -309,6 +322,12 @@ fn api(args: &ApiArgs) -> anyhow::Result<Api> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Recordings { api: args, ftp_port, files, output } => {
+            let api = api(&args)?;
+            let mut figures = Figures::new(&output.prefix);
+            recordings::run(&api, &args.tenant, ftp_port, files, &mut figures).await?;
+            figures.write(output.out.as_deref())?;
+        }
         Command::Seed { api: args, pbx_port, context, transport } => {
             let api = api(&args)?;
             load::seed(&api, &args.tenant, pbx_port, &context, &transport, args.couriers).await?;

@@ -677,6 +677,25 @@ pub fn render(f: &Figures) -> String {
     ];
     table(&mut out, &head, 0, rows);
 
+    let _ = writeln!(out, "\n### Recordings: fetched over FTP and stored\n");
+    let _ = writeln!(
+        out,
+        "{} files of {} KiB on a real FTP server (pyftpdlib, loopback), fetched by one recordings sync \
+         (`recordings.parallel_downloads` 3): into the directory (`DIALBACK_RECORDINGS_DIR`), then by another \
+         dialback into an S3-compatible store (s3s-fs on loopback, `DIALBACK_RECORDINGS__URL`). The sync's own \
+         duration, its SIZE checks included.\n",
+        s("recordings_fs_files"),
+        show(g("recordings_fs_bytes").zip(g("recordings_fs_files")).map(|(b, n)| b / n / 1024.0)),
+    );
+    let rows = [("directory", "recordings_fs_"), ("object store (S3)", "recordings_s3_")]
+        .into_iter()
+        .map(|(what, prefix)| {
+            let k = |key: &str| s(&format!("{prefix}{key}"));
+            vec![what.to_owned(), k("files"), k("seconds"), k("files_per_s"), k("mb_per_s")]
+        })
+        .collect();
+    table(&mut out, &["stored in", "files", "sync s", "files/s", "MB/s"], 1, rows);
+
     let _ = writeln!(out, "\n### Micro-benchmarks (`cargo bench`)\n");
     let rows = [
         ("AMI decode (the transcripts' mix, 4 KiB reads)", "ami_decode_mb_s", "MB/s"),
