@@ -35,8 +35,10 @@ async fn call(
 }
 
 pub async fn run(api: &Api, tenant: &str, ftp_port: u16, files: u64, figures: &mut Figures) -> anyhow::Result<()> {
+    // Recordings come from a PBX: one that is never called (nothing listens on port 1).
     let settings = serde_json::json!({
-        "office_phone": "+74951234567",
+        "host": "127.0.0.1", "port": 1, "username": "bench", "secret": "bench",
+        "channel_template": "PJSIP/{NUMBER}@trunk", "office_phone": "+74951234567",
         "recordings": {"host": "127.0.0.1", "port": ftp_port, "username": "recordings", "password": "recordings",
                         "directory": "/", "poll_interval_s": 86400},
     });
