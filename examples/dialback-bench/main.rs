@@ -198,6 +198,9 @@ enum Command {
         api: ApiArgs,
         #[arg(long)]
         ftp_port: u16,
+        /// The FTP server's directory (the step grows every file by a byte during the first sync).
+        #[arg(long)]
+        ftp_root: PathBuf,
         #[arg(long)]
         files: u64,
         #[command(flatten)]
@@ -322,10 +325,10 @@ fn api(args: &ApiArgs) -> anyhow::Result<Api> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Recordings { api: args, ftp_port, files, output } => {
+        Command::Recordings { api: args, ftp_port, ftp_root, files, output } => {
             let api = api(&args)?;
             let mut figures = Figures::new(&output.prefix);
-            recordings::run(&api, &args.tenant, ftp_port, files, &mut figures).await?;
+            recordings::run(&api, &args.tenant, ftp_port, &ftp_root, files, &mut figures).await?;
             figures.write(output.out.as_deref())?;
         }
         Command::Seed { api: args, pbx_port, context, transport } => {

@@ -1,8 +1,9 @@
 //! `recordings`: one company's recordings sync over a real FTP server, timed by the sync itself:
 //! files and bytes fetched and stored per second, into whatever the dialback under test keeps
-//! recordings in (its directory, or an object store). The files must be on the FTP server already;
-//! a first sync notes them, the measured one (once they have kept their size for the settle time)
-//! fetches them all.
+//! recordings in (its directory, or an object store). The files must be on the FTP server already,
+//! under `--ftp-root`. A first sync notes them, and while it waits to see whether they are still
+//! growing each grows by a byte (as a recording being written would), so it leaves them; the
+//! measured sync then finds them settled and fetches them all, with no wait of its own.
 
 use std::time::Duration;
 
@@ -34,7 +35,26 @@ async fn call(
     Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
 }
 
-pub async fn run(api: &Api, tenant: &str, ftp_port: u16, files: u64, figures: &mut Figures) -> anyhow::Result<()> {
+/// Appends a byte to every file under `root`.
+fn grow(root: &std::path::Path) -> anyhow::Result<u64> {
+    use std::io::Write;
+    let mut grown = 0;
+    for entry in std::fs::read_dir(root)? {
+        let path = entry?.path();
+        std::fs::OpenOptions::new().append(true).open(&path)?.write_all(b"\0")?;
+        grown += 1;
+    }
+    Ok(grown)
+}
+
+pub async fn run(
+    api: &Api,
+    tenant: &str,
+    ftp_port: u16,
+    ftp_root: &std::path::Path,
+    files: u64,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
     // Recordings come from a PBX: one that is never called (nothing listens on port 1).
     let settings = serde_json::json!({
         "host": "127.0.0.1", "port": 1, "username": "bench", "secret": "bench",
@@ -43,8 +63,18 @@ pub async fn run(api: &Api, tenant: &str, ftp_port: u16, files: u64, figures: &m
                         "directory": "/", "poll_interval_s": 86400},
     });
     call(api, tenant, reqwest::Method::PUT, "/v1/admin/pbx", Some(settings)).await?;
-    let noted = call(api, tenant, reqwest::Method::POST, "/v1/admin/recordings/sync", None).await?;
-    anyhow::ensure!(noted["new"].as_u64() == Some(files), "the first sync saw {noted}, not {files} new files");
+    let first = {
+        let (api, tenant) = (Api { addr: api.addr, config: api.config.clone() }, tenant.to_owned());
+        tokio::spawn(async move { call(&api, &tenant, reqwest::Method::POST, "/v1/admin/recordings/sync", None).await })
+    };
+    // The first sync lists at once, then waits SETTLE before checking sizes: grow them meanwhile.
+    tokio::time::sleep(SETTLE / 4).await;
+    grow(ftp_root)?;
+    let noted = first.await??;
+    anyhow::ensure!(
+        noted["new"].as_u64() == Some(files) && noted["waiting"].as_u64() == Some(files),
+        "the first sync should have noted {files} new files, all still growing: {noted}"
+    );
     tokio::time::sleep(SETTLE).await;
     let report = call(api, tenant, reqwest::Method::POST, "/v1/admin/recordings/sync", None).await?;
     let fetched = report["fetched"].as_u64().unwrap_or(0);
