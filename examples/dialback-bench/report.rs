@@ -683,7 +683,7 @@ pub fn render(f: &Figures) -> String {
         "{} files of {} KiB on a real FTP server (pyftpdlib, loopback), fetched by one recordings sync \
          (`recordings.parallel_downloads` 3): into the directory (`DIALBACK_RECORDINGS_DIR`), then by another \
          dialback into an S3-compatible store (s3s-fs on loopback, `DIALBACK_RECORDINGS__URL`). The sync's own \
-         duration, its SIZE checks included.\n",
+         duration: the listing, the downloads and their hashes, the writes, the database.\n",
         s("recordings_fs_files"),
         show(g("recordings_fs_bytes").zip(g("recordings_fs_files")).map(|(b, n)| b / n / 1024.0)),
     );
