@@ -253,44 +253,19 @@ pub async fn list(
 pub async fn export(
     caller: Admin,
     state: web::Data<AppState>,
-    query: web::Query<ExportQuery>,
+    query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let page = Page::parse(None, None)?;
-    let filter = ListQuery::from(query.into_inner()).filter(&state, caller.tenant(), &page).await?;
-    Ok(journal_csv::response(state.into_inner(), caller.tenant().to_owned(), filter))
-}
-
-/// [`ListQuery`]'s filters, without pages: the export has none.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExportQuery {
-    order_id: Option<String>,
-    courier_id: Option<String>,
-    status: Option<String>,
-    kind: Option<String>,
-    failed_leg: Option<String>,
-    reason: Option<String>,
-    phone: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-}
-
-impl From<ExportQuery> for ListQuery {
-    fn from(q: ExportQuery) -> Self {
-        ListQuery {
-            order_id: q.order_id,
-            courier_id: q.courier_id,
-            status: q.status,
-            kind: q.kind,
-            failed_leg: q.failed_leg,
-            reason: q.reason,
-            phone: q.phone,
-            since: q.since,
-            until: q.until,
-            cursor: None,
-            limit: None,
-        }
+    let query = query.into_inner();
+    // The list's filters; the export has no pages.
+    if query.cursor.is_some() || query.limit.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "the export has no pages: cursor and limit are not parameters of /v1/callbacks.csv",
+        ));
     }
+    let page = Page::parse(None, None)?;
+    let filter = query.filter(&state, caller.tenant(), &page).await?;
+    Ok(journal_csv::response(state.into_inner(), caller.tenant().to_owned(), filter))
 }
 
 /// Whether the client asks for CSV rather than JSON.

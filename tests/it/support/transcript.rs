@@ -26,12 +26,22 @@ pub struct Block {
 /// The blocks of `tests/fixtures/asterisk-22/<file>`, with `rewrites` applied to all of it. AGI
 /// blocks are their bytes: `<LF>`, `<CR>` and `<TAB>` stand for LF, CR and TAB there, and the line break the
 /// recording wrote after each `<LF>` is not one.
-pub fn blocks(file: &str, rewrites: &[(&str, &str)]) -> Vec<Block> {
+/// The fixture `file` (under tests/fixtures/asterisk-22) with `rewrites` applied, its line ends
+/// made LF first when `lf` says so.
+fn read(file: &str, rewrites: &[(&str, &str)], lf: bool) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/asterisk-22").join(file);
     let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if lf {
+        text = text.replace("\r\n", "\n");
+    }
     for (from, to) in rewrites {
         text = text.replace(from, to);
     }
+    text
+}
+
+pub fn blocks(file: &str, rewrites: &[(&str, &str)]) -> Vec<Block> {
+    let text = read(file, rewrites, false);
     // Blocks start at a line `### `; what comes before the first is the file's description, and
     // Asterisk's own log (`# ---- ...`) ends the last.
     format!("\n{text}")
@@ -82,12 +92,7 @@ pub fn ami_from_asterisk(file: &str, who: &str) -> Vec<Message> {
 /// and each block is raw AMI, returned with LF line ends (CRLF or LF in the file alike) and
 /// without its closing empty lines. `who` is empty: such a file is one session.
 pub fn dashed_blocks(file: &str, rewrites: &[(&str, &str)]) -> Vec<Block> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/asterisk-22").join(file);
-    let mut text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).replace("\r\n", "\n");
-    for (from, to) in rewrites {
-        text = text.replace(from, to);
-    }
+    let text = read(file, rewrites, true);
     format!("\n{text}")
         .split("\n----- ")
         .skip(1)
