@@ -188,7 +188,7 @@ async fn company(config: Config, command: CompanyCommand) -> anyhow::Result<()> 
     dialback::store::migrations::run_url(&config.database_url, &config.db).await?;
     let db = dialback::store::pool(&config.database_url, &config.db)?;
     let verifier = std::sync::Arc::new(dialback::auth::Verifier::new(&config, Some(db.clone()))?);
-    let storage = dialback::recordings::s3::open_storage(&config)?;
+    let storage = dialback::recordings::s3::open_storage(&config).await?;
     let companies =
         dialback::companies::Companies::new(db, config.secrets_key(), verifier, config.issuers.global_keys, storage);
     let set_state = |id: String, state: CompanyState| {

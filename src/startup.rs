@@ -121,17 +121,7 @@ impl Application {
         let agi_public = agi_address.as_ref().map(|(public, _)| public.clone());
         let dialplan_watch = DialplanWatch::new(callbacks.clone(), return_calls.clone(), agi_public.clone());
         dialplan_watch.spawn(Duration::from_secs(config.ami.dialplan_check_s), stop.clone());
-        let recording_storage = crate::recordings::s3::open_storage(&config)?;
-        if !config.recordings.url.is_empty() {
-            let s3 = crate::recordings::s3::S3Storage::open(&config.recordings)?;
-            match s3.check(Duration::from_secs(10)).await {
-                Ok(()) => tracing::info!(url = config.recordings.url, "recordings are kept in the object store"),
-                Err(why) => tracing::error!(
-                    error = why,
-                    "the recordings' object store does not answer; recordings fail to store until it does"
-                ),
-            }
-        }
+        let recording_storage = crate::recordings::s3::open_storage(&config).await?;
         let companies = Arc::new(Companies::new(
             db.clone(),
             config.secrets_key(),

@@ -45,7 +45,8 @@ struct Company {
 /// A company's JWKS as last fetched.
 #[derive(Default)]
 struct Jwks {
-    keys: Option<KeySet>,
+    /// Shared with the requests verifying with them, so none copies the keys.
+    keys: Option<Arc<KeySet>>,
     fetched_at: Option<Instant>,
     attempted_at: Option<Instant>,
     last_error: Option<String>,
@@ -217,7 +218,7 @@ impl Verifier {
         url: &str,
         ca_pem: Option<&str>,
         kid: Option<&str>,
-    ) -> Result<KeySet, AuthError> {
+    ) -> Result<Arc<KeySet>, AuthError> {
         let entry =
             self.jwks.lock().expect("jwks lock").entry((tenant.to_owned(), url.to_owned())).or_default().clone();
         let mut jwks = entry.lock().await;
@@ -239,7 +240,7 @@ impl Verifier {
                     }
                     metrics::counter!("dialback_jwks_fetches_total", "tenant" => tenant.to_owned(), "outcome" => "ok")
                         .increment(1);
-                    jwks.keys = Some(keys);
+                    jwks.keys = Some(Arc::new(keys));
                     jwks.fetched_at = Some(Instant::now());
                     jwks.last_error = None;
                 }

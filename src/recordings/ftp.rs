@@ -11,10 +11,9 @@ use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream, AsyncRustlsStr
 use suppaftp::types::FileType;
 use suppaftp::FtpError;
 use time::OffsetDateTime;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::source::{join, Endpoint, RemoteFile, SourceFailure};
+use super::source::{join, next_chunk, Endpoint, RemoteFile, SourceFailure};
 
 fn from_ftp(step: &str, error: FtpError) -> SourceFailure {
     match error {
@@ -166,17 +165,7 @@ pub struct Download {
 impl Download {
     /// The next bytes, or `None` at the end. Silence longer than the timeout is a failure.
     pub async fn chunk(&mut self) -> Result<Option<&[u8]>, SourceFailure> {
-        let step = || format!("receiving {}", self.path);
-        match tokio::time::timeout(self.timeout, self.stream.read(&mut self.buf)).await {
-            Ok(Ok(0)) => Ok(None),
-            Ok(Ok(n)) => Ok(Some(&self.buf[..n])),
-            Ok(Err(e)) => Err(SourceFailure::Refused {
-                step: step(),
-                detail: format!("the data connection broke: {e}"),
-                code: None,
-            }),
-            Err(_) => Err(SourceFailure::Timeout { step: step(), seconds: self.timeout.as_secs().max(1) }),
-        }
+        next_chunk(&mut self.stream, &mut self.buf, self.timeout, &self.path).await
     }
 
     /// Closes the data connection and reads the server's verdict (226 when the whole file was sent).

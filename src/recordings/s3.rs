@@ -169,10 +169,19 @@ impl Drop for S3Writer {
     }
 }
 
-/// Opens where recordings are kept: the object store `recordings.url` names, else the directory.
-pub fn open_storage(config: &crate::config::Config) -> anyhow::Result<Arc<dyn RecordingStorage>> {
+/// Opens where recordings are kept: the object store `recordings.url` names (asking it once
+/// whether it answers, and logging what it said), else the directory.
+pub async fn open_storage(config: &crate::config::Config) -> anyhow::Result<Arc<dyn RecordingStorage>> {
     if !config.recordings.url.is_empty() {
-        return Ok(Arc::new(S3Storage::open(&config.recordings)?));
+        let s3 = S3Storage::open(&config.recordings)?;
+        match s3.check(Duration::from_secs(10)).await {
+            Ok(()) => tracing::info!(url = config.recordings.url, "recordings are kept in the object store"),
+            Err(why) => tracing::error!(
+                error = why,
+                "the recordings' object store does not answer; recordings fail to store until it does"
+            ),
+        }
+        return Ok(Arc::new(s3));
     }
     let dir = config.recordings_dir.clone().ok_or_else(|| anyhow::anyhow!("recordings_dir is not set"))?;
     Ok(Arc::new(super::storage::FsStorage::new(dir)))

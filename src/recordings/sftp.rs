@@ -12,9 +12,8 @@ use russh_sftp::client::fs::File;
 use russh_sftp::client::SftpSession as Sftp;
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
-use tokio::io::AsyncReadExt;
 
-use super::source::{join, Endpoint, RemoteFile, SourceFailure};
+use super::source::{join, next_chunk, Endpoint, RemoteFile, SourceFailure};
 
 /// SFTP's status for a missing file or directory (SSH_FX_NO_SUCH_FILE), as a failure's code.
 pub const NO_SUCH_FILE: u32 = 2;
@@ -208,13 +207,7 @@ pub struct Download {
 
 impl Download {
     pub async fn chunk(&mut self) -> Result<Option<&[u8]>, SourceFailure> {
-        let step = || format!("receiving {}", self.path);
-        match tokio::time::timeout(self.timeout, self.file.read(&mut self.buf)).await {
-            Ok(Ok(0)) => Ok(None),
-            Ok(Ok(n)) => Ok(Some(&self.buf[..n])),
-            Ok(Err(e)) => Err(SourceFailure::Refused { step: step(), detail: e.to_string(), code: None }),
-            Err(_) => Err(SourceFailure::Timeout { step: step(), seconds: seconds(self.timeout) }),
-        }
+        next_chunk(&mut self.file, &mut self.buf, self.timeout, &self.path).await
     }
 
     /// SFTP has no verdict to read (the file was read to its end): closes the file.

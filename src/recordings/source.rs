@@ -91,6 +91,26 @@ pub struct RemoteFile {
     pub modified: Option<OffsetDateTime>,
 }
 
+/// The next bytes of `path` from `reader`, or `None` at its end; silence longer than `timeout` is a
+/// failure. Both protocols' downloads read this way.
+pub(super) async fn next_chunk<'b, R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &'b mut [u8],
+    timeout: Duration,
+    path: &str,
+) -> Result<Option<&'b [u8]>, SourceFailure> {
+    use tokio::io::AsyncReadExt;
+    let step = || format!("receiving {path}");
+    match tokio::time::timeout(timeout, reader.read(buf)).await {
+        Ok(Ok(0)) => Ok(None),
+        Ok(Ok(n)) => Ok(Some(&buf[..n])),
+        Ok(Err(e)) => {
+            Err(SourceFailure::Refused { step: step(), detail: format!("the transfer broke: {e}"), code: None })
+        }
+        Err(_) => Err(SourceFailure::Timeout { step: step(), seconds: timeout.as_secs().max(1) }),
+    }
+}
+
 /// `dir/name` without a doubled slash.
 pub fn join(dir: &str, name: &str) -> String {
     format!("{}/{name}", dir.trim_end_matches('/'))
