@@ -5,6 +5,7 @@
 //! - [`phone`]: phone numbers, normalised to E.164 and classified (mobile, premium rate, ...).
 //! - [`settings`]: a company's PBX settings, validated field by field.
 //! - [`company`]: a company as the operator manages it: its state and its token issuer.
+//! - [`dashboard`]: how the admin page counts calls (outcomes, couriers) and judges the set-up.
 //! - [`dialplan`]: the `extensions_custom.conf` a company's PBX needs, generated from its settings.
 //! - [`event`]: the events dialback reports (to the app's live stream and to webhooks), endpoints.
 //! - [`registry`]: couriers and orders, as the company's main system pushes them.
@@ -13,6 +14,7 @@
 
 pub mod callback;
 pub mod company;
+pub mod dashboard;
 pub mod dialplan;
 pub mod event;
 pub mod phone;

@@ -9,6 +9,7 @@ pub mod admin_page;
 pub mod body;
 pub mod callback_events;
 pub mod callbacks;
+pub mod dashboard;
 pub mod docs;
 pub mod extract;
 pub mod health;
@@ -116,6 +117,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/docs").get(docs::docs_page),
         Endpoint::new("/admin").get(admin_page::admin_page),
         Endpoint::new("/v1/admin/company").get(operator::own_company),
+        Endpoint::new("/v1/admin/dashboard").get(dashboard::dashboard),
         Endpoint::new("/v1/admin/pbx").get(pbx::get_pbx).put(pbx::put_pbx),
         Endpoint::new("/v1/admin/pbx/test").post(pbx_test::test_pbx),
         Endpoint::new("/v1/admin/pbx/dialplan").get(pbx::get_dialplan),

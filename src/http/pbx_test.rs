@@ -14,6 +14,8 @@ use super::state::AppState;
 use crate::callbacks::check_number_allowed;
 use crate::domain::phone;
 use crate::domain::settings::SettingsInput;
+use crate::store;
+use crate::telemetry::Chain;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,5 +92,14 @@ pub async fn test_pbx(
         .await
         .map_err(|e| place_problem(&e, Audience::Admin))?;
     tracing::info!(tenant, ok = diagnosis.ok, callback_id = ?diagnosis.callback_id, "PBX test run");
+    // Kept for the dashboard and the guided set-up; the admin still gets the diagnosis without it.
+    let steps: Vec<(&str, bool)> = diagnosis.steps.iter().map(|s| (s.step, s.ok)).collect();
+    let kept = match store::client(&state.db).await {
+        Ok(db) => store::dashboard::record_test(&db, tenant, &steps, diagnosis.ok, diagnosis.callback_id).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = kept {
+        tracing::error!(tenant, callback_id = ?diagnosis.callback_id, error = %Chain(&e), "the Test's outcome could not be kept");
+    }
     Ok(HttpResponse::Ok().json(diagnosis))
 }

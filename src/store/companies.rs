@@ -91,6 +91,10 @@ pub async fn calls_in_flight(db: &impl GenericClient, id: &str) -> Result<i64, S
 /// Every table that holds a company's rows, in an order that deletes children first. A test
 /// (tests/it/companies.rs) checks that it names every table with a `tenant_id`.
 pub const TABLES: &[&str] = &[
+    "callback_hours",
+    "courier_days",
+    "dashboard_rollups",
+    "pbx_tests",
     "webhook_deliveries",
     "webhook_endpoints",
     "events",

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod callbacks;
 pub mod companies;
+pub mod dashboard;
 pub mod events;
 pub mod idempotency;
 pub mod migrations;

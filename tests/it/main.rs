@@ -13,6 +13,7 @@ mod ami;
 mod callbacks;
 mod cluster;
 mod confirm;
+mod dashboard;
 mod dialplan;
 mod foundation;
 mod issuers;
