@@ -15,6 +15,7 @@ use crate::callbacks::dialplan_check::{self, Verdict};
 use crate::callbacks::CallbackService;
 use crate::domain::dialplan::{self, Generated};
 use crate::domain::settings::PbxSettings;
+use crate::i18n::{Lang, Text};
 use crate::return_calls::{ReturnCalls, RouteError};
 use crate::telemetry::Chain;
 
@@ -28,7 +29,10 @@ pub struct Checked {
     /// The version the saved settings generate.
     pub version: String,
     pub detail: String,
+    /// What to change, in English (the API's `hint`, and the logs).
     pub hint: Option<String>,
+    /// The same as a message of the catalogues, so the admin page shows it in its language.
+    pub hint_text: Option<Text>,
 }
 
 pub struct DialplanWatch {
@@ -91,7 +95,8 @@ impl DialplanWatch {
             result,
             version: expected.version.clone(),
             detail: inspection.detail,
-            hint: inspection.hint,
+            hint: inspection.hint.as_ref().map(|h| h.render(Lang::En)),
+            hint_text: inspection.hint,
         };
         metrics::gauge!("dialback_dialplan_failing", "tenant" => tenant.to_owned())
             .set(f64::from(u8::from(inspection.verdict == Verdict::Failing)));

@@ -10,9 +10,11 @@
 //! startup.rs     wires the services and the HTTP server from a config; follows settings changes
 //! config.rs      settings from dialback.toml and DIALBACK_* variables
 //! telemetry.rs   logs (with error cause chains) and the metrics recorder
+//! i18n.rs        what people read in their language (Russian, English): the admin page's messages
+//!                and the Test button's hints, from one Fluent catalogue per language (locales/)
 //! http/          the API: the route table, extractors (who calls, pages), JSON object bodies,
 //!                problem+json for every error, one file per resource (the journal's CSV and live
-//!                streams too), the admin page and the docs
+//!                streams too, the dashboard's counts), the admin page and the docs
 //! agi/           the FastAGI server the PBX asks where a calling-back client goes
 //! callbacks/     placing a callback (policy, originate, fallback), the Idempotency-Key protocol,
 //!                the callback as the API shows it, AMI events as facts, the call tracker, the
@@ -54,6 +56,7 @@ pub mod dialplan_watch;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod i18n;
 pub mod limits;
 pub mod outbound;
 pub mod pbx_sim;

@@ -28,6 +28,7 @@ use crate::ami::{AmiError, AmiEvent};
 use crate::domain::callback::{apply, CallState, Confirmation, Fact, Leg, Reason, Status};
 use crate::domain::dialplan::Generated;
 use crate::domain::settings::{ConfirmAnswer, PbxSettings};
+use crate::i18n::Text;
 use crate::telemetry::Chain;
 
 /// How long the second leg may take after the first answered (the dialplan's Dial timeout is
@@ -45,7 +46,8 @@ pub struct Step {
     pub ok: bool,
     pub ms: u64,
     pub detail: String,
-    pub hint: Option<String>,
+    /// What to change, rendered in the language the admin reads (`crate::i18n`).
+    pub hint: Option<Text>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,11 +74,11 @@ impl Steps {
         self.push(step, true, detail.into(), None);
     }
 
-    fn fail(&mut self, step: &'static str, detail: impl Into<String>, hint: impl Into<String>) {
-        self.push(step, false, detail.into(), Some(hint.into()));
+    fn fail(&mut self, step: &'static str, detail: impl Into<String>, hint: Text) {
+        self.push(step, false, detail.into(), Some(hint));
     }
 
-    fn push(&mut self, step: &'static str, ok: bool, detail: String, hint: Option<String>) {
+    fn push(&mut self, step: &'static str, ok: bool, detail: String, hint: Option<Text>) {
         let ms = self.started.elapsed().as_millis() as u64;
         self.started = Instant::now();
         self.steps.push(Step { step, ok, ms, detail, hint });
@@ -88,41 +90,17 @@ impl Steps {
     }
 }
 
-fn address_hint(settings: &PbxSettings) -> String {
-    if settings.transport.over_http() {
-        return format!(
-            "check the address {}:{} (Asterisk's HTTP server listens on 8088, or 8089 for HTTPS), that http.conf has \
-             enabled = yes with a bindaddr this server can reach (tlsenable and tlsbindaddr for HTTPS), and that no \
-             firewall drops the port",
-            settings.host, settings.port
-        );
-    }
-    format!(
-        "check the address {}:{} (AMI listens on 5038, or 5039 for TLS), that manager.conf has enabled = yes with a \
-         bindaddr this server can reach, that `permit` allows dialback's address, and that no firewall drops the port",
-        settings.host, settings.port
-    )
+fn address_hint(settings: &PbxSettings) -> Text {
+    let id = if settings.transport.over_http() { "hint-address-http" } else { "hint-address-ami" };
+    Text::new(id).arg("host", &settings.host).arg("port", settings.port)
 }
 
-fn http_hint(settings: &PbxSettings, error: &AmiError) -> String {
-    let prefix = if settings.http_prefix.is_empty() {
-        "no http_prefix, so http.conf must have no prefix".to_owned()
-    } else {
-        format!("http_prefix {:?} must equal http.conf prefix", settings.http_prefix)
-    };
-    let redirect = matches!(error, AmiError::NotAjam(text) if text.contains("redirected"));
-    if redirect {
-        return "the address redirects: give the address the redirect points to (host, port, https) and the http_prefix \
-                under which /rawman answers"
-            .into();
+fn http_hint(settings: &PbxSettings, error: &AmiError) -> Text {
+    if matches!(error, AmiError::NotAjam(text) if text.contains("redirected")) {
+        return Text::new("hint-http-redirect");
     }
-    format!(
-        "AMI does not answer at {}: manager.conf needs webenabled = yes (beside enabled = yes), http.conf \
-         enabled = yes, and the {prefix}; then `module reload manager` and `module reload http`. A reverse proxy in \
-         between must pass {} through to Asterisk with its cookies",
-        settings_rawman(settings),
-        settings_rawman(settings)
-    )
+    let id = if settings.http_prefix.is_empty() { "hint-http-not-ami" } else { "hint-http-not-ami-prefix" };
+    Text::new(id).arg("rawman", settings_rawman(settings)).arg("prefix", format!("{:?}", settings.http_prefix))
 }
 
 fn settings_rawman(settings: &PbxSettings) -> String {
@@ -135,37 +113,20 @@ fn settings_rawman(settings: &PbxSettings) -> String {
 }
 
 /// What to change for each way a connection or login can fail.
-fn connection_hint(error: &AmiError, settings: &PbxSettings) -> String {
+fn connection_hint(error: &AmiError, settings: &PbxSettings) -> Text {
     match error {
-        AmiError::Resolve { .. } => format!("the host name {:?} does not resolve: check it, or use the IP address", settings.host),
+        AmiError::Resolve { .. } => Text::new("hint-resolve").arg("host", format!("{:?}", settings.host)),
         AmiError::Refused { .. } | AmiError::ConnectTimeout { .. } | AmiError::Io(_) => address_hint(settings),
-        AmiError::Tls(_) if settings.transport.over_http() => "check that HTTPS is enabled on this port (http.conf \
-            tlsenable = yes, tlsbindaddr, usually 8089, or your reverse proxy's), and paste the CA certificate that \
-            signed the server's certificate into ca_pem; connect by the name in the certificate"
-            .into(),
-        AmiError::Tls(_) => "check that TLS is enabled on this port (manager.conf tlsenable, tlsbindaddr, usually 5039), \
-            and paste the CA certificate that signed the PBX certificate into ca_pem; connect by the name in the certificate"
-            .into(),
+        AmiError::Tls(_) if settings.transport.over_http() => Text::new("hint-tls-https"),
+        AmiError::Tls(_) => Text::new("hint-tls-ami"),
         AmiError::NotAjam(_) | AmiError::SessionLost(_) => http_hint(settings, error),
-        AmiError::NotAmi(_) if settings.transport.encrypted() => {
-            "the server speaks TLS but not AMI behind it: check the port (AMI over TLS is usually 5039)".into()
+        AmiError::NotAmi(_) if settings.transport.encrypted() => Text::new("hint-not-ami-tls"),
+        AmiError::NotAmi(_) => Text::new("hint-not-ami"),
+        AmiError::AuthFailed => {
+            let id = if settings.transport.over_http() { "hint-auth-failed-http" } else { "hint-auth-failed" };
+            Text::new(id).arg("user", &settings.username)
         }
-        AmiError::NotAmi(_) => {
-            "this port does not answer like Asterisk AMI: is it the SIP (5060) or HTTP (8088) port? AMI listens on 5038 \
-             (5039 for TLS); to reach AMI through Asterisk's HTTP server choose transport http; if the connection \
-             closes at once, manager.conf deny/permit rejects dialback's address"
-                .into()
-        }
-        AmiError::AuthFailed => format!(
-            "the PBX refused user {:?}: check the [{}] section and its secret in manager.conf, then run `manager reload`{}",
-            settings.username,
-            settings.username,
-            if settings.transport.over_http() { " (over HTTP the same users log in as on the AMI port)" } else { "" }
-        ),
-        AmiError::PermissionDenied => format!(
-            "the AMI user {:?} may not do this: add `originate` (and `call`) to its write= line in manager.conf",
-            settings.username
-        ),
+        AmiError::PermissionDenied => Text::new("hint-permission").arg("user", format!("{:?}", settings.username)),
         _ => address_hint(settings),
     }
 }
@@ -272,26 +233,17 @@ async fn probe_http(
     }
 }
 
-fn first_leg_hint(reason: Option<Reason>, settings: &PbxSettings) -> String {
+fn first_leg_hint(reason: Option<Reason>, settings: &PbxSettings) -> Text {
     let sip = settings.channel_template.to_ascii_uppercase().starts_with("SIP/");
     match reason {
-        Some(Reason::Busy) => "the first number was busy: try again, or test with another phone".into(),
-        Some(Reason::NoAnswer) => format!(
-            "the first phone rang {} s without an answer: answer it, or raise originate_timeout_s",
-            settings.originate_timeout_s
-        ),
-        Some(Reason::Congestion) => "the trunk reported congestion: check the trunk's capacity and the provider".into(),
-        Some(Reason::Rejected) => "the first phone rejected the call".into(),
-        _ if sip => format!(
-            "the channel {:?} could not be created: chan_sip was removed in Asterisk 21, so SIP/ channels fail; use \
-             PJSIP/{{NUMBER}}@<your trunk> instead",
-            settings.channel_template
-        ),
-        _ => format!(
-            "Asterisk could not create the channel from {:?}: check the technology and the trunk or endpoint name \
-             (e.g. PJSIP/{{NUMBER}}@trunk, as in pjsip.conf), the courier_prefix {:?} and dial_format",
-            settings.channel_template, settings.courier_prefix
-        ),
+        Some(Reason::Busy) => Text::new("hint-first-busy"),
+        Some(Reason::NoAnswer) => Text::new("hint-first-no-answer").arg("seconds", settings.originate_timeout_s),
+        Some(Reason::Congestion) => Text::new("hint-first-congestion"),
+        Some(Reason::Rejected) => Text::new("hint-first-rejected"),
+        _ if sip => Text::new("hint-first-chan-sip").arg("channel", format!("{:?}", settings.channel_template)),
+        _ => Text::new("hint-first-channel")
+            .arg("channel", format!("{:?}", settings.channel_template))
+            .arg("prefix", format!("{:?}", settings.courier_prefix)),
     }
 }
 
@@ -318,8 +270,7 @@ fn confirm_step(
             steps.fail(
                 "confirm",
                 format!("the first phone answered but pressed no 1 within {timeout} s (result{})", after(at)),
-                "the answer was not confirmed: a voicemail or the carrier's recording answered, or nobody pressed 1 \
-                 after the beep. Answer the first phone yourself and press 1; raise confirm_timeout_s if 1 came late",
+                Text::new("hint-confirm-not-confirmed"),
             );
             false
         }
@@ -327,8 +278,7 @@ fn confirm_step(
             steps.fail(
                 "confirm",
                 "the PBX could not play the confirmation prompt (Read ended with ReadStatus ERROR at once)",
-                "Asterisk lacks the prompt file `beep`: install its core sounds (e.g. asterisk-core-sounds-en-gsm) in \
-                 /var/lib/asterisk/sounds for the channel's language, then try again",
+                Text::new("hint-confirm-no-prompt"),
             );
             false
         }
@@ -337,37 +287,33 @@ fn confirm_step(
                 "confirm",
                 "the PBX began dialling the second number without asking the first phone to press 1; dialback hung \
                  the call up",
-                format!(
-                    "these settings confirm the answer, but the PBX does not run dialback's context {:?}: see the \
-                     dialplan step (an older definition of the same context loaded first shadows dialback's, or the \
-                     file is not installed); fix that, download the dialplan again and run `dialplan reload`",
-                    settings.context
-                ),
+                Text::new("hint-confirm-dialplan-not-run").arg("context", format!("{:?}", settings.context)),
             );
             false
         }
         None => {
             steps.fail(
                 "confirm",
-                format!("no confirmation result within {} s of the answer", u64::from(timeout) + CONFIRM_MARGIN.as_secs()),
-                "dialback did not hear the dialplan's DialbackConfirm UserEvent: give the AMI user `user` in its read= \
-                 line of manager.conf (read = call,cdr,system,user), and install the dialplan dialback writes",
+                format!(
+                    "no confirmation result within {} s of the answer",
+                    u64::from(timeout) + CONFIRM_MARGIN.as_secs()
+                ),
+                Text::new("hint-confirm-unheard"),
             );
             false
         }
     }
 }
 
-fn second_leg_hint(reason: Option<Reason>, settings: &PbxSettings) -> String {
+fn second_leg_hint(reason: Option<Reason>, settings: &PbxSettings) -> Text {
+    let context = format!("{:?}", settings.context);
     match reason {
-        Some(Reason::Busy) => "the second number was busy".into(),
-        Some(Reason::NoAnswer) => "the second phone did not answer within the dialplan's Dial timeout".into(),
-        Some(Reason::Congestion) | Some(Reason::Unreachable) => format!(
-            "the dialplan in context {:?} could not reach the second number: check its Dial() line, the trunk, and the \
-             client_prefix {:?}",
-            settings.context, settings.client_prefix
-        ),
-        _ => format!("check the Dial() line of context {:?} in extensions.conf", settings.context),
+        Some(Reason::Busy) => Text::new("hint-second-busy"),
+        Some(Reason::NoAnswer) => Text::new("hint-second-no-answer"),
+        Some(Reason::Congestion) | Some(Reason::Unreachable) => Text::new("hint-second-unreachable")
+            .arg("context", context)
+            .arg("prefix", format!("{:?}", settings.client_prefix)),
+        _ => Text::new("hint-second-dial").arg("context", context),
     }
 }
 
@@ -508,13 +454,9 @@ impl CallbackService {
             Ok(row) => row,
             Err(PlaceError::Pbx { error, callback, .. }) => {
                 let hint = match &error {
-                    AmiError::Rejected(m) if m.contains("Extension does not exist") => format!(
-                        "Asterisk has no context {:?} with an extension matching the second number: download the \
-                         dialplan dialback writes for these settings (GET /v1/admin/pbx/dialplan, \"Download the \
-                         dialplan\" on the admin page), install it as extensions_custom.conf and run `dialplan reload`; \
-                         or check the context name and the client_prefix {:?}",
-                        settings.context, settings.client_prefix
-                    ),
+                    AmiError::Rejected(m) if m.contains("Extension does not exist") => Text::new("hint-no-extension")
+                        .arg("context", format!("{:?}", settings.context))
+                        .arg("prefix", format!("{:?}", settings.client_prefix)),
                     other => connection_hint(other, &settings),
                 };
                 steps.fail("originate", error.to_string(), hint);
@@ -544,7 +486,7 @@ impl CallbackService {
                 steps.fail(
                     "first_leg",
                     format!("no outcome for the first leg within {} s", ring.as_secs()),
-                    "Asterisk did not report the first leg: check that the AMI user reads call events (read = call)",
+                    Text::new("hint-first-unreported"),
                 );
                 return Ok(steps.done(Some(id), Some(after_first.status)));
             }
@@ -580,7 +522,7 @@ impl CallbackService {
             Status::RingingClient => steps.fail(
                 "second_leg",
                 format!("the second number was still ringing after {} s", SECOND_LEG_MARGIN.as_secs()),
-                format!("the call goes on: poll GET /v1/callbacks/{id} for its outcome"),
+                Text::new("hint-second-still-ringing").arg("id", id),
             ),
             _ => {
                 let reason = after_second.reason.map(Reason::as_str).unwrap_or("failed");

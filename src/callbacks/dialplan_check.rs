@@ -5,6 +5,7 @@
 use crate::ami::AmiClient;
 use crate::domain::dialplan::{self, Found, Generated, LiveLine};
 use crate::domain::settings::DEFAULT_CONTEXT;
+use crate::i18n::Text;
 
 /// What the PBX runs, compared with what dialback generated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +36,7 @@ impl Verdict {
 pub struct Inspection {
     pub verdict: Verdict,
     pub detail: String,
-    pub hint: Option<String>,
+    pub hint: Option<Text>,
 }
 
 /// Reads each context of `expected` on the PBX behind `client` (logged in) and compares it.
@@ -49,12 +50,7 @@ pub async fn inspect(client: &AmiClient, expected: &Generated) -> Inspection {
                 return Inspection {
                     verdict: Verdict::Unreadable,
                     detail: format!("the PBX's dialplan could not be read: {e}"),
-                    hint: Some(
-                        "give the AMI user `reporting` (or `config`) in the write= line of manager.conf, so dialback can \
-                         tell whether the PBX runs its dialplan; until then a call the PBX dials to a client without the \
-                         confirmation the settings ask for is still hung up"
-                            .into(),
-                    ),
+                    hint: Some(Text::new("hint-dialplan-unreadable")),
                 };
             }
         };
@@ -91,35 +87,28 @@ pub async fn inspect(client: &AmiClient, expected: &Generated) -> Inspection {
             hint: None,
         };
     }
-    let (details, hints): (Vec<String>, Vec<String>) = warnings.into_iter().unzip();
+    let (details, hints): (Vec<String>, Vec<Text>) = warnings.into_iter().unzip();
     Inspection {
         verdict: Verdict::Warning,
         detail: details.join("; "),
-        hint: Some(format!(
-            "{}. Calls work without it, but the company misses what dialback's context adds: recordings bound to their \
-             call by name, the call id in the CDR's userfield, and answer confirmation if it is turned on",
-            hints.join("; ")
-        )),
+        hint: Some(Text::new("hint-dialplan-warning").texts("hints", hints)),
     }
 }
 
 /// What is wrong with a context the PBX runs, and what to change.
-fn problem(context: &str, found: &Found, version: &str) -> (String, String) {
-    let install =
-        "download the dialplan (GET /v1/admin/pbx/dialplan, or \"Download the dialplan\" on the admin page), \
-                   install it as extensions_custom.conf and run `dialplan reload`";
+fn problem(context: &str, found: &Found, version: &str) -> (String, Text) {
     match found {
-        Found::Current => (String::new(), String::new()),
-        Found::Missing => (format!("the PBX has no context [{context}]"), install.to_owned()),
+        Found::Current => (String::new(), Text::new("hint-dialplan-install")),
+        Found::Missing => (format!("the PBX has no context [{context}]"), Text::new("hint-dialplan-missing")),
         Found::MissingExtension { extension } => (
             format!("context [{context}] has no extension {extension}, which these settings need"),
-            format!("the installed file is from other settings: {install}"),
+            Text::new("hint-dialplan-other-settings"),
         ),
         Found::Outdated { installed } => (
             format!(
                 "the PBX runs an earlier download of [{context}] (version {installed}; these settings make {version})"
             ),
-            format!("the settings changed since: {install}"),
+            Text::new("hint-dialplan-outdated"),
         ),
         Found::Differs { extension, priorities, first } => (
             format!(
@@ -128,15 +117,11 @@ fn problem(context: &str, found: &Found, version: &str) -> (String, String) {
                 dialplan::ranges(priorities),
                 priorities[0]
             ),
-            format!(
-                "an older [{context}] (in extensions.conf or another included file) loaded before dialback's file \
-                 shadows it: Asterisk keeps the first definition of a context priority by priority and logs \
-                 \"Unable to register extension '{extension}' priority {} in '{context}', already in use\" on \
-                 dialplan reload. Rename or remove that older [{context}], or give dialback's context a name no other \
-                 file uses (the setting context, e.g. {DEFAULT_CONTEXT}); then download the dialplan again and run \
-                 `dialplan reload`",
-                priorities[0]
-            ),
+            Text::new("hint-dialplan-shadowed")
+                .arg("context", context)
+                .arg("extension", extension)
+                .arg("priority", priorities[0])
+                .arg("default_context", DEFAULT_CONTEXT),
         ),
     }
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime};
 
-use super::extract::Admin;
+use super::extract::{Admin, Language};
 use super::problem::ApiError;
 use super::state::AppState;
 use crate::ami::ConnState;
@@ -66,6 +66,7 @@ fn connection(state: Option<ConnState>, configured: bool) -> (&'static str, Opti
 
 pub async fn dashboard(
     caller: Admin,
+    Language(lang): Language,
     state: web::Data<AppState>,
     query: web::Query<DashboardQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -96,12 +97,12 @@ pub async fn dashboard(
     let return_calls_enabled = counts::return_calls_enabled(&db, tenant).await?;
 
     let configured = settings.as_ref().is_some_and(|s| s.settings.has_pbx());
-    let dialplan_check = settings.as_ref().and_then(|s| s.dialplan_check.clone());
+    let dialplan_check = super::pbx::dialplan_check_view(settings.and_then(|s| s.dialplan_check), lang);
     let (conn, conn_error) = connection(state.callbacks.pool.state(tenant), configured);
     let healthy = |e: &counts::EndpointHealth| e.enabled && e.failing_since.is_none();
     let setup = dashboard::setup(SetupFacts {
         pbx_saved: configured,
-        dialplan_current: dialplan_check.as_ref().is_some_and(|c| c["result"] == "current"),
+        dialplan_current: dialplan_check["result"] == "current",
         test_reached_originate: last_test.as_ref().is_some_and(|t| t.reached_originate),
         test_connected_once: last_test.as_ref().is_some_and(|t| t.connected_at.is_some()),
         return_calls_enabled,

@@ -13,6 +13,7 @@ use super::state::AppState;
 use crate::auth::{AuthError, Claims, Role};
 use crate::domain::check_id;
 use crate::domain::company::check_company_id;
+use crate::i18n::Lang;
 
 /// The authenticated caller acting for a company, in either of its roles.
 pub struct Caller(pub Claims);
@@ -190,6 +191,20 @@ impl FromRequest for Operator {
             }
             Ok(Operator(claims))
         })
+    }
+}
+
+/// The language a person reads the answer in, from `Accept-Language` (the admin page sends its
+/// own): hints and other texts for people come in it; problem titles and details stay English.
+pub struct Language(pub Lang);
+
+impl FromRequest for Language {
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let header = req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
+        std::future::ready(Ok(Language(Lang::from_accept_language(header))))
     }
 }
 

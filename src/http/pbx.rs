@@ -6,12 +6,13 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use super::body::JsonObject;
-use super::extract::Admin;
+use super::extract::{Admin, Language};
 use super::problem::ApiError;
 use super::state::AppState;
 use crate::callbacks::view::rfc3339;
 use crate::domain::dialplan;
 use crate::domain::settings::{PbxSettings, SettingsInput};
+use crate::i18n::{Lang, Text};
 use crate::recordings::Recordings;
 use crate::store;
 
@@ -25,13 +26,29 @@ fn settings_view(settings: &PbxSettings, updated_at: time::OffsetDateTime, recor
     v
 }
 
-pub async fn get_pbx(caller: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// The stored dialplan check as the API shows it: its hint in the reader's language (checks stored
+/// before hints were kept as messages show their English hint).
+pub fn dialplan_check_view(stored: Option<Value>, lang: Lang) -> Value {
+    let Some(mut check) = stored.filter(Value::is_object) else { return Value::Null };
+    if let Some(text) = check.as_object_mut().and_then(|c| c.remove("hint_text")) {
+        if let Ok(text) = serde_json::from_value::<Text>(text) {
+            check["hint"] = Value::String(text.render(lang));
+        }
+    }
+    check
+}
+
+pub async fn get_pbx(
+    caller: Admin,
+    Language(lang): Language,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let db = store::client(&state.db).await?;
     let stored =
         store::admin::get_settings(&db, caller.tenant()).await?.ok_or_else(|| ApiError::not_found("PBX settings"))?;
     let password_set = store::admin::recordings_password(&db, caller.tenant()).await?.is_some();
     let mut view = settings_view(&stored.settings, stored.updated_at, password_set);
-    view["dialplan_check"] = stored.dialplan_check.unwrap_or(serde_json::Value::Null);
+    view["dialplan_check"] = dialplan_check_view(stored.dialplan_check, lang);
     Ok(HttpResponse::Ok().json(view))
 }
 

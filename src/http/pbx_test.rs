@@ -8,12 +8,14 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::body::JsonObject;
-use super::extract::Admin;
+use super::extract::{Admin, Language};
 use super::problem::{place_problem, ApiError, Audience};
 use super::state::AppState;
 use crate::callbacks::check_number_allowed;
+use crate::callbacks::diagnose::Diagnosis;
 use crate::domain::phone;
 use crate::domain::settings::SettingsInput;
+use crate::i18n::Lang;
 use crate::store;
 use crate::telemetry::Chain;
 
@@ -37,8 +39,18 @@ fn in_settings(mut err: ApiError) -> ApiError {
     err
 }
 
+/// The diagnosis as the API shows it: each hint in the admin's language.
+fn diagnosis_view(diagnosis: &Diagnosis, lang: Lang) -> Value {
+    let mut view = serde_json::to_value(diagnosis).expect("a diagnosis serialises");
+    for (step, shown) in diagnosis.steps.iter().zip(view["steps"].as_array_mut().into_iter().flatten()) {
+        shown["hint"] = step.hint.as_ref().map_or(Value::Null, |hint| Value::String(hint.render(lang)));
+    }
+    view
+}
+
 pub async fn test_pbx(
     caller: Admin,
+    Language(lang): Language,
     state: web::Data<AppState>,
     body: JsonObject<TestRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -101,5 +113,5 @@ pub async fn test_pbx(
     if let Err(e) = kept {
         tracing::error!(tenant, callback_id = ?diagnosis.callback_id, error = %Chain(&e), "the Test's outcome could not be kept");
     }
-    Ok(HttpResponse::Ok().json(diagnosis))
+    Ok(HttpResponse::Ok().insert_header(("Content-Language", lang.tag())).json(diagnosis_view(&diagnosis, lang)))
 }

@@ -145,6 +145,46 @@ async fn a_wrong_secret_fails_the_login_step_naming_manager_conf() {
 }
 
 #[tokio::test]
+async fn the_hints_come_in_the_language_the_admin_reads() {
+    let sim = support::quick_sim().await;
+    let app = spawn_app().await;
+    let mut s = settings(sim.addr().port());
+    s["secret"] = json!("wrong");
+    let request = app
+        .http
+        .post(app.url("/v1/admin/pbx/test"))
+        .bearer_auth(app.admin("acme"))
+        .header("Accept-Language", "ru-RU,ru;q=0.9,en;q=0.8")
+        .json(&json!({"from": FROM, "to": TO, "settings": s}));
+    let res = app.exec(request).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-language"], "ru");
+    let d: Value = res.json().await.unwrap();
+    let (_, failed) = summary(&d);
+    let (_, detail, hint) = failed.unwrap();
+    assert!(hint.contains("АТС отвергла пользователя «dialback»") && hint.contains("manager.conf"), "{hint}");
+    assert!(detail.contains("Authentication failed"), "what the PBX said stays as it said it: {detail}");
+
+    // The dialplan check kept with the settings reads in the reader's language too.
+    app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let check = support::wait::eventually("the dialplan check after the save", || async {
+        let request =
+            app.http.get(app.url("/v1/admin/pbx")).bearer_auth(app.admin("acme")).header("Accept-Language", "ru");
+        let view: Value = app.exec(request).await.json().await.unwrap();
+        match view["dialplan_check"].clone() {
+            Value::Null => Err(view),
+            check => Ok(check),
+        }
+    })
+    .await;
+    let hint = check["hint"].as_str().unwrap_or_default();
+    assert!(hint.contains("Звонки работают и так") || hint.contains("скачайте диалплан"), "{check}");
+    assert!(check.get("hint_text").is_none(), "{check}");
+    let english: Value = app.get_as("/v1/admin/pbx", &app.admin("acme")).await.json().await.unwrap();
+    assert!(english["dialplan_check"]["hint"].as_str().unwrap().contains("download the dialplan"), "{english}");
+}
+
+#[tokio::test]
 async fn a_user_without_originate_permission_fails_the_originate_step() {
     let sim =
         support::sim_with(|c| c.users.push(dialback::pbx_sim::SimUser::without_originate("limited", "limited"))).await;
