@@ -86,6 +86,7 @@ dash-calls-30d = Calls, last 30 days
 dash-reached = reached the client: {$reached} ({$share}%)
 dash-chart-hours = Calls per hour, last 24 hours
 dash-chart-days = Calls per day, last 30 days
+dash-chart-max = tallest bar: {$max} calls
 dash-chart-legend = What the colours mean
 dash-chart-table = The chart's numbers
 dash-col-hour = Hour

@@ -86,6 +86,7 @@ dash-calls-30d = Звонки за 30 дней
 dash-reached = дозвонились до клиента: {$reached} ({$share}%)
 dash-chart-hours = Звонки по часам за последние 24 часа
 dash-chart-days = Звонки по дням за последние 30 дней
+dash-chart-max = самый высокий столбец: {$max}
 dash-chart-legend = Что означают цвета
 dash-chart-table = Числа графика
 dash-col-hour = Час

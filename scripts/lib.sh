@@ -64,6 +64,31 @@ ensure_venv() {
   printf '%s' "$PYTHON_TOOLS_STAMP" >"$VENV/.tools"
 }
 
+# ensure_axe: axe-core, the accessibility checker the browser test runs in Chromium, as
+# $CACHE_DIR/axe/axe.min.js. PyPI's axe-playwright-python ships it; only that file is taken (pip
+# download, no install, none of its dependencies).
+AXE_PACKAGE=axe-playwright-python==0.1.8
+AXE_JS=$CACHE_DIR/axe/axe.min.js
+ensure_axe() {
+  if [ -s "$AXE_JS" ] && [ "$(cat "$CACHE_DIR/axe/.package" 2>/dev/null)" = "$AXE_PACKAGE" ]; then
+    return 0
+  fi
+  ensure_venv
+  log "fetching axe-core (from $AXE_PACKAGE) into $CACHE_DIR/axe"
+  local tmp
+  tmp=$(mktemp -d)
+  "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --dest "$tmp" "$AXE_PACKAGE"
+  mkdir -p "$CACHE_DIR/axe"
+  "$VENV/bin/python" - "$tmp"/*.whl "$AXE_JS" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    name = next(n for n in wheel.namelist() if n.endswith("/axe.min.js"))
+    open(sys.argv[2], "wb").write(wheel.read(name))
+PY
+  rm -rf "$tmp"
+  printf '%s' "$AXE_PACKAGE" >"$CACHE_DIR/axe/.package"
+}
+
 # ensure_s3_server: s3s-fs, an S3-compatible server on a directory (crates.io, pinned), in
 # $CACHE_DIR/s3s/bin: the object store the recordings tests keep recordings in. Built once.
 S3S_FS_VERSION=0.14.1

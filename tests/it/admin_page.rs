@@ -1,7 +1,9 @@
 //! The admin page in real headless Chromium: sign in with a pasted token, save settings (with a
 //! recordings source), press Test against the simulator and see the steps; a wrong secret turns
 //! the login step red; the test call's recording plays from the journal, which is searched, exported
-//! as CSV, and sits beside the dialplan download.
+//! as CSV, and sits beside the dialplan download. In Russian and English: the guided first set-up
+//! followed against the simulator, the dashboard with calls placed through the API, the language
+//! switch, a phone's width, and axe-core's accessibility check in both languages.
 
 use crate::support::{self, ftp::FtpServer, spawn_app, webdriver::Browser};
 
@@ -159,4 +161,130 @@ async fn an_admin_signs_in_saves_settings_and_runs_the_test_in_a_real_browser() 
         (saved["confirm_courier_answer"].as_str(), saved["confirm_timeout_s"].as_u64()),
         (Some("dtmf"), Some(7))
     );
+}
+
+/// A script: whether the page shows the set-up step `step` as done.
+fn step_done(step: &str) -> String {
+    format!("return document.querySelector('#setup-steps li[data-step={step}]')?.dataset.done === 'true'")
+}
+
+/// axe-core's serious and critical findings on the page as it is now.
+async fn serious_violations(browser: &Browser) -> Vec<serde_json::Value> {
+    let all = browser.accessibility_violations().await;
+    all.into_iter().filter(|v| v["impact"] == "serious" || v["impact"] == "critical").collect()
+}
+
+#[tokio::test]
+async fn the_office_reads_the_page_in_its_language_with_a_dashboard_and_a_guided_first_setup() {
+    let app = spawn_app().await;
+    let tenant = support::unique_tenant("office");
+    let browser = Browser::start_reading("ru-RU,ru;q=0.9,en;q=0.8").await;
+    let shots = std::env::temp_dir();
+
+    // A Russian browser gets the Russian page; nothing set up yet, so the guide comes first.
+    browser.goto(&app.url("/admin")).await;
+    assert_eq!(browser.eval("return document.documentElement.lang").await, "ru");
+    assert_eq!(browser.text("#signin-title").await, "Вход");
+    browser.clear_and_type("#token", &app.admin(&tenant)).await;
+    browser.click("#signin").await;
+    browser.wait_until("return document.querySelectorAll('#setup-steps li').length === 6").await;
+    assert!(browser.text("#setup-progress").await.contains("0 из 4"));
+    assert!(browser.text("#settings-message").await.contains("Настройки ещё не сохранены"));
+    let violations = serious_violations(&browser).await;
+    assert!(violations.is_empty(), "accessibility (ru, first set-up): {violations:#?}");
+    browser.screenshot(&shots.join("dialback-admin-setup-ru.png")).await;
+
+    // The admin saves the PBX and installs the downloaded dialplan (the simulator runs that file):
+    // the first two steps turn green from what dialback sees, not from clicks.
+    let (_sim, _) = support::sim_running_the_downloaded_dialplan(&app, &tenant, serde_json::json!({}), |_| {}).await;
+    browser.wait_until(&format!("document.getElementById('dash-refresh').click(); {}", step_done("dialplan"))).await;
+    assert_eq!(browser.eval(&step_done("pbx")).await, true);
+    assert_eq!(browser.eval(&step_done("test")).await, false);
+
+    // The page again (the token stays in the tab): the form holds the saved settings. A Test whose
+    // first phone is busy fails with its hint in Russian; one to the admin's own phone connects.
+    browser.goto(&app.url("/admin")).await;
+    browser.wait_until("return document.getElementById('f-host').value === '127.0.0.1'").await;
+    browser.clear_and_type("#test-from", "+79001112230").await;
+    browser.click("#test-run").await;
+    browser.wait_until("return !!document.querySelector('#steps li[data-step=first_leg][data-ok=false]')").await;
+    let hint = browser.text("#steps li[data-step=first_leg] .hint").await;
+    assert!(hint.contains("Что изменить: первый номер был занят"), "{hint}");
+    assert!(browser.text("#steps li[data-step=login] .step-name").await.contains("вход — в порядке"));
+    browser.wait_until(&step_done("test")).await;
+    assert_eq!(browser.eval(&step_done("first_call")).await, false);
+    browser.clear_and_type("#test-from", support::COURIER_PHONE).await;
+    browser.click("#test-run").await;
+    browser
+        .wait_until("return document.getElementById('test-message').textContent.includes('Оба плеча соединились')")
+        .await;
+    // Every required step done: the guide steps aside.
+    browser.wait_until("return document.getElementById('setup-section').classList.contains('hidden')").await;
+    assert_eq!(browser.eval(&step_done("first_call")).await, true);
+
+    // Calls placed through the API show on the dashboard: one reaches the client, one finds the
+    // client busy, one the courier's phone busy.
+    app.add_courier(&tenant, "anna", support::COURIER_PHONE).await;
+    app.add_courier(&tenant, "boris", "+79001112230").await;
+    app.add_order(&tenant, "A-1", "anna", &[support::CLIENT_PHONE, "+79161234560"]).await;
+    app.add_order(&tenant, "B-1", "boris", &[support::CLIENT_PHONE]).await;
+    for (courier, order, to) in [
+        ("anna", "A-1", support::CLIENT_PHONE),
+        ("anna", "A-1", "+79161234560"),
+        ("boris", "B-1", support::CLIENT_PHONE),
+    ] {
+        let token = app.courier(&tenant, courier);
+        let body = serde_json::json!({"target": "client", "to": to, "order_id": order});
+        let res = app.post("/v1/callbacks", &token, body).await;
+        assert_eq!(res.status(), 202);
+        let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        app.wait_terminal(&id, &token).await;
+    }
+    browser
+        .wait_until(
+            "document.getElementById('dash-refresh').click(); \
+             return document.getElementById('dash-calls-24h').textContent === '3'",
+        )
+        .await;
+    assert_eq!(browser.text("#dash-reached-24h").await, "дозвонились до клиента: 1 (33%)");
+    let couriers = browser.text("#dash-couriers").await;
+    assert!(couriers.contains("boris") && couriers.contains("курьер: занято × 1"), "{couriers}");
+    assert!(couriers.contains("клиент: занято × 1"), "{couriers}");
+    assert_eq!(browser.eval("return document.getElementById('chart-hours').dataset.total").await, "3");
+    assert_eq!(browser.eval("return document.querySelectorAll('#chart-hours rect').length").await, 3);
+    assert_eq!(browser.text("#dash-pbx-connection").await, "подключено");
+    assert!(browser.text("#dash-pbx-test").await.starts_with("пройдена"));
+    assert!(browser.text("#dash-pbx-dialplan").await.starts_with("АТС выполняет этот диалплан (версия"));
+    browser.click("#refresh-calls").await;
+    browser.wait_until("return document.querySelectorAll('#calls tr[data-id]').length === 5").await;
+    assert!(browser.text("#calls").await.contains("состоялся"));
+    let violations = serious_violations(&browser).await;
+    assert!(violations.is_empty(), "accessibility (ru, dashboard): {violations:#?}");
+    browser.eval("window.scrollTo(0, 0); return true;").await;
+    browser.screenshot(&shots.join("dialback-admin-ru.png")).await;
+
+    // The switch: English, remembered for the next visit over the browser's own Russian.
+    browser.click("#lang-en").await;
+    browser.wait_until("return document.documentElement.lang === 'en' && document.getElementById('dash-calls-24h').textContent === '3'").await;
+    assert_eq!(browser.text("#dash-title").await, "Calls at a glance");
+    assert_eq!(browser.text("#dash-reached-24h").await, "reached the client: 1 (33%)");
+    browser.goto(&app.url("/admin")).await;
+    browser.wait_until("return document.documentElement.lang === 'en' && document.getElementById('dash-calls-24h').textContent === '3'").await;
+    let violations = serious_violations(&browser).await;
+    assert!(violations.is_empty(), "accessibility (en, dashboard): {violations:#?}");
+    browser.screenshot(&shots.join("dialback-admin-en.png")).await;
+
+    // A phone's width: one column, nothing wider than the screen.
+    browser.resize(390, 900).await;
+    browser.wait_until("return window.innerWidth < 500").await;
+    browser.screenshot(&shots.join("dialback-admin-narrow.png")).await;
+    let wider = browser
+        .eval(
+            "return [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > \
+             document.documentElement.clientWidth + 1 && !e.closest('.table-scroll')).slice(0, 5) \
+             .map((e) => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))",
+        )
+        .await;
+    assert_eq!(wider, serde_json::json!([]), "wider than a phone's screen");
+    assert_eq!(browser.eval("return window.missingMessages").await, serde_json::json!([]));
 }

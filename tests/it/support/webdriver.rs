@@ -19,8 +19,14 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium session.
+    /// Starts chromedriver and a headless Chromium session whose person reads English.
     pub async fn start() -> Browser {
+        Browser::start_reading("en-US,en").await
+    }
+
+    /// Starts chromedriver and a headless Chromium session that asks for `languages` (its
+    /// Accept-Language, as a person sets it in the browser).
+    pub async fn start_reading(languages: &str) -> Browser {
         let chromedriver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -44,7 +50,8 @@ impl Browser {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                          "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                         "--disable-sync", "--window-size=1280,1000", format!("--user-data-dir={}", profile.display())]
+                         "--disable-sync", "--window-size=1280,1000", format!("--user-data-dir={}", profile.display())],
+                "prefs": {"intl": {"accept_languages": languages}}
             }
         }}});
         let res: Value = http.post(format!("{base}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
@@ -120,6 +127,41 @@ impl Browser {
             }
         })
         .await
+    }
+
+    /// Runs axe-core (fetched by scripts/test, `ensure_axe` in scripts/lib.sh) on the page as it is
+    /// now; returns its violations: id, impact, help, and the first elements affected.
+    pub async fn accessibility_violations(&self) -> Vec<Value> {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"));
+        let path = cache.join("dialback/axe/axe.min.js");
+        let source = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "the accessibility check needs axe-core at {} ({e}): run scripts/test, or \
+                 `source scripts/lib.sh && ensure_axe`",
+                path.display()
+            )
+        });
+        assert_eq!(self.eval(&format!("{source}\n;return typeof axe;")).await, "object", "axe-core loads");
+        let script = "const done = arguments[arguments.length - 1]; \
+            axe.run(document).then((r) => done({passed: r.passes.length, violations: r.violations.map((v) => \
+              ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 5).map((n) => n.target.join(' '))}))}), \
+              (e) => done({passed: 0, violations: [{id: 'axe-failed', impact: 'critical', help: String(e)}]}));";
+        let res = self.call(reqwest::Method::POST, "/execute/async", Some(json!({"script": script, "args": []}))).await;
+        // A check that ran no rule proves nothing.
+        assert!(res["passed"].as_u64() > Some(10), "axe-core ran its rules: {res}");
+        eprintln!(
+            "axe-core: {} rules passed, {} violated",
+            res["passed"],
+            res["violations"].as_array().map_or(0, Vec::len)
+        );
+        res["violations"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Sets the window's size (a narrow screen: a phone's width).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(reqwest::Method::POST, "/window/rect", Some(json!({"width": width, "height": height}))).await;
     }
 
     /// Saves a PNG of the page (to look at when a test fails).
