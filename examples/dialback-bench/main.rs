@@ -20,6 +20,7 @@
 
 mod agi;
 mod ami;
+mod dashboard;
 mod events;
 mod failover;
 mod http;
@@ -206,6 +207,19 @@ enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// GET /v1/admin/dashboard of a company with `--rows` calls in its journal (`dashboard_*`).
+    Dashboard {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        #[arg(long, default_value_t = 50)]
+        reads: usize,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Return-call route decisions over FastAGI at a fixed rate (`agi_*`).
     Agi {
         #[command(flatten)]
@@ -329,6 +343,12 @@ async fn main() -> anyhow::Result<()> {
             let api = api(&args)?;
             let mut figures = Figures::new(&output.prefix);
             recordings::run(&api, &args.tenant, ftp_port, &ftp_root, files, &mut figures).await?;
+            figures.write(output.out.as_deref())?;
+        }
+        Command::Dashboard { api: args, rows, days, reads, output } => {
+            let api = api(&args)?;
+            let mut figures = Figures::new(&output.prefix);
+            dashboard::run(&api, &args.tenant, rows, days, reads, &mut figures).await?;
             figures.write(output.out.as_deref())?;
         }
         Command::Seed { api: args, pbx_port, context, transport } => {

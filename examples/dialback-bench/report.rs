@@ -696,6 +696,24 @@ pub fn render(f: &Figures) -> String {
         .collect();
     table(&mut out, &["stored in", "files", "sync s", "files/s", "MB/s"], 1, rows);
 
+    let _ = writeln!(out, "\n### The admin page's dashboard on a large journal\n");
+    let _ = writeln!(
+        out,
+        "GET /v1/admin/dashboard of a company with {} calls in its journal over the last 30 days (written \
+         straight to PostgreSQL, {} s): the first read rolls up every ended hour ({} calls), the later ones \
+         count only the hours since. From request to the whole answer, one at a time.\n",
+        s("dashboard_rows"),
+        s("dashboard_seed_s"),
+        s("dashboard_rolled_up_calls"),
+    );
+    let rows = vec![vec![
+        s("dashboard_first_read_ms"),
+        s("dashboard_read_p50_ms"),
+        s("dashboard_read_p99_ms"),
+        s("dashboard_read_samples"),
+    ]];
+    table(&mut out, &["first read ms", "then p50 ms", "p99 ms", "reads"], 0, rows);
+
     let _ = writeln!(out, "\n### Micro-benchmarks (`cargo bench`)\n");
     let rows = [
         ("AMI decode (the transcripts' mix, 4 KiB reads)", "ami_decode_mb_s", "MB/s"),
