@@ -15,7 +15,7 @@ use crate::stats::Figures;
 async fn read(http: &reqwest::Client, api: &Api, token: &str) -> anyhow::Result<u64> {
     let started = Instant::now();
     let url = format!("http://{}/v1/admin/dashboard?tz=Europe/Moscow", api.addr);
-    let response = http.get(url).bearer_auth(token).send().await?;
+    let response = http.execute(http.get(url).bearer_auth(token).build()?).await?;
     let status = response.status();
     let body = response.bytes().await?;
     anyhow::ensure!(status.is_success(), "the dashboard answered {status}: {}", String::from_utf8_lossy(&body));
