@@ -98,7 +98,7 @@ pub async fn inspect(client: &AmiClient, expected: &Generated) -> Inspection {
 /// What is wrong with a context the PBX runs, and what to change.
 fn problem(context: &str, found: &Found, version: &str) -> (String, Text) {
     match found {
-        Found::Current => (String::new(), Text::new("hint-dialplan-install")),
+        Found::Current => (String::new(), Text::new("hint-dialplan-missing")),
         Found::Missing => (format!("the PBX has no context [{context}]"), Text::new("hint-dialplan-missing")),
         Found::MissingExtension { extension } => (
             format!("context [{context}] has no extension {extension}, which these settings need"),

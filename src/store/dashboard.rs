@@ -105,6 +105,12 @@ pub async fn roll_up(db: &mut deadpool_postgres::Client, tenant: &str) -> Result
     }
     let hours_until = frontier.max(hours_from);
     let days_until = day_frontier.max(days_from);
+    let stored = (row.get::<_, Option<OffsetDateTime>>(2), row.get::<_, Option<OffsetDateTime>>(3));
+    // Most reads find the hour already rolled up: they write nothing.
+    if stored == (Some(hours_until), Some(days_until)) {
+        tx.commit().await?;
+        return Ok(Rolled { now, hours_until, days_until });
+    }
     tx.execute(
         &tx.prepare_cached(
             "INSERT INTO dashboard_rollups (tenant_id, hours_until, days_until) VALUES ($1, $2, $3) \

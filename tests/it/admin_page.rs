@@ -224,22 +224,7 @@ async fn the_office_reads_the_page_in_its_language_with_a_dashboard_and_a_guided
 
     // Calls placed through the API show on the dashboard: one reaches the client, one finds the
     // client busy, one the courier's phone busy.
-    app.add_courier(&tenant, "anna", support::COURIER_PHONE).await;
-    app.add_courier(&tenant, "boris", "+79001112230").await;
-    app.add_order(&tenant, "A-1", "anna", &[support::CLIENT_PHONE, "+79161234560"]).await;
-    app.add_order(&tenant, "B-1", "boris", &[support::CLIENT_PHONE]).await;
-    for (courier, order, to) in [
-        ("anna", "A-1", support::CLIENT_PHONE),
-        ("anna", "A-1", "+79161234560"),
-        ("boris", "B-1", support::CLIENT_PHONE),
-    ] {
-        let token = app.courier(&tenant, courier);
-        let body = serde_json::json!({"target": "client", "to": to, "order_id": order});
-        let res = app.post("/v1/callbacks", &token, body).await;
-        assert_eq!(res.status(), 202);
-        let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-        app.wait_terminal(&id, &token).await;
-    }
+    app.three_finished_calls(&tenant).await;
     browser
         .wait_until(
             "document.getElementById('dash-refresh').click(); \

@@ -66,21 +66,7 @@ async fn the_dashboard_counts_calls_by_outcome_and_the_setup_follows_the_real_st
     let sim = quick_sim().await;
     app.configure_pbx(&tenant, sim.addr().port(), json!({})).await;
     assert!(step_done(&dashboard(&app, &tenant).await, "pbx"));
-    app.add_courier(&tenant, "anna", support::COURIER_PHONE).await;
-    app.add_courier(&tenant, "boris", "+79001112230").await;
-    app.add_order(&tenant, "A-1", "anna", &[support::CLIENT_PHONE, "+79161234560"]).await;
-    app.add_order(&tenant, "B-1", "boris", &[support::CLIENT_PHONE]).await;
-    for (courier, order, to) in [
-        ("anna", "A-1", support::CLIENT_PHONE),
-        ("anna", "A-1", "+79161234560"),
-        ("boris", "B-1", support::CLIENT_PHONE),
-    ] {
-        let token = app.courier(&tenant, courier);
-        let res = app.post("/v1/callbacks", &token, json!({"target": "client", "to": to, "order_id": order})).await;
-        assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
-        let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-        app.wait_terminal(&id, &token).await;
-    }
+    app.three_finished_calls(&tenant).await;
     let d = dashboard(&app, &tenant).await;
     let day = &d["last_24_hours"];
     assert_eq!((day["calls"].as_u64(), day["reached"].as_u64()), (Some(3), Some(1)), "{d}");

@@ -356,6 +356,26 @@ impl TestApp {
         self.add_order(tenant, "A-1001", "courier-1", &[CLIENT_PHONE]).await;
     }
 
+    /// Couriers anna (answers) and boris (his phone is busy), an order each, and three client
+    /// callbacks placed through the API and followed to their end: one completes, one finds the
+    /// client busy (anna's second number), one the courier's phone busy (boris).
+    pub async fn three_finished_calls(&self, tenant: &str) {
+        self.add_courier(tenant, "anna", COURIER_PHONE).await;
+        self.add_courier(tenant, "boris", "+79001112230").await;
+        self.add_order(tenant, "A-1", "anna", &[CLIENT_PHONE, "+79161234560"]).await;
+        self.add_order(tenant, "B-1", "boris", &[CLIENT_PHONE]).await;
+        for (courier, order, to) in
+            [("anna", "A-1", CLIENT_PHONE), ("anna", "A-1", "+79161234560"), ("boris", "B-1", CLIENT_PHONE)]
+        {
+            let token = self.courier(tenant, courier);
+            let body = serde_json::json!({"target": "client", "to": to, "order_id": order});
+            let res = self.post("/v1/callbacks", &token, body).await;
+            assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+            let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+            self.wait_terminal(&id, &token).await;
+        }
+    }
+
     /// The callback as `token` sees it.
     pub async fn callback(&self, id: &str, token: &str) -> serde_json::Value {
         self.get_as(&format!("/v1/callbacks/{id}"), token).await.json().await.unwrap()
