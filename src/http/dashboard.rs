@@ -78,8 +78,7 @@ pub async fn dashboard(
     }
     let rolled = counts::roll_up(&mut db, tenant).await?;
     let now = rolled.now;
-    let this_hour = OffsetDateTime::from_unix_timestamp(now.unix_timestamp() - now.unix_timestamp().rem_euclid(3600))
-        .expect("a time the database gave");
+    let this_hour = counts::truncate(now, Duration::hours(1));
     let hours_since = this_hour - Duration::hours(23);
     let hours = counts::tallies(&db, tenant, &rolled, hours_since, &tz, false).await?;
     let day_starts = counts::local_days(&db, &tz, counts::DAYS).await?;

@@ -137,7 +137,7 @@ pub async fn roll_up(db: &mut deadpool_postgres::Client, tenant: &str) -> Result
 }
 
 /// `at` rounded down to a whole `step` (an hour or a day, UTC).
-fn truncate(at: OffsetDateTime, step: Duration) -> OffsetDateTime {
+pub fn truncate(at: OffsetDateTime, step: Duration) -> OffsetDateTime {
     let secs = at.unix_timestamp();
     let step = step.whole_seconds();
     OffsetDateTime::from_unix_timestamp(secs - secs.rem_euclid(step)).expect("a time the database gave")
