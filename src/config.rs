@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
@@ -135,6 +136,19 @@ pub struct AmiConfig {
     /// How often each company's PBX is asked whether it runs dialback's dialplan (`ShowDialPlan`,
     /// on its AMI session when that is up); 0: only when settings are saved and on the Test.
     pub dialplan_check_s: u64,
+}
+
+impl AmiConfig {
+    /// What the AMI pool needs of these settings.
+    pub fn pool(&self) -> dialback_ami::pool::PoolConfig {
+        dialback_ami::pool::PoolConfig {
+            max_inflight_originates: self.max_inflight_originates,
+            idle_close: Duration::from_secs(self.idle_close_s),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            action_timeout: Duration::from_millis(self.action_timeout_ms),
+            ping_interval: Duration::from_secs(self.ping_interval_s.max(1)),
+        }
+    }
 }
 
 impl Default for AmiConfig {

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::callbacks::dialplan_check::{self, Verdict};
 use crate::callbacks::CallbackService;
+use crate::cluster::Cluster;
 use crate::domain::dialplan::{self, Generated};
 use crate::domain::settings::PbxSettings;
 use crate::i18n::{Lang, Text};
@@ -36,6 +37,8 @@ pub struct Checked {
 }
 
 pub struct DialplanWatch {
+    db: deadpool_postgres::Pool,
+    cluster: Arc<Cluster>,
     callbacks: Arc<CallbackService>,
     return_calls: ReturnCalls,
     /// How the PBX reaches the FastAGI server, for the return-call context's AGI line.
@@ -43,8 +46,14 @@ pub struct DialplanWatch {
 }
 
 impl DialplanWatch {
-    pub fn new(callbacks: Arc<CallbackService>, return_calls: ReturnCalls, agi_address: Option<String>) -> Arc<Self> {
-        Arc::new(DialplanWatch { callbacks, return_calls, agi_address })
+    pub fn new(
+        db: deadpool_postgres::Pool,
+        cluster: Arc<Cluster>,
+        callbacks: Arc<CallbackService>,
+        return_calls: ReturnCalls,
+        agi_address: Option<String>,
+    ) -> Arc<Self> {
+        Arc::new(DialplanWatch { db, cluster, callbacks, return_calls, agi_address })
     }
 
     /// The dialplan dialback generates for `tenant` with `settings`: with the return-call context
@@ -78,7 +87,7 @@ impl DialplanWatch {
             }
         };
         let client = self.callbacks.pbx_session(tenant).await.ok()?;
-        let inspection = match client.wait_up(self.callbacks.connect_timeout).await {
+        let inspection = match client.wait_up(self.callbacks.connect_timeout()).await {
             Ok(()) => dialplan_check::inspect(&client, &expected).await,
             Err(e) => dialplan_check::Inspection {
                 verdict: Verdict::Unreadable,
@@ -108,7 +117,7 @@ impl DialplanWatch {
             _ => tracing::info!(tenant, result, detail = %checked.detail, "dialplan check"),
         }
         let stored = async {
-            let db = crate::store::client(&self.callbacks.db).await?;
+            let db = crate::store::client(&self.db).await?;
             let json = serde_json::to_value(&checked).expect("a check serialises");
             crate::store::admin::put_dialplan_check(&db, tenant, &json).await
         };
@@ -132,7 +141,7 @@ impl DialplanWatch {
                     _ = tick.tick() => {}
                     _ = stop.cancelled() => return,
                 }
-                for tenant in watch.callbacks.pool.tenants_up() {
+                for tenant in watch.cluster.ami.tenants_up() {
                     watch.check(&tenant).await;
                 }
             }

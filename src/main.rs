@@ -37,10 +37,8 @@ enum Command {
     /// Recordings kept by this host.
     #[command(subcommand)]
     Recordings(RecordingsCommand),
-    /// Run the PBX simulator: an AMI server that behaves like a real Asterisk 22 (no config needed).
-    PbxSim(Box<dialback::pbx_sim::SimArgs>),
     /// Place a call to a company's number on any Asterisk (or the simulator): a return call to try.
-    CallIn(dialback::pbx_sim::CallInArgs),
+    CallIn(dialback::call_in::CallInArgs),
 }
 
 #[derive(Subcommand)]
@@ -89,22 +87,13 @@ enum RecordingsCommand {
 
 fn main() -> std::process::ExitCode {
     let command = match Cli::parse().command {
-        // The simulator stands in for a PBX: it needs none of dialback's settings.
-        Command::PbxSim(args) => {
-            dialback::telemetry::init_logging(&std::env::var("DIALBACK_LOG_FORMAT").unwrap_or_else(|_| "auto".into()));
-            let result = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(dialback::pbx_sim::run_cli(*args)));
-            return exit(result);
-        }
+        // A call placed on a PBX needs none of dialback's settings.
         Command::CallIn(args) => {
             let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(dialback::pbx_sim::call_in(args)));
+                .and_then(|rt| rt.block_on(dialback::call_in::call_in(args)));
             return exit(result);
         }
         other => other,
@@ -148,7 +137,7 @@ fn main() -> std::process::ExitCode {
             tracing::info!("stopped");
             Ok(())
         }),
-        Command::PbxSim(_) | Command::CallIn(_) => Ok(()), // ran above, before any config was needed
+        Command::CallIn(_) => Ok(()), // ran above, before any config was needed
     };
     exit(result)
 }

@@ -14,6 +14,7 @@ use crate::ami::client::EventSink;
 use crate::ami::pool::AmiPool;
 use crate::auth::Verifier;
 use crate::callbacks::{CallbackService, Tracker};
+use crate::cluster::Cluster;
 use crate::companies::Companies;
 use crate::config::Config;
 use crate::dialplan_watch::DialplanWatch;
@@ -29,7 +30,8 @@ pub struct Application {
     port: u16,
     agi_port: Option<u16>,
     server: Server,
-    pool: Arc<AmiPool>,
+    cluster: Arc<Cluster>,
+    heartbeat: tokio::task::JoinHandle<()>,
     stop: CancellationToken,
     recordings_scheduler: tokio::task::JoinHandle<()>,
     deliverer: tokio::task::JoinHandle<()>,
@@ -57,7 +59,7 @@ impl Application {
         } else {
             tracing::info!("call tracker: synchronous_commit is off, each call's events are committed on their own");
         }
-        // This process among those sharing the database (callbacks/takeover.rs).
+        // This process among those sharing the database (src/cluster.rs).
         let process = uuid::Uuid::now_v7();
         tracing::info!(%process, "dialback process id");
         let lost_after = Duration::from_secs(config.ami.lost_after_s);
@@ -72,29 +74,28 @@ impl Application {
                 callbacks(tenant, signal);
             })
         };
-        let pool = AmiPool::new(config.ami.clone(), Some(sink));
+        let pool = AmiPool::new(config.ami.pool(), Some(sink));
         tracker.hang_up_through(&pool);
         pool.spawn_janitor(stop.clone());
         let limiters = Limiters::new(&config.rate);
         limiters.spawn_janitor(stop.clone());
-        let callbacks = Arc::new(CallbackService {
-            db: db.clone(),
-            pool: pool.clone(),
-            tracker,
-            bus: bus.clone(),
-            secrets: config.secrets_key(),
-            limiters: limiters.clone(),
-            connect_timeout: Duration::from_millis(config.ami.connect_timeout_ms),
-            settings_cache: crate::callbacks::SettingsCache::new(Duration::from_secs(config.db.cache_ttl_s)),
-            registry: Default::default(),
-        });
-        let takeover = callbacks.spawn_takeover(stop.clone());
+        let cluster = Cluster::new(process, db.clone(), pool.clone(), bus.clone(), limiters.clone());
+        let heartbeat = cluster.spawn_heartbeat(stop.clone());
         let cache_ttl = Duration::from_secs(config.db.cache_ttl_s);
+        let callbacks = CallbackService::new(
+            db.clone(),
+            cluster.clone(),
+            tracker,
+            config.secrets_key(),
+            Duration::from_millis(config.ami.connect_timeout_ms),
+            cache_ttl,
+        );
+        let takeover = callbacks.spawn_takeover(stop.clone());
         let return_calls = ReturnCalls::new(
             db.clone(),
             config.secrets_key(),
             callbacks.clone(),
-            bus.clone(),
+            cluster.clone(),
             return_tracker,
             cache_ttl,
         );
@@ -114,12 +115,18 @@ impl Application {
                 tracing::info!(listen = %bound, public, "FastAGI listening");
                 let deadline = Duration::from_millis(config.agi.deadline_ms);
                 let server =
-                    crate::agi::spawn(listener, return_calls.clone(), limiters.clone(), deadline, stop.clone());
+                    crate::agi::spawn(listener, return_calls.clone(), cluster.limiters.clone(), deadline, stop.clone());
                 (Some(server), Some((public, bound.port())))
             }
         };
         let agi_public = agi_address.as_ref().map(|(public, _)| public.clone());
-        let dialplan_watch = DialplanWatch::new(callbacks.clone(), return_calls.clone(), agi_public.clone());
+        let dialplan_watch = DialplanWatch::new(
+            db.clone(),
+            cluster.clone(),
+            callbacks.clone(),
+            return_calls.clone(),
+            agi_public.clone(),
+        );
         dialplan_watch.spawn(Duration::from_secs(config.ami.dialplan_check_s), stop.clone());
         let recording_storage = crate::recordings::s3::open_storage(&config).await?;
         let companies = Arc::new(Companies::new(
@@ -150,6 +157,7 @@ impl Application {
             metrics: crate::telemetry::metrics(),
             verifier,
             companies,
+            cluster: cluster.clone(),
             callbacks,
             recordings,
             webhooks,
@@ -173,7 +181,18 @@ impl Application {
         tracing::info!(listen = %config.listen, port, "dialback listening");
         let agi_port = agi_address.map(|(_, port)| port);
         let takeover = [takeover, return_takeover];
-        Ok(Self { port, agi_port, server, pool, stop, recordings_scheduler, deliverer, agi_server, takeover })
+        Ok(Self {
+            port,
+            agi_port,
+            server,
+            cluster,
+            heartbeat,
+            stop,
+            recordings_scheduler,
+            deliverer,
+            agi_server,
+            takeover,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -198,7 +217,9 @@ impl Application {
         }
         // The calls this process follows go to the others before its AMI sessions log off.
         let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(self.takeover)).await;
-        self.pool.close_all().await;
+        let _ = self.heartbeat.await;
+        self.cluster.leave().await;
+        self.cluster.ami.close_all().await;
         result
     }
 }
@@ -240,14 +261,14 @@ fn spawn_change_listener(
                 match next {
                     Some(Heard::Listening) => {
                         attempt = 0;
-                        callbacks.settings_cache.invalidate_all();
+                        callbacks.forget_cached_settings();
                         return_calls.forget_rules();
                         verifier.forget(None);
                         tracing::info!("listening for settings changes");
                     }
                     Some(Heard::Change(Change::PbxSettings { tenant })) => {
                         tracing::debug!(tenant, "PBX settings changed");
-                        callbacks.settings_cache.invalidate(&tenant);
+                        callbacks.forget_settings(&tenant);
                     }
                     Some(Heard::Change(Change::ReturnCallRules { tenant })) => {
                         tracing::debug!(tenant, "return-call rules changed");

@@ -19,13 +19,14 @@ use tokio_util::codec::FramedRead;
 use uuid::Uuid;
 
 use super::dialplan_check::{self, Verdict};
-use super::{pbx_login, CallRequest, CallbackService, PlaceError, Via};
+use super::{pbx_login, CallbackService, PlaceError, Via};
 use crate::ami::ajam;
 use crate::ami::client::{self as ami_client, AmiClient};
 use crate::ami::codec::AmiCodec;
 use crate::ami::transport::{self, BoxStream};
 use crate::ami::{AmiError, AmiEvent};
 use crate::domain::callback::{apply, CallState, Confirmation, Fact, Leg, Reason, Status};
+use crate::domain::destination::CallRequest;
 use crate::domain::dialplan::Generated;
 use crate::domain::settings::{ConfirmAnswer, PbxSettings};
 use crate::i18n::Text;
@@ -429,7 +430,7 @@ impl CallbackService {
             return Ok(steps.done(None, None));
         }
         // The call itself goes over a connection of its own (see the module docs).
-        let mut config = self.pool.client_config(tenant, &pbx_login(&settings, secret));
+        let mut config = self.cluster.ami.client_config(tenant, &pbx_login(&settings, secret));
         config.max_inflight_originates = 1;
         let client = AmiClient::start(config, None);
         if let Err(e) = client.wait_up(timeout).await {

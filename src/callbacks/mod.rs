@@ -5,6 +5,7 @@
 //! office extension or a number that passes the tenant's destination policy; nothing from the
 //! request reaches AMI without being parsed first.
 
+pub mod caches;
 pub mod diagnose;
 pub mod dialplan_check;
 pub mod facts;
@@ -20,50 +21,27 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::ami::message::Originate;
-use crate::ami::pool::{AmiPool, PbxLogin};
+use crate::ami::pool::PbxLogin;
 use crate::ami::transport::Endpoint;
 use crate::ami::AmiError;
 use crate::ami::{AmiClient, ConnState};
+use crate::cluster::Cluster;
 use crate::crypto::SecretsKey;
 use crate::domain::callback::{CallState, Confirming, Reason, Status, Target};
+use crate::domain::destination::{self, CallRequest, Decision, Refusal};
 use crate::domain::dialplan;
-use crate::domain::phone::{self, PhoneNumber};
+use crate::domain::phone;
 use crate::domain::registry::Order;
-use crate::domain::settings::{self, render_channel, ConfirmAnswer, DestinationPolicy, PbxSettings};
+use crate::domain::settings::{self, render_channel, ConfirmAnswer, PbxSettings};
 use crate::events::Bus;
-use crate::limits::{Limited, Limiters};
+use crate::limits::Limited;
 use crate::store::callbacks::{CallbackRow, DecidedOn, Inserted, Moved, NewCallback, Step, Transition};
 use crate::store::idempotency::IdempotencyClaim;
 use crate::store::{self, StoreError};
 use crate::telemetry::Chain;
+pub use caches::{RegistryCache, SettingsCache};
 pub use tracker::Tracker;
 use view::event_data;
-
-/// What is asked for: whom leg 2 rings.
-#[derive(Debug, Clone, serde::Serialize)]
-pub enum CallRequest {
-    /// The client of an order (`to` as the courier typed it).
-    Client {
-        to: String,
-        order_id: Option<String>,
-    },
-    Office,
-    /// The admin's Test button: leg 1 and leg 2 are given explicitly.
-    Test {
-        from: String,
-        to: String,
-    },
-}
-
-impl CallRequest {
-    fn target(&self) -> Target {
-        match self {
-            CallRequest::Client { .. } => Target::Client,
-            CallRequest::Office => Target::Office,
-            CallRequest::Test { .. } => Target::Test,
-        }
-    }
-}
 
 /// An attempt written (`queued`) and not yet sent: see [`CallbackService::prepare`].
 pub struct Prepared {
@@ -170,82 +148,17 @@ impl PlaceError {
 }
 
 pub struct CallbackService {
-    pub db: deadpool_postgres::Pool,
-    pub pool: Arc<AmiPool>,
-    pub tracker: Tracker,
-    /// Where each change's events go once written (live streams, the webhook deliverer).
-    pub bus: Bus,
-    pub secrets: SecretsKey,
-    pub limiters: Arc<Limiters>,
-    pub connect_timeout: Duration,
+    db: deadpool_postgres::Pool,
+    /// This process among the others, its AMI sessions, the event bus, the limits.
+    cluster: Arc<Cluster>,
+    tracker: Tracker,
+    secrets: SecretsKey,
+    /// How long a PBX may take to log a session in before it is said to be unreachable.
+    connect_timeout: Duration,
     /// Decrypted settings per tenant: read on every tap, changed rarely. A save through any
     /// process drops the entry at once (store/notify.rs).
-    pub settings_cache: SettingsCache,
-    pub registry: RegistryCache,
-}
-
-/// Active couriers (their phones) and orders as last read: most taps are decided on these, and
-/// the attempt's insert checks that they are still what is stored (`DecidedOn`), so an entry may
-/// be stale but a decision made on it is never written; it costs a read again.
-pub struct RegistryCache {
-    couriers: moka::sync::Cache<(String, String), String>,
-    orders: moka::sync::Cache<(String, String), Option<Order>>,
-}
-
-/// Entries of each kind kept at most (the least used go first): about 20 MB of orders.
-const REGISTRY_ENTRIES: u64 = 100_000;
-
-impl Default for RegistryCache {
-    fn default() -> Self {
-        Self { couriers: moka::sync::Cache::new(REGISTRY_ENTRIES), orders: moka::sync::Cache::new(REGISTRY_ENTRIES) }
-    }
-}
-
-impl RegistryCache {
-    /// The courier's phone and the order (None: it did not exist), when both are cached.
-    fn get(&self, tenant: &str, courier_id: &str, order_id: Option<&str>) -> Option<(String, Option<Order>)> {
-        let phone = self.couriers.get(&(tenant.to_owned(), courier_id.to_owned()))?;
-        let order = match order_id {
-            None => None,
-            Some(order_id) => self.orders.get(&(tenant.to_owned(), order_id.to_owned()))?,
-        };
-        Some((phone, order))
-    }
-
-    fn put(&self, tenant: &str, courier_id: &str, phone: &str, order_id: Option<&str>, order: Option<&Order>) {
-        self.couriers.insert((tenant.to_owned(), courier_id.to_owned()), phone.to_owned());
-        if let Some(order_id) = order_id {
-            self.orders.insert((tenant.to_owned(), order_id.to_owned()), order.cloned());
-        }
-    }
-}
-
-/// A tenant's settings with their decrypted secret, for `SETTINGS_TTL`.
-pub struct SettingsCache(moka::sync::Cache<String, (PbxSettings, SecretString)>);
-
-impl SettingsCache {
-    /// Entries live `ttl` at most (see `DbConfig::cache_ttl_s`).
-    pub fn new(ttl: Duration) -> Self {
-        Self(moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ttl).build())
-    }
-
-    fn get(&self, tenant: &str) -> Option<(PbxSettings, SecretString)> {
-        self.0.get(tenant)
-    }
-
-    fn put(&self, tenant: &str, settings: &PbxSettings, secret: &SecretString) {
-        self.0.insert(tenant.to_owned(), (settings.clone(), secret.clone()));
-    }
-
-    /// The tenant saved new settings.
-    pub fn invalidate(&self, tenant: &str) {
-        self.0.invalidate(tenant);
-    }
-
-    /// Saves may have been missed (the change listener reconnected).
-    pub fn invalidate_all(&self) {
-        self.0.invalidate_all();
-    }
+    settings_cache: SettingsCache,
+    registry: RegistryCache,
 }
 
 /// The tenant's AMI login from its stored settings.
@@ -278,37 +191,42 @@ fn channel_variables(id: Uuid, order_id: Option<&str>, settings: &PbxSettings) -
     vars
 }
 
-/// The country and number-type allow-list every dialled number must pass (fail closed): only
-/// mobile and fixed-line numbers of the company's allowed countries.
-pub fn check_number_allowed(settings: &PbxSettings, number: &PhoneNumber) -> Result<(), String> {
-    if !settings.allowed_countries.iter().any(|c| c.eq_ignore_ascii_case(&number.region)) {
-        return Err(format!(
-            "{} is in {} and this company allows calls to {} only",
-            number.e164,
-            number.region,
-            settings.allowed_countries.join(", ")
-        ));
-    }
-    if !number.kind.is_ordinary() {
-        return Err(format!(
-            "{} is {}; only mobile and fixed-line numbers can be called",
-            number.e164,
-            number.kind.describe()
-        ));
-    }
-    Ok(())
-}
-
-/// Leg 2 after the destination policy: the number to write in `Exten`, and the E.164 to log.
-struct Destination {
-    /// What goes in the Originate's `Exten`: the office extension as written, or the client's
-    /// number with the client prefix (the prefix is for calls out through the trunk only).
-    exten: String,
-    logged: String,
-    parsed: Option<PhoneNumber>,
-}
-
 impl CallbackService {
+    pub fn new(
+        db: deadpool_postgres::Pool,
+        cluster: Arc<Cluster>,
+        tracker: Tracker,
+        secrets: SecretsKey,
+        connect_timeout: Duration,
+        cache_ttl: Duration,
+    ) -> Arc<Self> {
+        Arc::new(CallbackService {
+            db,
+            cluster,
+            tracker,
+            secrets,
+            connect_timeout,
+            settings_cache: SettingsCache::new(cache_ttl),
+            registry: RegistryCache::default(),
+        })
+    }
+
+    /// The company saved new PBX settings (here or in another process): the next tap reads them.
+    pub fn forget_settings(&self, tenant: &str) {
+        self.settings_cache.invalidate(tenant);
+    }
+
+    /// Saves may have been missed (the change listener reconnected): every company's settings
+    /// are read again.
+    pub fn forget_cached_settings(&self) {
+        self.settings_cache.invalidate_all();
+    }
+
+    /// How long a PBX may take to log a session in.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// The company's settings and its AMI secret (empty when it has no PBX).
     pub async fn settings(&self, tenant: &str) -> Result<Option<(PbxSettings, SecretString)>, PlaceError> {
         if let Some(cached) = self.settings_cache.get(tenant) {
@@ -339,7 +257,7 @@ impl CallbackService {
         if !settings.has_pbx() {
             return Ok(PbxAvailability::NotConfigured);
         }
-        Ok(match self.pool.client(tenant, &pbx_login(&settings, secret)).state() {
+        Ok(match self.cluster.ami.client(tenant, &pbx_login(&settings, secret)).state() {
             ConnState::Down(error) => PbxAvailability::Unreachable(error),
             _ => PbxAvailability::Available,
         })
@@ -356,7 +274,7 @@ impl CallbackService {
         detail: Option<&str>,
     ) -> Result<Option<CallbackRow>, PlaceError> {
         let conn = store::client(&self.db).await?;
-        Ok(record_step(&conn, &self.bus, row, next, cause, detail).await?)
+        Ok(record_step(&conn, &self.cluster.bus, row, next, cause, detail).await?)
     }
 
     /// The first half of placing a callback for `courier_id` (or, for a test, for the admin):
@@ -375,16 +293,13 @@ impl CallbackService {
         let (settings, client) = match via {
             Via::Pool => {
                 let (settings, secret) = self.settings(tenant).await?.ok_or(PlaceError::NotConfigured)?;
-                let client = self.pool.client(tenant, &pbx_login(&settings, secret));
+                let client = self.cluster.ami.client(tenant, &pbx_login(&settings, secret));
                 (settings, client)
             }
             Via::Dedicated { settings, client } => (*settings, client),
         };
         let db = store::client(&self.db).await?;
-        let order_id = match &request {
-            CallRequest::Client { order_id, .. } => order_id.as_deref(),
-            _ => None,
-        };
+        let order_id = request.order_id();
         if let CallRequest::Test { .. } = &request {
             // A test's settings may be unsaved, so the tenant may be new.
             store::admin::ensure_tenant(&db, tenant).await?;
@@ -414,10 +329,11 @@ impl CallbackService {
                         .map_err(|_| PlaceError::CourierNotRegistered(courier_id.to_owned()))?
                 }
             };
-            let decision = destination(courier_id, &settings, &request, order.as_ref())?;
+            let decision = destination::decide(courier_id, &settings, &request, order.as_ref())
+                .map_err(|_| PlaceError::OfficeNotConfigured)?;
             let (status, refusal, to_number) = match &decision {
-                Ok(d) => (Status::Queued, None, Some(d.logged.as_str())),
-                Err((reason, detail, to)) => (Status::Refused, Some((*reason, detail.as_str())), to.as_deref()),
+                Decision::Place(d) => (Status::Queued, None, Some(d.logged.as_str())),
+                Decision::Refuse(r) => (Status::Refused, Some((r.reason, r.detail.as_str())), r.logged.as_deref()),
             };
             let now = store::now();
             let mut state = CallState::new(status);
@@ -449,11 +365,11 @@ impl CallbackService {
                 decided_on: courier_phone
                     .as_deref()
                     .map(|courier_phone| DecidedOn { courier_phone, order: order.as_ref() }),
-                owner: Some(self.tracker.process()),
+                owner: Some(self.cluster.process),
             };
             match store::callbacks::insert(&db, &new).await? {
                 Inserted::Written { deliveries } => {
-                    self.bus.committed(id, [(row.sequence, event.as_str())], deliveries);
+                    self.cluster.bus.committed(id, [(row.sequence, event.as_str())], deliveries);
                     break (row, courier_number, decision);
                 }
                 Inserted::KeyTaken => return Err(PlaceError::KeyTaken),
@@ -463,8 +379,8 @@ impl CallbackService {
             }
         };
         let destination = match decision {
-            Ok(d) => d,
-            Err((reason, detail, _)) => {
+            Decision::Place(d) => d,
+            Decision::Refuse(Refusal { reason, detail, .. }) => {
                 tracing::warn!(call_id = %id, tenant, courier_id, reason = reason.as_str(), %detail, "callback refused");
                 metrics::counter!("dialback_callbacks_refused_total", "reason" => reason.as_str()).increment(1);
                 let callback = Box::new(row);
@@ -533,7 +449,7 @@ impl CallbackService {
             });
         }
         let prepared = self.prepare(tenant, courier_id, request, Via::Pool, claim).await?;
-        if let Err(limited) = self.limiters.callback(tenant, courier_id) {
+        if let Err(limited) = self.cluster.limiters.callback(tenant, courier_id) {
             let row = self.refuse(prepared, Reason::RateLimited, &limited.to_string()).await?;
             return Err(PlaceError::RateLimited { limited, callback: Box::new(row) });
         }
@@ -575,7 +491,7 @@ impl CallbackService {
         match queued {
             Ok(handle) => {
                 // The tracker records `ringing_courier`, with the call's first events.
-                let hold = if row.target == Target::Test { None } else { self.pool.hold(tenant) };
+                let hold = if row.target == Target::Test { None } else { self.cluster.ami.hold(tenant) };
                 self.tracker.placed(row.clone(), handle.action_id.clone(), hold);
                 let mut next = row.state.clone();
                 next.status = Status::RingingCourier;
@@ -618,7 +534,7 @@ impl CallbackService {
     /// Cancels a callback that is still ringing: hangs up its courier channel.
     pub async fn cancel(&self, row: &CallbackRow) -> Result<CallbackRow, PlaceError> {
         let (settings, secret) = self.settings(&row.tenant_id).await?.ok_or(PlaceError::NotConfigured)?;
-        let client = self.pool.client(&row.tenant_id, &pbx_login(&settings, secret));
+        let client = self.cluster.ami.client(&row.tenant_id, &pbx_login(&settings, secret));
         // Recorded as canceled first, hung up second: the hangup's own events then find the call
         // settled and leave it so (hung up first, they can win the race and call it failed).
         // The tracker may move the call meanwhile (it rang on, or was answered): cancel what it is
@@ -705,54 +621,4 @@ pub async fn mark_lost(
         }
     }
     Ok(marked)
-}
-
-/// Applies the destination policy to `request` (`order` is the one it named, as stored).
-/// The outer error is a missing office extension; the inner one a refusal: (reason,
-/// explanation, the number as logged).
-#[allow(clippy::type_complexity)]
-fn destination(
-    courier_id: &str,
-    settings: &PbxSettings,
-    request: &CallRequest,
-    order: Option<&Order>,
-) -> Result<Result<Destination, (Reason, String, Option<String>)>, PlaceError> {
-    let (to, order_id) = match request {
-        CallRequest::Office => {
-            let ext = settings.office_extension.clone().ok_or(PlaceError::OfficeNotConfigured)?;
-            return Ok(Ok(Destination { exten: ext.clone(), logged: ext, parsed: None }));
-        }
-        CallRequest::Client { to, order_id } => (to, order_id.as_deref()),
-        CallRequest::Test { to, .. } => (to, None),
-    };
-    let number = match phone::parse(to, &settings.default_region) {
-        Ok(n) => n,
-        Err(e) => return Ok(Err((Reason::InvalidNumber, format!("{to:?} is not a valid phone number: {e}"), None))),
-    };
-    let logged = Some(number.e164.clone());
-    if let Err(why) = check_number_allowed(settings, &number) {
-        return Ok(Err((Reason::DestinationForbidden, why, logged)));
-    }
-    if settings.destination_policy == DestinationPolicy::Orders && !matches!(request, CallRequest::Test { .. }) {
-        let Some(order_id) = order_id else {
-            return Ok(Err((
-                Reason::DestinationForbidden,
-                "this company only allows calls to the numbers of your orders: give order_id".into(),
-                logged,
-            )));
-        };
-        let allowed = order.is_some_and(|o| o.lets_call(courier_id, &number.e164));
-        if !allowed {
-            return Ok(Err((
-                Reason::DestinationForbidden,
-                format!("{} is not a number of an active order {order_id} assigned to you", number.e164),
-                logged,
-            )));
-        }
-    }
-    Ok(Ok(Destination {
-        exten: format!("{}{}", settings.client_prefix, settings.dial_format.render(&number)),
-        logged: number.e164.clone(),
-        parsed: Some(number),
-    }))
 }

@@ -89,8 +89,6 @@ pub struct Tracker {
     shards: Arc<Vec<mpsc::UnboundedSender<Work>>>,
     shared: Arc<Shared>,
     process: Uuid,
-    /// How many dialback processes are alive, this one included (see `super::takeover`).
-    processes_alive: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What every shard shares.
@@ -157,7 +155,7 @@ impl Tracker {
             tokio::spawn(run_shard(shared.clone(), rx));
             shards.push(tx);
         }
-        Self { shards: Arc::new(shards), shared, process, processes_alive: Arc::new(1.into()) }
+        Self { shards: Arc::new(shards), shared, process }
     }
 
     /// The pool of the companies' AMI connections this tracker hears (see `Shared::pool`).
@@ -168,16 +166,6 @@ impl Tracker {
     /// This process's id: the owner of the calls it places.
     pub fn process(&self) -> Uuid {
         self.process
-    }
-
-    /// How many dialback processes were alive at the last heartbeat (at least this one). With
-    /// others alive, a call's changes may be written by another process.
-    pub fn processes_alive(&self) -> usize {
-        self.processes_alive.load(std::sync::atomic::Ordering::Relaxed).max(1)
-    }
-
-    pub(super) fn set_processes_alive(&self, alive: usize) {
-        self.processes_alive.store(alive, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Follows calls this process took over, each with why nobody was following it (holding one

@@ -2,32 +2,10 @@
 //! internals left out) or to the company's admins (everything).
 
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 
 use crate::domain::callback::{Reason, Target};
 use crate::store::callbacks::CallbackRow;
-
-/// Who is looking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Viewer {
-    Courier,
-    Admin,
-}
-
-/// `+79161234567` → `+7916***4567` (couriers see their calls, not a copy of the client base).
-pub fn mask(number: &str) -> String {
-    if number.len() <= 8 {
-        return "***".into();
-    }
-    format!("{}***{}", &number[..5], &number[number.len() - 4..])
-}
-
-/// A timestamp as the API writes it: RFC 3339, or null.
-pub fn rfc3339(t: Option<OffsetDateTime>) -> Value {
-    t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .map(Value::String)
-        .unwrap_or(Value::Null)
-}
+use crate::view::{mask, rfc3339, Viewer};
 
 /// What a courier reads in `detail`: a refusal's explanation is theirs (why this number may not be
 /// called), and so is an unconfirmed answer's (their voicemail answered); the PBX's address, its

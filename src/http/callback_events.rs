@@ -14,14 +14,15 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::callbacks::{callback_id, visible};
-use super::extract::Caller;
+use super::extract::Principal;
 use super::problem::ApiError;
 use super::state::AppState;
-use crate::callbacks::view::{for_courier, view, Viewer};
+use crate::callbacks::view::{for_courier, view};
 use crate::domain::callback::Status;
 use crate::events::Subscription;
 use crate::store;
 use crate::telemetry::Chain;
+use crate::view::Viewer;
 
 /// A comment line this often keeps proxies from closing a quiet stream.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -34,7 +35,7 @@ const MAX_STREAM: Duration = Duration::from_secs(3600);
 
 pub async fn stream(
     req: HttpRequest,
-    caller: Caller,
+    caller: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -49,7 +50,7 @@ pub async fn stream(
         })?),
     };
     // Subscribed before anything is read: an event written meanwhile is heard, not lost.
-    let subscription = state.callbacks.bus.subscribe(id);
+    let subscription = state.cluster.bus.subscribe(id);
     let row = visible(&state, &caller, id).await?;
     let viewer = if caller.is_admin() { Viewer::Admin } else { Viewer::Courier };
     let mut pending = VecDeque::new();
@@ -135,7 +136,7 @@ impl Feed {
                         }
                     }
                 },
-                _ = tokio::time::sleep(CATCH_UP), if self.state.callbacks.tracker.processes_alive() > 1 => {
+                _ = tokio::time::sleep(CATCH_UP), if self.state.cluster.processes_alive() > 1 => {
                     if let Err(e) = self.read_back().await {
                         tracing::warn!(call_id = %self.id, error = %Chain(&e), "live stream could not read back; ending it");
                         return None;

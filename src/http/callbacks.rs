@@ -11,16 +11,17 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::body::JsonObject;
-use super::extract::{query_time, Admin, Caller, Courier, Page};
+use super::extract::{query_time, Admin, Courier, Page, Principal};
 use super::journal_csv;
 use super::problem::{idempotency_in_progress, place_problem, ApiError, Audience, PROBLEM_JSON};
 use super::state::AppState;
 use crate::callbacks::idempotency::{Claim, NextAction};
-use crate::callbacks::view::{view, Viewer};
-use crate::callbacks::CallRequest;
+use crate::callbacks::view::view;
 use crate::domain::callback::{Leg, Reason, Status, Target};
+use crate::domain::destination::CallRequest;
 use crate::domain::{check_id, phone};
 use crate::store::{self, callbacks::CallbackRow};
+use crate::view::Viewer;
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +50,7 @@ impl CallbackBody {
     }
 }
 
-fn viewer(caller: &Caller) -> Viewer {
+fn viewer(caller: &Principal) -> Viewer {
     if caller.is_admin() {
         Viewer::Admin
     } else {
@@ -106,7 +107,7 @@ pub(super) fn callback_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 /// Loads a callback the caller may see: a courier their own, an admin their company's.
-pub(super) async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> Result<CallbackRow, ApiError> {
+pub(super) async fn visible(state: &AppState, caller: &Principal, id: Uuid) -> Result<CallbackRow, ApiError> {
     let db = store::client(&state.db).await?;
     let row = store::callbacks::get(&db, caller.tenant(), id).await?.ok_or_else(|| ApiError::not_found("callback"))?;
     if !caller.is_admin() && row.courier_id != caller.sub() {
@@ -127,7 +128,7 @@ async fn views(state: &AppState, tenant: &str, rows: &[CallbackRow], viewer: Vie
 }
 
 pub async fn get(
-    caller: Caller,
+    caller: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -137,7 +138,7 @@ pub async fn get(
 }
 
 pub async fn cancel(
-    caller: Caller,
+    caller: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

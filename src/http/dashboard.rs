@@ -14,9 +14,9 @@ use super::extract::{Admin, Language};
 use super::problem::ApiError;
 use super::state::AppState;
 use crate::ami::ConnState;
-use crate::callbacks::view::rfc3339;
 use crate::domain::dashboard::{self, SetupFacts, Tally};
 use crate::store::{self, dashboard as counts};
+use crate::view::rfc3339;
 
 /// How many couriers the dashboard names.
 const FAILING_COURIERS: usize = 10;
@@ -97,7 +97,7 @@ pub async fn dashboard(
 
     let configured = settings.as_ref().is_some_and(|s| s.settings.has_pbx());
     let dialplan_check = super::pbx::dialplan_check_view(settings.and_then(|s| s.dialplan_check), lang);
-    let (conn, conn_error) = connection(state.callbacks.pool.state(tenant), configured);
+    let (conn, conn_error) = connection(state.cluster.ami.state(tenant), configured);
     let healthy = |e: &counts::EndpointHealth| e.enabled && e.failing_since.is_none();
     let setup = dashboard::setup(SetupFacts {
         pbx_saved: configured,

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// The committed spec: the contract. Tests prove the server serves exactly its paths.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
@@ -29,7 +29,7 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
 }
 
 fn render(yaml: &str) -> String {
-    let spec: Value = serde_yaml::from_str(yaml).unwrap_or(Value::Null);
+    let spec: Value = yaml_serde::from_str(yaml).unwrap_or(Value::Null);
     let info = spec.get("info").cloned().unwrap_or(Value::Null);
     let mut html = String::new();
     let _ = write!(
@@ -95,7 +95,7 @@ td,th{{text-align:left;padding:.15rem .6rem .15rem 0;vertical-align:top}}</style
     if let Some(schemas) = spec.get("components").and_then(|c| c.get("schemas")).and_then(Value::as_mapping) {
         html.push_str("<h2>Schemas</h2>");
         for (name, schema) in schemas {
-            let body = serde_yaml::to_string(schema).unwrap_or_default();
+            let body = yaml_serde::to_string(schema).unwrap_or_default();
             let _ = write!(
                 html,
                 "<h3 id=\"schema-{n}\">{n}</h3><pre>{b}</pre>",

@@ -15,10 +15,11 @@ use crate::domain::check_id;
 use crate::domain::company::check_company_id;
 use crate::i18n::Lang;
 
-/// The authenticated caller acting for a company, in either of its roles.
-pub struct Caller(pub Claims);
+/// Who calls the API for a company (a courier or one of its admins), as their token says; not the
+/// phone caller of a return call (`domain::return_call::Caller`).
+pub struct Principal(pub Claims);
 
-impl Caller {
+impl Principal {
     pub fn tenant(&self) -> &str {
         &self.0.tenant
     }
@@ -45,24 +46,24 @@ fn forbidden(role: Role) -> ApiError {
 }
 
 /// A caller with the admin role (a company's administrator or its main system).
-pub struct Admin(pub Caller);
+pub struct Admin(pub Principal);
 
 /// A caller with the courier role.
-pub struct Courier(pub Caller);
+pub struct Courier(pub Principal);
 
 /// The deployment's operator: manages companies, acts for none.
 pub struct Operator(pub Claims);
 
 impl std::ops::Deref for Admin {
-    type Target = Caller;
-    fn deref(&self) -> &Caller {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
         &self.0
     }
 }
 
 impl std::ops::Deref for Courier {
-    type Target = Caller;
-    fn deref(&self) -> &Caller {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
         &self.0
     }
 }
@@ -126,16 +127,16 @@ async fn verified(req: &HttpRequest) -> Result<Claims, ApiError> {
         Ok(claims) => Ok(claims),
         Err(description) => {
             let ip = req.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-            state.callbacks.limiters.auth_failure(ip)?;
+            state.cluster.limiters.auth_failure(ip)?;
             metrics::counter!("dialback_auth_failures_total").increment(1);
             Err(unauthorized(description))
         }
     }
 }
 
-/// The caller acting for a company (the `Caller` extractor; also called directly where a token is
+/// The caller acting for a company (the `Principal` extractor; also called directly where a token is
 /// one of several ways in). An operator's token acts for no company: 403.
-pub async fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+pub async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let claims = verified(req).await?;
     if claims.role == Role::Operator {
         return Err(ApiError::new(
@@ -145,10 +146,10 @@ pub async fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
             "an operator's token acts for no company: use a company admin's token",
         ));
     }
-    Ok(Caller(claims))
+    Ok(Principal(claims))
 }
 
-impl FromRequest for Caller {
+impl FromRequest for Principal {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 

@@ -13,9 +13,9 @@ use bytes::Bytes;
 use futures_util::{stream, StreamExt};
 
 use super::state::AppState;
-use crate::callbacks::view::rfc3339;
 use crate::store::{self, callbacks::CallbackRow, callbacks::ListFilter};
 use crate::telemetry::Chain;
+use crate::view::rfc3339;
 
 /// Rows read from PostgreSQL per page of the stream.
 const PAGE: i64 = 500;

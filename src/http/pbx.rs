@@ -9,12 +9,12 @@ use super::body::JsonObject;
 use super::extract::{Admin, Language};
 use super::problem::ApiError;
 use super::state::AppState;
-use crate::callbacks::view::rfc3339;
 use crate::domain::dialplan;
 use crate::domain::settings::{PbxSettings, SettingsInput};
 use crate::i18n::{Lang, Text};
 use crate::recordings::Recordings;
 use crate::store;
+use crate::view::rfc3339;
 
 fn settings_view(settings: &PbxSettings, updated_at: time::OffsetDateTime, recordings_password_set: bool) -> Value {
     let mut v = serde_json::to_value(settings).expect("settings serialise");
@@ -101,8 +101,8 @@ pub async fn put_pbx(
     store::notify::announce(&tx, &store::notify::Change::PbxSettings { tenant: tenant.to_owned() }).await?;
     tx.commit().await.map_err(store::StoreError::from)?;
     // The next call logs in with the new settings.
-    state.callbacks.settings_cache.invalidate(tenant);
-    state.callbacks.pool.invalidate(tenant);
+    state.callbacks.forget_settings(tenant);
+    state.cluster.ami.invalidate(tenant);
     tracing::info!(tenant, host = %settings.host, port = settings.port, recordings = settings.recordings.is_some(),
         "PBX settings saved");
     if settings.has_pbx() {

@@ -11,8 +11,8 @@ use super::body::JsonObject;
 use super::extract::{Admin, Language};
 use super::problem::{place_problem, ApiError, Audience};
 use super::state::AppState;
-use crate::callbacks::check_number_allowed;
 use crate::callbacks::diagnose::Diagnosis;
+use crate::domain::destination::check_number_allowed;
 use crate::domain::phone;
 use crate::domain::settings::SettingsInput;
 use crate::i18n::Lang;
@@ -96,7 +96,7 @@ pub async fn test_pbx(
                 .with("field", field)
         })?;
     }
-    state.callbacks.limiters.callback(tenant, caller.sub())?;
+    state.cluster.limiters.callback(tenant, caller.sub())?;
     let expected = super::pbx::generated_dialplan(&state, tenant, &settings).await?;
     let diagnosis = state
         .callbacks

@@ -9,14 +9,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::extract::{authenticate, Admin, Caller, Page};
+use super::extract::{authenticate, Admin, Page, Principal};
 use super::problem::{sync_problem, ApiError};
 use super::state::AppState;
-use crate::callbacks::view::rfc3339;
 use crate::domain::check_id;
 use crate::domain::recording::RecordingState;
 use crate::recordings::{AudioUrlRefused, Recordings};
 use crate::store::{self, recordings::RecordingRow};
+use crate::view::rfc3339;
 
 /// The recording resource.
 fn view(recordings: &Recordings, tenant: &str, row: &RecordingRow) -> Value {
@@ -126,13 +126,13 @@ pub struct AudioQuery {
 /// Who may play: the holder of a valid signed URL (for its tenant), or a bearer token's caller.
 enum Listener {
     SignedUrl { tenant: String },
-    Caller(Caller),
+    Principal(Principal),
 }
 
 impl Listener {
     async fn identify(req: &HttpRequest, state: &AppState, id: Uuid, query: AudioQuery) -> Result<Listener, ApiError> {
         match query {
-            AudioQuery { tenant: None, expires: None, sig: None } => Ok(Listener::Caller(authenticate(req).await?)),
+            AudioQuery { tenant: None, expires: None, sig: None } => Ok(Listener::Principal(authenticate(req).await?)),
             AudioQuery { tenant: Some(tenant), expires: Some(expires), sig: Some(sig) } => {
                 match state.recordings.check_audio_url(&tenant, id, expires, &sig) {
                     Ok(()) => Ok(Listener::SignedUrl { tenant }),
@@ -152,7 +152,7 @@ impl Listener {
     fn tenant(&self) -> &str {
         match self {
             Listener::SignedUrl { tenant } => tenant,
-            Listener::Caller(caller) => caller.tenant(),
+            Listener::Principal(caller) => caller.tenant(),
         }
     }
 
@@ -160,7 +160,7 @@ impl Listener {
     fn may_hear(&self, row: &RecordingRow) -> bool {
         match self {
             Listener::SignedUrl { .. } => true,
-            Listener::Caller(caller) => caller.is_admin() || row.courier_id.as_deref() == Some(caller.sub()),
+            Listener::Principal(caller) => caller.is_admin() || row.courier_id.as_deref() == Some(caller.sub()),
         }
     }
 }

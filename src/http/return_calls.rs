@@ -9,15 +9,15 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::body::JsonObject;
-use super::extract::{query_time, Admin, Caller, Page};
+use super::extract::{query_time, Admin, Page, Principal};
 use super::problem::ApiError;
 use super::state::AppState;
-use crate::callbacks::view::{rfc3339, Viewer};
 use crate::domain::phone;
 use crate::domain::return_call::{ReturnCallSettings, ReturnStatus};
 use crate::return_calls::view::view;
 use crate::return_calls::{RouteError, RouteRequest, RulesView};
 use crate::store::return_calls::ListFilter;
+use crate::view::{rfc3339, Viewer};
 
 pub(super) fn problem(err: RouteError) -> ApiError {
     match err {
@@ -113,7 +113,7 @@ pub async fn route(
             "courier_id": route.courier_id,
         }))),
         Err(refused) => {
-            refused.count_and_log(&state.callbacks.limiters, &request);
+            refused.count_and_log(&state.cluster.limiters, &request);
             let problem = problem(refused);
             if plain {
                 return Ok(HttpResponse::build(problem.status).content_type("text/plain; charset=utf-8").finish());
@@ -192,14 +192,15 @@ pub async fn list(
 
 /// `GET /v1/return-calls/{id}`: for admins, and for the courier it was routed to (caller masked).
 pub async fn get(
-    caller: Caller,
+    principal: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::not_found("return call"))?;
-    let row = state.return_calls.get(caller.tenant(), id).await?.ok_or_else(|| ApiError::not_found("return call"))?;
-    let viewer = if caller.is_admin() { Viewer::Admin } else { Viewer::Courier };
-    if viewer == Viewer::Courier && row.courier_id.as_deref() != Some(caller.sub()) {
+    let row =
+        state.return_calls.get(principal.tenant(), id).await?.ok_or_else(|| ApiError::not_found("return call"))?;
+    let viewer = if principal.is_admin() { Viewer::Admin } else { Viewer::Courier };
+    if viewer == Viewer::Courier && row.courier_id.as_deref() != Some(principal.sub()) {
         return Err(ApiError::not_found("return call"));
     }
     Ok(HttpResponse::Ok().json(view(&row, viewer)))

@@ -6,6 +6,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Verifier;
 use crate::callbacks::CallbackService;
+use crate::cluster::Cluster;
 use crate::companies::Companies;
 use crate::config::Config;
 use crate::dialplan_watch::DialplanWatch;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub verifier: Arc<Verifier>,
     pub companies: Arc<Companies>,
+    /// This process among the others, its AMI sessions, the event bus, the limits.
+    pub cluster: Arc<Cluster>,
     pub callbacks: Arc<CallbackService>,
     pub recordings: Arc<Recordings>,
     pub webhooks: Webhooks,

@@ -9,9 +9,9 @@ use super::body::JsonObject;
 use super::extract::{page_limit, path_id, Admin};
 use super::problem::ApiError;
 use super::state::AppState;
-use crate::callbacks::view::rfc3339;
 use crate::domain::event::EndpointSpec;
 use crate::store::webhooks::{DeliveryRow, DeliveryStatus, EndpointRow};
+use crate::view::rfc3339;
 use crate::webhooks::{message_id, parse_message_id, Written};
 
 #[derive(Deserialize)]

@@ -106,7 +106,7 @@ impl Recordings {
     /// The recording as shown inside a callback of `tenant`.
     pub fn link(&self, tenant: &str, recording: &RecordingLink) -> Value {
         let (deleted_at, deleted_because) = match &recording.deleted {
-            Some((at, because)) => (json!(crate::callbacks::view::rfc3339(*at)), json!(because)),
+            Some((at, because)) => (json!(crate::view::rfc3339(*at)), json!(because)),
             None => (Value::Null, Value::Null),
         };
         json!({

@@ -21,11 +21,11 @@ use base64::Engine;
 use uuid::Uuid;
 
 use crate::callbacks::{CallbackService, PlaceError};
+use crate::cluster::Cluster;
 use crate::crypto::SecretsKey;
 use crate::domain::phone;
 use crate::domain::return_call::{decide, Caller, Decision, ReturnCallSettings, ReturnState, RouteKind};
 use crate::domain::settings::default_region;
-use crate::events::Bus;
 use crate::store::return_calls::{ReturnCallRow, StoredRules};
 use crate::store::{self, StoreError};
 use crate::telemetry::Chain;
@@ -40,8 +40,10 @@ const SESSION_WAIT: Duration = Duration::from_millis(500);
 pub struct ReturnCalls {
     db: deadpool_postgres::Pool,
     secrets: SecretsKey,
+    /// The company's PBX session and settings, as callbacks read them.
     callbacks: Arc<CallbackService>,
-    bus: Bus,
+    /// This process among the others, its AMI sessions, the event bus.
+    cluster: Arc<Cluster>,
     pub tracker: ReturnTracker,
     /// By the key's hash: the company and its rules.
     rules: moka::sync::Cache<String, Arc<StoredRules>>,
@@ -159,12 +161,12 @@ impl ReturnCalls {
         db: deadpool_postgres::Pool,
         secrets: SecretsKey,
         callbacks: Arc<CallbackService>,
-        bus: Bus,
+        cluster: Arc<Cluster>,
         tracker: ReturnTracker,
         cache_ttl: Duration,
     ) -> Self {
         let rules = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(cache_ttl).build();
-        ReturnCalls { db, secrets, callbacks, bus, tracker, rules }
+        ReturnCalls { db, secrets, callbacks, cluster, tracker, rules }
     }
 
     /// The company's rules and key; a company that has none yet gets the defaults (off) and a key.
@@ -284,11 +286,11 @@ impl ReturnCalls {
         }
         let decision = decide(&rules.rules, pbx.as_ref(), &caller, now);
         let row = self.journal_row(tenant, request, &caller, &decision, now);
-        let owner = self.callbacks.tracker.process();
+        let owner = self.cluster.process;
         let deliveries = store::return_calls::insert(&db, &row, &view::event_data(&row), owner).await?;
         drop(db);
         if deliveries > 0 {
-            self.bus.deliveries_queued();
+            self.cluster.bus.deliveries_queued();
         }
         tracing::info!(return_call_id = %row.id, tenant, caller = row.caller.as_deref().unwrap_or("withheld"),
             route_kind = decision.kind.as_str(), route_reason = decision.reason.as_str(),
@@ -298,13 +300,13 @@ impl ReturnCalls {
             // session still logging in a moment, so it hears the courier answer (which the PBX
             // can report within milliseconds of this answer).
             if let Some((pbx, secret)) = saved {
-                let client = self.callbacks.pool.client(tenant, &crate::callbacks::pbx_login(&pbx, secret));
+                let client = self.cluster.ami.client(tenant, &crate::callbacks::pbx_login(&pbx, secret));
                 if let Err(e) = client.wait_up(SESSION_WAIT).await {
                     tracing::warn!(return_call_id = %row.id, tenant, error = %Chain(&e),
                         "return call routed while the company's AMI session is not up: its outcome may not be heard");
                 }
             }
-            self.tracker.follow(row.clone(), self.callbacks.pool.hold(tenant));
+            self.tracker.follow(row.clone(), self.cluster.ami.hold(tenant));
         }
         Ok(Route {
             route: decision.route,

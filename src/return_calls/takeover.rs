@@ -1,5 +1,5 @@
-//! Return calls outlive the process that routed them, as callbacks do (callbacks/takeover.rs,
-//! whose heartbeats say who is alive): on each beat a process claims the return calls in flight
+//! Return calls outlive the process that routed them, as callbacks do (callbacks/takeover.rs; the
+//! heartbeats that say who is alive are src/cluster.rs's): on each beat a process claims the return calls in flight
 //! whose process died or stopped, follows them by their inbound channel's Uniqueid, and asks the
 //! PBX which are still up; one the PBX no longer has ended while nobody followed it and is
 //! recorded as lost.
@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::ReturnCalls;
-use crate::callbacks::takeover::{on_every_beat, CLAIM_BATCH, DEAD_AFTER, GRACE};
+use crate::cluster::{on_every_beat, CLAIM_BATCH, DEAD_AFTER, GRACE};
 use crate::store::processes::Orphans;
 use crate::store::return_calls::ReturnCallRow;
 use crate::store::{self, StoreError};
@@ -24,7 +24,7 @@ impl ReturnCalls {
         tokio::spawn(
             async move {
                 on_every_beat(&stop, "claiming orphaned return calls", || service.claim()).await;
-                let me = service.callbacks.tracker.process();
+                let me = service.cluster.process;
                 let because = "the dialback process following it was stopping";
                 let released =
                     async { store::return_calls::release(&store::client(&service.db).await?, me, because).await };
@@ -40,9 +40,9 @@ impl ReturnCalls {
     }
 
     async fn claim(&self) -> Result<(), StoreError> {
-        let tenants_up = self.callbacks.pool.tenants_up();
+        let tenants_up = self.cluster.ami.tenants_up();
         let orphans = Orphans {
-            me: self.callbacks.tracker.process(),
+            me: self.cluster.process,
             dead_after: DEAD_AFTER,
             tenants_up: &tenants_up,
             grace: GRACE,
@@ -66,7 +66,7 @@ impl ReturnCalls {
     async fn follow_taken_over(&self, tenant: &str, rows: Vec<(ReturnCallRow, String)>) {
         let client = self.callbacks.pbx_session(tenant).await;
         for (row, _) in &rows {
-            self.tracker.follow(row.clone(), self.callbacks.pool.hold(tenant));
+            self.tracker.follow(row.clone(), self.cluster.ami.hold(tenant));
         }
         let client = match client {
             Ok(client) => client,

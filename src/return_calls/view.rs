@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::callbacks::view::{mask, rfc3339, Viewer};
 use crate::store::return_calls::ReturnCallRow;
+use crate::view::{mask, rfc3339, Viewer};
 
 pub fn view(row: &ReturnCallRow, viewer: Viewer) -> Value {
     let s = &row.state;

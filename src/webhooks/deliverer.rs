@@ -168,9 +168,7 @@ impl Webhooks {
         let retry_after = response
             .headers()
             .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.clamp(1, 86_400)));
+            .and_then(|v| retry_after(v.to_str().ok()?, std::time::SystemTime::now()));
         let body = if (200..300).contains(&status) { Vec::new() } else { first_bytes(response).await };
         Ok(Answer { status, retry_after, body })
     }
@@ -200,7 +198,7 @@ impl Webhooks {
 
 /// The message body: `{"type", "timestamp", "data"}` (`data` is stored JSON, sent as it is).
 pub fn envelope(event_type: &str, at: OffsetDateTime, data: &str) -> String {
-    let timestamp = crate::callbacks::view::rfc3339(Some(at));
+    let timestamp = crate::view::rfc3339(Some(at));
     format!(r#"{{"type":{},"timestamp":{timestamp},"data":{data}}}"#, serde_json::Value::from(event_type))
 }
 
@@ -217,6 +215,17 @@ enum Failure {
     Unreachable(String),
 }
 use Failure::{Refused, Unreachable};
+
+/// A receiver's `Retry-After`: seconds, or an HTTP date (RFC 9110, 10.2.3), kept between a
+/// second and a day; None when it is neither.
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(now).unwrap_or_default(),
+    };
+    Some(wait.clamp(Duration::from_secs(1), Duration::from_secs(86_400)))
+}
 
 /// What went wrong sending, with its causes (reqwest's own message says little).
 fn describe_send_error(e: &reqwest::Error) -> String {
@@ -261,6 +270,23 @@ fn jittered(delay: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_receiver_may_say_when_to_retry_in_seconds_or_as_an_http_date() {
+        use std::time::SystemTime;
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_784_000_000);
+        let at = |offset: u64| httpdate::fmt_http_date(now + Duration::from_secs(offset));
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(&at(90), now), Some(Duration::from_secs(90)));
+        // Already past, or zero: a second; far away: a day.
+        assert_eq!(
+            retry_after(&httpdate::fmt_http_date(now - Duration::from_secs(60)), now),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(retry_after("0", now), Some(Duration::from_secs(1)));
+        assert_eq!(retry_after(&at(10 * 86_400), now), Some(Duration::from_secs(86_400)));
+        assert_eq!(retry_after("soon", now), None);
+    }
 
     #[test]
     fn the_envelope_carries_type_timestamp_and_the_data_as_stored() {

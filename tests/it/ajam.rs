@@ -11,8 +11,8 @@ use crate::callbacks::{check_outcomes, client_call, place, slow_call, slow_couri
 use crate::pbx_test::{run, summary, FROM, TO};
 use crate::support::wait::until;
 use crate::support::{self, spawn_app, AmiObserver, TestApp};
-use dialback::pbx_sim::ajam::HttpConfig;
-use dialback::pbx_sim::{SimConfig, Simulator};
+use dialback_pbx_sim::ajam::HttpConfig;
+use dialback_pbx_sim::{SimConfig, Simulator};
 
 const PREFIX: &str = "asterisk";
 

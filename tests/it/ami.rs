@@ -101,7 +101,7 @@ async fn a_closed_port_and_a_non_ami_server_are_told_apart() {
 #[tokio::test]
 async fn a_user_without_originate_permission_gets_permission_denied() {
     let sim =
-        support::sim_with(|c| c.users.push(dialback::pbx_sim::SimUser::without_originate("limited", "limited"))).await;
+        support::sim_with(|c| c.users.push(dialback_pbx_sim::SimUser::without_originate("limited", "limited"))).await;
     let mut cfg = config(sim.addr().port(), "limited");
     cfg.username = "limited".into();
     let client = AmiClient::start(cfg, None);
@@ -256,7 +256,7 @@ async fn crlf_in_any_originate_field_is_refused_before_anything_is_written() {
 async fn tls_works_with_the_pbx_ca_and_refuses_an_untrusted_certificate() {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
-    let tls = dialback::pbx_sim::SimConfig::tls_from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+    let tls = dialback_pbx_sim::SimConfig::tls_from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
     let sim = support::sim_with(|c| c.tls = Some(tls)).await;
     let mut cfg = config(sim.addr().port(), "dialback");
     cfg.endpoint.tls = true;

@@ -9,11 +9,11 @@ use crate::support::wait::{until, within_patience};
 use crate::support::{self, assert_problem, proxy::ChaosProxy, spawn_app, TestApp, CLIENT_PHONE, COURIER_PHONE};
 
 /// A simulator with quick phones: ring 50 ms, talk 1 s, leg-2 Dial timeout 2 s.
-async fn sim() -> dialback::pbx_sim::Simulator {
+async fn sim() -> dialback_pbx_sim::Simulator {
     support::quick_sim().await
 }
 
-async fn app_with_pbx() -> (TestApp, dialback::pbx_sim::Simulator) {
+async fn app_with_pbx() -> (TestApp, dialback_pbx_sim::Simulator) {
     let sim = sim().await;
     let app = spawn_app().await;
     app.seed("acme", sim.addr().port()).await;

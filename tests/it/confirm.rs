@@ -17,11 +17,11 @@ const VOICEMAIL: &str = "+79001112235";
 /// counted in process-wide metrics.
 struct Company {
     app: TestApp,
-    sim: dialback::pbx_sim::Simulator,
+    sim: dialback_pbx_sim::Simulator,
     name: String,
 }
 
-async fn company(confirm: &str, timeout_s: u32, tweak: impl FnOnce(&mut dialback::pbx_sim::SimConfig)) -> Company {
+async fn company(confirm: &str, timeout_s: u32, tweak: impl FnOnce(&mut dialback_pbx_sim::SimConfig)) -> Company {
     let app = spawn_app().await;
     let name = support::unique_tenant("acme");
     let settings = json!({"confirm_courier_answer": confirm, "confirm_timeout_s": timeout_s});
@@ -202,7 +202,7 @@ async fn a_context_shadowed_by_an_older_one_is_named_and_never_lets_a_voicemail_
                same => n,Set(CDR(userfield)=${DIALBACK_CALL_ID})\n \
                same => n,Dial(PJSIP/${EXTEN}@trunk,30)\n \
                same => n,Hangup()\n";
-    let dialplan = dialback::pbx_sim::dialplan::Dialplan::parse(&format!("{old}\n{downloaded}")).unwrap();
+    let dialplan = dialback_pbx_sim::dialplan::Dialplan::parse(&format!("{old}\n{downloaded}")).unwrap();
     // Phones ring a second: long enough for dialback to hang up before the client answers.
     let sim = support::sim_with(|c| {
         c.dialplan = Some(std::sync::Arc::new(dialplan));

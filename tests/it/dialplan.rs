@@ -31,7 +31,7 @@ async fn the_downloaded_dialplan_is_a_ready_extensions_custom_conf_for_the_saved
     );
     assert!(text.contains("client prefix 9"), "{text}");
     assert!(text.contains("dialplan reload"), "the comments say how to install it: {text}");
-    dialback::pbx_sim::dialplan::Dialplan::parse(&text).expect("loads by extensions.conf's rules");
+    dialback_pbx_sim::dialplan::Dialplan::parse(&text).expect("loads by extensions.conf's rules");
     // Couriers cannot download it.
     support::assert_problem(
         app.get_as("/v1/admin/pbx/dialplan", &app.courier("acme", "courier-1")).await,

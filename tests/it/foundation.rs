@@ -107,7 +107,7 @@ async fn a_wrong_method_is_a_problem_json_405_with_allow() {
 
 /// (path, methods) of every operation in openapi.yaml.
 fn spec_routes() -> BTreeSet<(String, String)> {
-    let spec: serde_yaml::Value = serde_yaml::from_str(dialback::http::docs::OPENAPI_YAML).unwrap();
+    let spec: yaml_serde::Value = yaml_serde::from_str(dialback::http::docs::OPENAPI_YAML).unwrap();
     let mut routes = BTreeSet::new();
     for (path, item) in spec["paths"].as_mapping().unwrap() {
         for method in ["get", "put", "post", "delete", "patch", "head", "options"] {

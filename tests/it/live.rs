@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::support::sse::{SseEvent, SseStream};
 use crate::support::{self, assert_problem, spawn_app, TestApp, CLIENT_PHONE};
 
-async fn company() -> (TestApp, dialback::pbx_sim::Simulator) {
+async fn company() -> (TestApp, dialback_pbx_sim::Simulator) {
     let sim = support::quick_sim().await;
     let app = spawn_app().await;
     app.seed("acme", sim.addr().port()).await;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dialback::ami::codec::{AmiCodec, Frame, Message};
-use dialback::pbx_sim::{SimConfig, SimUser, Simulator};
+use dialback_pbx_sim::{SimConfig, SimUser, Simulator};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -1086,7 +1086,7 @@ fn open_files_limit() -> usize {
 #[derive(clap::Parser)]
 struct PbxSimCommand {
     #[command(flatten)]
-    args: dialback::pbx_sim::SimArgs,
+    args: dialback_pbx_sim::SimArgs,
 }
 
 #[tokio::test]
@@ -1099,7 +1099,7 @@ async fn the_cli_serves_until_sigterm_then_says_shutdown() {
         PbxSimCommand::parse_from(["pbx-sim", "--listen", &listen, "--user", "ops:pw", "--user", "ro:pw:noorig"]);
     assert_eq!(command.args.contexts, ["from-courier", "from-internal"]);
     assert_eq!((command.args.talk_seconds, command.args.ring_ms, command.args.dial_timeout_s), (3, 300, 30));
-    let cli = tokio::spawn(dialback::pbx_sim::run_cli(command.args));
+    let cli = tokio::spawn(dialback_pbx_sim::run_cli(command.args));
     let stream = crate::support::wait::eventually("pbx-sim to listen", || TcpStream::connect(&listen)).await;
     let mut ami = Ami::over(Box::new(stream)).await;
     ami.login("ops", "pw", "system").await;
@@ -1149,7 +1149,7 @@ async fn replay_agi(file: &str) {
          same => n,AGI(agi://127.0.0.1:{port}/route?tenant=demo,${{EXTEN}})\n \
          same => n,Hangup()\n"
     );
-    let dialplan = dialback::pbx_sim::dialplan::Dialplan::parse(&dialplan).expect("the dialplan loads");
+    let dialplan = dialback_pbx_sim::dialplan::Dialplan::parse(&dialplan).expect("the dialplan loads");
     let sim = crate::support::sim_with(|c| c.dialplan = Some(Arc::new(dialplan))).await;
     let observer = crate::support::AmiObserver::start(sim.addr().port()).await;
     observer.call_in("74951234567", "79161234567", "agi-replay-caller").await;
@@ -1234,7 +1234,7 @@ exten => _X.,1,NoOp(dialback callback context)
 async fn sim_with_dialplan(text: &str) -> Simulator {
     // Before loading: what Asterisk would log about the file shows with TEST_LOG set.
     init_test_logging();
-    let dialplan = dialback::pbx_sim::dialplan::Dialplan::parse(text).expect("the dialplan loads");
+    let dialplan = dialback_pbx_sim::dialplan::Dialplan::parse(text).expect("the dialplan loads");
     start(SimConfig { dialplan: Some(Arc::new(dialplan)), ..quick_config() }).await
 }
 

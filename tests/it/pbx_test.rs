@@ -187,7 +187,7 @@ async fn the_hints_come_in_the_language_the_admin_reads() {
 #[tokio::test]
 async fn a_user_without_originate_permission_fails_the_originate_step() {
     let sim =
-        support::sim_with(|c| c.users.push(dialback::pbx_sim::SimUser::without_originate("limited", "limited"))).await;
+        support::sim_with(|c| c.users.push(dialback_pbx_sim::SimUser::without_originate("limited", "limited"))).await;
     let app = spawn_app().await;
     let mut s = settings(sim.addr().port());
     s["username"] = json!("limited");
@@ -252,7 +252,7 @@ async fn busy_and_unanswered_phones_fail_the_leg_they_are_on() {
 async fn tls_with_an_untrusted_certificate_fails_the_tls_step_and_works_with_the_ca() {
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
-    let tls = dialback::pbx_sim::SimConfig::tls_from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+    let tls = dialback_pbx_sim::SimConfig::tls_from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
     let sim = support::sim_with(|c| c.tls = Some(tls)).await;
     let app = spawn_app().await;
     let mut s = settings(sim.addr().port());

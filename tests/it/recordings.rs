@@ -40,7 +40,7 @@ fn name_stamp_now() -> String {
 
 /// The demo company, its PBX the simulator (which writes its recordings into the FTP root) and
 /// its recordings source `ftp` (with `source` overrides).
-pub(crate) async fn company(tenant: &str, ftp: &FtpServer, source: Value) -> (TestApp, dialback::pbx_sim::Simulator) {
+pub(crate) async fn company(tenant: &str, ftp: &FtpServer, source: Value) -> (TestApp, dialback_pbx_sim::Simulator) {
     let root = ftp.root.clone();
     let sim = support::sim_with(|c| c.recordings_dir = Some(root)).await;
     let app = spawn_app().await;

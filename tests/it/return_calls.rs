@@ -36,7 +36,7 @@ pub(crate) async fn company(app: &TestApp, rules: Value) {
 
 /// The PBX: the simulator running the company's downloaded dialplan, changed by `edit` (a test's
 /// shorter ring, a wrong key), and an AMI session to place calls with.
-async fn pbx(app: &TestApp, edit: impl Fn(String) -> String) -> (dialback::pbx_sim::Simulator, AmiObserver, String) {
+async fn pbx(app: &TestApp, edit: impl Fn(String) -> String) -> (dialback_pbx_sim::Simulator, AmiObserver, String) {
     pbx_with(app, edit, |_| {}).await
 }
 
@@ -44,12 +44,12 @@ async fn pbx(app: &TestApp, edit: impl Fn(String) -> String) -> (dialback::pbx_s
 pub(crate) async fn pbx_with(
     app: &TestApp,
     edit: impl Fn(String) -> String,
-    tweak: impl FnOnce(&mut dialback::pbx_sim::SimConfig),
-) -> (dialback::pbx_sim::Simulator, AmiObserver, String) {
+    tweak: impl FnOnce(&mut dialback_pbx_sim::SimConfig),
+) -> (dialback_pbx_sim::Simulator, AmiObserver, String) {
     let text = app.get_as("/v1/admin/pbx/dialplan", &app.admin("acme")).await.text().await.unwrap();
     assert!(text.contains("[dialback-inbound]"), "{text}");
     let text = edit(text);
-    let dialplan = dialback::pbx_sim::dialplan::Dialplan::parse(&text).expect("the dialplan loads");
+    let dialplan = dialback_pbx_sim::dialplan::Dialplan::parse(&text).expect("the dialplan loads");
     let sim = support::sim_with(|c| {
         c.dialplan = Some(std::sync::Arc::new(dialplan));
         tweak(c);

@@ -55,11 +55,11 @@ fn statuses(messages: &[Value]) -> Vec<String> {
     messages.iter().map(|m| m["body"]["data"]["status"].as_str().unwrap().to_owned()).collect()
 }
 
-async fn company_with_sim() -> (TestApp, dialback::pbx_sim::Simulator) {
+async fn company_with_sim() -> (TestApp, dialback_pbx_sim::Simulator) {
     company_named("acme").await
 }
 
-async fn company_named(tenant: &str) -> (TestApp, dialback::pbx_sim::Simulator) {
+async fn company_named(tenant: &str) -> (TestApp, dialback_pbx_sim::Simulator) {
     let sim = support::quick_sim().await;
     let app = spawn_app().await;
     app.seed(tenant, sim.addr().port()).await;

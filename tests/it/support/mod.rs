@@ -46,7 +46,7 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 /// An HTTP client for the tests. dialback's reqwest has rustls without a default crypto provider
-/// (it brings its own, tls.rs), so the process's default is installed here first.
+/// (it brings its own, crates/ami/src/tls.rs), so the process's default is installed here first.
 pub fn http_client() -> reqwest::Client {
     static PROVIDER: Once = Once::new();
     PROVIDER.call_once(|| {
@@ -456,9 +456,9 @@ pub async fn insert_attempt(db: &deadpool_postgres::Client, row: &dialback::stor
 
 /// A PBX simulator on a free port with quick phones (ring 50 ms, talk 1 s, leg-2 Dial timeout
 /// 2 s), changed by `tweak`.
-pub async fn sim_with(tweak: impl FnOnce(&mut dialback::pbx_sim::SimConfig)) -> dialback::pbx_sim::Simulator {
+pub async fn sim_with(tweak: impl FnOnce(&mut dialback_pbx_sim::SimConfig)) -> dialback_pbx_sim::Simulator {
     init_test_logging();
-    let mut config = dialback::pbx_sim::SimConfig {
+    let mut config = dialback_pbx_sim::SimConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         talk: std::time::Duration::from_secs(1),
         ring: std::time::Duration::from_millis(50),
@@ -466,7 +466,7 @@ pub async fn sim_with(tweak: impl FnOnce(&mut dialback::pbx_sim::SimConfig)) -> 
         ..Default::default()
     };
     tweak(&mut config);
-    dialback::pbx_sim::Simulator::start(config).await.expect("simulator starts")
+    dialback_pbx_sim::Simulator::start(config).await.expect("simulator starts")
 }
 
 /// The company's PBX as its admin would set it up: dialback's settings saved with `overrides`,
@@ -476,15 +476,15 @@ pub async fn sim_running_the_downloaded_dialplan(
     app: &TestApp,
     tenant: &str,
     overrides: serde_json::Value,
-    tweak: impl FnOnce(&mut dialback::pbx_sim::SimConfig),
-) -> (dialback::pbx_sim::Simulator, String) {
+    tweak: impl FnOnce(&mut dialback_pbx_sim::SimConfig),
+) -> (dialback_pbx_sim::Simulator, String) {
     // The dialplan does not depend on where the PBX is: a port nobody listens on will do first.
     let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     app.configure_pbx(tenant, nowhere, overrides.clone()).await;
     let res = app.get_as("/v1/admin/pbx/dialplan", &app.admin(tenant)).await;
     assert_eq!(res.status(), 200);
     let text = res.text().await.unwrap();
-    let dialplan = dialback::pbx_sim::dialplan::Dialplan::parse(&text)
+    let dialplan = dialback_pbx_sim::dialplan::Dialplan::parse(&text)
         .unwrap_or_else(|e| panic!("the generated dialplan loads as extensions.conf: {e}\n{text}"));
     let sim = sim_with(|c| {
         c.dialplan = Some(std::sync::Arc::new(dialplan));
@@ -495,7 +495,7 @@ pub async fn sim_running_the_downloaded_dialplan(
     (sim, text)
 }
 
-pub async fn quick_sim() -> dialback::pbx_sim::Simulator {
+pub async fn quick_sim() -> dialback_pbx_sim::Simulator {
     sim_with(|_| {}).await
 }
 

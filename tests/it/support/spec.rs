@@ -38,7 +38,7 @@ pub fn spec() -> &'static Spec {
 
 impl Spec {
     pub fn load(yaml: &str) -> Result<Spec, String> {
-        let doc: Json = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        let doc: Json = yaml_serde::from_str(yaml).map_err(|e| e.to_string())?;
         let schemas = doc["components"]["schemas"].as_object().ok_or("no components.schemas")?;
         let mut definitions = HashMap::new();
         for direction in [Direction::Request, Direction::Response] {

@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use super::pbx::Pbx;
 use super::session::{Manager, Next};
 use super::wire::Wire;
-use crate::ami::codec::Message;
-use crate::telemetry::Chain;
+use dialback_ami::codec::Message;
+use dialback_logging::Chain;
 
 /// An unauthenticated session lives this long after its last request (manager.c).
 const UNAUTHENTICATED_LIFE: Duration = Duration::from_secs(5);

@@ -1,4 +1,4 @@
-//! The protocol-faithful PBX simulator (`dialback pbx-sim`): an AMI server that answers the way a
+//! The protocol-faithful PBX simulator (`pbx-sim`, this crate's binary): an AMI server that answers the way a
 //! real Asterisk 22.10.1 (AMI 11.0.0) was observed to over loopback, so dialback can be demonstrated
 //! and tested without a PBX. What was observed is pinned in `tests/fixtures/asterisk-22/ami/` (raw wire
 //! transcripts of whole calls) and `tests/it/pbx_sim.rs` replays them against the simulator: the
@@ -45,7 +45,7 @@ use wire::class;
 /// How long `shutdown()` waits for sessions to say goodbye and calls to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// `dialback pbx-sim` flags.
+/// `pbx-sim` flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
     /// Address to listen on for AMI.
@@ -412,67 +412,7 @@ impl Drop for Simulator {
     }
 }
 
-/// `dialback call-in`: a client calling a company's number, placed on any Asterisk (a real one or
-/// the simulator) as the Asterisk 22 transcripts place one: an Originate of `Local/<did>@<context>`
-/// whose caller half waits while the other runs the inbound context.
-#[derive(clap::Args, Debug, Clone)]
-pub struct CallInArgs {
-    /// The PBX's AMI address, HOST:PORT (a name or an address).
-    #[arg(long, default_value = "127.0.0.1:5038", value_name = "HOST:PORT")]
-    pub ami: String,
-    /// An AMI user of that PBX allowed to originate (`write = originate` in manager.conf).
-    #[arg(long, default_value = "dialback:dialback", value_name = "USER:SECRET")]
-    pub user: String,
-    /// The number called (the company's).
-    #[arg(long, default_value = "74951234567")]
-    pub did: String,
-    /// Who calls.
-    #[arg(long)]
-    pub caller: String,
-    /// The context the company's number is sent to: dialback's own (what the dialplan dialback
-    /// writes calls it), or the PBX's inbound context (e.g. from-trunk) to try its hand-off too.
-    #[arg(long, default_value = crate::domain::dialplan::INBOUND_CONTEXT)]
-    pub context: String,
-}
-
-pub async fn call_in(args: CallInArgs) -> anyhow::Result<()> {
-    let (username, secret) = args.user.split_once(':').context("--user is USER:SECRET")?;
-    let (host, port) = args.ami.rsplit_once(':').context("--ami is HOST:PORT")?;
-    let port = port.parse().with_context(|| format!("--ami {}: the port is not a number", args.ami))?;
-    let config = crate::ami::ClientConfig {
-        label: Arc::from("call-in"),
-        endpoint: crate::ami::transport::Endpoint {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            port,
-            tls: false,
-            ca_pem: None,
-            http_prefix: None,
-        },
-        username: username.to_owned(),
-        secret: secrecy::SecretString::from(secret.to_owned()),
-        connect_timeout: Duration::from_secs(5),
-        action_timeout: Duration::from_secs(5),
-        ping_interval: Duration::from_secs(20),
-        max_inflight_originates: 1,
-        backoff_max: Duration::from_secs(1),
-        connector: None,
-    };
-    let client = crate::ami::AmiClient::start(config, None);
-    client.wait_up(Duration::from_secs(5)).await.context("logging in to the PBX")?;
-    let originate = crate::ami::codec::Outgoing::action("Originate")
-        .with("ActionID", crate::ami::message::new_action_id())
-        .with("Channel", format!("Local/{}@{}", args.did, args.context))
-        .with("Application", "Wait")
-        .with("Data", "60")
-        .with("Async", "true")
-        .with("CallerID", format!("\"Client\" <{}>", args.caller));
-    let reply = client.call(&originate).await.context("the Originate")?;
-    client.close().await;
-    println!("{} calls {}: {}", args.caller, args.did, reply.get("Message").unwrap_or("queued"));
-    Ok(())
-}
-
-/// `dialback pbx-sim`: serve until SIGINT or SIGTERM, then shut down like Asterisk.
+/// `pbx-sim`: serve until SIGINT or SIGTERM, then shut down like Asterisk.
 pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
     let config = SimConfig::from_args(&args)?;
     // Catch the signals before accepting anyone, so every connected client hears the Shutdown.

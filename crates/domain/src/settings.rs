@@ -535,7 +535,7 @@ impl PbxSettings {
         check_template(&self.channel_template)?;
         check_token("context", &self.context, "a dialplan context name")?;
         check_token("internal_context", &self.internal_context, "a dialplan context name")?;
-        if self.context == self.internal_context || self.context == crate::domain::dialplan::INBOUND_CONTEXT {
+        if self.context == self.internal_context || self.context == crate::dialplan::INBOUND_CONTEXT {
             return Err(bad(
                 "context",
                 format!(

@@ -14,7 +14,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use super::pbx::{unix_now, Pbx};
-use crate::telemetry::Chain;
+use dialback_logging::Chain;
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
@@ -88,7 +88,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pbx_sim::SimConfig;
+    use crate::SimConfig;
 
     #[tokio::test]
     async fn lines_are_appended_and_flushed_when_the_simulator_stops() {

@@ -22,7 +22,7 @@ use super::pbx::{HangupSignal, Pbx};
 use super::phones::Outcome;
 use super::wav;
 use super::wire::{class, Wire};
-use crate::telemetry::Chain;
+use dialback_logging::Chain;
 
 /// Asterisk's `MAX_AGI_CONNECT`: a FastAGI server that does not accept within it is given up.
 const AGI_CONNECT: Duration = Duration::from_millis(2000);

@@ -265,7 +265,7 @@ impl Dialplan {
     pub(crate) fn reference(contexts: &[String]) -> Dialplan {
         let text: String = contexts.iter().map(|context| format!("[{context}]\n{REFERENCE_EXTENSION}")).collect();
         Dialplan::parse(&text).unwrap_or_else(|e| {
-            tracing::warn!(error = %crate::telemetry::Chain(&e), "a configured context cannot hold the reference dialplan");
+            tracing::warn!(error = %dialback_logging::Chain(&e), "a configured context cannot hold the reference dialplan");
             Dialplan::default()
         })
     }

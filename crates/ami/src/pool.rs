@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{AmiClient, ClientConfig, ConnState, EventSink};
 use super::transport::Endpoint;
-use crate::config::AmiConfig;
 
 /// What identifies a tenant's AMI session: where, and as whom.
 #[derive(Clone)]
@@ -49,9 +48,24 @@ impl Drop for CallHold {
     }
 }
 
+/// How the pool opens and keeps sessions (the application supplies it from its settings).
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Concurrent in-flight originates per PBX, shared among the processes alive.
+    pub max_inflight_originates: usize,
+    /// A session closes after this long without use (never while a call holds it).
+    pub idle_close: Duration,
+    /// Connect, banner and login.
+    pub connect_timeout: Duration,
+    /// One action's reply.
+    pub action_timeout: Duration,
+    /// Keepalive `Ping` interval.
+    pub ping_interval: Duration,
+}
+
 pub struct AmiPool {
     entries: Mutex<HashMap<String, Entry>>,
-    config: AmiConfig,
+    config: PoolConfig,
     sink: Option<EventSink>,
     /// The dialback processes alive: each holds its share of a PBX's cap on in-flight
     /// originates (`max_inflight_originates`, rounded up), set on sessions opened from then on.
@@ -59,7 +73,7 @@ pub struct AmiPool {
 }
 
 impl AmiPool {
-    pub fn new(config: AmiConfig, sink: Option<EventSink>) -> Arc<Self> {
+    pub fn new(config: PoolConfig, sink: Option<EventSink>) -> Arc<Self> {
         Arc::new(Self { entries: Mutex::new(HashMap::new()), config, sink, processes: AtomicUsize::new(1) })
     }
 
@@ -69,9 +83,9 @@ impl AmiPool {
             endpoint: login.endpoint.clone(),
             username: login.username.clone(),
             secret: login.secret.clone(),
-            connect_timeout: Duration::from_millis(self.config.connect_timeout_ms),
-            action_timeout: Duration::from_millis(self.config.action_timeout_ms),
-            ping_interval: Duration::from_secs(self.config.ping_interval_s.max(1)),
+            connect_timeout: self.config.connect_timeout,
+            action_timeout: self.config.action_timeout,
+            ping_interval: self.config.ping_interval,
             max_inflight_originates: self
                 .config
                 .max_inflight_originates
@@ -151,7 +165,7 @@ impl AmiPool {
 
     /// Closes connections unused for `idle_close_s` with no tracked call.
     pub fn close_idle(&self) -> usize {
-        let idle = Duration::from_secs(self.config.idle_close_s);
+        let idle = self.config.idle_close;
         let mut closed = Vec::new();
         {
             let mut entries = self.entries.lock().expect("pool lock");

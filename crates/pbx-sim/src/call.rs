@@ -26,7 +26,7 @@ use super::pbx::{HangupSignal, Pbx};
 use super::phones::{self, Outcome};
 use super::wav;
 use super::wire::{class, Wire};
-use crate::telemetry::Chain;
+use dialback_logging::Chain;
 
 /// Where the simulated phones "live": the context of leg 2's Local channels (as in the
 /// reference dialplan, `Dial(Local/${EXTEN}@phones,30)`).

@@ -33,7 +33,7 @@ use super::codec::{AmiCodec, Frame, Message, Outgoing};
 use super::message::{self, AmiEvent, Originate, OriginateResponse};
 use super::transport::{self, BoxStream, Endpoint};
 use super::AmiError;
-use crate::telemetry::Chain;
+use dialback_logging::Chain;
 
 #[derive(Clone)]
 pub struct ClientConfig {

@@ -1,7 +1,7 @@
 //! The simulator's side of the wire: privilege classes, the `Events:` mask, and replies and events
 //! written straight into bytes.
 //!
-//! Messages are built here rather than through [`crate::ami::codec::Outgoing`] because Asterisk
+//! Messages are built here rather than through [`dialback_ami::codec::Outgoing`] because Asterisk
 //! sends things that encoder rightly refuses from a client: it echoes an ActionID holding a bare CR
 //! exactly as received (f_injection), and `VarSet` events carry `Variable: NAME` without `=VALUE`.
 //! An event is encoded once and shared by every session (`Bytes` is reference-counted).

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::ami::codec::Message;
+use dialback_ami::codec::Message;
 
 use super::channel::{Party, UNKNOWN};
 use super::wire::is_true;

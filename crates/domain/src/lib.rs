@@ -6,6 +6,7 @@
 //! - [`settings`]: a company's PBX settings, validated field by field.
 //! - [`company`]: a company as the operator manages it: its state and its token issuer.
 //! - [`dashboard`]: how the admin page counts calls (outcomes, couriers) and judges the set-up.
+//! - [`destination`]: whom leg 2 may ring (the destination policy), decided without I/O.
 //! - [`dialplan`]: the `extensions_custom.conf` a company's PBX needs, generated from its settings.
 //! - [`event`]: the events dialback reports (to the app's live stream and to webhooks), endpoints.
 //! - [`registry`]: couriers and orders, as the company's main system pushes them.
@@ -15,6 +16,7 @@
 pub mod callback;
 pub mod company;
 pub mod dashboard;
+pub mod destination;
 pub mod dialplan;
 pub mod event;
 pub mod phone;
@@ -38,7 +40,8 @@ impl std::fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
-pub(crate) fn bad(field: &'static str, message: impl Into<String>) -> FieldError {
+/// The field named `field` is wrong, and `message` says how.
+pub fn bad(field: &'static str, message: impl Into<String>) -> FieldError {
     FieldError { field, message: message.into() }
 }
 

@@ -1,6 +1,6 @@
 //! AMI over Asterisk's HTTP server ("AJAM", `{prefix}/rawman`): the same actions, replies and
 //! events as a session on the AMI port, carried by HTTP requests. What it follows (Asterisk 22's
-//! `main/manager.c` and `main/http.c`; the simulator, `pbx_sim/ajam.rs`, answers the same way):
+//! `main/manager.c` and `main/http.c`; the simulator, `crates/pbx-sim/src/ajam.rs`, answers the same way):
 //!
 //! - Every answer is `HTTP 200` with `Content-type: text/plain`, errors included: the AMI result is
 //!   in `Response:`. Anything else (a 404 because `webenabled` is off or the prefix is wrong, a
@@ -35,7 +35,7 @@ use super::codec::{AmiCodec, Frame, Limits, Message, Outgoing, Side};
 use super::message;
 use super::transport::{self, BoxStream, Endpoint};
 use super::AmiError;
-use crate::telemetry::Chain;
+use dialback_logging::Chain;
 
 /// How long one `waitevent` waits for events, in seconds. Asterisk caps it at `httptimeout - 10`
 /// (50 s by default) and a reverse proxy's read timeout is often 60 s (nginx): well below both.

@@ -7,12 +7,14 @@
 //! - [`client`]: one logged-in session per PBX, owned by tasks that read continuously, match
 //!   replies by ActionID, fan events out, ping, and reconnect with capped backoff.
 //! - [`pool`]: one client per tenant, created lazily, closed when idle.
+//! - [`tls`]: the TLS client set-up (the company's CA or the system roots); FTPS uses it too.
 
 pub mod ajam;
 pub mod client;
 pub mod codec;
 pub mod message;
 pub mod pool;
+pub mod tls;
 pub mod transport;
 
 pub use client::{AmiClient, ClientConfig, ConnState, OriginateHandle};

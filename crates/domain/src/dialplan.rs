@@ -362,7 +362,7 @@ pub fn ranges(numbers: &[u32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::settings::tests::sample;
+    use crate::settings::tests::sample;
 
     fn text(settings: &PbxSettings, agi: Option<&str>) -> String {
         render(&generate("acme", settings, agi).unwrap(), OffsetDateTime::UNIX_EPOCH)

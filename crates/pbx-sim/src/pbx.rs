@@ -192,7 +192,7 @@ impl Pbx {
                 }
                 // Out of file descriptors, usually: keep serving the connections there are.
                 Err(e) => {
-                    tracing::warn!(error = %crate::telemetry::Chain(&e), what, "pbx-sim accept failed");
+                    tracing::warn!(error = %dialback_logging::Chain(&e), what, "pbx-sim accept failed");
                     if !self.sleep(Duration::from_millis(50)).await {
                         return;
                     }

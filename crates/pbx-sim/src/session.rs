@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, oneshot};
 use tokio_rustls::rustls;
 use tokio_util::codec::Decoder;
 
-use crate::ami::codec::{encode_banner, AmiCodec, Frame, Message};
+use dialback_ami::codec::{encode_banner, AmiCodec, Frame, Message};
 
 use super::call;
 use super::dialplan::Dialplan;
@@ -29,7 +29,7 @@ use super::originate::OriginateRequest;
 use super::pbx::{unix_now, Pbx};
 use super::wire::{class, parse_event_mask, Event, Wire};
 use super::SimUser;
-use crate::telemetry::Chain;
+use dialback_logging::Chain;
 
 /// The AMI version a real Asterisk 22 announces.
 const AMI_VERSION: &str = "11.0.0";

@@ -464,7 +464,7 @@ pub fn apply(state: &ReturnState, fact: &ReturnFact, now: OffsetDateTime) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::settings::tests::sample;
+    use crate::settings::tests::sample;
 
     fn at(hour: u8) -> OffsetDateTime {
         time::macros::datetime!(2026-06-01 00:00 UTC) + time::Duration::hours(i64::from(hour))
@@ -489,7 +489,7 @@ mod tests {
     }
 
     fn client(orders: Vec<CandidateOrder>) -> Caller {
-        Caller { number: Some(crate::domain::phone::parse("+79161234567", "RU").unwrap()), orders, courier_id: None }
+        Caller { number: Some(crate::phone::parse("+79161234567", "RU").unwrap()), orders, courier_id: None }
     }
 
     fn on() -> ReturnCallSettings {

@@ -1,0 +1,86 @@
+//! What a tap is decided on without asking the database each time: each company's PBX settings
+//! (decrypted) and its active couriers and orders. Saves reach every process at once
+//! (store/notify.rs); the entries' lifetime bounds how long a missed one stays stale.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::domain::registry::Order;
+use crate::domain::settings::PbxSettings;
+
+/// Active couriers (their phones) and orders as last read: most taps are decided on these, and
+/// the attempt's insert checks that they are still what is stored (`DecidedOn`), so an entry may
+/// be stale but a decision made on it is never written; it costs a read again.
+pub struct RegistryCache {
+    couriers: moka::sync::Cache<(String, String), String>,
+    orders: moka::sync::Cache<(String, String), Option<Order>>,
+}
+
+/// Entries of each kind kept at most (the least used go first): about 20 MB of orders.
+const REGISTRY_ENTRIES: u64 = 100_000;
+
+impl Default for RegistryCache {
+    fn default() -> Self {
+        Self { couriers: moka::sync::Cache::new(REGISTRY_ENTRIES), orders: moka::sync::Cache::new(REGISTRY_ENTRIES) }
+    }
+}
+
+impl RegistryCache {
+    /// The courier's phone and the order (None: it did not exist), when both are cached.
+    pub(super) fn get(
+        &self,
+        tenant: &str,
+        courier_id: &str,
+        order_id: Option<&str>,
+    ) -> Option<(String, Option<Order>)> {
+        let phone = self.couriers.get(&(tenant.to_owned(), courier_id.to_owned()))?;
+        let order = match order_id {
+            None => None,
+            Some(order_id) => self.orders.get(&(tenant.to_owned(), order_id.to_owned()))?,
+        };
+        Some((phone, order))
+    }
+
+    pub(super) fn put(
+        &self,
+        tenant: &str,
+        courier_id: &str,
+        phone: &str,
+        order_id: Option<&str>,
+        order: Option<&Order>,
+    ) {
+        self.couriers.insert((tenant.to_owned(), courier_id.to_owned()), phone.to_owned());
+        if let Some(order_id) = order_id {
+            self.orders.insert((tenant.to_owned(), order_id.to_owned()), order.cloned());
+        }
+    }
+}
+
+/// A tenant's settings with their decrypted secret, for `SETTINGS_TTL`.
+pub struct SettingsCache(moka::sync::Cache<String, (PbxSettings, SecretString)>);
+
+impl SettingsCache {
+    /// Entries live `ttl` at most (see `DbConfig::cache_ttl_s`).
+    pub fn new(ttl: Duration) -> Self {
+        Self(moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ttl).build())
+    }
+
+    pub(super) fn get(&self, tenant: &str) -> Option<(PbxSettings, SecretString)> {
+        self.0.get(tenant)
+    }
+
+    pub(super) fn put(&self, tenant: &str, settings: &PbxSettings, secret: &SecretString) {
+        self.0.insert(tenant.to_owned(), (settings.clone(), secret.clone()));
+    }
+
+    /// The tenant saved new settings.
+    pub fn invalidate(&self, tenant: &str) {
+        self.0.invalidate(tenant);
+    }
+
+    /// Saves may have been missed (the change listener reconnected).
+    pub fn invalidate_all(&self) {
+        self.0.invalidate_all();
+    }
+}

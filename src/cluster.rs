@@ -1,0 +1,126 @@
+//! This process among the dialback processes sharing one database, and what its services share:
+//! its id and heartbeat, how many processes are alive, the companies' AMI sessions, the event bus
+//! and the rate limits.
+//!
+//! Each process registers in `dialback_processes` and beats every [`HEARTBEAT`]; the calls it
+//! places name it as their owner. Heartbeats were chosen over session-level advisory locks: they
+//! are visible (`SELECT * FROM dialback_processes` says who is alive and since when), they survive
+//! a connection pooler in transaction mode, and a process whose database connection blips is not
+//! declared dead by it. What happens to a dead or stopping process's calls is the takeovers'
+//! (callbacks/takeover.rs, return_calls/takeover.rs), which run on the same beat.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::ami::pool::AmiPool;
+use crate::events::Bus;
+use crate::limits::Limiters;
+use crate::store::{self, StoreError};
+use crate::telemetry::Chain;
+
+/// How often a process says it is alive and looks for calls to take over.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A process silent for this long is dead: its calls are taken over.
+pub const DEAD_AFTER: Duration = Duration::from_secs(5);
+/// How much longer a process with no AMI session to the call's PBX leaves it to one that has.
+pub const GRACE: Duration = Duration::from_secs(3);
+/// Calls claimed per beat at most (the rest on the next).
+pub const CLAIM_BATCH: i64 = 1000;
+
+/// What the services of this process share.
+pub struct Cluster {
+    /// This process's id in `dialback_processes`: the owner of the calls it places.
+    pub process: Uuid,
+    /// Every company's AMI session, shared by callbacks, return calls and the dialplan check.
+    pub ami: Arc<AmiPool>,
+    /// Where each change's events go once written (live streams, the webhook deliverer).
+    pub bus: Bus,
+    /// The rate limits, each process allowing its share of a company's.
+    pub limiters: Arc<Limiters>,
+    db: deadpool_postgres::Pool,
+    /// How many processes were alive at the last heartbeat, this one included.
+    alive: AtomicUsize,
+}
+
+impl Cluster {
+    pub fn new(
+        process: Uuid,
+        db: deadpool_postgres::Pool,
+        ami: Arc<AmiPool>,
+        bus: Bus,
+        limiters: Arc<Limiters>,
+    ) -> Arc<Self> {
+        Arc::new(Cluster { process, ami, bus, limiters, db, alive: AtomicUsize::new(1) })
+    }
+
+    /// How many dialback processes were alive at the last heartbeat (at least this one). With
+    /// others alive, a call's changes may be written by another process.
+    pub fn processes_alive(&self) -> usize {
+        self.alive.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Beats every [`HEARTBEAT`] until `stop`.
+    pub fn spawn_heartbeat(self: &Arc<Self>, stop: CancellationToken) -> JoinHandle<()> {
+        let cluster = self.clone();
+        tokio::spawn(
+            async move { on_every_beat(&stop, "the heartbeat", || cluster.beat()).await }
+                .instrument(tracing::info_span!("heartbeat")),
+        )
+    }
+
+    /// Says this process is alive, and shares the companies' limits (src/limits.rs) and their
+    /// PBXs' cap on originates in flight among the processes alive.
+    async fn beat(&self) -> Result<(), StoreError> {
+        let db = store::client(&self.db).await?;
+        store::processes::beat(&db, self.process, &host(), std::process::id(), env!("CARGO_PKG_VERSION")).await?;
+        let alive = store::processes::alive(&db, DEAD_AFTER).await?.max(1);
+        metrics::gauge!("dialback_processes_alive").set(alive as f64);
+        self.limiters.share_among(alive as u32);
+        self.ami.share_among(alive as usize);
+        self.alive.store(alive as usize, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Stopping, once the takeovers have handed this process's calls over: leaves the list of
+    /// processes (the others stop counting it at once).
+    pub async fn leave(&self) {
+        let left = async { store::processes::leave(&store::client(&self.db).await?, self.process).await };
+        if let Err(e) = left.await {
+            tracing::warn!(error = %Chain(&e), "stopping: could not leave the list of processes; its heartbeat ages out");
+        }
+    }
+}
+
+/// Runs `beat` every [`HEARTBEAT`] until `stop`; a failed one is counted and logged as `what`
+/// failing, and the next is tried a beat later.
+pub async fn on_every_beat<F, Fut>(stop: &CancellationToken, what: &'static str, mut beat: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let mut every = tokio::time::interval(HEARTBEAT);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = beat().await {
+            metrics::counter!("dialback_takeover_errors_total").increment(1);
+            tracing::warn!(error = %Chain(&e), "{what} failed; trying again in a second");
+        }
+    }
+}
+
+fn host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .unwrap_or_default()
+}
