@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::ami::pool::AmiPool;
 use crate::events::Bus;
 use crate::limits::Limiters;
+use crate::store::processes::Orphans;
 use crate::store::{self, StoreError};
 use crate::telemetry::Chain;
 
@@ -63,6 +64,13 @@ impl Cluster {
     /// others alive, a call's changes may be written by another process.
     pub fn processes_alive(&self) -> usize {
         self.alive.load(Ordering::Relaxed).max(1)
+    }
+
+    /// What this process claims on a beat: the calls in flight of processes dead for
+    /// [`DEAD_AFTER`] or stopped, at once for the companies in `tenants_up` (it has heard their
+    /// events), after [`GRACE`] more for the others; [`CLAIM_BATCH`] at most.
+    pub fn orphans<'a>(&self, tenants_up: &'a [String]) -> Orphans<'a> {
+        Orphans { me: self.process, dead_after: DEAD_AFTER, tenants_up, grace: GRACE, limit: CLAIM_BATCH }
     }
 
     /// Beats every [`HEARTBEAT`] until `stop`.

@@ -6,9 +6,10 @@
 //!
 //! Asterisk sends every event to every AMI session, so every process with a session to a PBX
 //! follows all of its calls it hears; only the owner decides that an end was missed. On each beat
-//! a process claims the calls in flight whose owner is dead (silent for [`DEAD_AFTER`]) or that
-//! were released (their process stopped, or lost its AMI link): at once for companies it has a
-//! session up with, after [`GRACE`] more for the others, opening a session to their PBX. It then
+//! a process claims the calls in flight whose owner is dead (silent for
+//! [`DEAD_AFTER`](crate::cluster::DEAD_AFTER)) or that were released (their process stopped, or
+//! lost its AMI link): at once for companies it has a session up with, after
+//! [`GRACE`](crate::cluster::GRACE) more for the others, opening a session to their PBX. It then
 //! asks the PBX which of them are still up (`CoreShowChannels`): those are followed to their end,
 //! the others ended while nobody was listening and become `unknown`, saying so.
 
@@ -22,10 +23,9 @@ use tracing::Instrument;
 
 use super::{pbx_login, CallbackService};
 use crate::ami::client::{AmiClient, LiveChannel};
-use crate::cluster::{on_every_beat, CLAIM_BATCH, DEAD_AFTER, GRACE};
+use crate::cluster::on_every_beat;
 use crate::store;
 use crate::store::callbacks::CallbackRow;
-use crate::store::processes::Orphans;
 use crate::store::StoreError;
 use crate::telemetry::Chain;
 
@@ -44,13 +44,7 @@ impl CallbackService {
 
     async fn claim(self: &Arc<Self>) -> Result<(), StoreError> {
         let tenants_up = self.cluster.ami.tenants_up();
-        let orphans = Orphans {
-            me: self.cluster.process,
-            dead_after: DEAD_AFTER,
-            tenants_up: &tenants_up,
-            grace: GRACE,
-            limit: CLAIM_BATCH,
-        };
+        let orphans = self.cluster.orphans(&tenants_up);
         let claimed = store::callbacks::claim_orphans(&store::client(&self.db).await?, &orphans).await?;
         let mut by_tenant: BTreeMap<String, Vec<(CallbackRow, String)>> = BTreeMap::new();
         for (row, why) in claimed {

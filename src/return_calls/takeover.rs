@@ -11,8 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::ReturnCalls;
-use crate::cluster::{on_every_beat, CLAIM_BATCH, DEAD_AFTER, GRACE};
-use crate::store::processes::Orphans;
+use crate::cluster::on_every_beat;
 use crate::store::return_calls::ReturnCallRow;
 use crate::store::{self, StoreError};
 use crate::telemetry::Chain;
@@ -41,13 +40,7 @@ impl ReturnCalls {
 
     async fn claim(&self) -> Result<(), StoreError> {
         let tenants_up = self.cluster.ami.tenants_up();
-        let orphans = Orphans {
-            me: self.cluster.process,
-            dead_after: DEAD_AFTER,
-            tenants_up: &tenants_up,
-            grace: GRACE,
-            limit: CLAIM_BATCH,
-        };
+        let orphans = self.cluster.orphans(&tenants_up);
         let claimed = store::return_calls::claim_orphans(&store::client(&self.db).await?, &orphans).await?;
         let mut by_tenant: BTreeMap<String, Vec<(ReturnCallRow, String)>> = BTreeMap::new();
         for (row, why) in claimed {
