@@ -88,7 +88,6 @@ struct Tracked {
 pub struct Tracker {
     shards: Arc<Vec<mpsc::UnboundedSender<Work>>>,
     shared: Arc<Shared>,
-    process: Uuid,
 }
 
 /// What every shard shares.
@@ -155,17 +154,12 @@ impl Tracker {
             tokio::spawn(run_shard(shared.clone(), rx));
             shards.push(tx);
         }
-        Self { shards: Arc::new(shards), shared, process }
+        Self { shards: Arc::new(shards), shared }
     }
 
     /// The pool of the companies' AMI connections this tracker hears (see `Shared::pool`).
     pub fn hang_up_through(&self, pool: &Arc<AmiPool>) {
         let _ = self.shared.pool.set(Arc::downgrade(pool));
-    }
-
-    /// This process's id: the owner of the calls it places.
-    pub fn process(&self) -> Uuid {
-        self.process
     }
 
     /// Follows calls this process took over, each with why nobody was following it (holding one
