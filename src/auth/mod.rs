@@ -18,7 +18,20 @@ use crate::config::Config;
 
 pub use issuers::Verifier;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Courier,
@@ -28,15 +41,7 @@ pub enum Role {
     Operator,
 }
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Courier => "courier",
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-        }
-    }
-}
+crate::domain::enum_names!(Role);
 
 /// `aud` as JWTs carry it: one string, or several (identity providers such as Keycloak send an
 /// array once a token has more than one audience).

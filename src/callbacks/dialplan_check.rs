@@ -8,7 +8,8 @@ use crate::domain::settings::DEFAULT_CONTEXT;
 use crate::i18n::Text;
 
 /// What the PBX runs, compared with what dialback generated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Verdict {
     /// Every context as generated, this version.
     Current,
@@ -20,16 +21,7 @@ pub enum Verdict {
     Unreadable,
 }
 
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Current => "current",
-            Verdict::Warning => "warning",
-            Verdict::Failing => "failing",
-            Verdict::Unreadable => "unreadable",
-        }
-    }
-}
+crate::domain::enum_names!(Verdict);
 
 /// A verdict, what was found, and what to change (none when current).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,7 +35,7 @@ const MAX_STREAM: Duration = Duration::from_secs(3600);
 
 pub async fn stream(
     req: HttpRequest,
-    caller: Principal,
+    principal: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -51,14 +51,14 @@ pub async fn stream(
     };
     // Subscribed before anything is read: an event written meanwhile is heard, not lost.
     let subscription = state.cluster.bus.subscribe(id);
-    let row = visible(&state, &caller, id).await?;
-    let viewer = if caller.is_admin() { Viewer::Admin } else { Viewer::Courier };
+    let row = visible(&state, &principal, id).await?;
+    let viewer = if principal.is_admin() { Viewer::Admin } else { Viewer::Courier };
     let mut pending = VecDeque::new();
     let after = match last_seen {
         // Resumed: what was written since, as it was written.
         Some(after) => {
             let db = store::client(&state.db).await?;
-            for event in store::events::after(&db, caller.tenant(), id, after).await? {
+            for event in store::events::after(&db, principal.tenant(), id, after).await? {
                 pending.push_back((event.sequence, event.data));
             }
             after
@@ -73,7 +73,7 @@ pub async fn stream(
     };
     let feed = Feed {
         state,
-        tenant: caller.tenant().to_owned(),
+        tenant: principal.tenant().to_owned(),
         id,
         viewer,
         subscription,

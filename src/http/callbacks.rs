@@ -50,8 +50,8 @@ impl CallbackBody {
     }
 }
 
-fn viewer(caller: &Principal) -> Viewer {
-    if caller.is_admin() {
+fn viewer(principal: &Principal) -> Viewer {
+    if principal.is_admin() {
         Viewer::Admin
     } else {
         Viewer::Courier
@@ -61,11 +61,11 @@ fn viewer(caller: &Principal) -> Viewer {
 /// `POST /v1/callbacks`: the courier's tap.
 pub async fn create(
     req: HttpRequest,
-    caller: Courier,
+    Courier(principal): Courier,
     state: web::Data<AppState>,
     body: JsonObject<CallbackBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, courier) = (caller.tenant(), caller.sub());
+    let (tenant, courier) = (principal.tenant(), principal.sub());
     let request = body.call_request()?;
     let claim = match req.headers().get("idempotency-key") {
         None => None,
@@ -107,10 +107,11 @@ pub(super) fn callback_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 /// Loads a callback the caller may see: a courier their own, an admin their company's.
-pub(super) async fn visible(state: &AppState, caller: &Principal, id: Uuid) -> Result<CallbackRow, ApiError> {
+pub(super) async fn visible(state: &AppState, principal: &Principal, id: Uuid) -> Result<CallbackRow, ApiError> {
     let db = store::client(&state.db).await?;
-    let row = store::callbacks::get(&db, caller.tenant(), id).await?.ok_or_else(|| ApiError::not_found("callback"))?;
-    if !caller.is_admin() && row.courier_id != caller.sub() {
+    let row =
+        store::callbacks::get(&db, principal.tenant(), id).await?.ok_or_else(|| ApiError::not_found("callback"))?;
+    if !principal.is_admin() && row.courier_id != principal.sub() {
         return Err(ApiError::not_found("callback"));
     }
     Ok(row)
@@ -128,21 +129,21 @@ async fn views(state: &AppState, tenant: &str, rows: &[CallbackRow], viewer: Vie
 }
 
 pub async fn get(
-    caller: Principal,
+    principal: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = visible(&state, &caller, callback_id(&path)?).await?;
-    let mut one = views(&state, caller.tenant(), std::slice::from_ref(&row), viewer(&caller)).await?;
+    let row = visible(&state, &principal, callback_id(&path)?).await?;
+    let mut one = views(&state, principal.tenant(), std::slice::from_ref(&row), viewer(&principal)).await?;
     Ok(HttpResponse::Ok().json(one.remove(0)))
 }
 
 pub async fn cancel(
-    caller: Principal,
+    principal: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = visible(&state, &caller, callback_id(&path)?).await?;
+    let row = visible(&state, &principal, callback_id(&path)?).await?;
     if !row.state.status.is_ringing() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -151,9 +152,9 @@ pub async fn cancel(
             format!("the callback is {} and can no longer be canceled", row.state.status.as_str()),
         ));
     }
-    let audience = if caller.is_admin() { Audience::Admin } else { Audience::Courier };
+    let audience = if principal.is_admin() { Audience::Admin } else { Audience::Courier };
     let row = state.callbacks.cancel(&row).await.map_err(|e| place_problem(&e, audience))?;
-    Ok(HttpResponse::Ok().json(view(&row, None, viewer(&caller))))
+    Ok(HttpResponse::Ok().json(view(&row, None, viewer(&principal))))
 }
 
 #[derive(Deserialize)]
@@ -232,27 +233,27 @@ impl ListQuery {
 /// spec documents only JSON here, so a generated client's method returns one type.
 pub async fn list(
     req: HttpRequest,
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let page = Page::parse(query.cursor.as_deref(), query.limit)?;
-    let filter = query.filter(&state, caller.tenant(), &page).await?;
+    let filter = query.filter(&state, admin.tenant(), &page).await?;
     if wants_csv(&req) {
-        return Ok(journal_csv::response(state.into_inner(), caller.tenant().to_owned(), filter));
+        return Ok(journal_csv::response(state.into_inner(), admin.tenant().to_owned(), filter));
     }
     let db = store::client(&state.db).await?;
-    let rows = store::callbacks::list(&db, caller.tenant(), &filter).await?;
+    let rows = store::callbacks::list(&db, admin.tenant(), &filter).await?;
     drop(db);
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let items = views(&state, caller.tenant(), &rows, Viewer::Admin).await?;
+    let items = views(&state, admin.tenant(), &rows, Viewer::Admin).await?;
     Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": page.next_cursor(&ids) })))
 }
 
 /// `GET /v1/callbacks.csv`: every call the filters match, as one CSV file (see [`journal_csv`]).
 pub async fn export(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -265,8 +266,8 @@ pub async fn export(
         ));
     }
     let page = Page::parse(None, None)?;
-    let filter = query.filter(&state, caller.tenant(), &page).await?;
-    Ok(journal_csv::response(state.into_inner(), caller.tenant().to_owned(), filter))
+    let filter = query.filter(&state, admin.tenant(), &page).await?;
+    Ok(journal_csv::response(state.into_inner(), admin.tenant().to_owned(), filter))
 }
 
 /// Whether the client asks for CSV rather than JSON.

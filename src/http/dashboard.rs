@@ -65,12 +65,12 @@ fn connection(state: Option<ConnState>, configured: bool) -> (&'static str, Opti
 }
 
 pub async fn dashboard(
-    caller: Admin,
+    admin: Admin,
     Language(lang): Language,
     state: web::Data<AppState>,
     query: web::Query<DashboardQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = caller.tenant();
+    let tenant = admin.tenant();
     let tz = query.into_inner().tz.unwrap_or_else(|| "UTC".to_owned());
     let mut db = store::client(&state.db).await?;
     if tz.is_empty() || tz.len() > 64 || !counts::time_zone_known(&db, &tz).await? {

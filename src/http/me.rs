@@ -17,10 +17,14 @@ use crate::store;
 /// How long the app may use its copy before asking again.
 const MAX_AGE_S: u32 = 30;
 
-pub async fn me(req: HttpRequest, caller: Courier, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let tenant = caller.tenant();
+pub async fn me(
+    req: HttpRequest,
+    Courier(principal): Courier,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = principal.tenant();
     let db = store::client(&state.db).await?;
-    let courier = store::admin::get_courier(&db, tenant, caller.sub()).await?;
+    let courier = store::admin::get_courier(&db, tenant, principal.sub()).await?;
     drop(db);
     let settings = state.callbacks.settings(tenant).await.map_err(|e| place_problem(&e, Audience::Courier))?;
     let pbx = state.callbacks.pbx_availability(tenant).await.map_err(|e| place_problem(&e, Audience::Courier))?;

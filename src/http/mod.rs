@@ -22,6 +22,7 @@ pub mod problem;
 pub mod recordings;
 pub mod registry;
 pub mod return_calls;
+pub mod settings_input;
 pub mod state;
 pub mod webhooks;
 

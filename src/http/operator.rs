@@ -67,6 +67,6 @@ pub async fn delete(
 
 /// `GET /v1/admin/company`: the caller's own company as the operator set it up (how its tokens
 /// are verified), for its admin page.
-pub async fn own_company(caller: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.companies.get(caller.tenant()).await?))
+pub async fn own_company(admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.companies.get(admin.tenant()).await?))
 }

@@ -8,9 +8,10 @@ use serde_json::{json, Value};
 use super::body::JsonObject;
 use super::extract::{Admin, Language};
 use super::problem::ApiError;
+use super::settings_input::SettingsInput;
 use super::state::AppState;
 use crate::domain::dialplan;
-use crate::domain::settings::{PbxSettings, SettingsInput};
+use crate::domain::settings::PbxSettings;
 use crate::i18n::{Lang, Text};
 use crate::recordings::Recordings;
 use crate::store;
@@ -39,25 +40,25 @@ pub fn dialplan_check_view(stored: Option<Value>, lang: Lang) -> Value {
 }
 
 pub async fn get_pbx(
-    caller: Admin,
+    admin: Admin,
     Language(lang): Language,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let db = store::client(&state.db).await?;
     let stored =
-        store::admin::get_settings(&db, caller.tenant()).await?.ok_or_else(|| ApiError::not_found("PBX settings"))?;
-    let password_set = store::admin::recordings_password(&db, caller.tenant()).await?.is_some();
+        store::admin::get_settings(&db, admin.tenant()).await?.ok_or_else(|| ApiError::not_found("PBX settings"))?;
+    let password_set = store::admin::recordings_password(&db, admin.tenant()).await?.is_some();
     let mut view = settings_view(&stored.settings, stored.updated_at, password_set);
     view["dialplan_check"] = dialplan_check_view(stored.dialplan_check, lang);
     Ok(HttpResponse::Ok().json(view))
 }
 
 pub async fn put_pbx(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     body: JsonObject<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = caller.tenant();
+    let tenant = admin.tenant();
     let SettingsInput { settings, secret, recordings_password } = SettingsInput::parse(body.into_inner())?;
     let key = state.config.secrets_key();
     let mut db = store::client(&state.db).await?;
@@ -114,12 +115,12 @@ pub async fn put_pbx(
 }
 
 /// `GET /v1/admin/pbx/dialplan`: the company's `extensions_custom.conf`, from its saved settings.
-pub async fn get_dialplan(caller: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn get_dialplan(admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let db = store::client(&state.db).await?;
     let stored =
-        store::admin::get_settings(&db, caller.tenant()).await?.ok_or_else(|| ApiError::not_found("PBX settings"))?;
+        store::admin::get_settings(&db, admin.tenant()).await?.ok_or_else(|| ApiError::not_found("PBX settings"))?;
     drop(db);
-    let generated = generated_dialplan(&state, caller.tenant(), &stored.settings).await?.ok_or_else(|| {
+    let generated = generated_dialplan(&state, admin.tenant(), &stored.settings).await?.ok_or_else(|| {
         ApiError::new(
             actix_web::http::StatusCode::CONFLICT,
             "pbx_not_configured",

@@ -10,11 +10,11 @@ use serde_json::Value;
 use super::body::JsonObject;
 use super::extract::{Admin, Language};
 use super::problem::{place_problem, ApiError, Audience};
+use super::settings_input::SettingsInput;
 use super::state::AppState;
 use crate::callbacks::diagnose::Diagnosis;
 use crate::domain::destination::check_number_allowed;
 use crate::domain::phone;
-use crate::domain::settings::SettingsInput;
 use crate::i18n::Lang;
 use crate::store;
 use crate::telemetry::Chain;
@@ -49,17 +49,17 @@ fn diagnosis_view(diagnosis: &Diagnosis, lang: Lang) -> Value {
 }
 
 pub async fn test_pbx(
-    caller: Admin,
+    admin: Admin,
     Language(lang): Language,
     state: web::Data<AppState>,
     body: JsonObject<TestRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = caller.tenant();
+    let tenant = admin.tenant();
     let request = body.into_inner();
     let stored = state.callbacks.settings(tenant).await.map_err(|e| place_problem(&e, Audience::Admin))?;
     let (settings, secret) = match request.settings {
         Some(unsaved) => {
-            let input = SettingsInput::parse(unsaved).map_err(|e| in_settings(e.into()))?;
+            let input = SettingsInput::parse(unsaved).map_err(in_settings)?;
             if !input.settings.has_pbx() {
                 return Err(ApiError::invalid_field(
                     "settings.host",
@@ -96,11 +96,11 @@ pub async fn test_pbx(
                 .with("field", field)
         })?;
     }
-    state.cluster.limiters.callback(tenant, caller.sub())?;
+    state.cluster.limiters.callback(tenant, admin.sub())?;
     let expected = super::pbx::generated_dialplan(&state, tenant, &settings).await?;
     let diagnosis = state
         .callbacks
-        .diagnose(tenant, caller.sub(), settings, secret, expected.as_ref(), request.from, request.to)
+        .diagnose(tenant, admin.sub(), settings, secret, expected.as_ref(), request.from, request.to)
         .await
         .map_err(|e| place_problem(&e, Audience::Admin))?;
     tracing::info!(tenant, ok = diagnosis.ok, callback_id = ?diagnosis.callback_id, "PBX test run");

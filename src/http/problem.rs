@@ -11,7 +11,6 @@ use serde_json::{Map, Value};
 
 use crate::ami::AmiError;
 use crate::callbacks::PlaceError;
-use crate::domain::settings::InputError;
 use crate::domain::FieldError;
 use crate::limits::Limited;
 use crate::recordings::source::SourceFailure;
@@ -186,15 +185,6 @@ impl From<FieldError> for ApiError {
 }
 
 /// A settings body that is not acceptable: 422, naming the field when one is at fault.
-impl From<InputError> for ApiError {
-    fn from(err: InputError) -> Self {
-        match err {
-            InputError::Schema(detail) => Self::invalid_body(detail),
-            InputError::Field(field) => field.into(),
-        }
-    }
-}
-
 /// A webhook endpoint's URL it may not call is a 422 on `url`; a missing endpoint a 404.
 impl From<WebhookError> for ApiError {
     fn from(err: WebhookError) -> Self {

@@ -61,7 +61,7 @@ fn uuid_field(field: &str, value: Option<&str>) -> Result<Option<Uuid>, ApiError
 }
 
 pub async fn list(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -78,9 +78,9 @@ pub async fn list(
         limit: page.limit,
     };
     let db = store::client(&state.db).await?;
-    let rows = store::recordings::list(&**db, caller.tenant(), &filter).await?;
+    let rows = store::recordings::list(&**db, admin.tenant(), &filter).await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let items: Vec<Value> = rows.iter().map(|r| view(&state.recordings, caller.tenant(), r)).collect();
+    let items: Vec<Value> = rows.iter().map(|r| view(&state.recordings, admin.tenant(), r)).collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": page.next_cursor(&ids) })))
 }
 
@@ -244,8 +244,8 @@ fn extension(row: &RecordingRow) -> &str {
 }
 
 /// `POST /v1/admin/recordings/sync`: a sync of the caller's company now.
-pub async fn sync(caller: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (service, tenant) = (state.recordings.clone(), caller.tenant().to_owned());
+pub async fn sync(admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (service, tenant) = (state.recordings.clone(), admin.tenant().to_owned());
     // Its own task: a client that hangs up does not abandon downloads half-way.
     let result = tokio::spawn(async move { service.sync(&tenant).await })
         .await
@@ -259,12 +259,12 @@ pub async fn sync(caller: Admin, state: web::Data<AppState>) -> Result<HttpRespo
 /// `DELETE /v1/recordings/{id}`: an admin deletes a recording now (its object; the row stays, saying
 /// so). Deleting one already deleted changes nothing.
 pub async fn delete(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::not_found("recording"))?;
-    if !state.recordings.delete_recording(caller.tenant(), id).await? {
+    if !state.recordings.delete_recording(admin.tenant(), id).await? {
         return Err(ApiError::not_found("recording"));
     }
     Ok(HttpResponse::NoContent().finish())

@@ -32,26 +32,26 @@ async fn default_region(state: &AppState, tenant: &str) -> Result<String, ApiErr
     state.callbacks.default_region(tenant).await.map_err(|e| place_problem(&e, Audience::Admin))
 }
 
-pub async fn list_couriers(caller: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list_couriers(admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let db = store::client(&state.db).await?;
-    let couriers = store::admin::list_couriers(&db, caller.tenant()).await?;
+    let couriers = store::admin::list_couriers(&db, admin.tenant()).await?;
     Ok(HttpResponse::Ok().json(json!({ "items": couriers })))
 }
 
 pub async fn get_courier(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id("courier_id", &path)?;
     let db = store::client(&state.db).await?;
     let courier =
-        store::admin::get_courier(&db, caller.tenant(), id).await?.ok_or_else(|| ApiError::not_found("courier"))?;
+        store::admin::get_courier(&db, admin.tenant(), id).await?.ok_or_else(|| ApiError::not_found("courier"))?;
     Ok(HttpResponse::Ok().json(courier))
 }
 
 pub async fn put_courier(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: JsonObject<CourierBody>,
@@ -61,7 +61,7 @@ pub async fn put_courier(
     if body.name.chars().count() > 200 {
         return Err(ApiError::invalid_field("name", "name must be at most 200 characters"));
     }
-    let region = default_region(&state, caller.tenant()).await?;
+    let region = default_region(&state, admin.tenant()).await?;
     let phone = phone::parse(&body.phone, &region)
         .map_err(|e| ApiError::invalid_field("phone", format!("phone is not a valid number: {e}")))?;
     if !phone.kind.is_ordinary() {
@@ -72,18 +72,18 @@ pub async fn put_courier(
     }
     let db = store::client(&state.db).await?;
     let (courier, created) =
-        store::admin::put_courier(&db, caller.tenant(), id, &phone.e164, &body.name, body.active).await?;
+        store::admin::put_courier(&db, admin.tenant(), id, &phone.e164, &body.name, body.active).await?;
     Ok(if created { HttpResponse::Created() } else { HttpResponse::Ok() }.json(courier))
 }
 
 pub async fn delete_courier(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id("courier_id", &path)?;
     let db = store::client(&state.db).await?;
-    if !store::admin::delete_courier(&db, caller.tenant(), id).await? {
+    if !store::admin::delete_courier(&db, admin.tenant(), id).await? {
         return Err(ApiError::not_found("courier"));
     }
     Ok(HttpResponse::NoContent().finish())
@@ -105,18 +105,18 @@ fn active() -> OrderState {
 }
 
 pub async fn get_order(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id("order_id", &path)?;
     let db = store::client(&state.db).await?;
-    let order = store::admin::get_order(&db, caller.tenant(), id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    let order = store::admin::get_order(&db, admin.tenant(), id).await?.ok_or_else(|| ApiError::not_found("order"))?;
     Ok(HttpResponse::Ok().json(order))
 }
 
 pub async fn put_order(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: JsonObject<OrderBody>,
@@ -128,7 +128,7 @@ pub async fn put_order(
     if body.phones.len() > 10 {
         return Err(ApiError::invalid_field("phones", "an order has at most 10 phone numbers"));
     }
-    let region = default_region(&state, caller.tenant()).await?;
+    let region = default_region(&state, admin.tenant()).await?;
     let mut phones = Vec::with_capacity(body.phones.len());
     for p in &body.phones {
         let parsed = phone::parse(p, &region)
@@ -137,18 +137,18 @@ pub async fn put_order(
     }
     let db = store::client(&state.db).await?;
     let (order, created) =
-        store::admin::put_order(&db, caller.tenant(), id, body.courier_id.as_deref(), &phones, body.state).await?;
+        store::admin::put_order(&db, admin.tenant(), id, body.courier_id.as_deref(), &phones, body.state).await?;
     Ok(if created { HttpResponse::Created() } else { HttpResponse::Ok() }.json(order))
 }
 
 pub async fn delete_order(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id("order_id", &path)?;
     let db = store::client(&state.db).await?;
-    if !store::admin::delete_order(&db, caller.tenant(), id).await? {
+    if !store::admin::delete_order(&db, admin.tenant(), id).await? {
         return Err(ApiError::not_found("order"));
     }
     Ok(HttpResponse::NoContent().finish())

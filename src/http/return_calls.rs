@@ -51,24 +51,24 @@ fn rules_view(req: &HttpRequest, state: &AppState, rules: &RulesView) -> Value {
     v
 }
 
-pub async fn get_rules(req: HttpRequest, caller: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let rules = state.return_calls.rules(caller.tenant()).await.map_err(problem)?;
+pub async fn get_rules(req: HttpRequest, admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let rules = state.return_calls.rules(admin.tenant()).await.map_err(problem)?;
     Ok(HttpResponse::Ok().json(rules_view(&req, &state, &rules)))
 }
 
 pub async fn put_rules(
     req: HttpRequest,
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     body: JsonObject<ReturnCallSettings>,
 ) -> Result<HttpResponse, ApiError> {
     body.validate()?;
-    let rules = state.return_calls.put_rules(caller.tenant(), &body).await.map_err(problem)?;
+    let rules = state.return_calls.put_rules(admin.tenant(), &body).await.map_err(problem)?;
     Ok(HttpResponse::Ok().json(rules_view(&req, &state, &rules)))
 }
 
-pub async fn rotate_key(req: HttpRequest, caller: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let rules = state.return_calls.rotate_key(caller.tenant()).await.map_err(problem)?;
+pub async fn rotate_key(req: HttpRequest, admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let rules = state.return_calls.rotate_key(admin.tenant()).await.map_err(problem)?;
     Ok(HttpResponse::Ok().json(rules_view(&req, &state, &rules)))
 }
 
@@ -138,13 +138,13 @@ pub struct ListQuery {
 
 /// `GET /v1/return-calls`: the company's return calls, newest first.
 pub async fn list(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let page = Page::parse(q.cursor.as_deref(), q.limit)?;
-    let tenant = caller.tenant();
+    let tenant = admin.tenant();
     let caller_number = match q.phone.as_deref() {
         None => None,
         Some(raw) => {

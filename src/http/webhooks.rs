@@ -70,49 +70,49 @@ fn delivery_view(d: &DeliveryRow) -> Value {
     })
 }
 
-pub async fn list(caller: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let endpoints = state.webhooks.endpoints(caller.tenant()).await?;
+pub async fn list(admin: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let endpoints = state.webhooks.endpoints(admin.tenant()).await?;
     Ok(HttpResponse::Ok().json(json!({ "items": endpoints.iter().map(endpoint_view).collect::<Vec<_>>() })))
 }
 
-pub async fn get(caller: Admin, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(admin: Admin, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = path_id("endpoint_id", &path)?;
-    Ok(HttpResponse::Ok().json(endpoint_view(&state.webhooks.endpoint(caller.tenant(), id).await?)))
+    Ok(HttpResponse::Ok().json(endpoint_view(&state.webhooks.endpoint(admin.tenant(), id).await?)))
 }
 
 /// Creates (201, with its `secret`, shown this once) or updates (200) an endpoint.
 pub async fn put(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: JsonObject<EndpointBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id("endpoint_id", &path)?;
     let spec = EndpointSpec::new(&body.url, &body.event_types, &body.description, body.enabled)?;
-    let written = state.webhooks.put_endpoint(caller.tenant(), id, &spec).await?;
+    let written = state.webhooks.put_endpoint(admin.tenant(), id, &spec).await?;
     let status = if written.created { HttpResponse::Created() } else { HttpResponse::Ok() };
     Ok({ status }.json(written_view(&written)))
 }
 
 pub async fn delete(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id("endpoint_id", &path)?;
-    state.webhooks.delete_endpoint(caller.tenant(), id).await?;
+    state.webhooks.delete_endpoint(admin.tenant(), id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// A new signing secret, shown in this answer; the previous one signs too until
 /// `previous_secret_until`.
 pub async fn rotate_secret(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id("endpoint_id", &path)?;
-    Ok(HttpResponse::Ok().json(written_view(&state.webhooks.rotate_secret(caller.tenant(), id).await?)))
+    Ok(HttpResponse::Ok().json(written_view(&state.webhooks.rotate_secret(admin.tenant(), id).await?)))
 }
 
 #[derive(Deserialize)]
@@ -124,7 +124,7 @@ pub struct DeliveriesQuery {
 }
 
 pub async fn deliveries(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
     query: web::Query<DeliveriesQuery>,
@@ -144,7 +144,7 @@ pub async fn deliveries(
         ),
     };
     let limit = page_limit(query.limit)?;
-    let rows = state.webhooks.deliveries(caller.tenant(), id, status, before, limit).await?;
+    let rows = state.webhooks.deliveries(admin.tenant(), id, status, before, limit).await?;
     let next_cursor = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|d| message_id(d.key.subject_id, d.key.sequence)))
         .flatten();
@@ -156,14 +156,14 @@ pub async fn deliveries(
 
 /// Sends a delivery again now (whatever became of it), its retries counted afresh.
 pub async fn retry(
-    caller: Admin,
+    admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (endpoint, message) = path.into_inner();
     let id = path_id("endpoint_id", &endpoint)?;
     let (subject, sequence) = parse_message_id(&message).ok_or_else(|| ApiError::not_found("delivery"))?;
-    let row = state.webhooks.retry(caller.tenant(), id, subject, sequence).await.map_err(|e| match e {
+    let row = state.webhooks.retry(admin.tenant(), id, subject, sequence).await.map_err(|e| match e {
         crate::webhooks::WebhookError::NotFound => ApiError::not_found("delivery"),
         other => other.into(),
     })?;

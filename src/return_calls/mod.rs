@@ -267,7 +267,7 @@ impl ReturnCalls {
     async fn decide_and_log(&self, request: &RouteRequest) -> Result<Route, RouteError> {
         let key = request.key.as_deref().filter(|k| !k.is_empty()).ok_or(RouteError::BadKey)?;
         let rules = self.rules_by_key(key).await?.ok_or(RouteError::BadKey)?;
-        if let Some(peer) = request.peer.filter(|peer| !rules.rules.admits(*peer)) {
+        if let Some(peer) = request.peer.filter(|peer| !rules.allowed.admit(*peer)) {
             return Err(RouteError::AddressNotAllowed(peer));
         }
         let tenant = rules.tenant_id.as_str();

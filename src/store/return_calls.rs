@@ -11,7 +11,7 @@ use super::StoreError;
 use crate::domain::callback::{CdrRecord, Reason};
 use crate::domain::event::EventType;
 use crate::domain::return_call::{
-    CandidateOrder, ReturnCallSettings, ReturnLeg, ReturnState, ReturnStatus, RouteKind, RouteReason,
+    AllowedAddresses, CandidateOrder, ReturnCallSettings, ReturnLeg, ReturnState, ReturnStatus, RouteKind, RouteReason,
 };
 
 /// A company's return-call rules and its key (hashed to find it, encrypted to show it).
@@ -19,19 +19,26 @@ use crate::domain::return_call::{
 pub struct StoredRules {
     pub tenant_id: String,
     pub rules: ReturnCallSettings,
+    /// `rules.allowed_addresses`, parsed.
+    pub allowed: AllowedAddresses,
     pub key_hash: String,
     pub key_enc: String,
     pub updated_at: OffsetDateTime,
 }
 
-fn stored_rules(r: &Row) -> StoredRules {
-    StoredRules {
+/// A row as stored, by this release or a later one; one this release cannot read is an error (the
+/// company's return calls go to the office and the error is logged), never rules of its own making.
+fn stored_rules(r: &Row) -> Result<StoredRules, StoreError> {
+    let rules = ReturnCallSettings::from_stored(r.get(1))
+        .map_err(|cause| StoreError::Unreadable { what: "the company's return-call rules", cause })?;
+    Ok(StoredRules {
         tenant_id: r.get(0),
-        rules: serde_json::from_value(r.get(1)).unwrap_or_default(),
+        allowed: rules.allowed(),
+        rules,
         key_hash: r.get(2),
         key_enc: r.get(3),
         updated_at: r.get(4),
-    }
+    })
 }
 
 const RULES_COLUMNS: &str = "tenant_id, settings, key_hash, key_enc, updated_at";
@@ -40,7 +47,7 @@ pub async fn rules(db: &impl GenericClient, tenant: &str) -> Result<Option<Store
     let row = db
         .query_opt(&format!("SELECT {RULES_COLUMNS} FROM return_call_settings WHERE tenant_id = $1"), &[&tenant])
         .await?;
-    Ok(row.as_ref().map(stored_rules))
+    row.as_ref().map(stored_rules).transpose()
 }
 
 /// The company whose key hashes to `key_hash`, with its rules.
@@ -52,7 +59,7 @@ pub async fn rules_by_key(db: &impl GenericClient, key_hash: &str) -> Result<Opt
             &[&key_hash],
         )
         .await?;
-    Ok(row.as_ref().map(stored_rules))
+    row.as_ref().map(stored_rules).transpose()
 }
 
 /// Saves the rules; a company saving them the first time gets the key given (`key_hash`,
@@ -74,7 +81,7 @@ pub async fn put_rules(
             &[&tenant, &serde_json::to_value(rules).expect("rules serialise"), &key_hash, &key_enc],
         )
         .await?;
-    Ok(stored_rules(&row))
+    stored_rules(&row)
 }
 
 /// Gives the company a new key (the old one stops working).
@@ -93,7 +100,7 @@ pub async fn rotate_key(
             &[&tenant, &key_hash, &key_enc],
         )
         .await?;
-    Ok(row.as_ref().map(stored_rules))
+    row.as_ref().map(stored_rules).transpose()
 }
 
 /// What the decision needs to know about `caller` (E.164) at `tenant`, in one statement: the orders

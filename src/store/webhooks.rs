@@ -205,7 +205,8 @@ pub async fn claim_due(db: &impl GenericClient, limit: i64) -> Result<Vec<DueDel
 }
 
 /// What came of one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum DeliveryStatus {
     Delivered,
     /// Failed for now: tried again at `next_attempt_at`.
@@ -214,19 +215,7 @@ pub enum DeliveryStatus {
     Failed,
 }
 
-impl DeliveryStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Delivered, Self::Pending, Self::Failed].into_iter().find(|d| d.as_str() == s)
-    }
-}
+crate::domain::enum_names!(DeliveryStatus);
 
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {

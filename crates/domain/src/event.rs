@@ -1,37 +1,25 @@
 //! Events: what dialback tells the courier app (a live stream per callback) and the company's own
 //! systems (webhooks) about the calls it handles, and the endpoints that receive them.
 
+use strum::VariantArray;
+
 use super::{check_text, FieldError};
 
 /// An event's type, part of the API's contract (webhook endpoints subscribe to them by name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
 pub enum EventType {
     /// A callback passed to another status (or its reason changed): `data` is the callback as an
     /// admin's `GET /v1/callbacks/{id}` shows it then, with its `sequence`.
+    #[strum(serialize = "callback.status_changed")]
     CallbackStatusChanged,
     /// A recording was bound to its callback: `data` is the recording with its callback and order.
+    #[strum(serialize = "recording.bound")]
     RecordingBound,
     /// A return call was routed (its first, `sequence` 1: who calls, which order and courier, or
     /// the office) or passed to another status: `data` is the return call as an admin's
     /// `GET /v1/return-calls/{id}` shows it then, with its `sequence`.
+    #[strum(serialize = "return_call.status_changed")]
     ReturnCallStatusChanged,
-}
-
-impl EventType {
-    pub const ALL: [EventType; 3] =
-        [EventType::CallbackStatusChanged, EventType::RecordingBound, EventType::ReturnCallStatusChanged];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::CallbackStatusChanged => "callback.status_changed",
-            EventType::RecordingBound => "recording.bound",
-            EventType::ReturnCallStatusChanged => "return_call.status_changed",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<EventType> {
-        Self::ALL.into_iter().find(|t| t.as_str() == name)
-    }
 }
 
 /// A webhook endpoint as an admin describes it: where, which events, on or off.
@@ -82,7 +70,7 @@ impl EndpointSpec {
                 field: "event_types",
                 message: format!(
                     "{name:?} is not an event type: use {}",
-                    EventType::ALL.map(EventType::as_str).join(", ")
+                    EventType::VARIANTS.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             })?;
             if !types.contains(&kind) {

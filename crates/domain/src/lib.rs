@@ -13,6 +13,23 @@
 //! - [`return_call`]: where a client calling the company back goes, and what the call goes through.
 //! - [`recording`]: what a recording's file name says (call id, numbers, time), its download state.
 
+/// `as_str` and `parse` for enums whose names strum derives (`IntoStaticStr`, `EnumString`), so
+/// that every enum stored or sent is named one way and none keeps a table of its own.
+#[macro_export]
+macro_rules! enum_names {
+    ($($name:ty),+ $(,)?) => {$(
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                self.into()
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                s.parse().ok()
+            }
+        }
+    )+};
+}
+
 pub mod callback;
 pub mod company;
 pub mod dashboard;
@@ -24,6 +41,22 @@ pub mod recording;
 pub mod registry;
 pub mod return_call;
 pub mod settings;
+
+enum_names!(
+    callback::Status,
+    callback::Leg,
+    callback::Reason,
+    callback::Target,
+    company::CompanyState,
+    event::EventType,
+    recording::RecordingState,
+    registry::OrderState,
+    return_call::RouteKind,
+    return_call::RouteReason,
+    return_call::ReturnStatus,
+    return_call::ReturnLeg,
+    settings::AmiTransport,
+);
 
 /// A field that failed validation, named the way the API names it (a 422 says which).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,4 +133,52 @@ pub fn check_id<'a>(field: &'static str, id: &'a str) -> Result<&'a str, FieldEr
         return Err(bad(field, format!("{field} must be 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.', ':'")));
     }
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use strum::VariantArray;
+
+    use super::*;
+
+    /// Every name parses back to its value; where serde writes the value too, it writes that name.
+    fn named<T>(serde: bool)
+    where
+        T: VariantArray
+            + Copy
+            + PartialEq
+            + std::fmt::Debug
+            + serde::Serialize
+            + Into<&'static str>
+            + std::str::FromStr,
+    {
+        for &value in T::VARIANTS {
+            let name: &'static str = value.into();
+            assert_eq!(name.parse::<T>().ok(), Some(value), "{name}");
+            if serde {
+                assert_eq!(serde_json::to_value(value).unwrap(), name, "serde and strum name {value:?} alike");
+            }
+        }
+    }
+
+    #[test]
+    fn enums_are_named_one_way() {
+        named::<callback::Status>(true);
+        named::<callback::Leg>(true);
+        named::<callback::Reason>(true);
+        named::<callback::Target>(true);
+        named::<company::CompanyState>(true);
+        named::<registry::OrderState>(true);
+        named::<return_call::RouteKind>(true);
+        named::<settings::AmiTransport>(true);
+        assert_eq!(event::EventType::ReturnCallStatusChanged.as_str(), "return_call.status_changed");
+        assert_eq!(
+            return_call::RouteReason::parse("caller_is_courier"),
+            Some(return_call::RouteReason::CallerIsCourier)
+        );
+        assert_eq!(recording::RecordingState::parse("deleting"), Some(recording::RecordingState::Deleting));
+        assert_eq!(return_call::ReturnStatus::RingingCourier.as_str(), "ringing_courier");
+        assert_eq!(return_call::ReturnLeg::parse("caller"), Some(return_call::ReturnLeg::Caller));
+        assert_eq!(callback::Reason::parse("no such reason"), None);
+    }
 }

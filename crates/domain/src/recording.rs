@@ -140,7 +140,10 @@ impl DateSubdirs {
 }
 
 /// Where a recording file's download stands (its row in `recordings` is the only record).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum RecordingState {
     /// Listed, not downloaded yet.
@@ -155,32 +158,6 @@ pub enum RecordingState {
     Deleting,
     /// Deleted from storage; the row stays so the journal says why and the file is not fetched again.
     Deleted,
-}
-
-impl RecordingState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordingState::Pending => "pending",
-            RecordingState::Fetching => "fetching",
-            RecordingState::Stored => "stored",
-            RecordingState::Failed => "failed",
-            RecordingState::Deleting => "deleting",
-            RecordingState::Deleted => "deleted",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RecordingState> {
-        [
-            RecordingState::Pending,
-            RecordingState::Fetching,
-            RecordingState::Stored,
-            RecordingState::Failed,
-            RecordingState::Deleting,
-            RecordingState::Deleted,
-        ]
-        .into_iter()
-        .find(|state| state.as_str() == s)
-    }
 }
 
 /// The media type of a recording, from its extension.

@@ -16,25 +16,24 @@ pub struct Courier {
     pub updated_at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum OrderState {
     /// Being delivered: its courier may call its numbers.
     Active,
     Closed,
-}
-
-impl OrderState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderState::Active => "active",
-            OrderState::Closed => "closed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<OrderState> {
-        [OrderState::Active, OrderState::Closed].into_iter().find(|state| state.as_str() == s)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

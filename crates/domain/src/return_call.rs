@@ -3,6 +3,9 @@
 //! reaches the courier, the hours couriers take calls), the decision itself, and what a return
 //! call goes through afterwards.
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, Time, UtcOffset};
 
@@ -98,7 +101,7 @@ impl ReturnCallSettings {
         }
         for address in &self.allowed_addresses {
             check_text("allowed_addresses", address)?;
-            AddressBlock::parse(address).ok_or_else(|| FieldError {
+            address_block(address).ok_or_else(|| FieldError {
                 field: "allowed_addresses",
                 message: format!("{address:?} is not an IP address or a CIDR block such as 203.0.113.0/24"),
             })?;
@@ -106,74 +109,57 @@ impl ReturnCallSettings {
         Ok(())
     }
 
-    /// Whether a PBX at `peer` may ask (no list: any).
-    pub fn admits(&self, peer: std::net::IpAddr) -> bool {
-        self.allowed_addresses.is_empty()
-            || self.allowed_addresses.iter().filter_map(|a| AddressBlock::parse(a)).any(|block| block.contains(peer))
+    /// The address blocks of `allowed_addresses`, parsed (once, when the rules are read: see
+    /// `store::return_calls`), for [`AllowedAddresses::admit`].
+    pub fn allowed(&self) -> AllowedAddresses {
+        AllowedAddresses(self.allowed_addresses.iter().filter_map(|a| address_block(a)).collect())
+    }
+
+    /// Settings as stored, by this release or a later one (see [`super::from_stored`]).
+    pub fn from_stored(mut json: serde_json::Value) -> Result<ReturnCallSettings, serde_json::Error> {
+        if let Some(hours) = json.get_mut("courier_hours").filter(|h| h.is_object()) {
+            let known = super::from_stored::<CourierHours>(hours.take())?;
+            *hours = serde_json::to_value(known)?;
+        }
+        super::from_stored(json)
     }
 }
 
-/// An IP address or a CIDR block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AddressBlock {
-    network: std::net::IpAddr,
-    prefix: u8,
+/// An IP address or a CIDR block, as an admin writes it (`203.0.113.7`, `203.0.113.0/24`, `::1`).
+fn address_block(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>().ok().or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
-impl AddressBlock {
-    pub fn parse(text: &str) -> Option<AddressBlock> {
-        let (address, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
-            None => (text, None),
-        };
-        let network: std::net::IpAddr = address.trim().parse().ok()?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        (prefix <= max).then_some(AddressBlock { network, prefix })
-    }
+/// The PBX addresses a company lets ask for routes; none listed: any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedAddresses(Vec<IpNet>);
 
-    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+impl AllowedAddresses {
+    /// Whether a PBX at `peer` may ask (an IPv4 peer seen as IPv6, `::ffff:a.b.c.d`, is matched as IPv4).
+    pub fn admit(&self, peer: IpAddr) -> bool {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
             v4 => v4,
         };
-        match (self.network, ip) {
-            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
+        self.0.is_empty() || self.0.iter().any(|block| block.contains(&peer))
     }
 }
 
 /// Where a return call goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum RouteKind {
     Courier,
     Office,
 }
 
-impl RouteKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteKind::Courier => "courier",
-            RouteKind::Office => "office",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RouteKind> {
-        [RouteKind::Courier, RouteKind::Office].into_iter().find(|k| k.as_str() == s)
-    }
-}
-
 /// Why a return call went where it went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum RouteReason {
     /// The caller is the client of an order (active, or closed within the window) whose courier
     /// is active.
@@ -192,36 +178,6 @@ pub enum RouteReason {
     NoPbx,
     /// The courier's dial string would not be safe inside `Dial()`.
     UnsafeRoute,
-}
-
-impl RouteReason {
-    pub const ALL: [RouteReason; 8] = [
-        RouteReason::OrderClient,
-        RouteReason::CallerIsCourier,
-        RouteReason::UnknownCaller,
-        RouteReason::NoCallerNumber,
-        RouteReason::Disabled,
-        RouteReason::OutsideHours,
-        RouteReason::NoPbx,
-        RouteReason::UnsafeRoute,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteReason::OrderClient => "order_client",
-            RouteReason::CallerIsCourier => "caller_is_courier",
-            RouteReason::UnknownCaller => "unknown_caller",
-            RouteReason::NoCallerNumber => "no_caller_number",
-            RouteReason::Disabled => "disabled",
-            RouteReason::OutsideHours => "outside_hours",
-            RouteReason::NoPbx => "no_pbx",
-            RouteReason::UnsafeRoute => "unsafe_route",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RouteReason> {
-        Self::ALL.into_iter().find(|r| r.as_str() == s)
-    }
 }
 
 /// An order the caller's number belongs to, as the decision sees it.
@@ -316,7 +272,8 @@ pub fn decide(rules: &ReturnCallSettings, pbx: Option<&PbxSettings>, caller: &Ca
 }
 
 /// Where a return call is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum ReturnStatus {
     /// Sent to the courier; their phone rings.
     RingingCourier,
@@ -330,51 +287,17 @@ pub enum ReturnStatus {
 }
 
 impl ReturnStatus {
-    pub const ALL: [ReturnStatus; 5] = [
-        ReturnStatus::RingingCourier,
-        ReturnStatus::Connected,
-        ReturnStatus::Completed,
-        ReturnStatus::Failed,
-        ReturnStatus::Office,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReturnStatus::RingingCourier => "ringing_courier",
-            ReturnStatus::Connected => "connected",
-            ReturnStatus::Completed => "completed",
-            ReturnStatus::Failed => "failed",
-            ReturnStatus::Office => "office",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ReturnStatus> {
-        Self::ALL.into_iter().find(|status| status.as_str() == s)
-    }
-
     pub fn is_terminal(self) -> bool {
         matches!(self, ReturnStatus::Completed | ReturnStatus::Failed | ReturnStatus::Office)
     }
 }
 
 /// Which side a failed return call failed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum ReturnLeg {
     Courier,
     Caller,
-}
-
-impl ReturnLeg {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReturnLeg::Courier => "courier",
-            ReturnLeg::Caller => "caller",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ReturnLeg> {
-        [ReturnLeg::Courier, ReturnLeg::Caller].into_iter().find(|l| l.as_str() == s)
-    }
 }
 
 /// What dialback knows about one return call after its decision.
@@ -568,8 +491,11 @@ mod tests {
         assert!(night.contain(at(23)) && night.contain(at(3)) && !night.contain(at(12)));
         let rules = ReturnCallSettings { allowed_addresses: vec!["203.0.113.0/24".into(), "::1".into()], ..on() };
         assert!(rules.validate().is_ok());
-        assert!(rules.admits("203.0.113.9".parse().unwrap()) && rules.admits("::1".parse().unwrap()));
-        assert!(!rules.admits("198.51.100.1".parse().unwrap()));
+        let allowed = rules.allowed();
+        let admit = |peer: &str| allowed.admit(peer.parse().unwrap());
+        assert!(admit("203.0.113.9") && admit("::1") && admit("::ffff:203.0.113.200"));
+        assert!(!admit("198.51.100.1") && !admit("::2"));
+        assert!(ReturnCallSettings::default().allowed().admit("198.51.100.1".parse().unwrap()));
         let bad = ReturnCallSettings { allowed_addresses: vec!["10.0.0.0/40".into()], ..on() };
         assert_eq!(bad.validate().unwrap_err().field, "allowed_addresses");
         let bad = ReturnCallSettings {
@@ -577,6 +503,17 @@ mod tests {
             ..on()
         };
         assert_eq!(bad.validate().unwrap_err().field, "courier_hours.from");
+    }
+
+    #[test]
+    fn rules_stored_by_a_later_release_are_read() {
+        let stored = serde_json::json!({
+            "enabled": true, "window_hours": 4, "allowed_addresses": ["10.1.0.0/16"], "announce": "later",
+            "courier_hours": {"from": "09:00", "to": "18:00", "utc_offset_min": 180, "days": "later"},
+        });
+        let read = ReturnCallSettings::from_stored(stored.clone()).expect("read despite fields it does not know");
+        assert!(read.enabled && read.window_hours == 4 && read.courier_hours.unwrap().utc_offset_min == 180);
+        assert!(serde_json::from_value::<ReturnCallSettings>(stored).is_err(), "what clients send stays strict");
     }
 
     #[test]

@@ -41,7 +41,20 @@ pub enum ConfirmAnswer {
 }
 
 /// How dialback carries its AMI session to the PBX.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum AmiTransport {
     /// The AMI port (`manager.conf` `port`, 5038).
@@ -73,15 +86,6 @@ impl AmiTransport {
             AmiTransport::Https => 8089,
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AmiTransport::Tcp => "tcp",
-            AmiTransport::Tls => "tls",
-            AmiTransport::Http => "http",
-            AmiTransport::Https => "https",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +112,7 @@ pub struct PbxSettings {
     #[serde(default)]
     pub transport: AmiTransport,
     /// Whether the transport is encrypted (`tls` or `https`): what older clients sent and read
-    /// before `transport` existed; [`SettingsInput::parse`] keeps the two in agreement.
+    /// before `transport` existed; the settings input (src/http/settings_input.rs) keeps the two in agreement.
     #[serde(default)]
     pub tls: bool,
     /// `http.conf` `prefix` for `http`/`https` (e.g. `asterisk`: `/asterisk/rawman`); empty: none.
@@ -623,111 +627,6 @@ impl PbxSettings {
             *recordings = serde_json::to_value(known).expect("a recordings source serialises");
         }
         super::from_stored(json)
-    }
-}
-
-/// PBX settings as an admin sends them, with the write-only secrets taken out: they are never
-/// stored or returned with the settings.
-pub struct SettingsInput {
-    pub settings: PbxSettings,
-    /// The AMI secret, when given.
-    pub secret: Option<String>,
-    /// The recordings source's FTP password, when given.
-    pub recordings_password: Option<String>,
-}
-
-/// Why a settings body was refused.
-#[derive(Debug)]
-pub enum InputError {
-    /// It is not shaped like settings (an unknown field, a wrong type).
-    Schema(String),
-    /// A field's value is not acceptable.
-    Field(FieldError),
-}
-
-impl From<FieldError> for InputError {
-    fn from(e: FieldError) -> Self {
-        InputError::Field(e)
-    }
-}
-
-impl SettingsInput {
-    /// Reads and validates a settings body.
-    pub fn parse(mut body: serde_json::Value) -> Result<SettingsInput, InputError> {
-        // The credential: a password, or for SFTP an SSH private key (kept in the same slot; a
-        // stored one that starts like a PEM is used as a key).
-        let recordings_password = match body.get_mut("recordings").and_then(|r| r.as_object_mut()) {
-            None => None,
-            Some(recordings) => {
-                let sftp = recordings.get("protocol").and_then(|p| p.as_str()) == Some("sftp");
-                if sftp && recordings.get("port").is_none_or(|p| p.is_null()) {
-                    recordings.insert("port".into(), RecordingsProtocol::Sftp.default_port().into());
-                }
-                let password = match recordings.remove("password") {
-                    None | Some(serde_json::Value::Null) => None,
-                    Some(serde_json::Value::String(password)) => {
-                        check_ftp_password(&password)?;
-                        Some(password)
-                    }
-                    Some(_) => return Err(bad("recordings.password", "recordings.password must be a string").into()),
-                };
-                let key = match recordings.remove("private_key") {
-                    None | Some(serde_json::Value::Null) => None,
-                    Some(serde_json::Value::String(key)) if sftp => {
-                        check_private_key(&key)?;
-                        Some(key.trim().to_owned())
-                    }
-                    Some(serde_json::Value::String(_)) => {
-                        return Err(bad(
-                            "recordings.private_key",
-                            "recordings.private_key is only used with protocol sftp",
-                        )
-                        .into())
-                    }
-                    Some(_) => {
-                        return Err(bad("recordings.private_key", "recordings.private_key must be a string").into())
-                    }
-                };
-                if password.is_some() && key.is_some() {
-                    return Err(bad(
-                        "recordings.private_key",
-                        "give recordings.password or recordings.private_key, not both",
-                    )
-                    .into());
-                }
-                key.or(password)
-            }
-        };
-        let secret = match body.as_object_mut().and_then(|o| o.remove("secret")) {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(secret)) => {
-                check_text("secret", &secret)?;
-                if secret.is_empty() || secret.len() > 256 {
-                    return Err(bad("secret", "secret must be 1-256 characters").into());
-                }
-                Some(secret)
-            }
-            Some(_) => return Err(bad("secret", "secret must be a string").into()),
-        };
-        // `transport` is new; `"tls": true` alone still means AMI over TLS, and the port defaults to
-        // the transport's own.
-        let given = |name: &str| body.get(name).is_some_and(|v| !v.is_null());
-        let (transport_given, tls_given, port_given) = (given("transport"), given("tls"), given("port"));
-        let mut settings: PbxSettings = serde_json::from_value(body).map_err(|e| InputError::Schema(e.to_string()))?;
-        if !settings.host.is_empty() && settings.context.is_empty() {
-            settings.context = DEFAULT_CONTEXT.into();
-        }
-        if !transport_given && settings.tls {
-            settings.transport = AmiTransport::Tls;
-        }
-        if !tls_given {
-            settings.tls = settings.transport.encrypted();
-        }
-        if !port_given {
-            settings.port = settings.transport.default_port();
-        }
-        settings.validate()?;
-        Ok(SettingsInput { settings, secret, recordings_password })
     }
 }
 
