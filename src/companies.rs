@@ -11,7 +11,7 @@ use crate::auth::issuers::hs256_secret_context;
 use crate::auth::keys::KeySet;
 use crate::auth::Verifier;
 use crate::crypto::SecretsKey;
-use crate::domain::company::{CompanyInput, CompanyState, Issuer};
+use crate::domain::company::{CompanyInput, CompanyState, Issuer, TenantId};
 use crate::domain::FieldError;
 use crate::recordings::storage::RecordingStorage;
 use crate::store::companies::CompanyRow;
@@ -91,15 +91,15 @@ impl Companies {
         Ok(store::companies::list(&db).await?.into_iter().map(|row| self.view(row, None)).collect())
     }
 
-    pub async fn get(&self, id: &str) -> Result<CompanyView, CompanyError> {
+    pub async fn get(&self, id: &TenantId) -> Result<CompanyView, CompanyError> {
         let db = store::client(&self.db).await?;
-        let row = store::companies::get(&db, id).await?.ok_or_else(|| CompanyError::NotFound(id.to_owned()))?;
+        let row = store::companies::get(&db, id).await?.ok_or_else(|| CompanyError::NotFound(id.to_string()))?;
         Ok(self.view(row, None))
     }
 
     /// Creates or replaces a company; every process verifies its tokens the new way at once.
     /// Returns the company and whether it was created.
-    pub async fn put(&self, id: &str, input: &CompanyInput) -> Result<(CompanyView, bool), CompanyError> {
+    pub async fn put(&self, id: &TenantId, input: &CompanyInput) -> Result<(CompanyView, bool), CompanyError> {
         input.check()?;
         if let Some(issuer) = &input.issuer {
             self.check_keys(issuer).await?;
@@ -120,10 +120,10 @@ impl Companies {
             secret_enc.as_deref(),
         )
         .await?;
-        notify::announce(&tx, &Change::Company { tenant: id.to_owned() }).await?;
+        notify::announce(&tx, &Change::Company { tenant: id.clone() }).await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.verifier.forget(Some(id));
-        tracing::info!(tenant = id, state = row.state.as_str(), created, issuer = ?row.issuer.as_ref().map(|i| &i.iss),
+        tracing::info!(tenant = %id, state = row.state.as_str(), created, issuer = ?row.issuer.as_ref().map(|i| &i.iss),
             "company saved by the operator");
         Ok((self.view(row, new_secret), created))
     }
@@ -162,10 +162,10 @@ impl Companies {
 
     /// Removes a suspended company with nothing in progress, and everything of it: couriers,
     /// orders, settings, the journal, recordings (their files too), webhooks.
-    pub async fn remove(&self, id: &str) -> Result<(), CompanyError> {
+    pub async fn remove(&self, id: &TenantId) -> Result<(), CompanyError> {
         let mut db = store::client(&self.db).await?;
         let tx = db.transaction().await.map_err(StoreError::from)?;
-        let row = store::companies::get(&tx, id).await?.ok_or_else(|| CompanyError::NotFound(id.to_owned()))?;
+        let row = store::companies::get(&tx, id).await?.ok_or_else(|| CompanyError::NotFound(id.to_string()))?;
         if row.state != CompanyState::Suspended {
             return Err(CompanyError::Conflict(format!(
                 "company {id:?} is active: suspend it first (PUT with \"state\": \"suspended\"), so that nothing new starts"
@@ -178,17 +178,17 @@ impl Companies {
             )));
         }
         let keys = store::companies::remove(&tx, id).await?.unwrap_or_default();
-        notify::announce(&tx, &Change::Company { tenant: id.to_owned() }).await?;
+        notify::announce(&tx, &Change::Company { tenant: id.clone() }).await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.verifier.forget(Some(id));
         let mut left = 0;
         for key in &keys {
             if let Err(e) = self.recordings.remove(key).await {
                 left += 1;
-                tracing::warn!(tenant = id, key, error = %crate::telemetry::Chain(&e), "a removed company's recording file could not be deleted");
+                tracing::warn!(tenant = %id, key, error = %crate::telemetry::Chain(&e), "a removed company's recording file could not be deleted");
             }
         }
-        tracing::info!(tenant = id, recordings = keys.len(), left, "company removed by the operator");
+        tracing::info!(tenant = %id, recordings = keys.len(), left, "company removed by the operator");
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::callbacks::dialplan_check::{self, Verdict};
 use crate::callbacks::CallbackService;
 use crate::cluster::Cluster;
+use crate::domain::company::TenantId;
 use crate::domain::dialplan::{self, Generated};
 use crate::domain::settings::PbxSettings;
 use crate::i18n::{Lang, Text};
@@ -59,7 +60,7 @@ impl DialplanWatch {
     /// The dialplan dialback generates for `tenant` with `settings`: with the return-call context
     /// when the company has return calls on (its FastAGI URL holds the company's key). None
     /// without a PBX.
-    pub async fn expected(&self, tenant: &str, settings: &PbxSettings) -> Result<Option<Generated>, RouteError> {
+    pub async fn expected(&self, tenant: &TenantId, settings: &PbxSettings) -> Result<Option<Generated>, RouteError> {
         let rules = self.return_calls.rules(tenant).await?;
         let agi = match (&self.agi_address, rules.rules.enabled) {
             (Some(address), true) => Some(format!("agi://{address}/route?key={}", rules.key)),
@@ -69,12 +70,12 @@ impl DialplanWatch {
     }
 
     /// Checks `tenant`'s PBX now on its AMI session (opened if need be) and keeps the result.
-    pub async fn check(&self, tenant: &str) -> Option<Checked> {
+    pub async fn check(&self, tenant: &TenantId) -> Option<Checked> {
         let (settings, _) = match self.callbacks.settings(tenant).await {
             Ok(Some(saved)) => saved,
             Ok(None) => return None,
             Err(e) => {
-                tracing::warn!(tenant, error = %Chain(&e), "dialplan check: the company's settings could not be read");
+                tracing::warn!(%tenant, error = %Chain(&e), "dialplan check: the company's settings could not be read");
                 return None;
             }
         };
@@ -82,7 +83,7 @@ impl DialplanWatch {
             Ok(Some(expected)) => expected,
             Ok(None) => return None,
             Err(e) => {
-                tracing::warn!(tenant, error = %Chain(&e), "dialplan check: the return-call rules could not be read");
+                tracing::warn!(%tenant, error = %Chain(&e), "dialplan check: the return-call rules could not be read");
                 return None;
             }
         };
@@ -107,14 +108,16 @@ impl DialplanWatch {
             hint: inspection.hint.as_ref().map(|h| h.render(Lang::En)),
             hint_text: inspection.hint,
         };
-        metrics::gauge!("dialback_dialplan_failing", "tenant" => tenant.to_owned())
+        metrics::gauge!("dialback_dialplan_failing", "tenant" => tenant.to_string())
             .set(f64::from(u8::from(inspection.verdict == Verdict::Failing)));
         metrics::counter!("dialback_dialplan_checks_total", "result" => result).increment(1);
         match inspection.verdict {
-            Verdict::Failing => tracing::warn!(tenant, detail = %checked.detail, hint = checked.hint.as_deref(),
+            Verdict::Failing => tracing::warn!(%tenant, detail = %checked.detail, hint = checked.hint.as_deref(),
                 "the company's PBX does not run dialback's dialplan, and its settings need it"),
-            Verdict::Current => tracing::debug!(tenant, version = %checked.version, "the PBX runs dialback's dialplan"),
-            _ => tracing::info!(tenant, result, detail = %checked.detail, "dialplan check"),
+            Verdict::Current => {
+                tracing::debug!(%tenant, version = %checked.version, "the PBX runs dialback's dialplan")
+            }
+            _ => tracing::info!(%tenant, result, detail = %checked.detail, "dialplan check"),
         }
         let stored = async {
             let db = crate::store::client(&self.db).await?;
@@ -122,7 +125,7 @@ impl DialplanWatch {
             crate::store::admin::put_dialplan_check(&db, tenant, &json).await
         };
         if let Err(e) = stored.await {
-            tracing::warn!(tenant, error = %Chain(&e), "dialplan check: its result could not be stored");
+            tracing::warn!(%tenant, error = %Chain(&e), "dialplan check: its result could not be stored");
         }
         Some(checked)
     }
@@ -142,7 +145,7 @@ impl DialplanWatch {
                     _ = stop.cancelled() => return,
                 }
                 for tenant in watch.cluster.ami.tenants_up() {
-                    watch.check(&tenant).await;
+                    watch.check(&TenantId::stored(tenant)).await;
                 }
             }
         });

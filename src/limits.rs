@@ -16,6 +16,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RateConfig;
+use crate::domain::company::TenantId;
 
 /// A limit said no: what was limited, and when to try again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,8 +45,8 @@ pub struct Limiters {
 
 struct Share {
     processes: u32,
-    courier: DefaultKeyedRateLimiter<(String, String)>,
-    tenant: DefaultKeyedRateLimiter<String>,
+    courier: DefaultKeyedRateLimiter<(TenantId, String)>,
+    tenant: DefaultKeyedRateLimiter<TenantId>,
     auth_failures: DefaultKeyedRateLimiter<IpAddr>,
 }
 
@@ -93,17 +94,17 @@ impl Limiters {
     }
 
     /// One callback by `courier` of `tenant`.
-    pub fn callback(&self, tenant: &str, courier: &str) -> Result<(), Limited> {
+    pub fn callback(&self, tenant: &TenantId, courier: &str) -> Result<(), Limited> {
         let now = self.clock.now();
         let share = self.share();
-        if let Err(until) = share.tenant.check_key(&tenant.to_owned()) {
+        if let Err(until) = share.tenant.check_key(tenant) {
             return Err(limited(
                 "tenant",
                 "this company places too many callbacks right now",
                 until.wait_time_from(now),
             ));
         }
-        if let Err(until) = share.courier.check_key(&(tenant.to_owned(), courier.to_owned())) {
+        if let Err(until) = share.courier.check_key(&(tenant.clone(), courier.to_owned())) {
             return Err(limited("courier", "too many callbacks from this courier", until.wait_time_from(now)));
         }
         Ok(())
@@ -154,13 +155,13 @@ mod tests {
     fn a_courier_over_the_limit_is_told_when_to_retry() {
         let l =
             Limiters::new(&RateConfig { courier_per_minute: 2, tenant_per_second: 100, auth_failures_per_minute: 5 });
-        assert!(l.callback("t", "c").is_ok());
-        assert!(l.callback("t", "c").is_ok());
-        let err = l.callback("t", "c").unwrap_err();
+        assert!(l.callback(&TenantId::stored("t"), "c").is_ok());
+        assert!(l.callback(&TenantId::stored("t"), "c").is_ok());
+        let err = l.callback(&TenantId::stored("t"), "c").unwrap_err();
         assert_eq!(err.limit, "courier");
         assert!(err.retry_after_s() >= 1);
-        assert!(l.callback("t", "other").is_ok(), "limits are per courier");
-        assert!(l.callback("t2", "c").is_ok(), "and per tenant");
+        assert!(l.callback(&TenantId::stored("t"), "other").is_ok(), "limits are per courier");
+        assert!(l.callback(&TenantId::stored("t2"), "c").is_ok(), "and per tenant");
     }
 
     #[test]
@@ -169,20 +170,24 @@ mod tests {
             Limiters::new(&RateConfig { courier_per_minute: 5, tenant_per_second: 100, auth_failures_per_minute: 5 });
         l.share_among(2);
         for _ in 0..3 {
-            assert!(l.callback("t", "c").is_ok());
+            assert!(l.callback(&TenantId::stored("t"), "c").is_ok());
         }
-        assert_eq!(l.callback("t", "c").unwrap_err().limit, "courier", "3 of 5 here, the rest elsewhere");
+        assert_eq!(
+            l.callback(&TenantId::stored("t"), "c").unwrap_err().limit,
+            "courier",
+            "3 of 5 here, the rest elsewhere"
+        );
         l.share_among(1);
         for _ in 0..5 {
-            assert!(l.callback("t", "c").is_ok(), "alone again: the whole limit");
+            assert!(l.callback(&TenantId::stored("t"), "c").is_ok(), "alone again: the whole limit");
         }
-        assert!(l.callback("t", "c").is_err());
+        assert!(l.callback(&TenantId::stored("t"), "c").is_err());
     }
 
     #[test]
     fn idle_keys_are_forgotten() {
         let l = Limiters::new(&RateConfig::default());
-        l.callback("t", "c").unwrap();
+        l.callback(&TenantId::stored("t"), "c").unwrap();
         assert!(l.tracked_keys() > 0);
         l.forget_idle();
         // A key that still limits is kept; a fully replenished one is dropped. Both are bounded.

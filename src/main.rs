@@ -173,7 +173,7 @@ fn print(value: &impl serde::Serialize) {
 }
 
 async fn company(config: Config, command: CompanyCommand) -> anyhow::Result<()> {
-    use dialback::domain::company::{CompanyInput, CompanyState, Issuer};
+    use dialback::domain::company::{CompanyInput, CompanyState, Issuer, TenantId};
     dialback::store::migrations::run_url(&config.database_url, &config.db).await?;
     let db = dialback::store::pool(&config.database_url, &config.db)?;
     let verifier = std::sync::Arc::new(dialback::auth::Verifier::new(&config, Some(db.clone()))?);
@@ -183,8 +183,9 @@ async fn company(config: Config, command: CompanyCommand) -> anyhow::Result<()> 
     let set_state = |id: String, state: CompanyState| {
         let companies = &companies;
         async move {
+            let id = TenantId::parse("company id", &id)?;
             let now = companies.get(&id).await?;
-            let input = CompanyInput { name: now.name.unwrap_or_else(|| id.clone()), state, issuer: now.issuer };
+            let input = CompanyInput { name: now.name.unwrap_or_else(|| id.to_string()), state, issuer: now.issuer };
             anyhow::Ok(companies.put(&id, &input).await?.0)
         }
     };
@@ -209,13 +210,12 @@ async fn company(config: Config, command: CompanyCommand) -> anyhow::Result<()> 
             };
             let state = if suspended { CompanyState::Suspended } else { CompanyState::Active };
             let input = CompanyInput { name, state, issuer };
-            dialback::domain::company::check_company_id("company id", &id)?;
-            print(&companies.put(&id, &input).await?.0)
+            print(&companies.put(&TenantId::parse("company id", &id)?, &input).await?.0)
         }
         CompanyCommand::Suspend { id } => print(&set_state(id, CompanyState::Suspended).await?),
         CompanyCommand::Resume { id } => print(&set_state(id, CompanyState::Active).await?),
         CompanyCommand::Remove { id } => {
-            companies.remove(&id).await?;
+            companies.remove(&TenantId::parse("company id", &id)?).await?;
             println!("company {id} removed");
         }
     }

@@ -267,15 +267,15 @@ fn spawn_change_listener(
                         tracing::info!("listening for settings changes");
                     }
                     Some(Heard::Change(Change::PbxSettings { tenant })) => {
-                        tracing::debug!(tenant, "PBX settings changed");
+                        tracing::debug!(%tenant, "PBX settings changed");
                         callbacks.forget_settings(&tenant);
                     }
                     Some(Heard::Change(Change::ReturnCallRules { tenant })) => {
-                        tracing::debug!(tenant, "return-call rules changed");
+                        tracing::debug!(%tenant, "return-call rules changed");
                         return_calls.forget_rules();
                     }
                     Some(Heard::Change(Change::Company { tenant })) => {
-                        tracing::debug!(tenant, "company changed by the operator");
+                        tracing::debug!(%tenant, "company changed by the operator");
                         verifier.forget(Some(&tenant));
                     }
                     Some(Heard::Lost(why)) => {

@@ -25,12 +25,12 @@ use super::keys::KeySet;
 use super::{AuthError, Claims, Role};
 use crate::config::{Config, GlobalKeys, IssuersConfig};
 use crate::crypto::SecretsKey;
-use crate::domain::company::{CompanyState, Issuer};
+use crate::domain::company::{CompanyState, Issuer, TenantId};
 use crate::outbound::Policy;
 use crate::store;
 
 /// What the secrets key binds a company's HS256 secret to (crypto.rs contexts).
-pub fn hs256_secret_context(tenant: &str) -> String {
+pub fn hs256_secret_context(tenant: &TenantId) -> String {
     format!("company-hs256:{tenant}")
 }
 
@@ -62,9 +62,9 @@ pub struct Verifier {
     policy: Policy,
     db: Option<deadpool_postgres::Pool>,
     secrets: SecretsKey,
-    companies: moka::sync::Cache<String, Arc<Option<Company>>>,
+    companies: moka::sync::Cache<TenantId, Arc<Option<Company>>>,
     /// By company and URL; a tokio mutex per entry so that one fetch serves every waiting request.
-    jwks: Mutex<HashMap<(String, String), SharedJwks>>,
+    jwks: Mutex<HashMap<(TenantId, String), SharedJwks>>,
 }
 
 impl Verifier {
@@ -106,7 +106,7 @@ impl Verifier {
     }
 
     /// Drops what is cached of `tenant` (the operator changed it), or of every company.
-    pub fn forget(&self, tenant: Option<&str>) {
+    pub fn forget(&self, tenant: Option<&TenantId>) {
         match tenant {
             Some(tenant) => self.companies.invalidate(tenant),
             None => self.companies.invalidate_all(),
@@ -138,14 +138,20 @@ impl Verifier {
             .tenant
             .filter(|t| !t.is_empty())
             .ok_or_else(|| AuthError::Invalid("the token names no company (tenant) and is not an operator's".into()))?;
-        let company = self.company(&tenant).await?;
-        let claims = match company.as_ref().as_ref().and_then(|c| c.issuer.as_ref().map(|i| (c, i))) {
-            Some((company, issuer)) => {
+        // A malformed id names no company; the token is refused for it once its signature is
+        // checked (http/extract.rs `verified`).
+        let id = TenantId::parse("tenant", &tenant).ok();
+        let company = match &id {
+            Some(id) => self.company(id).await?,
+            None => Arc::new(None),
+        };
+        let claims = match (&id, company.as_ref().as_ref().and_then(|c| c.issuer.as_ref().map(|i| (c, i)))) {
+            (Some(id), Some((company, issuer))) => {
                 validation.set_issuer(&[&issuer.iss]);
-                self.verify_with_issuer(token, &header, &validation, &tenant, company, issuer).await?
+                self.verify_with_issuer(token, &header, &validation, id, company, issuer).await?
             }
-            None if self.config.global_keys == GlobalKeys::Operator => return Err(AuthError::NoIssuer(tenant)),
-            None => {
+            _ if self.config.global_keys == GlobalKeys::Operator => return Err(AuthError::NoIssuer(tenant)),
+            _ => {
                 if let Some(iss) = &self.global_iss {
                     validation.set_issuer(&[iss]);
                 }
@@ -166,7 +172,7 @@ impl Verifier {
         token: &str,
         header: &Header,
         validation: &Validation,
-        tenant: &str,
+        tenant: &TenantId,
         company: &Company,
         issuer: &Issuer,
     ) -> Result<Claims, AuthError> {
@@ -178,7 +184,7 @@ impl Verifier {
         keys.verify(token, header, validation)
     }
 
-    async fn company(&self, tenant: &str) -> Result<Arc<Option<Company>>, AuthError> {
+    async fn company(&self, tenant: &TenantId) -> Result<Arc<Option<Company>>, AuthError> {
         if let Some(cached) = self.companies.get(tenant) {
             return Ok(cached);
         }
@@ -191,7 +197,7 @@ impl Verifier {
                 for pem in &issuer.public_keys {
                     if let Err(e) = fixed.add_pem(pem.as_bytes()) {
                         // Checked when saved; a key that no longer parses verifies nothing.
-                        tracing::warn!(tenant, error = e, "a public key of the company's issuer is unusable");
+                        tracing::warn!(%tenant, error = e, "a public key of the company's issuer is unusable");
                     }
                 }
             }
@@ -199,14 +205,14 @@ impl Verifier {
             {
                 match self.secrets.decrypt(enc, &hs256_secret_context(tenant)) {
                     Ok(secret) => fixed.add_secret(secret.as_bytes()),
-                    Err(e) => tracing::error!(tenant, error = %crate::telemetry::Chain(&e),
+                    Err(e) => tracing::error!(%tenant, error = %crate::telemetry::Chain(&e),
                         "the company's HS256 secret cannot be decrypted (was the secrets key changed?)"),
                 }
             }
             Company { state: row.state, issuer: row.issuer, fixed }
         });
         let company = Arc::new(company);
-        self.companies.insert(tenant.to_owned(), company.clone());
+        self.companies.insert(tenant.clone(), company.clone());
         Ok(company)
     }
 
@@ -214,13 +220,12 @@ impl Verifier {
     /// most every `jwks_refresh_min_interval_s`); the last good one while the provider is away.
     async fn jwks_keys(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         url: &str,
         ca_pem: Option<&str>,
         kid: Option<&str>,
     ) -> Result<Arc<KeySet>, AuthError> {
-        let entry =
-            self.jwks.lock().expect("jwks lock").entry((tenant.to_owned(), url.to_owned())).or_default().clone();
+        let entry = self.jwks.lock().expect("jwks lock").entry((tenant.clone(), url.to_owned())).or_default().clone();
         let mut jwks = entry.lock().await;
         let max_age = Duration::from_secs(self.config.jwks_max_age_s);
         let min_interval = Duration::from_secs(self.config.jwks_refresh_min_interval_s);
@@ -236,19 +241,19 @@ impl Verifier {
                 Ok(set) => {
                     let (keys, skipped) = KeySet::from_jwks(&set);
                     if !skipped.is_empty() {
-                        tracing::info!(tenant, url, skipped = skipped.join("; "), "JWKS keys skipped");
+                        tracing::info!(%tenant, url, skipped = skipped.join("; "), "JWKS keys skipped");
                     }
-                    metrics::counter!("dialback_jwks_fetches_total", "tenant" => tenant.to_owned(), "outcome" => "ok")
+                    metrics::counter!("dialback_jwks_fetches_total", "tenant" => tenant.to_string(), "outcome" => "ok")
                         .increment(1);
                     jwks.keys = Some(Arc::new(keys));
                     jwks.fetched_at = Some(Instant::now());
                     jwks.last_error = None;
                 }
                 Err(why) => {
-                    metrics::counter!("dialback_jwks_fetches_total", "tenant" => tenant.to_owned(), "outcome" => "error")
+                    metrics::counter!("dialback_jwks_fetches_total", "tenant" => tenant.to_string(), "outcome" => "error")
                         .increment(1);
                     let serving = if jwks.keys.is_some() { "serving the keys fetched before" } else { "no keys yet" };
-                    tracing::warn!(tenant, url, error = why, serving, "the company's JWKS could not be fetched");
+                    tracing::warn!(%tenant, url, error = why, serving, "the company's JWKS could not be fetched");
                     jwks.last_error = Some(why);
                 }
             }
@@ -256,7 +261,7 @@ impl Verifier {
         match &jwks.keys {
             Some(keys) => Ok(keys.clone()),
             None => Err(AuthError::IssuerUnavailable {
-                tenant: tenant.to_owned(),
+                tenant: tenant.to_string(),
                 why: jwks.last_error.clone().unwrap_or_else(|| "not fetched yet".into()),
             }),
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::domain::company::TenantId;
 use crate::domain::registry::Order;
 use crate::domain::settings::PbxSettings;
 
@@ -13,8 +14,8 @@ use crate::domain::settings::PbxSettings;
 /// the attempt's insert checks that they are still what is stored (`DecidedOn`), so an entry may
 /// be stale but a decision made on it is never written; it costs a read again.
 pub struct RegistryCache {
-    couriers: moka::sync::Cache<(String, String), String>,
-    orders: moka::sync::Cache<(String, String), Option<Order>>,
+    couriers: moka::sync::Cache<(TenantId, String), String>,
+    orders: moka::sync::Cache<(TenantId, String), Option<Order>>,
 }
 
 /// Entries of each kind kept at most (the least used go first): about 20 MB of orders.
@@ -30,35 +31,35 @@ impl RegistryCache {
     /// The courier's phone and the order (None: it did not exist), when both are cached.
     pub(super) fn get(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         courier_id: &str,
         order_id: Option<&str>,
     ) -> Option<(String, Option<Order>)> {
-        let phone = self.couriers.get(&(tenant.to_owned(), courier_id.to_owned()))?;
+        let phone = self.couriers.get(&(tenant.clone(), courier_id.to_owned()))?;
         let order = match order_id {
             None => None,
-            Some(order_id) => self.orders.get(&(tenant.to_owned(), order_id.to_owned()))?,
+            Some(order_id) => self.orders.get(&(tenant.clone(), order_id.to_owned()))?,
         };
         Some((phone, order))
     }
 
     pub(super) fn put(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         courier_id: &str,
         phone: &str,
         order_id: Option<&str>,
         order: Option<&Order>,
     ) {
-        self.couriers.insert((tenant.to_owned(), courier_id.to_owned()), phone.to_owned());
+        self.couriers.insert((tenant.clone(), courier_id.to_owned()), phone.to_owned());
         if let Some(order_id) = order_id {
-            self.orders.insert((tenant.to_owned(), order_id.to_owned()), order.cloned());
+            self.orders.insert((tenant.clone(), order_id.to_owned()), order.cloned());
         }
     }
 }
 
 /// A tenant's settings with their decrypted secret, for `SETTINGS_TTL`.
-pub struct SettingsCache(moka::sync::Cache<String, (PbxSettings, SecretString)>);
+pub struct SettingsCache(moka::sync::Cache<TenantId, (PbxSettings, SecretString)>);
 
 impl SettingsCache {
     /// Entries live `ttl` at most (see `DbConfig::cache_ttl_s`).
@@ -66,16 +67,16 @@ impl SettingsCache {
         Self(moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ttl).build())
     }
 
-    pub(super) fn get(&self, tenant: &str) -> Option<(PbxSettings, SecretString)> {
+    pub(super) fn get(&self, tenant: &TenantId) -> Option<(PbxSettings, SecretString)> {
         self.0.get(tenant)
     }
 
-    pub(super) fn put(&self, tenant: &str, settings: &PbxSettings, secret: &SecretString) {
-        self.0.insert(tenant.to_owned(), (settings.clone(), secret.clone()));
+    pub(super) fn put(&self, tenant: &TenantId, settings: &PbxSettings, secret: &SecretString) {
+        self.0.insert(tenant.clone(), (settings.clone(), secret.clone()));
     }
 
     /// The tenant saved new settings.
-    pub fn invalidate(&self, tenant: &str) {
+    pub fn invalidate(&self, tenant: &TenantId) {
         self.0.invalidate(tenant);
     }
 

@@ -26,6 +26,7 @@ use crate::ami::codec::AmiCodec;
 use crate::ami::transport::{self, BoxStream};
 use crate::ami::{AmiError, AmiEvent};
 use crate::domain::callback::{apply, CallState, Confirmation, Fact, Leg, Reason, Status};
+use crate::domain::company::TenantId;
 use crate::domain::destination::CallRequest;
 use crate::domain::dialplan::Generated;
 use crate::domain::settings::{ConfirmAnswer, PbxSettings};
@@ -345,7 +346,7 @@ fn follow(
     service: &CallbackService,
     client: AmiClient,
     mut events: broadcast::Receiver<Arc<AmiEvent>>,
-    tenant: &str,
+    tenant: &TenantId,
     id: Uuid,
     initial: CallState,
 ) -> watch::Receiver<Followed> {
@@ -416,7 +417,7 @@ impl CallbackService {
     #[allow(clippy::too_many_arguments)]
     pub async fn diagnose(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         admin: &str,
         settings: PbxSettings,
         secret: SecretString,

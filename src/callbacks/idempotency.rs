@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{CallbackService, OnRetry, PlaceError};
+use crate::domain::company::TenantId;
 use crate::domain::FieldError;
 use crate::store::callbacks::CallbackRow;
 use crate::store::idempotency::IdempotencyClaim;
@@ -65,7 +66,7 @@ impl CallbackService {
     /// answer is `answer` (status and problem body), kept for retries when they must get it too.
     pub async fn next_action(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         courier: &str,
         claim: &Claim,
         error: &PlaceError,
@@ -95,7 +96,7 @@ impl CallbackService {
 
     /// The answer of the request that took the key first, once there is one (it may still be
     /// placing the call).
-    async fn earlier_answer(&self, tenant: &str, courier: &str, claim: &Claim) -> Result<NextAction, StoreError> {
+    async fn earlier_answer(&self, tenant: &TenantId, courier: &str, claim: &Claim) -> Result<NextAction, StoreError> {
         let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
         loop {
             let db = store::client(&self.db).await?;

@@ -28,6 +28,7 @@ use crate::ami::{AmiClient, ConnState};
 use crate::cluster::Cluster;
 use crate::crypto::SecretsKey;
 use crate::domain::callback::{CallState, Confirming, Reason, Status, Target};
+use crate::domain::company::TenantId;
 use crate::domain::destination::{self, CallRequest, Decision, Refusal};
 use crate::domain::dialplan;
 use crate::domain::phone;
@@ -212,7 +213,7 @@ impl CallbackService {
     }
 
     /// The company saved new PBX settings (here or in another process): the next tap reads them.
-    pub fn forget_settings(&self, tenant: &str) {
+    pub fn forget_settings(&self, tenant: &TenantId) {
         self.settings_cache.invalidate(tenant);
     }
 
@@ -228,7 +229,7 @@ impl CallbackService {
     }
 
     /// The company's settings and its AMI secret (empty when it has no PBX).
-    pub async fn settings(&self, tenant: &str) -> Result<Option<(PbxSettings, SecretString)>, PlaceError> {
+    pub async fn settings(&self, tenant: &TenantId) -> Result<Option<(PbxSettings, SecretString)>, PlaceError> {
         if let Some(cached) = self.settings_cache.get(tenant) {
             return Ok(Some(cached));
         }
@@ -245,14 +246,14 @@ impl CallbackService {
 
     /// How the company's numbers are read when written nationally (its settings' default region,
     /// or the settings' default before any are saved).
-    pub async fn default_region(&self, tenant: &str) -> Result<String, PlaceError> {
+    pub async fn default_region(&self, tenant: &TenantId) -> Result<String, PlaceError> {
         Ok(self.settings(tenant).await?.map_or_else(settings::default_region, |(s, _)| s.default_region))
     }
 
     /// Whether a tap would reach the company's PBX now, as far as dialback knows without asking it:
     /// configured, and its AMI link not down. Opens the link when there is none yet (the app asks
     /// at start-up, so the courier's first tap finds it up).
-    pub async fn pbx_availability(&self, tenant: &str) -> Result<PbxAvailability, PlaceError> {
+    pub async fn pbx_availability(&self, tenant: &TenantId) -> Result<PbxAvailability, PlaceError> {
         let Some((settings, secret)) = self.settings(tenant).await? else { return Ok(PbxAvailability::NotConfigured) };
         if !settings.has_pbx() {
             return Ok(PbxAvailability::NotConfigured);
@@ -284,7 +285,7 @@ impl CallbackService {
     /// `Forbidden`); any other error comes before anything was written.
     pub async fn prepare(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         courier_id: &str,
         request: CallRequest,
         via: Via,
@@ -374,14 +375,14 @@ impl CallbackService {
                 }
                 Inserted::KeyTaken => return Err(PlaceError::KeyTaken),
                 Inserted::Stale => {
-                    tracing::debug!(call_id = %id, tenant, courier_id, "registry changed since read; reading again")
+                    tracing::debug!(call_id = %id, %tenant, courier_id, "registry changed since read; reading again")
                 }
             }
         };
         let destination = match decision {
             Decision::Place(d) => d,
             Decision::Refuse(Refusal { reason, detail, .. }) => {
-                tracing::warn!(call_id = %id, tenant, courier_id, reason = reason.as_str(), %detail, "callback refused");
+                tracing::warn!(call_id = %id, %tenant, courier_id, reason = reason.as_str(), %detail, "callback refused");
                 metrics::counter!("dialback_callbacks_refused_total", "reason" => reason.as_str()).increment(1);
                 let callback = Box::new(row);
                 return Err(if reason == Reason::InvalidNumber {
@@ -426,7 +427,7 @@ impl CallbackService {
     /// returns.
     pub async fn tap(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         courier_id: &str,
         request: CallRequest,
         claim: Option<&IdempotencyClaim<'_>>,
@@ -461,7 +462,7 @@ impl CallbackService {
     async fn registry_facts(
         &self,
         db: &store::Client,
-        tenant: &str,
+        tenant: &TenantId,
         courier_id: &str,
         order_id: Option<&str>,
         cached: bool,

@@ -24,6 +24,7 @@ use tracing::Instrument;
 use super::{pbx_login, CallbackService};
 use crate::ami::client::{AmiClient, LiveChannel};
 use crate::cluster::on_every_beat;
+use crate::domain::company::TenantId;
 use crate::store;
 use crate::store::callbacks::CallbackRow;
 use crate::store::StoreError;
@@ -46,7 +47,7 @@ impl CallbackService {
         let tenants_up = self.cluster.ami.tenants_up();
         let orphans = self.cluster.orphans(&tenants_up);
         let claimed = store::callbacks::claim_orphans(&store::client(&self.db).await?, &orphans).await?;
-        let mut by_tenant: BTreeMap<String, Vec<(CallbackRow, String)>> = BTreeMap::new();
+        let mut by_tenant: BTreeMap<TenantId, Vec<(CallbackRow, String)>> = BTreeMap::new();
         for (row, why) in claimed {
             by_tenant.entry(row.tenant_id.clone()).or_default().push((row, why));
         }
@@ -54,7 +55,7 @@ impl CallbackService {
             metrics::counter!("dialback_calls_taken_over_total").increment(rows.len() as u64);
             let ids: Vec<String> = rows.iter().map(|(r, _)| r.id.to_string()).collect();
             tracing::info!(
-                tenant,
+                %tenant,
                 calls = rows.len(),
                 ids = ids.join(","),
                 "took over calls nobody alive was following"
@@ -67,14 +68,14 @@ impl CallbackService {
 
     /// Follows calls just taken over, on the tenant's AMI session (opened when there is none),
     /// and asks the PBX which of them are still up.
-    async fn follow_taken_over(&self, tenant: &str, rows: Vec<(CallbackRow, String)>) {
+    async fn follow_taken_over(&self, tenant: &TenantId, rows: Vec<(CallbackRow, String)>) {
         let since = Instant::now();
         let client = match self.pbx_session(tenant).await {
             Ok(client) => client,
             Err(why) => {
                 self.tracker.adopt(tenant, rows, Vec::new(), since);
                 tracing::warn!(
-                    tenant,
+                    %tenant,
                     why,
                     "taken-over calls wait for the PBX; they are given up after ami.lost_after_s"
                 );
@@ -91,7 +92,7 @@ impl CallbackService {
 
     /// The company's AMI session, opened when there is none; why not when it has no PBX settings
     /// or they cannot be read.
-    pub async fn pbx_session(&self, tenant: &str) -> Result<AmiClient, String> {
+    pub async fn pbx_session(&self, tenant: &TenantId) -> Result<AmiClient, String> {
         match self.settings(tenant).await {
             Ok(Some((settings, secret))) => Ok(self.cluster.ami.client(tenant, &pbx_login(&settings, secret))),
             Ok(None) => Err("the company has no PBX settings".into()),
@@ -102,12 +103,12 @@ impl CallbackService {
     /// The channels up on the company's PBX (`CoreShowChannels`) once `client` is logged in; None
     /// when it is not yet (its login asks the same question: the tracker's answer to
     /// `PbxSignal::Up`) or the PBX would not say.
-    pub async fn channels_up(&self, tenant: &str, client: &AmiClient) -> Option<Vec<LiveChannel>> {
+    pub async fn channels_up(&self, tenant: &TenantId, client: &AmiClient) -> Option<Vec<LiveChannel>> {
         client.wait_up(self.connect_timeout).await.ok()?;
         match client.core_show_channels().await {
             Ok(channels) => Some(channels),
             Err(e) => {
-                tracing::warn!(tenant, error = %Chain(&e),
+                tracing::warn!(%tenant, error = %Chain(&e),
                     "could not ask the PBX which taken-over calls are up (CoreShowChannels needs write = reporting); \
                      they are followed if their events come");
                 None

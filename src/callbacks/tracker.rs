@@ -22,6 +22,7 @@ use crate::ami::AmiEvent;
 use crate::domain::callback::{
     apply, Confirmation, Fact, Reason, Status, DIALLED_WITHOUT_ASKING, HUNG_UP_DURING_THE_PROMPT,
 };
+use crate::domain::company::TenantId;
 use crate::events::Bus;
 use crate::store;
 use crate::store::callbacks::{CallbackRow, Moved, Step, Transition};
@@ -164,8 +165,8 @@ impl Tracker {
 
     /// Follows calls this process took over, each with why nobody was following it (holding one
     /// of `holds` for each while there are).
-    pub fn adopt(&self, tenant: &str, rows: Vec<(CallbackRow, String)>, mut holds: Vec<CallHold>, since: Instant) {
-        let tenant: Arc<str> = Arc::from(tenant);
+    pub fn adopt(&self, tenant: &TenantId, rows: Vec<(CallbackRow, String)>, mut holds: Vec<CallHold>, since: Instant) {
+        let tenant = tenant.shared();
         for (row, why) in rows {
             let shard = shard_of(&row.id);
             let work = Work::Adopt { tenant: tenant.clone(), row: Box::new(row), why, hold: holds.pop(), since };
@@ -174,8 +175,8 @@ impl Tracker {
     }
 
     /// The PBX answered which calls it has up (asked after `asked_at`).
-    pub fn reconcile(&self, tenant: &str, alive: HashSet<String>, asked_at: Instant) {
-        let (tenant, alive): (Arc<str>, _) = (Arc::from(tenant), Arc::new(alive));
+    pub fn reconcile(&self, tenant: &TenantId, alive: HashSet<String>, asked_at: Instant) {
+        let (tenant, alive) = (tenant.shared(), Arc::new(alive));
         for shard in self.shards.iter() {
             let _ = shard.send(Work::Reconcile { tenant: tenant.clone(), alive: alive.clone(), asked_at });
         }
@@ -206,9 +207,11 @@ impl Tracker {
                 let (tracker, asked_at) = (self.clone(), Instant::now());
                 tokio::spawn(async move {
                     match client.core_show_channels().await {
-                        Ok(channels) => {
-                            tracker.reconcile(&tenant, channels.into_iter().map(|c| c.linkedid).collect(), asked_at)
-                        }
+                        Ok(channels) => tracker.reconcile(
+                            &TenantId::stored(tenant.clone()),
+                            channels.into_iter().map(|c| c.linkedid).collect(),
+                            asked_at,
+                        ),
                         // Calls stay unobserved: the next login asks again, and `lost_after`
                         // bounds how long they wait.
                         Err(e) => {
@@ -226,15 +229,15 @@ impl Tracker {
     /// `ringing_courier` itself, in the same statement as the call's first events when they come
     /// together (they usually do): one write less per call than the API writing it.
     pub fn placed(&self, row: CallbackRow, action_id: String, hold: Option<CallHold>) {
-        let (shard, tenant) = (shard_of(&row.id), Arc::from(row.tenant_id.as_str()));
+        let (shard, tenant) = (shard_of(&row.id), row.tenant_id.shared());
         let _ = self.shards[shard].send(Work::Placed { tenant, row: Box::new(row), action_id, hold });
     }
 
     /// An event seen on a connection outside the pool (the Test button's own), for a call of
     /// `tenant`. Its connection's ups and downs are not forwarded: they say nothing about the
     /// tenant's other calls.
-    pub fn event(&self, tenant: &str, event: Arc<AmiEvent>) {
-        self.route(Arc::from(tenant), PbxSignal::Event(event));
+    pub fn event(&self, tenant: &TenantId, event: Arc<AmiEvent>) {
+        self.route(tenant.shared(), PbxSignal::Event(event));
     }
 
     pub fn forget(&self, id: Uuid) {

@@ -19,6 +19,7 @@ use super::problem::ApiError;
 use super::state::AppState;
 use crate::callbacks::view::{for_courier, view};
 use crate::domain::callback::Status;
+use crate::domain::company::TenantId;
 use crate::events::Subscription;
 use crate::store;
 use crate::telemetry::Chain;
@@ -73,7 +74,7 @@ pub async fn stream(
     };
     let feed = Feed {
         state,
-        tenant: principal.tenant().to_owned(),
+        tenant: principal.tenant().clone(),
         id,
         viewer,
         subscription,
@@ -94,7 +95,7 @@ pub async fn stream(
 /// One open stream.
 struct Feed {
     state: web::Data<AppState>,
-    tenant: String,
+    tenant: TenantId,
     id: Uuid,
     viewer: Viewer,
     subscription: Subscription,

@@ -18,6 +18,7 @@ use super::state::AppState;
 use crate::callbacks::idempotency::{Claim, NextAction};
 use crate::callbacks::view::view;
 use crate::domain::callback::{Leg, Reason, Status, Target};
+use crate::domain::company::TenantId;
 use crate::domain::destination::CallRequest;
 use crate::domain::{check_id, phone};
 use crate::store::{self, callbacks::CallbackRow};
@@ -118,7 +119,12 @@ pub(super) async fn visible(state: &AppState, principal: &Principal, id: Uuid) -
 }
 
 /// The callbacks' views, each with its recording's link when one is bound.
-async fn views(state: &AppState, tenant: &str, rows: &[CallbackRow], viewer: Viewer) -> Result<Vec<Value>, ApiError> {
+async fn views(
+    state: &AppState,
+    tenant: &TenantId,
+    rows: &[CallbackRow],
+    viewer: Viewer,
+) -> Result<Vec<Value>, ApiError> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let db = store::client(&state.db).await?;
     let links = store::recordings::for_callbacks(&**db, tenant, &ids).await?;
@@ -192,7 +198,7 @@ impl ListQuery {
     async fn filter(
         self,
         state: &AppState,
-        tenant: &str,
+        tenant: &TenantId,
         page: &Page,
     ) -> Result<store::callbacks::ListFilter, ApiError> {
         for (field, value) in [("order_id", &self.order_id), ("courier_id", &self.courier_id)] {
@@ -241,7 +247,7 @@ pub async fn list(
     let page = Page::parse(query.cursor.as_deref(), query.limit)?;
     let filter = query.filter(&state, admin.tenant(), &page).await?;
     if wants_csv(&req) {
-        return Ok(journal_csv::response(state.into_inner(), admin.tenant().to_owned(), filter));
+        return Ok(journal_csv::response(state.into_inner(), admin.tenant().clone(), filter));
     }
     let db = store::client(&state.db).await?;
     let rows = store::callbacks::list(&db, admin.tenant(), &filter).await?;
@@ -267,7 +273,7 @@ pub async fn export(
     }
     let page = Page::parse(None, None)?;
     let filter = query.filter(&state, admin.tenant(), &page).await?;
-    Ok(journal_csv::response(state.into_inner(), admin.tenant().to_owned(), filter))
+    Ok(journal_csv::response(state.into_inner(), admin.tenant().clone(), filter))
 }
 
 /// Whether the client asks for CSV rather than JSON.

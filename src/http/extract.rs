@@ -12,28 +12,31 @@ use super::problem::ApiError;
 use super::state::AppState;
 use crate::auth::{AuthError, Claims, Role};
 use crate::domain::check_id;
-use crate::domain::company::check_company_id;
+use crate::domain::company::{check_company_id, TenantId};
 use crate::i18n::Lang;
 
 /// Who calls the API for a company (a courier or one of its admins), as their token says; not the
 /// phone caller of a return call (`domain::return_call::Caller`).
-pub struct Principal(pub Claims);
+pub struct Principal {
+    pub claims: Claims,
+    tenant: TenantId,
+}
 
 impl Principal {
-    pub fn tenant(&self) -> &str {
-        &self.0.tenant
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
     }
 
     pub fn sub(&self) -> &str {
-        &self.0.sub
+        &self.claims.sub
     }
 
     pub fn is_admin(&self) -> bool {
-        self.0.role == Role::Admin
+        self.claims.role == Role::Admin
     }
 
     fn require(self, role: Role) -> Result<Self, ApiError> {
-        if self.0.role == role {
+        if self.claims.role == role {
             Ok(self)
         } else {
             Err(forbidden(role))
@@ -146,7 +149,9 @@ pub async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
             "an operator's token acts for no company: use a company admin's token",
         ));
     }
-    Ok(Principal(claims))
+    // `verified` checked it (and counted a bad one as a failed authentication).
+    let tenant = TenantId::stored(claims.tenant.as_str());
+    Ok(Principal { claims, tenant })
 }
 
 impl FromRequest for Principal {

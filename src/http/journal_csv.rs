@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures_util::{stream, StreamExt};
 
 use super::state::AppState;
+use crate::domain::company::TenantId;
 use crate::store::{self, callbacks::CallbackRow, callbacks::ListFilter};
 use crate::telemetry::Chain;
 use crate::view::rfc3339;
@@ -43,7 +44,7 @@ pub const COLUMNS: &[&str] = &[
 ];
 
 /// A streamed `text/csv` answer with every row `filter` matches (its `limit` is ignored).
-pub fn response(state: Arc<AppState>, tenant: String, filter: ListFilter) -> HttpResponse {
+pub fn response(state: Arc<AppState>, tenant: TenantId, filter: ListFilter) -> HttpResponse {
     let header = Bytes::from(line(COLUMNS.iter().map(|c| (*c).to_owned())));
     let pages = stream::unfold(Some((state, tenant, filter)), |next| async move {
         let (state, tenant, mut filter) = next?;
@@ -56,7 +57,7 @@ pub fn response(state: Arc<AppState>, tenant: String, filter: ListFilter) -> Htt
             Ok(rows) => rows,
             Err(e) => {
                 // The status line has gone out: all the client can be told is that the body ends.
-                tracing::error!(tenant, error = %Chain(&e), "the journal's CSV stream stopped");
+                tracing::error!(%tenant, error = %Chain(&e), "the journal's CSV stream stopped");
                 return Some((Err(std::io::Error::other("the journal could not be read to the end")), None));
             }
         };

@@ -11,7 +11,7 @@ use super::extract::{Admin, Operator};
 use super::problem::ApiError;
 use super::state::AppState;
 use crate::companies::CompanyError;
-use crate::domain::company::{check_company_id, CompanyInput};
+use crate::domain::company::{CompanyInput, TenantId};
 
 impl From<CompanyError> for ApiError {
     fn from(err: CompanyError) -> Self {
@@ -26,8 +26,8 @@ impl From<CompanyError> for ApiError {
     }
 }
 
-fn company_id(id: &str) -> Result<&str, ApiError> {
-    Ok(check_company_id("company_id", id)?)
+fn company_id(id: &str) -> Result<TenantId, ApiError> {
+    Ok(TenantId::parse("company_id", id)?)
 }
 
 pub async fn list(_: Operator, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -35,7 +35,7 @@ pub async fn list(_: Operator, state: web::Data<AppState>) -> Result<HttpRespons
 }
 
 pub async fn get(_: Operator, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.companies.get(company_id(&path)?).await?))
+    Ok(HttpResponse::Ok().json(state.companies.get(&company_id(&path)?).await?))
 }
 
 /// Creates (201) or replaces (200) a company. With `issuer.hs256` newly on, the answer carries the
@@ -47,8 +47,8 @@ pub async fn put(
     body: JsonObject<CompanyInput>,
 ) -> Result<HttpResponse, ApiError> {
     let id = company_id(&path)?;
-    let (company, created) = state.companies.put(id, &body).await?;
-    tracing::info!(operator = operator.0.sub, tenant = id, "company saved");
+    let (company, created) = state.companies.put(&id, &body).await?;
+    tracing::info!(operator = operator.0.sub, tenant = %id, "company saved");
     let status = if created { HttpResponse::Created() } else { HttpResponse::Ok() };
     Ok({ status }.json(company))
 }
@@ -60,8 +60,8 @@ pub async fn delete(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = company_id(&path)?;
-    state.companies.remove(id).await?;
-    tracing::info!(operator = operator.0.sub, tenant = id, "company removed");
+    state.companies.remove(&id).await?;
+    tracing::info!(operator = operator.0.sub, tenant = %id, "company removed");
     Ok(HttpResponse::NoContent().finish())
 }
 

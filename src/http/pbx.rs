@@ -10,6 +10,7 @@ use super::extract::{Admin, Language};
 use super::problem::ApiError;
 use super::settings_input::SettingsInput;
 use super::state::AppState;
+use crate::domain::company::TenantId;
 use crate::domain::dialplan;
 use crate::domain::settings::PbxSettings;
 use crate::i18n::{Lang, Text};
@@ -99,12 +100,12 @@ pub async fn put_pbx(
     let updated_at = store::admin::put_settings(&tx, tenant, &settings, &secret_enc).await?;
     store::admin::set_recordings_password(&tx, tenant, recordings_password_enc.as_deref()).await?;
     // Sent with the commit: every process drops its copy of the settings.
-    store::notify::announce(&tx, &store::notify::Change::PbxSettings { tenant: tenant.to_owned() }).await?;
+    store::notify::announce(&tx, &store::notify::Change::PbxSettings { tenant: tenant.clone() }).await?;
     tx.commit().await.map_err(store::StoreError::from)?;
     // The next call logs in with the new settings.
     state.callbacks.forget_settings(tenant);
     state.cluster.ami.invalidate(tenant);
-    tracing::info!(tenant, host = %settings.host, port = settings.port, recordings = settings.recordings.is_some(),
+    tracing::info!(%tenant, host = %settings.host, port = settings.port, recordings = settings.recordings.is_some(),
         "PBX settings saved");
     if settings.has_pbx() {
         // Does the PBX run the dialplan these settings generate? The admin page shows the answer.
@@ -137,7 +138,7 @@ pub async fn get_dialplan(admin: Admin, state: web::Data<AppState>) -> Result<Ht
 /// The dialplan dialback generates for `tenant` with `settings` (`DialplanWatch::expected`).
 pub(super) async fn generated_dialplan(
     state: &AppState,
-    tenant: &str,
+    tenant: &TenantId,
     settings: &PbxSettings,
 ) -> Result<Option<dialplan::Generated>, ApiError> {
     state.dialplan_watch.expected(tenant, settings).await.map_err(super::return_calls::problem)

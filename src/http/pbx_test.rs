@@ -103,7 +103,7 @@ pub async fn test_pbx(
         .diagnose(tenant, admin.sub(), settings, secret, expected.as_ref(), request.from, request.to)
         .await
         .map_err(|e| place_problem(&e, Audience::Admin))?;
-    tracing::info!(tenant, ok = diagnosis.ok, callback_id = ?diagnosis.callback_id, "PBX test run");
+    tracing::info!(%tenant, ok = diagnosis.ok, callback_id = ?diagnosis.callback_id, "PBX test run");
     // Kept for the dashboard and the guided set-up; the admin still gets the diagnosis without it.
     let steps: Vec<(&str, bool)> = diagnosis.steps.iter().map(|s| (s.step, s.ok)).collect();
     let kept = match store::client(&state.db).await {
@@ -111,7 +111,7 @@ pub async fn test_pbx(
         Err(e) => Err(e),
     };
     if let Err(e) = kept {
-        tracing::error!(tenant, callback_id = ?diagnosis.callback_id, error = %Chain(&e), "the Test's outcome could not be kept");
+        tracing::error!(%tenant, callback_id = ?diagnosis.callback_id, error = %Chain(&e), "the Test's outcome could not be kept");
     }
     Ok(HttpResponse::Ok().insert_header(("Content-Language", lang.tag())).json(diagnosis_view(&diagnosis, lang)))
 }

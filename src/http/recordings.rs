@@ -13,13 +13,14 @@ use super::extract::{authenticate, Admin, Page, Principal};
 use super::problem::{sync_problem, ApiError};
 use super::state::AppState;
 use crate::domain::check_id;
+use crate::domain::company::TenantId;
 use crate::domain::recording::RecordingState;
 use crate::recordings::{AudioUrlRefused, Recordings};
 use crate::store::{self, recordings::RecordingRow};
 use crate::view::rfc3339;
 
 /// The recording resource.
-fn view(recordings: &Recordings, tenant: &str, row: &RecordingRow) -> Value {
+fn view(recordings: &Recordings, tenant: &TenantId, row: &RecordingRow) -> Value {
     let stored = row.state == RecordingState::Stored;
     json!({
         "id": row.id,
@@ -125,7 +126,7 @@ pub struct AudioQuery {
 
 /// Who may play: the holder of a valid signed URL (for its tenant), or a bearer token's caller.
 enum Listener {
-    SignedUrl { tenant: String },
+    SignedUrl { tenant: TenantId },
     Principal(Principal),
 }
 
@@ -134,6 +135,8 @@ impl Listener {
         match query {
             AudioQuery { tenant: None, expires: None, sig: None } => Ok(Listener::Principal(authenticate(req).await?)),
             AudioQuery { tenant: Some(tenant), expires: Some(expires), sig: Some(sig) } => {
+                // A malformed company in the URL is a URL dialback did not sign.
+                let tenant = TenantId::parse("tenant", &tenant).map_err(|_| ApiError::not_found("recording"))?;
                 match state.recordings.check_audio_url(&tenant, id, expires, &sig) {
                     Ok(()) => Ok(Listener::SignedUrl { tenant }),
                     Err(AudioUrlRefused::BadSignature) => Err(ApiError::not_found("recording")),
@@ -149,7 +152,7 @@ impl Listener {
         }
     }
 
-    fn tenant(&self) -> &str {
+    fn tenant(&self) -> &TenantId {
         match self {
             Listener::SignedUrl { tenant } => tenant,
             Listener::Principal(caller) => caller.tenant(),

@@ -9,6 +9,7 @@ use super::body::JsonObject;
 use super::extract::{path_id, Admin};
 use super::problem::{place_problem, ApiError, Audience};
 use super::state::AppState;
+use crate::domain::company::TenantId;
 use crate::domain::registry::OrderState;
 use crate::domain::{check_id, check_text, phone};
 use crate::store;
@@ -28,7 +29,7 @@ fn yes() -> bool {
 }
 
 /// The company's default region (how national numbers are read), RU until settings say otherwise.
-async fn default_region(state: &AppState, tenant: &str) -> Result<String, ApiError> {
+async fn default_region(state: &AppState, tenant: &TenantId) -> Result<String, ApiError> {
     state.callbacks.default_region(tenant).await.map_err(|e| place_problem(&e, Audience::Admin))
 }
 

@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 use crate::config::RecordingsConfig;
 use crate::crypto::SecretsKey;
+use crate::domain::company::TenantId;
 use crate::events::Bus;
 use crate::store::recordings::RecordingLink;
 use storage::RecordingStorage;
@@ -79,21 +80,21 @@ impl Recordings {
 
     /// The context a company's FTP password is encrypted under: the tenant and the purpose, so it
     /// neither decrypts for another company nor passes for the AMI secret.
-    pub fn password_context(tenant: &str) -> String {
+    pub fn password_context(tenant: &TenantId) -> String {
         format!("{tenant}/recordings")
     }
 
     /// A URL that plays the recording without a bearer token until it expires: a browser's
     /// `<audio>` element cannot send an Authorization header. Only someone allowed to hear the
     /// recording is ever given one.
-    pub fn audio_url(&self, tenant: &str, id: Uuid) -> String {
+    pub fn audio_url(&self, tenant: &TenantId, id: Uuid) -> String {
         let expires = OffsetDateTime::now_utc().unix_timestamp() + AUDIO_URL_TTL_S;
         let sig = self.secrets.sign(AUDIO_URL_PURPOSE, &audio_url_message(tenant, id, expires));
         format!("/v1/recordings/{id}/audio?tenant={tenant}&expires={expires}&sig={sig}")
     }
 
     /// Checks a signed audio URL's parts.
-    pub fn check_audio_url(&self, tenant: &str, id: Uuid, expires: i64, sig: &str) -> Result<(), AudioUrlRefused> {
+    pub fn check_audio_url(&self, tenant: &TenantId, id: Uuid, expires: i64, sig: &str) -> Result<(), AudioUrlRefused> {
         if !self.secrets.verify(AUDIO_URL_PURPOSE, &audio_url_message(tenant, id, expires), sig) {
             return Err(AudioUrlRefused::BadSignature);
         }
@@ -104,7 +105,7 @@ impl Recordings {
     }
 
     /// The recording as shown inside a callback of `tenant`.
-    pub fn link(&self, tenant: &str, recording: &RecordingLink) -> Value {
+    pub fn link(&self, tenant: &TenantId, recording: &RecordingLink) -> Value {
         let (deleted_at, deleted_because) = match &recording.deleted {
             Some((at, because)) => (json!(crate::view::rfc3339(*at)), json!(because)),
             None => (Value::Null, Value::Null),
@@ -120,6 +121,6 @@ impl Recordings {
     }
 }
 
-fn audio_url_message(tenant: &str, id: Uuid, expires: i64) -> String {
+fn audio_url_message(tenant: &TenantId, id: Uuid, expires: i64) -> String {
     format!("{tenant}\n{id}\n{expires}")
 }

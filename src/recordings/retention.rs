@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::Recordings;
+use crate::domain::company::TenantId;
 use crate::store::{self, StoreError};
 use crate::telemetry::Chain;
 
@@ -20,7 +21,7 @@ const BATCH: i64 = 200;
 impl Recordings {
     /// Deletes `tenant`'s recordings older than its `retention_days`, if it set them, and finishes
     /// deletions a run left half done (whatever the setting); how many.
-    pub async fn apply_retention(&self, tenant: &str) -> Result<u64, StoreError> {
+    pub async fn apply_retention(&self, tenant: &TenantId) -> Result<u64, StoreError> {
         let db = store::client(&self.db).await?;
         let days = store::recordings::source(&**db, tenant).await?.and_then(|c| c.source.retention_days);
         let before = match days {
@@ -42,13 +43,13 @@ impl Recordings {
             }
         }
         if deleted > 0 {
-            tracing::info!(tenant, deleted, days, "recordings deleted (retention, or deletions finished)");
+            tracing::info!(%tenant, deleted, days, "recordings deleted (retention, or deletions finished)");
         }
         Ok(deleted)
     }
 
     /// An admin deletes one recording now. False: the company has no such recording.
-    pub async fn delete_recording(&self, tenant: &str, id: Uuid) -> Result<bool, StoreError> {
+    pub async fn delete_recording(&self, tenant: &TenantId, id: Uuid) -> Result<bool, StoreError> {
         let db = store::client(&self.db).await?;
         let Some(key) = store::recordings::delete_one(&**db, tenant, id).await? else { return Ok(false) };
         drop(db);
@@ -56,7 +57,7 @@ impl Recordings {
             Some(key) => {
                 self.remove_object(tenant, id, Some(&key), "admin").await?;
             }
-            None => tracing::info!(tenant, recording = %id, "recording deleted by an admin (nothing was stored)"),
+            None => tracing::info!(%tenant, recording = %id, "recording deleted by an admin (nothing was stored)"),
         }
         Ok(true)
     }
@@ -65,25 +66,25 @@ impl Recordings {
     /// refused (logged; the row stays `deleting` for the next run).
     async fn remove_object(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: Uuid,
         key: Option<&str>,
         because: &'static str,
     ) -> Result<bool, StoreError> {
         if let Some(key) = key {
             if let Err(e) = self.storage.remove(key).await {
-                tracing::warn!(tenant, recording = %id, key, error = %Chain(&e), because,
+                tracing::warn!(%tenant, recording = %id, key, error = %Chain(&e), because,
                     "a recording's object could not be deleted; the next run tries again");
-                metrics::counter!("dialback_recordings_delete_failures_total", "tenant" => tenant.to_owned())
+                metrics::counter!("dialback_recordings_delete_failures_total", "tenant" => tenant.to_string())
                     .increment(1);
                 return Ok(false);
             }
         }
         let db = store::client(&self.db).await?;
         store::recordings::deleted(&**db, id).await?;
-        metrics::counter!("dialback_recordings_deleted_total", "tenant" => tenant.to_owned(), "because" => because)
+        metrics::counter!("dialback_recordings_deleted_total", "tenant" => tenant.to_string(), "because" => because)
             .increment(1);
-        tracing::info!(tenant, recording = %id, key, because, "recording deleted");
+        tracing::info!(%tenant, recording = %id, key, because, "recording deleted");
         Ok(true)
     }
 }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Recordings;
+use crate::domain::company::TenantId;
 use crate::store;
 
 /// At most this many companies are synced at once by one process.
@@ -46,19 +47,19 @@ impl Schedule {
 /// decides only when; [`Recordings`] is the real one (tests drive it with a fake, in paused time).
 pub(crate) trait SyncJobs: Send + Sync + 'static {
     /// Every company with a recordings source, and its poll interval.
-    fn sources(&self) -> impl Future<Output = Result<Vec<(String, Duration)>, String>> + Send;
+    fn sources(&self) -> impl Future<Output = Result<Vec<(TenantId, Duration)>, String>> + Send;
     /// One sync of `tenant`; the error says why it failed.
-    fn run(&self, tenant: &str) -> impl Future<Output = Result<(), String>> + Send;
+    fn run(&self, tenant: &TenantId) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 impl SyncJobs for Recordings {
-    async fn sources(&self) -> Result<Vec<(String, Duration)>, String> {
+    async fn sources(&self) -> Result<Vec<(TenantId, Duration)>, String> {
         let db = store::client(&self.db).await.map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
         let sources = store::recordings::sources(&**db).await.map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
         Ok(sources.into_iter().map(|c| (c.tenant, Duration::from_secs(u64::from(c.source.poll_interval_s)))).collect())
     }
 
-    async fn run(&self, tenant: &str) -> Result<(), String> {
+    async fn run(&self, tenant: &TenantId) -> Result<(), String> {
         self.sync(tenant).await.map(|_| ()).map_err(|e| format!("{:#}", anyhow::Error::from(e)))
     }
 }
@@ -72,8 +73,8 @@ impl Recordings {
 }
 
 async fn schedule<J: SyncJobs>(jobs: Arc<J>, stop: CancellationToken) {
-    let mut schedules: HashMap<String, Schedule> = HashMap::new();
-    let mut runs: JoinSet<(String, Result<(), String>)> = JoinSet::new();
+    let mut schedules: HashMap<TenantId, Schedule> = HashMap::new();
+    let mut runs: JoinSet<(TenantId, Result<(), String>)> = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut reloaded: Option<Instant> = None;
     loop {
@@ -87,7 +88,7 @@ async fn schedule<J: SyncJobs>(jobs: Arc<J>, stop: CancellationToken) {
                     let delay = schedule.delay();
                     schedule.next_run = Instant::now() + delay;
                     if let Err(error) = result {
-                        tracing::warn!(tenant, failures = schedule.failures, retry_in_s = delay.as_secs(), error,
+                        tracing::warn!(%tenant, failures = schedule.failures, retry_in_s = delay.as_secs(), error,
                             "recordings sync failed; will retry");
                     }
                 }
@@ -119,7 +120,7 @@ async fn schedule<J: SyncJobs>(jobs: Arc<J>, stop: CancellationToken) {
 
 /// Picks up companies that configured a source, forgets those that removed it, and takes changed
 /// poll intervals into account.
-async fn reload<J: SyncJobs>(jobs: &J, schedules: &mut HashMap<String, Schedule>) {
+async fn reload<J: SyncJobs>(jobs: &J, schedules: &mut HashMap<TenantId, Schedule>) {
     let sources = match jobs.sources().await {
         Ok(sources) => sources,
         Err(error) => {
@@ -153,17 +154,17 @@ mod tests {
     /// each run started (in tokio's clock, so paused time can be read exactly).
     #[derive(Default)]
     struct Fake {
-        sources: Mutex<Vec<(String, Duration)>>,
+        sources: Mutex<Vec<(TenantId, Duration)>>,
         failing: Mutex<bool>,
-        runs: Mutex<Vec<(String, Instant)>>,
+        runs: Mutex<Vec<(TenantId, Instant)>>,
     }
 
     impl SyncJobs for Fake {
-        async fn sources(&self) -> Result<Vec<(String, Duration)>, String> {
+        async fn sources(&self) -> Result<Vec<(TenantId, Duration)>, String> {
             Ok(self.sources.lock().unwrap().clone())
         }
 
-        async fn run(&self, tenant: &str) -> Result<(), String> {
+        async fn run(&self, tenant: &TenantId) -> Result<(), String> {
             self.runs.lock().unwrap().push((tenant.to_owned(), Instant::now()));
             if *self.failing.lock().unwrap() {
                 Err("the FTP server is down".into())
@@ -174,7 +175,7 @@ mod tests {
     }
 
     /// Seconds from `start` of each run of `tenant`.
-    fn runs_of(fake: &Fake, tenant: &str, start: Instant) -> Vec<u64> {
+    fn runs_of(fake: &Fake, tenant: &TenantId, start: Instant) -> Vec<u64> {
         let runs = fake.runs.lock().unwrap();
         runs.iter().filter(|(t, _)| t == tenant).map(|(_, at)| (*at - start).as_secs()).collect()
     }
@@ -182,10 +183,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn each_company_is_synced_every_poll_interval_from_one_interval_after_it_appears() {
         let fake = Arc::new(Fake::default());
-        fake.sources
-            .lock()
-            .unwrap()
-            .extend([("a".to_owned(), Duration::from_secs(5)), ("b".into(), Duration::from_secs(60))]);
+        fake.sources.lock().unwrap().extend([
+            (TenantId::stored("a"), Duration::from_secs(5)),
+            (TenantId::stored("b"), Duration::from_secs(60)),
+        ]);
         let stop = CancellationToken::new();
         let start = Instant::now();
         let task = tokio::spawn(schedule(fake.clone(), stop.clone()));
@@ -193,39 +194,39 @@ mod tests {
         stop.cancel();
         task.await.unwrap();
         // The sources are read at the first tick; runs go at the first tick at or after their time.
-        let a = runs_of(&fake, "a", start);
+        let a = runs_of(&fake, &TenantId::stored("a"), start);
         assert_eq!(&a[..4], [5, 10, 15, 20], "{a:?}");
         assert!(a.windows(2).all(|w| w[1] - w[0] == 5), "{a:?}");
-        assert_eq!(runs_of(&fake, "b", start), [60, 120]);
+        assert_eq!(runs_of(&fake, &TenantId::stored("b"), start), [60, 120]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failing_company_backs_off_and_returns_to_its_interval_when_it_recovers() {
         let fake = Arc::new(Fake::default());
-        fake.sources.lock().unwrap().push(("a".into(), Duration::from_secs(60)));
+        fake.sources.lock().unwrap().push((TenantId::stored("a"), Duration::from_secs(60)));
         *fake.failing.lock().unwrap() = true;
         let stop = CancellationToken::new();
         let start = Instant::now();
         let task = tokio::spawn(schedule(fake.clone(), stop.clone()));
         // Runs at 60, then 120 s later, 240 s later, 480 s later, then every 900 s.
         tokio::time::sleep(Duration::from_secs(60 + 120 + 240 + 480 + 900 + 1)).await;
-        assert_eq!(runs_of(&fake, "a", start), [60, 180, 420, 900, 1800]);
+        assert_eq!(runs_of(&fake, &TenantId::stored("a"), start), [60, 180, 420, 900, 1800]);
         *fake.failing.lock().unwrap() = false;
         tokio::time::sleep(Duration::from_secs(900 + 120)).await;
         stop.cancel();
         task.await.unwrap();
-        assert_eq!(runs_of(&fake, "a", start), [60, 180, 420, 900, 1800, 2700, 2760, 2820]);
+        assert_eq!(runs_of(&fake, &TenantId::stored("a"), start), [60, 180, 420, 900, 1800, 2700, 2760, 2820]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_shorter_interval_applies_at_the_next_reload_and_a_removed_source_stops() {
         let fake = Arc::new(Fake::default());
-        fake.sources.lock().unwrap().push(("a".into(), Duration::from_secs(3600)));
+        fake.sources.lock().unwrap().push((TenantId::stored("a"), Duration::from_secs(3600)));
         let stop = CancellationToken::new();
         let start = Instant::now();
         let task = tokio::spawn(schedule(fake.clone(), stop.clone()));
         tokio::time::sleep(Duration::from_secs(7)).await;
-        *fake.sources.lock().unwrap() = vec![("a".into(), Duration::from_secs(5))];
+        *fake.sources.lock().unwrap() = vec![(TenantId::stored("a"), Duration::from_secs(5))];
         tokio::time::sleep(Duration::from_secs(20)).await;
         fake.sources.lock().unwrap().clear();
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -233,7 +234,7 @@ mod tests {
         task.await.unwrap();
         // Reloaded at 10 s: the next run is 5 s later; after the source is gone (reload at 30 s)
         // nothing runs.
-        assert_eq!(runs_of(&fake, "a", start), [15, 20, 25]);
+        assert_eq!(runs_of(&fake, &TenantId::stored("a"), start), [15, 20, 25]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::source::{join, Endpoint, RemoteFile, Session, SourceFailure};
 use super::Recordings;
 use crate::domain::callback::Status;
+use crate::domain::company::TenantId;
 use crate::domain::recording::{content_type, DateSubdirs, NameFields, NamePattern};
 use crate::domain::settings::RecordingsSource;
 use crate::store::recordings::{Candidate, Claim, ListedFile};
@@ -101,13 +102,13 @@ struct Tally {
 
 impl Recordings {
     /// Runs one sync for `tenant` now; logs and counts its outcome.
-    pub async fn sync(&self, tenant: &str) -> Result<SyncReport, SyncError> {
+    pub async fn sync(&self, tenant: &TenantId) -> Result<SyncReport, SyncError> {
         let started = Instant::now();
         // Retention holds whether or not the FTP server answers.
         let deleted = match self.apply_retention(tenant).await {
             Ok(deleted) => deleted,
             Err(e) => {
-                tracing::warn!(tenant, error = %Chain(&e), "recordings retention could not run; the next sync tries again");
+                tracing::warn!(%tenant, error = %Chain(&e), "recordings retention could not run; the next sync tries again");
                 0
             }
         };
@@ -116,7 +117,7 @@ impl Recordings {
             Ok(_) => "ok",
             Err(e) => e.kind(),
         };
-        metrics::counter!("dialback_recordings_sync_runs_total", "tenant" => tenant.to_owned(), "outcome" => outcome)
+        metrics::counter!("dialback_recordings_sync_runs_total", "tenant" => tenant.to_string(), "outcome" => outcome)
             .increment(1);
         let ms = started.elapsed().as_millis() as u64;
         match result {
@@ -124,7 +125,7 @@ impl Recordings {
                 report.duration_ms = ms;
                 let r = &report;
                 tracing::info!(
-                    tenant,
+                    %tenant,
                     seen = r.seen,
                     new = r.new,
                     fetched = r.fetched,
@@ -139,13 +140,13 @@ impl Recordings {
                 Ok(report)
             }
             Err(e) => {
-                tracing::warn!(tenant, kind = e.kind(), error = %Chain(&e), ms, "recordings sync failed");
+                tracing::warn!(%tenant, kind = e.kind(), error = %Chain(&e), ms, "recordings sync failed");
                 Err(e)
             }
         }
     }
 
-    async fn run(&self, tenant: &str) -> Result<SyncReport, SyncError> {
+    async fn run(&self, tenant: &TenantId) -> Result<SyncReport, SyncError> {
         let now = OffsetDateTime::now_utc();
         let (source, endpoint) = self.source(tenant).await?;
         let pattern = NamePattern::compile(&source.filename_pattern).map_err(|_| SyncError::NotConfigured)?;
@@ -174,7 +175,7 @@ impl Recordings {
     }
 
     /// The company's source and an endpoint with its decrypted password.
-    async fn source(&self, tenant: &str) -> Result<(RecordingsSource, Endpoint), SyncError> {
+    async fn source(&self, tenant: &TenantId) -> Result<(RecordingsSource, Endpoint), SyncError> {
         let db = store::client(&self.db).await?;
         let configured = store::recordings::source(&**db, tenant).await?.ok_or(SyncError::NotConfigured)?;
         let encrypted = configured.password_enc.ok_or(SyncError::NotConfigured)?;
@@ -247,7 +248,7 @@ impl Recordings {
     /// Downloads `ready` on up to `parallel_downloads` FTP sessions; returns the ids fetched.
     async fn download_all(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         endpoint: &Endpoint,
         session: Session,
         ready: Vec<Candidate>,
@@ -270,7 +271,7 @@ impl Recordings {
 
     async fn worker(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         endpoint: &Endpoint,
         mut session: Option<Session>,
         queue: &Mutex<VecDeque<Candidate>>,
@@ -283,7 +284,7 @@ impl Recordings {
                     Ok(opened) => session = Some(opened),
                     Err(e) => {
                         // The file is not claimed yet: it stays for the next run.
-                        tracing::warn!(tenant, error = %Chain(&e), "cannot open an FTP session for downloading");
+                        tracing::warn!(%tenant, error = %Chain(&e), "cannot open an FTP session for downloading");
                         return;
                     }
                 }
@@ -292,7 +293,7 @@ impl Recordings {
                 Ok(Some(claim)) => claim,
                 Ok(None) => continue, // another run has it, or had it already
                 Err(e) => {
-                    tracing::warn!(tenant, file = %file.remote_path, error = %Chain(&e), "cannot claim the download");
+                    tracing::warn!(%tenant, file = %file.remote_path, error = %Chain(&e), "cannot claim the download");
                     continue;
                 }
             };
@@ -300,10 +301,10 @@ impl Recordings {
             let started = Instant::now();
             match self.fetch(ftp, &file, &claim).await {
                 Ok(bytes) => {
-                    metrics::counter!("dialback_recordings_fetched_total", "tenant" => tenant.to_owned()).increment(1);
-                    metrics::counter!("dialback_recordings_bytes_total", "tenant" => tenant.to_owned())
+                    metrics::counter!("dialback_recordings_fetched_total", "tenant" => tenant.to_string()).increment(1);
+                    metrics::counter!("dialback_recordings_bytes_total", "tenant" => tenant.to_string())
                         .increment(bytes);
-                    tracing::info!(tenant, file = %file.remote_path, bytes, attempt = claim.attempt,
+                    tracing::info!(%tenant, file = %file.remote_path, bytes, attempt = claim.attempt,
                         ms = started.elapsed().as_millis() as u64, "recording fetched");
                     let mut tally = tally.lock().expect("tally lock");
                     tally.report.fetched += 1;
@@ -322,7 +323,7 @@ impl Recordings {
         }
     }
 
-    async fn claim(&self, tenant: &str, file: &Candidate) -> Result<Option<Claim>, StoreError> {
+    async fn claim(&self, tenant: &TenantId, file: &Candidate) -> Result<Option<Claim>, StoreError> {
         let db = store::client(&self.db).await?;
         store::recordings::claim(&**db, tenant, file.id, self.lease()).await
     }
@@ -361,14 +362,14 @@ impl Recordings {
 
     async fn record_failure(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         file: &Candidate,
         claim: &Claim,
         error: FetchError,
         tally: &Mutex<Tally>,
     ) {
         if matches!(error, FetchError::ClaimLost) {
-            tracing::info!(tenant, file = %file.remote_path, "download taken over by another run");
+            tracing::info!(%tenant, file = %file.remote_path, "download taken over by another run");
             return;
         }
         let kind = match &error {
@@ -377,17 +378,17 @@ impl Recordings {
             _ => "database",
         };
         let retry_after = retry_delay(claim.attempt);
-        tracing::warn!(tenant, file = %file.remote_path, attempt = claim.attempt, kind, error = %Chain(&error),
+        tracing::warn!(%tenant, file = %file.remote_path, attempt = claim.attempt, kind, error = %Chain(&error),
             retry_in_s = retry_after.map(|d| d.as_secs()), "recording download failed");
         metrics::counter!("dialback_recordings_failed_total", "kind" => kind).increment(1);
         let message = error.to_string();
         match store::client(&self.db).await {
             Ok(db) => {
                 if let Err(e) = store::recordings::fail(&**db, file.id, claim, &message, retry_after).await {
-                    tracing::warn!(tenant, file = %file.remote_path, error = %Chain(&e), "cannot record the failure; the claim will lapse");
+                    tracing::warn!(%tenant, file = %file.remote_path, error = %Chain(&e), "cannot record the failure; the claim will lapse");
                 }
             }
-            Err(e) => tracing::warn!(tenant, error = %Chain(&e), "cannot record the failure; the claim will lapse"),
+            Err(e) => tracing::warn!(%tenant, error = %Chain(&e), "cannot record the failure; the claim will lapse"),
         }
         let mut tally = tally.lock().expect("tally lock");
         tally.report.failed += 1;
@@ -398,7 +399,7 @@ impl Recordings {
     /// name, else by numbers and time.
     async fn bind_pending(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         source: &RecordingsSource,
         now: OffsetDateTime,
         fetched: &[Uuid],
@@ -425,12 +426,12 @@ impl Recordings {
         }
         let now = OffsetDateTime::now_utc();
         for b in &bound {
-            metrics::counter!("dialback_recordings_bound_total", "tenant" => tenant.to_owned(), "matched_by" => b.matched_by.clone())
+            metrics::counter!("dialback_recordings_bound_total", "tenant" => tenant.to_string(), "matched_by" => b.matched_by.clone())
                 .increment(1);
             if let Some(ended) = b.call_ended_at {
                 metrics::gauge!("dialback_recordings_lag_seconds").set((now - ended).as_seconds_f64().max(0.0));
             }
-            tracing::info!(tenant, file = %b.file_name, callback_id = %b.callback_id, matched_by = %b.matched_by,
+            tracing::info!(%tenant, file = %b.file_name, callback_id = %b.callback_id, matched_by = %b.matched_by,
                 "recording bound to its callback");
         }
         report.bound = bound.len() as u64;

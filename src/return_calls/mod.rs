@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::callbacks::{CallbackService, PlaceError};
 use crate::cluster::Cluster;
 use crate::crypto::SecretsKey;
+use crate::domain::company::TenantId;
 use crate::domain::phone;
 use crate::domain::return_call::{decide, Caller, Decision, ReturnCallSettings, ReturnState, RouteKind};
 use crate::domain::settings::default_region;
@@ -144,7 +145,7 @@ fn key_hash(key: &str) -> String {
     hex::encode(digest::digest(&digest::SHA256, key.as_bytes()))
 }
 
-fn key_context(tenant: &str) -> String {
+fn key_context(tenant: &TenantId) -> String {
     format!("return-calls:{tenant}")
 }
 
@@ -170,7 +171,7 @@ impl ReturnCalls {
     }
 
     /// The company's rules and key; a company that has none yet gets the defaults (off) and a key.
-    pub async fn rules(&self, tenant: &str) -> Result<RulesView, RouteError> {
+    pub async fn rules(&self, tenant: &TenantId) -> Result<RulesView, RouteError> {
         let db = store::client(&self.db).await?;
         let stored = match store::return_calls::rules(&db, tenant).await? {
             Some(stored) => stored,
@@ -179,17 +180,17 @@ impl ReturnCalls {
         self.view(stored)
     }
 
-    pub async fn put_rules(&self, tenant: &str, rules: &ReturnCallSettings) -> Result<RulesView, RouteError> {
+    pub async fn put_rules(&self, tenant: &TenantId, rules: &ReturnCallSettings) -> Result<RulesView, RouteError> {
         let db = store::client(&self.db).await?;
         let stored = self.save(&db, tenant, rules).await?;
         self.rules.invalidate(&stored.key_hash);
         self.announce(&db, tenant).await;
-        tracing::info!(tenant, enabled = rules.enabled, window_hours = rules.window_hours, "return-call rules saved");
+        tracing::info!(%tenant, enabled = rules.enabled, window_hours = rules.window_hours, "return-call rules saved");
         self.view(stored)
     }
 
     /// A new key; the old one stops working at once, in every process.
-    pub async fn rotate_key(&self, tenant: &str) -> Result<RulesView, RouteError> {
+    pub async fn rotate_key(&self, tenant: &TenantId) -> Result<RulesView, RouteError> {
         let db = store::client(&self.db).await?;
         if let Some(old) = store::return_calls::rules(&db, tenant).await? {
             self.rules.invalidate(&old.key_hash);
@@ -207,16 +208,16 @@ impl ReturnCalls {
             None => self.save(&db, tenant, &ReturnCallSettings::default()).await?,
         };
         self.announce(&db, tenant).await;
-        tracing::info!(tenant, "return-call key rotated");
+        tracing::info!(%tenant, "return-call key rotated");
         self.view(stored)
     }
 
     /// Tells every process that `tenant`'s rules changed. The save stands when this fails: the
     /// others' caches then lapse within `db.cache_ttl_s`.
-    async fn announce(&self, db: &store::Client, tenant: &str) {
-        let change = store::notify::Change::ReturnCallRules { tenant: tenant.to_owned() };
+    async fn announce(&self, db: &store::Client, tenant: &TenantId) {
+        let change = store::notify::Change::ReturnCallRules { tenant: tenant.clone() };
         if let Err(e) = store::notify::announce(db, &change).await {
-            tracing::warn!(tenant, error = %Chain(&e), "could not announce the return-call rules change");
+            tracing::warn!(%tenant, error = %Chain(&e), "could not announce the return-call rules change");
         }
     }
 
@@ -229,7 +230,7 @@ impl ReturnCalls {
     async fn save(
         &self,
         db: &store::Client,
-        tenant: &str,
+        tenant: &TenantId,
         rules: &ReturnCallSettings,
     ) -> Result<StoredRules, RouteError> {
         store::admin::ensure_tenant(db, tenant).await?;
@@ -270,7 +271,7 @@ impl ReturnCalls {
         if let Some(peer) = request.peer.filter(|peer| !rules.allowed.admit(*peer)) {
             return Err(RouteError::AddressNotAllowed(peer));
         }
-        let tenant = rules.tenant_id.as_str();
+        let tenant = &rules.tenant_id;
         let saved = self.callbacks.settings(tenant).await?;
         let pbx = saved.as_ref().map(|(settings, _)| settings.clone());
         let region = pbx.as_ref().map_or_else(default_region, |p| p.default_region.clone());
@@ -292,7 +293,7 @@ impl ReturnCalls {
         if deliveries > 0 {
             self.cluster.bus.deliveries_queued();
         }
-        tracing::info!(return_call_id = %row.id, tenant, caller = row.caller.as_deref().unwrap_or("withheld"),
+        tracing::info!(return_call_id = %row.id, %tenant, caller = row.caller.as_deref().unwrap_or("withheld"),
             route_kind = decision.kind.as_str(), route_reason = decision.reason.as_str(),
             order_id = decision.order_id.as_deref(), courier_id = decision.courier_id.as_deref(), "return call routed");
         if decision.kind == RouteKind::Courier {
@@ -302,7 +303,7 @@ impl ReturnCalls {
             if let Some((pbx, secret)) = saved {
                 let client = self.cluster.ami.client(tenant, &crate::callbacks::pbx_login(&pbx, secret));
                 if let Err(e) = client.wait_up(SESSION_WAIT).await {
-                    tracing::warn!(return_call_id = %row.id, tenant, error = %Chain(&e),
+                    tracing::warn!(return_call_id = %row.id, %tenant, error = %Chain(&e),
                         "return call routed while the company's AMI session is not up: its outcome may not be heard");
                 }
             }
@@ -319,7 +320,7 @@ impl ReturnCalls {
 
     fn journal_row(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         request: &RouteRequest,
         caller: &Caller,
         decision: &Decision,
@@ -359,14 +360,14 @@ impl ReturnCalls {
     }
 
     /// One return call, as stored.
-    pub async fn get(&self, tenant: &str, id: Uuid) -> Result<Option<ReturnCallRow>, StoreError> {
+    pub async fn get(&self, tenant: &TenantId, id: Uuid) -> Result<Option<ReturnCallRow>, StoreError> {
         let db = store::client(&self.db).await?;
         store::return_calls::get(&db, tenant, id).await
     }
 
     pub async fn list(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         filter: &store::return_calls::ListFilter,
     ) -> Result<Vec<ReturnCallRow>, StoreError> {
         let db = store::client(&self.db).await?;

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::ReturnCalls;
 use crate::cluster::on_every_beat;
+use crate::domain::company::TenantId;
 use crate::store::return_calls::ReturnCallRow;
 use crate::store::{self, StoreError};
 use crate::telemetry::Chain;
@@ -42,13 +43,13 @@ impl ReturnCalls {
         let tenants_up = self.cluster.ami.tenants_up();
         let orphans = self.cluster.orphans(&tenants_up);
         let claimed = store::return_calls::claim_orphans(&store::client(&self.db).await?, &orphans).await?;
-        let mut by_tenant: BTreeMap<String, Vec<(ReturnCallRow, String)>> = BTreeMap::new();
+        let mut by_tenant: BTreeMap<TenantId, Vec<(ReturnCallRow, String)>> = BTreeMap::new();
         for (row, why) in claimed {
             by_tenant.entry(row.tenant_id.clone()).or_default().push((row, why));
         }
         for (tenant, rows) in by_tenant {
             metrics::counter!("dialback_return_calls_taken_over_total").increment(rows.len() as u64);
-            tracing::info!(tenant, return_calls = rows.len(), "took over return calls nobody alive was following");
+            tracing::info!(%tenant, return_calls = rows.len(), "took over return calls nobody alive was following");
             let service = self.clone();
             tokio::spawn(async move { service.follow_taken_over(&tenant, rows).await }.in_current_span());
         }
@@ -56,7 +57,7 @@ impl ReturnCalls {
     }
 
     /// Follows return calls just taken over and records as lost those the PBX no longer has.
-    async fn follow_taken_over(&self, tenant: &str, rows: Vec<(ReturnCallRow, String)>) {
+    async fn follow_taken_over(&self, tenant: &TenantId, rows: Vec<(ReturnCallRow, String)>) {
         let client = self.callbacks.pbx_session(tenant).await;
         for (row, _) in &rows {
             self.tracker.follow(row.clone(), self.cluster.ami.hold(tenant));
@@ -64,7 +65,7 @@ impl ReturnCalls {
         let client = match client {
             Ok(client) => client,
             Err(why) => {
-                return tracing::warn!(tenant, why, "taken-over return calls are followed if their events come")
+                return tracing::warn!(%tenant, why, "taken-over return calls are followed if their events come")
             }
         };
         let Some(channels) = self.callbacks.channels_up(tenant, &client).await else { return };

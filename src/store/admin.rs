@@ -5,13 +5,17 @@ use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 
 use super::StoreError;
+use crate::domain::company::TenantId;
 use crate::domain::registry::{Courier, Order, OrderState};
 use crate::domain::settings::PbxSettings;
 
 /// Creates the tenant row on first use (tenants come from JWTs; there is no signup).
-pub async fn ensure_tenant(db: &impl GenericClient, tenant: &str) -> Result<(), StoreError> {
-    db.execute(&db.prepare_cached("INSERT INTO tenants (id) VALUES ($1) ON CONFLICT DO NOTHING").await?, &[&tenant])
-        .await?;
+pub async fn ensure_tenant(db: &impl GenericClient, tenant: &TenantId) -> Result<(), StoreError> {
+    db.execute(
+        &db.prepare_cached("INSERT INTO tenants (id) VALUES ($1) ON CONFLICT DO NOTHING").await?,
+        &[&tenant.as_str()],
+    )
+    .await?;
     Ok(())
 }
 
@@ -23,14 +27,14 @@ pub struct StoredSettings {
     pub dialplan_check: Option<serde_json::Value>,
 }
 
-pub async fn get_settings(db: &impl GenericClient, tenant: &str) -> Result<Option<StoredSettings>, StoreError> {
+pub async fn get_settings(db: &impl GenericClient, tenant: &TenantId) -> Result<Option<StoredSettings>, StoreError> {
     let row = db
         .query_opt(
             &db.prepare_cached(
                 "SELECT settings, secret_enc, updated_at, dialplan_check FROM pbx_settings WHERE tenant_id = $1",
             )
             .await?,
-            &[&tenant],
+            &[&tenant.as_str()],
         )
         .await?;
     let Some(r) = row else { return Ok(None) };
@@ -42,12 +46,12 @@ pub async fn get_settings(db: &impl GenericClient, tenant: &str) -> Result<Optio
 /// Keeps the last check of the company's dialplan (a company without settings has none to keep).
 pub async fn put_dialplan_check(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     check: &serde_json::Value,
 ) -> Result<(), StoreError> {
     db.execute(
         &db.prepare_cached("UPDATE pbx_settings SET dialplan_check = $2 WHERE tenant_id = $1").await?,
-        &[&tenant, check],
+        &[&tenant.as_str(), check],
     )
     .await?;
     Ok(())
@@ -55,7 +59,7 @@ pub async fn put_dialplan_check(
 
 pub async fn put_settings(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     settings: &PbxSettings,
     secret_enc: &str,
 ) -> Result<OffsetDateTime, StoreError> {
@@ -69,7 +73,7 @@ pub async fn put_settings(
              RETURNING updated_at",
             )
             .await?,
-            &[&tenant, &json, &secret_enc],
+            &[&tenant.as_str(), &json, &secret_enc],
         )
         .await?;
     Ok(row.get(0))
@@ -90,27 +94,27 @@ fn courier(r: &tokio_postgres::Row) -> Courier {
     courier_at(r, 0)
 }
 
-pub async fn get_courier(db: &impl GenericClient, tenant: &str, id: &str) -> Result<Option<Courier>, StoreError> {
+pub async fn get_courier(db: &impl GenericClient, tenant: &TenantId, id: &str) -> Result<Option<Courier>, StoreError> {
     let row = db
         .query_opt(
             &db.prepare_cached(
                 "SELECT id, phone, name, active, updated_at FROM couriers WHERE tenant_id = $1 AND id = $2",
             )
             .await?,
-            &[&tenant, &id],
+            &[&tenant.as_str(), &id],
         )
         .await?;
     Ok(row.as_ref().map(courier))
 }
 
-pub async fn list_couriers(db: &impl GenericClient, tenant: &str) -> Result<Vec<Courier>, StoreError> {
+pub async fn list_couriers(db: &impl GenericClient, tenant: &TenantId) -> Result<Vec<Courier>, StoreError> {
     let rows = db
         .query(
             &db.prepare_cached(
                 "SELECT id, phone, name, active, updated_at FROM couriers WHERE tenant_id = $1 ORDER BY id",
             )
             .await?,
-            &[&tenant],
+            &[&tenant.as_str()],
         )
         .await?;
     Ok(rows.iter().map(courier).collect())
@@ -119,7 +123,7 @@ pub async fn list_couriers(db: &impl GenericClient, tenant: &str) -> Result<Vec<
 /// Inserts or replaces; returns the stored courier and whether it was created.
 pub async fn put_courier(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     id: &str,
     phone: &str,
     name: &str,
@@ -134,15 +138,18 @@ pub async fn put_courier(
              RETURNING id, phone, name, active, updated_at, (xmax = 0)",
             )
             .await?,
-            &[&tenant, &id, &phone, &name, &active],
+            &[&tenant.as_str(), &id, &phone, &name, &active],
         )
         .await?;
     Ok((courier(&row), row.get(5)))
 }
 
-pub async fn delete_courier(db: &impl GenericClient, tenant: &str, id: &str) -> Result<bool, StoreError> {
+pub async fn delete_courier(db: &impl GenericClient, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
     Ok(db
-        .execute(&db.prepare_cached("DELETE FROM couriers WHERE tenant_id = $1 AND id = $2").await?, &[&tenant, &id])
+        .execute(
+            &db.prepare_cached("DELETE FROM couriers WHERE tenant_id = $1 AND id = $2").await?,
+            &[&tenant.as_str(), &id],
+        )
         .await?
         > 0)
 }
@@ -167,7 +174,7 @@ fn order(r: &tokio_postgres::Row) -> Order {
 /// trip: the hot path reads both for every call to a client.
 pub async fn courier_and_order(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     courier_id: &str,
     order_id: Option<&str>,
 ) -> Result<(Option<Courier>, Option<Order>), StoreError> {
@@ -180,21 +187,21 @@ pub async fn courier_and_order(
                  LEFT JOIN orders o ON o.tenant_id = $1 AND o.id = $3",
             )
             .await?,
-            &[&tenant, &courier_id, &order_id],
+            &[&tenant.as_str(), &courier_id, &order_id],
         )
         .await?;
     let found = |at: usize| row.get::<_, Option<String>>(at).is_some();
     Ok((found(0).then(|| courier_at(&row, 0)), found(5).then(|| order_at(&row, 5))))
 }
 
-pub async fn get_order(db: &impl GenericClient, tenant: &str, id: &str) -> Result<Option<Order>, StoreError> {
+pub async fn get_order(db: &impl GenericClient, tenant: &TenantId, id: &str) -> Result<Option<Order>, StoreError> {
     let row = db
         .query_opt(
             &db.prepare_cached(
                 "SELECT id, courier_id, phones, state, updated_at FROM orders WHERE tenant_id = $1 AND id = $2",
             )
             .await?,
-            &[&tenant, &id],
+            &[&tenant.as_str(), &id],
         )
         .await?;
     Ok(row.as_ref().map(order))
@@ -202,7 +209,7 @@ pub async fn get_order(db: &impl GenericClient, tenant: &str, id: &str) -> Resul
 
 pub async fn put_order(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     id: &str,
     courier_id: Option<&str>,
     phones: &[String],
@@ -217,15 +224,18 @@ pub async fn put_order(
              RETURNING id, courier_id, phones, state, updated_at, (xmax = 0)",
             )
             .await?,
-            &[&tenant, &id, &courier_id, &phones, &state.as_str()],
+            &[&tenant.as_str(), &id, &courier_id, &phones, &state.as_str()],
         )
         .await?;
     Ok((order(&row), row.get(5)))
 }
 
-pub async fn delete_order(db: &impl GenericClient, tenant: &str, id: &str) -> Result<bool, StoreError> {
+pub async fn delete_order(db: &impl GenericClient, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
     Ok(db
-        .execute(&db.prepare_cached("DELETE FROM orders WHERE tenant_id = $1 AND id = $2").await?, &[&tenant, &id])
+        .execute(
+            &db.prepare_cached("DELETE FROM orders WHERE tenant_id = $1 AND id = $2").await?,
+            &[&tenant.as_str(), &id],
+        )
         .await?
         > 0)
 }
@@ -233,16 +243,21 @@ pub async fn delete_order(db: &impl GenericClient, tenant: &str, id: &str) -> Re
 /// Stores (or with `None` clears) the encrypted FTP password of the company's recordings source.
 pub async fn set_recordings_password(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     password_enc: Option<&str>,
 ) -> Result<(), StoreError> {
-    db.execute("UPDATE pbx_settings SET recordings_password_enc = $2 WHERE tenant_id = $1", &[&tenant, &password_enc])
-        .await?;
+    db.execute(
+        "UPDATE pbx_settings SET recordings_password_enc = $2 WHERE tenant_id = $1",
+        &[&tenant.as_str(), &password_enc],
+    )
+    .await?;
     Ok(())
 }
 
 /// The encrypted FTP password of the company's recordings source, if one is stored.
-pub async fn recordings_password(db: &impl GenericClient, tenant: &str) -> Result<Option<String>, StoreError> {
-    let row = db.query_opt("SELECT recordings_password_enc FROM pbx_settings WHERE tenant_id = $1", &[&tenant]).await?;
+pub async fn recordings_password(db: &impl GenericClient, tenant: &TenantId) -> Result<Option<String>, StoreError> {
+    let row = db
+        .query_opt("SELECT recordings_password_enc FROM pbx_settings WHERE tenant_id = $1", &[&tenant.as_str()])
+        .await?;
     Ok(row.and_then(|r| r.get(0)))
 }

@@ -9,6 +9,7 @@ use super::events::outbox_ctes;
 use super::idempotency::{claim_sql, ClaimSql, IdempotencyClaim};
 use super::StoreError;
 use crate::domain::callback::{CallState, Confirming, Leg, Reason, Status, Target};
+use crate::domain::company::TenantId;
 use crate::domain::event::EventType;
 use crate::domain::registry::Order;
 
@@ -16,7 +17,7 @@ use crate::domain::registry::Order;
 #[derive(Debug, Clone)]
 pub struct CallbackRow {
     pub id: Uuid,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub courier_id: String,
     pub target: Target,
     pub order_id: Option<String>,
@@ -49,7 +50,7 @@ fn from_row(r: &Row) -> CallbackRow {
     let status: String = r.get(7);
     CallbackRow {
         id: r.get(0),
-        tenant_id: r.get(1),
+        tenant_id: super::tenant_at(r, 1),
         courier_id: r.get(2),
         // The column's CHECK admits only the targets there are.
         target: Target::parse(r.get(3)).unwrap_or(Target::Client),
@@ -161,7 +162,7 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
             &statement,
             &[
                 &row.id,
-                &row.tenant_id,
+                &row.tenant_id.as_str(),
                 &row.courier_id,
                 &row.target.as_str(),
                 &row.order_id,
@@ -195,9 +196,12 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
     })
 }
 
-pub async fn get(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Option<CallbackRow>, StoreError> {
+pub async fn get(db: &impl GenericClient, tenant: &TenantId, id: Uuid) -> Result<Option<CallbackRow>, StoreError> {
     let row = db
-        .query_opt(&format!("SELECT {COLUMNS} FROM callbacks WHERE tenant_id = $1 AND id = $2"), &[&tenant, &id])
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM callbacks WHERE tenant_id = $1 AND id = $2"),
+            &[&tenant.as_str(), &id],
+        )
         .await?;
     Ok(row.as_ref().map(from_row))
 }
@@ -227,7 +231,7 @@ pub struct ListFilter {
 }
 
 /// Newest first.
-pub async fn list(db: &impl GenericClient, tenant: &str, f: &ListFilter) -> Result<Vec<CallbackRow>, StoreError> {
+pub async fn list(db: &impl GenericClient, tenant: &TenantId, f: &ListFilter) -> Result<Vec<CallbackRow>, StoreError> {
     let rows = db
         .query(
             &format!(
@@ -245,7 +249,7 @@ pub async fn list(db: &impl GenericClient, tenant: &str, f: &ListFilter) -> Resu
                  ORDER BY id DESC LIMIT $8"
             ),
             &[
-                &tenant,
+                &tenant.as_str(),
                 &f.order_id,
                 &f.courier_id,
                 &f.status.map(Status::as_str),

@@ -11,6 +11,7 @@ use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
 use super::StoreError;
+use crate::domain::company::TenantId;
 use crate::domain::dashboard::{CourierTally, Outcome, Tally, STEPS_BEFORE_ORIGINATE};
 
 /// The dashboard looks back this far: hourly for a day, daily for 30 days, couriers over 7.
@@ -44,9 +45,9 @@ pub struct Rolled {
 
 /// Rolls up the company's hours (and days) whose calls have all ended, once: concurrent readers of
 /// one company wait for each other, and a later one finds the work done.
-pub async fn roll_up(db: &mut deadpool_postgres::Client, tenant: &str) -> Result<Rolled, StoreError> {
+pub async fn roll_up(db: &mut deadpool_postgres::Client, tenant: &TenantId) -> Result<Rolled, StoreError> {
     let tx = db.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock(hashtext('dashboard:' || $1))", &[&tenant]).await?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext('dashboard:' || $1))", &[&tenant.as_str()]).await?;
     let row = tx
         .query_one(
             &tx.prepare_cached(
@@ -55,7 +56,7 @@ pub async fn roll_up(db: &mut deadpool_postgres::Client, tenant: &str) -> Result
                  FROM (SELECT 1) one LEFT JOIN dashboard_rollups r ON r.tenant_id = $1",
             )
             .await?,
-            &[&tenant],
+            &[&tenant.as_str()],
         )
         .await?;
     let now: OffsetDateTime = row.get(0);
@@ -83,7 +84,7 @@ pub async fn roll_up(db: &mut deadpool_postgres::Client, tenant: &str) -> Result
                      reached_client = callback_hours.reached_client + excluded.reached_client",
             )
             .await?,
-            &[&tenant, &id_at(hours_from), &id_at(frontier)],
+            &[&tenant.as_str(), &id_at(hours_from), &id_at(frontier)],
         )
         .await?;
     }
@@ -99,7 +100,7 @@ pub async fn roll_up(db: &mut deadpool_postgres::Client, tenant: &str) -> Result
                  SET calls = courier_days.calls + excluded.calls",
             )
             .await?,
-            &[&tenant, &id_at(days_from), &id_at(day_frontier)],
+            &[&tenant.as_str(), &id_at(days_from), &id_at(day_frontier)],
         )
         .await?;
     }
@@ -117,19 +118,19 @@ pub async fn roll_up(db: &mut deadpool_postgres::Client, tenant: &str) -> Result
              ON CONFLICT (tenant_id) DO UPDATE SET hours_until = $2, days_until = $3",
         )
         .await?,
-        &[&tenant, &hours_until, &days_until],
+        &[&tenant.as_str(), &hours_until, &days_until],
     )
     .await?;
     // What the dashboard no longer shows.
     tx.execute(
         &tx.prepare_cached("DELETE FROM callback_hours WHERE tenant_id = $1 AND hour < $2").await?,
-        &[&tenant, &(now - Duration::days(DAYS + 2))],
+        &[&tenant.as_str(), &(now - Duration::days(DAYS + 2))],
     )
     .await?;
     tx.execute(
         &tx.prepare_cached("DELETE FROM courier_days WHERE tenant_id = $1 AND day < ($2 AT TIME ZONE 'UTC')::date")
             .await?,
-        &[&tenant, &(now - Duration::days(COURIER_DAYS + 2))],
+        &[&tenant.as_str(), &(now - Duration::days(COURIER_DAYS + 2))],
     )
     .await?;
     tx.commit().await?;
@@ -147,7 +148,7 @@ pub fn truncate(at: OffsetDateTime, step: Duration) -> OffsetDateTime {
 /// the time zone `tz` (each bucket the day's local midnight). Roll-up and live rows together.
 pub async fn tallies(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     rolled: &Rolled,
     since: OffsetDateTime,
     tz: &str,
@@ -167,7 +168,7 @@ pub async fn tallies(
     let rows = db
         .query(
             &db.prepare_cached(&sql).await?,
-            &[&tenant, &since, &rolled.hours_until, &id_at(rolled.hours_until.min(rolled.now)), &tz],
+            &[&tenant.as_str(), &since, &rolled.hours_until, &id_at(rolled.hours_until.min(rolled.now)), &tz],
         )
         .await?;
     let mut out: BTreeMap<OffsetDateTime, Tally> = BTreeMap::new();
@@ -196,7 +197,7 @@ pub async fn local_days(db: &impl GenericClient, tz: &str, days: i64) -> Result<
 /// Each courier's calls since `since` (whole UTC days from the roll-up, then live rows).
 pub async fn couriers(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     rolled: &Rolled,
     since: OffsetDateTime,
 ) -> Result<BTreeMap<String, CourierTally>, StoreError> {
@@ -212,7 +213,7 @@ pub async fn couriers(
                  ) counted GROUP BY 1, 2, 3",
             )
             .await?,
-            &[&tenant, &since, &rolled.days_until, &id_at(rolled.days_until.min(rolled.now))],
+            &[&tenant.as_str(), &since, &rolled.days_until, &id_at(rolled.days_until.min(rolled.now))],
         )
         .await?;
     let mut out: BTreeMap<String, CourierTally> = BTreeMap::new();
@@ -228,13 +229,13 @@ pub async fn couriers(
 /// Courier names by id, for those listed.
 pub async fn courier_names(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     ids: &[String],
 ) -> Result<BTreeMap<String, String>, StoreError> {
     let rows = db
         .query(
             &db.prepare_cached("SELECT id, name FROM couriers WHERE tenant_id = $1 AND id = ANY($2)").await?,
-            &[&tenant, &ids],
+            &[&tenant.as_str(), &ids],
         )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -250,7 +251,7 @@ pub struct ReturnCallCount {
 
 pub async fn return_calls(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     since: OffsetDateTime,
 ) -> Result<Vec<ReturnCallCount>, StoreError> {
     let rows = db
@@ -260,7 +261,7 @@ pub async fn return_calls(
                  WHERE tenant_id = $1 AND id >= $2 GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3",
             )
             .await?,
-            &[&tenant, &id_at(since)],
+            &[&tenant.as_str(), &id_at(since)],
         )
         .await?;
     Ok(rows
@@ -285,7 +286,7 @@ pub struct EndpointHealth {
     pub oldest_pending_at: Option<OffsetDateTime>,
 }
 
-pub async fn endpoint_health(db: &impl GenericClient, tenant: &str) -> Result<Vec<EndpointHealth>, StoreError> {
+pub async fn endpoint_health(db: &impl GenericClient, tenant: &TenantId) -> Result<Vec<EndpointHealth>, StoreError> {
     let rows = db
         .query(
             &db.prepare_cached(
@@ -298,7 +299,7 @@ pub async fn endpoint_health(db: &impl GenericClient, tenant: &str) -> Result<Ve
                  WHERE e.tenant_id = $1 ORDER BY e.id",
             )
             .await?,
-            &[&tenant],
+            &[&tenant.as_str()],
         )
         .await?;
     Ok(rows
@@ -329,7 +330,7 @@ pub struct LastTest {
 /// Keeps the outcome of a Test that just ran: `steps` as (step, ok), in order.
 pub async fn record_test(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     steps: &[(&str, bool)],
     ok: bool,
     callback_id: Option<Uuid>,
@@ -344,20 +345,20 @@ pub async fn record_test(
              callback_id = $5, connected_at = CASE WHEN $2 THEN now() ELSE pbx_tests.connected_at END",
         )
         .await?,
-        &[&tenant, &ok, &failed_step, &steps, &callback_id],
+        &[&tenant.as_str(), &ok, &failed_step, &steps, &callback_id],
     )
     .await?;
     Ok(())
 }
 
-pub async fn last_test(db: &impl GenericClient, tenant: &str) -> Result<Option<LastTest>, StoreError> {
+pub async fn last_test(db: &impl GenericClient, tenant: &TenantId) -> Result<Option<LastTest>, StoreError> {
     let row = db
         .query_opt(
             &db.prepare_cached(
                 "SELECT at, ok, failed_step, steps, callback_id, connected_at FROM pbx_tests WHERE tenant_id = $1",
             )
             .await?,
-            &[&tenant],
+            &[&tenant.as_str()],
         )
         .await?;
     Ok(row.map(|r| {
@@ -380,7 +381,7 @@ pub async fn last_test(db: &impl GenericClient, tenant: &str) -> Result<Option<L
 }
 
 /// Whether the company has turned return calls on (its rules exist, off, once its dialplan is made).
-pub async fn return_calls_enabled(db: &impl GenericClient, tenant: &str) -> Result<bool, StoreError> {
+pub async fn return_calls_enabled(db: &impl GenericClient, tenant: &TenantId) -> Result<bool, StoreError> {
     let row = db
         .query_one(
             &db.prepare_cached(
@@ -388,7 +389,7 @@ pub async fn return_calls_enabled(db: &impl GenericClient, tenant: &str) -> Resu
                  WHERE tenant_id = $1",
             )
             .await?,
-            &[&tenant],
+            &[&tenant.as_str()],
         )
         .await?;
     Ok(row.get(0))

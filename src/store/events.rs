@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::StoreError;
+use crate::domain::company::TenantId;
 use crate::domain::event::EventType;
 
 /// Two CTEs for a statement that writes a change: they store the rows of the CTE `source`
@@ -34,7 +35,7 @@ pub fn outbox_ctes(source: &str, kind: EventType) -> String {
 pub struct StoredEvent {
     pub subject_id: Uuid,
     pub sequence: i32,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub kind: String,
     pub created_at: OffsetDateTime,
     /// The `data` JSON, as sent.
@@ -44,7 +45,7 @@ pub struct StoredEvent {
 /// A subject's events after `after` (0: all of them), oldest first.
 pub async fn after(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     subject: Uuid,
     after: i32,
 ) -> Result<Vec<StoredEvent>, StoreError> {
@@ -52,7 +53,7 @@ pub async fn after(
         .query(
             "SELECT subject_id, sequence, tenant_id, type, created_at, data FROM events
              WHERE subject_id = $1 AND tenant_id = $2 AND sequence > $3 ORDER BY sequence",
-            &[&subject, &tenant, &after],
+            &[&subject, &tenant.as_str(), &after],
         )
         .await?;
     Ok(rows
@@ -60,7 +61,7 @@ pub async fn after(
         .map(|r| StoredEvent {
             subject_id: r.get(0),
             sequence: r.get(1),
-            tenant_id: r.get(2),
+            tenant_id: super::tenant_at(r, 2),
             kind: r.get(3),
             created_at: r.get(4),
             data: r.get(5),

@@ -11,6 +11,7 @@
 use deadpool_postgres::GenericClient;
 
 use super::StoreError;
+use crate::domain::company::TenantId;
 
 /// The key a request claims, and the hash of the request it was sent with.
 pub struct IdempotencyClaim<'a> {
@@ -55,7 +56,7 @@ pub struct Earlier {
 /// The key's record, unless it is free (never used, or older than 24 hours).
 pub async fn lookup(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     courier: &str,
     key: &str,
 ) -> Result<Option<Earlier>, StoreError> {
@@ -66,7 +67,7 @@ pub async fn lookup(
                  WHERE tenant_id = $1 AND courier_id = $2 AND key = $3 AND created_at >= now() - interval '24 hours'",
             )
             .await?,
-            &[&tenant, &courier, &key],
+            &[&tenant.as_str(), &courier, &key],
         )
         .await?;
     Ok(row.map(|row| {
@@ -82,7 +83,7 @@ pub async fn lookup(
 
 pub async fn complete(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     courier: &str,
     key: &str,
     status: u16,
@@ -94,16 +95,16 @@ pub async fn complete(
          WHERE tenant_id = $1 AND courier_id = $2 AND key = $3",
         )
         .await?,
-        &[&tenant, &courier, &key, &(status as i32), body],
+        &[&tenant.as_str(), &courier, &key, &(status as i32), body],
     )
     .await?;
     Ok(())
 }
 
 /// Gives the key back (the request failed before anything reached the PBX): a retry may try again.
-pub async fn release(db: &impl GenericClient, tenant: &str, courier: &str, key: &str) -> Result<(), StoreError> {
+pub async fn release(db: &impl GenericClient, tenant: &TenantId, courier: &str, key: &str) -> Result<(), StoreError> {
     db.execute(&db.prepare_cached("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND courier_id = $2 AND key = $3 AND response_status IS NULL").await?,
-        &[&tenant, &courier, &key],
+        &[&tenant.as_str(), &courier, &key],
     )
     .await?;
     Ok(())
@@ -114,7 +115,7 @@ pub async fn release(db: &impl GenericClient, tenant: &str, courier: &str, key: 
 /// back, so it waits for such a request and never keeps the key.
 pub async fn is_taken(
     db: &mut deadpool_postgres::Client,
-    tenant: &str,
+    tenant: &TenantId,
     courier: &str,
     claim: &IdempotencyClaim<'_>,
 ) -> Result<bool, StoreError> {
@@ -127,7 +128,7 @@ pub async fn is_taken(
         callback_id: "NULL::uuid",
         when: "true",
     });
-    let claimed = tx.query_opt(&sql, &[&tenant, &courier, &claim.key, &claim.request_hash]).await?.is_some();
+    let claimed = tx.query_opt(&sql, &[&tenant.as_str(), &courier, &claim.key, &claim.request_hash]).await?.is_some();
     tx.rollback().await?;
     Ok(!claimed)
 }

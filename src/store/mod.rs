@@ -21,6 +21,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use secrecy::ExposeSecret;
 
 use crate::config::DbConfig;
+use crate::domain::company::TenantId;
 
 pub type Client = deadpool_postgres::Client;
 
@@ -91,6 +92,11 @@ pub async fn commits_wait_for_wal(pool: &Pool) -> Result<bool, StoreError> {
 
 /// The time now, to the microsecond as PostgreSQL keeps it: a time shown (in an event, an answer)
 /// before its row is read back reads the same as it will afterwards.
+/// The company id in column `at` of a row (dialback wrote it, checked, when the row was made).
+fn tenant_at(r: &tokio_postgres::Row, at: usize) -> TenantId {
+    TenantId::stored(r.get::<_, &str>(at))
+}
+
 pub fn now() -> time::OffsetDateTime {
     let now = time::OffsetDateTime::now_utc();
     now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)

@@ -10,6 +10,8 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::AsyncMessage;
 
+use crate::domain::company::TenantId;
+
 use super::StoreError;
 
 /// The channel every change is announced on.
@@ -19,14 +21,14 @@ const CHANNEL: &str = "dialback_changes";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     PbxSettings {
-        tenant: String,
+        tenant: TenantId,
     },
     ReturnCallRules {
-        tenant: String,
+        tenant: TenantId,
     },
     /// The operator changed or removed a company (its state, its token issuer).
     Company {
-        tenant: String,
+        tenant: TenantId,
     },
 }
 
@@ -41,7 +43,7 @@ impl Change {
 
     fn parse(payload: &str) -> Option<Change> {
         let (kind, tenant) = payload.split_once(':')?;
-        let tenant = tenant.to_owned();
+        let tenant = TenantId::stored(tenant);
         match kind {
             "pbx_settings" => Some(Change::PbxSettings { tenant }),
             "return_call_rules" => Some(Change::ReturnCallRules { tenant }),
@@ -113,9 +115,9 @@ mod tests {
     #[test]
     fn payloads_read_back() {
         for change in [
-            Change::PbxSettings { tenant: "acme".into() },
-            Change::ReturnCallRules { tenant: "a:b".into() },
-            Change::Company { tenant: "acme".into() },
+            Change::PbxSettings { tenant: TenantId::stored("acme") },
+            Change::ReturnCallRules { tenant: TenantId::stored("a:b") },
+            Change::Company { tenant: TenantId::stored("acme") },
         ] {
             assert_eq!(Change::parse(&change.payload()), Some(change));
         }

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::events::outbox_ctes;
 use super::StoreError;
+use crate::domain::company::TenantId;
 use crate::domain::event::EventType;
 use crate::domain::recording::RecordingState;
 use crate::domain::settings::RecordingsSource;
@@ -92,7 +93,7 @@ pub struct ListedFile<'a> {
 /// Records the files not seen before (others are left as they are); returns the new ones' paths.
 pub async fn discover(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     files: &[ListedFile<'_>],
 ) -> Result<Vec<String>, StoreError> {
     if files.is_empty() {
@@ -118,7 +119,7 @@ pub async fn discover(
                   AS u(id, path, name, ref, ref_group, exten, src, at, size, type)
              ON CONFLICT (tenant_id, remote_path) DO NOTHING
              RETURNING remote_path",
-            &[&tenant, &ids, &paths, &names, &refs, &ref_groups, &extens, &srcs, &times, &sizes, &types],
+            &[&tenant.as_str(), &ids, &paths, &names, &refs, &ref_groups, &extens, &srcs, &times, &sizes, &types],
         )
         .await?;
     Ok(inserted.iter().map(|r| r.get(0)).collect())
@@ -144,7 +145,7 @@ const CLAIMABLE: &str = "(state = 'pending' OR (state = 'fetching' AND claimed_u
 
 pub async fn candidates(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     paths: &[&str],
     settle: Duration,
 ) -> Result<Vec<Candidate>, StoreError> {
@@ -157,7 +158,7 @@ pub async fn candidates(
                  WHERE r.tenant_id = $1 AND r.remote_path = ANY($2) AND {CLAIMABLE}
                  ORDER BY r.id"
             ),
-            &[&tenant, &paths, &settle.as_secs_f64()],
+            &[&tenant.as_str(), &paths, &settle.as_secs_f64()],
         )
         .await?;
     Ok(rows
@@ -191,7 +192,7 @@ pub struct Claim {
 /// Claims a file for download; `None` when another run holds it or it is no longer claimable.
 pub async fn claim(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     id: Uuid,
     lease: Duration,
 ) -> Result<Option<Claim>, StoreError> {
@@ -204,7 +205,7 @@ pub async fn claim(
                  WHERE tenant_id = $1 AND id = $2 AND {CLAIMABLE}
                  RETURNING attempts"
             ),
-            &[&tenant, &id, &token, &lease.as_secs_f64()],
+            &[&tenant.as_str(), &id, &token, &lease.as_secs_f64()],
         )
         .await?;
     Ok(row.map(|r| Claim { token, attempt: r.get(0) }))
@@ -312,7 +313,7 @@ fn bind_statement(binding: &str) -> String {
 /// of the company's callbacks.
 pub async fn bind_by_call_ref(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     since: OffsetDateTime,
 ) -> Result<Vec<Bound>, StoreError> {
     let rows = db
@@ -323,7 +324,7 @@ pub async fn bind_by_call_ref(
                  WHERE r.tenant_id = $1 AND r.callback_id IS NULL AND r.state = 'stored' AND r.first_seen_at >= $2
                    AND c.id = r.call_ref AND c.tenant_id = r.tenant_id",
             ),
-            &[&tenant, &since],
+            &[&tenant.as_str(), &since],
         )
         .await?;
     Ok(rows.iter().map(bound).collect())
@@ -340,7 +341,7 @@ pub struct ByNumbers {
 
 pub async fn unbound_with_numbers(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     since: OffsetDateTime,
 ) -> Result<Vec<ByNumbers>, StoreError> {
     let rows = db
@@ -349,7 +350,7 @@ pub async fn unbound_with_numbers(
              WHERE tenant_id = $1 AND callback_id IS NULL AND state = 'stored' AND first_seen_at >= $2
                AND recorded_at IS NOT NULL AND (exten IS NOT NULL OR src IS NOT NULL)
              ORDER BY id",
-            &[&tenant, &since],
+            &[&tenant.as_str(), &since],
         )
         .await?;
     Ok(rows.iter().map(|r| ByNumbers { id: r.get(0), exten: r.get(1), src: r.get(2), recorded_at: r.get(3) }).collect())
@@ -367,7 +368,7 @@ pub fn number_key(number: &str) -> String {
 /// recording yet, the closest in time.
 pub async fn find_by_numbers(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     exten: Option<&str>,
     src: Option<&str>,
     at: OffsetDateTime,
@@ -383,7 +384,7 @@ pub async fn find_by_numbers(
                AND right(n.d, 10) <> '' AND right(n.d, 10) IN ($2::text, $3::text)
                AND NOT EXISTS (SELECT 1 FROM recordings r WHERE r.callback_id = c.id)
              ORDER BY abs(extract(epoch FROM c.created_at - $4::timestamptz)) LIMIT 1",
-            &[&tenant, &exten, &src, &at],
+            &[&tenant.as_str(), &exten, &src, &at],
         )
         .await?;
     Ok(row.map(|r| r.get(0)))
@@ -392,7 +393,7 @@ pub async fn find_by_numbers(
 /// Binds one recording (unless it was bound meanwhile) to a callback of the same company.
 pub async fn bind(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     id: Uuid,
     callback_id: Uuid,
     matched_by: &str,
@@ -404,20 +405,20 @@ pub async fn bind(
                  FROM callbacks c
                  WHERE r.tenant_id = $1 AND r.id = $2 AND r.callback_id IS NULL AND c.id = $3 AND c.tenant_id = $1",
             ),
-            &[&tenant, &id, &callback_id, &matched_by],
+            &[&tenant.as_str(), &id, &callback_id, &matched_by],
         )
         .await?;
     Ok(row.as_ref().map(bound))
 }
 
-pub async fn get(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Option<RecordingRow>, StoreError> {
+pub async fn get(db: &impl GenericClient, tenant: &TenantId, id: Uuid) -> Result<Option<RecordingRow>, StoreError> {
     let row = db
         .query_opt(
             &format!(
                 "SELECT {COLUMNS} FROM recordings r LEFT JOIN callbacks c ON c.id = r.callback_id
                  WHERE r.tenant_id = $1 AND r.id = $2"
             ),
-            &[&tenant, &id],
+            &[&tenant.as_str(), &id],
         )
         .await?;
     Ok(row.as_ref().map(from_row))
@@ -435,7 +436,7 @@ pub struct ListFilter {
 }
 
 /// Newest first.
-pub async fn list(db: &impl GenericClient, tenant: &str, f: &ListFilter) -> Result<Vec<RecordingRow>, StoreError> {
+pub async fn list(db: &impl GenericClient, tenant: &TenantId, f: &ListFilter) -> Result<Vec<RecordingRow>, StoreError> {
     let rows = db
         .query(
             &format!(
@@ -447,7 +448,7 @@ pub async fn list(db: &impl GenericClient, tenant: &str, f: &ListFilter) -> Resu
                    AND ($5::uuid IS NULL OR r.id < $5)
                  ORDER BY r.id DESC LIMIT $6"
             ),
-            &[&tenant, &f.order_id, &f.callback_id, &f.unmatched, &f.before, &f.limit],
+            &[&tenant.as_str(), &f.order_id, &f.callback_id, &f.unmatched, &f.before, &f.limit],
         )
         .await?;
     Ok(rows.iter().map(from_row).collect())
@@ -466,7 +467,7 @@ pub struct RecordingLink {
 
 pub async fn for_callbacks(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     callback_ids: &[Uuid],
 ) -> Result<Vec<RecordingLink>, StoreError> {
     let rows = db
@@ -476,7 +477,7 @@ pub async fn for_callbacks(
              WHERE tenant_id = $1 AND callback_id = ANY($2) AND state IN ('stored', 'deleting', 'deleted')
                    AND sha256 IS NOT NULL
              ORDER BY callback_id, id",
-            &[&tenant, &callback_ids],
+            &[&tenant.as_str(), &callback_ids],
         )
         .await?;
     Ok(rows
@@ -497,17 +498,17 @@ pub async fn for_callbacks(
 
 /// A company's configured recordings source and its encrypted FTP password.
 pub struct ConfiguredSource {
-    pub tenant: String,
+    pub tenant: TenantId,
     pub source: RecordingsSource,
     pub password_enc: Option<String>,
 }
 
 fn configured(r: &Row) -> Option<ConfiguredSource> {
-    let tenant: String = r.get(0);
+    let tenant = super::tenant_at(r, 0);
     match crate::domain::from_stored(r.get(1)) {
         Ok(source) => Some(ConfiguredSource { tenant, source, password_enc: r.get(2) }),
         Err(e) => {
-            tracing::error!(tenant, error = %crate::telemetry::Chain(&e), "stored recordings settings do not parse; skipped");
+            tracing::error!(%tenant, error = %crate::telemetry::Chain(&e), "stored recordings settings do not parse; skipped");
             None
         }
     }
@@ -525,12 +526,12 @@ pub async fn sources(db: &impl GenericClient) -> Result<Vec<ConfiguredSource>, S
     Ok(rows.iter().filter_map(configured).collect())
 }
 
-pub async fn source(db: &impl GenericClient, tenant: &str) -> Result<Option<ConfiguredSource>, StoreError> {
+pub async fn source(db: &impl GenericClient, tenant: &TenantId) -> Result<Option<ConfiguredSource>, StoreError> {
     let row = db
         .query_opt(
             "SELECT tenant_id, settings->'recordings', recordings_password_enc FROM pbx_settings
              WHERE tenant_id = $1 AND jsonb_typeof(settings->'recordings') = 'object'",
-            &[&tenant],
+            &[&tenant.as_str()],
         )
         .await?;
     Ok(row.as_ref().and_then(configured))
@@ -574,7 +575,7 @@ pub async fn stored_objects(db: &impl GenericClient) -> Result<Vec<StoredObject>
 /// Returns each one's id and storage key, to remove and then [`deleted`].
 pub async fn due_for_deletion(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     before: OffsetDateTime,
     limit: i64,
 ) -> Result<Vec<(Uuid, Option<String>)>, StoreError> {
@@ -586,7 +587,7 @@ pub async fn due_for_deletion(
                                 OR (state = 'stored' AND coalesce(recorded_at, first_seen_at) < $2))
                           ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
              RETURNING id, storage_key",
-            &[&tenant, &before, &limit],
+            &[&tenant.as_str(), &before, &limit],
         )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -594,7 +595,11 @@ pub async fn due_for_deletion(
 
 /// Marks one recording for deletion by an admin: its storage key when it has an object to remove
 /// (then [`deleted`]); a recording never fetched is deleted at once. None: no such recording.
-pub async fn delete_one(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Option<Option<String>>, StoreError> {
+pub async fn delete_one(
+    db: &impl GenericClient,
+    tenant: &TenantId,
+    id: Uuid,
+) -> Result<Option<Option<String>>, StoreError> {
     let row = db
         .query_opt(
             "UPDATE recordings
@@ -603,7 +608,7 @@ pub async fn delete_one(db: &impl GenericClient, tenant: &str, id: Uuid) -> Resu
                  deleted_because = coalesce(deleted_because, 'admin'), claim_token = NULL
              WHERE tenant_id = $1 AND id = $2
              RETURNING storage_key, state",
-            &[&tenant, &id],
+            &[&tenant.as_str(), &id],
         )
         .await?;
     Ok(row.map(|r| r.get::<_, Option<String>>(0).filter(|_| r.get::<_, &str>(1) == "deleting")))

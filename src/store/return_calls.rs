@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::events::outbox_ctes;
 use super::StoreError;
 use crate::domain::callback::{CdrRecord, Reason};
+use crate::domain::company::TenantId;
 use crate::domain::event::EventType;
 use crate::domain::return_call::{
     AllowedAddresses, CandidateOrder, ReturnCallSettings, ReturnLeg, ReturnState, ReturnStatus, RouteKind, RouteReason,
@@ -17,7 +18,7 @@ use crate::domain::return_call::{
 /// A company's return-call rules and its key (hashed to find it, encrypted to show it).
 #[derive(Debug, Clone)]
 pub struct StoredRules {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub rules: ReturnCallSettings,
     /// `rules.allowed_addresses`, parsed.
     pub allowed: AllowedAddresses,
@@ -32,7 +33,7 @@ fn stored_rules(r: &Row) -> Result<StoredRules, StoreError> {
     let rules = ReturnCallSettings::from_stored(r.get(1))
         .map_err(|cause| StoreError::Unreadable { what: "the company's return-call rules", cause })?;
     Ok(StoredRules {
-        tenant_id: r.get(0),
+        tenant_id: super::tenant_at(r, 0),
         allowed: rules.allowed(),
         rules,
         key_hash: r.get(2),
@@ -43,9 +44,12 @@ fn stored_rules(r: &Row) -> Result<StoredRules, StoreError> {
 
 const RULES_COLUMNS: &str = "tenant_id, settings, key_hash, key_enc, updated_at";
 
-pub async fn rules(db: &impl GenericClient, tenant: &str) -> Result<Option<StoredRules>, StoreError> {
+pub async fn rules(db: &impl GenericClient, tenant: &TenantId) -> Result<Option<StoredRules>, StoreError> {
     let row = db
-        .query_opt(&format!("SELECT {RULES_COLUMNS} FROM return_call_settings WHERE tenant_id = $1"), &[&tenant])
+        .query_opt(
+            &format!("SELECT {RULES_COLUMNS} FROM return_call_settings WHERE tenant_id = $1"),
+            &[&tenant.as_str()],
+        )
         .await?;
     row.as_ref().map(stored_rules).transpose()
 }
@@ -66,7 +70,7 @@ pub async fn rules_by_key(db: &impl GenericClient, key_hash: &str) -> Result<Opt
 /// `key_enc`), which later saves keep.
 pub async fn put_rules(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     rules: &ReturnCallSettings,
     key_hash: &str,
     key_enc: &str,
@@ -78,7 +82,7 @@ pub async fn put_rules(
                  ON CONFLICT (tenant_id) DO UPDATE SET settings = EXCLUDED.settings, updated_at = now()
                  RETURNING {RULES_COLUMNS}"
             ),
-            &[&tenant, &serde_json::to_value(rules).expect("rules serialise"), &key_hash, &key_enc],
+            &[&tenant.as_str(), &serde_json::to_value(rules).expect("rules serialise"), &key_hash, &key_enc],
         )
         .await?;
     stored_rules(&row)
@@ -87,7 +91,7 @@ pub async fn put_rules(
 /// Gives the company a new key (the old one stops working).
 pub async fn rotate_key(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     key_hash: &str,
     key_enc: &str,
 ) -> Result<Option<StoredRules>, StoreError> {
@@ -97,7 +101,7 @@ pub async fn rotate_key(
                 "UPDATE return_call_settings SET key_hash = $2, key_enc = $3, updated_at = now()
                  WHERE tenant_id = $1 RETURNING {RULES_COLUMNS}"
             ),
-            &[&tenant, &key_hash, &key_enc],
+            &[&tenant.as_str(), &key_hash, &key_enc],
         )
         .await?;
     row.as_ref().map(stored_rules).transpose()
@@ -108,7 +112,7 @@ pub async fn rotate_key(
 /// courier and the latest callback from that courier to it, and the active courier with that phone.
 pub async fn caller_facts(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     caller: &str,
     window_hours: u32,
 ) -> Result<(Vec<CandidateOrder>, Option<String>), StoreError> {
@@ -127,7 +131,7 @@ pub async fn caller_facts(
                  WHERE tenant_id = $1 AND phone = $2 AND active",
             )
             .await?,
-            &[&tenant, &caller, &(window_hours as i32)],
+            &[&tenant.as_str(), &caller, &(window_hours as i32)],
         )
         .await?;
     let mut orders = Vec::new();
@@ -153,7 +157,7 @@ pub async fn caller_facts(
 #[derive(Debug, Clone)]
 pub struct ReturnCallRow {
     pub id: Uuid,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub caller: Option<String>,
     pub did: Option<String>,
     pub kind: RouteKind,
@@ -175,7 +179,7 @@ const COLUMNS: &str = "id, tenant_id, caller, did, route_kind, route_reason, rou
 fn from_row(r: &Row) -> ReturnCallRow {
     ReturnCallRow {
         id: r.get(0),
-        tenant_id: r.get(1),
+        tenant_id: super::tenant_at(r, 1),
         caller: r.get(2),
         did: r.get(3),
         // The columns' CHECKs and the writers admit only these.
@@ -222,7 +226,7 @@ pub async fn insert(db: &impl GenericClient, row: &ReturnCallRow, event: &str, o
             &db.prepare_cached(&sql).await?,
             &[
                 &row.id,
-                &row.tenant_id,
+                &row.tenant_id.as_str(),
                 &row.caller,
                 &row.did,
                 &row.kind.as_str(),
@@ -287,9 +291,12 @@ pub async fn transition(
     Ok((row.get::<_, i64>(0) == 1).then(|| row.get(1)))
 }
 
-pub async fn get(db: &impl GenericClient, tenant: &str, id: Uuid) -> Result<Option<ReturnCallRow>, StoreError> {
+pub async fn get(db: &impl GenericClient, tenant: &TenantId, id: Uuid) -> Result<Option<ReturnCallRow>, StoreError> {
     let row = db
-        .query_opt(&format!("SELECT {COLUMNS} FROM return_calls WHERE tenant_id = $1 AND id = $2"), &[&tenant, &id])
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM return_calls WHERE tenant_id = $1 AND id = $2"),
+            &[&tenant.as_str(), &id],
+        )
         .await?;
     Ok(row.as_ref().map(from_row))
 }
@@ -315,14 +322,14 @@ pub async fn release(db: &impl GenericClient, me: Uuid, because: &str) -> Result
 }
 
 /// The company's return calls still being followed, by the Uniqueid of their inbound channel.
-pub async fn in_flight(db: &impl GenericClient, tenant: &str) -> Result<Vec<ReturnCallRow>, StoreError> {
+pub async fn in_flight(db: &impl GenericClient, tenant: &TenantId) -> Result<Vec<ReturnCallRow>, StoreError> {
     let rows = db
         .query(
             &format!(
                 "SELECT {COLUMNS} FROM return_calls
                  WHERE tenant_id = $1 AND ended_at IS NULL AND agi_uniqueid IS NOT NULL"
             ),
-            &[&tenant],
+            &[&tenant.as_str()],
         )
         .await?;
     Ok(rows.iter().map(from_row).collect())
@@ -341,7 +348,11 @@ pub struct ListFilter {
 }
 
 /// Newest first.
-pub async fn list(db: &impl GenericClient, tenant: &str, f: &ListFilter) -> Result<Vec<ReturnCallRow>, StoreError> {
+pub async fn list(
+    db: &impl GenericClient,
+    tenant: &TenantId,
+    f: &ListFilter,
+) -> Result<Vec<ReturnCallRow>, StoreError> {
     let rows = db
         .query(
             &format!(
@@ -356,7 +367,7 @@ pub async fn list(db: &impl GenericClient, tenant: &str, f: &ListFilter) -> Resu
                  ORDER BY id DESC LIMIT $9"
             ),
             &[
-                &tenant,
+                &tenant.as_str(),
                 &f.caller,
                 &f.courier_id,
                 &f.order_id,

@@ -9,12 +9,13 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::StoreError;
+use crate::domain::company::TenantId;
 use crate::domain::event::EndpointSpec;
 
 /// An endpoint as stored (its secrets encrypted).
 #[derive(Debug, Clone)]
 pub struct EndpointRow {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub id: String,
     pub url: String,
     pub event_types: Vec<String>,
@@ -35,7 +36,7 @@ const ENDPOINT_COLUMNS: &str =
 
 fn endpoint(r: &Row) -> EndpointRow {
     EndpointRow {
-        tenant_id: r.get(0),
+        tenant_id: super::tenant_at(r, 0),
         id: r.get(1),
         url: r.get(2),
         event_types: r.get(3),
@@ -55,7 +56,7 @@ fn endpoint(r: &Row) -> EndpointRow {
 /// secret stays); turning it on clears why it was off. Returns it and whether it was created.
 pub async fn put_endpoint(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     id: &str,
     spec: &EndpointSpec,
     secret_enc: &str,
@@ -73,40 +74,44 @@ pub async fn put_endpoint(
                      updated_at = now()
                  RETURNING {ENDPOINT_COLUMNS}, (xmax = 0)"
             ),
-            &[&tenant, &id, &spec.url, &types, &spec.description, &spec.enabled, &secret_enc],
+            &[&tenant.as_str(), &id, &spec.url, &types, &spec.description, &spec.enabled, &secret_enc],
         )
         .await?;
     Ok((endpoint(&row), row.get(13)))
 }
 
-pub async fn get_endpoint(db: &impl GenericClient, tenant: &str, id: &str) -> Result<Option<EndpointRow>, StoreError> {
+pub async fn get_endpoint(
+    db: &impl GenericClient,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Option<EndpointRow>, StoreError> {
     let row = db
         .query_opt(
             &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2"),
-            &[&tenant, &id],
+            &[&tenant.as_str(), &id],
         )
         .await?;
     Ok(row.as_ref().map(endpoint))
 }
 
-pub async fn list_endpoints(db: &impl GenericClient, tenant: &str) -> Result<Vec<EndpointRow>, StoreError> {
+pub async fn list_endpoints(db: &impl GenericClient, tenant: &TenantId) -> Result<Vec<EndpointRow>, StoreError> {
     let rows = db
         .query(
             &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY id"),
-            &[&tenant],
+            &[&tenant.as_str()],
         )
         .await?;
     Ok(rows.iter().map(endpoint).collect())
 }
 
 /// Deletes the endpoint and its deliveries; false when there was none.
-pub async fn delete_endpoint(db: &impl GenericClient, tenant: &str, id: &str) -> Result<bool, StoreError> {
+pub async fn delete_endpoint(db: &impl GenericClient, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
     let row = db
         .query_one(
             "WITH gone AS (DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2 RETURNING id),
                   deliveries AS (DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2)
              SELECT count(*) FROM gone",
-            &[&tenant, &id],
+            &[&tenant.as_str(), &id],
         )
         .await?;
     Ok(row.get::<_, i64>(0) == 1)
@@ -115,7 +120,7 @@ pub async fn delete_endpoint(db: &impl GenericClient, tenant: &str, id: &str) ->
 /// Makes `secret_enc` the signing secret; the one it replaces keeps signing until `overlap_until`.
 pub async fn rotate_secret(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     id: &str,
     secret_enc: &str,
     overlap_until: OffsetDateTime,
@@ -127,7 +132,7 @@ pub async fn rotate_secret(
                      secret_enc = $3, updated_at = now()
                  WHERE tenant_id = $1 AND id = $2 RETURNING {ENDPOINT_COLUMNS}"
             ),
-            &[&tenant, &id, &secret_enc, &overlap_until],
+            &[&tenant.as_str(), &id, &secret_enc, &overlap_until],
         )
         .await?;
     Ok(row.as_ref().map(endpoint))
@@ -151,7 +156,7 @@ pub struct DueDelivery {
 /// Which delivery: an event (subject, sequence) for an endpoint of a company.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DeliveryKey {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub endpoint_id: String,
     pub subject_id: Uuid,
     pub sequence: i32,
@@ -191,7 +196,12 @@ pub async fn claim_due(db: &impl GenericClient, limit: i64) -> Result<Vec<DueDel
     Ok(rows
         .iter()
         .map(|r| DueDelivery {
-            key: DeliveryKey { tenant_id: r.get(0), endpoint_id: r.get(1), subject_id: r.get(2), sequence: r.get(3) },
+            key: DeliveryKey {
+                tenant_id: super::tenant_at(r, 0),
+                endpoint_id: r.get(1),
+                subject_id: r.get(2),
+                sequence: r.get(3),
+            },
             attempt: r.get(4),
             url: r.get(5),
             secret_enc: r.get(6),
@@ -316,7 +326,12 @@ const DELIVERY_COLUMNS: &str = "d.tenant_id, d.endpoint_id, d.subject_id, d.sequ
 
 fn delivery(r: &Row) -> DeliveryRow {
     DeliveryRow {
-        key: DeliveryKey { tenant_id: r.get(0), endpoint_id: r.get(1), subject_id: r.get(2), sequence: r.get(3) },
+        key: DeliveryKey {
+            tenant_id: super::tenant_at(r, 0),
+            endpoint_id: r.get(1),
+            subject_id: r.get(2),
+            sequence: r.get(3),
+        },
         event_type: r.get(4),
         // The column's CHECK admits only these.
         status: DeliveryStatus::parse(r.get(5)).unwrap_or(DeliveryStatus::Failed),
@@ -334,7 +349,7 @@ fn delivery(r: &Row) -> DeliveryRow {
 /// (a (subject, sequence) cursor), optionally of one status.
 pub async fn list_deliveries(
     db: &impl GenericClient,
-    tenant: &str,
+    tenant: &TenantId,
     endpoint_id: &str,
     status: Option<DeliveryStatus>,
     before: Option<(Uuid, i32)>,
@@ -350,7 +365,7 @@ pub async fn list_deliveries(
                  ORDER BY d.subject_id DESC, d.sequence DESC LIMIT $6"
             ),
             &[
-                &tenant,
+                &tenant.as_str(),
                 &endpoint_id,
                 &status.map(DeliveryStatus::as_str),
                 &before.map(|(subject, _)| subject),
@@ -375,7 +390,7 @@ pub async fn retry_delivery(db: &impl GenericClient, key: &DeliveryKey) -> Resul
                      RETURNING *)
                  SELECT {DELIVERY_COLUMNS} FROM again d JOIN events e ON e.subject_id = d.subject_id AND e.sequence = d.sequence"
             ),
-            &[&key.tenant_id, &key.endpoint_id, &key.subject_id, &key.sequence],
+            &[&key.tenant_id.as_str(), &key.endpoint_id, &key.subject_id, &key.sequence],
         )
         .await?;
     Ok(row.as_ref().map(delivery))

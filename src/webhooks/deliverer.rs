@@ -108,7 +108,7 @@ impl Webhooks {
             DeliveryStatus::Pending => "retry",
             DeliveryStatus::Failed => "failed",
         };
-        metrics::counter!("dialback_webhook_deliveries_total", "tenant" => key.tenant_id.clone(), "outcome" => outcome)
+        metrics::counter!("dialback_webhook_deliveries_total", "tenant" => key.tenant_id.to_string(), "outcome" => outcome)
             .increment(1);
         if status != DeliveryStatus::Delivered {
             tracing::warn!(tenant = %key.tenant_id, endpoint = %key.endpoint_id, message_id = %id,

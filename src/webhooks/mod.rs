@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::config::WebhooksConfig;
 use crate::crypto::SecretsKey;
+use crate::domain::company::TenantId;
 use crate::domain::event::EndpointSpec;
 use crate::events::Bus;
 use crate::outbound::Policy;
@@ -64,7 +65,7 @@ pub fn parse_message_id(id: &str) -> Option<(Uuid, i32)> {
 
 /// What an endpoint's secrets are encrypted with, besides the server's key: a secret copied to
 /// another endpoint's row does not decrypt.
-fn secret_context(tenant: &str, endpoint: &str) -> String {
+fn secret_context(tenant: &TenantId, endpoint: &str) -> String {
     format!("webhook:{tenant}:{endpoint}")
 }
 
@@ -90,7 +91,12 @@ impl Webhooks {
     }
 
     /// Creates or updates an endpoint. A new one gets its signing secret, returned this once.
-    pub async fn put_endpoint(&self, tenant: &str, id: &str, spec: &EndpointSpec) -> Result<Written, WebhookError> {
+    pub async fn put_endpoint(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        spec: &EndpointSpec,
+    ) -> Result<Written, WebhookError> {
         let url = self.policy.check_url(&spec.url).map_err(WebhookError::Target)?;
         let limit = Duration::from_millis(self.config.connect_timeout_ms);
         self.policy.check_resolves(&url, limit).await.map_err(WebhookError::Target)?;
@@ -99,45 +105,45 @@ impl Webhooks {
         let db = store::client(&self.db).await?;
         store::admin::ensure_tenant(&db, tenant).await?;
         let (endpoint, created) = store::webhooks::put_endpoint(&db, tenant, id, spec, &secret_enc).await?;
-        tracing::info!(tenant, endpoint = id, created, url = %endpoint.url, enabled = endpoint.enabled, "webhook endpoint saved");
+        tracing::info!(%tenant, endpoint = id, created, url = %endpoint.url, enabled = endpoint.enabled, "webhook endpoint saved");
         Ok(Written { endpoint, created, secret: created.then_some(secret) })
     }
 
     /// A new signing secret; the old one keeps signing beside it for the configured overlap.
-    pub async fn rotate_secret(&self, tenant: &str, id: &str) -> Result<Written, WebhookError> {
+    pub async fn rotate_secret(&self, tenant: &TenantId, id: &str) -> Result<Written, WebhookError> {
         let secret = signing::new_secret();
         let secret_enc = self.secrets.encrypt(&secret, &secret_context(tenant, id));
         let until = OffsetDateTime::now_utc() + time::Duration::hours(i64::from(self.config.secret_overlap_h));
         let db = store::client(&self.db).await?;
         let endpoint =
             store::webhooks::rotate_secret(&db, tenant, id, &secret_enc, until).await?.ok_or(WebhookError::NotFound)?;
-        tracing::info!(tenant, endpoint = id, previous_until = %until, "webhook secret rotated");
+        tracing::info!(%tenant, endpoint = id, previous_until = %until, "webhook secret rotated");
         Ok(Written { endpoint, created: false, secret: Some(secret) })
     }
 
-    pub async fn endpoint(&self, tenant: &str, id: &str) -> Result<EndpointRow, WebhookError> {
+    pub async fn endpoint(&self, tenant: &TenantId, id: &str) -> Result<EndpointRow, WebhookError> {
         let db = store::client(&self.db).await?;
         store::webhooks::get_endpoint(&db, tenant, id).await?.ok_or(WebhookError::NotFound)
     }
 
-    pub async fn endpoints(&self, tenant: &str) -> Result<Vec<EndpointRow>, WebhookError> {
+    pub async fn endpoints(&self, tenant: &TenantId) -> Result<Vec<EndpointRow>, WebhookError> {
         let db = store::client(&self.db).await?;
         Ok(store::webhooks::list_endpoints(&db, tenant).await?)
     }
 
-    pub async fn delete_endpoint(&self, tenant: &str, id: &str) -> Result<(), WebhookError> {
+    pub async fn delete_endpoint(&self, tenant: &TenantId, id: &str) -> Result<(), WebhookError> {
         let db = store::client(&self.db).await?;
         if !store::webhooks::delete_endpoint(&db, tenant, id).await? {
             return Err(WebhookError::NotFound);
         }
-        tracing::info!(tenant, endpoint = id, "webhook endpoint deleted");
+        tracing::info!(%tenant, endpoint = id, "webhook endpoint deleted");
         Ok(())
     }
 
     /// An endpoint's deliveries, newest first (see [`store::webhooks::list_deliveries`]).
     pub async fn deliveries(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         status: Option<DeliveryStatus>,
         before: Option<(Uuid, i32)>,
@@ -151,7 +157,7 @@ impl Webhooks {
     /// Sends a delivery again (now, its retries counted afresh).
     pub async fn retry(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         subject: Uuid,
         sequence: i32,
@@ -161,7 +167,7 @@ impl Webhooks {
         let db = store::client(&self.db).await?;
         let row = store::webhooks::retry_delivery(&db, &key).await?.ok_or(WebhookError::NotFound)?;
         self.bus.deliveries_queued();
-        tracing::info!(tenant, endpoint = id, message_id = %message_id(subject, sequence), "webhook delivery queued again");
+        tracing::info!(%tenant, endpoint = id, message_id = %message_id(subject, sequence), "webhook delivery queued again");
         Ok(row)
     }
 }

@@ -2,6 +2,7 @@
 //! their order. The simulator runs the company's downloaded dialplan, whose inbound context asks
 //! dialback over FastAGI; the decision rules, the outcomes, refusals and faults, the journal.
 
+use dialback::domain::company::TenantId;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -494,7 +495,7 @@ async fn a_courier_answer_heard_before_the_decision_is_followed_still_completes_
     let url = support::fresh_database().await;
     let pool = dialback::store::pool(&secrecy::SecretString::from(url), &Default::default()).unwrap();
     let db = dialback::store::client(&pool).await.unwrap();
-    dialback::store::admin::ensure_tenant(&db, "acme").await.unwrap();
+    dialback::store::admin::ensure_tenant(&db, &TenantId::stored("acme")).await.unwrap();
     let tracker = ReturnTracker::start(pool.clone(), dialback::events::Bus::default());
     let tenant: Arc<str> = Arc::from("acme");
 
@@ -504,7 +505,7 @@ async fn a_courier_answer_heard_before_the_decision_is_followed_still_completes_
     let now = dialback::store::now();
     let row = ReturnCallRow {
         id: uuid::Uuid::now_v7(),
-        tenant_id: "acme".into(),
+        tenant_id: TenantId::stored("acme"),
         caller: Some(CLIENT.into()),
         did: Some(DID.into()),
         kind: RouteKind::Courier,
@@ -527,7 +528,7 @@ async fn a_courier_answer_heard_before_the_decision_is_followed_still_completes_
     tracker.signal(&tenant, &cdr);
 
     let done = wait::eventually("the return call to settle with its CDR", || async {
-        let stored = dialback::store::return_calls::get(&db, "acme", row.id).await.unwrap().unwrap();
+        let stored = dialback::store::return_calls::get(&db, &TenantId::stored("acme"), row.id).await.unwrap().unwrap();
         match stored.state.status.is_terminal() && stored.state.cdr.is_some() {
             true => Ok(stored),
             false => Err(format!("{:?}", stored.state)),

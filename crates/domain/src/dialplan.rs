@@ -13,6 +13,7 @@
 use aws_lc_rs::digest;
 use time::OffsetDateTime;
 
+use super::company::TenantId;
 use super::settings::{render_channel, ConfirmAnswer, DialFormat, PbxSettings};
 
 /// How long leg 2 (the client's or the office's phone) rings before the dialplan gives up.
@@ -68,7 +69,7 @@ pub struct Context {
 /// The whole dialplan dialback generates for a company.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generated {
-    pub tenant: String,
+    pub tenant: TenantId,
     pub contexts: Vec<Context>,
     /// A digest of every context, extension and priority: the marker's version.
     pub version: String,
@@ -77,7 +78,7 @@ pub struct Generated {
 /// The dialplan for `tenant`'s settings; `None` when the company has no PBX. With
 /// `return_calls_agi` (the company's `agi://.../route?key=...`), it also holds the context return
 /// calls arrive in.
-pub fn generate(tenant: &str, settings: &PbxSettings, return_calls_agi: Option<&str>) -> Option<Generated> {
+pub fn generate(tenant: &TenantId, settings: &PbxSettings, return_calls_agi: Option<&str>) -> Option<Generated> {
     if !settings.has_pbx() {
         return None;
     }
@@ -131,7 +132,7 @@ pub fn generate(tenant: &str, settings: &PbxSettings, return_calls_agi: Option<&
             extension.steps.insert(0, step("NoOp", format!("{MARKER}{version}")));
         }
     }
-    Some(Generated { tenant: tenant.to_owned(), contexts, version })
+    Some(Generated { tenant: tenant.clone(), contexts, version })
 }
 
 /// The first 12 hex digits of the SHA-256 of every context's name, extensions and priorities.
@@ -365,7 +366,7 @@ mod tests {
     use crate::settings::tests::sample;
 
     fn text(settings: &PbxSettings, agi: Option<&str>) -> String {
-        render(&generate("acme", settings, agi).unwrap(), OffsetDateTime::UNIX_EPOCH)
+        render(&generate(&TenantId::stored("acme"), settings, agi).unwrap(), OffsetDateTime::UNIX_EPOCH)
     }
 
     /// What the PBX lists when it runs `context` as generated.
@@ -412,7 +413,7 @@ mod tests {
     fn without_a_pbx_there_is_no_dialplan() {
         let mut s = sample();
         s.host.clear();
-        assert!(generate("acme", &s, None).is_none());
+        assert!(generate(&TenantId::stored("acme"), &s, None).is_none());
     }
 
     #[test]
@@ -426,7 +427,7 @@ mod tests {
 
     #[test]
     fn the_version_follows_every_setting_the_dialplan_reads() {
-        let version = |s: &PbxSettings| generate("acme", s, None).unwrap().version;
+        let version = |s: &PbxSettings| generate(&TenantId::stored("acme"), s, None).unwrap().version;
         let base = version(&sample());
         assert_eq!(base.len(), 12);
         assert_eq!(version(&sample()), base, "the same settings, the same version");
@@ -442,14 +443,14 @@ mod tests {
     fn the_live_context_is_current_missing_outdated_or_another_definition() {
         let mut confirming = sample();
         confirming.confirm_courier_answer = ConfirmAnswer::Dtmf;
-        let generated = generate("acme", &confirming, None).unwrap();
+        let generated = generate(&TenantId::stored("acme"), &confirming, None).unwrap();
         let context = &generated.contexts[0];
         assert_eq!(context.required_by, Some("answer confirmation"));
         assert_eq!(check(context, Some(&listed(context))), Found::Current);
         assert_eq!(check(context, None), Found::Missing);
 
         // An earlier download, before confirmation was turned on.
-        let old = generate("acme", &sample(), None).unwrap();
+        let old = generate(&TenantId::stored("acme"), &sample(), None).unwrap();
         assert_eq!(check(context, Some(&listed(&old.contexts[0]))), Found::Outdated { installed: old.version.clone() });
 
         // An older [from-courier] loaded first: its six priorities win, dialback's add the rest.

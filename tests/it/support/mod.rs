@@ -18,6 +18,7 @@ pub mod transcript;
 pub mod wait;
 pub mod webdriver;
 
+use dialback::domain::company::TenantId;
 use std::sync::Once;
 
 use dialback::config::Config;
@@ -432,7 +433,7 @@ pub fn attempt_row(
     let now = dialback::store::now();
     dialback::store::callbacks::CallbackRow {
         id,
-        tenant_id: "acme".into(),
+        tenant_id: TenantId::stored("acme"),
         courier_id: "courier-1".into(),
         target: dialback::domain::callback::Target::Client,
         order_id: Some("A-1001".into()),
