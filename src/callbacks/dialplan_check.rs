@@ -6,9 +6,10 @@ use crate::ami::AmiClient;
 use crate::domain::dialplan::{self, Found, Generated, LiveLine};
 use crate::domain::settings::DEFAULT_CONTEXT;
 use crate::i18n::Text;
+use strum::{EnumString, IntoStaticStr, VariantArray};
 
 /// What the PBX runs, compared with what dialback generated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoStaticStr, EnumString, VariantArray)]
 #[strum(serialize_all = "snake_case")]
 pub enum Verdict {
     /// Every context as generated, this version.

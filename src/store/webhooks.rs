@@ -4,6 +4,7 @@
 //! process, and back to the others when that process dies), and kept with their outcome.
 
 use deadpool_postgres::GenericClient;
+use strum::{EnumString, IntoStaticStr, VariantArray};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -215,7 +216,7 @@ pub async fn claim_due(db: &impl GenericClient, limit: i64) -> Result<Vec<DueDel
 }
 
 /// What came of one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoStaticStr, EnumString, VariantArray)]
 #[strum(serialize_all = "snake_case")]
 pub enum DeliveryStatus {
     Delivered,

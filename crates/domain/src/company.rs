@@ -2,6 +2,7 @@
 //! act for it (its issuer). Checked here; the keys themselves are parsed where tokens are verified.
 
 use serde::{Deserialize, Serialize};
+use strum::{EnumString, IntoStaticStr, VariantArray};
 
 use super::{bad, check_text, FieldError};
 
@@ -68,17 +69,7 @@ impl Serialize for TenantId {
 /// Whether a company's admins and couriers may act. A suspended company's requests are refused;
 /// its calls in flight are followed to their end as usual.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    Default,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, IntoStaticStr, EnumString, VariantArray,
 )]
 #[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]

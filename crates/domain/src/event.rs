@@ -1,12 +1,12 @@
 //! Events: what dialback tells the courier app (a live stream per callback) and the company's own
 //! systems (webhooks) about the calls it handles, and the endpoints that receive them.
 
-use strum::VariantArray;
+use strum::{EnumString, IntoStaticStr, VariantArray};
 
 use super::{check_text, FieldError};
 
 /// An event's type, part of the API's contract (webhook endpoints subscribe to them by name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, EnumString, VariantArray)]
 pub enum EventType {
     /// A callback passed to another status (or its reason changed): `data` is the callback as an
     /// admin's `GET /v1/callbacks/{id}` shows it then, with its `sequence`.

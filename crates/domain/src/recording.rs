@@ -3,6 +3,7 @@
 //! binding it to its call (the call id, the numbers, the time), and where its download stands.
 
 use regex::{Regex, RegexBuilder};
+use strum::{EnumString, IntoStaticStr, VariantArray};
 use time::{Date, Duration, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 use uuid::Uuid;
 
@@ -140,9 +141,7 @@ impl DateSubdirs {
 }
 
 /// Where a recording file's download stands (its row in `recordings` is the only record).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, IntoStaticStr, EnumString, VariantArray)]
 #[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum RecordingState {

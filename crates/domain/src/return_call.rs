@@ -4,6 +4,7 @@
 //! call goes through afterwards.
 
 use std::net::IpAddr;
+use strum::{EnumString, IntoStaticStr, VariantArray};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -147,9 +148,7 @@ impl AllowedAddresses {
 }
 
 /// Where a return call goes.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, IntoStaticStr, EnumString, VariantArray)]
 #[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum RouteKind {
@@ -158,7 +157,7 @@ pub enum RouteKind {
 }
 
 /// Why a return call went where it went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoStaticStr, EnumString, VariantArray)]
 #[strum(serialize_all = "snake_case")]
 pub enum RouteReason {
     /// The caller is the client of an order (active, or closed within the window) whose courier
@@ -272,7 +271,7 @@ pub fn decide(rules: &ReturnCallSettings, pbx: Option<&PbxSettings>, caller: &Ca
 }
 
 /// Where a return call is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoStaticStr, EnumString, VariantArray)]
 #[strum(serialize_all = "snake_case")]
 pub enum ReturnStatus {
     /// Sent to the courier; their phone rings.
@@ -293,7 +292,7 @@ impl ReturnStatus {
 }
 
 /// Which side a failed return call failed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoStaticStr, EnumString, VariantArray)]
 #[strum(serialize_all = "snake_case")]
 pub enum ReturnLeg {
     Courier,

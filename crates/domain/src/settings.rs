@@ -2,6 +2,7 @@
 //! they produce for an originate.
 
 use serde::{Deserialize, Serialize};
+use strum::{EnumString, IntoStaticStr, VariantArray};
 
 use super::phone::{self, PhoneNumber};
 use super::{bad, check_text, FieldError};
@@ -42,17 +43,7 @@ pub enum ConfirmAnswer {
 
 /// How dialback carries its AMI session to the PBX.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, IntoStaticStr, EnumString, VariantArray,
 )]
 #[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
