@@ -9,7 +9,7 @@
 //! declared dead by it. What happens to a dead or stopping process's calls is the takeovers'
 //! (callbacks/takeover.rs, return_calls/takeover.rs), which run on the same beat.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ pub struct Cluster {
     db: deadpool_postgres::Pool,
     /// How many processes were alive at the last heartbeat, this one included.
     alive: AtomicUsize,
+    /// Whether the last heartbeat saw calls in flight waiting for a process to follow them.
+    orphans_waiting: AtomicBool,
 }
 
 impl Cluster {
@@ -57,7 +59,9 @@ impl Cluster {
         bus: Bus,
         limiters: Arc<Limiters>,
     ) -> Arc<Self> {
-        Arc::new(Cluster { process, ami, bus, limiters, db, alive: AtomicUsize::new(1) })
+        // Nothing to claim until a beat says so: the first comes at once.
+        let orphans_waiting = AtomicBool::new(false);
+        Arc::new(Cluster { process, ami, bus, limiters, db, alive: AtomicUsize::new(1), orphans_waiting })
     }
 
     /// How many dialback processes were alive at the last heartbeat (at least this one). With
@@ -66,10 +70,19 @@ impl Cluster {
         self.alive.load(Ordering::Relaxed).max(1)
     }
 
+    /// Whether the last heartbeat saw calls in flight that nobody alive follows (their process
+    /// died or let them go): the takeovers look for them only then, so a beat costs nothing per
+    /// call in flight while no process dies.
+    pub fn orphans_waiting(&self) -> bool {
+        self.orphans_waiting.load(Ordering::Relaxed)
+    }
+
     /// What this process claims on a beat: the calls in flight of processes dead for
     /// [`DEAD_AFTER`] or stopped, at once for the companies in `tenants_up` (it has heard their
-    /// events), after [`GRACE`] more for the others; [`CLAIM_BATCH`] at most.
-    pub fn orphans<'a>(&self, tenants_up: &'a [String]) -> Orphans<'a> {
+    /// events), after [`GRACE`] more for the others; [`CLAIM_BATCH`] at most. Counted as a search
+    /// for orphaned `calls` (`dialback_orphan_searches_total`).
+    pub fn orphans<'a>(&self, calls: &'static str, tenants_up: &'a [String]) -> Orphans<'a> {
+        metrics::counter!("dialback_orphan_searches_total", "calls" => calls).increment(1);
         Orphans { me: self.process, dead_after: DEAD_AFTER, tenants_up, grace: GRACE, limit: CLAIM_BATCH }
     }
 
@@ -82,12 +95,16 @@ impl Cluster {
         )
     }
 
-    /// Says this process is alive, and shares the companies' limits (src/limits.rs) and their
-    /// PBXs' cap on originates in flight among the processes alive.
+    /// Says this process is alive, learns whether calls wait to be claimed, and shares the
+    /// companies' limits (src/limits.rs) and their PBXs' cap on originates in flight among the
+    /// processes alive.
     async fn beat(&self) -> Result<(), StoreError> {
         let db = store::client(&self.db).await?;
         store::processes::beat(&db, self.process, &host(), std::process::id(), env!("CARGO_PKG_VERSION")).await?;
-        let alive = store::processes::alive(&db, DEAD_AFTER).await?.max(1);
+        let survey = store::processes::survey(&db, DEAD_AFTER).await?;
+        self.orphans_waiting.store(survey.orphans_waiting, Ordering::Relaxed);
+        metrics::counter!("dialback_heartbeats_total").increment(1);
+        let alive = survey.alive.max(1);
         metrics::gauge!("dialback_processes_alive").set(alive as f64);
         self.limiters.share_among(alive as u32);
         self.ami.share_among(alive as usize);

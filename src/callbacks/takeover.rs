@@ -5,8 +5,9 @@
 //! (`callbacks.owner`).
 //!
 //! Asterisk sends every event to every AMI session, so every process with a session to a PBX
-//! follows all of its calls it hears; only the owner decides that an end was missed. On each beat
-//! a process claims the calls in flight whose owner is dead (silent for
+//! follows all of its calls it hears; only the owner decides that an end was missed. On a beat
+//! that saw such calls waiting (`Cluster::orphans_waiting`: while no process dies, none looks) a
+//! process claims the calls in flight whose owner is dead (silent for
 //! [`DEAD_AFTER`](crate::cluster::DEAD_AFTER)) or that were released (their process stopped, or
 //! lost its AMI link): at once for companies it has a session up with, after
 //! [`GRACE`](crate::cluster::GRACE) more for the others, opening a session to their PBX. It then
@@ -44,8 +45,11 @@ impl CallbackService {
     }
 
     async fn claim(self: &Arc<Self>) -> Result<(), StoreError> {
+        if !self.cluster.orphans_waiting() {
+            return Ok(());
+        }
         let tenants_up = self.cluster.ami.tenants_up();
-        let orphans = self.cluster.orphans(&tenants_up);
+        let orphans = self.cluster.orphans("callbacks", &tenants_up);
         let claimed = store::callbacks::claim_orphans(&store::client(&self.db).await?, &orphans).await?;
         let mut by_tenant: BTreeMap<TenantId, Vec<(CallbackRow, String)>> = BTreeMap::new();
         for (row, why) in claimed {

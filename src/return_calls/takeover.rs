@@ -40,8 +40,11 @@ impl ReturnCalls {
     }
 
     async fn claim(&self) -> Result<(), StoreError> {
+        if !self.cluster.orphans_waiting() {
+            return Ok(());
+        }
         let tenants_up = self.cluster.ami.tenants_up();
-        let orphans = self.cluster.orphans(&tenants_up);
+        let orphans = self.cluster.orphans("return_calls", &tenants_up);
         let claimed = store::return_calls::claim_orphans(&store::client(&self.db).await?, &orphans).await?;
         let mut by_tenant: BTreeMap<TenantId, Vec<(ReturnCallRow, String)>> = BTreeMap::new();
         for (row, why) in claimed {

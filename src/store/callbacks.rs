@@ -425,7 +425,8 @@ async fn execute_transition(
 }
 
 /// A call in flight: what a process follows, and what is taken over when it stops.
-const IN_FLIGHT: &str = "ended_at IS NULL AND status IN ('queued', 'ringing_courier', 'ringing_client', 'connected')";
+pub(super) const IN_FLIGHT: &str =
+    "ended_at IS NULL AND status IN ('queued', 'ringing_courier', 'ringing_client', 'connected')";
 
 /// Claims calls in flight that nobody alive follows (their process died or released them), for
 /// `o.me` (the rule is `store::processes::claim`), each with why nobody was following it.

@@ -21,15 +21,39 @@ pub async fn beat(db: &impl GenericClient, id: Uuid, host: &str, pid: u32, versi
     Ok(())
 }
 
-/// How many processes beat within `dead_after`; processes silent for a day are forgotten.
-pub async fn alive(db: &impl GenericClient, dead_after: Duration) -> Result<i64, StoreError> {
+/// What a beat learns of the processes sharing the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Survey {
+    /// Processes that beat within `dead_after`.
+    pub alive: i64,
+    /// Whether a call in flight waits for a process to follow it: its process is dead, or let it
+    /// go (stopping, or its AMI link lost). Only then does a process look for orphans ([`claim`]).
+    pub orphans_waiting: bool,
+}
+
+/// Surveys the processes, and forgets the dead ones that follow no call in flight any more (their
+/// calls were all claimed). Cheap whatever the calls in flight: it reads the processes and probes
+/// the in-flight indexes (V10, V11) for a dead process's calls and for calls without an owner; it
+/// reads no call that has a live owner. A dead process is kept while it owns a call in flight, so
+/// such a call always has either no owner or a dead one, which this finds.
+pub async fn survey(db: &impl GenericClient, dead_after: Duration) -> Result<Survey, StoreError> {
+    let (callbacks, return_calls) = (super::callbacks::IN_FLIGHT, super::return_calls::IN_FLIGHT);
     let statement = db
-        .prepare_cached(
-            "WITH forgotten AS (DELETE FROM dialback_processes WHERE heartbeat_at < now() - interval '1 day')
-             SELECT count(*) FROM dialback_processes WHERE heartbeat_at >= now() - make_interval(secs => $1)",
-        )
+        .prepare_cached(&format!(
+            "WITH dead AS (
+                 SELECT p.id,
+                        EXISTS (SELECT FROM callbacks WHERE owner = p.id AND {callbacks})
+                        OR EXISTS (SELECT FROM return_calls WHERE owner = p.id AND {return_calls}) AS owns_calls
+                 FROM dialback_processes p WHERE p.heartbeat_at < now() - make_interval(secs => $1)),
+             forgotten AS (DELETE FROM dialback_processes p USING dead WHERE p.id = dead.id AND NOT dead.owns_calls)
+             SELECT (SELECT count(*) FROM dialback_processes WHERE heartbeat_at >= now() - make_interval(secs => $1)),
+                    EXISTS (SELECT FROM dead WHERE owns_calls)
+                    OR EXISTS (SELECT FROM callbacks WHERE owner IS NULL AND {callbacks})
+                    OR EXISTS (SELECT FROM return_calls WHERE owner IS NULL AND {return_calls})"
+        ))
         .await?;
-    Ok(db.query_one(&statement, &[&dead_after.as_secs_f64()]).await?.get(0))
+    let row = db.query_one(&statement, &[&dead_after.as_secs_f64()]).await?;
+    Ok(Survey { alive: row.get(0), orphans_waiting: row.get(1) })
 }
 
 /// Leaves: the process stopped (its calls were released first).

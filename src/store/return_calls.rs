@@ -302,7 +302,7 @@ pub async fn get(db: &impl GenericClient, tenant: &TenantId, id: Uuid) -> Result
 }
 
 /// A return call in flight: followed by the Uniqueid of its inbound channel until it ends.
-const IN_FLIGHT: &str = "ended_at IS NULL AND agi_uniqueid IS NOT NULL";
+pub(super) const IN_FLIGHT: &str = "ended_at IS NULL AND agi_uniqueid IS NOT NULL";
 /// How many columns [`COLUMNS`] names.
 const COLUMN_COUNT: usize = 20;
 

@@ -375,3 +375,75 @@ async fn a_return_call_outlives_the_process_that_routed_it() {
         .unwrap();
     assert_eq!((lost["status"].as_str(), lost["reason"].as_str()), (Some("failed"), Some("lost")), "{lost}");
 }
+
+/// A counter's value in a process's `/metrics` (0 before it first counts).
+async fn counter(app: &TestApp, line_start: &str) -> u64 {
+    let metrics = app.get_as("/metrics", "").await.text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start).and_then(|v| v.trim().parse::<f64>().ok()))
+        .map_or(0, |v| v as u64)
+}
+
+/// While no process dies, none looks for orphaned calls, whatever the calls in flight: the beat
+/// alone says nothing waits. One killed, the survivor looks, and takes its calls.
+#[tokio::test]
+async fn processes_look_for_orphaned_calls_only_once_one_is_gone() {
+    const SEARCHES: &str = "dialback_orphan_searches_total{calls=\"callbacks\"}";
+    const BEATS: &str = "dialback_heartbeats_total";
+    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
+    let database = support::fresh_database().await;
+    let one = DialbackProcess::start(&database, &UNLIMITED).await;
+    let two = DialbackProcess::start(&database, &UNLIMITED).await;
+    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let mut calls = Vec::new();
+    for i in 0..3 {
+        let (token, body) = add_courier(&one.app, "acme", i).await;
+        let id = tap(&one.app, &token, body).await;
+        one.app.wait_status(&id, &token, "connected").await;
+        calls.push(id);
+    }
+    count_each_other(&[&one.app, &two.app]).await;
+    for app in [&one.app, &two.app] {
+        let beats = counter(app, BEATS).await;
+        eventually("three more heartbeats", || async {
+            let now = counter(app, BEATS).await;
+            if now >= beats + 3 {
+                Ok(())
+            } else {
+                Err(now)
+            }
+        })
+        .await;
+        assert_eq!(counter(app, SEARCHES).await, 0, "nothing died: no process looked for orphans");
+    }
+    let placed_by = owner(&database, &calls[0]).await.expect("owned by the process that placed it");
+    one.kill().await;
+    for id in &calls {
+        eventually("the survivor to take the call", || async {
+            match owner(&database, id).await {
+                Some(now) if now != placed_by => Ok(()),
+                other => Err(other),
+            }
+        })
+        .await;
+    }
+    assert!(counter(&two.app, SEARCHES).await > 0, "the survivor looked once the other was gone");
+    let db = support::connect(&database).await;
+    eventually("the dead process, following no call now, to be forgotten", || async {
+        let left: i64 =
+            db.query_one("SELECT count(*) FROM dialback_processes WHERE id = $1", &[&placed_by]).await.unwrap().get(0);
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(left)
+        }
+    })
+    .await;
+    let observer = AmiObserver::start(sim.addr().port()).await;
+    for id in &calls {
+        observer.hangup(id).await;
+        let done = two.app.wait_terminal(id, &two.app.admin("acme")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+}
