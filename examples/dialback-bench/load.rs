@@ -178,6 +178,8 @@ pub struct Run {
     pub latencies_us: Vec<u64>,
     /// Answer status (0: no answer: an I/O error) → count, for everything but 202.
     pub errors: BTreeMap<u16, u64>,
+    /// When each error came (`unix_nanos`).
+    pub error_unix_nanos: Vec<u128>,
     pub first_error: Option<String>,
     pub elapsed: Duration,
 }
@@ -193,6 +195,7 @@ impl Run {
         for (status, n) in other.errors {
             *self.errors.entry(status).or_default() += n;
         }
+        self.error_unix_nanos.extend(other.error_unix_nanos);
         self.first_error = self.first_error.take().or(other.first_error);
     }
 
@@ -340,6 +343,7 @@ impl Run {
 impl Run {
     pub fn note_error(&mut self, status: u16, detail: String) {
         *self.errors.entry(status).or_default() += 1;
+        self.error_unix_nanos.push(unix_nanos());
         self.first_error.get_or_insert_with(|| format!("{status}: {detail}"));
     }
 }

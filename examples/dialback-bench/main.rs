@@ -25,6 +25,7 @@ mod events;
 mod failover;
 mod http;
 mod load;
+mod pg_failover;
 mod proxy;
 mod recordings;
 mod report;
@@ -173,6 +174,23 @@ enum Command {
     Receive {
         #[arg(long)]
         listen: SocketAddr,
+    },
+    /// Callbacks at a fixed rate while `--switch` stops the database's primary and promotes its
+    /// standby halfway (scripts/pg-failover): none may be lost.
+    PgFailover {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// The command (`sh -c`) that stops the primary and promotes the standby.
+        #[arg(long)]
+        switch: String,
+        #[command(flatten)]
+        output: Output,
     },
     /// Callbacks at a fixed rate split over this API and the victim's, the victim killed halfway
     /// (`failover_*`: accepted, takeover time, lost and unknown callbacks).
@@ -401,6 +419,15 @@ async fn main() -> anyhow::Result<()> {
             let duration = Duration::from_secs_f64(seconds);
             let run = failover::Failover { victim: (victim_api, victim_pid), rate, connections, duration };
             failover::run(&api, &tokens, &run, &mut figures).await?;
+            figures.write(output.out.as_deref())?;
+        }
+        Command::PgFailover { api: args, rate, seconds, connections, switch, output } => {
+            let api = api(&args)?;
+            let tokens = api.courier_tokens(&args.tenant, args.couriers)?;
+            let mut figures = Figures::new(&output.prefix);
+            let duration = Duration::from_secs_f64(seconds);
+            let run = pg_failover::PgFailover { rate, connections, duration, switch };
+            pg_failover::run(&api, &tokens, &run, &mut figures).await?;
             figures.write(output.out.as_deref())?;
         }
         Command::Agi { api: args, agi: address, rate, seconds, output } => {

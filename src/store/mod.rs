@@ -42,15 +42,19 @@ pub enum StoreError {
 
 impl StoreError {
     /// True when the database is unreachable rather than the query being wrong: the caller answers
-    /// 503 and the client may retry.
+    /// 503 and the client may retry. A server that is shutting down (57P), a lost connection (08),
+    /// and a server that turned read-only (25006: a primary demoted in a failover, reached before
+    /// the pool found the new one) are all that.
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Pool(_) => true,
             StoreError::Unreadable { .. } => false,
             StoreError::Query(e) => {
                 e.is_closed()
-                    || e.as_db_error()
-                        .is_none_or(|db| db.code().code().starts_with("57P") || db.code().code().starts_with("08"))
+                    || e.as_db_error().is_none_or(|db| {
+                        let code = db.code().code();
+                        code.starts_with("57P") || code.starts_with("08") || code == "25006"
+                    })
             }
         }
     }
@@ -90,13 +94,13 @@ pub async fn commits_wait_for_wal(pool: &Pool) -> Result<bool, StoreError> {
     Ok(row.get(0))
 }
 
-/// The time now, to the microsecond as PostgreSQL keeps it: a time shown (in an event, an answer)
-/// before its row is read back reads the same as it will afterwards.
 /// The company id in column `at` of a row (dialback wrote it, checked, when the row was made).
 fn tenant_at(r: &tokio_postgres::Row, at: usize) -> TenantId {
     TenantId::stored(r.get::<_, &str>(at))
 }
 
+/// The time now, to the microsecond as PostgreSQL keeps it: a time shown (in an event, an answer)
+/// before its row is read back reads the same as it will afterwards.
 pub fn now() -> time::OffsetDateTime {
     let now = time::OffsetDateTime::now_utc();
     now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)
