@@ -27,7 +27,7 @@ pub struct Survey {
     /// Processes that beat within `dead_after`.
     pub alive: i64,
     /// Whether a call in flight waits for a process to follow it: its process is dead, or let it
-    /// go (stopping, or its AMI link lost). Only then does a process look for orphans ([`claim`]).
+    /// go (stopping, or its AMI link lost). Only then does a process look for orphans (`claim`).
     pub orphans_waiting: bool,
 }
 
