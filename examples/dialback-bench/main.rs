@@ -25,12 +25,12 @@ mod events;
 mod failover;
 mod http;
 mod load;
-mod pg_failover;
 mod proxy;
 mod recordings;
 mod report;
 mod scale;
 mod stats;
+mod switch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -175,20 +175,29 @@ enum Command {
         #[arg(long)]
         listen: SocketAddr,
     },
-    /// Callbacks at a fixed rate while `--switch` stops the database's primary and promotes its
-    /// standby halfway (scripts/pg-failover): none may be lost.
-    PgFailover {
+    /// Callbacks at a fixed rate over --api and every --other-api while --switch runs (at
+    /// --switch-at of the time): a database failover (scripts/pg-failover), a rolling upgrade
+    /// (scripts/rolling-upgrade). None may be lost.
+    Switch {
         #[command(flatten)]
         api: ApiArgs,
+        /// More APIs the requests go to in turn (processes behind one balancer).
+        #[arg(long)]
+        other_api: Vec<SocketAddr>,
+        /// The figures' prefix.
+        #[arg(long)]
+        name: String,
         #[arg(long, default_value_t = 200.0)]
         rate: f64,
         #[arg(long, default_value_t = 20.0)]
         seconds: f64,
         #[arg(long, default_value_t = 64)]
         connections: usize,
-        /// The command (`sh -c`) that stops the primary and promotes the standby.
+        /// The command (`sh -c`) that changes what serves the requests.
         #[arg(long)]
         switch: String,
+        #[arg(long, default_value_t = 0.5)]
+        switch_at: f64,
         #[command(flatten)]
         output: Output,
     },
@@ -421,13 +430,16 @@ async fn main() -> anyhow::Result<()> {
             failover::run(&api, &tokens, &run, &mut figures).await?;
             figures.write(output.out.as_deref())?;
         }
-        Command::PgFailover { api: args, rate, seconds, connections, switch, output } => {
+        Command::Switch { api: args, other_api, name, rate, seconds, connections, switch, switch_at, output } => {
             let api = api(&args)?;
             let tokens = api.courier_tokens(&args.tenant, args.couriers)?;
             let mut figures = Figures::new(&output.prefix);
+            let mut apis = vec![api.addr];
+            apis.extend(other_api);
             let duration = Duration::from_secs_f64(seconds);
-            let run = pg_failover::PgFailover { rate, connections, duration, switch };
-            pg_failover::run(&api, &tokens, &run, &mut figures).await?;
+            let name = format!("{}_", name.trim_end_matches('_'));
+            let run = switch::Switch { name, apis, rate, connections, duration, at: switch_at, command: switch };
+            switch::run(&api, &tokens, &run, &mut figures).await?;
             figures.write(output.out.as_deref())?;
         }
         Command::Agi { api: args, agi: address, rate, seconds, output } => {
