@@ -47,16 +47,7 @@ pub async fn run(api: &Api, tokens: &Arc<Vec<String>>, f: &Failover, figures: &m
     run.figures(figures, key);
     figures.count(&format!("{key}victim_in_flight_count"), in_flight);
     figures.num(&format!("{key}takeover_s"), takeover.as_secs_f64());
-    let ids: Vec<Uuid> = run.taps.iter().filter_map(|t| Uuid::parse_str(&t.id).ok()).collect();
-    let end = load::wait_terminal(&api.config, &ids, Duration::from_secs(120)).await?;
-    figures.count(&format!("{key}terminal_count"), end.terminal);
-    figures.count(&format!("{key}completed_count"), end.completed);
-    figures.count(&format!("{key}lost_count"), ids.len() as u64 - end.terminal);
-    figures.count(&format!("{key}unknown_count"), end.by_status.get("unknown").copied().unwrap_or(0));
-    if end.completed < ids.len() as u64 {
-        eprintln!("  statuses: {:?}", end.by_status);
-    }
-    Ok(())
+    load::outcome_figures(&api.config, &run, figures, key).await
 }
 
 /// The victim's id among the processes sharing the database.

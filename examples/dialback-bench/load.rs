@@ -476,6 +476,21 @@ pub async fn terminal_figures(config: &Config, run: &Run, figures: &mut Figures,
     Ok(())
 }
 
+/// After a fault under load: waits (2 minutes at most) until the run's accepted callbacks are
+/// terminal; `terminal_count`, `completed_count`, `lost_count` (never terminal) and `unknown_count`.
+pub async fn outcome_figures(config: &Config, run: &Run, figures: &mut Figures, key: &str) -> anyhow::Result<()> {
+    let ids: Vec<Uuid> = run.taps.iter().filter_map(|t| Uuid::parse_str(&t.id).ok()).collect();
+    let end = wait_terminal(config, &ids, Duration::from_secs(120)).await?;
+    figures.count(&format!("{key}terminal_count"), end.terminal);
+    figures.count(&format!("{key}completed_count"), end.completed);
+    figures.count(&format!("{key}lost_count"), ids.len() as u64 - end.terminal);
+    figures.count(&format!("{key}unknown_count"), end.by_status.get("unknown").copied().unwrap_or(0));
+    if end.completed < ids.len() as u64 {
+        eprintln!("  statuses: {:?}", end.by_status);
+    }
+    Ok(())
+}
+
 /// Joins a run's taps with the simulator's originate log and writes `<key>tap_to_originate_*`:
 /// the time from a tap's request being sent to its Originate being read by the simulator.
 pub async fn tap_figures(run: &Run, log: &Path, figures: &mut Figures, key: &str) -> anyhow::Result<()> {

@@ -94,14 +94,5 @@ pub async fn run(api: &Api, tokens: &Arc<Vec<String>>, s: &Switch, figures: &mut
         figures.count(&format!("{key}errors_{status}"), *n);
     }
     run.figures(figures, key);
-    let ids: Vec<Uuid> = run.taps.iter().filter_map(|t| Uuid::parse_str(&t.id).ok()).collect();
-    let end = load::wait_terminal(&api.config, &ids, Duration::from_secs(120)).await?;
-    figures.count(&format!("{key}terminal_count"), end.terminal);
-    figures.count(&format!("{key}completed_count"), end.completed);
-    figures.count(&format!("{key}lost_count"), ids.len() as u64 - end.terminal);
-    figures.count(&format!("{key}unknown_count"), end.by_status.get("unknown").copied().unwrap_or(0));
-    if end.completed < ids.len() as u64 {
-        eprintln!("  statuses: {:?}", end.by_status);
-    }
-    Ok(())
+    load::outcome_figures(&api.config, &run, figures, key).await
 }
