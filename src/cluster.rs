@@ -31,6 +31,11 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const DEAD_AFTER: Duration = Duration::from_secs(5);
 /// How much longer a process with no AMI session to the call's PBX leaves it to one that has.
 pub const GRACE: Duration = Duration::from_secs(3);
+/// How long a stopping process waits, at most, for the others to claim the calls it handed over;
+/// it keeps listening to them meanwhile (src/callbacks/takeover.rs `leave`).
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(8);
+/// And how much longer, for the claimer to open its own session to the PBX and ask it.
+pub const HANDOVER_MARGIN: Duration = Duration::from_secs(1);
 /// Calls claimed per beat at most (the rest on the next).
 pub const CLAIM_BATCH: i64 = 1000;
 
@@ -112,8 +117,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Stopping, once the takeovers have handed this process's calls over: leaves the list of
-    /// processes (the others stop counting it at once).
+    /// Stopping, its heartbeat ended: leaves the list of processes (the others stop counting it
+    /// at once). Done again once the takeovers have handed the calls over; the second is a no-op.
     pub async fn leave(&self) {
         let left = async { store::processes::leave(&store::client(&self.db).await?, self.process).await };
         if let Err(e) = left.await {

@@ -215,8 +215,10 @@ impl Application {
         if let Some(agi) = self.agi_server {
             let _ = agi.await;
         }
-        // The calls this process follows go to the others before its AMI sessions log off.
-        let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(self.takeover)).await;
+        // The calls this process follows go to the others before its AMI sessions log off, and
+        // are listened to until the others have claimed them (cluster::HANDOVER_WAIT and MARGIN).
+        let handover = crate::cluster::HANDOVER_WAIT + crate::cluster::HANDOVER_MARGIN + Duration::from_secs(5);
+        let _ = tokio::time::timeout(handover, futures_util::future::join_all(self.takeover)).await;
         let _ = self.heartbeat.await;
         self.cluster.leave().await;
         self.cluster.ami.close_all().await;

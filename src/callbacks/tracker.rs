@@ -550,7 +550,9 @@ async fn handle(shared: &Shared, calls: &mut HashMap<Uuid, Tracked>, work: Work)
             let released = match owned.is_empty() {
                 true => Ok(0),
                 false => match store::client(&shared.db).await {
-                    Ok(db) => store::callbacks::release(&db, shared.process, Some(&owned), &why).await,
+                    Ok(db) => {
+                        store::callbacks::release(&db, shared.process, Some(&owned), &why).await.map(|ids| ids.len())
+                    }
                     Err(e) => Err(e),
                 },
             };

@@ -439,14 +439,19 @@ pub async fn claim_orphans(
 }
 
 /// Gives up following calls in flight (all of `me`'s, or those among `ids`) `because`: they are
-/// orphaned now, for another process (or this one, later) to claim. How many were released.
+/// orphaned now, for another process (or this one, later) to claim. The calls released.
 pub async fn release(
     db: &impl GenericClient,
     me: Uuid,
     ids: Option<&[Uuid]>,
     because: &str,
-) -> Result<u64, StoreError> {
+) -> Result<Vec<Uuid>, StoreError> {
     super::processes::release(db, "callbacks", IN_FLIGHT, me, ids, because).await
+}
+
+/// How many of `ids` are still in flight and followed by no process.
+pub async fn unclaimed(db: &impl GenericClient, ids: &[Uuid]) -> Result<i64, StoreError> {
+    super::processes::unclaimed(db, "callbacks", IN_FLIGHT, ids).await
 }
 
 /// The audit trail of one attempt, oldest first: (at, from, to, cause).

@@ -113,6 +113,7 @@ pub(super) async fn claim(
 }
 
 /// Releases `me`'s rows of `table` in flight (all, or those among `ids`) `because`: orphaned now.
+/// The ids released.
 pub(super) async fn release(
     db: &impl GenericClient,
     table: &str,
@@ -120,10 +121,22 @@ pub(super) async fn release(
     me: Uuid,
     ids: Option<&[Uuid]>,
     because: &str,
-) -> Result<u64, StoreError> {
+) -> Result<Vec<Uuid>, StoreError> {
     let sql = format!(
         "UPDATE {table} SET owner = NULL, orphaned_at = now(), orphaned_because = $3
-         WHERE owner = $1 AND {in_flight} AND ($2::uuid[] IS NULL OR id = ANY($2))"
+         WHERE owner = $1 AND {in_flight} AND ($2::uuid[] IS NULL OR id = ANY($2))
+         RETURNING id"
     );
-    Ok(db.execute(&sql, &[&me, &ids, &because]).await?)
+    Ok(db.query(&sql, &[&me, &ids, &because]).await?.iter().map(|r| r.get(0)).collect())
+}
+
+/// How many of `ids` (rows of `table`) are still in flight with no process following them.
+pub(super) async fn unclaimed(
+    db: &impl GenericClient,
+    table: &str,
+    in_flight: &str,
+    ids: &[Uuid],
+) -> Result<i64, StoreError> {
+    let sql = format!("SELECT count(*) FROM {table} WHERE id = ANY($1) AND owner IS NULL AND {in_flight}");
+    Ok(db.query_one(&sql, &[&ids]).await?.get(0))
 }

@@ -318,7 +318,7 @@ pub async fn claim_orphans(
 
 /// Gives up following `me`'s return calls in flight `because` (the process is stopping).
 pub async fn release(db: &impl GenericClient, me: Uuid, because: &str) -> Result<u64, StoreError> {
-    super::processes::release(db, "return_calls", IN_FLIGHT, me, None, because).await
+    Ok(super::processes::release(db, "return_calls", IN_FLIGHT, me, None, because).await?.len() as u64)
 }
 
 /// The company's return calls still being followed, by the Uniqueid of their inbound channel.

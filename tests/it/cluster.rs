@@ -447,3 +447,33 @@ async fn processes_look_for_orphaned_calls_only_once_one_is_gone() {
         assert_eq!(done["status"], "completed", "{done}");
     }
 }
+
+/// SIGTERM while the only other process has no session to the company's PBX (it claims the calls
+/// only after the grace): the stopping process keeps listening to the call it handed over until
+/// it is claimed, so a call that ends in between gets its real outcome, not `unknown`.
+#[tokio::test]
+async fn a_call_ending_while_its_process_hands_it_over_gets_its_real_outcome() {
+    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
+    let database = support::fresh_database().await;
+    let one = DialbackProcess::start(&database, &UNLIMITED).await;
+    let two = DialbackProcess::start(&database, &UNLIMITED).await;
+    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (token, body) = add_courier(&one.app, "acme", 0).await;
+    let id = tap(&one.app, &token, body).await;
+    one.app.wait_status(&id, &token, "connected").await;
+    count_each_other(&[&one.app, &two.app]).await;
+    let observer = AmiObserver::start(sim.addr().port()).await;
+    let stopping = tokio::spawn(one.terminate());
+    eventually("the call to be handed over", || async {
+        match owner(&database, &id).await {
+            None => Ok(()),
+            Some(still) => Err(still),
+        }
+    })
+    .await;
+    observer.hangup(&id).await;
+    assert!(stopping.await.unwrap().success());
+    let done = two.app.wait_terminal(&id, &two.app.admin("acme")).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(done["talk_seconds"].as_i64().is_some() && done["detail"].is_null(), "{done}");
+}

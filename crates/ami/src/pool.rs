@@ -70,11 +70,17 @@ pub struct AmiPool {
     /// The dialback processes alive: each holds its share of a PBX's cap on in-flight
     /// originates (`max_inflight_originates`, rounded up), set on sessions opened from then on.
     processes: AtomicUsize,
+    /// The runtime the pool was made on, which the sessions' tasks run on. A session is often
+    /// opened while an HTTP request is served, on a server worker's own runtime; its tasks must not
+    /// live there, or they end with that worker (a graceful stop ends the workers first, and the
+    /// sessions would stop hearing the calls they still have to hand over).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl AmiPool {
     pub fn new(config: PoolConfig, sink: Option<EventSink>) -> Arc<Self> {
-        Arc::new(Self { entries: Mutex::new(HashMap::new()), config, sink, processes: AtomicUsize::new(1) })
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        Arc::new(Self { entries: Mutex::new(HashMap::new()), config, sink, processes: AtomicUsize::new(1), runtime })
     }
 
     pub fn client_config(&self, tenant: &str, login: &PbxLogin) -> ClientConfig {
@@ -98,6 +104,7 @@ impl AmiPool {
 
     /// The tenant's client, started on first use or when `login` differs from the running one.
     pub fn client(&self, tenant: &str, login: &PbxLogin) -> AmiClient {
+        let _on_the_pools_runtime = self.runtime.as_ref().map(tokio::runtime::Handle::enter);
         let fingerprint = login.fingerprint();
         let mut entries = self.entries.lock().expect("pool lock");
         if let Some(entry) = entries.get_mut(tenant) {
