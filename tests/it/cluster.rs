@@ -65,6 +65,45 @@ async fn trail(database: &str, id: &str) -> (Vec<String>, Vec<i32>) {
     (statuses, sequences)
 }
 
+/// A simulator whose calls talk until hung up, and two processes on a fresh database, the first
+/// with company `acme`'s PBX settings saved.
+async fn two_processes_and_calls_that_talk_on(
+) -> (dialback_pbx_sim::Simulator, String, DialbackProcess, DialbackProcess) {
+    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
+    let database = support::fresh_database().await;
+    let one = DialbackProcess::start(&database, &UNLIMITED).await;
+    let two = DialbackProcess::start(&database, &UNLIMITED).await;
+    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    (sim, database, one, two)
+}
+
+/// Waits until a process other than `placed_by` follows call `id`.
+async fn taken_from(database: &str, id: &str, placed_by: uuid::Uuid) {
+    eventually("another process to take the call", || async {
+        match owner(database, id).await {
+            Some(now) if now != placed_by => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+}
+
+/// Whether `process` is in the list of processes.
+async fn listed(database: &str, process: uuid::Uuid) -> bool {
+    let db = support::connect(database).await;
+    db.query_one("SELECT EXISTS (SELECT FROM dialback_processes WHERE id = $1)", &[&process]).await.unwrap().get(0)
+}
+
+/// Hangs the calls up on the PBX (at `sim_port`) and waits until `app` shows each `completed`.
+async fn hang_up_and_see_completed(sim_port: u16, app: &TestApp, ids: &[&str]) {
+    let observer = AmiObserver::start(sim_port).await;
+    for id in ids {
+        observer.hangup(id).await;
+        let done = app.wait_terminal(id, &app.admin("acme")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+}
+
 /// The process that follows a call now (None: released, nobody yet).
 async fn owner(database: &str, id: &str) -> Option<uuid::Uuid> {
     let db = support::connect(database).await;
@@ -161,11 +200,7 @@ async fn a_restarted_process_follows_the_calls_still_up_and_names_those_that_end
 /// processes; the other follows them to their end.
 #[tokio::test]
 async fn a_stopping_process_hands_its_calls_over() {
-    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
-    let database = support::fresh_database().await;
-    let one = DialbackProcess::start(&database, &UNLIMITED).await;
-    let two = DialbackProcess::start(&database, &UNLIMITED).await;
-    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (sim, database, one, two) = two_processes_and_calls_that_talk_on().await;
     let (token, body) = add_courier(&one.app, "acme", 0).await;
     // The other process has a session to the PBX too (it placed a call of its own).
     let (other_token, other_body) = add_courier(&one.app, "acme", 1).await;
@@ -174,23 +209,9 @@ async fn a_stopping_process_hands_its_calls_over() {
     one.app.wait_status(&id, &token, "connected").await;
     let placed_by = owner(&database, &id).await.expect("owned by the process that placed it");
     assert!(one.terminate().await.success());
-    let db = support::connect(&database).await;
-    let left: i64 =
-        db.query_one("SELECT count(*) FROM dialback_processes WHERE id = $1", &[&placed_by]).await.unwrap().get(0);
-    assert_eq!(left, 0, "the stopped process left the list");
-    eventually("the other process to take the call", || async {
-        match owner(&database, &id).await {
-            Some(now) if now != placed_by => Ok(()),
-            other => Err(other),
-        }
-    })
-    .await;
-    let observer = AmiObserver::start(sim.addr().port()).await;
-    for call in [&id, &other] {
-        observer.hangup(call).await;
-        let done = two.app.wait_terminal(call, &two.app.admin("acme")).await;
-        assert_eq!(done["status"], "completed", "{done}");
-    }
+    assert!(!listed(&database, placed_by).await, "the stopped process left the list");
+    taken_from(&database, &id, placed_by).await;
+    hang_up_and_see_completed(sim.addr().port(), &two.app, &[&id, &other]).await;
 }
 
 /// Any process answers any request: duplicates of one tap sent to two processes at once ring
@@ -391,11 +412,7 @@ async fn counter(app: &TestApp, line_start: &str) -> u64 {
 async fn processes_look_for_orphaned_calls_only_once_one_is_gone() {
     const SEARCHES: &str = "dialback_orphan_searches_total{calls=\"callbacks\"}";
     const BEATS: &str = "dialback_heartbeats_total";
-    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
-    let database = support::fresh_database().await;
-    let one = DialbackProcess::start(&database, &UNLIMITED).await;
-    let two = DialbackProcess::start(&database, &UNLIMITED).await;
-    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (sim, database, one, two) = two_processes_and_calls_that_talk_on().await;
     let mut calls = Vec::new();
     for i in 0..3 {
         let (token, body) = add_courier(&one.app, "acme", i).await;
@@ -420,32 +437,18 @@ async fn processes_look_for_orphaned_calls_only_once_one_is_gone() {
     let placed_by = owner(&database, &calls[0]).await.expect("owned by the process that placed it");
     one.kill().await;
     for id in &calls {
-        eventually("the survivor to take the call", || async {
-            match owner(&database, id).await {
-                Some(now) if now != placed_by => Ok(()),
-                other => Err(other),
-            }
-        })
-        .await;
+        taken_from(&database, id, placed_by).await;
     }
     assert!(counter(&two.app, SEARCHES).await > 0, "the survivor looked once the other was gone");
-    let db = support::connect(&database).await;
     eventually("the dead process, following no call now, to be forgotten", || async {
-        let left: i64 =
-            db.query_one("SELECT count(*) FROM dialback_processes WHERE id = $1", &[&placed_by]).await.unwrap().get(0);
-        if left == 0 {
-            Ok(())
-        } else {
-            Err(left)
+        match listed(&database, placed_by).await {
+            false => Ok(()),
+            true => Err("still listed"),
         }
     })
     .await;
-    let observer = AmiObserver::start(sim.addr().port()).await;
-    for id in &calls {
-        observer.hangup(id).await;
-        let done = two.app.wait_terminal(id, &two.app.admin("acme")).await;
-        assert_eq!(done["status"], "completed", "{done}");
-    }
+    let ids: Vec<&str> = calls.iter().map(String::as_str).collect();
+    hang_up_and_see_completed(sim.addr().port(), &two.app, &ids).await;
 }
 
 /// SIGTERM while the only other process has no session to the company's PBX (it claims the calls
@@ -453,11 +456,7 @@ async fn processes_look_for_orphaned_calls_only_once_one_is_gone() {
 /// it is claimed, so a call that ends in between gets its real outcome, not `unknown`.
 #[tokio::test]
 async fn a_call_ending_while_its_process_hands_it_over_gets_its_real_outcome() {
-    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
-    let database = support::fresh_database().await;
-    let one = DialbackProcess::start(&database, &UNLIMITED).await;
-    let two = DialbackProcess::start(&database, &UNLIMITED).await;
-    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (sim, database, one, two) = two_processes_and_calls_that_talk_on().await;
     let (token, body) = add_courier(&one.app, "acme", 0).await;
     let id = tap(&one.app, &token, body).await;
     one.app.wait_status(&id, &token, "connected").await;
