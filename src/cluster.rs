@@ -117,8 +117,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Stopping, its heartbeat ended: leaves the list of processes (the others stop counting it
-    /// at once). Done again once the takeovers have handed the calls over; the second is a no-op.
+    /// Stopping: leaves the list of processes (the others stop counting it at once). The
+    /// callbacks' hand-over leaves early; startup.rs leaves again once the heartbeat has ended.
     pub async fn leave(&self) {
         let left = async { store::processes::leave(&store::client(&self.db).await?, self.process).await };
         if let Err(e) = left.await {

@@ -137,8 +137,9 @@ impl CallbackService {
             Ok(ids) => {
                 tracing::info!(calls = ids.len(), "stopping: calls in flight handed over to the other processes");
                 if !ids.is_empty() && self.cluster.processes_alive() > 1 {
-                    // Out of the list first (its heartbeat has stopped): the others stop counting
-                    // it at once, so their shares of the limits are whole while it listens.
+                    // Out of the list first, so the others' shares of the limits are whole while it
+                    // listens. Its heartbeat ends with the stop; a beat that raced this delete is
+                    // undone by the last leave, in startup.rs, once the heartbeat has ended.
                     self.cluster.leave().await;
                     self.listen_until_claimed(&ids).await;
                 }
