@@ -19,7 +19,7 @@ pub fn fact_of(event: &AmiEvent, key: &str) -> Option<Fact> {
         // The courier channel dialling the client: leg 2.
         AmiEvent::DialEnd(d) if d.uniqueid.as_deref() == Some(key) => match d.dial_status.as_deref() {
             Some("ANSWER") => Some(Fact::ClientAnswered),
-            Some(status) => Some(Fact::ClientFailed { reason: dial_failure(status) }),
+            Some(status) => Some(Fact::ClientFailed { reason: Reason::from_dial_status(status) }),
             None => None,
         },
         // The courier channel beginning to dial leg 2 (only after the courier confirmed, when
@@ -28,7 +28,7 @@ pub fn fact_of(event: &AmiEvent, key: &str) -> Option<Fact> {
         // The originate dialling the courier: leg 1.
         AmiEvent::DialEnd(d) if d.uniqueid.is_none() && d.dest_uniqueid == key => match d.dial_status.as_deref() {
             Some("ANSWER") => Some(Fact::CourierAnswered { channel: Some(d.dest_channel.clone()) }),
-            Some(status) => Some(Fact::CourierFailed { reason: dial_failure(status) }),
+            Some(status) => Some(Fact::CourierFailed { reason: Reason::from_dial_status(status) }),
             None => None,
         },
         AmiEvent::BridgeEnter(c) if c.linkedid == key => Some(Fact::Bridged),
@@ -41,11 +41,7 @@ pub fn fact_of(event: &AmiEvent, key: &str) -> Option<Fact> {
         // (`domain::dialplan`): `ReadStatus` OK with `Digit: 1` confirms; TIMEOUT (or another
         // key) does not; ERROR means the PBX could not play the prompt.
         AmiEvent::UserEvent(u) if u.name == dialplan::CONFIRM_EVENT && u.get("CallId") == Some(key) => {
-            Some(Fact::Confirmation(match (u.get("ReadStatus"), u.get("Digit")) {
-                (Some("OK"), Some("1")) => Confirmation::Confirmed,
-                (Some("ERROR"), _) => Confirmation::PromptFailed,
-                _ => Confirmation::NotConfirmed,
-            }))
+            Some(Fact::Confirmation(Confirmation::read(u.get("ReadStatus"), u.get("Digit"))))
         }
         AmiEvent::Cdr(c) if c.uniqueid == key || c.uniqueid.strip_suffix(";2") == Some(key) => {
             let of = if c.uniqueid == key { CdrOf::Courier } else { CdrOf::CourierPhone };
@@ -83,18 +79,6 @@ fn originate_failure(reason: u32) -> Reason {
         originate_reason::NO_ANSWER => Reason::NoAnswer,
         originate_reason::CONGESTION => Reason::Congestion,
         _ => Reason::Unreachable,
-    }
-}
-
-/// A DialEnd's `DialStatus` other than ANSWER.
-fn dial_failure(status: &str) -> Reason {
-    match status {
-        "BUSY" => Reason::Busy,
-        "NOANSWER" => Reason::NoAnswer,
-        "CONGESTION" => Reason::Congestion,
-        "CHANUNAVAIL" => Reason::Unreachable,
-        "CANCEL" => Reason::Canceled,
-        _ => Reason::PbxError,
     }
 }
 

@@ -80,6 +80,19 @@ impl Reason {
             _ => Reason::PbxError,
         }
     }
+
+    /// From `Dial`'s `DIALSTATUS` (a DialEnd's `DialStatus`, or the PBX's outcome record) other
+    /// than ANSWER.
+    pub fn from_dial_status(status: &str) -> Reason {
+        match status {
+            "BUSY" => Reason::Busy,
+            "NOANSWER" => Reason::NoAnswer,
+            "CONGESTION" => Reason::Congestion,
+            "CHANUNAVAIL" => Reason::Unreachable,
+            "CANCEL" => Reason::Canceled,
+            _ => Reason::PbxError,
+        }
+    }
 }
 
 /// Whom leg 2 rings: the client of an order, the office extension, or (the admin's Test button)
@@ -151,6 +164,18 @@ pub enum Confirmation {
     NotConfirmed,
     /// The PBX could not ask (the prompt file is missing): a configuration fault.
     PromptFailed,
+}
+
+impl Confirmation {
+    /// What the dialplan's `Read` of the courier's key came to (`READSTATUS`, and the digit):
+    /// OK with 1 confirms; ERROR means the prompt could not be played; anything else does not.
+    pub fn read(read_status: Option<&str>, digit: Option<&str>) -> Confirmation {
+        match (read_status, digit) {
+            (Some("OK"), Some("1")) => Confirmation::Confirmed,
+            (Some("ERROR"), _) => Confirmation::PromptFailed,
+            _ => Confirmation::NotConfirmed,
+        }
+    }
 }
 
 /// What dialback knows about one call.

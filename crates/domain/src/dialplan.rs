@@ -14,6 +14,7 @@ use aws_lc_rs::digest;
 use time::OffsetDateTime;
 
 use super::company::TenantId;
+use super::outcome_record;
 use super::settings::{render_channel, ConfirmAnswer, DialFormat, PbxSettings};
 
 /// How long leg 2 (the client's or the office's phone) rings before the dialplan gives up.
@@ -122,7 +123,7 @@ pub fn generate(tenant: &TenantId, settings: &PbxSettings, return_calls_agi: Opt
             steps: leg2(&client_dial, settings),
         });
     }
-    let mut contexts = vec![callback];
+    let mut contexts = vec![callback, outcome(settings)];
     if let Some(agi) = return_calls_agi {
         contexts.push(inbound(agi, settings));
     }
@@ -193,17 +194,52 @@ fn inbound(agi: &str, settings: &PbxSettings) -> Context {
     }
 }
 
-/// One extension of the callback context: userfield, recording, the confirmation when asked for,
-/// `Dial` of leg 2, hang up.
+/// The name of the hangup handler's context for the callback context `context`.
+pub fn outcome_context(context: &str) -> String {
+    format!("{context}-outcome")
+}
+
+/// The hangup handler the callback context pushes on the courier's answered channel: it keeps
+/// the call's outcome on the PBX (AstDB), for when no dialback process heard the call end
+/// ([`outcome_record`]).
+fn outcome(settings: &PbxSettings) -> Context {
+    let record = format!("DB({})={}", outcome_record::dialplan_entry(), outcome_record::dialplan_value());
+    Context {
+        name: outcome_context(&settings.context),
+        comment: format!(
+            "The outcome of each callback, kept on the PBX: run as the courier's channel hangs up, it writes one\n\
+             AstDB entry (family {}, the last {} digits of the call id; a later call overwrites it), which dialback\n\
+             reads when a call ended while no dialback process was listening. Without it such a call is `unknown`.",
+            outcome_record::FAMILY,
+            outcome_record::KEY_DIGITS
+        ),
+        extensions: vec![Extension {
+            pattern: "s".into(),
+            comment: String::new(),
+            steps: vec![step("Set", record), step("Return", "")],
+        }],
+        required_by: None,
+    }
+}
+
+/// One extension of the callback context: the outcome's hangup handler, userfield, recording,
+/// the confirmation when asked for, `Dial` of leg 2, hang up.
 fn leg2(dial: &str, settings: &PbxSettings) -> Vec<Step> {
     let confirm = settings.confirm_courier_answer == ConfirmAnswer::Dtmf;
-    let mut steps = vec![step("Set", "CDR(userfield)=${DIALBACK_CALL_ID}"), step("MixMonitor", "${UNIQUEID}.wav")];
+    let mut steps = vec![
+        step("Set", format!("CHANNEL(hangup_handler_push)={},s,1", outcome_context(&settings.context))),
+        step("Set", "CDR(userfield)=${DIALBACK_CALL_ID}"),
+        step("MixMonitor", "${UNIQUEID}.wav"),
+    ];
     if confirm {
         // The courier must press 1 (a beep, then up to the timeout) before leg 2 rings: a voicemail
         // or a carrier's recording answers like a person. The UserEvent tells dialback the result.
         steps.extend([
             step("GotoIf", format!("$[\"${{{CONFIRM_VARIABLE}}}\" != \"dtmf\"]?dial")),
-            step("Read", format!("CONFIRM,beep,1,,1,${{{CONFIRM_TIMEOUT_VARIABLE}}}")),
+            step(
+                "Read",
+                format!("{},beep,1,,1,${{{CONFIRM_TIMEOUT_VARIABLE}}}", outcome_record::CONFIRM_DIGIT_VARIABLE),
+            ),
             step(
                 "UserEvent",
                 format!(

@@ -8,6 +8,7 @@
 //! - [`dashboard`]: how the admin page counts calls (outcomes, couriers) and judges the set-up.
 //! - [`destination`]: whom leg 2 may ring (the destination policy), decided without I/O.
 //! - [`dialplan`]: the `extensions_custom.conf` a company's PBX needs, generated from its settings.
+//! - [`outcome_record`]: the outcome a PBX keeps of each call (AstDB), read when nobody heard it end.
 //! - [`event`]: the events dialback reports (to the app's live stream and to webhooks), endpoints.
 //! - [`registry`]: couriers and orders, as the company's main system pushes them.
 //! - [`return_call`]: where a client calling the company back goes, and what the call goes through.
@@ -35,6 +36,7 @@ pub mod company;
 pub mod dashboard;
 pub mod destination;
 pub mod dialplan;
+pub mod outcome_record;
 pub mod event;
 pub mod phone;
 pub mod recording;

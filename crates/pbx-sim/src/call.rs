@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
 use super::channel::{Channel, Party, State, UNKNOWN};
+use super::astdb::AstDb;
 use super::dialplan::{self, expand, Dialplan};
 use super::originate::{DialTarget, OriginateRequest, Tech};
 use super::pbx::{HangupSignal, Pbx};
@@ -327,6 +328,11 @@ struct Call {
     vars: HashMap<String, String>,
     /// The recording's file name, when the dialplan's MixMonitor named it.
     recording_name: Option<String>,
+    /// The contexts of the hangup handlers the dialplan pushed on the courier's channel
+    /// (`Set(CHANNEL(hangup_handler_push)=context,s,1)`), run as it hangs up.
+    hangup_handlers: Vec<String>,
+    /// When the client and the courier were bridged (the CDR's billable seconds count from it).
+    talk_started: Option<OffsetDateTime>,
 }
 
 impl Drop for Call {
@@ -359,6 +365,8 @@ impl Call {
             claimed_uniqueids: Vec::new(),
             vars: HashMap::new(),
             recording_name: None,
+            hangup_handlers: Vec::new(),
+            talk_started: None,
         }
     }
 
@@ -441,14 +449,7 @@ impl Call {
             channel.priority = step.number;
             channel.set_app(step.app, &data);
             match step.app {
-                "Set" => {
-                    let (name, value) = data.split_once('=').unwrap_or((data.as_str(), ""));
-                    if name.eq_ignore_ascii_case("CDR(userfield)") {
-                        self.channel_mut(CourierOuter).cdr.user_field = value.to_owned();
-                    } else {
-                        self.vars.insert(name.to_owned(), value.to_owned());
-                    }
-                }
+                "Set" => self.set(&data),
                 "MixMonitor" => {
                     let file = data.split(',').next().unwrap_or_default();
                     self.recording_name = Some(wav::dialplan_file_name(file));
@@ -734,14 +735,17 @@ impl Call {
             Rang::Stopped => return,
             Rang::HungUp(cause) => {
                 self.end_cause = cause;
+                self.vars.insert("DIALSTATUS".into(), "CANCEL".into());
                 return self.finish(CANCELLED_WHILE_CLIENT_RINGS, "hung up while the client rang");
             }
             Rang::Outcome(Outcome::Answer) => {}
             Rang::Outcome(failed) => {
                 self.phone_ended(ClientInner, failed);
+                self.vars.insert("DIALSTATUS".into(), failed.dial_status().into());
                 return self.finish(CLIENT_FAILED, "client leg failed");
             }
         }
+        self.vars.insert("DIALSTATUS".into(), "ANSWER".into());
         self.answer(Leg::Client);
         self.channel_mut(ClientOuter).exten.clear();
         self.publish_bridge("BridgeCreate", None);
@@ -750,6 +754,7 @@ impl Call {
             self.publish_bridge("BridgeEnter", Some(role));
         }
         let talk_started = OffsetDateTime::now_utc();
+        self.talk_started = Some(talk_started);
         match self.wait(self.pbx.config.talk).await {
             Waited::Stopped => return,
             Waited::HungUp(cause) => self.end_cause = cause,
@@ -799,11 +804,59 @@ impl Call {
     }
 
     fn finish(&mut self, steps: &[Step], how: &'static str) {
+        self.run_hangup_handlers();
         for step in steps {
             self.step(*step);
         }
         let (success, reason) = self.originate_result;
         tracing::info!(how, success, reason, leg = ?self.leg, phone = ?self.phone, cause = self.end_cause, "call ended");
+    }
+
+    /// `Set(name=value)` (expanded): the CDR's userfield, a hangup handler pushed on the
+    /// courier's channel, an AstDB entry (`DB(family/key)`), or a channel variable.
+    fn set(&mut self, data: &str) {
+        let (name, value) = data.split_once('=').unwrap_or((data, ""));
+        if name.eq_ignore_ascii_case("CDR(userfield)") {
+            self.channel_mut(CourierOuter).cdr.user_field = value.to_owned();
+        } else if name.eq_ignore_ascii_case("CHANNEL(hangup_handler_push)") {
+            let context = value.split(',').next().unwrap_or_default().trim();
+            self.hangup_handlers.push(context.to_owned());
+        } else if let Some(argument) = name.strip_prefix("DB(").and_then(|n| n.strip_suffix(')')) {
+            match AstDb::split(argument) {
+                Some((family, key)) => self.pbx.astdb.put(family, key, value),
+                None => tracing::warn!(argument, "DB requires an argument, DB(<family>/<key>)=value"),
+            }
+        } else {
+            self.vars.insert(name.to_owned(), value.to_owned());
+        }
+    }
+
+    /// The hangup handlers pushed on the courier's channel, run as it hangs up (before its
+    /// Hangup event), each its context's `s` extension until `Return`: what they read is what
+    /// Asterisk knows then (the `Dial` status, the hangup cause, the CDR's answer and billable seconds).
+    fn run_hangup_handlers(&mut self) {
+        let Some(dialplan) = self.pbx.config.dialplan.clone() else { return };
+        let billsec = self.talk_started.map_or(0, |t| (OffsetDateTime::now_utc() - t).whole_seconds());
+        let epoch = OffsetDateTime::now_utc().unix_timestamp();
+        self.vars.insert("HANGUPCAUSE".into(), self.end_cause.to_string());
+        self.vars.insert("CDR(billsec)".into(), billsec.to_string());
+        let answered = self.channels[CourierOuter as usize].as_ref().and_then(|c| c.cdr.answer);
+        self.vars.insert("CDR(answer)".into(), answered.map(super::channel::cdr_time).unwrap_or_default());
+        self.vars.insert("EPOCH".into(), epoch.to_string());
+        for context in std::mem::take(&mut self.hangup_handlers) {
+            let Some(extension) = dialplan.find(&context, "s") else {
+                tracing::warn!(context, "hangup handler: no extension s in the context");
+                continue;
+            };
+            for step in &extension.priorities {
+                let data = expand(&step.data, &self.vars);
+                match step.app {
+                    "Set" => self.set(&data),
+                    "Return" | "Hangup" => break,
+                    _ => {}
+                }
+            }
+        }
     }
 
     fn step(&mut self, step: Step) {

@@ -186,7 +186,7 @@ impl Channel {
 }
 
 /// `2026-11-22 08:13:48`, the CDR's time format.
-fn cdr_time(at: OffsetDateTime) -> String {
+pub(crate) fn cdr_time(at: OffsetDateTime) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     at.format(&format).unwrap_or_default()
 }

@@ -33,6 +33,8 @@ pub(crate) const APPLICATIONS: &[&str] = &[
     "Playback",
     "Progress",
     "Read",
+    // Ends a hangup handler (a Gosub-style subroutine).
+    "Return",
     "Ringing",
     "Set",
     "UserEvent",
@@ -593,8 +595,8 @@ fn specificity(pattern: &str) -> (usize, usize) {
     (usize::from(open_ended), width)
 }
 
-/// `${NAME}` (and `${NAME:offset}`) replaced from `vars`; an unknown variable is empty, as in
-/// Asterisk.
+/// `${NAME}` (and the substrings `${NAME:offset}` and `${NAME:offset:length}`, a negative offset
+/// counting from the end) replaced from `vars`; an unknown variable is empty, as in Asterisk.
 pub(crate) fn expand(text: &str, vars: &HashMap<String, String>) -> String {
     let mut out = String::new();
     let mut rest = text;
@@ -605,13 +607,14 @@ pub(crate) fn expand(text: &str, vars: &HashMap<String, String>) -> String {
             out.push_str(&rest[start..]);
             return out;
         };
-        let name = &after[..end];
-        let (name, offset) = match name.split_once(':') {
-            Some((name, offset)) => (name, offset.parse::<usize>().unwrap_or(0)),
-            None => (name, 0),
-        };
+        let mut parts = after[..end].splitn(3, ':');
+        let name = parts.next().unwrap_or_default();
         let value = vars.get(name).map(String::as_str).unwrap_or("");
-        out.push_str(value.get(offset..).unwrap_or(""));
+        let offset = parts.next().and_then(|o| o.trim().parse::<i64>().ok()).unwrap_or(0);
+        let start = if offset < 0 { value.len().saturating_sub(offset.unsigned_abs() as usize) } else { offset as usize };
+        let tail = value.get(start.min(value.len())..).unwrap_or("");
+        let length = parts.next().and_then(|l| l.trim().parse::<usize>().ok()).unwrap_or(tail.len());
+        out.push_str(tail.get(..length.min(tail.len())).unwrap_or(""));
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -697,6 +700,7 @@ exten => _+X.,1,Hangup()
             HashMap::from([("EXTEN".to_owned(), "79161234567".to_owned()), ("CONFIRM".to_owned(), "1".to_owned())]);
         assert_eq!(expand("Local/${EXTEN}@phones,30", &vars), "Local/79161234567@phones,30");
         assert_eq!(expand("${EXTEN:1}|${NOPE}", &vars), "9161234567|");
+        assert_eq!(expand("${EXTEN:-4}/${EXTEN:1:3}/${EXTEN:-20}", &vars), "4567/916/79161234567");
         assert!(!condition(&expand("$[\"${CONFIRM}\" != \"1\"]", &vars)));
         assert!(condition("$[\"\" != \"1\"]"));
     }

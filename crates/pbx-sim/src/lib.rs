@@ -17,6 +17,7 @@
 //! - `originate_log`: `--originate-log`, when each Originate was read (benchmarks).
 
 pub mod ajam;
+mod astdb;
 mod call;
 mod channel;
 pub mod dialplan;

@@ -51,6 +51,8 @@ pub(crate) struct Pbx {
     next_uniqueid: AtomicU64,
     next_channel: AtomicU64,
     live: Mutex<LiveChannels>,
+    /// What the dialplan and the AMI `DB*` actions keep.
+    pub astdb: super::astdb::AstDb,
 }
 
 #[derive(Default)]
@@ -84,6 +86,7 @@ impl Pbx {
             next_uniqueid: AtomicU64::new(0),
             next_channel: AtomicU64::new(0),
             live: Mutex::default(),
+            astdb: Default::default(),
         }
     }
 

@@ -290,6 +290,7 @@ impl Manager {
             "showdialplan" => self.show_dialplan(message),
             "originate" => self.originate(message).await,
             "hangup" => self.hang_up(message),
+            "dbput" | "dbget" | "dbgettree" | "dbdel" | "dbdeltree" => self.astdb(&name, message),
             _ => self.reply_error(
                 id,
                 &format!("Invalid/unknown command: {action}. Use Action: ListCommands to show available commands."),
@@ -414,6 +415,79 @@ impl Manager {
             wire.header("ActionID", id);
         }
         wire.header("EventList", "Complete").header("ListItems", &channels.len().to_string());
+        self.output.extend_from_slice(&wire.into_bytes());
+    }
+
+    /// The AstDB actions (main/db.c `manager_db*`): `DBGet` and `DBGetTree` need `write` with
+    /// system or reporting, the others system; a list is written straight to this session like
+    /// `CoreShowChannels`, its items' `ActionID` last.
+    fn astdb(&mut self, action: &str, message: &Message) {
+        let id = message.action_id();
+        let write = self.user.map_or(0, |i| write_mask(&self.pbx.config.users[i]));
+        let needs = if matches!(action, "dbget" | "dbgettree") { "system,reporting" } else { "system" };
+        if write & parse_event_mask(needs) == 0 {
+            return self.reply_error(id, "Permission denied");
+        }
+        let family = message.get("Family").unwrap_or_default();
+        let key = message.get("Key").filter(|k| !k.is_empty());
+        if family.is_empty() && action != "dbgettree" {
+            return self.reply_error(id, "No family specified.");
+        }
+        let db = &self.pbx.astdb;
+        match (action, key) {
+            ("dbput", Some(key)) => {
+                db.put(family, key, message.get("Val").unwrap_or_default());
+                self.reply("Success", id, "Updated database successfully");
+            }
+            ("dbget", Some(key)) => match db.get(family, key) {
+                Some(value) => {
+                    let mut item = Wire::bare("Event", "DBGetResponse");
+                    item.header("Family", family).header("Key", key).header("Val", &value);
+                    self.write_list(id, "DBGetComplete", vec![item]);
+                }
+                None => self.reply_error(id, "Database entry not found"),
+            },
+            ("dbdel", Some(key)) => match db.del(family, key) {
+                true => self.reply("Success", id, "Key deleted successfully"),
+                false => self.reply_error(id, "Database entry could not be deleted"),
+            },
+            ("dbgettree", key) => {
+                let items = db
+                    .tree(family, key)
+                    .into_iter()
+                    .map(|(key, value)| {
+                        let mut item = Wire::bare("Event", "DBGetTreeResponse");
+                        item.header("Key", &key).header("Val", &value);
+                        item
+                    })
+                    .collect();
+                self.write_list(id, "DBGetTreeComplete", items);
+            }
+            ("dbdeltree", key) => match db.del_tree(family, key) {
+                0 => self.reply_error(id, "Database entry not found"),
+                _ => self.reply("Success", id, "Key tree deleted successfully"),
+            },
+            _ => self.reply_error(id, "No key specified."),
+        }
+    }
+
+    /// A list's Response ("Result will follow"), its items, then its `complete` event.
+    fn write_list(&mut self, id: Option<&str>, complete: &str, items: Vec<Wire>) {
+        let mut wire = Wire::reply("Success", id);
+        wire.header("EventList", "start").header("Message", "Result will follow");
+        self.output.extend_from_slice(&wire.into_bytes());
+        let count = items.len();
+        for mut item in items {
+            if let Some(id) = id {
+                item.header("ActionID", id);
+            }
+            self.output.extend_from_slice(&item.into_bytes());
+        }
+        let mut wire = Wire::bare("Event", complete);
+        if let Some(id) = id {
+            wire.header("ActionID", id);
+        }
+        wire.header("EventList", "Complete").header("ListItems", &count.to_string());
         self.output.extend_from_slice(&wire.into_bytes());
     }
 

@@ -89,7 +89,7 @@ pub fn ami_from_asterisk(file: &str, who: &str) -> Vec<Message> {
 
 /// The blocks of a transcript in the `----- >>` / `----- <<` format
 /// (`tests/fixtures/asterisk-22/dialplan/`): `#` lines before the first block describe the file,
-/// and each block is raw AMI, returned with LF line ends (CRLF or LF in the file alike) and
+/// `### ` lines title the exchange that follows, and each block is raw AMI, returned with LF line ends (CRLF or LF in the file alike) and
 /// without its closing empty lines. `who` is empty: such a file is one session.
 pub fn dashed_blocks(file: &str, rewrites: &[(&str, &str)]) -> Vec<Block> {
     let text = read(file, rewrites, true);
@@ -103,7 +103,9 @@ pub fn dashed_blocks(file: &str, rewrites: &[(&str, &str)]) -> Vec<Block> {
                 "<<" => Dir::FromAsterisk,
                 _ => Dir::Note,
             };
-            Block { who: String::new(), dir, text: body.trim_end_matches('\n').to_owned() }
+            // `### title` lines name the next exchange (k3); they are not AMI.
+            let text: Vec<&str> = body.lines().filter(|line| !line.starts_with("### ")).collect();
+            Block { who: String::new(), dir, text: text.join("\n").trim_end_matches('\n').to_owned() }
         })
         .collect()
 }
