@@ -16,13 +16,14 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::view::event_data;
-use crate::ami::client::{EventSink, PbxSignal};
+use crate::ami::client::{AmiClient, EventSink, PbxSignal};
 use crate::ami::pool::{AmiPool, CallHold};
 use crate::ami::AmiEvent;
 use crate::domain::callback::{
     apply, Confirmation, Fact, Reason, Status, DIALLED_WITHOUT_ASKING, HUNG_UP_DURING_THE_PROMPT,
 };
 use crate::domain::company::TenantId;
+use crate::domain::outcome_record::{self, OutcomeRecord};
 use crate::events::Bus;
 use crate::store;
 use crate::store::callbacks::{CallbackRow, Moved, Step, Transition};
@@ -408,7 +409,7 @@ impl PendingFacts {
             calls.remove(&id);
             let (_, _, facts) =
                 pending.iter().find(|(p, t, _)| *p == id && *t == tenant).expect("planned from pending");
-            match apply_facts(&client, &shared.bus, calls, &tenant, id, facts).await {
+            match apply_facts(&client, &shared.bus, calls, &tenant, id, facts, None).await {
                 Ok(()) => {}
                 Err(e) if e.downcast_ref::<StoreError>().is_some_and(StoreError::is_unavailable) => {
                     unwritten.insert((id, tenant));
@@ -587,7 +588,7 @@ async fn handle(shared: &Shared, calls: &mut HashMap<Uuid, Tracked>, work: Work)
             }
         },
         Work::Reconcile { tenant, alive, asked_at } => {
-            let mut gone: HashMap<String, Vec<CallbackRow>> = HashMap::new();
+            let mut gone: Vec<(CallbackRow, String)> = Vec::new();
             for tracked in calls.values_mut().filter(|t| t.tenant == tenant && t.settled_at.is_none()) {
                 let Some((since, why)) = &tracked.unobserved_since else { continue };
                 if *since > asked_at {
@@ -597,17 +598,79 @@ async fn handle(shared: &Shared, calls: &mut HashMap<Uuid, Tracked>, work: Work)
                     tracing::info!(call_id = %tracked.row.id, tenant = %tenant, "call still up on the PBX; following it again");
                     tracked.unobserved_since = None;
                 } else {
-                    gone.entry(why.clone()).or_default().push(tracked.row.clone());
+                    gone.push((tracked.row.clone(), why.clone()));
                 }
             }
-            for (why, rows) in gone {
-                let detail = format!(
-                    "the call ended while {why}: its channels were gone when dialback asked the PBX; its outcome \
-                     was not observed"
-                );
-                mark_unknown(shared, calls, rows, &detail).await;
-            }
+            recover_from_records(shared, calls, &tenant, gone).await;
         }
+    }
+}
+
+/// What the journal says of an outcome read from the PBX's record.
+const FROM_THE_PBX_RECORD: &str =
+    "the call ended while no dialback process was listening; its outcome is the one the PBX recorded";
+
+/// Calls that ended unheard (their channels are gone): each gets the outcome the PBX recorded
+/// (`domain::outcome_record`, read with `DBGet` on the tenant's session), or else becomes
+/// `unknown`, saying why it was not heard and why there is no record.
+async fn recover_from_records(
+    shared: &Shared,
+    calls: &mut HashMap<Uuid, Tracked>,
+    tenant: &Arc<str>,
+    gone: Vec<(CallbackRow, String)>,
+) {
+    if gone.is_empty() {
+        return;
+    }
+    let client = shared.pool.get().and_then(Weak::upgrade).and_then(|pool| pool.open_client(tenant));
+    let records = futures_util::future::join_all(gone.iter().map(|(row, _)| outcome_record(client.as_ref(), row.id)));
+    let mut lost: HashMap<String, Vec<CallbackRow>> = HashMap::new();
+    for ((row, why), record) in gone.into_iter().zip(records.await) {
+        let id = row.id;
+        let no_record = match record {
+            Ok(facts) => match store::client(&shared.db).await {
+                Ok(db) => {
+                    match apply_facts(&db, &shared.bus, calls, tenant, id, &facts, Some(FROM_THE_PBX_RECORD)).await {
+                        Ok(()) => {
+                            metrics::counter!("dialback_outcomes_read_from_pbx_total", "found" => "yes").increment(1);
+                            tracing::info!(call_id = %id, tenant = %tenant, why, "outcome of a call that ended unheard read from the PBX's record");
+                            continue;
+                        }
+                        Err(e) => format!("its record could not be written ({e:#})"),
+                    }
+                }
+                Err(e) => format!("its record could not be written ({})", Chain(&e)),
+            },
+            Err(no_record) => no_record,
+        };
+        metrics::counter!("dialback_outcomes_read_from_pbx_total", "found" => "no").increment(1);
+        let detail = format!(
+            "the call ended while {why}: its channels were gone when dialback asked the PBX, and {no_record}; its \
+             outcome was not observed"
+        );
+        lost.entry(detail).or_default().push(row);
+    }
+    for (detail, rows) in lost {
+        mark_unknown(shared, calls, rows, &detail).await;
+    }
+}
+
+/// The facts of call `id`'s record on the PBX behind `client`; why there are none.
+async fn outcome_record(client: Option<&AmiClient>, id: Uuid) -> Result<Vec<Timed>, String> {
+    let client = client.ok_or("no AMI session to the PBX was open to read its record")?;
+    let id = id.to_string();
+    match client.db_get(outcome_record::FAMILY, outcome_record::key(&id)).await {
+        Ok(Some(value)) => {
+            let record = OutcomeRecord::parse(&value)?;
+            if record.call_id != id {
+                return Err("the PBX's record of it was overwritten by a later call".into());
+            }
+            record.facts()
+        }
+        Ok(None) => Err("the PBX kept no record of it (it keeps one from the courier's answer on, when it runs \
+                         dialback's current dialplan)"
+            .into()),
+        Err(e) => Err(format!("its record could not be read from the PBX ({})", Chain(&e))),
     }
 }
 
@@ -766,9 +829,14 @@ async fn apply_facts(
     tenant: &Arc<str>,
     id: Uuid,
     facts: &[Timed],
+    detail: Option<&'static str>,
 ) -> anyhow::Result<()> {
     for _ in 0..3 {
-        let Some(change) = plan(db, calls, tenant, id, facts).await? else { return Ok(()) };
+        let Some(mut change) = plan(db, calls, tenant, id, facts).await? else { return Ok(()) };
+        if let Some(detail) = detail {
+            change.detail = Some(detail);
+            change.next.detail = Some(detail.to_owned());
+        }
         if let Moved::Yes { deliveries } = store::callbacks::transition(db, &change.transition()).await? {
             settle(calls, change, bus, deliveries);
             return Ok(());

@@ -150,15 +150,15 @@ async fn a_killed_process_loses_no_call_at_a_steady_rate() {
     }
 }
 
-/// A company whose calls all went through a process that died, restarted with no AMI session to
-/// its PBX yet: the new process opens one, follows the call still up to its real end, and says of
-/// the call that ended meanwhile that nobody saw how.
-#[tokio::test]
-async fn a_restarted_process_follows_the_calls_still_up_and_names_those_that_ended_unseen() {
-    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
-    let database = support::fresh_database().await;
-    let first = DialbackProcess::start(&database, &UNLIMITED).await;
-    first.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+/// Two calls of company `acme` (its PBX `sim`, settings saved) placed through `first`, the only
+/// process, talking; `first` is killed, one call ends while no process runs, and a new process
+/// starts on `database` (with no AMI session to the PBX until it opens one). Returns the new
+/// process, the call still up and its courier's token, and the call that ended unseen.
+async fn the_only_process_killed_while_a_call_ends(
+    sim: &dialback_pbx_sim::Simulator,
+    database: &str,
+    first: DialbackProcess,
+) -> (DialbackProcess, String, String, String) {
     let (mut ids, mut tokens) = (Vec::new(), Vec::new());
     for i in 0..2 {
         let (token, body) = add_courier(&first.app, "acme", i).await;
@@ -169,31 +169,68 @@ async fn a_restarted_process_follows_the_calls_still_up_and_names_those_that_end
     }
     let observer = AmiObserver::start(sim.addr().port()).await;
     first.kill().await;
-    let (still_up, ended_unseen) = (&ids[0], &ids[1]);
-    observer.hangup(ended_unseen).await;
+    observer.hangup(&ids[1]).await;
     until("the call to end on the PBX", || sim.calls_in_progress() == 1).await;
-
     let logins = sim.logins();
-    let second = DialbackProcess::start(&database, &UNLIMITED).await;
+    let second = DialbackProcess::start(database, &UNLIMITED).await;
     until("the new process to log in to the company's PBX", || sim.logins() > logins).await;
-    let admin = second.app.admin("acme");
-    let unseen = second.app.wait_terminal(ended_unseen, &admin).await;
-    assert_eq!(unseen["status"], "unknown", "{unseen}");
-    let detail = unseen["detail"].as_str().unwrap();
-    assert!(detail.contains("the dialback process following it") && detail.contains("was not answering"), "{detail}");
-    assert!(detail.contains("its channels were gone when dialback asked the PBX"), "{detail}");
-    // Followed again: its end is heard.
+    let ended_unseen = ids.pop().unwrap();
+    (second, ids.pop().unwrap(), tokens.swap_remove(0), ended_unseen)
+}
+
+/// The new process follows the call still up, as it was taken over, to its real end.
+async fn followed_to_its_end(sim: &dialback_pbx_sim::Simulator, database: &str, app: &TestApp, id: &str, token: &str) {
+    let admin = app.admin("acme");
     eventually("the call still up to be taken over", || async {
-        match owner(&database, still_up).await {
-            Some(_) if second.app.callback(still_up, &admin).await["status"] == "connected" => Ok(()),
+        match owner(database, id).await {
+            Some(_) if app.callback(id, &admin).await["status"] == "connected" => Ok(()),
             other => Err(other),
         }
     })
     .await;
-    observer.hangup(still_up).await;
-    let done = second.app.wait_terminal(still_up, &tokens[0]).await;
+    AmiObserver::start(sim.addr().port()).await.hangup(id).await;
+    let done = app.wait_terminal(id, token).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert!(done["talk_seconds"].as_i64().is_some() && done["detail"].is_null(), "{done}");
+}
+
+/// A company whose PBX runs dialback's dialplan, and whose calls all went through the only
+/// process, killed: a call that ended before a new process started gets its real outcome from the
+/// record the PBX kept (AstDB), talk time included; the call still up is followed to its end.
+#[tokio::test]
+async fn a_call_that_ended_while_no_process_ran_gets_its_outcome_from_the_pbx() {
+    let database = support::fresh_database().await;
+    let first = DialbackProcess::start(&database, &UNLIMITED).await;
+    let (sim, _) = support::sim_running_the_downloaded_dialplan(&first.app, "acme", json!({}), |c| {
+        c.talk = Duration::from_secs(3600)
+    })
+    .await;
+    let (second, still_up, token, ended_unseen) =
+        the_only_process_killed_while_a_call_ends(&sim, &database, first).await;
+    let done = second.app.wait_terminal(&ended_unseen, &second.app.admin("acme")).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(done["talk_seconds"].as_i64().is_some_and(|s| s >= 0), "{done}");
+    assert!(done["detail"].as_str().unwrap().contains("the one the PBX recorded"), "{done}");
+    followed_to_its_end(&sim, &database, &second.app, &still_up, &token).await;
+}
+
+/// The same on a PBX that does not run dialback's dialplan (it keeps no record): the call that
+/// ended unseen is `unknown`, saying why nobody heard it and why there is no record.
+#[tokio::test]
+async fn without_the_pbx_record_a_call_that_ended_unseen_is_unknown_and_says_why() {
+    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
+    let database = support::fresh_database().await;
+    let first = DialbackProcess::start(&database, &UNLIMITED).await;
+    first.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (second, still_up, token, ended_unseen) =
+        the_only_process_killed_while_a_call_ends(&sim, &database, first).await;
+    let unseen = second.app.wait_terminal(&ended_unseen, &second.app.admin("acme")).await;
+    assert_eq!(unseen["status"], "unknown", "{unseen}");
+    let detail = unseen["detail"].as_str().unwrap();
+    assert!(detail.contains("the dialback process following it") && detail.contains("was not answering"), "{detail}");
+    assert!(detail.contains("its channels were gone when dialback asked the PBX"), "{detail}");
+    assert!(detail.contains("the PBX kept no record of it"), "{detail}");
+    followed_to_its_end(&sim, &database, &second.app, &still_up, &token).await;
 }
 
 /// SIGTERM: the stopping process hands its calls to the other at once and leaves the list of

@@ -347,6 +347,18 @@ impl AmiClient {
         ))
     }
 
+    /// The value of AstDB entry `family`/`key` (`DBGet`; the AMI user needs `system` or
+    /// `reporting` in its write= line); `None` when there is no such entry
+    /// (tests/fixtures/asterisk-22/dialplan/k3_astdb_outcome_record.raw.txt).
+    pub async fn db_get(&self, family: &str, key: &str) -> Result<Option<String>, AmiError> {
+        let action = Outgoing::action("DBGet").with("Family", family).with("Key", key);
+        let items = match self.list(action, "DBGetComplete").await {
+            Err(AmiError::Rejected(text)) if text.starts_with("Database entry not found") => return Ok(None),
+            other => other?,
+        };
+        Ok(items.iter().find_map(|item| item.get("Val").map(str::to_owned)))
+    }
+
     /// Sends a list action (an ActionID is added) and reads its items up to the event `complete`.
     async fn list(&self, action: Outgoing, complete: &str) -> Result<Vec<Message>, AmiError> {
         let live = self.live()?;

@@ -143,7 +143,10 @@ mod tests {
     #[test]
     fn an_unconfirmed_answer_fails_leg_1() {
         let s = after(Status::RingingClient, "x||16|0|1796409412|TIMEOUT|");
-        assert_eq!((s.status, s.failed_leg, s.reason), (Status::Failed, Some(Leg::Courier), Some(Reason::NotConfirmed)));
+        assert_eq!(
+            (s.status, s.failed_leg, s.reason),
+            (Status::Failed, Some(Leg::Courier), Some(Reason::NotConfirmed))
+        );
     }
 
     #[test]

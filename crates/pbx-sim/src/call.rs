@@ -19,8 +19,8 @@ use time::OffsetDateTime;
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
-use super::channel::{Channel, Party, State, UNKNOWN};
 use super::astdb::AstDb;
+use super::channel::{Channel, Party, State, UNKNOWN};
 use super::dialplan::{self, expand, Dialplan};
 use super::originate::{DialTarget, OriginateRequest, Tech};
 use super::pbx::{HangupSignal, Pbx};

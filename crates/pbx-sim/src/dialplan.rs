@@ -611,7 +611,8 @@ pub(crate) fn expand(text: &str, vars: &HashMap<String, String>) -> String {
         let name = parts.next().unwrap_or_default();
         let value = vars.get(name).map(String::as_str).unwrap_or("");
         let offset = parts.next().and_then(|o| o.trim().parse::<i64>().ok()).unwrap_or(0);
-        let start = if offset < 0 { value.len().saturating_sub(offset.unsigned_abs() as usize) } else { offset as usize };
+        let start =
+            if offset < 0 { value.len().saturating_sub(offset.unsigned_abs() as usize) } else { offset as usize };
         let tail = value.get(start.min(value.len())..).unwrap_or("");
         let length = parts.next().and_then(|l| l.trim().parse::<usize>().ok()).unwrap_or(tail.len());
         out.push_str(tail.get(..length.min(tail.len())).unwrap_or(""));
