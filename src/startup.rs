@@ -147,6 +147,8 @@ impl Application {
         let recordings_scheduler = recordings.spawn_scheduler(stop.clone());
         let webhooks = Webhooks::new(db.clone(), config.secrets_key(), config.webhooks.clone(), bus.clone())?;
         let deliverer = webhooks.spawn_deliverer(stop.clone());
+        // Logged in to the PBXs in use before the first request can come.
+        callbacks.warm_up(Duration::from_millis(config.ami.connect_timeout_ms)).await;
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {} (DIALBACK_LISTEN): {e}", config.listen))?;
         let port = listener.local_addr()?.port();

@@ -32,6 +32,9 @@ use crate::store::callbacks::CallbackRow;
 use crate::store::StoreError;
 use crate::telemetry::Chain;
 
+/// How recent a company's last callback is for a starting process to log in to its PBX first.
+pub const WARM_UP_SINCE: time::Duration = time::Duration::minutes(10);
+
 impl CallbackService {
     /// Takes over orphaned calls on every beat, and on `stop` hands this process's calls over.
     pub fn spawn_takeover(self: &Arc<Self>, stop: CancellationToken) -> JoinHandle<()> {
@@ -69,6 +72,45 @@ impl CallbackService {
             tokio::spawn(async move { service.follow_taken_over(&tenant, rows).await }.in_current_span());
         }
         Ok(())
+    }
+
+    /// Before a starting process takes requests: logs in to the PBX of every company that placed
+    /// a callback in the last [`WARM_UP_SINCE`] or has one in flight, waiting up to `within` for
+    /// them all. Taps then find their session up instead of queueing behind its login and
+    /// leaving at once when it is (a rolling upgrade's new process refused a burst of them with
+    /// `pbx_busy`, over the cap on originates in flight). A PBX that is not up by then is logged
+    /// in to in the background, as for any tap.
+    pub async fn warm_up(&self, within: Duration) {
+        let since = Instant::now();
+        let tenants = async {
+            let now = time::OffsetDateTime::now_utc();
+            store::callbacks::active_tenants(&store::client(&self.db).await?, now - WARM_UP_SINCE).await
+        }
+        .await;
+        let tenants = match tenants {
+            Ok(tenants) if tenants.is_empty() => return,
+            Ok(tenants) => tenants,
+            Err(e) => return tracing::warn!(error = %Chain(&e), "warm-up: could not read which companies are active"),
+        };
+        let sessions = tenants.iter().map(|tenant| async move {
+            let client = self.pbx_session(tenant).await.map_err(|why| (tenant, why))?;
+            client.wait_up(within).await.map_err(|e| (tenant, Chain(&e).to_string()))
+        });
+        let results = futures_util::future::join_all(sessions).await;
+        let not_up: Vec<String> =
+            results.into_iter().filter_map(Result::err).map(|(tenant, why)| format!("{tenant}: {why}")).collect();
+        tracing::info!(
+            companies = tenants.len(),
+            not_up = not_up.len(),
+            ms = since.elapsed().as_millis() as u64,
+            "warm-up: logged in to the PBXs of the companies with recent calls"
+        );
+        if !not_up.is_empty() {
+            tracing::warn!(
+                companies = not_up.join("; "),
+                "warm-up: these PBXs were not up; taps log in to them as they come"
+            );
+        }
     }
 
     /// Follows calls just taken over, on the tenant's AMI session (opened when there is none),

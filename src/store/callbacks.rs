@@ -454,6 +454,27 @@ pub async fn unclaimed(db: &impl GenericClient, ids: &[Uuid]) -> Result<i64, Sto
     super::processes::unclaimed(db, "callbacks", IN_FLIGHT, ids).await
 }
 
+/// The companies with a PBX that placed a callback since `since` or have one in flight: those a
+/// starting process logs in to before it takes requests. Callback ids are UUIDv7, so "since" is
+/// an id range on `callbacks_by_tenant`.
+pub async fn active_tenants(db: &impl GenericClient, since: OffsetDateTime) -> Result<Vec<TenantId>, StoreError> {
+    let millis = u64::try_from(since.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let mut floor = [0u8; 16];
+    floor[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    let rows = db
+        .query(
+            &db.prepare_cached(
+                "SELECT s.tenant_id FROM pbx_settings s \
+                 WHERE EXISTS (SELECT FROM callbacks c WHERE c.tenant_id = s.tenant_id AND c.id >= $1) \
+                    OR EXISTS (SELECT FROM callbacks c WHERE c.tenant_id = s.tenant_id AND c.ended_at IS NULL)",
+            )
+            .await?,
+            &[&Uuid::from_bytes(floor)],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| super::tenant_at(r, 0)).collect())
+}
+
 /// The audit trail of one attempt, oldest first: (at, from, to, cause).
 pub async fn transitions(
     db: &impl GenericClient,

@@ -233,6 +233,26 @@ async fn without_the_pbx_record_a_call_that_ended_unseen_is_unknown_and_says_why
     followed_to_its_end(&sim, &database, &second.app, &still_up, &token).await;
 }
 
+/// A process that starts while a company is calling logs in to its PBX before it takes the first
+/// request: a tap never waits behind the login (nor leaves with `pbx_busy` when a burst of them
+/// does).
+#[tokio::test]
+async fn a_starting_process_logs_in_to_the_pbx_of_a_company_calling_before_it_listens() {
+    let sim = support::quick_sim().await;
+    let database = support::fresh_database().await;
+    let first = DialbackProcess::start(&database, &UNLIMITED).await;
+    first.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (token, body) = add_courier(&first.app, "acme", 0).await;
+    let id = tap(&first.app, &token, body).await;
+    first.app.wait_terminal(&id, &token).await;
+    let logins = sim.logins();
+    let second = DialbackProcess::start(&database, &UNLIMITED).await;
+    assert!(sim.logins() > logins, "logged in before it listened");
+    let (token, body) = add_courier(&second.app, "acme", 1).await;
+    let id = tap(&second.app, &token, body).await;
+    assert_eq!(second.app.wait_terminal(&id, &token).await["status"], "completed");
+}
+
 /// SIGTERM: the stopping process hands its calls to the other at once and leaves the list of
 /// processes; the other follows them to their end.
 #[tokio::test]
