@@ -624,24 +624,36 @@ async fn recover_from_records(
     }
     let client = shared.pool.get().and_then(Weak::upgrade).and_then(|pool| pool.open_client(tenant));
     let records = futures_util::future::join_all(gone.iter().map(|(row, _)| outcome_record(client.as_ref(), row.id)));
+    // One connection for all the records, taken when the first is to be written.
+    let mut db: Option<deadpool_postgres::Client> = None;
     let mut lost: HashMap<String, Vec<CallbackRow>> = HashMap::new();
     for ((row, why), record) in gone.into_iter().zip(records.await) {
         let id = row.id;
         let no_record = match record {
-            Ok(facts) => match store::client(&shared.db).await {
-                Ok(db) => {
-                    match apply_facts(&db, &shared.bus, calls, tenant, id, &facts, Some(FROM_THE_PBX_RECORD)).await {
-                        Ok(()) => {
-                            metrics::counter!("dialback_outcomes_read_from_pbx_total", "found" => "yes").increment(1);
-                            tracing::info!(call_id = %id, tenant = %tenant, why, "outcome of a call that ended unheard read from the PBX's record");
-                            continue;
-                        }
-                        Err(e) => format!("its record could not be written ({e:#})"),
-                    }
-                }
-                Err(e) => format!("its record could not be written ({})", Chain(&e)),
-            },
             Err(no_record) => no_record,
+            Ok(facts) => {
+                let connected = match db.take() {
+                    Some(conn) => Ok(conn),
+                    None => store::client(&shared.db).await,
+                };
+                match connected {
+                    Ok(conn) => {
+                        let written =
+                            apply_facts(&conn, &shared.bus, calls, tenant, id, &facts, Some(FROM_THE_PBX_RECORD)).await;
+                        db = Some(conn);
+                        match written {
+                            Ok(()) => {
+                                metrics::counter!("dialback_outcomes_read_from_pbx_total", "found" => "yes")
+                                    .increment(1);
+                                tracing::info!(call_id = %id, tenant = %tenant, why, "outcome of a call that ended unheard read from the PBX's record");
+                                continue;
+                            }
+                            Err(e) => format!("its record could not be written ({e:#})"),
+                        }
+                    }
+                    Err(e) => format!("its record could not be written ({})", Chain(&e)),
+                }
+            }
         };
         metrics::counter!("dialback_outcomes_read_from_pbx_total", "found" => "no").increment(1);
         let detail = format!(

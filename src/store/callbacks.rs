@@ -458,9 +458,9 @@ pub async fn unclaimed(db: &impl GenericClient, ids: &[Uuid]) -> Result<i64, Sto
 /// starting process logs in to before it takes requests. Callback ids are UUIDv7, so "since" is
 /// an id range on `callbacks_by_tenant`.
 pub async fn active_tenants(db: &impl GenericClient, since: OffsetDateTime) -> Result<Vec<TenantId>, StoreError> {
+    // The least UUIDv7 of that millisecond.
     let millis = u64::try_from(since.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    let mut floor = [0u8; 16];
-    floor[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    let floor = uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid();
     let rows = db
         .query(
             &db.prepare_cached(
@@ -469,7 +469,7 @@ pub async fn active_tenants(db: &impl GenericClient, since: OffsetDateTime) -> R
                     OR EXISTS (SELECT FROM callbacks c WHERE c.tenant_id = s.tenant_id AND c.ended_at IS NULL)",
             )
             .await?,
-            &[&Uuid::from_bytes(floor)],
+            &[&floor],
         )
         .await?;
     Ok(rows.iter().map(|r| super::tenant_at(r, 0)).collect())
