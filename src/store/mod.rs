@@ -67,7 +67,8 @@ pub fn pool(database_url: &secrecy::SecretString, cfg: &DbConfig) -> anyhow::Res
     let crate::pg_tls::Connect { config: mut pg, tls, .. } = connect_config(database_url, cfg)?;
     pg.connect_timeout(timeout);
     pg.application_name("dialback");
-    let manager = Manager::from_config(pg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let connect = OnPoolRuntime { tls, runtime: tokio::runtime::Handle::try_current().ok() };
+    let manager = Manager::from_connect(pg, connect, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(manager)
         .max_size(cfg.pool_size)
         .wait_timeout(Some(timeout))
@@ -75,6 +76,44 @@ pub fn pool(database_url: &secrecy::SecretString, cfg: &DbConfig) -> anyhow::Res
         .recycle_timeout(Some(timeout))
         .runtime(Runtime::Tokio1)
         .build()?)
+}
+
+/// Opens the pool's connections on the runtime the pool was made on. A connection is often
+/// opened while an HTTP request is served, on a server worker's own runtime; its socket and the
+/// task that drives it would belong to that worker, and a graceful stop ends idle workers first:
+/// the connection closed under whichever request or tracker shard held it next ("database query
+/// failed: connection closed", a 503 in scripts/rolling-upgrade). The same reason as the AMI
+/// pool's (crates/ami/src/pool.rs).
+struct OnPoolRuntime {
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl deadpool_postgres::Connect for OnPoolRuntime {
+    fn connect(
+        &self,
+        pg: &tokio_postgres::Config,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let (tls, pg) = (self.tls.clone(), pg.clone());
+        let runtime = self.runtime.clone().unwrap_or_else(tokio::runtime::Handle::current);
+        Box::pin(async move {
+            let opened = runtime.spawn(async move { pg.connect(tls).await });
+            let (client, connection) = match opened.await {
+                Ok(opened) => opened?,
+                Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+                Err(_) => panic!("the runtime the database pool was made on has stopped"),
+            };
+            let driver = runtime.spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %crate::telemetry::Chain(&e), "database connection ended");
+                }
+            });
+            Ok((client, driver))
+        })
+    }
 }
 
 /// How to reach the database: the URL's settings, with TLS as its `sslmode` asks (pg_tls.rs).

@@ -239,3 +239,24 @@ async fn a_database_migrated_by_the_earlier_runner_is_adopted() {
     let again = dialback::store::migrations::run_url(&url.into(), &Default::default()).await.unwrap();
     assert!(again.is_empty());
 }
+
+/// A database connection opened on another runtime (an HTTP server worker's, which a graceful stop
+/// ends first) keeps working once that runtime is gone: the pool opens its connections on the
+/// runtime it was made on.
+#[tokio::test]
+async fn a_connection_opened_on_a_worker_outlives_the_worker() {
+    let database = support::fresh_database().await;
+    let pool = dialback::store::pool(&database.into(), &Default::default()).unwrap();
+    let on_worker = pool.clone();
+    // Its own thread, as a server worker has; the test's runtime goes on meanwhile.
+    let client = tokio::task::spawn_blocking(move || {
+        let worker = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let client = worker.block_on(dialback::store::client(&on_worker)).unwrap();
+        drop(worker);
+        client
+    })
+    .await
+    .unwrap();
+    let row = client.query_one("SELECT 1", &[]).await.expect("the connection is still driven");
+    assert_eq!(row.get::<_, i32>(0), 1);
+}
