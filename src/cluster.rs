@@ -117,8 +117,46 @@ impl Cluster {
         Ok(())
     }
 
+    /// Stopping, once it released `released` calls (callbacks or return calls, `what` in the log)
+    /// for the others to take at once: when others are alive, leaves the list of processes (so
+    /// their shares of the limits are whole while it listens) and keeps listening to the calls
+    /// until `unclaimed` counts none waiting for a new process, for [`HANDOVER_WAIT`] at most,
+    /// then [`HANDOVER_MARGIN`] more for the claimer to ask the PBX. A call that ends in between
+    /// is recorded here (this process still has its session to the PBX and writes what it hears),
+    /// not missed by both. Its heartbeat ends with the stop; a beat that raced the leave is undone
+    /// by the last leave, in startup.rs.
+    pub async fn listen_until_claimed<F, Fut>(&self, what: &str, released: usize, unclaimed: F)
+    where
+        F: Fn(store::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<i64, StoreError>>,
+    {
+        if released == 0 || self.processes_alive() <= 1 {
+            return;
+        }
+        self.leave().await;
+        let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
+        loop {
+            let left = async { unclaimed(store::client(&self.db).await?).await }.await;
+            match left {
+                Ok(0) => break,
+                Ok(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+                Ok(n) => {
+                    return tracing::warn!(
+                        what,
+                        unclaimed = n,
+                        "stopping: not all claimed yet; the others take them when they next look"
+                    )
+                }
+                Err(e) => {
+                    return tracing::warn!(what, error = %Chain(&e), "stopping: could not see whether they were claimed")
+                }
+            }
+        }
+        tokio::time::sleep(HANDOVER_MARGIN).await;
+    }
+
     /// Stopping: leaves the list of processes (the others stop counting it at once). The
-    /// callbacks' hand-over leaves early; startup.rs leaves again once the heartbeat has ended.
+    /// hand-overs leave early; startup.rs leaves again once the heartbeat has ended.
     pub async fn leave(&self) {
         let left = async { store::processes::leave(&store::client(&self.db).await?, self.process).await };
         if let Err(e) = left.await {

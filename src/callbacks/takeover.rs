@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use super::{pbx_login, CallbackService};
 use crate::ami::client::{AmiClient, LiveChannel};
-use crate::cluster::{on_every_beat, HANDOVER_MARGIN, HANDOVER_WAIT};
+use crate::cluster::on_every_beat;
 use crate::domain::company::TenantId;
 use crate::store;
 use crate::store::callbacks::CallbackRow;
@@ -164,10 +164,8 @@ impl CallbackService {
     }
 
     /// Stopping: hands the calls this process follows over to the others (they take them at
-    /// once; the process leaves the list of processes after, src/cluster.rs), and keeps listening
-    /// to them until another process has claimed them: a call that ends in between is recorded
-    /// here (this process still has its session to the PBX and writes what it hears), not missed
-    /// by both.
+    /// once), and keeps listening to them until another process has claimed them
+    /// (`Cluster::listen_until_claimed`).
     async fn leave(&self) {
         let me = self.cluster.process;
         let result = async {
@@ -178,39 +176,12 @@ impl CallbackService {
         match result {
             Ok(ids) => {
                 tracing::info!(calls = ids.len(), "stopping: calls in flight handed over to the other processes");
-                if !ids.is_empty() && self.cluster.processes_alive() > 1 {
-                    // Out of the list first, so the others' shares of the limits are whole while it
-                    // listens. Its heartbeat ends with the stop; a beat that raced this delete is
-                    // undone by the last leave, in startup.rs, once the heartbeat has ended.
-                    self.cluster.leave().await;
-                    self.listen_until_claimed(&ids).await;
-                }
+                let ids = ids.as_slice();
+                let unclaimed = |db: store::Client| async move { store::callbacks::unclaimed(&db, ids).await };
+                self.cluster.listen_until_claimed("calls", ids.len(), unclaimed).await;
             }
             Err(e) => tracing::warn!(error = %Chain(&e),
                 "stopping: could not hand calls over; the others take them once this process's heartbeat is old"),
         }
-    }
-
-    /// Waits until none of `ids` is in flight without a process following it, for
-    /// [`HANDOVER_WAIT`] at most, then [`HANDOVER_MARGIN`] more for the claimer to ask the PBX.
-    async fn listen_until_claimed(&self, ids: &[uuid::Uuid]) {
-        let deadline = Instant::now() + HANDOVER_WAIT;
-        loop {
-            let left = async { store::callbacks::unclaimed(&store::client(&self.db).await?, ids).await }.await;
-            match left {
-                Ok(0) => break,
-                Ok(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
-                Ok(n) => {
-                    return tracing::warn!(
-                        calls = n,
-                        "stopping: calls not claimed yet; the others take them when they next look"
-                    )
-                }
-                Err(e) => {
-                    return tracing::warn!(error = %Chain(&e), "stopping: could not see whether the calls were claimed")
-                }
-            }
-        }
-        tokio::time::sleep(HANDOVER_MARGIN).await;
     }
 }

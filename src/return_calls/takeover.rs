@@ -29,8 +29,13 @@ impl ReturnCalls {
                 let released =
                     async { store::return_calls::release(&store::client(&service.db).await?, me, because).await };
                 match released.await {
-                    Ok(n) => {
-                        tracing::info!(return_calls = n, "stopping: return calls handed over to the other processes")
+                    Ok(ids) => {
+                        let n = ids.len();
+                        tracing::info!(return_calls = n, "stopping: return calls handed over to the other processes");
+                        let ids = ids.as_slice();
+                        let unclaimed =
+                            |db: store::Client| async move { store::return_calls::unclaimed(&db, ids).await };
+                        service.cluster.listen_until_claimed("return calls", n, unclaimed).await;
                     }
                     Err(e) => tracing::warn!(error = %Chain(&e), "stopping: could not hand return calls over"),
                 }

@@ -316,9 +316,14 @@ pub async fn claim_orphans(
     Ok(rows.iter().map(|r| (from_row(r), r.get(COLUMN_COUNT))).collect())
 }
 
-/// Gives up following `me`'s return calls in flight `because` (the process is stopping).
-pub async fn release(db: &impl GenericClient, me: Uuid, because: &str) -> Result<u64, StoreError> {
-    Ok(super::processes::release(db, "return_calls", IN_FLIGHT, me, None, because).await?.len() as u64)
+/// Gives up following `me`'s return calls in flight `because` (the process is stopping); their ids.
+pub async fn release(db: &impl GenericClient, me: Uuid, because: &str) -> Result<Vec<Uuid>, StoreError> {
+    super::processes::release(db, "return_calls", IN_FLIGHT, me, None, because).await
+}
+
+/// How many of the return calls `ids` are still in flight with no process following them.
+pub async fn unclaimed(db: &impl GenericClient, ids: &[Uuid]) -> Result<i64, StoreError> {
+    super::processes::unclaimed(db, "return_calls", IN_FLIGHT, ids).await
 }
 
 /// The company's return calls still being followed, by the Uniqueid of their inbound channel.

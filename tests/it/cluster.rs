@@ -454,6 +454,51 @@ async fn a_return_call_outlives_the_process_that_routed_it() {
     assert_eq!((lost["status"].as_str(), lost["reason"].as_str()), (Some("failed"), Some("lost")), "{lost}");
 }
 
+/// A return call that ends while the process that routed it hands it over (SIGTERM), before the
+/// other process claims it: the stopping process still hears it and records its real outcome.
+#[tokio::test]
+async fn a_return_call_ending_while_its_process_hands_it_over_gets_its_real_outcome() {
+    use crate::return_calls::{company, journal, pbx_with, DID};
+    let database = support::fresh_database().await;
+    let one = DialbackProcess::start(&database, &UNLIMITED).await;
+    let two = DialbackProcess::start(&database, &UNLIMITED).await;
+    company(&one.app, json!({})).await;
+    let (_sim, observer, _) = pbx_with(&one.app, |t| t, |c| c.talk = Duration::from_secs(3600)).await;
+    count_each_other(&[&one.app, &two.app]).await;
+    observer.call_in(DID, "89161234567", "client-call-1").await;
+    let connected = eventually("the return call to connect", || async {
+        match journal(&one.app, "limit=1").await.pop() {
+            Some(call) if call["status"] == "connected" => Ok(call),
+            other => Err(other),
+        }
+    })
+    .await;
+    let id = connected["id"].as_str().unwrap().to_owned();
+    let db = support::connect(&database).await;
+    let stopping = tokio::spawn(one.terminate());
+    eventually("the return call to be handed over", || async {
+        let row = db.query_one("SELECT owner FROM return_calls WHERE id = $1::text::uuid", &[&id]).await.unwrap();
+        match row.get::<_, Option<uuid::Uuid>>(0) {
+            None => Ok(()),
+            Some(still) => Err(still),
+        }
+    })
+    .await;
+    observer.hangup("client-call-1").await;
+    assert!(stopping.await.unwrap().success());
+    let admin = two.app.admin("acme");
+    let done = eventually("the return call to end", || async {
+        let call: Value = two.app.get_as(&format!("/v1/return-calls/{id}"), &admin).await.json().await.unwrap();
+        match call["status"] != "connected" {
+            true => Ok(call),
+            false => Err(call),
+        }
+    })
+    .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(done["talk_seconds"].as_i64().is_some(), "{done}");
+}
+
 /// A counter's value in a process's `/metrics` (0 before it first counts).
 async fn counter(app: &TestApp, line_start: &str) -> u64 {
     let metrics = app.get_as("/metrics", "").await.text().await.unwrap();
