@@ -194,6 +194,47 @@ async fn followed_to_its_end(sim: &dialback_pbx_sim::Simulator, database: &str, 
     assert!(done["talk_seconds"].as_i64().is_some() && done["detail"].is_null(), "{done}");
 }
 
+/// A company whose calls all went through one of two processes, the only one with a session to
+/// its PBX, killed (SIGKILL) while they talk: half of them end before the other process could
+/// take them over (nobody hears them end), the rest after. With the PBX running dialback's
+/// dialplan every call ends with its real outcome and talk time, none `unknown`.
+#[tokio::test]
+async fn a_killed_process_that_alone_heard_a_company_loses_no_outcome() {
+    let database = support::fresh_database().await;
+    let one = DialbackProcess::start(&database, &UNLIMITED).await;
+    let two = DialbackProcess::start(&database, &UNLIMITED).await;
+    let (sim, _) = support::sim_running_the_downloaded_dialplan(&one.app, "acme", json!({}), |c| {
+        c.talk = Duration::from_secs(3600)
+    })
+    .await;
+    let mut calls = Vec::new();
+    for i in 0..10 {
+        let (token, body) = add_courier(&one.app, "acme", i).await;
+        let id = tap(&one.app, &token, body).await;
+        one.app.wait_status(&id, &token, "connected").await;
+        calls.push(id);
+    }
+    let placed_by = owner(&database, &calls[0]).await.expect("owned by the process that placed it");
+    let observer = AmiObserver::start(sim.addr().port()).await;
+    one.kill().await;
+    let (unheard, later) = calls.split_at(5);
+    for id in unheard {
+        observer.hangup(id).await;
+    }
+    for id in later {
+        taken_from(&database, id, placed_by).await;
+        observer.hangup(id).await;
+    }
+    let admin = two.app.admin("acme");
+    for id in &calls {
+        let done = two.app.wait_terminal(id, &admin).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert!(done["talk_seconds"].as_i64().is_some(), "{done}");
+        let from_the_record = done["detail"].as_str().is_some_and(|d| d.contains("the one the PBX recorded"));
+        assert_eq!(from_the_record, unheard.contains(id), "{done}");
+    }
+}
+
 /// A company whose PBX runs dialback's dialplan, and whose calls all went through the only
 /// process, killed: a call that ended before a new process started gets its real outcome from the
 /// record the PBX kept (AstDB), talk time included; the call still up is followed to its end.
