@@ -547,7 +547,7 @@ impl CallbackService {
             next.reason = Some(Reason::Canceled);
             next.ended_at = Some(store::now());
             if let Some(canceled) = self.record(&current, &next, "canceled through the API", None).await? {
-                self.tracker.forget(row.id);
+                self.tracker.settled(canceled.clone());
                 let channel = current.state.courier_channel.clone().unwrap_or_else(|| row.id.to_string());
                 if let Err(error) = client.hangup(&channel).await {
                     // "No such channel": it ended meanwhile; the tracker records how.

@@ -5,7 +5,9 @@
 //! (`callbacks.owner`).
 //!
 //! Asterisk sends every event to every AMI session, so every process with a session to a PBX
-//! follows all of its calls it hears; only the owner decides that an end was missed. On a beat
+//! hears all of its calls; only the owner writes a call (the tracker keeps what it hears of the
+//! others' calls in memory for a while, and applies it if it takes one over) and decides that an
+//! end was missed. On a beat
 //! that saw such calls waiting (`Cluster::orphans_waiting`: while no process dies, none looks) a
 //! process claims the calls in flight whose owner is dead (silent for
 //! [`DEAD_AFTER`](crate::cluster::DEAD_AFTER)) or that were released (their process stopped, or

@@ -36,6 +36,39 @@ use crate::telemetry::Chain;
 const SHARDS: usize = 16;
 /// How long a settled call stays in memory: its Cdr usually follows the hangup within a second.
 const SETTLED_GRACE: Duration = Duration::from_secs(60);
+/// How long the events of a call another process follows are kept after the last one: longer
+/// than it takes to find that process dead and claim its calls (src/cluster.rs, `DEAD_AFTER` and
+/// a beat), so the claimer applies what it heard meanwhile.
+const HEARD_FOR: Duration = Duration::from_secs(15);
+
+/// Facts of calls this process does not follow (another process placed them), heard on its
+/// sessions: kept in memory, not written (only a call's owner writes it), and applied if this
+/// process takes the call over or learns it placed it.
+#[derive(Default)]
+struct Heard {
+    by_call: HashMap<(Uuid, Arc<str>), (Vec<Timed>, Instant)>,
+}
+
+impl Heard {
+    fn keep(&mut self, id: Uuid, tenant: Arc<str>, facts: Vec<Timed>) {
+        let (kept, last) = self.by_call.entry((id, tenant)).or_insert_with(|| (Vec::new(), Instant::now()));
+        kept.extend(facts);
+        *last = Instant::now();
+    }
+
+    /// Moves what was heard of call `id` into `pending`, to be applied now that it is followed.
+    fn replay(&mut self, id: Uuid, tenant: &Arc<str>, pending: &mut PendingFacts) {
+        if let Some((facts, _)) = self.by_call.remove(&(id, tenant.clone())) {
+            for (fact, at) in facts {
+                pending.add(tenant.clone(), id, fact, at);
+            }
+        }
+    }
+
+    fn forget_old(&mut self) {
+        self.by_call.retain(|_, (_, last)| last.elapsed() < HEARD_FOR);
+    }
+}
 
 enum Work {
     Event {
@@ -61,8 +94,9 @@ enum Work {
     /// link came back): calls that went unobserved before then and are not among them ended
     /// while nobody watched.
     Reconcile { tenant: Arc<str>, alive: Arc<HashSet<String>>, asked_at: Instant },
-    /// Forget a call settled elsewhere (e.g. canceled through the API).
-    Forget { id: Uuid },
+    /// A call settled outside the tracker (canceled through the API), as now stored: its late
+    /// events (the hangup's cause) apply to that.
+    Settled { row: Box<CallbackRow> },
     /// Calls this process took over (see `super::takeover`): followed from now on, unobserved
     /// since `since` until their PBX says they are still up.
     Adopt { tenant: Arc<str>, row: Box<CallbackRow>, why: String, hold: Option<CallHold>, since: Instant },
@@ -80,8 +114,8 @@ struct Tracked {
     /// dropped and it could not be handed over), until the PBX says it is still up.
     unobserved_since: Option<(Instant, String)>,
     /// This process placed it or took it over (`callbacks.owner`): only the owner decides that a
-    /// call's end was missed. The others follow what they hear of it, and their writes, like
-    /// everyone's, apply only to the row as they read it.
+    /// call's end was missed. (A call read back after a concurrent write, e.g. a cancel through
+    /// another process, is followed too; every write applies only to the row as it was read.)
     owned: bool,
 }
 
@@ -241,8 +275,10 @@ impl Tracker {
         self.route(tenant.shared(), PbxSignal::Event(event));
     }
 
-    pub fn forget(&self, id: Uuid) {
-        let _ = self.shards[shard_of(&id)].send(Work::Forget { id });
+    /// Call `row.id` was settled outside the tracker (canceled through the API) and is stored as
+    /// `row`.
+    pub fn settled(&self, row: CallbackRow) {
+        let _ = self.shards[shard_of(&row.id)].send(Work::Settled { row: Box::new(row) });
     }
 }
 
@@ -261,16 +297,18 @@ async fn run_shard(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Work>) {
     let mut batch = Vec::with_capacity(BATCH);
     // Facts not written yet: between `add` and `flush`, and while the database is away.
     let mut facts = PendingFacts::default();
+    let mut heard = Heard::default();
     loop {
         let first = tokio::select! {
             work = rx.recv() => match work { Some(work) => work, None => break },
             _ = sweep.tick() => {
                 calls.retain(|_, t| t.settled_at.is_none_or(|at| at.elapsed() < SETTLED_GRACE));
+                heard.forget_old();
                 give_up_unobserved(&shared, &mut calls).await;
                 continue;
             }
             _ = tokio::time::sleep(RETRY), if !facts.order.is_empty() => {
-                facts.flush(&shared, &mut calls).await;
+                facts.flush(&shared, &mut calls, &mut heard).await;
                 continue;
             }
         };
@@ -306,18 +344,27 @@ async fn run_shard(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Work>) {
                 Work::Placed { tenant, row, action_id, hold } => {
                     let id = row.id;
                     track(&mut calls, tenant.clone(), *row, hold);
-                    facts.add(tenant, id, Fact::OriginateQueued { action_id }, store::now());
+                    facts.add(tenant.clone(), id, Fact::OriginateQueued { action_id }, store::now());
+                    // Its first events may have come before the word that it was placed.
+                    heard.replay(id, &tenant, &mut facts);
                     continue;
                 }
                 // Anything else about calls comes after the facts that preceded it.
                 other => {
-                    facts.flush(&shared, &mut calls).await;
+                    facts.flush(&shared, &mut calls, &mut heard).await;
                     other
                 }
             };
+            let adopted = match &work {
+                Work::Adopt { tenant, row, .. } => Some((row.id, tenant.clone())),
+                _ => None,
+            };
             handle(&shared, &mut calls, work).await;
+            if let Some((id, tenant)) = adopted {
+                heard.replay(id, &tenant, &mut facts);
+            }
         }
-        facts.flush(&shared, &mut calls).await;
+        facts.flush(&shared, &mut calls, &mut heard).await;
     }
 }
 
@@ -356,15 +403,22 @@ impl PendingFacts {
     /// was moved meanwhile by someone else (a cancel) is reloaded and its facts applied again.
     /// While the database is away the facts are kept, in order, and tried again after `RETRY`:
     /// a call's outcome is never lost to a database restart.
-    async fn flush(&mut self, shared: &Shared, calls: &mut HashMap<Uuid, Tracked>) {
+    async fn flush(&mut self, shared: &Shared, calls: &mut HashMap<Uuid, Tracked>, heard: &mut Heard) {
         if self.order.is_empty() {
             return;
         }
-        let pending: Vec<(Uuid, Arc<str>, Vec<Timed>)> = self
-            .order
-            .drain(..)
-            .filter_map(|key| self.by_call.remove(&key).map(|facts| (key.0, key.1, facts)))
-            .collect();
+        let mut pending: Vec<(Uuid, Arc<str>, Vec<Timed>)> = Vec::with_capacity(self.order.len());
+        for key in self.order.drain(..) {
+            let Some(facts) = self.by_call.remove(&key) else { continue };
+            match calls.contains_key(&key.0) {
+                true => pending.push((key.0, key.1, facts)),
+                // Another process's call: it writes it (one writer per call, not one per session).
+                false => heard.keep(key.0, key.1, facts),
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
         let client = match store::client(&shared.db).await {
             Ok(client) => client,
             Err(e) => {
@@ -538,8 +592,12 @@ async fn mark_unknown(shared: &Shared, calls: &mut HashMap<Uuid, Tracked>, lost:
 async fn handle(shared: &Shared, calls: &mut HashMap<Uuid, Tracked>, work: Work) {
     match work {
         Work::Event { .. } | Work::Placed { .. } => unreachable!("batched through PendingFacts"),
-        Work::Forget { id } => {
-            calls.remove(&id);
+        Work::Settled { row } => {
+            if let Some(tracked) = calls.get_mut(&row.id) {
+                tracked.row = *row;
+                tracked.settled_at.get_or_insert_with(Instant::now);
+                tracked.hold = None;
+            }
         }
         Work::PbxDown { tenant, detail } => {
             // Its calls are handed over: another process with a session to the PBX has heard
@@ -695,7 +753,8 @@ async fn plan(
     id: Uuid,
     facts: &[Timed],
 ) -> Result<Option<Change>, StoreError> {
-    // Not in memory: placed before a restart, settled a while ago, or just reloaded.
+    // Not in memory: read again after a concurrent write (a cancel), or settled a while ago. (The
+    // calls other processes follow are not planned here: see `Heard`.)
     let tracked = match calls.entry(id) {
         Entry::Occupied(entry) => entry.into_mut(),
         Entry::Vacant(entry) => {

@@ -495,6 +495,41 @@ async fn a_return_call_outlives_the_process_that_routed_it() {
     assert_eq!((lost["status"].as_str(), lost["reason"].as_str()), (Some("failed"), Some("lost")), "{lost}");
 }
 
+/// Only the process following a call writes it: another that hears the call on its own session to
+/// the PBX (Asterisk sends every event to every session) keeps what it hears in memory, for a
+/// takeover, and writes none of it.
+#[tokio::test]
+async fn only_the_process_following_a_call_writes_it() {
+    let sim = support::quick_sim().await;
+    let database = support::fresh_database().await;
+    let one = DialbackProcess::start(&database, &UNLIMITED).await;
+    let two = DialbackProcess::start(&database, &UNLIMITED).await;
+    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let completed = "dialback_callback_transitions_total{to=\"completed\"}";
+    // Each process places a call, so each has a session to the PBX.
+    for (i, app) in [&two.app, &one.app].into_iter().enumerate() {
+        let (token, body) = add_courier(&one.app, "acme", i).await;
+        let id = tap(app, &token, body).await;
+        assert_eq!(app.wait_terminal(&id, &token).await["status"], "completed");
+    }
+    let before = counter(&two.app, completed).await;
+    let (token, body) = add_courier(&one.app, "acme", 2).await;
+    let id = tap(&one.app, &token, body).await;
+    assert_eq!(one.app.wait_terminal(&id, &token).await["status"], "completed");
+    // A call of its own placed after it: once that one is written, `two` has read past the
+    // other's events on its session.
+    let (token, body) = add_courier(&one.app, "acme", 3).await;
+    let after = tap(&two.app, &token, body).await;
+    assert_eq!(two.app.wait_terminal(&after, &token).await["status"], "completed");
+    eventually("the process to count its own call", || async {
+        match counter(&two.app, completed).await {
+            n if n == before + 1 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await;
+}
+
 /// A return call that ends while the process that routed it hands it over (SIGTERM), before the
 /// other process claims it: the stopping process still hears it and records its real outcome.
 #[tokio::test]
