@@ -54,6 +54,8 @@ pub struct Cluster {
     alive: AtomicUsize,
     /// Whether the last heartbeat saw calls in flight waiting for a process to follow them.
     orphans_waiting: AtomicBool,
+    /// The companies whose PBX this process stands by for, as the last heartbeat chose them.
+    standby: std::sync::Mutex<Vec<String>>,
 }
 
 impl Cluster {
@@ -66,7 +68,8 @@ impl Cluster {
     ) -> Arc<Self> {
         // Nothing to claim until a beat says so: the first comes at once.
         let orphans_waiting = AtomicBool::new(false);
-        Arc::new(Cluster { process, ami, bus, limiters, db, alive: AtomicUsize::new(1), orphans_waiting })
+        let standby = std::sync::Mutex::default();
+        Arc::new(Cluster { process, ami, bus, limiters, db, alive: AtomicUsize::new(1), orphans_waiting, standby })
     }
 
     /// How many dialback processes were alive at the last heartbeat (at least this one). With
@@ -100,16 +103,27 @@ impl Cluster {
         )
     }
 
-    /// Says this process is alive, learns whether calls wait to be claimed, and shares the
-    /// companies' limits (src/limits.rs) and their PBXs' cap on originates in flight among the
-    /// processes alive.
+    /// The companies whose PBX this process keeps a session to for calls another process
+    /// follows (see [`standby_for`]).
+    pub fn standby(&self) -> Vec<String> {
+        self.standby.lock().expect("standby lock").clone()
+    }
+
+    /// Says this process is alive and which companies' calls it follows, learns whether calls
+    /// wait to be claimed and which PBXs to stand by for, and shares the companies' limits
+    /// (src/limits.rs) and their PBXs' cap on originates in flight among the processes alive.
     async fn beat(&self) -> Result<(), StoreError> {
         let db = store::client(&self.db).await?;
-        store::processes::beat(&db, self.process, &host(), std::process::id(), env!("CARGO_PKG_VERSION")).await?;
+        let following = self.ami.tenants_held();
+        let version = env!("CARGO_PKG_VERSION");
+        store::processes::beat(&db, self.process, &host(), std::process::id(), version, &following).await?;
         let survey = store::processes::survey(&db, DEAD_AFTER).await?;
         self.orphans_waiting.store(survey.orphans_waiting, Ordering::Relaxed);
         metrics::counter!("dialback_heartbeats_total").increment(1);
-        let alive = survey.alive.max(1);
+        let standby = standby_for(self.process, &survey.alive);
+        metrics::gauge!("dialback_standby_sessions").set(standby.len() as f64);
+        *self.standby.lock().expect("standby lock") = standby;
+        let alive = survey.alive.len().max(1);
         metrics::gauge!("dialback_processes_alive").set(alive as f64);
         self.limiters.share_among(alive as u32);
         self.ami.share_among(alive as usize);
@@ -191,4 +205,61 @@ fn host() -> String {
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
         .unwrap_or_default()
+}
+
+/// The companies `me` stands by for: those whose calls in flight one process alone follows
+/// (`alive`: each live process and the companies it follows), when `me` is not that process and
+/// ranks first among the others by rendezvous hashing. Every process computes the same choice
+/// from the same list, so each such company gets exactly one standby, and a process joining or
+/// leaving moves only the companies it wins or held.
+pub fn standby_for(me: Uuid, alive: &[(Uuid, Vec<String>)]) -> Vec<String> {
+    let mut followers: std::collections::BTreeMap<&str, Vec<Uuid>> = std::collections::BTreeMap::new();
+    for (process, tenants) in alive {
+        for tenant in tenants {
+            followers.entry(tenant.as_str()).or_default().push(*process);
+        }
+    }
+    followers
+        .into_iter()
+        .filter(|(_, by)| by.len() == 1 && by[0] != me)
+        .filter(|(tenant, by)| {
+            let others = alive.iter().map(|(p, _)| *p).filter(|p| *p != by[0]);
+            others.max_by_key(|p| rendezvous(tenant, *p)) == Some(me)
+        })
+        .map(|(tenant, _)| tenant.to_owned())
+        .collect()
+}
+
+/// A process's weight for a company: FNV-1a over both, the same in every release and on every
+/// host (std's hasher promises neither).
+fn rendezvous(tenant: &str, process: Uuid) -> u64 {
+    tenant
+        .as_bytes()
+        .iter()
+        .chain(b"/")
+        .chain(process.as_bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_company_followed_by_one_process_gets_one_standby_among_the_others() {
+        let processes: Vec<Uuid> = (1..=4u128).map(Uuid::from_u128).collect();
+        let alive: Vec<(Uuid, Vec<String>)> = vec![
+            (processes[0], vec!["solo".into(), "shared".into()]),
+            (processes[1], vec!["shared".into()]),
+            (processes[2], vec![]),
+            (processes[3], vec![]),
+        ];
+        let chosen: Vec<Vec<String>> = processes.iter().map(|p| standby_for(*p, &alive)).collect();
+        let standbys: Vec<usize> = (0..4).filter(|i| chosen[*i] == ["solo"]).collect();
+        assert_eq!(standbys.len(), 1, "{chosen:?}");
+        assert_ne!(standbys[0], 0, "not the process that follows it");
+        assert!(chosen.iter().all(|c| !c.contains(&"shared".to_owned())), "two follow it already");
+        // Alone, nobody stands by.
+        assert!(standby_for(processes[1], &alive[..1]).is_empty());
+    }
 }

@@ -51,6 +51,7 @@ impl CallbackService {
     }
 
     async fn claim(self: &Arc<Self>) -> Result<(), StoreError> {
+        self.stand_by().await;
         if !self.cluster.orphans_waiting() {
             return Ok(());
         }
@@ -74,6 +75,20 @@ impl CallbackService {
             tokio::spawn(async move { service.follow_taken_over(&tenant, rows).await }.in_current_span());
         }
         Ok(())
+    }
+
+    /// Keeps a session to the PBX of each company this process stands by for (src/cluster.rs's
+    /// `standby_for`: another process alone follows its calls), opening it when there is none:
+    /// their calls are heard here too (kept in memory, not written), so if that process dies
+    /// they are taken over at once with nothing missed.
+    async fn stand_by(&self) {
+        let tenants = self.cluster.standby();
+        for tenant in &tenants {
+            if let Err(why) = self.pbx_session(&TenantId::stored(tenant.as_str())).await {
+                tracing::warn!(%tenant, why, "cannot stand by for the company's PBX");
+            }
+        }
+        self.cluster.ami.stand_by(&tenants);
     }
 
     /// Before a starting process takes requests: logs in to the PBX of every company that placed

@@ -9,23 +9,30 @@ use uuid::Uuid;
 use super::StoreError;
 
 /// Records that `id` is alive now (registering it when it is not, e.g. after it was deemed
-/// dead and removed).
-pub async fn beat(db: &impl GenericClient, id: Uuid, host: &str, pid: u32, version: &str) -> Result<(), StoreError> {
+/// dead and removed), following calls of `tenants`.
+pub async fn beat(
+    db: &impl GenericClient,
+    id: Uuid,
+    host: &str,
+    pid: u32,
+    version: &str,
+    tenants: &[String],
+) -> Result<(), StoreError> {
     let statement = db
         .prepare_cached(
-            "INSERT INTO dialback_processes (id, host, pid, version) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+            "INSERT INTO dialback_processes (id, host, pid, version, tenants) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), tenants = EXCLUDED.tenants",
         )
         .await?;
-    db.execute(&statement, &[&id, &host, &(pid as i32), &version]).await?;
+    db.execute(&statement, &[&id, &host, &(pid as i32), &version, &tenants]).await?;
     Ok(())
 }
 
 /// What a beat learns of the processes sharing the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Survey {
-    /// Processes that beat within `dead_after`.
-    pub alive: i64,
+    /// Processes that beat within `dead_after`, and the companies whose calls each follows.
+    pub alive: Vec<(Uuid, Vec<String>)>,
     /// Whether a call in flight waits for a process to follow it: its process is dead, or let it
     /// go (stopping, or its AMI link lost). Only then does a process look for orphans (`claim`).
     pub orphans_waiting: bool,
@@ -46,14 +53,19 @@ pub async fn survey(db: &impl GenericClient, dead_after: Duration) -> Result<Sur
                         OR EXISTS (SELECT FROM return_calls WHERE owner = p.id AND {return_calls}) AS owns_calls
                  FROM dialback_processes p WHERE p.heartbeat_at < now() - make_interval(secs => $1)),
              forgotten AS (DELETE FROM dialback_processes p USING dead WHERE p.id = dead.id AND NOT dead.owns_calls)
-             SELECT (SELECT count(*) FROM dialback_processes WHERE heartbeat_at >= now() - make_interval(secs => $1)),
-                    EXISTS (SELECT FROM dead WHERE owns_calls)
+             SELECT EXISTS (SELECT FROM dead WHERE owns_calls)
                     OR EXISTS (SELECT FROM callbacks WHERE owner IS NULL AND {callbacks})
                     OR EXISTS (SELECT FROM return_calls WHERE owner IS NULL AND {return_calls})"
         ))
         .await?;
     let row = db.query_one(&statement, &[&dead_after.as_secs_f64()]).await?;
-    Ok(Survey { alive: row.get(0), orphans_waiting: row.get(1) })
+    let alive = db
+        .prepare_cached(
+            "SELECT id, tenants FROM dialback_processes WHERE heartbeat_at >= now() - make_interval(secs => $1)",
+        )
+        .await?;
+    let alive = db.query(&alive, &[&dead_after.as_secs_f64()]).await?;
+    Ok(Survey { alive: alive.iter().map(|r| (r.get(0), r.get(1))).collect(), orphans_waiting: row.get(0) })
 }
 
 /// Leaves: the process stopped (its calls were released first).

@@ -37,6 +37,8 @@ struct Entry {
     last_used: Instant,
     /// Calls of this tenant still being tracked: the connection stays while any is.
     holds: Arc<AtomicUsize>,
+    /// Kept open as another process's standby (`AmiPool::stand_by`).
+    standby: bool,
 }
 
 /// Keeps a tenant's connection open while a call is tracked; drop it when the call ends.
@@ -118,7 +120,13 @@ impl AmiPool {
         let client = AmiClient::start(self.client_config(tenant, login), self.sink.clone());
         entries.insert(
             tenant.to_owned(),
-            Entry { client: client.clone(), fingerprint, last_used: Instant::now(), holds: Arc::default() },
+            Entry {
+                client: client.clone(),
+                fingerprint,
+                last_used: Instant::now(),
+                holds: Arc::default(),
+                standby: false,
+            },
         );
         metrics::gauge!("dialback_ami_clients").set(entries.len() as f64);
         client
@@ -154,6 +162,24 @@ impl AmiPool {
         entries.iter().filter(|(_, e)| matches!(e.client.state(), ConnState::Up)).map(|(t, _)| t.clone()).collect()
     }
 
+    /// The tenants with calls this process follows (they hold their connection).
+    pub fn tenants_held(&self) -> Vec<String> {
+        let entries = self.entries.lock().expect("pool lock");
+        let mut held: Vec<String> =
+            entries.iter().filter(|(_, e)| e.holds.load(Ordering::Acquire) > 0).map(|(t, _)| t.clone()).collect();
+        held.sort();
+        held
+    }
+
+    /// Keeps the connections of `tenants` open (this process stands by for their calls, which
+    /// another process follows) and lets the others close when idle, as usual.
+    pub fn stand_by(&self, tenants: &[String]) {
+        let mut entries = self.entries.lock().expect("pool lock");
+        for (tenant, entry) in entries.iter_mut() {
+            entry.standby = tenants.contains(tenant);
+        }
+    }
+
     /// Closes the tenant's connection (its settings changed); the next use reconnects.
     pub fn invalidate(&self, tenant: &str) {
         let removed = self.entries.lock().expect("pool lock").remove(tenant);
@@ -177,7 +203,7 @@ impl AmiPool {
         {
             let mut entries = self.entries.lock().expect("pool lock");
             entries.retain(|_, e| {
-                let keep = e.last_used.elapsed() < idle || e.holds.load(Ordering::Acquire) > 0;
+                let keep = e.last_used.elapsed() < idle || e.holds.load(Ordering::Acquire) > 0 || e.standby;
                 if !keep {
                     closed.push(e.client.clone());
                 }
