@@ -34,7 +34,11 @@ pub async fn run(client: &mut Client) -> anyhow::Result<Vec<i32>> {
 
 async fn apply_pending(client: &mut Client) -> anyhow::Result<Vec<i32>> {
     adopt_earlier_history(client).await?;
-    let report = runner().set_migration_table_name(HISTORY).run_async(client).await?;
+    // A migration this build does not have was applied by a later release (they only expand the
+    // schema, so this one still runs on it): a rollback, or both releases serving during an
+    // upgrade. An edited migration (divergent) still stops start-up.
+    let mut runner = runner().set_abort_missing(false);
+    let report = runner.set_migration_table_name(HISTORY).run_async(client).await?;
     let applied: Vec<i32> = report.applied_migrations().iter().map(|m| m.version()).collect();
     for migration in report.applied_migrations() {
         tracing::info!(version = migration.version(), name = migration.name(), "applied migration");

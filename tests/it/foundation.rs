@@ -204,6 +204,23 @@ async fn a_migration_edited_after_it_was_applied_stops_start_up() {
     assert!(error.contains("V1"), "{error}");
 }
 
+/// A database a later release migrated further (a rollback, or an upgrade in progress) is one this
+/// release still starts on: migrations only add, and this one reads what it knows.
+#[tokio::test]
+async fn a_database_migrated_by_a_later_release_is_one_this_release_starts_on() {
+    let url = support::fresh_database().await;
+    let db = support::connect(&url).await;
+    db.execute(
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+         VALUES (9999, 'from_a_later_release', '2026-12-06T00:00:00Z', '42')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let applied = dialback::store::migrations::run_url(&url.clone().into(), &Default::default()).await.unwrap();
+    assert!(applied.is_empty(), "{applied:?}");
+}
+
 /// A database migrated before dialback kept checksums (history in `schema_migrations`) is taken
 /// over as it is: nothing is applied twice.
 #[tokio::test]
