@@ -109,18 +109,16 @@ impl Cluster {
         self.standby.lock().expect("standby lock").clone()
     }
 
-    /// Says this process is alive and which companies' calls it follows, learns whether calls
-    /// wait to be claimed and which PBXs to stand by for, and shares the companies' limits
+    /// Says this process is alive, learns whether calls wait to be claimed and which PBXs to
+    /// stand by for, and shares the companies' limits
     /// (src/limits.rs) and their PBXs' cap on originates in flight among the processes alive.
     async fn beat(&self) -> Result<(), StoreError> {
         let db = store::client(&self.db).await?;
-        let following = self.ami.tenants_held();
-        let version = env!("CARGO_PKG_VERSION");
-        store::processes::beat(&db, self.process, &host(), std::process::id(), version, &following).await?;
+        store::processes::beat(&db, self.process, &host(), std::process::id(), env!("CARGO_PKG_VERSION")).await?;
         let survey = store::processes::survey(&db, DEAD_AFTER).await?;
         self.orphans_waiting.store(survey.orphans_waiting, Ordering::Relaxed);
         metrics::counter!("dialback_heartbeats_total").increment(1);
-        let standby = standby_for(self.process, &survey.alive);
+        let standby = standby_for(self.process, &survey.alive, &survey.tenants_in_flight);
         metrics::gauge!("dialback_standby_sessions").set(standby.len() as f64);
         *self.standby.lock().expect("standby lock") = standby;
         let alive = survey.alive.len().max(1);
@@ -207,26 +205,24 @@ fn host() -> String {
         .unwrap_or_default()
 }
 
-/// The companies `me` stands by for: those whose calls in flight one process alone follows
-/// (`alive`: each live process and the companies it follows), when `me` is not that process and
-/// ranks first among the others by rendezvous hashing. Every process computes the same choice
-/// from the same list, so each such company gets exactly one standby, and a process joining or
-/// leaving moves only the companies it wins or held.
-pub fn standby_for(me: Uuid, alive: &[(Uuid, Vec<String>)]) -> Vec<String> {
-    let mut followers: std::collections::BTreeMap<&str, Vec<Uuid>> = std::collections::BTreeMap::new();
-    for (process, tenants) in alive {
-        for tenant in tenants {
-            followers.entry(tenant.as_str()).or_default().push(*process);
-        }
+/// The companies `me` stands by for: of those with calls in flight, each whose first two
+/// processes by rendezvous hashing over the processes `alive` include `me`. Every process computes
+/// the same choice from the same list, so whenever two processes are alive each such company's
+/// PBX has a session on two of them besides those of the processes following its calls (the
+/// death of any one process leaves every call heard), and a process joining or leaving moves
+/// only the companies it ranks in.
+pub fn standby_for(me: Uuid, alive: &[Uuid], tenants_in_flight: &[String]) -> Vec<String> {
+    if alive.len() < 2 {
+        return Vec::new();
     }
-    followers
-        .into_iter()
-        .filter(|(_, by)| by.len() == 1 && by[0] != me)
-        .filter(|(tenant, by)| {
-            let others = alive.iter().map(|(p, _)| *p).filter(|p| *p != by[0]);
-            others.max_by_key(|p| rendezvous(tenant, *p)) == Some(me)
+    tenants_in_flight
+        .iter()
+        .filter(|tenant| {
+            let mut ranked: Vec<Uuid> = alive.to_vec();
+            ranked.sort_by_key(|p| std::cmp::Reverse(rendezvous(tenant, *p)));
+            ranked[..2].contains(&me)
         })
-        .map(|(tenant, _)| tenant.to_owned())
+        .cloned()
         .collect()
 }
 
@@ -246,20 +242,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_company_followed_by_one_process_gets_one_standby_among_the_others() {
+    fn each_company_in_flight_gets_two_standbys_whenever_two_processes_are_alive() {
         let processes: Vec<Uuid> = (1..=4u128).map(Uuid::from_u128).collect();
-        let alive: Vec<(Uuid, Vec<String>)> = vec![
-            (processes[0], vec!["solo".into(), "shared".into()]),
-            (processes[1], vec!["shared".into()]),
-            (processes[2], vec![]),
-            (processes[3], vec![]),
-        ];
-        let chosen: Vec<Vec<String>> = processes.iter().map(|p| standby_for(*p, &alive)).collect();
-        let standbys: Vec<usize> = (0..4).filter(|i| chosen[*i] == ["solo"]).collect();
-        assert_eq!(standbys.len(), 1, "{chosen:?}");
-        assert_ne!(standbys[0], 0, "not the process that follows it");
-        assert!(chosen.iter().all(|c| !c.contains(&"shared".to_owned())), "two follow it already");
+        let tenants: Vec<String> = (0..20).map(|i| format!("company-{i}")).collect();
+        let chosen: Vec<Vec<String>> = processes.iter().map(|p| standby_for(*p, &processes, &tenants)).collect();
+        for tenant in &tenants {
+            assert_eq!(chosen.iter().filter(|c| c.contains(tenant)).count(), 2, "{tenant}: {chosen:?}");
+        }
+        assert!(chosen.iter().all(|c| c.len() < tenants.len()), "spread over the processes: {chosen:?}");
+        // One process gone: each process keeps what it stood by for.
+        let left = standby_for(processes[1], &processes[1..], &tenants);
+        assert!(chosen[1].iter().all(|t| left.contains(t)), "{left:?}");
         // Alone, nobody stands by.
-        assert!(standby_for(processes[1], &alive[..1]).is_empty());
+        assert!(standby_for(processes[0], &processes[..1], &tenants).is_empty());
     }
 }

@@ -9,30 +9,25 @@ use uuid::Uuid;
 use super::StoreError;
 
 /// Records that `id` is alive now (registering it when it is not, e.g. after it was deemed
-/// dead and removed), following calls of `tenants`.
-pub async fn beat(
-    db: &impl GenericClient,
-    id: Uuid,
-    host: &str,
-    pid: u32,
-    version: &str,
-    tenants: &[String],
-) -> Result<(), StoreError> {
+/// dead and removed).
+pub async fn beat(db: &impl GenericClient, id: Uuid, host: &str, pid: u32, version: &str) -> Result<(), StoreError> {
     let statement = db
         .prepare_cached(
-            "INSERT INTO dialback_processes (id, host, pid, version, tenants) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), tenants = EXCLUDED.tenants",
+            "INSERT INTO dialback_processes (id, host, pid, version) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
         )
         .await?;
-    db.execute(&statement, &[&id, &host, &(pid as i32), &version, &tenants]).await?;
+    db.execute(&statement, &[&id, &host, &(pid as i32), &version]).await?;
     Ok(())
 }
 
 /// What a beat learns of the processes sharing the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Survey {
-    /// Processes that beat within `dead_after`, and the companies whose calls each follows.
-    pub alive: Vec<(Uuid, Vec<String>)>,
+    /// Processes that beat within `dead_after`.
+    pub alive: Vec<Uuid>,
+    /// The companies with calls (callbacks or return calls) in flight.
+    pub tenants_in_flight: Vec<String>,
     /// Whether a call in flight waits for a process to follow it: its process is dead, or let it
     /// go (stopping, or its AMI link lost). Only then does a process look for orphans (`claim`).
     pub orphans_waiting: bool,
@@ -60,12 +55,24 @@ pub async fn survey(db: &impl GenericClient, dead_after: Duration) -> Result<Sur
         .await?;
     let row = db.query_one(&statement, &[&dead_after.as_secs_f64()]).await?;
     let alive = db
-        .prepare_cached(
-            "SELECT id, tenants FROM dialback_processes WHERE heartbeat_at >= now() - make_interval(secs => $1)",
-        )
+        .prepare_cached("SELECT id FROM dialback_processes WHERE heartbeat_at >= now() - make_interval(secs => $1)")
         .await?;
     let alive = db.query(&alive, &[&dead_after.as_secs_f64()]).await?;
-    Ok(Survey { alive: alive.iter().map(|r| (r.get(0), r.get(1))).collect(), orphans_waiting: row.get(0) })
+    // One probe of an in-flight index per company (a skip scan), whatever the calls in flight.
+    let skip_scan = |table: &str| {
+        format!(
+            "(WITH RECURSIVE t AS (
+                 (SELECT tenant_id FROM {table} WHERE ended_at IS NULL ORDER BY tenant_id LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT tenant_id FROM {table} WHERE ended_at IS NULL AND tenant_id > t.tenant_id
+                         ORDER BY tenant_id LIMIT 1)
+                 FROM t WHERE t.tenant_id IS NOT NULL)
+             SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL)"
+        )
+    };
+    let tenants = db.prepare_cached(&format!("{} UNION {}", skip_scan("callbacks"), skip_scan("return_calls"))).await?;
+    let tenants_in_flight = db.query(&tenants, &[]).await?.iter().map(|r| r.get(0)).collect();
+    Ok(Survey { alive: alive.iter().map(|r| r.get(0)).collect(), tenants_in_flight, orphans_waiting: row.get(0) })
 }
 
 /// Leaves: the process stopped (its calls were released first).

@@ -162,15 +162,6 @@ impl AmiPool {
         entries.iter().filter(|(_, e)| matches!(e.client.state(), ConnState::Up)).map(|(t, _)| t.clone()).collect()
     }
 
-    /// The tenants with calls this process follows (they hold their connection).
-    pub fn tenants_held(&self) -> Vec<String> {
-        let entries = self.entries.lock().expect("pool lock");
-        let mut held: Vec<String> =
-            entries.iter().filter(|(_, e)| e.holds.load(Ordering::Acquire) > 0).map(|(t, _)| t.clone()).collect();
-        held.sort();
-        held
-    }
-
     /// Keeps the connections of `tenants` open (this process stands by for their calls, which
     /// another process follows) and lets the others close when idle, as usual.
     pub fn stand_by(&self, tenants: &[String]) {
