@@ -461,18 +461,16 @@ async fn a_live_stream_on_another_process_gets_every_status() {
     assert_eq!(ids, [1, 2, 3, 4, 5]);
 }
 
-/// A return call outlives the process that routed it: that process killed while the client talks
-/// to the courier, another (with no session to the PBX yet) takes it over, and the call's end is
-/// recorded as it happened; a return call that ended before anyone took it over is recorded as
-/// lost.
-#[tokio::test]
-async fn a_return_call_outlives_the_process_that_routed_it() {
-    use crate::return_calls::{company, journal, pbx_with, CLIENT_OF_SILENT, DID};
+/// Two processes on a fresh database, company `acme`'s PBX set up through the first, and a
+/// return call routed by it whose courier talks until the caller (`client-call-1`) hangs up:
+/// the simulator, an observer on it, the database, both processes and the return call's id.
+async fn two_processes_and_a_return_call_that_talks_on(
+) -> (dialback_pbx_sim::Simulator, AmiObserver, String, DialbackProcess, DialbackProcess, String) {
+    use crate::return_calls::{company, journal, pbx_with, DID};
     let database = support::fresh_database().await;
     let one = DialbackProcess::start(&database, &UNLIMITED).await;
     let two = DialbackProcess::start(&database, &UNLIMITED).await;
     company(&one.app, json!({})).await;
-    // The courier talks until the caller hangs up.
     let (sim, observer, _) = pbx_with(&one.app, |t| t, |c| c.talk = Duration::from_secs(3600)).await;
     observer.call_in(DID, "89161234567", "client-call-1").await;
     let connected = eventually("the return call to connect", || async {
@@ -483,6 +481,23 @@ async fn a_return_call_outlives_the_process_that_routed_it() {
     })
     .await;
     let id = connected["id"].as_str().unwrap().to_owned();
+    (sim, observer, database, one, two, id)
+}
+
+/// The process that follows return call `id` now (None: released, nobody yet).
+async fn return_call_owner(database: &str, id: &str) -> Option<uuid::Uuid> {
+    let db = support::connect(database).await;
+    db.query_one("SELECT owner FROM return_calls WHERE id = $1::text::uuid", &[&id]).await.unwrap().get(0)
+}
+
+/// A return call outlives the process that routed it: that process killed while the client talks
+/// to the courier, another (with no session to the PBX yet) takes it over, and the call's end is
+/// recorded as it happened; a return call that ended before anyone took it over is recorded as
+/// lost.
+#[tokio::test]
+async fn a_return_call_outlives_the_process_that_routed_it() {
+    use crate::return_calls::{journal, CLIENT_OF_SILENT, DID};
+    let (sim, observer, database, one, two, id) = two_processes_and_a_return_call_that_talks_on().await;
     // Another caller, whose courier never answers: still ringing when the process dies.
     observer.call_in(DID, CLIENT_OF_SILENT, "client-call-2").await;
     let ringing = eventually("the second return call to ring", || async {
@@ -492,11 +507,7 @@ async fn a_return_call_outlives_the_process_that_routed_it() {
         }
     })
     .await;
-    let db = support::connect(&database).await;
-    let owner = || async {
-        let row = db.query_one("SELECT owner FROM return_calls WHERE id = $1::text::uuid", &[&id]).await.unwrap();
-        row.get::<_, Option<uuid::Uuid>>(0)
-    };
+    let owner = || return_call_owner(&database, &id);
     let routed_by = owner().await.expect("owned by the process that routed it");
     let logins = sim.logins();
     one.kill().await;
@@ -571,27 +582,11 @@ async fn only_the_process_following_a_call_writes_it() {
 /// other process claims it: the stopping process still hears it and records its real outcome.
 #[tokio::test]
 async fn a_return_call_ending_while_its_process_hands_it_over_gets_its_real_outcome() {
-    use crate::return_calls::{company, journal, pbx_with, DID};
-    let database = support::fresh_database().await;
-    let one = DialbackProcess::start(&database, &UNLIMITED).await;
-    let two = DialbackProcess::start(&database, &UNLIMITED).await;
-    company(&one.app, json!({})).await;
-    let (_sim, observer, _) = pbx_with(&one.app, |t| t, |c| c.talk = Duration::from_secs(3600)).await;
+    let (_sim, observer, database, one, two, id) = two_processes_and_a_return_call_that_talks_on().await;
     count_each_other(&[&one.app, &two.app]).await;
-    observer.call_in(DID, "89161234567", "client-call-1").await;
-    let connected = eventually("the return call to connect", || async {
-        match journal(&one.app, "limit=1").await.pop() {
-            Some(call) if call["status"] == "connected" => Ok(call),
-            other => Err(other),
-        }
-    })
-    .await;
-    let id = connected["id"].as_str().unwrap().to_owned();
-    let db = support::connect(&database).await;
     let stopping = tokio::spawn(one.terminate());
     eventually("the return call to be handed over", || async {
-        let row = db.query_one("SELECT owner FROM return_calls WHERE id = $1::text::uuid", &[&id]).await.unwrap();
-        match row.get::<_, Option<uuid::Uuid>>(0) {
+        match return_call_owner(&database, &id).await {
             None => Ok(()),
             Some(still) => Err(still),
         }
