@@ -106,8 +106,14 @@ async fn hang_up_and_see_completed(sim_port: u16, app: &TestApp, ids: &[&str]) {
 
 /// The process that follows a call now (None: released, nobody yet).
 async fn owner(database: &str, id: &str) -> Option<uuid::Uuid> {
+    owner_in(database, "callbacks", id).await
+}
+
+/// The process that follows call `id` of `table` now.
+async fn owner_in(database: &str, table: &str, id: &str) -> Option<uuid::Uuid> {
     let db = support::connect(database).await;
-    db.query_one("SELECT owner FROM callbacks WHERE id = $1::text::uuid", &[&id]).await.unwrap().get(0)
+    let sql = format!("SELECT owner FROM {table} WHERE id = $1::text::uuid");
+    db.query_one(&sql, &[&id]).await.unwrap().get(0)
 }
 
 /// Calls placed at a steady pace through three processes, one killed (SIGKILL) halfway while its
@@ -486,8 +492,29 @@ async fn two_processes_and_a_return_call_that_talks_on(
 
 /// The process that follows return call `id` now (None: released, nobody yet).
 async fn return_call_owner(database: &str, id: &str) -> Option<uuid::Uuid> {
-    let db = support::connect(database).await;
-    db.query_one("SELECT owner FROM return_calls WHERE id = $1::text::uuid", &[&id]).await.unwrap().get(0)
+    owner_in(database, "return_calls", id).await
+}
+
+/// Stops `process` (SIGTERM) and, once it has let call `id` (`owner_of` reads who follows it)
+/// go and before another process could claim it, runs `meanwhile`; the stop must end cleanly.
+async fn during_the_hand_over<F, O>(
+    process: DialbackProcess,
+    owner_of: F,
+    meanwhile: impl std::future::Future<Output = ()>,
+) where
+    F: Fn() -> O,
+    O: std::future::Future<Output = Option<uuid::Uuid>>,
+{
+    let stopping = tokio::spawn(process.terminate());
+    eventually("the call to be handed over", || async {
+        match owner_of().await {
+            None => Ok(()),
+            Some(still) => Err(still),
+        }
+    })
+    .await;
+    meanwhile.await;
+    assert!(stopping.await.unwrap().success());
 }
 
 /// A return call outlives the process that routed it: that process killed while the client talks
@@ -584,16 +611,7 @@ async fn only_the_process_following_a_call_writes_it() {
 async fn a_return_call_ending_while_its_process_hands_it_over_gets_its_real_outcome() {
     let (_sim, observer, database, one, two, id) = two_processes_and_a_return_call_that_talks_on().await;
     count_each_other(&[&one.app, &two.app]).await;
-    let stopping = tokio::spawn(one.terminate());
-    eventually("the return call to be handed over", || async {
-        match return_call_owner(&database, &id).await {
-            None => Ok(()),
-            Some(still) => Err(still),
-        }
-    })
-    .await;
-    observer.hangup("client-call-1").await;
-    assert!(stopping.await.unwrap().success());
+    during_the_hand_over(one, || return_call_owner(&database, &id), observer.hangup("client-call-1")).await;
     let admin = two.app.admin("acme");
     let done = eventually("the return call to end", || async {
         let call: Value = two.app.get_as(&format!("/v1/return-calls/{id}"), &admin).await.json().await.unwrap();
@@ -672,16 +690,7 @@ async fn a_call_ending_while_its_process_hands_it_over_gets_its_real_outcome() {
     one.app.wait_status(&id, &token, "connected").await;
     count_each_other(&[&one.app, &two.app]).await;
     let observer = AmiObserver::start(sim.addr().port()).await;
-    let stopping = tokio::spawn(one.terminate());
-    eventually("the call to be handed over", || async {
-        match owner(&database, &id).await {
-            None => Ok(()),
-            Some(still) => Err(still),
-        }
-    })
-    .await;
-    observer.hangup(&id).await;
-    assert!(stopping.await.unwrap().success());
+    during_the_hand_over(one, || owner(&database, &id), observer.hangup(&id)).await;
     let done = two.app.wait_terminal(&id, &two.app.admin("acme")).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert!(done["talk_seconds"].as_i64().is_some() && done["detail"].is_null(), "{done}");
