@@ -70,11 +70,17 @@ async fn trail(database: &str, id: &str) -> (Vec<String>, Vec<i32>) {
 async fn two_processes_and_calls_that_talk_on(
 ) -> (dialback_pbx_sim::Simulator, String, DialbackProcess, DialbackProcess) {
     let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
+    let (database, one, two) = two_processes_with_acme_on(&sim).await;
+    (sim, database, one, two)
+}
+
+/// Two processes on a fresh database, the first with company `acme`'s PBX (`sim`) saved.
+async fn two_processes_with_acme_on(sim: &dialback_pbx_sim::Simulator) -> (String, DialbackProcess, DialbackProcess) {
     let database = support::fresh_database().await;
     let one = DialbackProcess::start(&database, &UNLIMITED).await;
     let two = DialbackProcess::start(&database, &UNLIMITED).await;
     one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
-    (sim, database, one, two)
+    (database, one, two)
 }
 
 /// Waits until a process other than `placed_by` follows call `id`.
@@ -447,15 +453,13 @@ async fn a_couriers_limit_holds_across_processes() {
     assert_eq!(answers.iter().filter(|s| **s == 429).count(), 4, "{answers:?}");
 }
 
-/// A call's live stream opened on a process that neither placed the call nor hears its PBX still
-/// gets every status, written by the other process.
+/// A call's live stream opened on a process that did not place the call (it hears the PBX only
+/// as a standby, and writes nothing of the call) still gets every status, written by the other
+/// process.
 #[tokio::test]
 async fn a_live_stream_on_another_process_gets_every_status() {
     let sim = support::quick_sim().await;
-    let database = support::fresh_database().await;
-    let one = DialbackProcess::start(&database, &UNLIMITED).await;
-    let two = DialbackProcess::start(&database, &UNLIMITED).await;
-    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (_database, one, two) = two_processes_with_acme_on(&sim).await;
     let (token, body) = add_courier(&one.app, "acme", 0).await;
     count_each_other(&[&one.app, &two.app]).await;
     let id = tap(&one.app, &token, body).await;
@@ -576,10 +580,7 @@ async fn a_return_call_outlives_the_process_that_routed_it() {
 #[tokio::test]
 async fn only_the_process_following_a_call_writes_it() {
     let sim = support::quick_sim().await;
-    let database = support::fresh_database().await;
-    let one = DialbackProcess::start(&database, &UNLIMITED).await;
-    let two = DialbackProcess::start(&database, &UNLIMITED).await;
-    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (_database, one, two) = two_processes_with_acme_on(&sim).await;
     let completed = "dialback_callback_transitions_total{to=\"completed\"}";
     // Each process places a call, so each has a session to the PBX.
     for (i, app) in [&two.app, &one.app].into_iter().enumerate() {
