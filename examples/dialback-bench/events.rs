@@ -166,7 +166,7 @@ pub async fn webhooks(
 
     let tokens = api.courier_tokens(tenant, couriers)?;
     let ids =
-        load::fixed_rate(api, &tokens, target.rate, target.connections, target.duration, watched, figures).await?;
+        load::fixed_rate(api, &[], &tokens, target.rate, target.connections, target.duration, watched, figures).await?;
     // `fixed_rate` returns once every accepted callback is terminal.
     let load_ended_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let db = load::db(&api.config).await?;

@@ -245,10 +245,16 @@ impl ApiTapper {
 
     /// One tapper per worker.
     pub async fn many(addr: SocketAddr, tokens: &Arc<Vec<String>>, count: usize) -> Vec<ApiTapper> {
+        ApiTapper::spread(&[addr], tokens, count).await
+    }
+
+    /// One tapper per worker, worker `w` sending to `apis[w % apis.len()]`: processes behind a
+    /// balancer that alternates.
+    pub async fn spread(apis: &[SocketAddr], tokens: &Arc<Vec<String>>, count: usize) -> Vec<ApiTapper> {
         let nonce = Uuid::new_v4().simple().to_string();
         let mut out = Vec::with_capacity(count);
         for worker in 0..count {
-            out.push(ApiTapper::new(addr, tokens.clone(), worker, count, &nonce).await);
+            out.push(ApiTapper::new(apis[worker % apis.len()], tokens.clone(), worker, count, &nonce).await);
         }
         out
     }
@@ -405,11 +411,13 @@ pub async fn levels(
     Ok(())
 }
 
-/// Callbacks at a fixed `rate` (open loop, over `connections` connections) for `duration`, then
-/// the wait for terminal statuses: `rate_*` figures, as for a level. Returns the accepted
-/// callbacks' ids.
+/// Callbacks at a fixed `rate` (open loop, over `connections` connections spread over `api` and
+/// `others`) for `duration`, then the wait for terminal statuses: `rate_*` figures, as for a level.
+/// Returns the accepted callbacks' ids.
+#[allow(clippy::too_many_arguments)]
 pub async fn fixed_rate(
     api: &Api,
+    others: &[SocketAddr],
     tokens: &Arc<Vec<String>>,
     rate: f64,
     connections: usize,
@@ -417,10 +425,16 @@ pub async fn fixed_rate(
     watched: &[crate::stats::Watched],
     figures: &mut Figures,
 ) -> anyhow::Result<Vec<Uuid>> {
-    eprintln!("load: {rate} callbacks/s for {} s over {connections} connections", duration.as_secs_f64());
-    let tappers = ApiTapper::many(api.addr, tokens, connections).await;
+    let apis: Vec<SocketAddr> = std::iter::once(api.addr).chain(others.iter().copied()).collect();
+    eprintln!(
+        "load: {rate} callbacks/s for {} s over {connections} connections to {} process(es)",
+        duration.as_secs_f64(),
+        apis.len()
+    );
+    let tappers = ApiTapper::spread(&apis, tokens, connections).await;
     figures.num("rate_target_per_s", rate);
     figures.num("rate_connections", connections as f64);
+    figures.num("rate_seconds", duration.as_secs_f64());
     measure(api, watched, figures, "rate_", open_loop(tappers, rate, duration)).await
 }
 
@@ -444,6 +458,7 @@ async fn measure(
     run.figures(figures, key);
     terminal_figures(&api.config, &run, figures, key).await?;
     // Per accepted callback, counted until every one was terminal (the tracker's writes too).
+    crate::stats::cpu_sample(watched).per_callback_since(&before, run.taps.len(), figures, key);
     let per_callback = |n: u64| n as f64 / run.taps.len().max(1) as f64;
     let xacts = pg_transactions(&api.config).await? - xacts;
     figures.num(&format!("{key}pg_transactions_per_callback"), per_callback(xacts));

@@ -4,7 +4,8 @@
 //!
 //! - `seed`: a tenant (PBX settings, couriers, their orders) through the admin API;
 //! - `load`: HTTP callbacks at fixed concurrency levels, then the wait for terminal statuses;
-//! - `rate`: HTTP callbacks at a fixed rate (open loop), then the wait for terminal statuses;
+//! - `rate`: HTTP callbacks at a fixed rate (open loop) to one process or several, then the wait for
+//!   terminal statuses;
 //! - `webhooks`: the same with a webhook endpoint on the tenant, and what its receiver got;
 //! - `streams`: many live streams of callbacks: their memory, and one event's fan-out;
 //! - `agi`: return-call route decisions over FastAGI at a fixed rate;
@@ -124,6 +125,9 @@ enum Command {
     Rate {
         #[command(flatten)]
         api: ApiArgs,
+        /// More processes the connections are spread over (behind one balancer that alternates).
+        #[arg(long)]
+        other_api: Vec<SocketAddr>,
         #[arg(long, default_value_t = 2000.0)]
         rate: f64,
         #[arg(long, default_value_t = 8.0)]
@@ -399,12 +403,12 @@ async fn main() -> anyhow::Result<()> {
             load::levels(&api, &tokens, &levels, Duration::from_secs_f64(seconds), &watch, &mut figures).await?;
             figures.write(output.out.as_deref())?;
         }
-        Command::Rate { api: args, rate, seconds, connections, watch, output } => {
+        Command::Rate { api: args, other_api, rate, seconds, connections, watch, output } => {
             let api = api(&args)?;
             let tokens = api.courier_tokens(&args.tenant, args.couriers)?;
             let mut figures = Figures::new(&output.prefix);
             let duration = Duration::from_secs_f64(seconds);
-            load::fixed_rate(&api, &tokens, rate, connections, duration, &watch, &mut figures).await?;
+            load::fixed_rate(&api, &other_api, &tokens, rate, connections, duration, &watch, &mut figures).await?;
             figures.write(output.out.as_deref())?;
         }
         Command::Webhooks { api: args, rate, seconds, connections, watch, output } => {
@@ -515,7 +519,7 @@ async fn main() -> anyhow::Result<()> {
                 let (key, value) = pair.split_once('=').ok_or_else(|| anyhow::anyhow!("--set KEY=VALUE"))?;
                 // A commit id such as 6266e12 reads as a number; it is a name.
                 let value = match value.parse::<f64>() {
-                    Ok(number) if key != "commit" => stats::figure(number),
+                    Ok(number) if !matches!(key, "commit" | "ab_base") => stats::figure(number),
                     _ => serde_json::Value::from(value),
                 };
                 extra.insert(key.to_owned(), value);

@@ -584,6 +584,94 @@ pub fn render(f: &Figures) -> String {
         table(&mut out, &["figure", "value"], 1, rows);
     }
 
+    let clusters: Vec<u64> = (1..=3).filter(|n| g(&format!("cluster{n}_rate_target_per_s")).is_some()).collect();
+    if !clusters.is_empty() {
+        let _ = writeln!(out, "\n### PostgreSQL work per callback with 1, 2 and 3 processes\n");
+        let _ = writeln!(
+            out,
+            "One company (its own simulator, calls talk {} s) and callbacks at {}/s for {} s, open loop, the \
+             connections spread evenly over 1, 2, then 3 dialback processes on one PostgreSQL. Every process that \
+             places a call of the company keeps a session to its PBX and hears every call, but only the process \
+             following a call writes it: the transactions per callback should not grow with the processes. \
+             *Transactions* are the transaction ids PostgreSQL handed out from the start of the load until every \
+             accepted callback was terminal, heartbeats included.\n",
+            s("sim_talk_seconds"),
+            s(&format!("cluster{}_rate_target_per_s", clusters[0])),
+            s(&format!("cluster{}_rate_seconds", clusters[0])),
+        );
+        let rows = clusters
+            .iter()
+            .map(|n| {
+                let k = |figure: &str| s(&format!("cluster{n}_rate_{figure}"));
+                vec![
+                    n.to_string(),
+                    k("callbacks_per_s"),
+                    k("p99_ms"),
+                    k("errors"),
+                    k("completed_count"),
+                    k("pg_transactions_per_callback"),
+                    k("cpu_postgres_pct"),
+                ]
+            })
+            .collect();
+        let head = [
+            "processes",
+            "accepted/s",
+            "p99 ms",
+            "errors",
+            "completed",
+            "PG transactions per callback",
+            "CPU postgres",
+        ];
+        table(&mut out, &head, 1, rows);
+    }
+
+    if g("ab_fast_new_c16_callbacks_per_s").is_some() {
+        let _ = writeln!(out, "\n### A/B: this tree against {}\n", text("ab_base"));
+        let _ = writeln!(
+            out,
+            "The release of commit `{}` and this tree's, measured one after the other in this run, the same way: \
+             each alone on a fresh database of its own (migrated by its own binary), a company of its own on one \
+             simulator, closed loop at concurrency 16 and 64 ({} s each), then {}/s open loop; first with \
+             PostgreSQL as the rest of the bench runs it (`synchronous_commit` off), then durable (fsync and \
+             synchronous commit on). CPU per callback is each process's CPU time from the start of the load \
+             until every accepted callback was terminal, divided by the callbacks accepted; transactions are \
+             counted the same way (heartbeats included).\n",
+            text("ab_base"),
+            s("load_seconds"),
+            s("ab_rate_per_s"),
+        );
+        let figures = [
+            ("callbacks/s, c16", "c16_callbacks_per_s"),
+            ("p99 ms, c16", "c16_p99_ms"),
+            ("callbacks/s, c64", "c64_callbacks_per_s"),
+            ("p99 ms, c64", "c64_p99_ms"),
+            ("PostgreSQL CPU ms per callback, c64", "c64_pg_cpu_ms_per_callback"),
+            ("dialback CPU ms per callback, c64", "c64_dialback_cpu_ms_per_callback"),
+            ("PG transactions per callback, c64", "c64_pg_transactions_per_callback"),
+            ("open loop: accepted/s", "rate_callbacks_per_s"),
+            ("open loop: p99 ms", "rate_p99_ms"),
+            ("open loop: errors", "rate_errors"),
+            ("open loop: PostgreSQL CPU ms per callback", "rate_pg_cpu_ms_per_callback"),
+            ("open loop: PG transactions per callback", "rate_pg_transactions_per_callback"),
+        ];
+        let mut rows = Vec::new();
+        for (mode, label) in [("fast", "synchronous_commit off"), ("durable", "durable")] {
+            for (what, key) in figures {
+                let (base, new) = (g(&format!("ab_{mode}_base_{key}")), g(&format!("ab_{mode}_new_{key}")));
+                if base.is_none() && new.is_none() {
+                    continue;
+                }
+                let ratio = match (base, new) {
+                    (Some(b), Some(n)) if b != 0.0 => format!("{:.2}x", n / b),
+                    _ => "–".to_owned(),
+                };
+                rows.push(vec![label.to_owned(), what.to_owned(), show(base), show(new), ratio]);
+            }
+        }
+        table(&mut out, &["PostgreSQL", "figure", "base", "this tree", "this / base"], 2, rows);
+    }
+
     let _ = writeln!(out, "\n### Events: webhooks and live streams\n");
     let _ = writeln!(
         out,

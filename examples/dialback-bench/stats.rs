@@ -185,6 +185,18 @@ pub fn cpu_sample(watched: &[Watched]) -> CpuSample {
 }
 
 impl CpuSample {
+    /// `<name>_cpu_ms_per_callback` for each watched process: its CPU time since `before`,
+    /// milliseconds per one of `callbacks`.
+    pub fn per_callback_since(&self, before: &CpuSample, callbacks: usize, figures: &mut Figures, key_prefix: &str) {
+        for (name, ticks) in &self.by_name {
+            let delta = ticks.saturating_sub(before.by_name.get(name).copied().unwrap_or(0));
+            let ms = delta as f64 / TICKS_PER_S * 1000.0 / callbacks.max(1) as f64;
+            // `pg_cpu_ms_per_callback`, as issue 27 names PostgreSQL's.
+            let name = if name == "postgres" { "pg" } else { name.as_str() };
+            figures.num(&format!("{key_prefix}{name}_cpu_ms_per_callback"), ms);
+        }
+    }
+
     /// `cpu_<name>_pct` (percent of one core; the machine has `cores` × 100) for each watched
     /// process and the load generator, `cpu_interrupts_pct` (the kernel's network processing,
     /// mostly), and `cpu_other_pct`: busy time nobody here accounts for (other work on the
