@@ -264,9 +264,8 @@ impl CallbackService {
         })
     }
 
-    /// Records a change dialback itself made (failed to place, refused, canceled) as one step of
-    /// the audit trail, with its event; the attempt as now stored, or None when the call's events
-    /// moved it first.
+    /// Records a change dialback itself made (failed to place, refused, canceled) as one step,
+    /// with its event; the attempt as now stored, or None when the call's events moved it first.
     async fn record(
         &self,
         row: &CallbackRow,
@@ -566,8 +565,8 @@ impl CallbackService {
     }
 }
 
-/// Writes `row`'s move to `next` as one step (`cause` in the audit trail, `detail` on the row)
-/// with its event, and announces it; the attempt as now stored, or None when it had moved
+/// Writes `row`'s move to `next` as one step (`cause` in the log, `detail` on the row) with its
+/// event, and announces it; the attempt as now stored, or None when it had moved
 /// meanwhile (nothing was written).
 async fn record_step(
     db: &store::Client,
@@ -596,6 +595,8 @@ async fn record_step(
     };
     match store::callbacks::transition(db, &transition).await? {
         Moved::Yes { deliveries } => {
+            tracing::info!(call_id = %row.id, tenant = %row.tenant_id, status = next.status.as_str(),
+                path = format!("{} > {}", row.state.status.as_str(), next.status.as_str()), cause, "callback status");
             bus.committed(row.id, [(after.sequence, step.event.as_str())], deliveries);
             Ok(Some(after))
         }

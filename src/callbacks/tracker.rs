@@ -875,6 +875,9 @@ fn settle(calls: &mut HashMap<Uuid, Tracked>, change: Change, bus: &Bus, deliver
             reason = next.reason.map(|r| r.as_str()), failed_leg = next.failed_leg.map(|l| l.as_str()),
             talk_seconds = next.talk_seconds, "callback status");
     }
+    // What moved it, as read from the PBX: the history's "why", for whoever debugs a call.
+    tracing::debug!(call_id = %id, causes = ?steps.iter().map(|step| step.cause.as_str()).collect::<Vec<_>>(),
+        "callback steps");
     if let (Some(talk), Some(billable)) = (next.talk_seconds, next.cdr_billable_seconds) {
         // BillableSeconds counts from the courier's answer, so it includes the client's ringing:
         // it may exceed our talk time, never fall short of it by more than clock jitter.

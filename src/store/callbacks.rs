@@ -1,4 +1,4 @@
-//! Callback attempts and their audit trail of transitions.
+//! Callback attempts; their history is their events (`store::events`).
 
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
@@ -119,37 +119,34 @@ pub enum Inserted {
     Stale,
 }
 
-/// Writes a new attempt (before the PBX is contacted), its first transition and its first event,
+/// Writes a new attempt (before the PBX is contacted), and its first event,
 /// claiming the request's idempotency key and checking the facts it was decided on, in one
 /// statement (one round trip, atomic; see [`super::idempotency`] for the claim's rules). The
 /// tenant row exists: its courier does (or, for a test call, the caller made sure).
 pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Result<Inserted, StoreError> {
     let sql = format!(
         "WITH fresh AS (
-             SELECT $14::text IS NULL OR (
-                 EXISTS (SELECT FROM couriers WHERE tenant_id = $2 AND id = $3 AND active AND phone = $14)
-                 AND ($5::text IS NULL OR CASE WHEN $15::boolean
-                     THEN EXISTS (SELECT FROM orders WHERE tenant_id = $2 AND id = $5 AND state = $16
-                                    AND courier_id IS NOT DISTINCT FROM $17 AND phones = $18::text[])
+             SELECT $13::text IS NULL OR (
+                 EXISTS (SELECT FROM couriers WHERE tenant_id = $2 AND id = $3 AND active AND phone = $13)
+                 AND ($5::text IS NULL OR CASE WHEN $14::boolean
+                     THEN EXISTS (SELECT FROM orders WHERE tenant_id = $2 AND id = $5 AND state = $15
+                                    AND courier_id IS NOT DISTINCT FROM $16 AND phones = $17::text[])
                      ELSE NOT EXISTS (SELECT FROM orders WHERE tenant_id = $2 AND id = $5) END)) AS ok),
          claim AS ({}),
          cb AS (
              INSERT INTO callbacks (id, tenant_id, courier_id, target, order_id, to_number, courier_number,
                  status, reason, detail, created_at, updated_at, ended_at, last_sequence, owner, confirmation)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $19, $19, $20, 1, $22, $23
-             WHERE (SELECT ok FROM fresh) AND ($12::text IS NULL OR EXISTS (SELECT FROM claim))
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $18, $18, $19, 1, $21, $22
+             WHERE (SELECT ok FROM fresh) AND ($11::text IS NULL OR EXISTS (SELECT FROM claim))
              RETURNING id, tenant_id, status),
-         first AS (
-             INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
-             SELECT id, NULL, status, $11 FROM cb),
-         first_event AS (SELECT id AS subject_id, tenant_id, 1 AS sequence, $21::text AS data FROM cb),
+         first_event AS (SELECT id AS subject_id, tenant_id, 1 AS sequence, $20::text AS data FROM cb),
          {}
          SELECT EXISTS (SELECT FROM cb), (SELECT ok FROM fresh), (SELECT count(*) FROM deliveries_written)",
         claim_sql(&ClaimSql {
             tenant: "$2",
             courier: "$3",
-            key: "$12",
-            request_hash: "$13",
+            key: "$11",
+            request_hash: "$12",
             callback_id: "$1",
             when: "(SELECT ok FROM fresh)",
         }),
@@ -171,7 +168,6 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
                 &row.state.status.as_str(),
                 &row.state.reason.map(Reason::as_str),
                 &row.detail,
-                &row.detail.as_deref().unwrap_or("created"),
                 &new.claim.map(|c| c.key),
                 &new.claim.map(|c| c.request_hash),
                 &new.decided_on.map(|d| d.courier_phone),
@@ -267,10 +263,13 @@ pub async fn list(db: &impl GenericClient, tenant: &TenantId, f: &ListFilter) ->
     Ok(rows.iter().map(from_row).collect())
 }
 
-/// One entry of the audit trail: a status (or reason) change and what caused it, with its event.
+/// One status (or reason) change and what caused it, written as one event: the events are the
+/// attempt's history. (Releases before this one also wrote each step to `callback_transitions`;
+/// that table is no longer written, and is kept only while such a release may still run.)
 pub struct Step {
     pub from: Status,
     pub to: Status,
+    /// What caused it, for the log (the fact as read from the PBX).
     pub cause: String,
     /// The event's data: the callback as the API shows it after this step (numbered after the
     /// callback's last event and the steps before this one).
@@ -278,7 +277,7 @@ pub struct Step {
 }
 
 /// One attempt's move from `from` to `to`, with the changes on the way (`steps`, several when a
-/// burst of events was applied at once) for the audit trail and as events.
+/// burst of events was applied at once), each written as an event.
 pub struct Transition<'a> {
     pub id: Uuid,
     /// The number of the attempt's last event, as read with `from`.
@@ -299,8 +298,8 @@ pub enum Moved {
     No,
 }
 
-/// Moves an attempt from `from` to `to` if nobody moved it meanwhile, records its steps in the
-/// audit trail and as events: one statement, so one round trip and atomic.
+/// Moves an attempt from `from` to `to` if nobody moved it meanwhile and records its steps as
+/// events: one statement, so one round trip and atomic.
 pub async fn transition(db: &deadpool_postgres::Client, t: &Transition<'_>) -> Result<Moved, StoreError> {
     let statement = db.prepare_cached(&transition_sql()).await?;
     execute_transition(db, &statement, t).await
@@ -365,18 +364,12 @@ fn transition_sql() -> String {
             UPDATE callbacks SET status = $2, failed_leg = $3, reason = $4, hangup_cause = $5, courier_channel = $6,
                 courier_answered_at = $7, connected_at = $8, ended_at = $9, talk_seconds = $10,
                 cdr_billable_seconds = $11, detail = COALESCE($13, detail), action_id = COALESCE($14, action_id),
-                cdr = $18, last_sequence = $19 + cardinality($15::text[]), confirmation = $21, updated_at = now()
-            WHERE id = $1 AND status = $12 AND last_sequence = $19
+                cdr = $15, last_sequence = $16 + cardinality($17::text[]), confirmation = $18, updated_at = now()
+            WHERE id = $1 AND status = $12 AND last_sequence = $16
             RETURNING id, tenant_id),
-         audit AS (
-            INSERT INTO callback_transitions (callback_id, from_status, to_status, cause)
-            SELECT moved.id, step.from_status, step.to_status, step.cause
-            FROM moved, unnest($15::text[], $16::text[], $17::text[]) WITH ORDINALITY
-                AS step(from_status, to_status, cause, n)
-            ORDER BY step.n),
          step_events AS (
-            SELECT moved.id AS subject_id, moved.tenant_id, $19 + e.n::integer AS sequence, e.data
-            FROM moved, unnest($20::text[]) WITH ORDINALITY AS e(data, n)),
+            SELECT moved.id AS subject_id, moved.tenant_id, $16 + e.n::integer AS sequence, e.data
+            FROM moved, unnest($17::text[]) WITH ORDINALITY AS e(data, n)),
          {}
          SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM deliveries_written)",
         outbox_ctes("step_events", EventType::CallbackStatusChanged)
@@ -388,9 +381,6 @@ async fn execute_transition(
     statement: &tokio_postgres::Statement,
     t: &Transition<'_>,
 ) -> Result<Moved, StoreError> {
-    let froms: Vec<&str> = t.steps.iter().map(|s| s.from.as_str()).collect();
-    let tos: Vec<&str> = t.steps.iter().map(|s| s.to.as_str()).collect();
-    let causes: Vec<&str> = t.steps.iter().map(|s| s.cause.as_str()).collect();
     let events: Vec<&str> = t.steps.iter().map(|s| s.event.as_str()).collect();
     let (to, from) = (t.to, t.from);
     let row = db
@@ -411,9 +401,6 @@ async fn execute_transition(
                 &from.status.as_str(),
                 &t.detail,
                 &t.action_id,
-                &froms,
-                &tos,
-                &causes,
                 &(!to.cdr.is_empty()).then(|| serde_json::to_value(&to.cdr).expect("a CDR serialises")),
                 &t.sequence,
                 &events,
@@ -473,23 +460,6 @@ pub async fn active_tenants(db: &impl GenericClient, since: OffsetDateTime) -> R
         )
         .await?;
     Ok(rows.iter().map(|r| super::tenant_at(r, 0)).collect())
-}
-
-/// The audit trail of one attempt, oldest first: (at, from, to, cause).
-pub async fn transitions(
-    db: &impl GenericClient,
-    id: Uuid,
-) -> Result<Vec<(OffsetDateTime, Option<String>, String, String)>, StoreError> {
-    let rows = db
-        .query(
-            &db.prepare_cached(
-                "SELECT at, from_status, to_status, cause FROM callback_transitions WHERE callback_id = $1 ORDER BY id",
-            )
-            .await?,
-            &[&id],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
 }
 
 #[cfg(test)]

@@ -48,13 +48,7 @@ async fn tap(app: &TestApp, token: &str, body: Value) -> String {
 /// The statuses a call passed through, oldest first, and its events' numbers.
 async fn trail(database: &str, id: &str) -> (Vec<String>, Vec<i32>) {
     let db = support::connect(database).await;
-    let statuses = db
-        .query("SELECT to_status FROM callback_transitions WHERE callback_id = $1::text::uuid ORDER BY id", &[&id])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let statuses = support::statuses(&db, id).await;
     let sequences = db
         .query("SELECT sequence FROM events WHERE subject_id = $1::text::uuid ORDER BY sequence", &[&id])
         .await

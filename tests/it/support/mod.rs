@@ -96,6 +96,17 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// The statuses a callback passed through, oldest first: one per event (its history), read
+/// straight from PostgreSQL.
+pub async fn statuses(db: &tokio_postgres::Client, id: &str) -> Vec<String> {
+    db.query("SELECT data::json->>'status' FROM events WHERE subject_id = $1::text::uuid ORDER BY sequence", &[&id])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// A new database with the current schema, cloned from a template migrated once per cluster.
 pub async fn fresh_database() -> String {
     let admin_url = admin_url();
@@ -451,7 +462,8 @@ pub fn attempt_row(
 /// Writes `row` (see [`attempt_row`]) straight to the store, with a placeholder first event.
 pub async fn insert_attempt(db: &deadpool_postgres::Client, row: &dialback::store::callbacks::CallbackRow) {
     use dialback::store::callbacks::{insert, Inserted, NewCallback};
-    let new = NewCallback { row, event: "{}", claim: None, decided_on: None, owner: None };
+    let event = serde_json::json!({ "status": row.state.status.as_str() }).to_string();
+    let new = NewCallback { row, event: &event, claim: None, decided_on: None, owner: None };
     assert!(matches!(insert(db, &new).await.unwrap(), Inserted::Written { .. }));
 }
 
