@@ -638,7 +638,7 @@ pub fn render(f: &Figures) -> String {
              until every accepted callback was terminal, divided by the callbacks accepted; transactions are \
              counted the same way (heartbeats included).\n",
             text("ab_base"),
-            s("load_seconds"),
+            s("ab_fast_new_load_seconds"),
             s("ab_rate_per_s"),
         );
         let figures = [
