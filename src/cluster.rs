@@ -142,7 +142,15 @@ impl Cluster {
         F: Fn(store::Client) -> Fut,
         Fut: std::future::Future<Output = Result<i64, StoreError>>,
     {
-        if released == 0 || self.processes_alive() <= 1 {
+        if released == 0 {
+            return;
+        }
+        // Asked now, not taken from the last beat: a process that started since then would be
+        // missed, and this one would stop at once with nobody writing the calls it let go.
+        let alive = async { store::processes::alive(&store::client(&self.db).await?, DEAD_AFTER).await }.await;
+        let others =
+            alive.map_or(self.processes_alive() - 1, |alive| alive.iter().filter(|p| **p != self.process).count());
+        if others == 0 {
             return;
         }
         self.leave().await;

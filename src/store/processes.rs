@@ -54,10 +54,6 @@ pub async fn survey(db: &impl GenericClient, dead_after: Duration) -> Result<Sur
         ))
         .await?;
     let row = db.query_one(&statement, &[&dead_after.as_secs_f64()]).await?;
-    let alive = db
-        .prepare_cached("SELECT id FROM dialback_processes WHERE heartbeat_at >= now() - make_interval(secs => $1)")
-        .await?;
-    let alive = db.query(&alive, &[&dead_after.as_secs_f64()]).await?;
     // One probe of an in-flight index per company (a skip scan), whatever the calls in flight.
     let skip_scan = |table: &str| {
         format!(
@@ -72,7 +68,15 @@ pub async fn survey(db: &impl GenericClient, dead_after: Duration) -> Result<Sur
     };
     let tenants = db.prepare_cached(&format!("{} UNION {}", skip_scan("callbacks"), skip_scan("return_calls"))).await?;
     let tenants_in_flight = db.query(&tenants, &[]).await?.iter().map(|r| r.get(0)).collect();
-    Ok(Survey { alive: alive.iter().map(|r| r.get(0)).collect(), tenants_in_flight, orphans_waiting: row.get(0) })
+    Ok(Survey { alive: alive(db, dead_after).await?, tenants_in_flight, orphans_waiting: row.get(0) })
+}
+
+/// The processes alive: each beat within `dead_after`.
+pub async fn alive(db: &impl GenericClient, dead_after: Duration) -> Result<Vec<Uuid>, StoreError> {
+    let alive = db
+        .prepare_cached("SELECT id FROM dialback_processes WHERE heartbeat_at >= now() - make_interval(secs => $1)")
+        .await?;
+    Ok(db.query(&alive, &[&dead_after.as_secs_f64()]).await?.iter().map(|r| r.get(0)).collect())
 }
 
 /// Leaves: the process stopped (its calls were released first).
