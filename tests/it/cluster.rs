@@ -690,3 +690,33 @@ async fn a_call_ending_while_its_process_hands_it_over_gets_its_real_outcome() {
     assert_eq!(done["status"], "completed", "{done}");
     assert!(done["talk_seconds"].as_i64().is_some() && done["detail"].is_null(), "{done}");
 }
+
+/// SIGTERM right after another process joined, before this one's next heartbeat counted it (a
+/// rolling upgrade replaces processes one right after the other): the stopping process asks the
+/// database who is alive rather than trusting its last beat, so it listens until its calls are
+/// claimed, and a call that ends meanwhile gets its real outcome instead of being left to nobody.
+#[tokio::test]
+async fn a_process_stopping_just_after_another_joined_still_listens_to_its_calls() {
+    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
+    let database = support::fresh_database().await;
+    let one = DialbackProcess::start(&database, &UNLIMITED).await;
+    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (token, body) = add_courier(&one.app, "acme", 0).await;
+    let id = tap(&one.app, &token, body).await;
+    one.app.wait_status(&id, &token, "connected").await;
+    // The newcomer, as its first beat registers it: it claims nothing in this test, so `one`
+    // listens for the whole hand-over wait.
+    let db = support::connect(&database).await;
+    db.execute(
+        "INSERT INTO dialback_processes (id, host, pid, version) VALUES (gen_random_uuid(), 'newcomer', 1, 'test')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let observer = AmiObserver::start(sim.addr().port()).await;
+    during_the_hand_over(one, || owner(&database, &id), observer.hangup(&id)).await;
+    let row =
+        db.query_one("SELECT status, talk_seconds FROM callbacks WHERE id = $1::text::uuid", &[&id]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "completed");
+    assert!(row.get::<_, Option<i32>>(1).is_some());
+}
