@@ -68,6 +68,15 @@ async fn two_processes_and_calls_that_talk_on(
     (sim, database, one, two)
 }
 
+/// One process on a fresh database with company `acme`'s PBX saved, whose calls talk until hung up.
+async fn one_process_and_calls_that_talk_on() -> (dialback_pbx_sim::Simulator, String, DialbackProcess) {
+    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
+    let database = support::fresh_database().await;
+    let process = DialbackProcess::start(&database, &UNLIMITED).await;
+    process.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    (sim, database, process)
+}
+
 /// Two processes on a fresh database, the first with company `acme`'s PBX (`sim`) saved.
 async fn two_processes_with_acme_on(sim: &dialback_pbx_sim::Simulator) -> (String, DialbackProcess, DialbackProcess) {
     let database = support::fresh_database().await;
@@ -302,10 +311,7 @@ async fn a_call_that_ended_while_no_process_ran_gets_its_outcome_from_the_pbx() 
 /// ended unseen is `unknown`, saying why nobody heard it and why there is no record.
 #[tokio::test]
 async fn without_the_pbx_record_a_call_that_ended_unseen_is_unknown_and_says_why() {
-    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
-    let database = support::fresh_database().await;
-    let first = DialbackProcess::start(&database, &UNLIMITED).await;
-    first.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (sim, database, first) = one_process_and_calls_that_talk_on().await;
     let (second, still_up, token, ended_unseen) =
         the_only_process_killed_while_a_call_ends(&sim, &database, first).await;
     let unseen = second.app.wait_terminal(&ended_unseen, &second.app.admin("acme")).await;
@@ -697,15 +703,12 @@ async fn a_call_ending_while_its_process_hands_it_over_gets_its_real_outcome() {
 /// claimed, and a call that ends meanwhile gets its real outcome instead of being left to nobody.
 #[tokio::test]
 async fn a_process_stopping_just_after_another_joined_still_listens_to_its_calls() {
-    let sim = support::sim_with(|c| c.talk = Duration::from_secs(3600)).await;
-    let database = support::fresh_database().await;
-    let one = DialbackProcess::start(&database, &UNLIMITED).await;
-    one.app.configure_pbx("acme", sim.addr().port(), json!({})).await;
+    let (sim, database, one) = one_process_and_calls_that_talk_on().await;
     let (token, body) = add_courier(&one.app, "acme", 0).await;
     let id = tap(&one.app, &token, body).await;
     one.app.wait_status(&id, &token, "connected").await;
-    // The newcomer, as its first beat registers it: it claims nothing in this test, so `one`
-    // listens for the whole hand-over wait.
+    // The newcomer, as its first beat registers it. It claims nothing, so the call stays with
+    // `one`, which must still be listening when the call ends.
     let db = support::connect(&database).await;
     db.execute(
         "INSERT INTO dialback_processes (id, host, pid, version) VALUES (gen_random_uuid(), 'newcomer', 1, 'test')",
