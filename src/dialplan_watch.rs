@@ -108,6 +108,7 @@ impl DialplanWatch {
             hint: inspection.hint.as_ref().map(|h| h.render(Lang::En)),
             hint_text: inspection.hint,
         };
+        self.callbacks.dialplan_checked(tenant, inspection.verdict == Verdict::Current);
         metrics::gauge!("dialback_dialplan_failing", "tenant" => tenant.to_string())
             .set(f64::from(u8::from(inspection.verdict == Verdict::Failing)));
         metrics::counter!("dialback_dialplan_checks_total", "result" => result).increment(1);

@@ -58,8 +58,19 @@ impl RegistryCache {
     }
 }
 
-/// A tenant's settings with their decrypted secret, for `SETTINGS_TTL`.
-pub struct SettingsCache(moka::sync::Cache<TenantId, (PbxSettings, SecretString)>);
+/// A company's saved settings as a tap reads them.
+#[derive(Clone)]
+pub struct Saved {
+    pub settings: PbxSettings,
+    /// The AMI secret, decrypted (empty when the company has no PBX).
+    pub secret: SecretString,
+    /// Whether the last check found the PBX running the dialplan these settings generate, this
+    /// version (`dialplan_watch`): only then is leg 1 rung through its courier context.
+    pub runs_our_dialplan: bool,
+}
+
+/// Each tenant's [`Saved`] settings, for `SETTINGS_TTL`.
+pub struct SettingsCache(moka::sync::Cache<TenantId, Saved>);
 
 impl SettingsCache {
     /// Entries live `ttl` at most (see `DbConfig::cache_ttl_s`).
@@ -67,12 +78,20 @@ impl SettingsCache {
         Self(moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ttl).build())
     }
 
-    pub(super) fn get(&self, tenant: &TenantId) -> Option<(PbxSettings, SecretString)> {
+    pub(super) fn get(&self, tenant: &TenantId) -> Option<Saved> {
         self.0.get(tenant)
     }
 
-    pub(super) fn put(&self, tenant: &TenantId, settings: &PbxSettings, secret: &SecretString) {
-        self.0.insert(tenant.clone(), (settings.clone(), secret.clone()));
+    pub(super) fn put(&self, tenant: &TenantId, saved: &Saved) {
+        self.0.insert(tenant.clone(), saved.clone());
+    }
+
+    /// This process checked the company's dialplan: taps use the result at once.
+    pub(super) fn dialplan_checked(&self, tenant: &TenantId, current: bool) {
+        if let Some(mut saved) = self.0.get(tenant) {
+            saved.runs_our_dialplan = current;
+            self.0.insert(tenant.clone(), saved);
+        }
     }
 
     /// The tenant saved new settings.

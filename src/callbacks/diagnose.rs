@@ -322,11 +322,11 @@ fn second_leg_hint(reason: Option<Reason>, settings: &PbxSettings) -> Text {
 /// The `dialplan` step (`super::dialplan_check`): fails, and the Test stops, when something the
 /// settings turn on needs a context the PBX does not run as generated; otherwise what differs is a
 /// warning (a passed step with a hint): a company may dial through a context of its own.
-async fn dialplan_step(client: &AmiClient, expected: &Generated, steps: &mut Steps) -> bool {
+async fn dialplan_step(client: &AmiClient, expected: &Generated, steps: &mut Steps) -> Verdict {
     let inspection = dialplan_check::inspect(client, expected).await;
-    let failing = inspection.verdict == Verdict::Failing;
-    steps.push("dialplan", !failing, inspection.detail, inspection.hint);
-    !failing
+    let verdict = inspection.verdict;
+    steps.push("dialplan", verdict != Verdict::Failing, inspection.detail, inspection.hint);
+    verdict
 }
 
 /// What the Test button has seen of its call so far.
@@ -439,15 +439,20 @@ impl CallbackService {
             client.close().await;
             return Ok(steps.done(None, None));
         }
-        if let Some(expected) = expected {
-            if !dialplan_step(&client, expected, &mut steps).await {
-                client.close().await;
-                return Ok(steps.done(None, None));
-            }
+        let verdict = match expected {
+            Some(expected) => Some(dialplan_step(&client, expected, &mut steps).await),
+            None => None,
+        };
+        if verdict == Some(Verdict::Failing) {
+            client.close().await;
+            return Ok(steps.done(None, None));
         }
         // Subscribed before the originate: a phone that is busy answers before `place` returns.
         let events = client.subscribe();
-        let via = Via::Dedicated { settings: Box::new(settings.clone()), client: client.clone() };
+        // The test call rings the first number as couriers' calls will: through the courier's
+        // context when the PBX runs this dialplan.
+        let runs_our_dialplan = verdict == Some(Verdict::Current);
+        let via = Via::Dedicated { settings: Box::new(settings.clone()), client: client.clone(), runs_our_dialplan };
         let placed = match self.prepare(tenant, admin, CallRequest::Test { from, to }, via, None).await {
             Ok(prepared) => self.originate(prepared).await,
             Err(e) => Err(e),

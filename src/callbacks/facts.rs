@@ -31,7 +31,11 @@ pub fn fact_of(event: &AmiEvent, key: &str) -> Option<Fact> {
             Some(status) => Some(Fact::CourierFailed { reason: Reason::from_dial_status(status) }),
             None => None,
         },
-        AmiEvent::BridgeEnter(c) if c.linkedid == key => Some(Fact::Bridged),
+        // The courier channel entering the bridge with leg 2. Not any channel of the call: when leg
+        // 1 rings through the dialplan (or a Local channel template), the courier's phone and the
+        // `;2` half are bridged as soon as the courier answers, while the client has not been dialled
+        // (tests/fixtures/asterisk-22/ami-k5/k5_cancel_while_client_rings.raw.txt).
+        AmiEvent::BridgeEnter(c) if c.uniqueid == key => Some(Fact::Bridged),
         // A Local courier channel comes as two halves: `;1` (Uniqueid = key) hangs up with cause 0
         // on busy or congestion, `;2` (`key;2`) carries the real cause.
         AmiEvent::Hangup(h) if h.channel.uniqueid == key || h.channel.uniqueid.strip_suffix(";2") == Some(key) => {
@@ -102,5 +106,22 @@ mod tests {
         };
         assert_eq!(fact_of(&half("abc;2"), "abc"), Some(Fact::CourierHangup { cause: 17 }));
         assert_eq!(fact_of(&half("abd;2"), "abc"), None, "another call's channel");
+    }
+
+    #[test]
+    fn only_the_courier_channel_entering_a_bridge_connects_the_call() {
+        let enter = |channel: &str, uniqueid: &str| {
+            AmiEvent::BridgeEnter(ChannelRef {
+                channel: channel.into(),
+                uniqueid: uniqueid.into(),
+                linkedid: "abc".into(),
+            })
+        };
+        // Leg 1's bridge, on the courier's answer (k5_cancel_while_client_rings).
+        assert_eq!(fact_of(&enter("Local/79001112233@phones-00000012;1", "1796530941.36"), "abc"), None);
+        assert_eq!(fact_of(&enter("Local/79001112233@from-courier-leg1-00000011;2", "abc;2"), "abc"), None);
+        // Leg 2's, once the client answered.
+        let courier = enter("Local/79001112233@from-courier-leg1-00000011;1", "abc");
+        assert_eq!(fact_of(&courier, "abc"), Some(Fact::Bridged));
     }
 }

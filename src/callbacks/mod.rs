@@ -40,7 +40,7 @@ use crate::store::callbacks::{CallbackRow, DecidedOn, Inserted, Moved, NewCallba
 use crate::store::idempotency::IdempotencyClaim;
 use crate::store::{self, StoreError};
 use crate::telemetry::Chain;
-pub use caches::{RegistryCache, SettingsCache};
+pub use caches::{RegistryCache, Saved, SettingsCache};
 pub use tracker::Tracker;
 use view::event_data;
 
@@ -57,8 +57,8 @@ pub enum Via {
     /// The tenant's saved settings and its pooled connection (couriers).
     Pool,
     /// Given (possibly unsaved) settings over a connection of its own (the admin's Test button),
-    /// so a test never disturbs the connection couriers use.
-    Dedicated { settings: Box<PbxSettings>, client: AmiClient },
+    /// so a test never disturbs the connection couriers use; `runs_our_dialplan` as the Test found.
+    Dedicated { settings: Box<PbxSettings>, client: AmiClient, runs_our_dialplan: bool },
 }
 
 /// [`CallbackService::pbx_availability`]'s answer.
@@ -230,6 +230,11 @@ impl CallbackService {
 
     /// The company's settings and its AMI secret (empty when it has no PBX).
     pub async fn settings(&self, tenant: &TenantId) -> Result<Option<(PbxSettings, SecretString)>, PlaceError> {
+        Ok(self.saved(tenant).await?.map(|saved| (saved.settings, saved.secret)))
+    }
+
+    /// The company's settings as a tap reads them (cached).
+    async fn saved(&self, tenant: &TenantId) -> Result<Option<Saved>, PlaceError> {
         if let Some(cached) = self.settings_cache.get(tenant) {
             return Ok(Some(cached));
         }
@@ -239,9 +244,16 @@ impl CallbackService {
             true => self.secrets.decrypt(&stored.secret_enc, tenant).map_err(|_| PlaceError::SecretUndecryptable)?,
             false => String::new(),
         };
-        let secret = SecretString::from(secret);
-        self.settings_cache.put(tenant, &stored.settings, &secret);
-        Ok(Some((stored.settings, secret)))
+        let runs_our_dialplan = stored.dialplan_check.as_ref().is_some_and(|check| check["result"] == "current");
+        let saved = Saved { settings: stored.settings, secret: SecretString::from(secret), runs_our_dialplan };
+        self.settings_cache.put(tenant, &saved);
+        Ok(Some(saved))
+    }
+
+    /// This process checked the company's dialplan (`dialplan_watch`); `current`: the PBX runs the
+    /// one its saved settings generate.
+    pub fn dialplan_checked(&self, tenant: &TenantId, current: bool) {
+        self.settings_cache.dialplan_checked(tenant, current);
     }
 
     /// How the company's numbers are read when written nationally (its settings' default region,
@@ -290,13 +302,14 @@ impl CallbackService {
         via: Via,
         claim: Option<&IdempotencyClaim<'_>>,
     ) -> Result<Prepared, PlaceError> {
-        let (settings, client) = match via {
+        let (settings, client, runs_our_dialplan) = match via {
             Via::Pool => {
-                let (settings, secret) = self.settings(tenant).await?.ok_or(PlaceError::NotConfigured)?;
+                let Saved { settings, secret, runs_our_dialplan } =
+                    self.saved(tenant).await?.ok_or(PlaceError::NotConfigured)?;
                 let client = self.cluster.ami.client(tenant, &pbx_login(&settings, secret));
-                (settings, client)
+                (settings, client, runs_our_dialplan)
             }
-            Via::Dedicated { settings, client } => (*settings, client),
+            Via::Dedicated { settings, client, runs_our_dialplan } => (*settings, client, runs_our_dialplan),
         };
         let db = store::client(&self.db).await?;
         let order_id = request.order_id();
@@ -392,11 +405,15 @@ impl CallbackService {
             }
         };
         drop(db);
+        let courier_dialled = format!("{}{}", settings.courier_prefix, settings.dial_format.render(&courier_number));
         let originate = Originate {
-            channel: render_channel(
-                &settings.channel_template,
-                &format!("{}{}", settings.courier_prefix, settings.dial_format.render(&courier_number)),
-            ),
+            // Through the courier's context when the PBX runs it, so that the PBX keeps how leg 1
+            // ended (`domain::dialplan`); `/n`: the Local pair stays up to the end, so the call's
+            // channel lives as long as the call (tests/fixtures/asterisk-22/ami-k5/README.md).
+            channel: match runs_our_dialplan {
+                true => format!("Local/{courier_dialled}@{}/n", dialplan::leg1_context(&settings.context)),
+                false => render_channel(&settings.channel_template, &courier_dialled),
+            },
             context: settings.context.clone(),
             exten: destination.exten,
             timeout_ms: u64::from(settings.originate_timeout_s) * 1000,

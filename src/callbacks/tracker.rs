@@ -725,21 +725,40 @@ async fn recover_from_records(
     }
 }
 
-/// The facts of call `id`'s record on the PBX behind `client`; why there are none.
+/// The facts of call `id`'s records on the PBX behind `client`: the call's own (written once the
+/// courier answered), else leg 1's (how the courier's phone failed); why there are none.
 async fn outcome_record(client: Option<&AmiClient>, id: Uuid) -> Result<Vec<Timed>, String> {
     let client = client.ok_or("no AMI session to the PBX was open to read its record")?;
     let id = id.to_string();
-    match client.db_get(outcome_record::FAMILY, outcome_record::key(&id)).await {
+    let call = read_record(client, outcome_record::FAMILY, &id).await?;
+    if let Kept::Ours(record) = call {
+        return record.facts();
+    }
+    match read_record(client, outcome_record::LEG1_FAMILY, &id).await? {
+        Kept::Ours(record) => record.leg1_facts(),
+        Kept::Another if matches!(call, Kept::Another) => {
+            Err("the PBX's record of it was overwritten by a later call".into())
+        }
+        _ => Err("the PBX kept no record of it (it keeps one when it runs dialback's current dialplan)".into()),
+    }
+}
+
+/// What a PBX holds under a call's key in one family.
+enum Kept {
+    Ours(OutcomeRecord),
+    /// Another call's record (the key is the call id's last digits).
+    Another,
+    Nothing,
+}
+
+/// Call `id`'s record in AstDB `family`; an error when it cannot be read.
+async fn read_record(client: &AmiClient, family: &str, id: &str) -> Result<Kept, String> {
+    match client.db_get(family, outcome_record::key(id)).await {
         Ok(Some(value)) => {
             let record = OutcomeRecord::parse(&value)?;
-            if record.call_id != id {
-                return Err("the PBX's record of it was overwritten by a later call".into());
-            }
-            record.facts()
+            Ok(if record.call_id == id { Kept::Ours(record) } else { Kept::Another })
         }
-        Ok(None) => Err("the PBX kept no record of it (it keeps one from the courier's answer on, when it runs \
-                         dialback's current dialplan)"
-            .into()),
+        Ok(None) => Ok(Kept::Nothing),
         Err(e) => Err(format!("its record could not be read from the PBX ({})", Chain(&e))),
     }
 }

@@ -57,6 +57,8 @@ pub async fn put_dialplan_check(
     Ok(())
 }
 
+/// Saves a company's settings; the last check of its dialplan is dropped with the settings it
+/// checked (the next check is of these).
 pub async fn put_settings(
     db: &impl GenericClient,
     tenant: &TenantId,
@@ -69,7 +71,8 @@ pub async fn put_settings(
         .query_one(
             &db.prepare_cached(
                 "INSERT INTO pbx_settings (tenant_id, settings, secret_enc) VALUES ($1, $2, $3)
-             ON CONFLICT (tenant_id) DO UPDATE SET settings = $2, secret_enc = $3, updated_at = now()
+             ON CONFLICT (tenant_id) DO UPDATE SET settings = $2, secret_enc = $3, updated_at = now(),
+                 dialplan_check = NULL
              RETURNING updated_at",
             )
             .await?,

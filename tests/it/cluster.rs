@@ -307,6 +307,48 @@ async fn a_call_that_ended_while_no_process_ran_gets_its_outcome_from_the_pbx() 
     followed_to_its_end(&sim, &database, &second.app, &still_up, &token).await;
 }
 
+/// The courier's phone rings, unanswered, while the only process is killed: leg 1 rang through the
+/// courier's context of dialback's dialplan (the PBX runs it, as its check found), whose handler
+/// kept how it ended; the process started next reads that record, and the call ends `failed` on
+/// the courier's leg with `no_answer`, not `unknown`.
+#[tokio::test]
+async fn a_courier_leg_that_failed_while_no_process_ran_gets_its_outcome_from_the_pbx() {
+    let database = support::fresh_database().await;
+    let first = DialbackProcess::start(&database, &UNLIMITED).await;
+    let (sim, _) =
+        support::sim_running_the_downloaded_dialplan(&first.app, "acme", json!({"originate_timeout_s": 5}), |_| {})
+            .await;
+    let admin = first.app.admin("acme");
+    eventually("the PBX's dialplan to be checked current", || async {
+        let check =
+            first.app.get_as("/v1/admin/pbx", &admin).await.json::<Value>().await.unwrap()["dialplan_check"].clone();
+        if check["result"] == "current" {
+            Ok(())
+        } else {
+            Err(check)
+        }
+    })
+    .await;
+    // A courier whose phone never answers (the simulator's numbers ending in 9).
+    first.app.add_courier("acme", "c9", "+79004440009").await;
+    first.app.add_order("acme", "O-9", "c9", &["+79164440007"]).await;
+    let token = first.app.courier("acme", "c9");
+    let id = tap(&first.app, &token, json!({"target": "client", "to": "+79164440007", "order_id": "O-9"})).await;
+    first.app.wait_status(&id, &token, "ringing_courier").await;
+    first.kill().await;
+    until("the courier's phone to stop ringing on the PBX", || sim.calls_in_progress() == 0).await;
+    let logins = sim.logins();
+    let second = DialbackProcess::start(&database, &UNLIMITED).await;
+    until("the new process to log in to the company's PBX", || sim.logins() > logins).await;
+    let done = second.app.wait_terminal(&id, &second.app.admin("acme")).await;
+    assert_eq!(
+        (&done["status"], &done["failed_leg"], &done["reason"]),
+        (&json!("failed"), &json!("courier"), &json!("no_answer")),
+        "{done}"
+    );
+    assert!(done["detail"].as_str().unwrap().contains("the one the PBX recorded"), "{done}");
+}
+
 /// The same on a PBX that does not run dialback's dialplan (it keeps no record): the call that
 /// ended unseen is `unknown`, saying why nobody heard it and why there is no record.
 #[tokio::test]

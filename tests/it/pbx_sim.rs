@@ -1388,3 +1388,100 @@ async fn transcript_astdb_actions_and_the_outcomes_a_hangup_handler_keeps() {
     let compared = replay_with_calls("k3_astdb_outcome_record.raw.txt", &mut ami, Some(&sim)).await;
     assert_eq!(compared, 23);
 }
+
+/// k5's dialplan (tests/fixtures/asterisk-22/ami-k5/README.md): leg 1 rings through
+/// `[dbk-courier]` (no `Hangup()` after its `Dial`, as dialback generates it), whose hangup handler
+/// keeps leg 1's outcome; leg 2's context keeps the call's.
+const K5_DIALPLAN: &str = "\
+[dbk-courier]
+exten => _X.,1,NoOp(dialback leg 1, no Hangup after Dial)
+ same => n,Set(CHANNEL(hangup_handler_push)=dbk-outcome,courier,1)
+ same => n,Dial(Local/${EXTEN}@phones)
+
+[from-courier-rec]
+exten => _X.,1,Set(CHANNEL(hangup_handler_push)=dbk-outcome,s,1)
+ same => n,Set(CDR(userfield)=${DIALBACK_CALL_ID})
+ same => n,Dial(Local/${EXTEN}@phones,20)
+ same => n,Hangup()
+
+[dbk-outcome]
+exten => s,1,Set(DB(dialback/${DIALBACK_CALL_ID})=${DIALSTATUS}|${HANGUPCAUSE}|${CDR(answer)}|${CDR(billsec)}|${EPOCH})
+ same => n,Return()
+exten => courier,1,Set(DB(dialback-courier/${DIALBACK_CALL_ID})=${DIALSTATUS}|${HANGUPCAUSE}|${CDR(answer)}|${CDR(billsec)}|${EPOCH})
+ same => n,Return()
+";
+
+impl Ami {
+    /// AstDB entry `family`/`key`, if there is one.
+    async fn db_get(&mut self, family: &str, key: &str) -> Option<String> {
+        self.action(&[("Action", "DBGet"), ("ActionID", "db"), ("Family", family), ("Key", key)]).await;
+        if self.reply().await.get("Response") != Some("Success") {
+            return None;
+        }
+        let value = self.event("DBGetResponse").await.get("Val").map(str::to_owned);
+        self.event("DBGetComplete").await;
+        value
+    }
+}
+
+/// Each courier and client outcome through k5's dialplan, against what Asterisk 22 did
+/// (tests/fixtures/asterisk-22/ami-k5): the Originate's reason, the causes of the `;1` and `;2`
+/// halves, the `DIALSTATUS|HANGUPCAUSE` each handler kept (with an answer time only once the
+/// courier answered), and the courier's answer bridging the `;2` half with their phone, while
+/// the `;1` half (the call's id) enters a bridge only once the client answered.
+#[tokio::test]
+async fn leg_1_through_the_dialplan_keeps_how_it_ended_as_asterisk_does() {
+    let dialplan = dialback_pbx_sim::dialplan::Dialplan::parse(K5_DIALPLAN).expect("the dialplan loads");
+    init_test_logging();
+    let config = SimConfig { dialplan: Some(Arc::new(dialplan)), talk: Duration::from_millis(300), ..quick_config() };
+    let sim = start(config).await;
+    let mut ami = Ami::logged_in(sim.addr(), "on").await;
+    // (courier, client, Response, Reason, causes of ;1 and ;2, leg 1's record, the call's record)
+    let cases = [
+        ("79001112233", "79161234567", "Success", "4", ["16", "16"], "ANSWER|16|+", Some("ANSWER|16|+")),
+        ("79001112230", "79161234567", "Failure", "5", ["0", "17"], "BUSY|17|", None),
+        ("79001112238", "79161234567", "Failure", "8", ["0", "34"], "CONGESTION|34|", None),
+        ("79001112239", "79161234567", "Failure", "3", ["19", "19"], "CANCEL|19|", None),
+        ("79001112233", "79161234560", "Success", "4", ["16", "16"], "ANSWER|16|+", Some("BUSY|16|+")),
+    ];
+    for (i, (courier, client, response, reason, causes, leg1, call)) in cases.into_iter().enumerate() {
+        let id = format!("k5-{i}");
+        ami.send(&wire(&[
+            ("Action", "Originate"),
+            ("ActionID", &id),
+            ("Channel", &format!("Local/{courier}@dbk-courier/n")),
+            ("Context", "from-courier-rec"),
+            ("Exten", client),
+            ("Priority", "1"),
+            ("Timeout", "500"),
+            ("ChannelId", &id),
+            ("CallerID", "\"Dialback\" <74950000000>"),
+            ("Variable", &format!("DIALBACK_CALL_ID={id}")),
+            ("Async", "true"),
+        ]))
+        .await;
+        let events = ami.callback(&sim, &id, &id).await;
+        let got = events.response();
+        assert_eq!((got.get("Response"), got.get("Reason")), (Some(response), Some(reason)), "{id}");
+        assert_eq!([events.hangup_cause(&id), events.hangup_cause(&format!("{id};2"))], causes, "{id}");
+        // Only the fields that do not depend on the clock: `+` stands for an answer time.
+        let kept = |value: Option<String>| {
+            value.map(|v| {
+                let fields: Vec<&str> = v.split('|').collect();
+                let answer = if fields[2].is_empty() { "" } else { "+" };
+                format!("{}|{}|{answer}", fields[0], fields[1])
+            })
+        };
+        assert_eq!(kept(ami.db_get("dialback-courier", &id).await).as_deref(), Some(leg1), "{id}");
+        assert_eq!(kept(ami.db_get("dialback", &id).await).as_deref(), call, "{id}");
+        let entered: Vec<&str> =
+            events.all("BridgeEnter").iter().map(|m| m.get("Uniqueid").unwrap_or_default()).collect();
+        let courier_answered = leg1.starts_with("ANSWER");
+        assert_eq!(entered.contains(&format!("{id};2").as_str()), courier_answered, "{id}: {entered:?}");
+        assert_eq!(entered.contains(&id.as_str()), call == Some("ANSWER|16|+"), "{id}: {entered:?}");
+        if courier_answered {
+            let leg1_dial = events.one("DialEnd", "Uniqueid", &format!("{id};2"));
+            assert_eq!(leg1_dial.get("DialStatus"), Some("ANSWER"), "{id}");
+        }
+    }
+}

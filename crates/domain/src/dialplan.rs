@@ -2,8 +2,9 @@
 //! `extensions_custom.conf` the PBX admin downloads instead of editing a template by hand, and
 //! what dialback expects the PBX to run, to check it against what the PBX reports (`check`).
 //!
-//! It holds the callback context (settings `context`) that Asterisk runs on the courier's answered
-//! channel: the CDR's userfield and a recording named after the channel's `UNIQUEID` (dialback sets
+//! It holds the courier's context (`<context>-leg1`), through which dialback's Originate rings the
+//! courier when the PBX runs it, so that a failure of leg 1 is kept on the PBX too; and the
+//! callback context (settings `context`) that Asterisk runs on the courier's answered channel: the CDR's userfield and a recording named after the channel's `UNIQUEID` (dialback sets
 //! the Originate's ChannelId to the callback id, so the recordings sync binds the file without any
 //! configuration), an optional answer confirmation, then `Dial` of leg 2: the office extension
 //! inside the PBX, or the client through the company's trunk. Each extension starts with a marker,
@@ -104,26 +105,20 @@ pub fn generate(tenant: &TenantId, settings: &PbxSettings, return_calls_agi: Opt
             steps: leg2(&format!("Local/${{EXTEN}}@{internal}"), settings),
         });
     }
-    let client_patterns: &[&str] = match settings.dial_format {
-        // `+7916...`, and the same with the client prefix before it.
-        DialFormat::E164 if settings.client_prefix.is_empty() => &["_+X."],
-        DialFormat::E164 => &["_X."],
-        DialFormat::Digits | DialFormat::National => &["_X."],
-    };
     let prefix = if settings.client_prefix.is_empty() {
         String::new()
     } else {
         format!(" (after the client prefix {})", settings.client_prefix)
     };
     let client_dial = render_channel(&settings.channel_template, "${EXTEN}");
-    for pattern in client_patterns {
+    for pattern in number_pattern(settings.dial_format, &settings.client_prefix) {
         callback.extensions.push(Extension {
             pattern: (*pattern).to_owned(),
             comment: format!("\"Call the client\": the client's number{prefix}, out through the company's trunk."),
             steps: leg2(&client_dial, settings),
         });
     }
-    let mut contexts = vec![callback, outcome(settings)];
+    let mut contexts = vec![callback, courier(settings), outcome(settings)];
     if let Some(agi) = return_calls_agi {
         contexts.push(inbound(agi, settings));
     }
@@ -134,6 +129,55 @@ pub fn generate(tenant: &TenantId, settings: &PbxSettings, return_calls_agi: Opt
         }
     }
     Some(Generated { tenant: tenant.clone(), contexts, version })
+}
+
+/// The extension pattern of a number dialled in `format` after `prefix`: `+7916...` (E.164 without a
+/// prefix) or digits.
+fn number_pattern(format: DialFormat, prefix: &str) -> [&'static str; 1] {
+    match format {
+        DialFormat::E164 if prefix.is_empty() => ["_+X."],
+        DialFormat::E164 | DialFormat::Digits | DialFormat::National => ["_X."],
+    }
+}
+
+/// The name of the courier's context for the callback context `context`: dialback's Originate
+/// rings the courier through it (`Local/<courier>@<context>-leg1/n`) once the PBX runs it.
+pub fn leg1_context(context: &str) -> String {
+    format!("{context}-leg1")
+}
+
+/// The courier's context: leg 1 rings through the dialplan, so a hangup handler sees how it ended
+/// (busy, no answer, ...) and keeps it on the PBX, which it cannot when Asterisk dials the courier
+/// for the Originate itself (the handler is then only pushed once the courier answered).
+///
+/// `Dial` has no timeout: the Originate's own `Timeout` ends the ringing, and the Originate then
+/// reports no answer (Reason 3), where a `Dial` timing out first would report Reason 0. No
+/// `Hangup()` follows it: run out of priorities, Asterisk hangs the channel up with the cause of
+/// the `Dial` status, and the Originate reports busy (5) and congestion (8) as such; a `Hangup()`
+/// would turn both into Reason 0 (tests/fixtures/asterisk-22/ami-k5/README.md).
+fn courier(settings: &PbxSettings) -> Context {
+    let handler = format!("{},{LEG1_HANDLER_EXTEN},1", outcome_context(&settings.context));
+    let dial = render_channel(&settings.channel_template, "${EXTEN}");
+    let extensions = number_pattern(settings.dial_format, &settings.courier_prefix)
+        .iter()
+        .map(|pattern| Extension {
+            pattern: (*pattern).to_owned(),
+            comment: String::new(),
+            steps: vec![step("Set", format!("CHANNEL(hangup_handler_push)={handler}")), step("Dial", dial.clone())],
+        })
+        .collect();
+    Context {
+        name: leg1_context(&settings.context),
+        comment: format!(
+            "The courier's leg: dialback's Originate rings the courier's phone through this context\n\
+             (Local/<courier>@{}/n), so that the PBX keeps how this leg ended (busy, no answer)\n\
+             as it keeps the rest of the call. Until the PBX runs it, dialback rings the courier directly,\n\
+             and a courier leg that fails while no dialback process listens ends `unknown`.",
+            leg1_context(&settings.context)
+        ),
+        extensions,
+        required_by: None,
+    }
 }
 
 /// The first 12 hex digits of the SHA-256 of every context's name, extensions and priorities.
@@ -199,25 +243,36 @@ pub fn outcome_context(context: &str) -> String {
     format!("{context}-outcome")
 }
 
-/// The hangup handler the callback context pushes on the courier's answered channel: it keeps
-/// the call's outcome on the PBX (AstDB), for when no dialback process heard the call end
-/// ([`outcome_record`]).
+/// The extension of the outcome context that keeps leg 1's record.
+pub const LEG1_HANDLER_EXTEN: &str = "leg1";
+
+/// The hangup handlers the callback context (`s`) and the courier's context ([`LEG1_HANDLER_EXTEN`])
+/// push: each keeps its leg's outcome on the PBX (AstDB), for when no dialback process heard the
+/// call end ([`outcome_record`]).
 fn outcome(settings: &PbxSettings) -> Context {
-    let record = format!("DB({})={}", outcome_record::dialplan_entry(), outcome_record::dialplan_value());
+    let record = |family: &str| {
+        let entry = format!("DB({})={}", outcome_record::dialplan_entry(family), outcome_record::dialplan_value());
+        vec![step("Set", entry), step("Return", "")]
+    };
     Context {
         name: outcome_context(&settings.context),
         comment: format!(
-            "The outcome of each callback, kept on the PBX: run as the courier's channel hangs up, it writes one\n\
-             AstDB entry (family {}, the last {} digits of the call id; a later call overwrites it), which dialback\n\
-             reads when a call ended while no dialback process was listening. Without it such a call is `unknown`.",
+            "The outcome of each callback, kept on the PBX: run as the courier's channels hang up, each handler\n\
+             writes one AstDB entry (families {} and {}, the last {} digits of the call id; a later\n\
+             call overwrites it), which dialback reads when a call ended while no dialback process was\n\
+             listening. Without them such a call is `unknown`.",
             outcome_record::FAMILY,
+            outcome_record::LEG1_FAMILY,
             outcome_record::KEY_DIGITS
         ),
-        extensions: vec![Extension {
-            pattern: "s".into(),
-            comment: String::new(),
-            steps: vec![step("Set", record), step("Return", "")],
-        }],
+        extensions: vec![
+            Extension { pattern: "s".into(), comment: String::new(), steps: record(outcome_record::FAMILY) },
+            Extension {
+                pattern: LEG1_HANDLER_EXTEN.into(),
+                comment: "Leg 1's outcome (the courier's context pushes it).".into(),
+                steps: record(outcome_record::LEG1_FAMILY),
+            },
+        ],
         required_by: None,
     }
 }
@@ -268,9 +323,10 @@ pub fn render(generated: &Generated, generated_at: OffsetDateTime) -> String {
          ; put the file there and add `#include extensions_custom.conf` at the end of\n\
          ; /etc/asterisk/extensions.conf. Then run: asterisk -rx \"dialplan reload\"\n\
          ;\n\
-         ; It defines the context{} {}. No other file may define {}: Asterisk keeps the first definition\n\
-         ; of a context priority by priority and logs \"Unable to register extension ... already in use\" for\n\
-         ; the rest, so an older context of the same name would silently run instead of this one.\n\
+         ; It defines the context{} {}.\n\
+         ; No other file may define {}: Asterisk keeps the first definition of a context priority by\n\
+         ; priority and logs \"Unable to register extension ... already in use\" for the rest, so an older\n\
+         ; context of the same name would silently run instead of this one.\n\
          ;\n\
          ; It follows dialback's settings (context, internal_context, office extension, channel template,\n\
          ; client prefix, answer confirmation, return calls): after changing them, download it again rather\n\
@@ -280,7 +336,7 @@ pub fn render(generated: &Generated, generated_at: OffsetDateTime) -> String {
         generated_at.date(),
         generated.version,
         if names.len() > 1 { "s" } else { "" },
-        names.iter().map(|n| format!("[{n}]")).collect::<Vec<_>>().join(" and "),
+        as_list(&names.iter().map(|n| format!("[{n}]")).collect::<Vec<_>>()),
         if names.len() > 1 { "them" } else { "it" },
     );
     for context in &generated.contexts {
@@ -305,6 +361,15 @@ pub fn render(generated: &Generated, generated_at: OffsetDateTime) -> String {
         }
     }
     out
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn as_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 fn push_comment(out: &mut String, indent: &str, text: &str) {
@@ -433,6 +498,26 @@ mod tests {
         assert!(text.contains("Dial(PJSIP/${EXTEN}@trunk,30)"), "{text}");
         assert!(!text.contains("Read("), "no confirmation unless asked for: {text}");
         assert!(!text.contains("CHANGE"), "nothing to edit by hand: {text}");
+    }
+
+    #[test]
+    fn leg_1_rings_through_a_context_that_keeps_its_outcome() {
+        let text = text(&sample(), None);
+        assert!(text.contains("[from-courier-leg1]"), "{text}");
+        assert!(text.contains(" same => n,Set(CHANNEL(hangup_handler_push)=from-courier-outcome,leg1,1)"), "{text}");
+        // No timeout (the Originate's ends the ringing) and no Hangup() after it
+        // (tests/fixtures/asterisk-22/ami-k5/README.md).
+        assert!(text.contains(" same => n,Dial(PJSIP/${EXTEN}@trunk)\n\n"), "{text}");
+        assert!(text.contains("exten => leg1,1,NoOp(dialback dialplan "), "{text}");
+        assert!(
+            text.contains(" same => n,Set(DB(dialback-leg1/${DIALBACK_CALL_ID:-4})=${DIALBACK_CALL_ID}|"),
+            "{text}"
+        );
+        let mut e164 = sample();
+        e164.dial_format = DialFormat::E164;
+        let text =
+            super::render(&generate(&TenantId::stored("acme"), &e164, None).unwrap(), OffsetDateTime::UNIX_EPOCH);
+        assert!(text.contains("[from-courier-leg1]\n") && text.contains("exten => _+X.,1,"), "{text}");
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! then (`Set(DB(...)=...)`). dialback reads it over AMI (`DBGet`) for a call whose channels are
 //! gone, instead of calling its outcome `unknown`.
 //!
+//! That handler runs only once the courier answered. When the PBX also runs the courier's context
+//! (leg 1 rung through the dialplan), a second handler keeps leg 1's record ([`LEG1_FAMILY`], the
+//! same fields), which says how a courier leg that never answered ended
+//! (tests/fixtures/asterisk-22/ami-k5/README.md).
+//!
 //! The entry's key is the last [`KEY_DIGITS`] hex digits of the call id, so a PBX holds at most
 //! 65,536 of them whatever its traffic: a later call with the same digits overwrites one, and as
 //! every record names its call, an overwritten record is told apart, never taken for another
@@ -15,22 +20,25 @@ use time::OffsetDateTime;
 
 use super::callback::{Confirmation, Fact, Reason};
 
-/// The AstDB family of the records.
+/// The AstDB family of the call's records (written on the courier's answered channel).
 pub const FAMILY: &str = "dialback";
+/// The AstDB family of leg 1's records (written by the courier's context).
+pub const LEG1_FAMILY: &str = "dialback-leg1";
 /// How many trailing hex digits of the call id key its record.
 pub const KEY_DIGITS: usize = 4;
 /// The variable the confirmation's `Read` sets (see [`crate::dialplan`]).
 pub const CONFIRM_DIGIT_VARIABLE: &str = "CONFIRM";
 
-/// The AstDB entry the handler writes (`DB(...)` argument), as dialplan text.
-pub fn dialplan_entry() -> String {
-    format!("{FAMILY}/${{DIALBACK_CALL_ID:-{KEY_DIGITS}}}")
+/// The AstDB entry a handler writes in `family` (`DB(...)` argument), as dialplan text.
+pub fn dialplan_entry(family: &str) -> String {
+    format!("{family}/${{DIALBACK_CALL_ID:-{KEY_DIGITS}}}")
 }
 
-/// What the handler writes, `|`-separated: the call id; leg 2's `Dial` status (empty when it was
-/// never dialled); the courier channel's hangup cause; the CDR's billable seconds (the client's
-/// talk when answered); when the channel hung up (Unix seconds); and the confirmation's `Read`
-/// status and digit (empty when the courier was not asked).
+/// What a handler writes, `|`-separated: the call id; its leg's `Dial` status (in the call's record
+/// leg 2's, empty when it was never dialled); the channel's hangup cause; the CDR's billable
+/// seconds (the client's talk when answered); when the channel hung up (Unix seconds); and the
+/// confirmation's `Read` status and digit (empty when the courier was not asked, and always in leg
+/// 1's record).
 pub fn dialplan_value() -> String {
     format!(
         "${{DIALBACK_CALL_ID}}|${{DIALSTATUS}}|${{HANGUPCAUSE}}|${{CDR(billsec)}}|${{EPOCH}}|${{READSTATUS}}|${{{CONFIRM_DIGIT_VARIABLE}}}"
@@ -81,6 +89,26 @@ impl OutcomeRecord {
             read_status: non_empty(0),
             digit: non_empty(1),
         })
+    }
+
+    /// What leg 1's record says, when the call's own record is missing: how the courier's phone
+    /// failed, as facts with their times; why not, when the courier answered (the rest of the call
+    /// is the call's record's to say) or the record cannot say.
+    pub fn leg1_facts(&self) -> Result<Vec<(Fact, OffsetDateTime)>, String> {
+        let reason = match self.dial_status.as_str() {
+            "ANSWER" => {
+                return Err("the PBX recorded that the courier answered, but kept no record of the rest of the call \
+                            (is the callback context dialback's current one?)"
+                    .into())
+            }
+            // The Originate's Timeout cancelled the ringing (k5_courier_noanswer_origtimeout). A
+            // cancel of dialback's own is stored before it is sent, so its call is never read here.
+            "CANCEL" | "NOANSWER" => Reason::NoAnswer,
+            "" => return Err("the PBX's record of leg 1 has no dial status".into()),
+            failed => Reason::from_dial_status(failed),
+        };
+        let end = self.ended_at;
+        Ok(vec![(Fact::CourierFailed { reason }, end), (Fact::CourierHangup { cause: self.hangup_cause }, end)])
     }
 
     /// What the record says happened after the courier answered, as facts with their times (the
@@ -160,6 +188,37 @@ mod tests {
     #[test]
     fn the_key_is_the_last_digits_of_the_call_id() {
         assert_eq!(key("0190c0de-aaaa-7bbb-8ccc-0123456789ab"), "89ab");
-        assert_eq!(dialplan_entry(), "dialback/${DIALBACK_CALL_ID:-4}");
+        assert_eq!(dialplan_entry(FAMILY), "dialback/${DIALBACK_CALL_ID:-4}");
+    }
+
+    fn after_leg1(record: &str) -> CallState {
+        let mut s = CallState::new(Status::RingingCourier);
+        for (fact, at) in OutcomeRecord::parse(record).unwrap().leg1_facts().unwrap() {
+            s = apply(&s, &fact, at).unwrap_or(s);
+        }
+        s
+    }
+
+    // The dial statuses and causes a real Asterisk 22 wrote from leg 1's handler
+    // (tests/fixtures/asterisk-22/ami-k5: `BUSY|17`, `CONGESTION|34`, and `CANCEL|19` when the
+    // Originate's Timeout ended the ringing).
+    #[test]
+    fn leg_1s_record_says_how_the_courier_leg_failed() {
+        let busy = after_leg1("x|BUSY|17|0|1796530947||");
+        assert_eq!(
+            (busy.status, busy.failed_leg, busy.reason),
+            (Status::Failed, Some(Leg::Courier), Some(Reason::Busy))
+        );
+        assert_eq!((busy.hangup_cause, busy.ended_at.unwrap().unix_timestamp()), (Some(17), 1796530947));
+        assert_eq!(after_leg1("x|CONGESTION|34|0|1796530947||").reason, Some(Reason::Congestion));
+        assert_eq!(after_leg1("x|CANCEL|19|0|1796530929||").reason, Some(Reason::NoAnswer));
+        assert_eq!(after_leg1("x|NOANSWER|0|0|1796530929||").reason, Some(Reason::NoAnswer));
+        assert_eq!(after_leg1("x|CHANUNAVAIL|20|0|1796530929||").reason, Some(Reason::Unreachable));
+    }
+
+    #[test]
+    fn an_answered_leg_1_leaves_the_rest_to_the_calls_record() {
+        let answered = OutcomeRecord::parse("x|ANSWER|16|3|1796530968||").unwrap();
+        assert!(answered.leg1_facts().unwrap_err().contains("courier answered"));
     }
 }

@@ -1,6 +1,8 @@
 //! One originated callback, from the courier's phone ringing to the last `Cdr`.
 //!
-//! Leg 1 rings the courier (the `Channel` of the Originate). When it answers, the Originate's
+//! Leg 1 rings the courier (the `Channel` of the Originate; a `Local/<courier>@<context>` whose
+//! context the loaded dialplan has runs it first, and its `Dial` rings the courier's phone, as
+//! dialback's courier context does). When it answers, the Originate's
 //! context runs: it sets the CDR userfield from `DIALBACK_CALL_ID`, starts a recording and dials
 //! leg 2 (the `Exten`, the client). Both answering bridges them; after the talk time the courier
 //! hangs up. Each phone's behaviour comes from its number's last digit ([`Outcome`]).
@@ -70,14 +72,13 @@ enum Role {
     CourierInner,
     ClientOuter,
     ClientInner,
+    /// The courier's phone, when leg 1 runs through a context of the loaded dialplan: the `;2`
+    /// half dials it (`Local/<courier>@<context>`, the context's `Dial`).
+    CourierPhone,
 }
 use Role::*;
 
 impl Role {
-    fn is_inner(self) -> bool {
-        matches!(self, CourierInner | ClientInner)
-    }
-
     fn outer(self) -> Role {
         match self {
             CourierInner => CourierOuter,
@@ -310,11 +311,10 @@ struct Call {
     request: OriginateRequest,
     sync_reply: Option<oneshot::Sender<bool>>,
     /// Indexed by `Role`.
-    channels: [Option<Channel>; 4],
+    channels: [Option<Channel>; 5],
     /// The leg whose table is running, and its phone's outcome.
     leg: Leg,
     phone: Outcome,
-    local_pairs: bool,
     /// `(success, reason)` for the OriginateResponse.
     originate_result: (bool, u8),
     response_sent: bool,
@@ -328,9 +328,13 @@ struct Call {
     vars: HashMap<String, String>,
     /// The recording's file name, when the dialplan's MixMonitor named it.
     recording_name: Option<String>,
-    /// The contexts of the hangup handlers the dialplan pushed on the courier's channel
-    /// (`Set(CHANNEL(hangup_handler_push)=context,s,1)`), run as it hangs up.
-    hangup_handlers: Vec<String>,
+    /// The hangup handlers (context, extension) the dialplan pushed on the courier's channel
+    /// (`Set(CHANNEL(hangup_handler_push)=context,exten,1)`), run as it hangs up.
+    hangup_handlers: Vec<(String, String)>,
+    /// Those the courier's context pushed on the `;2` half, when leg 1 runs through one.
+    leg1_handlers: Vec<(String, String)>,
+    /// The bridge of the `;2` half and the courier's phone, once they answered.
+    leg1_bridge_id: String,
     /// When the client and the courier were bridged (the CDR's billable seconds count from it).
     talk_started: Option<OffsetDateTime>,
 }
@@ -346,7 +350,6 @@ impl Drop for Call {
 impl Call {
     fn new(pbx: Arc<Pbx>, request: OriginateRequest, sync_reply: Option<oneshot::Sender<bool>>) -> Call {
         let (signal, hangup) = watch::channel(None);
-        let local_pairs = request.target.as_ref().is_some_and(|t| t.tech == Tech::Local);
         Call {
             pbx,
             request,
@@ -354,7 +357,6 @@ impl Call {
             channels: Default::default(),
             leg: Leg::Courier,
             phone: Outcome::Answer,
-            local_pairs,
             originate_result: (false, 0),
             response_sent: false,
             end_cause: NORMAL_CLEARING,
@@ -366,6 +368,8 @@ impl Call {
             vars: HashMap::new(),
             recording_name: None,
             hangup_handlers: Vec::new(),
+            leg1_handlers: Vec::new(),
+            leg1_bridge_id: uuid::Uuid::new_v4().to_string(),
             talk_started: None,
         }
     }
@@ -380,6 +384,7 @@ impl Call {
             return self.send_originate_response();
         }
         tracing::Span::current().record("uniqueid", self.channel(CourierOuter).uniqueid.as_str());
+        self.run_courier_context(&courier);
         match self.ring(Leg::Courier, Outcome::for_number(&courier.number), self.request.timeout).await {
             Rang::Stopped => return,
             Rang::HungUp(cause) => {
@@ -390,6 +395,7 @@ impl Call {
             Rang::Outcome(Outcome::Answer) => {}
             Rang::Outcome(failed) => {
                 self.phone_ended(CourierInner, failed);
+                self.courier_phone_failed(failed);
                 self.originate_result = (false, failed.reason());
                 let table = match failed {
                     Outcome::Busy => COURIER_BUSY,
@@ -400,7 +406,9 @@ impl Call {
                 return self.finish(table, "courier leg failed");
             }
         }
+        self.courier_phone_answered();
         self.answer(Leg::Courier);
+        self.bridge_courier_phone();
         self.originate_result = (true, Outcome::Answer.reason());
         if let Some((app, data)) = self.request.application.clone() {
             return self.run_application(&app, &data).await;
@@ -576,6 +584,113 @@ impl Call {
         self.pbx.publish(wire.into_event());
     }
 
+    /// When the Originate's channel is `Local/<courier>@<context>` and the loaded dialplan has that
+    /// context (dialback's courier context, `domain::dialplan`), its `;2` half runs it: the hangup
+    /// handlers it pushes are kept for that half, and its `Dial` opens the courier's phone, which
+    /// then rings as the courier's number says (tests/fixtures/asterisk-22/ami-k5). The ringing
+    /// ends with the Originate's `Timeout`, as with dialback's context, whose `Dial` has none.
+    fn run_courier_context(&mut self, courier: &DialTarget) {
+        if courier.tech != Tech::Local {
+            return;
+        }
+        let Some(dialplan) = self.pbx.config.dialplan.clone() else { return };
+        let Some(extension) = dialplan.find(&courier.peer, &courier.number).cloned() else { return };
+        let inner = self.channel(CourierInner);
+        let mut vars: HashMap<String, String> = self.request.variables.iter().cloned().collect();
+        vars.insert("EXTEN".into(), courier.number.clone());
+        vars.insert("UNIQUEID".into(), inner.uniqueid.clone());
+        for step in &extension.priorities {
+            let data = expand(&step.data, &vars);
+            self.channel_mut(CourierInner).priority = step.number;
+            self.channel_mut(CourierInner).set_app(step.app, &data);
+            match step.app {
+                "Set" => match data.split_once('=') {
+                    Some((name, value)) if name.eq_ignore_ascii_case("CHANNEL(hangup_handler_push)") => {
+                        self.leg1_handlers.push(handler(value));
+                    }
+                    Some((name, value)) => {
+                        vars.insert(name.to_owned(), value.to_owned());
+                    }
+                    None => {}
+                },
+                "Dial" => {
+                    let target = data.split(',').next().unwrap_or_default();
+                    let Some(phone) = DialTarget::parse(target.split('&').next().unwrap_or_default()) else {
+                        tracing::info!(target, "leg 1's Dial: the channel cannot be created");
+                        return;
+                    };
+                    let (name, linkedid) =
+                        (self.pbx.new_channel_sequence(), self.channel(CourierOuter).linkedid.clone());
+                    let name = match phone.tech {
+                        Tech::Local => format!("Local/{}@{}-{name};1", phone.number, phone.peer),
+                        tech => format!("{}/{}-{name}", tech.name(), phone.peer),
+                    };
+                    let mut channel =
+                        Channel::new(name, self.pbx.new_uniqueid(), linkedid, State::Down, &phone.peer, &phone.number);
+                    channel.caller =
+                        Party { num: phone.number.clone(), name: self.channel(CourierInner).caller.name.clone() };
+                    channel.connected = self.channel(CourierInner).caller.clone();
+                    self.add_channel(CourierPhone, channel);
+                    let mut wire = self.courier_phone_dial("DialBegin");
+                    wire.header("DialString", &phone.dial_string);
+                    self.pbx.publish(wire.into_event());
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A Dial event of the courier's context: the `;2` half dialling the courier's phone.
+    fn courier_phone_dial(&self, event: &str) -> Wire {
+        let mut wire = Wire::event(event, class::CALL);
+        self.channel(CourierInner).write_block(&mut wire, "");
+        self.channel(CourierPhone).write_block(&mut wire, "Dest");
+        wire
+    }
+
+    /// The courier's phone (dialled by the courier's context) did not answer.
+    fn courier_phone_failed(&mut self, failed: Outcome) {
+        if self.channels[CourierPhone as usize].is_none() {
+            return;
+        }
+        let mut wire = self.courier_phone_dial("DialEnd");
+        wire.header("DialStatus", failed.dial_status());
+        self.pbx.publish(wire.into_event());
+        self.publish_hangup(CourierPhone, "Hangup", Cause::Phone);
+    }
+
+    /// The courier's phone (dialled by the courier's context) answered.
+    fn courier_phone_answered(&mut self) {
+        if self.channels[CourierPhone as usize].is_none() {
+            return;
+        }
+        self.newstate(CourierPhone, State::Up);
+        let mut wire = self.courier_phone_dial("DialEnd");
+        wire.header("DialStatus", "ANSWER");
+        self.pbx.publish(wire.into_event());
+    }
+
+    /// The courier's context bridges the `;2` half with the answered phone (the courier's answer
+    /// shows as this bridge, not leg 2's).
+    fn bridge_courier_phone(&mut self) {
+        if self.channels[CourierPhone as usize].is_none() {
+            return;
+        }
+        self.publish_leg1_bridge("BridgeCreate", None, 0);
+        self.publish_leg1_bridge("BridgeEnter", Some(CourierPhone), 1);
+        self.publish_leg1_bridge("BridgeEnter", Some(CourierInner), 2);
+    }
+
+    fn publish_leg1_bridge(&self, event: &str, member: Option<Role>, members: usize) {
+        let mut wire = Wire::event(event, class::CALL);
+        bridge_block(&mut wire, &self.leg1_bridge_id, members);
+        if let Some(role) = member {
+            self.channel(role).write_block(&mut wire, "");
+        }
+        self.pbx.publish(wire.into_event());
+    }
+
     /// Creates leg 1 (Newchannel, VarSet, LocalBridge, DialBegin); `false` if its uniqueid is taken.
     fn open_courier_leg(&mut self, target: &DialTarget) -> bool {
         let outer_id = self.request.channel_id.clone().unwrap_or_else(|| self.pbx.new_uniqueid());
@@ -584,7 +699,10 @@ impl Call {
             (None, Some(id)) => format!("{id};2"),
             (None, None) => self.pbx.new_uniqueid(),
         };
-        let ids = if self.local_pairs { vec![outer_id.clone(), inner_id.clone()] } else { vec![outer_id.clone()] };
+        let ids = match target.tech {
+            Tech::Local => vec![outer_id.clone(), inner_id.clone()],
+            _ => vec![outer_id.clone()],
+        };
         if !self.pbx.claim_uniqueids(&ids) {
             return false;
         }
@@ -805,6 +923,7 @@ impl Call {
 
     fn finish(&mut self, steps: &[Step], how: &'static str) {
         self.run_hangup_handlers();
+        self.end_courier_context();
         for step in steps {
             self.step(*step);
         }
@@ -819,8 +938,7 @@ impl Call {
         if name.eq_ignore_ascii_case("CDR(userfield)") {
             self.channel_mut(CourierOuter).cdr.user_field = value.to_owned();
         } else if name.eq_ignore_ascii_case("CHANNEL(hangup_handler_push)") {
-            let context = value.split(',').next().unwrap_or_default().trim();
-            self.hangup_handlers.push(context.to_owned());
+            self.hangup_handlers.push(handler(value));
         } else if let Some(argument) = name.strip_prefix("DB(").and_then(|n| n.strip_suffix(')')) {
             match AstDb::split(argument) {
                 Some((family, key)) => self.pbx.astdb.put(family, key, value),
@@ -832,24 +950,69 @@ impl Call {
     }
 
     /// The hangup handlers pushed on the courier's channel, run as it hangs up (before its
-    /// Hangup event), each its context's `s` extension until `Return`: what they read is what
-    /// Asterisk knows then (the `Dial` status, the hangup cause, the CDR's answer and billable seconds).
+    /// Hangup event), each its extension until `Return`: what they read is what Asterisk knows
+    /// then (the `Dial` status, the hangup cause, the CDR's answer and billable seconds).
     fn run_hangup_handlers(&mut self) {
-        let Some(dialplan) = self.pbx.config.dialplan.clone() else { return };
         let billsec = self.talk_started.map_or(0, |t| (OffsetDateTime::now_utc() - t).whole_seconds());
-        let epoch = OffsetDateTime::now_utc().unix_timestamp();
-        self.vars.insert("HANGUPCAUSE".into(), self.end_cause.to_string());
-        self.vars.insert("CDR(billsec)".into(), billsec.to_string());
         let answered = self.channels[CourierOuter as usize].as_ref().and_then(|c| c.cdr.answer);
-        self.vars.insert("CDR(answer)".into(), answered.map(super::channel::cdr_time).unwrap_or_default());
-        self.vars.insert("EPOCH".into(), epoch.to_string());
-        for context in std::mem::take(&mut self.hangup_handlers) {
-            let Some(extension) = dialplan.find(&context, "s") else {
-                tracing::warn!(context, "hangup handler: no extension s in the context");
+        let mut vars = std::mem::take(&mut self.vars);
+        vars.insert("HANGUPCAUSE".into(), self.end_cause.to_string());
+        vars.insert("CDR(billsec)".into(), billsec.to_string());
+        vars.insert("CDR(answer)".into(), answered.map(super::channel::cdr_time).unwrap_or_default());
+        vars.insert("EPOCH".into(), OffsetDateTime::now_utc().unix_timestamp().to_string());
+        let handlers = std::mem::take(&mut self.hangup_handlers);
+        self.run_handlers(&handlers, &vars);
+        self.vars = vars;
+    }
+
+    /// The `;2` half of leg 1 ends: the courier's phone hangs up (leaving their bridge, if it
+    /// answered), and the handlers the courier's context pushed run with leg 1's `Dial` status and
+    /// cause (tests/fixtures/asterisk-22/ami-k5: `ANSWER|16`, `BUSY|17`, `CONGESTION|34`, and
+    /// `CANCEL|19` when the Originate's Timeout ended the ringing).
+    fn end_courier_context(&mut self) {
+        let Some(phone) = &self.channels[CourierPhone as usize] else { return };
+        let answered = phone.state == State::Up;
+        let courier_failed = !answered && self.leg == Leg::Courier && self.originate_result.1 != 1;
+        let (status, cause) = match (answered, self.originate_result.1) {
+            (true, _) => ("ANSWER", self.end_cause),
+            (false, 1) => ("CANCEL", self.end_cause),
+            (false, _) if self.phone == Outcome::NoAnswer => ("CANCEL", self.phone.cause()),
+            (false, _) => (self.phone.dial_status(), self.phone.cause()),
+        };
+        if answered {
+            self.publish_leg1_bridge("BridgeLeave", Some(CourierPhone), 1);
+            self.publish_hangup(CourierPhone, "Hangup", Cause::End);
+            self.publish_leg1_bridge("BridgeLeave", Some(CourierInner), 0);
+            self.publish_leg1_bridge("BridgeDestroy", None, 0);
+        } else if !courier_failed {
+            // Cancelled while it rang (a failure was published as it happened).
+            let mut wire = self.courier_phone_dial("DialEnd");
+            wire.header("DialStatus", "CANCEL");
+            self.pbx.publish(wire.into_event());
+            self.publish_hangup(CourierPhone, "Hangup", Cause::End);
+        }
+        let answered_at = self.channel(CourierInner).cdr.answer;
+        let billsec = answered_at.map_or(0, |t| (OffsetDateTime::now_utc() - t).whole_seconds());
+        let mut vars: HashMap<String, String> = self.request.variables.iter().cloned().collect();
+        vars.insert("DIALSTATUS".into(), status.into());
+        vars.insert("HANGUPCAUSE".into(), cause.to_string());
+        vars.insert("CDR(billsec)".into(), billsec.to_string());
+        vars.insert("CDR(answer)".into(), answered_at.map(super::channel::cdr_time).unwrap_or_default());
+        vars.insert("EPOCH".into(), OffsetDateTime::now_utc().unix_timestamp().to_string());
+        let handlers = std::mem::take(&mut self.leg1_handlers);
+        self.run_handlers(&handlers, &vars);
+    }
+
+    /// Runs each handler's extension with `vars` until `Return`: only what writes AstDB matters.
+    fn run_handlers(&mut self, handlers: &[(String, String)], vars: &HashMap<String, String>) {
+        let Some(dialplan) = self.pbx.config.dialplan.clone() else { return };
+        for (context, exten) in handlers {
+            let Some(extension) = dialplan.find(context, exten) else {
+                tracing::warn!(context, exten, "hangup handler: no such extension in the context");
                 continue;
             };
             for step in &extension.priorities {
-                let data = expand(&step.data, &self.vars);
+                let data = expand(&step.data, vars);
                 match step.app {
                     "Set" => self.set(&data),
                     "Return" | "Hangup" => break,
@@ -907,6 +1070,12 @@ impl Call {
         }
     }
 
+    /// Whether `leg` is a Local channel's pair (each technology but Local has one channel a leg;
+    /// leg 1 and leg 2 may differ).
+    fn is_local_pair(&self, leg: Leg) -> bool {
+        self.channels[roles(leg).1 as usize].is_some()
+    }
+
     fn channel(&self, role: Role) -> &Channel {
         self.channels[role as usize].as_ref().expect("channel exists in this phase")
     }
@@ -918,7 +1087,7 @@ impl Call {
     fn cause(&self, cause: Cause) -> u16 {
         match cause {
             Cause::Phone => self.phone.cause(),
-            Cause::PhoneOuter if self.local_pairs => self.phone.local_outer_cause(),
+            Cause::PhoneOuter if self.is_local_pair(self.leg) => self.phone.local_outer_cause(),
             Cause::PhoneOuter => self.phone.cause(),
             Cause::Normal => NORMAL_CLEARING,
             Cause::Unknown => 0,
@@ -953,9 +1122,6 @@ impl Call {
     /// Posts the channel's CDR, then starts a fresh record (Asterisk forks the CDR when a
     /// channel goes on after a failed `Dial`).
     fn post_cdr(&mut self, role: Role, disposition: &str) {
-        if role.is_inner() && !self.local_pairs {
-            return;
-        }
         let (source, caller_id) = match &self.request.caller {
             Some(party) => {
                 let known = |s: &str| if s == UNKNOWN { String::new() } else { s.to_owned() };
@@ -1010,7 +1176,7 @@ impl Call {
     }
 
     fn publish_local_bridge(&self, leg: Leg, target: &DialTarget) {
-        if !self.local_pairs {
+        if target.tech != Tech::Local {
             return;
         }
         let (outer, inner) = roles(leg);
@@ -1023,13 +1189,7 @@ impl Call {
 
     fn publish_bridge(&self, event: &str, member: Option<Role>) {
         let mut wire = Wire::event(event, class::CALL);
-        wire.header("BridgeUniqueid", &self.bridge_id)
-            .header("BridgeType", "basic")
-            .header("BridgeTechnology", "simple_bridge")
-            .header("BridgeCreator", UNKNOWN)
-            .header("BridgeName", UNKNOWN)
-            .header("BridgeNumChannels", &self.bridged.to_string())
-            .header("BridgeVideoSourceMode", "none");
+        bridge_block(&mut wire, &self.bridge_id, self.bridged);
         if let Some(role) = member {
             self.channel(role).write_block(&mut wire, "");
         }
@@ -1089,6 +1249,25 @@ impl Call {
             Err(e) => tracing::warn!(error = %Chain(&e), dir = %dir.display(), "cannot write the recording"),
         }
     }
+}
+
+/// A bridge's block of headers.
+fn bridge_block(wire: &mut Wire, id: &str, members: usize) {
+    wire.header("BridgeUniqueid", id)
+        .header("BridgeType", "basic")
+        .header("BridgeTechnology", "simple_bridge")
+        .header("BridgeCreator", UNKNOWN)
+        .header("BridgeName", UNKNOWN)
+        .header("BridgeNumChannels", &members.to_string())
+        .header("BridgeVideoSourceMode", "none");
+}
+
+/// A pushed hangup handler's `context,exten,priority` as (context, exten).
+fn handler(value: &str) -> (String, String) {
+    let mut parts = value.split(',').map(str::trim);
+    let context = parts.next().unwrap_or_default().to_owned();
+    let exten = parts.next().filter(|e| !e.is_empty()).unwrap_or("s").to_owned();
+    (context, exten)
 }
 
 /// Leg 2's target: `Local/<exten>@phones` when the courier was a Local channel (the reference
