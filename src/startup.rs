@@ -53,17 +53,11 @@ impl Application {
         let bus = Bus::default();
         let verifier = Arc::new(Verifier::new(&config, Some(db.clone()))?);
         let stop = CancellationToken::new();
-        let one_commit_per_batch = crate::store::commits_wait_for_wal(&db).await?;
-        if one_commit_per_batch {
-            tracing::info!("call tracker: each batch of call events is written in one commit (one WAL flush)");
-        } else {
-            tracing::info!("call tracker: synchronous_commit is off, each call's events are committed on their own");
-        }
         // This process among those sharing the database (src/cluster.rs).
         let process = uuid::Uuid::now_v7();
         tracing::info!(%process, "dialback process id");
         let lost_after = Duration::from_secs(config.ami.lost_after_s);
-        let tracker = Tracker::start(db.clone(), bus.clone(), one_commit_per_batch, lost_after, process);
+        let tracker = Tracker::start(db.clone(), bus.clone(), lost_after, process);
         let return_tracker = ReturnTracker::start(db.clone(), bus.clone());
         // Every company's AMI connection reports to both trackers: callbacks by their ChannelId,
         // return calls by their inbound channel's Uniqueid.

@@ -134,8 +134,6 @@ struct Shared {
     /// the pool exists: the pool reports to the tracker, so it is made after it; weak, so the two
     /// do not keep each other alive).
     pool: OnceLock<Weak<AmiPool>>,
-    /// See [`Tracker::start`].
-    one_commit_per_batch: bool,
     /// See `AmiConfig::lost_after_s`.
     lost_after: Duration,
     /// This process, as `callbacks.owner` names it.
@@ -170,20 +168,13 @@ fn shard_of(id: &Uuid) -> usize {
 }
 
 impl Tracker {
-    /// Starts the shard workers. With `one_commit_per_batch` each batch of changes is written in
-    /// one transaction: worth it when every commit waits for its WAL to be flushed
-    /// (`synchronous_commit` on, as on any durable server), where it saves a flush per call; when
-    /// commits do not wait, the transaction's own two statements cost more than they save.
-    /// Each change's events go to `bus` once written.
+    /// Starts the shard workers. Each batch of changes is written in one transaction: where
+    /// commits wait for the WAL to be flushed (`synchronous_commit` on, as on any durable server)
+    /// it saves a flush per call, and where they do not, a transaction id and a commit record per
+    /// call (BENCHMARKS.md, "The write path"). Each change's events go to `bus` once written.
     /// `process` is this process's id in `dialback_processes`: the owner of the calls it places.
-    pub fn start(
-        db: deadpool_postgres::Pool,
-        bus: Bus,
-        one_commit_per_batch: bool,
-        lost_after: Duration,
-        process: Uuid,
-    ) -> Self {
-        let shared = Arc::new(Shared { db, bus, pool: OnceLock::new(), one_commit_per_batch, lost_after, process });
+    pub fn start(db: deadpool_postgres::Pool, bus: Bus, lost_after: Duration, process: Uuid) -> Self {
+        let shared = Arc::new(Shared { db, bus, pool: OnceLock::new(), lost_after, process });
         let mut shards = Vec::with_capacity(SHARDS);
         for _ in 0..SHARDS {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -446,7 +437,7 @@ impl PendingFacts {
                 Err(e) => tracing::error!(call_id = %id, error = %Chain(&e), ?facts, "could not record call events"),
             }
         }
-        let written = write_changes(&client, &changes, shared.one_commit_per_batch).await;
+        let written = write_changes(&client, &changes).await;
         let mut retry_alone = Vec::new();
         for (change, written) in changes.into_iter().zip(written) {
             match written {
@@ -483,17 +474,13 @@ impl PendingFacts {
 }
 
 /// Writes a batch's changes, sent together on one connection (PostgreSQL reads the whole batch
-/// at once: one round trip, one wake-up), each its own small statement with its own simple plan;
-/// with `one_commit` in one transaction (one WAL flush). When that transaction fails they are
-/// written again one by one, each its own commit, so a change that cannot be written (or the
-/// database going away) does not keep the others from being recorded or kept.
-async fn write_changes(
-    client: &deadpool_postgres::Client,
-    changes: &[Change],
-    one_commit: bool,
-) -> Vec<Result<Moved, StoreError>> {
+/// at once: one round trip, one wake-up), each its own small statement with its own simple plan,
+/// in one transaction (one commit). When that transaction fails they are written again one by
+/// one, each its own commit, so a change that cannot be written (or the database going away) does
+/// not keep the others from being recorded or kept.
+async fn write_changes(client: &deadpool_postgres::Client, changes: &[Change]) -> Vec<Result<Moved, StoreError>> {
     let transitions: Vec<Transition<'_>> = changes.iter().map(Change::transition).collect();
-    if one_commit && changes.len() > 1 {
+    if changes.len() > 1 {
         match store::callbacks::transitions_in_one_commit(client, &transitions).await {
             Ok(moved) => return moved.into_iter().map(Ok).collect(),
             Err(e) => {

@@ -126,13 +126,6 @@ pub async fn client(pool: &Pool) -> Result<Client, StoreError> {
     Ok(pool.get().await?)
 }
 
-/// Whether a commit waits for its WAL to be flushed (`synchronous_commit` is not `off`), as on any
-/// durable server: then writing several changes in one transaction saves a flush each.
-pub async fn commits_wait_for_wal(pool: &Pool) -> Result<bool, StoreError> {
-    let row = client(pool).await?.query_one("SELECT current_setting('synchronous_commit') <> 'off'", &[]).await?;
-    Ok(row.get(0))
-}
-
 /// The company id in column `at` of a row (dialback wrote it, checked, when the row was made).
 fn tenant_at(r: &tokio_postgres::Row, at: usize) -> TenantId {
     TenantId::stored(r.get::<_, &str>(at))
