@@ -4,7 +4,8 @@
 //!
 //! It holds the courier's context (`<context>-leg1`), through which dialback's Originate rings the
 //! courier when the PBX runs it, so that a failure of leg 1 is kept on the PBX too; and the
-//! callback context (settings `context`) that Asterisk runs on the courier's answered channel: the CDR's userfield and a recording named after the channel's `UNIQUEID` (dialback sets
+//! callback context (settings `context`) that Asterisk runs on the courier's answered channel:
+//! the CDR's userfield and a recording named after the channel's `UNIQUEID` (dialback sets
 //! the Originate's ChannelId to the callback id, so the recordings sync binds the file without any
 //! configuration), an optional answer confirmation, then `Dial` of leg 2: the office extension
 //! inside the PBX, or the client through the company's trunk. Each extension starts with a marker,
@@ -111,13 +112,11 @@ pub fn generate(tenant: &TenantId, settings: &PbxSettings, return_calls_agi: Opt
         format!(" (after the client prefix {})", settings.client_prefix)
     };
     let client_dial = render_channel(&settings.channel_template, "${EXTEN}");
-    for pattern in number_pattern(settings.dial_format, &settings.client_prefix) {
-        callback.extensions.push(Extension {
-            pattern: (*pattern).to_owned(),
-            comment: format!("\"Call the client\": the client's number{prefix}, out through the company's trunk."),
-            steps: leg2(&client_dial, settings),
-        });
-    }
+    callback.extensions.push(Extension {
+        pattern: number_pattern(settings.dial_format, &settings.client_prefix).to_owned(),
+        comment: format!("\"Call the client\": the client's number{prefix}, out through the company's trunk."),
+        steps: leg2(&client_dial, settings),
+    });
     let mut contexts = vec![callback, courier(settings), outcome(settings)];
     if let Some(agi) = return_calls_agi {
         contexts.push(inbound(agi, settings));
@@ -133,10 +132,10 @@ pub fn generate(tenant: &TenantId, settings: &PbxSettings, return_calls_agi: Opt
 
 /// The extension pattern of a number dialled in `format` after `prefix`: `+7916...` (E.164 without a
 /// prefix) or digits.
-fn number_pattern(format: DialFormat, prefix: &str) -> [&'static str; 1] {
+fn number_pattern(format: DialFormat, prefix: &str) -> &'static str {
     match format {
-        DialFormat::E164 if prefix.is_empty() => ["_+X."],
-        DialFormat::E164 | DialFormat::Digits | DialFormat::National => ["_X."],
+        DialFormat::E164 if prefix.is_empty() => "_+X.",
+        DialFormat::E164 | DialFormat::Digits | DialFormat::National => "_X.",
     }
 }
 
@@ -158,14 +157,11 @@ pub fn leg1_context(context: &str) -> String {
 fn courier(settings: &PbxSettings) -> Context {
     let handler = format!("{},{LEG1_HANDLER_EXTEN},1", outcome_context(&settings.context));
     let dial = render_channel(&settings.channel_template, "${EXTEN}");
-    let extensions = number_pattern(settings.dial_format, &settings.courier_prefix)
-        .iter()
-        .map(|pattern| Extension {
-            pattern: (*pattern).to_owned(),
-            comment: String::new(),
-            steps: vec![step("Set", format!("CHANNEL(hangup_handler_push)={handler}")), step("Dial", dial.clone())],
-        })
-        .collect();
+    let extension = Extension {
+        pattern: number_pattern(settings.dial_format, &settings.courier_prefix).to_owned(),
+        comment: String::new(),
+        steps: vec![step("Set", format!("CHANNEL(hangup_handler_push)={handler}")), step("Dial", dial)],
+    };
     Context {
         name: leg1_context(&settings.context),
         comment: format!(
@@ -175,7 +171,7 @@ fn courier(settings: &PbxSettings) -> Context {
              and a courier leg that fails while no dialback process listens ends `unknown`.",
             leg1_context(&settings.context)
         ),
-        extensions,
+        extensions: vec![extension],
         required_by: None,
     }
 }

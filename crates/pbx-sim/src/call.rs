@@ -649,14 +649,19 @@ impl Call {
         wire
     }
 
+    /// The `;2` half's `Dial` of the courier's phone ended with `status`.
+    fn publish_courier_phone_dial_end(&self, status: &str) {
+        let mut wire = self.courier_phone_dial("DialEnd");
+        wire.header("DialStatus", status);
+        self.pbx.publish(wire.into_event());
+    }
+
     /// The courier's phone (dialled by the courier's context) did not answer.
     fn courier_phone_failed(&mut self, failed: Outcome) {
         if self.channels[CourierPhone as usize].is_none() {
             return;
         }
-        let mut wire = self.courier_phone_dial("DialEnd");
-        wire.header("DialStatus", failed.dial_status());
-        self.pbx.publish(wire.into_event());
+        self.publish_courier_phone_dial_end(failed.dial_status());
         self.publish_hangup(CourierPhone, "Hangup", Cause::Phone);
     }
 
@@ -666,9 +671,7 @@ impl Call {
             return;
         }
         self.newstate(CourierPhone, State::Up);
-        let mut wire = self.courier_phone_dial("DialEnd");
-        wire.header("DialStatus", "ANSWER");
-        self.pbx.publish(wire.into_event());
+        self.publish_courier_phone_dial_end("ANSWER");
     }
 
     /// The courier's context bridges the `;2` half with the answered phone (the courier's answer
@@ -956,10 +959,7 @@ impl Call {
         let billsec = self.talk_started.map_or(0, |t| (OffsetDateTime::now_utc() - t).whole_seconds());
         let answered = self.channels[CourierOuter as usize].as_ref().and_then(|c| c.cdr.answer);
         let mut vars = std::mem::take(&mut self.vars);
-        vars.insert("HANGUPCAUSE".into(), self.end_cause.to_string());
-        vars.insert("CDR(billsec)".into(), billsec.to_string());
-        vars.insert("CDR(answer)".into(), answered.map(super::channel::cdr_time).unwrap_or_default());
-        vars.insert("EPOCH".into(), OffsetDateTime::now_utc().unix_timestamp().to_string());
+        set_hangup_vars(&mut vars, self.end_cause, answered, billsec);
         let handlers = std::mem::take(&mut self.hangup_handlers);
         self.run_handlers(&handlers, &vars);
         self.vars = vars;
@@ -986,19 +986,14 @@ impl Call {
             self.publish_leg1_bridge("BridgeDestroy", None, 0);
         } else if !courier_failed {
             // Cancelled while it rang (a failure was published as it happened).
-            let mut wire = self.courier_phone_dial("DialEnd");
-            wire.header("DialStatus", "CANCEL");
-            self.pbx.publish(wire.into_event());
+            self.publish_courier_phone_dial_end("CANCEL");
             self.publish_hangup(CourierPhone, "Hangup", Cause::End);
         }
         let answered_at = self.channel(CourierInner).cdr.answer;
         let billsec = answered_at.map_or(0, |t| (OffsetDateTime::now_utc() - t).whole_seconds());
         let mut vars: HashMap<String, String> = self.request.variables.iter().cloned().collect();
         vars.insert("DIALSTATUS".into(), status.into());
-        vars.insert("HANGUPCAUSE".into(), cause.to_string());
-        vars.insert("CDR(billsec)".into(), billsec.to_string());
-        vars.insert("CDR(answer)".into(), answered_at.map(super::channel::cdr_time).unwrap_or_default());
-        vars.insert("EPOCH".into(), OffsetDateTime::now_utc().unix_timestamp().to_string());
+        set_hangup_vars(&mut vars, cause, answered_at, billsec);
         let handlers = std::mem::take(&mut self.leg1_handlers);
         self.run_handlers(&handlers, &vars);
     }
@@ -1249,6 +1244,15 @@ impl Call {
             Err(e) => tracing::warn!(error = %Chain(&e), dir = %dir.display(), "cannot write the recording"),
         }
     }
+}
+
+/// What a hangup handler reads of its channel as it hangs up: the cause, the CDR's answer time
+/// and billable seconds, and the time.
+fn set_hangup_vars(vars: &mut HashMap<String, String>, cause: u16, answered: Option<OffsetDateTime>, billsec: i64) {
+    vars.insert("HANGUPCAUSE".into(), cause.to_string());
+    vars.insert("CDR(billsec)".into(), billsec.to_string());
+    vars.insert("CDR(answer)".into(), answered.map(super::channel::cdr_time).unwrap_or_default());
+    vars.insert("EPOCH".into(), OffsetDateTime::now_utc().unix_timestamp().to_string());
 }
 
 /// A bridge's block of headers.
