@@ -36,6 +36,8 @@ pub struct Application {
     recordings_scheduler: tokio::task::JoinHandle<()>,
     deliverer: tokio::task::JoinHandle<()>,
     agi_server: Option<tokio::task::JoinHandle<()>>,
+    /// Its routed calls' journal writes are waited for at shutdown.
+    return_calls: ReturnCalls,
     /// Callbacks' and return calls' (callbacks/takeover.rs, return_calls/takeover.rs).
     takeover: [tokio::task::JoinHandle<()>; 2],
 }
@@ -157,7 +159,7 @@ impl Application {
             callbacks,
             recordings,
             webhooks,
-            return_calls,
+            return_calls: return_calls.clone(),
             dialplan_watch,
             agi_address: agi_public,
         });
@@ -187,6 +189,7 @@ impl Application {
             recordings_scheduler,
             deliverer,
             agi_server,
+            return_calls,
             takeover,
         })
     }
@@ -211,6 +214,8 @@ impl Application {
         if let Some(agi) = self.agi_server {
             let _ = agi.await;
         }
+        // Calls routed already are in the journal (and followed) before they are handed over.
+        self.return_calls.finish_journal_writes(Duration::from_secs(5)).await;
         // The calls this process follows go to the others before its AMI sessions log off, and
         // are listened to until the others have claimed them (cluster::HANDOVER_WAIT and MARGIN).
         let handover = crate::cluster::HANDOVER_WAIT + crate::cluster::HANDOVER_MARGIN + Duration::from_secs(5);

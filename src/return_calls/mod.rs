@@ -1,6 +1,7 @@
 //! Return calls: answers the PBX's "where does this caller go?" (over FastAGI, `crate::agi`, or
 //! HTTP) by the company's rules and its orders (`domain::return_call::decide`), writes each call
-//! to the journal with its first event, and follows the calls sent to couriers ([`tracker`]).
+//! to the journal with its first event right after answering (the caller never waits for it), and
+//! follows the calls sent to couriers ([`tracker`]).
 //!
 //! The company is known by its key, which the PBX sends with each request: a request without a
 //! valid key (or from an address the company does not allow) gets no route, which the dialplan
@@ -35,6 +36,10 @@ use tracker::ReturnTracker;
 /// How long a route to a courier waits for the company's AMI session to log in (only when it is
 /// logging in; a session that failed answers at once), well within `agi.deadline_ms` (1000).
 const SESSION_WAIT: Duration = Duration::from_millis(500);
+/// A routed call's journal write is tried this many times, the first retry after this wait and
+/// each next after twice the last (about 25 s in all): the caller has been routed already.
+const JOURNAL_TRIES: u32 = 8;
+const JOURNAL_FIRST_RETRY: Duration = Duration::from_millis(200);
 
 /// The return-call service. Cheap to clone.
 #[derive(Clone)]
@@ -48,6 +53,8 @@ pub struct ReturnCalls {
     pub tracker: ReturnTracker,
     /// By the key's hash: the company and its rules.
     rules: moka::sync::Cache<String, Arc<StoredRules>>,
+    /// The journal writes of calls routed and answered already.
+    journal_writes: tokio_util::task::TaskTracker,
 }
 
 /// A request for a route, from the PBX.
@@ -167,7 +174,7 @@ impl ReturnCalls {
         cache_ttl: Duration,
     ) -> Self {
         let rules = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(cache_ttl).build();
-        ReturnCalls { db, secrets, callbacks, cluster, tracker, rules }
+        ReturnCalls { db, secrets, callbacks, cluster, tracker, rules, journal_writes: Default::default() }
     }
 
     /// The company's rules and key; a company that has none yet gets the defaults (off) and a key.
@@ -277,9 +284,9 @@ impl ReturnCalls {
         let region = pbx.as_ref().map_or_else(default_region, |p| p.default_region.clone());
         let number = phone::parse(&request.caller, &region).ok();
         let now = store::now();
-        let db = store::client(&self.db).await?;
         let mut caller = Caller { number, ..Default::default() };
         if let (true, Some(number)) = (rules.rules.enabled, &caller.number) {
+            let db = store::client(&self.db).await?;
             let (orders, courier) =
                 store::return_calls::caller_facts(&db, tenant, &number.e164, rules.rules.window_hours).await?;
             caller.orders = orders;
@@ -287,19 +294,13 @@ impl ReturnCalls {
         }
         let decision = decide(&rules.rules, pbx.as_ref(), &caller, now);
         let row = self.journal_row(tenant, request, &caller, &decision, now);
-        let owner = self.cluster.process;
-        let deliveries = store::return_calls::insert(&db, &row, &view::event_data(&row), owner).await?;
-        drop(db);
-        if deliveries > 0 {
-            self.cluster.bus.deliveries_queued();
-        }
         tracing::info!(return_call_id = %row.id, %tenant, caller = row.caller.as_deref().unwrap_or("withheld"),
             route_kind = decision.kind.as_str(), route_reason = decision.reason.as_str(),
             order_id = decision.order_id.as_deref(), courier_id = decision.courier_id.as_deref(), "return call routed");
         if decision.kind == RouteKind::Courier {
             // Its outcome comes on the company's AMI connection: open it if it is not, and give a
             // session still logging in a moment, so it hears the courier answer (which the PBX
-            // can report within milliseconds of this answer).
+            // can report within milliseconds of this answer). Up already: no wait.
             if let Some((pbx, secret)) = saved {
                 let client = self.cluster.ami.client(tenant, &crate::callbacks::pbx_login(&pbx, secret));
                 if let Err(e) = client.wait_up(SESSION_WAIT).await {
@@ -307,8 +308,12 @@ impl ReturnCalls {
                         "return call routed while the company's AMI session is not up: its outcome may not be heard");
                 }
             }
-            self.tracker.follow(row.clone(), self.cluster.ami.hold(tenant));
         }
+        // The caller is not held for the journal: the route is answered now and the call written
+        // right after (the tracker keeps what the PBX says of the call meanwhile, tracker.rs).
+        let this = self.clone();
+        let journaled = row.clone();
+        self.journal_writes.spawn(async move { this.journal(journaled).await });
         Ok(Route {
             route: decision.route,
             kind: decision.kind.as_str(),
@@ -316,6 +321,61 @@ impl ReturnCalls {
             order_id: decision.order_id,
             courier_id: decision.courier_id,
         })
+    }
+
+    /// Writes a routed call to the journal with its first event, trying again while the database
+    /// is away (the route was answered already), then follows it when it went to a courier.
+    async fn journal(&self, row: ReturnCallRow) {
+        let event = view::event_data(&row);
+        let mut wait = JOURNAL_FIRST_RETRY;
+        let mut tries = 1;
+        let deliveries = loop {
+            let written = async {
+                let db = store::client(&self.db).await?;
+                store::return_calls::insert(&db, &row, &event, self.cluster.process).await
+            }
+            .await;
+            match written {
+                Ok(deliveries) => break deliveries,
+                Err(e) if tries < JOURNAL_TRIES => {
+                    tracing::warn!(return_call_id = %row.id, tenant = %row.tenant_id, tries, error = %Chain(&e),
+                        "a routed return call could not be written to the journal yet; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    tries += 1;
+                }
+                Err(e) => {
+                    metrics::counter!("dialback_return_call_journal_failures_total").increment(1);
+                    tracing::error!(return_call_id = %row.id, tenant = %row.tenant_id, tries,
+                        caller = row.caller.as_deref().unwrap_or("withheld"), did = row.did.as_deref(),
+                        route_kind = row.kind.as_str(), route_reason = row.reason.as_str(),
+                        order_id = row.order_id.as_deref(), courier_id = row.courier_id.as_deref(),
+                        agi_uniqueid = row.agi_uniqueid.as_deref(), error = %Chain(&e),
+                        "a routed return call could not be written to the journal: the caller was routed, the \
+                         journal does not have the call (this line is its record)");
+                    return;
+                }
+            }
+        };
+        if deliveries > 0 {
+            self.cluster.bus.deliveries_queued();
+        }
+        if row.kind == RouteKind::Courier {
+            let tenant = row.tenant_id.clone();
+            self.tracker.follow(row, self.cluster.ami.hold(&tenant));
+        }
+    }
+
+    /// Waits (up to `limit`) for the journal writes of calls already routed: at shutdown, before
+    /// the calls this process follows are handed over.
+    pub async fn finish_journal_writes(&self, limit: Duration) {
+        self.journal_writes.close();
+        if tokio::time::timeout(limit, self.journal_writes.wait()).await.is_err() {
+            tracing::warn!(
+                pending = self.journal_writes.len(),
+                "stopping with routed return calls not yet in the journal"
+            );
+        }
     }
 
     fn journal_row(

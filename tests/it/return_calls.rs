@@ -339,9 +339,18 @@ async fn every_decision_rule_holds_and_is_journaled() {
     app.put("/v1/admin/return-calls", &admin, json!({"enabled": false})).await;
     assert_eq!(route(&app, &key, CLIENT).await["route_kind"], "office");
 
-    // Every decision is in the journal with its reason, newest first.
-    let reasons: Vec<String> =
-        journal(&app, "limit=50").await.iter().map(|c| c["route_reason"].as_str().unwrap().to_owned()).collect();
+    // Every decision is in the journal with its reason, newest first (written right after the
+    // answer, so the last may take a moment).
+    let calls = wait::eventually("ten decisions in the journal", || async {
+        let calls = journal(&app, "limit=50").await;
+        if calls.len() == 10 {
+            Ok(calls)
+        } else {
+            Err(calls.len())
+        }
+    })
+    .await;
+    let reasons: Vec<String> = calls.iter().map(|c| c["route_reason"].as_str().unwrap().to_owned()).collect();
     assert_eq!(
         reasons,
         [
@@ -452,6 +461,31 @@ async fn the_fastagi_server_sets_every_variable_and_never_holds_the_caller() {
     let mut rest = Vec::new();
     wait::within_patience("the server to give up on a silent Asterisk", stream.read_to_end(&mut rest)).await.unwrap();
     assert!(String::from_utf8_lossy(&rest).starts_with("SET VARIABLE DIALBACK_ROUTE"));
+}
+
+/// The route is answered before the call is written: a journal that cannot take the row yet (its
+/// table locked, as a slow or busy database would hold it) does not hold the caller, and the call
+/// is in the journal once it can be written.
+#[tokio::test]
+async fn the_caller_is_answered_before_the_journal_is_written() {
+    let app = spawn_app().await;
+    company(&app, json!({})).await;
+    let key = app.get_as("/v1/admin/return-calls", &app.admin("acme")).await.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut db = support::connect(&app.database_url).await;
+    let lock = db.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE return_calls IN EXCLUSIVE MODE").await.unwrap();
+    let commands = asterisk_side(app.agi_port.unwrap(), &environment(&key, "79161234567")).await;
+    assert_eq!(commands[1], "SET VARIABLE DIALBACK_ROUTE_KIND \"courier\"", "{commands:?}");
+    let id = commands[2].trim_start_matches("SET VARIABLE DIALBACK_CALL_ID \"").trim_end_matches('"').to_owned();
+    assert!(journal(&app, "").await.is_empty(), "the journal was locked while the caller was answered");
+    lock.rollback().await.unwrap();
+    let call =
+        wait::eventually("the routed call in the journal", || async { journal(&app, "").await.pop().ok_or("not yet") })
+            .await;
+    assert_eq!((call["id"].as_str(), call["route_kind"].as_str()), (Some(id.as_str()), Some("courier")));
 }
 
 /// The PBX acts on a route the moment it has it, so a courier's answer can reach dialback before
