@@ -163,35 +163,53 @@ pub struct DeliveryKey {
     pub sequence: i32,
 }
 
-/// Claims up to `limit` deliveries that are due, locking their rows (`FOR UPDATE SKIP LOCKED`)
+/// Claims what is due for up to `subjects` subjects, locking the rows (`FOR UPDATE SKIP LOCKED`)
 /// for the transaction `db` is in: another process skips them, and takes them over at once if this
-/// one dies (PostgreSQL ends its transaction with its connection). For each endpoint a subject's
-/// events go in order: an event waits while an earlier one of the same subject is still pending
-/// for that endpoint. Disabled endpoints' deliveries wait.
-pub async fn claim_due(db: &impl GenericClient, limit: i64) -> Result<Vec<DueDelivery>, StoreError> {
+/// one dies (PostgreSQL ends its transaction with its connection). A subject's events go to each
+/// endpoint in order, so what is claimed is chains: for each (endpoint, subject), every pending
+/// delivery from the first, in sequence order, when that first one is due and no earlier one is
+/// still pending elsewhere (another sender's). Rows come grouped by chain. Disabled endpoints'
+/// deliveries wait.
+///
+/// The due rows are found by walking `webhook_deliveries_due` in time order and stopping at
+/// `subjects` rows: asking PostgreSQL for "due and first of its chain" in one condition let it
+/// plan a scan and sort of every pending row (169 ms with 49,000 pending; BENCHMARKS.md).
+pub async fn claim_due(db: &impl GenericClient, subjects: i64) -> Result<Vec<DueDelivery>, StoreError> {
     let rows = db
         .query(
             &db.prepare_cached(
-                "WITH due AS (
-                     SELECT d.tenant_id, d.endpoint_id, d.subject_id, d.sequence, d.attempts
+                "WITH due AS MATERIALIZED (
+                     SELECT d.tenant_id, d.endpoint_id, d.subject_id
                      FROM webhook_deliveries d
                      JOIN webhook_endpoints w ON w.tenant_id = d.tenant_id AND w.id = d.endpoint_id AND w.enabled
                      WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                       AND NOT EXISTS (
-                           SELECT FROM webhook_deliveries e
-                           WHERE e.tenant_id = d.tenant_id AND e.endpoint_id = d.endpoint_id
-                             AND e.subject_id = d.subject_id AND e.sequence < d.sequence AND e.status = 'pending')
                      ORDER BY d.next_attempt_at
                      LIMIT $1
-                     FOR UPDATE OF d SKIP LOCKED)
+                     FOR UPDATE OF d SKIP LOCKED),
+                 locked AS MATERIALIZED (
+                     SELECT d.tenant_id, d.endpoint_id, d.subject_id, d.sequence, d.attempts, d.next_attempt_at
+                     FROM webhook_deliveries d
+                     WHERE (d.tenant_id, d.endpoint_id, d.subject_id) IN (SELECT tenant_id, endpoint_id, subject_id FROM due)
+                       AND d.status = 'pending'
+                     FOR UPDATE OF d SKIP LOCKED),
+                 chains AS (
+                     SELECT l.*, first_value(l.sequence) OVER chain AS head, first_value(l.next_attempt_at) OVER chain AS head_due
+                     FROM locked l
+                     WINDOW chain AS (PARTITION BY l.tenant_id, l.endpoint_id, l.subject_id ORDER BY l.sequence))
                  SELECT c.tenant_id, c.endpoint_id, c.subject_id, c.sequence, c.attempts + 1, w.url, w.secret_enc,
                         w.previous_secret_enc, w.previous_secret_until, e.type, e.created_at, e.data
-                 FROM due c
+                 FROM chains c
                  JOIN webhook_endpoints w ON w.tenant_id = c.tenant_id AND w.id = c.endpoint_id
-                 JOIN events e ON e.subject_id = c.subject_id AND e.sequence = c.sequence",
+                 JOIN events e ON e.subject_id = c.subject_id AND e.sequence = c.sequence
+                 WHERE c.head_due <= now()
+                   AND NOT EXISTS (
+                       SELECT FROM webhook_deliveries p
+                       WHERE p.tenant_id = c.tenant_id AND p.endpoint_id = c.endpoint_id AND p.subject_id = c.subject_id
+                         AND p.sequence < c.head AND p.status = 'pending')
+                 ORDER BY c.tenant_id, c.endpoint_id, c.subject_id, c.sequence",
             )
             .await?,
-            &[&limit],
+            &[&subjects],
         )
         .await?;
     Ok(rows
@@ -238,7 +256,8 @@ pub struct AttemptOutcome {
 }
 
 /// Records a batch of attempts' outcomes (counting each attempt) and each endpoint's health: a
-/// delivery that succeeds clears `failing_since`, one that fails sets it if unset.
+/// delivery that succeeds clears `failing_since`, one that fails sets it if unset. A delivery to
+/// be tried again holds the later ones of its chain back until then.
 pub async fn record_outcomes(
     db: &tokio_postgres::Transaction<'_>,
     outcomes: &[AttemptOutcome],
@@ -269,7 +288,15 @@ pub async fn record_outcomes(
                      delivered_at = CASE WHEN o.status = 'delivered' THEN now() END
                  FROM o
                  WHERE d.tenant_id = o.tenant_id AND d.endpoint_id = o.endpoint_id AND d.subject_id = o.subject_id
-                   AND d.sequence = o.sequence)
+                   AND d.sequence = o.sequence),
+             -- The rest of a chain waits for its retried delivery: not due before it, so the next
+             -- claims do not walk past them.
+             held_back AS (
+                 UPDATE webhook_deliveries d SET next_attempt_at = o.next_attempt_at
+                 FROM o
+                 WHERE o.status = 'pending' AND d.tenant_id = o.tenant_id AND d.endpoint_id = o.endpoint_id
+                   AND d.subject_id = o.subject_id AND d.sequence > o.sequence AND d.status = 'pending'
+                   AND d.next_attempt_at < o.next_attempt_at)
              UPDATE webhook_endpoints w
              SET failing_since = CASE WHEN h.ok THEN NULL ELSE COALESCE(w.failing_since, now()) END
              FROM (SELECT tenant_id, endpoint_id, bool_or(status = 'delivered') AS ok FROM o GROUP BY 1, 2) h

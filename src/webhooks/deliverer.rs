@@ -1,9 +1,12 @@
 //! The background worker that sends queued webhook deliveries: it claims what is due (each
-//! delivery goes to one process, locked while it is sent; one callback's events reach an endpoint
-//! in order), posts each as
-//! a Standard Webhooks message, and records the outcome: delivered; tried again with backoff on a
-//! timeout, a connection error, 408, 429 (after its `Retry-After`) or 5xx; given up at once on
-//! another answer, or when the retries run out. Endpoints that keep failing are disabled.
+//! delivery goes to one process, locked while it is sent), posts each as a Standard Webhooks
+//! message, and records the outcome: delivered; tried again with backoff on a timeout, a
+//! connection error, 408, 429 (after its `Retry-After`) or 5xx; given up at once on another
+//! answer, or when the retries run out. Endpoints that keep failing are disabled.
+//!
+//! One callback's events reach an endpoint in order: they are claimed together as a chain and sent
+//! one after another, the next only once the one before was delivered; chains are sent side by
+//! side (`webhooks.concurrency`), over kept-alive connections.
 
 use std::time::Duration;
 
@@ -13,11 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::signing::signature_header;
 use super::{message_id, secret_context, Webhooks};
-use crate::store::webhooks::{AttemptOutcome, DeliveryStatus, DueDelivery};
+use crate::store::webhooks::{AttemptOutcome, DeliveryKey, DeliveryStatus, DueDelivery};
 use crate::store::{self, StoreError};
 use crate::telemetry::Chain;
 
-/// Deliveries claimed per round.
+/// Rounds under way at once: while one sends, another claims what was queued since (woken by
+/// the bus), so an event does not wait for a whole round to end before it is claimed.
+const SENDERS: usize = 2;
+/// Chains (a subject's pending deliveries to an endpoint) claimed per round, at most.
 const BATCH: i64 = 256;
 /// When there is nothing to send: how often to look for retries that fell due and deliveries
 /// another process queued (this process's own wake it at once).
@@ -28,13 +34,16 @@ const HOUSEKEEPING: Duration = Duration::from_secs(10);
 const ERROR_BODY: usize = 300;
 
 impl Webhooks {
-    /// Runs the deliverer until `stop`.
+    /// Runs the deliverer until `stop`: [`SENDERS`] rounds at once, the first also keeping house.
     pub fn spawn_deliverer(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         let webhooks = self.clone();
-        tokio::spawn(async move { webhooks.deliver_until(stop).await })
+        tokio::spawn(async move {
+            let senders = (0..SENDERS).map(|n| webhooks.deliver_until(stop.clone(), n == 0));
+            futures_util::future::join_all(senders).await;
+        })
     }
 
-    async fn deliver_until(&self, stop: CancellationToken) {
+    async fn deliver_until(&self, stop: CancellationToken, keeps_house: bool) {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         while !stop.is_cancelled() {
             let sent = match self.round().await {
@@ -51,7 +60,7 @@ impl Webhooks {
                 _ = stop.cancelled() => {}
                 _ = self.bus.deliveries_waiting() => {}
                 _ = tokio::time::sleep(POLL) => {}
-                _ = housekeeping.tick() => self.housekeeping().await,
+                _ = housekeeping.tick(), if keeps_house => self.housekeeping().await,
             }
         }
     }
@@ -60,6 +69,7 @@ impl Webhooks {
     /// stay locked while they are sent, so no other process sends them, and if this one dies the
     /// transaction ends with its connection and another process sends them. How many were sent.
     async fn round(&self) -> Result<usize, StoreError> {
+        let started = std::time::Instant::now();
         let mut db = store::client(&self.db).await?;
         let tx = db.transaction().await?;
         let due = store::webhooks::claim_due(&tx, BATCH).await?;
@@ -67,11 +77,31 @@ impl Webhooks {
             tx.commit().await?;
             return Ok(0);
         }
-        let outcomes: Vec<AttemptOutcome> =
-            stream::iter(due).map(|d| self.attempt(d)).buffer_unordered(self.config.concurrency).collect().await;
+        let outcomes: Vec<AttemptOutcome> = stream::iter(chains(due))
+            .map(|chain| self.send_chain(chain))
+            .buffer_unordered(self.config.concurrency)
+            .flat_map(stream::iter)
+            .collect()
+            .await;
         store::webhooks::record_outcomes(&tx, &outcomes).await?;
         tx.commit().await?;
+        metrics::histogram!("dialback_webhook_round_seconds").record(started.elapsed().as_secs_f64());
         Ok(outcomes.len())
+    }
+
+    /// A chain's deliveries in order, up to the first that is not delivered: the rest wait for it
+    /// and stay as they were.
+    async fn send_chain(&self, chain: Vec<DueDelivery>) -> Vec<AttemptOutcome> {
+        let mut outcomes = Vec::with_capacity(chain.len());
+        for due in chain {
+            let outcome = self.attempt(due).await;
+            let delivered = outcome.status == DeliveryStatus::Delivered;
+            outcomes.push(outcome);
+            if !delivered {
+                break;
+            }
+        }
+        outcomes
     }
 
     /// One attempt at one delivery.
@@ -194,6 +224,22 @@ impl Webhooks {
             tracing::warn!(error = %Chain(&e), "webhook housekeeping failed; next time");
         }
     }
+}
+
+/// Claimed deliveries (grouped by chain, in order, as `claim_due` returns them) split into chains.
+fn chains(due: Vec<DueDelivery>) -> Vec<Vec<DueDelivery>> {
+    let mut chains: Vec<Vec<DueDelivery>> = Vec::new();
+    for delivery in due {
+        match chains.last_mut() {
+            Some(chain) if same_chain(&chain[0].key, &delivery.key) => chain.push(delivery),
+            _ => chains.push(vec![delivery]),
+        }
+    }
+    chains
+}
+
+fn same_chain(a: &DeliveryKey, b: &DeliveryKey) -> bool {
+    (&a.tenant_id, &a.endpoint_id, a.subject_id) == (&b.tenant_id, &b.endpoint_id, b.subject_id)
 }
 
 /// The message body: `{"type", "timestamp", "data"}` (`data` is stored JSON, sent as it is).

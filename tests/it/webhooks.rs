@@ -213,6 +213,46 @@ async fn app_with_quick_retries(retries: usize) -> TestApp {
         .await
 }
 
+/// A call's events are sent as a chain, one after another: one that fails in the middle holds the
+/// rest back until it is delivered, and none is sent twice.
+#[tokio::test]
+async fn a_failure_inside_a_call_holds_its_later_events_back_until_it_is_delivered() {
+    let receiver = Receiver::start().await;
+    let sim = support::quick_sim().await;
+    let app = app_with_quick_retries(5).await;
+    app.seed("acme", sim.addr().port()).await;
+    let secret = subscribe(&app, "acme", "erp", &receiver.url("erp"), &["callback.status_changed"]).await;
+    // The first message is not answered in time, so the call's next events queue behind it and are
+    // claimed with it when it is retried; then the second meets a 503.
+    receiver.script("erp", &[secret.as_str()], json!([{"delay_s": 3}, {"status": 204}, {"status": 503}])).await;
+    let id = tap(&app, "courier-1", json!({"target": "client", "to": CLIENT_PHONE, "order_id": "A-1001"})).await;
+    let received = received_at_least(&receiver, "erp", 2 + 5).await;
+    let calls = by_callback(&received);
+    let sequences: Vec<i64> = calls[&id].iter().map(|m| m["body"]["data"]["sequence"].as_i64().unwrap()).collect();
+    assert_eq!(sequences, [1, 1, 2, 2, 3, 4, 5], "{received:?}");
+    let answers: Vec<Value> = received.iter().map(|m| m["answered"].clone()).collect();
+    assert_eq!(answers[..4], [json!("timeout"), json!(204), json!(503), json!(204)]);
+    let second = format!("msg_{}_2", id.replace('-', ""));
+    // Recorded once the round that sent the last one commits.
+    let delivered = wait::eventually("five deliveries recorded", || async {
+        let page: Value = app
+            .get_as("/v1/admin/webhooks/erp/deliveries?status=delivered", &app.admin("acme"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"].as_array().unwrap().clone();
+        if items.len() == 5 {
+            Ok(items)
+        } else {
+            Err(page)
+        }
+    })
+    .await;
+    let second = delivered.iter().find(|d| d["message_id"] == second.as_str()).unwrap();
+    assert_eq!((second["attempts"].as_i64(), second["last_status"].as_i64()), (Some(2), Some(204)), "{second}");
+}
+
 #[tokio::test]
 async fn failures_are_retried_with_the_same_id_and_a_4xx_stops_at_once() {
     let receiver = Receiver::start().await;
