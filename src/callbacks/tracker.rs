@@ -170,7 +170,7 @@ fn shard_of(id: &Uuid) -> usize {
 }
 
 impl Tracker {
-    /// Starts the shard workers. Each batch of changes is written in one transaction: where
+    /// Starts the shard workers. Each batch of changes is written in one statement: where
     /// commits wait for the WAL to be flushed (`synchronous_commit` on, as on any durable server)
     /// it saves a flush per call, and where they do not, a transaction id and a commit record per
     /// call (BENCHMARKS.md, "The write path"). Each change's events go to `bus` once written.
@@ -477,18 +477,16 @@ impl PendingFacts {
     }
 }
 
-/// Writes a batch's changes, sent together on one connection (PostgreSQL reads the whole batch
-/// at once: one round trip, one wake-up), each its own small statement with its own simple plan,
-/// in one transaction (one commit). When that transaction fails they are written again one by
-/// one, each its own commit, so a change that cannot be written (or the database going away) does
-/// not keep the others from being recorded or kept.
+/// Writes a batch's changes in one statement (one plan, one commit). When that statement fails
+/// they are written again one by one, each its own commit, so a change that cannot be written (or
+/// the database going away) does not keep the others from being recorded or kept.
 async fn write_changes(client: &deadpool_postgres::Client, changes: &[Change]) -> Vec<Result<Moved, StoreError>> {
     let transitions: Vec<Transition<'_>> = changes.iter().map(Change::transition).collect();
     if changes.len() > 1 {
-        match store::callbacks::transitions_in_one_commit(client, &transitions).await {
+        match store::callbacks::transitions(client, &transitions).await {
             Ok(moved) => return moved.into_iter().map(Ok).collect(),
             Err(e) => {
-                tracing::debug!(calls = changes.len(), error = %Chain(&e), "batch not written in one commit; writing each alone")
+                tracing::debug!(calls = changes.len(), error = %Chain(&e), "batch not written in one statement; writing each alone")
             }
         }
     }

@@ -301,114 +301,116 @@ pub enum Moved {
 /// Moves an attempt from `from` to `to` if nobody moved it meanwhile and records its steps as
 /// events: one statement, so one round trip and atomic.
 pub async fn transition(db: &deadpool_postgres::Client, t: &Transition<'_>) -> Result<Moved, StoreError> {
-    let statement = db.prepare_cached(&transition_sql()).await?;
-    execute_transition(db, &statement, t).await
+    let moved = transitions(db, std::slice::from_ref(t)).await?;
+    Ok(moved.into_iter().next().unwrap_or(Moved::No))
 }
 
-/// Several attempts' transitions in one transaction, sent together with its `BEGIN` and `COMMIT`
-/// (one round trip, and one commit: one WAL flush on a durable server instead of one per call).
-/// Each [`Moved`] is [`transition`]'s. When any statement fails nothing is written (PostgreSQL
-/// turns the `COMMIT` of a failed transaction into a rollback) and the first error is returned:
-/// the caller may write them one by one to find the one that fails.
-pub async fn transitions_in_one_commit(
-    db: &deadpool_postgres::Client,
-    ts: &[Transition<'_>],
-) -> Result<Vec<Moved>, StoreError> {
-    let statement = db.prepare_cached(&transition_sql()).await?;
-    if let [t] = ts {
-        return Ok(vec![execute_transition(db, &statement, t).await?]);
+/// Several attempts' transitions in one statement: one plan, one execution and one commit for the
+/// batch, where a statement per call cost PostgreSQL its setup each time (most of its CPU per
+/// call, BENCHMARKS.md "The write path"). Each [`Moved`] is [`transition`]'s, in `ts`' order; a
+/// call that was moved meanwhile is left alone. When the statement fails nothing is written and
+/// the error is returned: the caller may write them one by one to find the one that fails. The
+/// calls must be distinct.
+pub async fn transitions(db: &deadpool_postgres::Client, ts: &[Transition<'_>]) -> Result<Vec<Moved>, StoreError> {
+    use tokio_postgres::types::Type;
+    if ts.is_empty() {
+        return Ok(Vec::new());
     }
-    // Polled in this order, so sent in this order: the statement is prepared already, and each
-    // future sends its message when first polled.
-    let (begun, moved, committed) = futures_util::future::join3(
-        db.batch_execute("BEGIN"),
-        join_in_order(ts.iter().map(|t| execute_transition(db, &statement, t)).collect()),
-        db.batch_execute("COMMIT"),
-    )
-    .await;
-    begun?;
-    let moved = moved.into_iter().collect::<Result<Vec<Moved>, StoreError>>()?;
-    committed?;
-    Ok(moved)
-}
-
-/// Waits for all of `futures`, polling them in their order every time (`join_all` stops doing
-/// so above 30 futures), so their first polls, which send their queries, go out in order.
-async fn join_in_order<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if let Some(f) = future {
-                if let std::task::Poll::Ready(done) = f.as_mut().poll(cx) {
-                    *output = Some(done);
-                    *future = None;
-                }
-            }
-        }
-        if futures.iter().all(Option::is_none) {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
-}
-
-/// The statement of [`transition`]: the update is guarded by the status and the event number read,
-/// so of two writers that read the same attempt one moves it and the other is told to read again.
-fn transition_sql() -> String {
-    format!(
-        "WITH moved AS (
-            UPDATE callbacks SET status = $2, failed_leg = $3, reason = $4, hangup_cause = $5, courier_channel = $6,
-                courier_answered_at = $7, connected_at = $8, ended_at = $9, talk_seconds = $10,
-                cdr_billable_seconds = $11, detail = COALESCE($13, detail), action_id = COALESCE($14, action_id),
-                cdr = $15, last_sequence = $16 + cardinality($17::text[]), confirmation = $18, updated_at = now()
-            WHERE id = $1 AND status = $12 AND last_sequence = $16
-            RETURNING id, tenant_id),
-         step_events AS (
-            SELECT moved.id AS subject_id, moved.tenant_id, $16 + e.n::integer AS sequence, e.data
-            FROM moved, unnest($17::text[]) WITH ORDINALITY AS e(data, n)),
-         {}
-         SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM deliveries_written)",
-        outbox_ctes("step_events", EventType::CallbackStatusChanged)
-    )
-}
-
-async fn execute_transition(
-    db: &deadpool_postgres::Client,
-    statement: &tokio_postgres::Statement,
-    t: &Transition<'_>,
-) -> Result<Moved, StoreError> {
-    let events: Vec<&str> = t.steps.iter().map(|s| s.event.as_str()).collect();
-    let (to, from) = (t.to, t.from);
-    let row = db
-        .query_one(
-            statement,
+    let to: Vec<&CallState> = ts.iter().map(|t| t.to).collect();
+    let from_status: Vec<&str> = ts.iter().map(|t| t.from.status.as_str()).collect();
+    let ids: Vec<Uuid> = ts.iter().map(|t| t.id).collect();
+    let status: Vec<&str> = to.iter().map(|s| s.status.as_str()).collect();
+    let failed_leg: Vec<Option<&str>> = to.iter().map(|s| s.failed_leg.map(Leg::as_str)).collect();
+    let reason: Vec<Option<&str>> = to.iter().map(|s| s.reason.map(Reason::as_str)).collect();
+    let hangup_cause: Vec<Option<i32>> = to.iter().map(|s| s.hangup_cause).collect();
+    let courier_channel: Vec<Option<&str>> = to.iter().map(|s| s.courier_channel.as_deref()).collect();
+    let courier_answered_at: Vec<Option<OffsetDateTime>> = to.iter().map(|s| s.courier_answered_at).collect();
+    let connected_at: Vec<Option<OffsetDateTime>> = to.iter().map(|s| s.connected_at).collect();
+    let ended_at: Vec<Option<OffsetDateTime>> = to.iter().map(|s| s.ended_at).collect();
+    let talk_seconds: Vec<Option<i32>> = to.iter().map(|s| s.talk_seconds).collect();
+    let cdr_billable_seconds: Vec<Option<i32>> = to.iter().map(|s| s.cdr_billable_seconds).collect();
+    let detail: Vec<Option<&str>> = ts.iter().map(|t| t.detail).collect();
+    let action_id: Vec<Option<&str>> = ts.iter().map(|t| t.action_id).collect();
+    let cdr: Vec<Option<serde_json::Value>> = to
+        .iter()
+        .map(|s| (!s.cdr.is_empty()).then(|| serde_json::to_value(&s.cdr).expect("a CDR serialises")))
+        .collect();
+    let sequence: Vec<i32> = ts.iter().map(|t| t.sequence).collect();
+    let confirmation: Vec<Option<&str>> = to.iter().map(|s| s.confirmation.map(Confirming::as_str)).collect();
+    // The steps' events, flattened: (call, its number within the transition, data).
+    let steps = ts.iter().flat_map(|t| t.steps.iter().enumerate().map(move |(n, step)| (t.id, n as i32 + 1, step)));
+    let (step_ids, step_numbers, step_events): (Vec<Uuid>, Vec<i32>, Vec<&str>) =
+        steps.fold(Default::default(), |(mut ids, mut numbers, mut events), (id, n, step)| {
+            ids.push(id);
+            numbers.push(n);
+            events.push(step.event.as_str());
+            (ids, numbers, events)
+        });
+    let step_counts: Vec<i32> = ts.iter().map(|t| t.steps.len() as i32).collect();
+    // Sent unnamed, so it is planned for this batch and the table as it is now (a plan cached
+    // while the table was small would scan it; see `store::webhooks::record_outcomes`).
+    let rows = db
+        .query_typed(
+            &transitions_sql(),
             &[
-                &t.id,
-                &to.status.as_str(),
-                &to.failed_leg.map(Leg::as_str),
-                &to.reason.map(Reason::as_str),
-                &to.hangup_cause,
-                &to.courier_channel,
-                &to.courier_answered_at,
-                &to.connected_at,
-                &to.ended_at,
-                &to.talk_seconds,
-                &to.cdr_billable_seconds,
-                &from.status.as_str(),
-                &t.detail,
-                &t.action_id,
-                &(!to.cdr.is_empty()).then(|| serde_json::to_value(&to.cdr).expect("a CDR serialises")),
-                &t.sequence,
-                &events,
-                &to.confirmation.map(Confirming::as_str),
+                (&ids, Type::UUID_ARRAY),
+                (&status, Type::TEXT_ARRAY),
+                (&failed_leg, Type::TEXT_ARRAY),
+                (&reason, Type::TEXT_ARRAY),
+                (&hangup_cause, Type::INT4_ARRAY),
+                (&courier_channel, Type::TEXT_ARRAY),
+                (&courier_answered_at, Type::TIMESTAMPTZ_ARRAY),
+                (&connected_at, Type::TIMESTAMPTZ_ARRAY),
+                (&ended_at, Type::TIMESTAMPTZ_ARRAY),
+                (&talk_seconds, Type::INT4_ARRAY),
+                (&cdr_billable_seconds, Type::INT4_ARRAY),
+                (&from_status, Type::TEXT_ARRAY),
+                (&detail, Type::TEXT_ARRAY),
+                (&action_id, Type::TEXT_ARRAY),
+                (&cdr, Type::JSONB_ARRAY),
+                (&sequence, Type::INT4_ARRAY),
+                (&step_counts, Type::INT4_ARRAY),
+                (&confirmation, Type::TEXT_ARRAY),
+                (&step_ids, Type::UUID_ARRAY),
+                (&step_numbers, Type::INT4_ARRAY),
+                (&step_events, Type::TEXT_ARRAY),
             ],
         )
         .await?;
-    Ok(if row.get::<_, i64>(0) == 1 { Moved::Yes { deliveries: row.get(1) } } else { Moved::No })
+    let moved: std::collections::HashMap<Uuid, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(ids.iter().map(|id| moved.get(id).map_or(Moved::No, |&deliveries| Moved::Yes { deliveries })).collect())
+}
+
+/// The statement of [`transitions`]: each update is guarded by the status and the event number
+/// read, so of two writers that read the same attempt one moves it and the other is told to read
+/// again. It returns the calls moved, each with the webhook deliveries its events queued.
+fn transitions_sql() -> String {
+    format!(
+        "WITH i AS (
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
+                                  $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::int[], $11::int[],
+                                  $12::text[], $13::text[], $14::text[], $15::jsonb[], $16::int[], $17::int[],
+                                  $18::text[])
+                 AS i(id, status, failed_leg, reason, hangup_cause, courier_channel, courier_answered_at,
+                      connected_at, ended_at, talk_seconds, cdr_billable_seconds, from_status, detail, action_id,
+                      cdr, sequence, steps, confirmation)),
+         moved AS (
+             UPDATE callbacks c SET status = i.status, failed_leg = i.failed_leg, reason = i.reason,
+                 hangup_cause = i.hangup_cause, courier_channel = i.courier_channel,
+                 courier_answered_at = i.courier_answered_at, connected_at = i.connected_at, ended_at = i.ended_at,
+                 talk_seconds = i.talk_seconds, cdr_billable_seconds = i.cdr_billable_seconds,
+                 detail = COALESCE(i.detail, c.detail), action_id = COALESCE(i.action_id, c.action_id), cdr = i.cdr,
+                 last_sequence = i.sequence + i.steps, confirmation = i.confirmation, updated_at = now()
+             FROM i
+             WHERE c.id = i.id AND c.status = i.from_status AND c.last_sequence = i.sequence
+             RETURNING c.id, c.tenant_id, i.sequence),
+         step_events AS (
+             SELECT m.id AS subject_id, m.tenant_id, m.sequence + e.n AS sequence, e.data
+             FROM moved m JOIN unnest($19::uuid[], $20::int[], $21::text[]) AS e(id, n, data) ON e.id = m.id),
+         {}
+         SELECT m.id, (SELECT count(*) FROM deliveries_written d WHERE d.subject_id = m.id) FROM moved m",
+        outbox_ctes("step_events", EventType::CallbackStatusChanged)
+    )
 }
 
 /// A call in flight: what a process follows, and what is taken over when it stops.

@@ -12,8 +12,8 @@ use crate::domain::event::EventType;
 /// Two CTEs for a statement that writes a change: they store the rows of the CTE `source`
 /// (columns `subject_id`, `tenant_id`, `sequence`, `data`) as events of type `kind`, and queue a
 /// delivery of each for every enabled endpoint of the company that subscribes to `kind`. The
-/// statement can report `(SELECT count(*) FROM deliveries_written)`: deliveries to wake the
-/// deliverer for.
+/// statement can report `(SELECT count(*) FROM deliveries_written)` (its rows are the deliveries'
+/// `subject_id`s): deliveries to wake the deliverer for.
 pub fn outbox_ctes(source: &str, kind: EventType) -> String {
     let kind = kind.as_str();
     format!(
@@ -26,7 +26,7 @@ pub fn outbox_ctes(source: &str, kind: EventType) -> String {
              SELECT e.tenant_id, w.id, e.subject_id, e.sequence
              FROM events_written e
              JOIN webhook_endpoints w ON w.tenant_id = e.tenant_id AND w.enabled AND '{kind}' = ANY (w.event_types)
-             RETURNING 1)"
+             RETURNING subject_id)"
     )
 }
 

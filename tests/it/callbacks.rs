@@ -759,7 +759,7 @@ fn step(
     dialback::store::callbacks::Step { from, to, cause: cause.into(), event }
 }
 
-/// The tracker writes a burst's changes for many calls together, in one commit; a call someone
+/// The tracker writes a burst's changes for many calls together, in one statement; a call someone
 /// else moved meanwhile (a cancel) is left alone, and only the calls that moved get events.
 #[tokio::test]
 async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read() {
@@ -822,7 +822,7 @@ async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read()
             action_id: Some("A3"),
         },
     ];
-    let moved = callbacks::transitions_in_one_commit(&db, &batch).await.unwrap();
+    let moved = callbacks::transitions(&db, &batch).await.unwrap();
     let moved: Vec<bool> = moved.iter().map(|m| matches!(m, Moved::Yes { .. })).collect();
     assert_eq!(moved, [true, false, true]);
     let status = |i: usize| {
@@ -889,8 +889,8 @@ async fn status_changes_in_flight_are_written_in_place() {
     assert_eq!((updates, hot), (4, 3), "the three moves in flight are HOT; the end is not");
 }
 
-/// A batch is one transaction: sent in order (its `COMMIT` last, also past 30 statements), and
-/// when one change cannot be written none is, so the tracker can write them one by one.
+/// A batch is one statement: when one change cannot be written none is, so the tracker can write
+/// them one by one.
 #[tokio::test]
 async fn a_batch_of_transitions_is_written_whole_or_not_at_all() {
     use dialback::domain::callback::{CallState, Status};
@@ -921,11 +921,11 @@ async fn a_batch_of_transitions_is_written_whole_or_not_at_all() {
         let db = &db;
         async move { callbacks::get_any(db, id).await.unwrap().unwrap().state.status }
     };
-    assert!(callbacks::transitions_in_one_commit(&db, &batch(true)).await.is_err());
+    assert!(callbacks::transitions(&db, &batch(true)).await.is_err());
     for id in &ids {
         assert_eq!(status(*id).await, Status::Queued, "nothing of a failed batch is written");
     }
-    let moved = callbacks::transitions_in_one_commit(&db, &batch(false)).await.unwrap();
+    let moved = callbacks::transitions(&db, &batch(false)).await.unwrap();
     assert!(moved.iter().all(|m| matches!(m, Moved::Yes { .. })), "{moved:?}");
     for id in &ids {
         assert_eq!(status(*id).await, Status::RingingCourier);
