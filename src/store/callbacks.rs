@@ -305,14 +305,13 @@ pub async fn transition(db: &deadpool_postgres::Client, t: &Transition<'_>) -> R
     Ok(moved.into_iter().next().unwrap_or(Moved::No))
 }
 
-/// Several attempts' transitions in one statement: one plan, one execution and one commit for the
-/// batch, where a statement per call cost PostgreSQL its setup each time (most of its CPU per
-/// call, BENCHMARKS.md "The write path"). Each [`Moved`] is [`transition`]'s, in `ts`' order; a
-/// call that was moved meanwhile is left alone. When the statement fails nothing is written and
-/// the error is returned: the caller may write them one by one to find the one that fails. The
-/// calls must be distinct.
+/// Several attempts' transitions in one statement: one execution and one commit for the batch,
+/// where a statement per call cost PostgreSQL its setup each time (BENCHMARKS.md, "The write
+/// path"). Prepared once per connection: planning it for each batch cost more than it saved. Each
+/// [`Moved`] is [`transition`]'s, in `ts`' order; a call that was moved meanwhile is left alone.
+/// When the statement fails nothing is written and the error is returned: the caller may write
+/// them one by one to find the one that fails. The calls must be distinct.
 pub async fn transitions(db: &deadpool_postgres::Client, ts: &[Transition<'_>]) -> Result<Vec<Moved>, StoreError> {
-    use tokio_postgres::types::Type;
     if ts.is_empty() {
         return Ok(Vec::new());
     }
@@ -347,33 +346,31 @@ pub async fn transitions(db: &deadpool_postgres::Client, ts: &[Transition<'_>]) 
             (ids, numbers, events)
         });
     let step_counts: Vec<i32> = ts.iter().map(|t| t.steps.len() as i32).collect();
-    // Sent unnamed, so it is planned for this batch and the table as it is now (a plan cached
-    // while the table was small would scan it; see `store::webhooks::record_outcomes`).
     let rows = db
-        .query_typed(
-            &transitions_sql(),
+        .query(
+            &db.prepare_cached(&transitions_sql()).await?,
             &[
-                (&ids, Type::UUID_ARRAY),
-                (&status, Type::TEXT_ARRAY),
-                (&failed_leg, Type::TEXT_ARRAY),
-                (&reason, Type::TEXT_ARRAY),
-                (&hangup_cause, Type::INT4_ARRAY),
-                (&courier_channel, Type::TEXT_ARRAY),
-                (&courier_answered_at, Type::TIMESTAMPTZ_ARRAY),
-                (&connected_at, Type::TIMESTAMPTZ_ARRAY),
-                (&ended_at, Type::TIMESTAMPTZ_ARRAY),
-                (&talk_seconds, Type::INT4_ARRAY),
-                (&cdr_billable_seconds, Type::INT4_ARRAY),
-                (&from_status, Type::TEXT_ARRAY),
-                (&detail, Type::TEXT_ARRAY),
-                (&action_id, Type::TEXT_ARRAY),
-                (&cdr, Type::JSONB_ARRAY),
-                (&sequence, Type::INT4_ARRAY),
-                (&step_counts, Type::INT4_ARRAY),
-                (&confirmation, Type::TEXT_ARRAY),
-                (&step_ids, Type::UUID_ARRAY),
-                (&step_numbers, Type::INT4_ARRAY),
-                (&step_events, Type::TEXT_ARRAY),
+                &ids,
+                &status,
+                &failed_leg,
+                &reason,
+                &hangup_cause,
+                &courier_channel,
+                &courier_answered_at,
+                &connected_at,
+                &ended_at,
+                &talk_seconds,
+                &cdr_billable_seconds,
+                &from_status,
+                &detail,
+                &action_id,
+                &cdr,
+                &sequence,
+                &step_counts,
+                &confirmation,
+                &step_ids,
+                &step_numbers,
+                &step_events,
             ],
         )
         .await?;
@@ -384,6 +381,8 @@ pub async fn transitions(db: &deadpool_postgres::Client, ts: &[Transition<'_>]) 
 /// The statement of [`transitions`]: each update is guarded by the status and the event number
 /// read, so of two writers that read the same attempt one moves it and the other is told to read
 /// again. It returns the calls moved, each with the webhook deliveries its events queued.
+/// `c.id = ANY ($1)` lets the cached (generic) plan find the rows by the primary key, where a
+/// join on the unnested ids alone was planned as a scan of the table.
 fn transitions_sql() -> String {
     format!(
         "WITH i AS (
@@ -402,7 +401,7 @@ fn transitions_sql() -> String {
                  detail = COALESCE(i.detail, c.detail), action_id = COALESCE(i.action_id, c.action_id), cdr = i.cdr,
                  last_sequence = i.sequence + i.steps, confirmation = i.confirmation, updated_at = now()
              FROM i
-             WHERE c.id = i.id AND c.status = i.from_status AND c.last_sequence = i.sequence
+             WHERE c.id = ANY ($1) AND c.id = i.id AND c.status = i.from_status AND c.last_sequence = i.sequence
              RETURNING c.id, c.tenant_id, i.sequence),
          step_events AS (
              SELECT m.id AS subject_id, m.tenant_id, m.sequence + e.n AS sequence, e.data
