@@ -174,11 +174,13 @@ pub struct DeliveryKey {
 /// The due rows are found by walking `webhook_deliveries_due` in time order and stopping at
 /// `subjects` rows: asking PostgreSQL for "due and first of its chain" in one condition let it
 /// plan a scan and sort of every pending row (169 ms with 49,000 pending; BENCHMARKS.md).
-pub async fn claim_due(db: &impl GenericClient, subjects: i64) -> Result<Vec<DueDelivery>, StoreError> {
+pub async fn claim_due(db: &tokio_postgres::Transaction<'_>, subjects: i64) -> Result<Vec<DueDelivery>, StoreError> {
+    // Sent unnamed, so it is planned for the table as it is now: a plan cached while the queue was
+    // empty looked for earlier pending deliveries by scanning every pending one (see
+    // `record_outcomes`).
     let rows = db
-        .query(
-            &db.prepare_cached(
-                "WITH due AS MATERIALIZED (
+        .query_typed(
+            "WITH due AS MATERIALIZED (
                      SELECT d.tenant_id, d.endpoint_id, d.subject_id
                      FROM webhook_deliveries d
                      JOIN webhook_endpoints w ON w.tenant_id = d.tenant_id AND w.id = d.endpoint_id AND w.enabled
@@ -207,9 +209,7 @@ pub async fn claim_due(db: &impl GenericClient, subjects: i64) -> Result<Vec<Due
                        WHERE p.tenant_id = c.tenant_id AND p.endpoint_id = c.endpoint_id AND p.subject_id = c.subject_id
                          AND p.sequence < c.head AND p.status = 'pending')
                  ORDER BY c.tenant_id, c.endpoint_id, c.subject_id, c.sequence",
-            )
-            .await?,
-            &[&subjects],
+            &[(&subjects, tokio_postgres::types::Type::INT8)],
         )
         .await?;
     Ok(rows
