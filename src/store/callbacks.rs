@@ -346,9 +346,18 @@ pub async fn transitions(db: &deadpool_postgres::Client, ts: &[Transition<'_>]) 
             (ids, numbers, events)
         });
     let step_counts: Vec<i32> = ts.iter().map(|t| t.steps.len() as i32).collect();
-    let rows = db
-        .query(
-            &db.prepare_cached(&transitions_sql()).await?,
+    let statement = db.prepare_cached(&transitions_sql()).await?;
+    // Planned with sequential scans and hash and merge joins off, so that its plan finds each call
+    // by the primary key whatever the table's size when PostgreSQL made the plan it keeps for the
+    // connection: one made while `callbacks` was nearly empty scanned it, 8 ms a batch once the
+    // table had grown (BENCHMARKS.md, "The write path"). `SET LOCAL` lasts for this transaction:
+    // the batch is one, sent at once with its `BEGIN` and `COMMIT` (one round trip).
+    let (begun, rows, committed) = futures_util::future::join3(
+        db.batch_execute(
+            "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
+        ),
+        db.query(
+            &statement,
             &[
                 &ids,
                 &status,
@@ -372,8 +381,13 @@ pub async fn transitions(db: &deadpool_postgres::Client, ts: &[Transition<'_>]) 
                 &step_numbers,
                 &step_events,
             ],
-        )
-        .await?;
+        ),
+        db.batch_execute("COMMIT"),
+    )
+    .await;
+    begun?;
+    let rows = rows?;
+    committed?;
     let moved: std::collections::HashMap<Uuid, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     Ok(ids.iter().map(|id| moved.get(id).map_or(Moved::No, |&deliveries| Moved::Yes { deliveries })).collect())
 }
@@ -381,9 +395,7 @@ pub async fn transitions(db: &deadpool_postgres::Client, ts: &[Transition<'_>]) 
 /// The statement of [`transitions`]: each update is guarded by the status and the event number
 /// read, so of two writers that read the same attempt one moves it and the other is told to read
 /// again. It returns the calls moved, each with the webhook deliveries its events queued.
-/// Its cached (generic) plan finds each row by the primary key; one made while `callbacks` is
-/// empty and never analyzed scans it instead, until autovacuum's first ANALYZE of the table makes
-/// PostgreSQL plan it again (the bench's fresh databases showed no cost from it).
+/// Its plan finds each row by the primary key (see [`transitions`] for how that is made sure).
 fn transitions_sql() -> String {
     format!(
         "WITH i AS (
