@@ -22,6 +22,12 @@ async fn subscribe(app: &TestApp, tenant: &str, id: &str, url: &str, types: &[&s
     body["secret"].as_str().expect("a new endpoint's secret").to_owned()
 }
 
+/// acme's deliveries to `endpoint` with `status`, as its admin reads them.
+async fn deliveries(app: &TestApp, endpoint: &str, status: &str) -> Value {
+    let path = format!("/v1/admin/webhooks/{endpoint}/deliveries?status={status}");
+    app.get_as(&path, &app.admin("acme")).await.json().await.unwrap()
+}
+
 /// The messages `name` received whose bodies are callback events, by the callback's id, in the
 /// order they arrived; panics on any message the reference library could not verify.
 fn by_callback(received: &[Value]) -> HashMap<String, Vec<Value>> {
@@ -235,12 +241,7 @@ async fn a_failure_inside_a_call_holds_its_later_events_back_until_it_is_deliver
     let second = format!("msg_{}_2", id.replace('-', ""));
     // Recorded once the round that sent the last one commits.
     let delivered = wait::eventually("five deliveries recorded", || async {
-        let page: Value = app
-            .get_as("/v1/admin/webhooks/erp/deliveries?status=delivered", &app.admin("acme"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let page = deliveries(&app, "erp", "delivered").await;
         let items = page["items"].as_array().unwrap().clone();
         if items.len() == 5 {
             Ok(items)
@@ -337,12 +338,7 @@ async fn a_receiver_down_for_a_while_gets_every_message_when_it_is_back() {
     }
     // While it is down, the deliveries wait and say why.
     let pending = wait::eventually("a failed attempt recorded", || async {
-        let page: Value = app
-            .get_as("/v1/admin/webhooks/erp/deliveries?status=pending", &app.admin("acme"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let page = deliveries(&app, "erp", "pending").await;
         page["items"].as_array().unwrap().iter().find(|d| !d["last_error"].is_null()).cloned().ok_or(page)
     })
     .await;
