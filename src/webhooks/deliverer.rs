@@ -34,7 +34,7 @@ const HOUSEKEEPING: Duration = Duration::from_secs(10);
 const ERROR_BODY: usize = 300;
 
 impl Webhooks {
-    /// Runs the deliverer until `stop`: [`SENDERS`] rounds at once, the first also keeping house.
+    /// Runs the deliverer until `stop`: `SENDERS` rounds at once, the first also keeping house.
     pub fn spawn_deliverer(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         let webhooks = self.clone();
         tokio::spawn(async move {
