@@ -55,6 +55,9 @@ pub struct ReturnCalls {
     rules: moka::sync::Cache<String, Arc<StoredRules>>,
     /// The journal writes of calls routed and answered already.
     journal_writes: tokio_util::task::TaskTracker,
+    /// Where they run: the runtime this service was made on, which outlives the HTTP workers (a
+    /// route asked over HTTP is answered on a worker's runtime, which stops with the server).
+    runtime: tokio::runtime::Handle,
 }
 
 /// A request for a route, from the PBX.
@@ -165,6 +168,7 @@ pub struct RulesView {
 
 impl ReturnCalls {
     /// `tracker` follows the calls it routes (started first: the AMI connections report to it).
+    /// Made on the runtime that runs until dialback has stopped: the journal writes run there.
     pub fn new(
         db: deadpool_postgres::Pool,
         secrets: SecretsKey,
@@ -174,7 +178,8 @@ impl ReturnCalls {
         cache_ttl: Duration,
     ) -> Self {
         let rules = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(cache_ttl).build();
-        ReturnCalls { db, secrets, callbacks, cluster, tracker, rules, journal_writes: Default::default() }
+        let (journal_writes, runtime) = (Default::default(), tokio::runtime::Handle::current());
+        ReturnCalls { db, secrets, callbacks, cluster, tracker, rules, journal_writes, runtime }
     }
 
     /// The company's rules and key; a company that has none yet gets the defaults (off) and a key.
@@ -313,7 +318,7 @@ impl ReturnCalls {
         // right after (the tracker keeps what the PBX says of the call meanwhile, tracker.rs).
         let this = self.clone();
         let journaled = row.clone();
-        self.journal_writes.spawn(async move { this.journal(journaled).await });
+        self.journal_writes.spawn_on(async move { this.journal(journaled).await }, &self.runtime);
         Ok(Route {
             route: decision.route,
             kind: decision.kind.as_str(),
