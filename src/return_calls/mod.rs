@@ -150,6 +150,11 @@ fn new_key() -> String {
     BASE64URL.encode(bytes)
 }
 
+/// The row is in the journal already (its id is the primary key).
+fn is_duplicate(e: &StoreError) -> bool {
+    matches!(e, StoreError::Query(q) if q.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
+}
+
 /// What a key is looked up by.
 fn key_hash(key: &str) -> String {
     hex::encode(digest::digest(&digest::SHA256, key.as_bytes()))
@@ -329,7 +334,8 @@ impl ReturnCalls {
     }
 
     /// Writes a routed call to the journal with its first event, trying again while the database
-    /// is away (the route was answered already), then follows it when it went to a courier.
+    /// is away (the route was answered already; another error is logged at once), then follows it
+    /// when it went to a courier.
     async fn journal(&self, row: ReturnCallRow) {
         let event = view::event_data(&row);
         let mut wait = JOURNAL_FIRST_RETRY;
@@ -342,7 +348,10 @@ impl ReturnCalls {
             .await;
             match written {
                 Ok(deliveries) => break deliveries,
-                Err(e) if tries < JOURNAL_TRIES => {
+                // A try whose commit went through but whose answer was lost: the row is there (its
+                // deliveries, if any, are found by the deliverer's next poll).
+                Err(e) if tries > 1 && is_duplicate(&e) => break 0,
+                Err(e) if e.is_unavailable() && tries < JOURNAL_TRIES => {
                     tracing::warn!(return_call_id = %row.id, tenant = %row.tenant_id, tries, error = %Chain(&e),
                         "a routed return call could not be written to the journal yet; trying again");
                     tokio::time::sleep(wait).await;
