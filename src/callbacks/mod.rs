@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod takeover;
 pub mod tracker;
 pub mod view;
+pub mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,13 +37,14 @@ use crate::domain::registry::Order;
 use crate::domain::settings::{self, render_channel, ConfirmAnswer, PbxSettings};
 use crate::events::Bus;
 use crate::limits::Limited;
-use crate::store::callbacks::{CallbackRow, DecidedOn, Inserted, Moved, NewCallback, Step, Transition};
+use crate::store::callbacks::{CallbackRow, Inserted, Moved, Step, Transition};
 use crate::store::idempotency::IdempotencyClaim;
 use crate::store::{self, StoreError};
 use crate::telemetry::Chain;
 pub use caches::{RegistryCache, Saved, SettingsCache};
 pub use tracker::Tracker;
 use view::event_data;
+use writer::{AttemptWriter, NewAttempt};
 
 /// An attempt written (`queued`) and not yet sent: see [`CallbackService::prepare`].
 pub struct Prepared {
@@ -160,6 +162,7 @@ pub struct CallbackService {
     /// process drops the entry at once (store/notify.rs).
     settings_cache: SettingsCache,
     registry: RegistryCache,
+    writer: AttemptWriter,
 }
 
 /// The tenant's AMI login from its stored settings.
@@ -202,6 +205,7 @@ impl CallbackService {
         cache_ttl: Duration,
     ) -> Arc<Self> {
         Arc::new(CallbackService {
+            writer: AttemptWriter::start(db.clone()),
             db,
             cluster,
             tracker,
@@ -311,11 +315,10 @@ impl CallbackService {
             }
             Via::Dedicated { settings, client, runs_our_dialplan } => (*settings, client, runs_our_dialplan),
         };
-        let db = store::client(&self.db).await?;
         let order_id = request.order_id();
         if let CallRequest::Test { .. } = &request {
             // A test's settings may be unsaved, so the tenant may be new.
-            store::admin::ensure_tenant(&db, tenant).await?;
+            store::admin::ensure_tenant(&store::client(&self.db).await?, tenant).await?;
         }
         let id = Uuid::now_v7();
         // Decided on the registry cache when it has the courier and order, else on a fresh read;
@@ -329,7 +332,7 @@ impl CallbackService {
             let (courier_phone, order) = match &request {
                 CallRequest::Test { .. } => (None, None),
                 _ => {
-                    let (phone, order) = self.registry_facts(&db, tenant, courier_id, order_id, attempts == 1).await?;
+                    let (phone, order) = self.registry_facts(tenant, courier_id, order_id, attempts == 1).await?;
                     (Some(phone), order)
                 }
             };
@@ -371,16 +374,15 @@ impl CallbackService {
                 state,
             };
             let event = event_data(&row);
-            let new = NewCallback {
-                row: &row,
-                event: &event,
-                claim,
-                decided_on: courier_phone
-                    .as_deref()
-                    .map(|courier_phone| DecidedOn { courier_phone, order: order.as_ref() }),
+            // No pooled connection is held while the attempt waits to be written.
+            let attempt = NewAttempt {
+                row: row.clone(),
+                event: event.clone(),
+                claim: claim.map(|c| (c.key.to_owned(), c.request_hash.to_owned())),
+                decided_on: courier_phone.map(|phone| (phone, order.clone())),
                 owner: Some(self.cluster.process),
             };
-            match store::callbacks::insert(&db, &new).await? {
+            match self.writer.write(attempt).await? {
                 Inserted::Written { deliveries } => {
                     self.cluster.bus.committed(id, [(row.sequence, event.as_str())], deliveries);
                     break (row, courier_number, decision);
@@ -404,7 +406,6 @@ impl CallbackService {
                 });
             }
         };
-        drop(db);
         let courier_dialled = format!("{}{}", settings.courier_prefix, settings.dial_format.render(&courier_number));
         let originate = Originate {
             // Through the courier's context when the PBX runs it, so that the PBX keeps how leg 1
@@ -477,7 +478,6 @@ impl CallbackService {
     /// from the registry cache when `cached` is allowed and it has both, else read (and cached).
     async fn registry_facts(
         &self,
-        db: &store::Client,
         tenant: &TenantId,
         courier_id: &str,
         order_id: Option<&str>,
@@ -486,7 +486,8 @@ impl CallbackService {
         if let Some(hit) = cached.then(|| self.registry.get(tenant, courier_id, order_id)).flatten() {
             return Ok(hit);
         }
-        let (courier, order) = store::admin::courier_and_order(db, tenant, courier_id, order_id).await?;
+        let db = store::client(&self.db).await?;
+        let (courier, order) = store::admin::courier_and_order(&db, tenant, courier_id, order_id).await?;
         let courier =
             courier.filter(|c| c.active).ok_or_else(|| PlaceError::CourierNotRegistered(courier_id.to_owned()))?;
         self.registry.put(tenant, courier_id, &courier.phone, order_id, order.as_ref());

@@ -110,6 +110,7 @@ pub struct DecidedOn<'a> {
     pub order: Option<&'a Order>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
     /// Written, with how many webhook deliveries its event queued.
     Written { deliveries: i64 },
@@ -119,77 +120,146 @@ pub enum Inserted {
     Stale,
 }
 
-/// Writes a new attempt (before the PBX is contacted), and its first event,
-/// claiming the request's idempotency key and checking the facts it was decided on, in one
-/// statement (one round trip, atomic; see [`super::idempotency`] for the claim's rules). The
-/// tenant row exists: its courier does (or, for a test call, the caller made sure).
+/// Writes a new attempt (before the PBX is contacted) and its first event, claiming the request's
+/// idempotency key and checking the facts it was decided on: [`inserts`] of one.
 pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Result<Inserted, StoreError> {
-    let sql = format!(
-        "WITH fresh AS (
-             SELECT $13::text IS NULL OR (
-                 EXISTS (SELECT FROM couriers WHERE tenant_id = $2 AND id = $3 AND active AND phone = $13)
-                 AND ($5::text IS NULL OR CASE WHEN $14::boolean
-                     THEN EXISTS (SELECT FROM orders WHERE tenant_id = $2 AND id = $5 AND state = $15
-                                    AND courier_id IS NOT DISTINCT FROM $16 AND phones = $17::text[])
-                     ELSE NOT EXISTS (SELECT FROM orders WHERE tenant_id = $2 AND id = $5) END)) AS ok),
+    let inserted = inserts(db, std::slice::from_ref(new)).await?;
+    Ok(inserted.into_iter().next().expect("one answer for each attempt"))
+}
+
+/// Writes new attempts, each with its first event, claiming each request's idempotency key and
+/// checking the facts each was decided on, in one statement (one round trip, one commit, atomic;
+/// see [`super::idempotency`] for the claim's rules). Each [`Inserted`] is for the attempt at the
+/// same place in `news`. A statement per attempt cost PostgreSQL more in its setup than in its
+/// writes (BENCHMARKS.md, "The write path"). Each tenant row exists: its courier does (or, for a
+/// test call, the caller made sure). When the statement fails nothing is written: two attempts
+/// claiming one key are such a failure, so the caller may write them one by one.
+pub async fn inserts(db: &deadpool_postgres::Client, news: &[NewCallback<'_>]) -> Result<Vec<Inserted>, StoreError> {
+    if news.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<&CallbackRow> = news.iter().map(|n| n.row).collect();
+    let orders: Vec<Option<&Order>> = news.iter().map(|n| n.decided_on.and_then(|d| d.order)).collect();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let tenants: Vec<&str> = rows.iter().map(|r| r.tenant_id.as_str()).collect();
+    let couriers: Vec<&str> = rows.iter().map(|r| r.courier_id.as_str()).collect();
+    let targets: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();
+    let order_ids: Vec<Option<&str>> = rows.iter().map(|r| r.order_id.as_deref()).collect();
+    let to_numbers: Vec<Option<&str>> = rows.iter().map(|r| r.to_number.as_deref()).collect();
+    let courier_numbers: Vec<Option<&str>> = rows.iter().map(|r| r.courier_number.as_deref()).collect();
+    let statuses: Vec<&str> = rows.iter().map(|r| r.state.status.as_str()).collect();
+    let reasons: Vec<Option<&str>> = rows.iter().map(|r| r.state.reason.map(Reason::as_str)).collect();
+    let details: Vec<Option<&str>> = rows.iter().map(|r| r.detail.as_deref()).collect();
+    let keys: Vec<Option<&str>> = news.iter().map(|n| n.claim.map(|c| c.key)).collect();
+    let request_hashes: Vec<Option<&str>> = news.iter().map(|n| n.claim.map(|c| c.request_hash)).collect();
+    let courier_phones: Vec<Option<&str>> = news.iter().map(|n| n.decided_on.map(|d| d.courier_phone)).collect();
+    let order_found: Vec<bool> = orders.iter().map(Option::is_some).collect();
+    let order_states: Vec<Option<&str>> = orders.iter().map(|o| o.map(|o| o.state.as_str())).collect();
+    let order_couriers: Vec<Option<&str>> = orders.iter().map(|o| o.and_then(|o| o.courier_id.as_deref())).collect();
+    // An array of arrays of any lengths is not a PostgreSQL array: each order's phones go as JSON.
+    let order_phones: Vec<Option<serde_json::Value>> =
+        orders.iter().map(|o| o.map(|o| serde_json::json!(o.phones))).collect();
+    let created_at: Vec<OffsetDateTime> = rows.iter().map(|r| r.created_at).collect();
+    let ended_at: Vec<Option<OffsetDateTime>> = rows.iter().map(|r| r.state.ended_at).collect();
+    let events: Vec<&str> = news.iter().map(|n| n.event).collect();
+    let owners: Vec<Option<Uuid>> = news.iter().map(|n| n.owner).collect();
+    let confirmations: Vec<Option<&str>> = rows.iter().map(|r| r.state.confirmation.map(Confirming::as_str)).collect();
+    let statement = db.prepare_cached(&inserts_sql()).await?;
+    let answers = super::in_keyed_transaction(
+        db,
+        &statement,
+        &[
+            &ids,
+            &tenants,
+            &couriers,
+            &targets,
+            &order_ids,
+            &to_numbers,
+            &courier_numbers,
+            &statuses,
+            &reasons,
+            &details,
+            &keys,
+            &request_hashes,
+            &courier_phones,
+            &order_found,
+            &order_states,
+            &order_couriers,
+            &order_phones,
+            &created_at,
+            &ended_at,
+            &events,
+            &owners,
+            &confirmations,
+        ],
+    )
+    .await?;
+    let by_id: std::collections::HashMap<Uuid, Inserted> = answers
+        .iter()
+        .map(|r| {
+            let inserted = if r.get::<_, bool>(2) {
+                Inserted::Written { deliveries: r.get(3) }
+            } else if r.get::<_, bool>(1) {
+                Inserted::KeyTaken
+            } else {
+                Inserted::Stale
+            };
+            (r.get(0), inserted)
+        })
+        .collect();
+    // Every attempt has its row of the answer (`fresh` has one for each).
+    Ok(ids.iter().map(|id| by_id.get(id).copied().unwrap_or(Inserted::Stale)).collect())
+}
+
+/// The statement of [`inserts`]: for each attempt, its id, whether the facts it was decided on
+/// still hold, whether it was written, and how many webhook deliveries its event queued.
+fn inserts_sql() -> String {
+    format!(
+        "WITH i AS (
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                                  $13::text[], $14::boolean[], $15::text[], $16::text[], $17::jsonb[],
+                                  $18::timestamptz[], $19::timestamptz[], $20::text[], $21::uuid[], $22::text[])
+                 AS i(id, tenant_id, courier_id, target, order_id, to_number, courier_number, status, reason,
+                      detail, key, request_hash, courier_phone, order_found, order_state, order_courier,
+                      order_phones, created_at, ended_at, event, owner, confirmation)),
+         fresh AS (
+             SELECT i.*, i.courier_phone IS NULL OR (
+                 EXISTS (SELECT FROM couriers c WHERE c.tenant_id = i.tenant_id AND c.id = i.courier_id
+                                                  AND c.active AND c.phone = i.courier_phone)
+                 AND (i.order_id IS NULL OR CASE WHEN i.order_found
+                     THEN EXISTS (SELECT FROM orders o WHERE o.tenant_id = i.tenant_id AND o.id = i.order_id
+                                    AND o.state = i.order_state AND o.courier_id IS NOT DISTINCT FROM i.order_courier
+                                    AND to_jsonb(o.phones) = i.order_phones)
+                     ELSE NOT EXISTS (SELECT FROM orders o WHERE o.tenant_id = i.tenant_id AND o.id = i.order_id)
+                     END)) AS ok
+             FROM i),
          claim AS ({}),
          cb AS (
              INSERT INTO callbacks (id, tenant_id, courier_id, target, order_id, to_number, courier_number,
                  status, reason, detail, created_at, updated_at, ended_at, last_sequence, owner, confirmation)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $18, $18, $19, 1, $21, $22
-             WHERE (SELECT ok FROM fresh) AND ($11::text IS NULL OR EXISTS (SELECT FROM claim))
-             RETURNING id, tenant_id, status),
-         first_event AS (SELECT id AS subject_id, tenant_id, 1 AS sequence, $20::text AS data FROM cb),
+             SELECT f.id, f.tenant_id, f.courier_id, f.target, f.order_id, f.to_number, f.courier_number, f.status,
+                 f.reason, f.detail, f.created_at, f.created_at, f.ended_at, 1, f.owner, f.confirmation
+             FROM fresh f
+             WHERE f.ok AND (f.key IS NULL OR f.id IN (SELECT callback_id FROM claim))
+             RETURNING id, tenant_id),
+         first_event AS (
+             SELECT cb.id AS subject_id, cb.tenant_id, 1 AS sequence, f.event AS data FROM cb JOIN fresh f ON f.id = cb.id),
          {}
-         SELECT EXISTS (SELECT FROM cb), (SELECT ok FROM fresh), (SELECT count(*) FROM deliveries_written)",
+         SELECT f.id, f.ok, EXISTS (SELECT FROM cb WHERE cb.id = f.id),
+                (SELECT count(*) FROM deliveries_written d WHERE d.subject_id = f.id)
+         FROM fresh f",
         claim_sql(&ClaimSql {
-            tenant: "$2",
-            courier: "$3",
-            key: "$11",
-            request_hash: "$12",
-            callback_id: "$1",
-            when: "(SELECT ok FROM fresh)",
+            tenant: "f.tenant_id",
+            courier: "f.courier_id",
+            key: "f.key",
+            request_hash: "f.request_hash",
+            callback_id: "f.id",
+            from: "FROM fresh f",
+            when: "f.ok",
         }),
         outbox_ctes("first_event", EventType::CallbackStatusChanged),
-    );
-    let statement = db.prepare_cached(&sql).await?;
-    let (row, order) = (new.row, new.decided_on.and_then(|d| d.order));
-    let result = db
-        .query_one(
-            &statement,
-            &[
-                &row.id,
-                &row.tenant_id.as_str(),
-                &row.courier_id,
-                &row.target.as_str(),
-                &row.order_id,
-                &row.to_number,
-                &row.courier_number,
-                &row.state.status.as_str(),
-                &row.state.reason.map(Reason::as_str),
-                &row.detail,
-                &new.claim.map(|c| c.key),
-                &new.claim.map(|c| c.request_hash),
-                &new.decided_on.map(|d| d.courier_phone),
-                &order.is_some(),
-                &order.map(|o| o.state.as_str()),
-                &order.and_then(|o| o.courier_id.as_deref()),
-                &order.map(|o| o.phones.as_slice()),
-                &row.created_at,
-                &row.state.ended_at,
-                &new.event,
-                &new.owner,
-                &row.state.confirmation.map(Confirming::as_str),
-            ],
-        )
-        .await?;
-    Ok(if result.get::<_, bool>(0) {
-        Inserted::Written { deliveries: result.get(2) }
-    } else if result.get::<_, bool>(1) {
-        Inserted::KeyTaken
-    } else {
-        Inserted::Stale
-    })
+    )
 }
 
 pub async fn get(db: &impl GenericClient, tenant: &TenantId, id: Uuid) -> Result<Option<CallbackRow>, StoreError> {
@@ -307,7 +377,7 @@ pub async fn transition(db: &deadpool_postgres::Client, t: &Transition<'_>) -> R
 
 /// Several attempts' transitions in one statement: one execution and one commit for the batch,
 /// where a statement per call cost PostgreSQL its setup each time (BENCHMARKS.md, "The write
-/// path"). Prepared once per connection: planning it for each batch cost more than it saved. Each
+/// path"), run as `super::in_keyed_transaction` says. Each
 /// [`Moved`] is [`transition`]'s, in `ts`' order; a call that was moved meanwhile is left alone.
 /// When the statement fails nothing is written and the error is returned: the caller may write
 /// them one by one to find the one that fails. The calls must be distinct.
@@ -347,47 +417,34 @@ pub async fn transitions(db: &deadpool_postgres::Client, ts: &[Transition<'_>]) 
         });
     let step_counts: Vec<i32> = ts.iter().map(|t| t.steps.len() as i32).collect();
     let statement = db.prepare_cached(&transitions_sql()).await?;
-    // Planned with sequential scans and hash and merge joins off, so that its plan finds each call
-    // by the primary key whatever the table's size when PostgreSQL made the plan it keeps for the
-    // connection: one made while `callbacks` was nearly empty scanned it, 8 ms a batch once the
-    // table had grown (BENCHMARKS.md, "The write path"). `SET LOCAL` lasts for this transaction:
-    // the batch is one, sent at once with its `BEGIN` and `COMMIT` (one round trip).
-    let (begun, rows, committed) = futures_util::future::join3(
-        db.batch_execute(
-            "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
-        ),
-        db.query(
-            &statement,
-            &[
-                &ids,
-                &status,
-                &failed_leg,
-                &reason,
-                &hangup_cause,
-                &courier_channel,
-                &courier_answered_at,
-                &connected_at,
-                &ended_at,
-                &talk_seconds,
-                &cdr_billable_seconds,
-                &from_status,
-                &detail,
-                &action_id,
-                &cdr,
-                &sequence,
-                &step_counts,
-                &confirmation,
-                &step_ids,
-                &step_numbers,
-                &step_events,
-            ],
-        ),
-        db.batch_execute("COMMIT"),
+    let rows = super::in_keyed_transaction(
+        db,
+        &statement,
+        &[
+            &ids,
+            &status,
+            &failed_leg,
+            &reason,
+            &hangup_cause,
+            &courier_channel,
+            &courier_answered_at,
+            &connected_at,
+            &ended_at,
+            &talk_seconds,
+            &cdr_billable_seconds,
+            &from_status,
+            &detail,
+            &action_id,
+            &cdr,
+            &sequence,
+            &step_counts,
+            &confirmation,
+            &step_ids,
+            &step_numbers,
+            &step_events,
+        ],
     )
-    .await;
-    begun?;
-    let rows = rows?;
-    committed?;
+    .await?;
     let moved: std::collections::HashMap<Uuid, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     Ok(ids.iter().map(|id| moved.get(id).map_or(Moved::No, |&deliveries| Moved::Yes { deliveries })).collect())
 }
@@ -395,7 +452,7 @@ pub async fn transitions(db: &deadpool_postgres::Client, ts: &[Transition<'_>]) 
 /// The statement of [`transitions`]: each update is guarded by the status and the event number
 /// read, so of two writers that read the same attempt one moves it and the other is told to read
 /// again. It returns the calls moved, each with the webhook deliveries its events queued.
-/// Its plan finds each row by the primary key (see [`transitions`] for how that is made sure).
+/// Its plan finds each row by the primary key (`super::in_keyed_transaction`).
 fn transitions_sql() -> String {
     format!(
         "WITH i AS (

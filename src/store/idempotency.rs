@@ -1,7 +1,7 @@
 //! `Idempotency-Key` records: the first answer to (tenant, courier, key) is kept for 24 hours and
 //! replayed, so a flaky mobile network retrying a tap never rings anyone twice.
 //!
-//! A key is claimed by the statement that writes the attempt ([`super::callbacks::insert`]), so
+//! A key is claimed by the statement that writes the attempt ([`super::callbacks::inserts`]), so
 //! of concurrent duplicates exactly one writes an attempt and reaches the PBX; the record names
 //! that attempt. A call that was placed needs nothing more: a retry is answered with the attempt
 //! as it is by then (no write on the hot path). An answer that was not "placed" (a refusal, a PBX
@@ -26,23 +26,27 @@ pub struct ClaimSql<'a> {
     pub key: &'a str,
     pub request_hash: &'a str,
     pub callback_id: &'a str,
+    /// Where the values come from: `FROM …`, or empty when they are all placeholders.
+    pub from: &'a str,
     /// The claim is made only when this is true.
     pub when: &'a str,
 }
 
-/// The claim as SQL: `INSERT … RETURNING 1` (one row when this request owns the key, none when
-/// someone does); nothing when the key is NULL or `when` is false. A key older than 24 hours is
-/// free again.
+/// The claim as SQL: `INSERT … RETURNING callback_id` (a row for each request that owns its key,
+/// none for one whose key someone holds); nothing for a NULL key or where `when` is false. A key
+/// older than 24 hours is free again. Two claims of one key in one statement are an error
+/// (PostgreSQL updates a row once per statement): the caller claims them one by one.
 pub fn claim_sql(p: &ClaimSql<'_>) -> String {
-    let ClaimSql { tenant, courier, key, request_hash, callback_id, when } = p;
+    let ClaimSql { tenant, courier, key, request_hash, callback_id, from, when } = p;
     format!(
         "INSERT INTO idempotency_keys (tenant_id, courier_id, key, request_hash, callback_id)
-         SELECT {tenant}, {courier}, {key}, {request_hash}, {callback_id} WHERE {key}::text IS NOT NULL AND {when}
+         SELECT {tenant}, {courier}, {key}, {request_hash}, {callback_id} {from}
+         WHERE {key}::text IS NOT NULL AND {when}
          ON CONFLICT (tenant_id, courier_id, key) DO UPDATE
              SET request_hash = EXCLUDED.request_hash, callback_id = EXCLUDED.callback_id, response_status = NULL,
                  response_body = NULL, created_at = now()
              WHERE idempotency_keys.created_at < now() - interval '24 hours'
-         RETURNING 1"
+         RETURNING callback_id"
     )
 }
 
@@ -126,6 +130,7 @@ pub async fn is_taken(
         key: "$3",
         request_hash: "$4",
         callback_id: "NULL::uuid",
+        from: "",
         when: "true",
     });
     let claimed = tx.query_opt(&sql, &[&tenant.as_str(), &courier, &claim.key, &claim.request_hash]).await?.is_some();

@@ -31,6 +31,10 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database query failed")]
     Query(#[from] tokio_postgres::Error),
+    /// A write handed to another task (`callbacks::writer`) ended without its answer, as the
+    /// process stopped: it may or may not be committed. A retry of the request finds out.
+    #[error("the database write was cut off before its answer")]
+    Interrupted,
     /// A stored row this release cannot read (not a panic: the rest of the process goes on).
     #[error("{what} as stored cannot be read")]
     Unreadable {
@@ -47,7 +51,7 @@ impl StoreError {
     /// the pool found the new one) are all that.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Pool(_) => true,
+            StoreError::Pool(_) | StoreError::Interrupted => true,
             StoreError::Unreadable { .. } => false,
             StoreError::Query(e) => {
                 e.is_closed()
@@ -58,6 +62,34 @@ impl StoreError {
             }
         }
     }
+}
+
+/// Runs one of the hot batch statements (`callbacks::inserts`, `callbacks::transitions`), prepared
+/// on `db`, in a transaction of its own, sent with its `BEGIN` and `COMMIT` in one round trip. Its
+/// plan is the one kept for the connection (`plan_cache_mode`): planned for each batch, because a
+/// plan for a handful of rows looked cheaper than one for any number, it cost more than it saved.
+/// And that plan finds every row by an index (sequential scans, hash and merge joins off): one
+/// made while `callbacks` was nearly empty scanned it, 8 ms a batch once the table had grown, and
+/// one made with 1,000 couriers looked them all up at once by scanning them (BENCHMARKS.md, "The
+/// write path"). `SET LOCAL` lasts for this transaction only.
+async fn in_keyed_transaction(
+    db: &Client,
+    statement: &tokio_postgres::Statement,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let (begun, rows, committed) = futures_util::future::join3(
+        db.batch_execute(
+            "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off; \
+             SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
+        ),
+        db.query(statement, params),
+        db.batch_execute("COMMIT"),
+    )
+    .await;
+    begun?;
+    let rows = rows?;
+    committed?;
+    Ok(rows)
 }
 
 /// Builds the pool; no connection is made until first use, so the service starts while the

@@ -845,6 +845,152 @@ async fn transitions_sent_together_move_only_the_calls_still_as_they_were_read()
     assert_eq!(trail(2).await, ["queued", "ringing_courier"]);
 }
 
+/// A new attempt of courier-1 to call the client, as a tap writes it: decided on `courier_phone`
+/// and the stored order A-1001 when given, claiming `key` when given.
+fn new_attempt(
+    key: Option<&str>,
+    decided_on: Option<(&str, &dialback::domain::registry::Order)>,
+) -> dialback::callbacks::writer::NewAttempt {
+    use dialback::domain::callback::Status;
+    let row = support::attempt_row(uuid::Uuid::now_v7(), Status::Queued);
+    dialback::callbacks::writer::NewAttempt {
+        event: json!({ "status": "queued" }).to_string(),
+        claim: key.map(|k| (k.to_owned(), format!("hash of {k}"))),
+        decided_on: decided_on.map(|(phone, order)| (phone.to_owned(), Some(order.clone()))),
+        owner: None,
+        row,
+    }
+}
+
+/// Attempts written in one statement each get their own answer: one decided on stale facts is
+/// not written, one whose key is held is not written, the others are; two claiming one key make
+/// the statement fail with nothing written.
+#[tokio::test]
+async fn attempts_written_together_each_get_their_own_answer() {
+    use dialback::domain::company::TenantId;
+    use dialback::store::callbacks::{self, Inserted, NewCallback};
+    use dialback::store::idempotency::IdempotencyClaim;
+    let app = spawn_app().await;
+    let pool = dialback::store::pool(&app.database_url.clone().into(), &Default::default()).unwrap();
+    let db = pool.get().await.unwrap();
+    app.add_courier("acme", "courier-1", COURIER_PHONE).await;
+    app.add_order("acme", "A-1001", "courier-1", &[CLIENT_PHONE]).await;
+    let order = dialback::store::admin::get_order(&db, &TenantId::stored("acme"), "A-1001").await.unwrap().unwrap();
+    let earlier = new_attempt(Some("held"), None);
+    let claim = IdempotencyClaim { key: "held", request_hash: "hash of held" };
+    let new =
+        NewCallback { row: &earlier.row, event: &earlier.event, claim: Some(&claim), decided_on: None, owner: None };
+    assert!(matches!(callbacks::insert(&db, &new).await.unwrap(), Inserted::Written { .. }));
+
+    let fresh = new_attempt(Some("fresh"), Some((COURIER_PHONE, &order)));
+    let stale = new_attempt(Some("stale"), Some(("+79990000000", &order)));
+    let held = new_attempt(Some("held"), None);
+    let keyless = new_attempt(None, None);
+    let attempts = [&fresh, &stale, &held, &keyless];
+    let claims: Vec<Option<IdempotencyClaim<'_>>> = attempts
+        .iter()
+        .map(|a| a.claim.as_ref().map(|(key, request_hash)| IdempotencyClaim { key, request_hash }))
+        .collect();
+    let news: Vec<NewCallback<'_>> = attempts
+        .iter()
+        .zip(&claims)
+        .map(|(a, claim)| NewCallback {
+            row: &a.row,
+            event: &a.event,
+            claim: claim.as_ref(),
+            decided_on: a
+                .decided_on
+                .as_ref()
+                .map(|(courier_phone, order)| callbacks::DecidedOn { courier_phone, order: order.as_ref() }),
+            owner: None,
+        })
+        .collect();
+    let answers = callbacks::inserts(&db, &news).await.unwrap();
+    assert_eq!(
+        answers,
+        [Inserted::Written { deliveries: 0 }, Inserted::Stale, Inserted::KeyTaken, Inserted::Written { deliveries: 0 }]
+    );
+    let stored = |a: &dialback::callbacks::writer::NewAttempt| {
+        let (db, id) = (&db, a.row.id);
+        async move { callbacks::get_any(db, id).await.unwrap().is_some() }
+    };
+    assert_eq!(
+        [stored(&fresh).await, stored(&stale).await, stored(&held).await, stored(&keyless).await],
+        [true, false, false, true]
+    );
+    assert_eq!(support::statuses(&db, &fresh.row.id.to_string()).await, ["queued"]);
+    let key_names: Option<uuid::Uuid> =
+        db.query_one("SELECT callback_id FROM idempotency_keys WHERE key = 'fresh'", &[]).await.unwrap().get(0);
+    assert_eq!(key_names, Some(fresh.row.id));
+
+    let (one, other) = (new_attempt(Some("twice"), None), new_attempt(Some("twice"), None));
+    let claim = IdempotencyClaim { key: "twice", request_hash: "hash of twice" };
+    let news = [&one, &other].map(|a| NewCallback {
+        row: &a.row,
+        event: &a.event,
+        claim: Some(&claim),
+        decided_on: None,
+        owner: None,
+    });
+    assert!(callbacks::inserts(&db, &news).await.is_err(), "one statement cannot claim a key twice");
+    assert_eq!([stored(&one).await, stored(&other).await], [false, false]);
+}
+
+/// Hands `attempts` to `writer` while `callbacks` is locked, so no statement can finish before
+/// every one is queued; their ids and answers once the lock is gone.
+async fn write_while_locked(
+    writer: &dialback::callbacks::writer::AttemptWriter,
+    database_url: &str,
+    attempts: Vec<dialback::callbacks::writer::NewAttempt>,
+) -> (Vec<uuid::Uuid>, Vec<dialback::store::callbacks::Inserted>) {
+    let mut db = support::connect(database_url).await;
+    let lock = db.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE callbacks IN EXCLUSIVE MODE").await.unwrap();
+    let ids: Vec<uuid::Uuid> = attempts.iter().map(|a| a.row.id).collect();
+    let mut all = std::pin::pin!(futures_util::future::join_all(attempts.into_iter().map(|a| writer.write(a))));
+    // One poll hands every attempt to the writer.
+    tokio::select! {
+        biased;
+        _ = &mut all => panic!("an attempt was written while the table was locked"),
+        () = std::future::ready(()) => {}
+    }
+    lock.rollback().await.unwrap();
+    (ids, all.await.into_iter().map(Result::unwrap).collect())
+}
+
+/// Taps that come while attempts are being written wait and are written together, in one
+/// transaction; duplicates of one key among them still write one attempt.
+#[tokio::test]
+async fn taps_that_come_while_attempts_are_written_are_written_together() {
+    use dialback::callbacks::writer::AttemptWriter;
+    use dialback::store::callbacks::Inserted;
+    let app = spawn_app().await;
+    let pool = dialback::store::pool(&app.database_url.clone().into(), &Default::default()).unwrap();
+    let writer = AttemptWriter::start(pool.clone());
+    let (ids, answers) = write_while_locked(
+        &writer,
+        &app.database_url,
+        (0..20).map(|n| new_attempt(Some(&format!("tap-{n}")), None)).collect(),
+    )
+    .await;
+    assert!(answers.iter().all(|a| matches!(a, Inserted::Written { .. })), "{answers:?}");
+    let db = support::connect(&app.database_url).await;
+    let transactions: i64 = db
+        .query_one("SELECT count(DISTINCT xmin::text) FROM callbacks WHERE id = ANY($1)", &[&ids])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(transactions < 20, "20 attempts in {transactions} transactions");
+
+    let mut attempts: Vec<_> = (0..5).map(|_| new_attempt(Some("burst"), None)).collect();
+    attempts.extend((0..5).map(|n| new_attempt(Some(&format!("other-{n}")), None)));
+    let (_, answers) = write_while_locked(&writer, &app.database_url, attempts).await;
+    let written = |answers: &[Inserted]| answers.iter().filter(|a| matches!(a, Inserted::Written { .. })).count();
+    assert_eq!(written(&answers[..5]), 1, "{answers:?}");
+    assert!(answers[..5].iter().filter(|a| **a == Inserted::KeyTaken).count() == 4, "{answers:?}");
+    assert_eq!(written(&answers[5..]), 5, "{answers:?}");
+}
+
 /// A call's status changes while it is in flight touch no index: PostgreSQL writes them in place
 /// on the row's page (HOT updates), so they cost one row version each, not one per index. The
 /// change that ends the call sets `ended_at`, which the in-flight indexes read: that one is not.
