@@ -17,8 +17,11 @@ use crate::store::idempotency::IdempotencyClaim;
 use crate::store::{self, StoreError};
 use crate::telemetry::Chain;
 
-/// Statements writing attempts at once: each holds a pooled connection while it runs.
-const STATEMENTS_AT_ONCE: usize = 4;
+/// Statements writing attempts at once: each holds a pooled connection while it runs. Fewer let
+/// more attempts gather in each (PostgreSQL CPU per callback at 64 concurrent taps: 0.29 ms with
+/// four, 0.26 with two, 0.24 with one, BENCHMARKS.md); two, so that one slow statement does not
+/// hold every tap of the process.
+const STATEMENTS_AT_ONCE: usize = 2;
 /// The most attempts one statement writes.
 const MOST_IN_ONE_STATEMENT: usize = 64;
 
