@@ -164,36 +164,38 @@ pub async fn inserts(db: &deadpool_postgres::Client, news: &[NewCallback<'_>]) -
     let events: Vec<&str> = news.iter().map(|n| n.event).collect();
     let owners: Vec<Option<Uuid>> = news.iter().map(|n| n.owner).collect();
     let confirmations: Vec<Option<&str>> = rows.iter().map(|r| r.state.confirmation.map(Confirming::as_str)).collect();
-    let statement = db.prepare_cached(&inserts_sql()).await?;
-    let answers = super::in_keyed_transaction(
-        db,
-        &statement,
-        &[
-            &ids,
-            &tenants,
-            &couriers,
-            &targets,
-            &order_ids,
-            &to_numbers,
-            &courier_numbers,
-            &statuses,
-            &reasons,
-            &details,
-            &keys,
-            &request_hashes,
-            &courier_phones,
-            &order_found,
-            &order_states,
-            &order_couriers,
-            &order_phones,
-            &created_at,
-            &ended_at,
-            &events,
-            &owners,
-            &confirmations,
-        ],
-    )
-    .await?;
+    let alone = news.len() == 1;
+    let statement = db.prepare_cached(&inserts_sql(alone)).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 22] = [
+        &ids,
+        &tenants,
+        &couriers,
+        &targets,
+        &order_ids,
+        &to_numbers,
+        &courier_numbers,
+        &statuses,
+        &reasons,
+        &details,
+        &keys,
+        &request_hashes,
+        &courier_phones,
+        &order_found,
+        &order_states,
+        &order_couriers,
+        &order_phones,
+        &created_at,
+        &ended_at,
+        &events,
+        &owners,
+        &confirmations,
+    ];
+    // One attempt alone (a tap when few come) has a statement of its own, whose plan for one row
+    // PostgreSQL keeps for the connection by itself: it runs without the batch's settings.
+    let answers = match alone {
+        true => db.query(&statement, &params).await?,
+        false => super::in_keyed_transaction(db, &statement, &params).await?,
+    };
     let by_id: std::collections::HashMap<Uuid, Inserted> = answers
         .iter()
         .map(|r| {
@@ -212,8 +214,10 @@ pub async fn inserts(db: &deadpool_postgres::Client, news: &[NewCallback<'_>]) -
 }
 
 /// The statement of [`inserts`]: for each attempt, its id, whether the facts it was decided on
-/// still hold, whether it was written, and how many webhook deliveries its event queued.
-fn inserts_sql() -> String {
+/// still hold, whether it was written, and how many webhook deliveries its event queued. `alone`:
+/// the statement for one attempt, which tells the planner so.
+fn inserts_sql(alone: bool) -> String {
+    let one_row = if alone { "LIMIT 1" } else { "" };
     format!(
         "WITH i AS (
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
@@ -222,7 +226,7 @@ fn inserts_sql() -> String {
                                   $18::timestamptz[], $19::timestamptz[], $20::text[], $21::uuid[], $22::text[])
                  AS i(id, tenant_id, courier_id, target, order_id, to_number, courier_number, status, reason,
                       detail, key, request_hash, courier_phone, order_found, order_state, order_courier,
-                      order_phones, created_at, ended_at, event, owner, confirmation)),
+                      order_phones, created_at, ended_at, event, owner, confirmation) {one_row}),
          fresh AS (
              SELECT i.*, i.courier_phone IS NULL OR (
                  EXISTS (SELECT FROM couriers c WHERE c.tenant_id = i.tenant_id AND c.id = i.courier_id
