@@ -177,6 +177,72 @@ fn rate_targets(f: &Figures, prefix: &str, sustained: &'static str, fast: &'stat
     [rate, p99]
 }
 
+/// Issue 27's targets, read from the A/B (`ab_<mode>_<base|new>_<key>`): this tree against the
+/// base in the same run, with PostgreSQL as the bench runs it (`fast`) and durable.
+fn write_path_targets(f: &Figures) -> Vec<Target> {
+    const MODES: [(&str, &str); 2] = [("fast", "commits not waiting"), ("durable", "durable")];
+    let ab = |mode: &str, side: &str, key: &str| num(f, &format!("ab_{mode}_{side}_{key}"));
+    // This tree's figure over the base's, for each mode: "off 0.34x (0.76 → 0.26), durable ...".
+    let ratios = |key: &str| {
+        let each: Vec<(Option<f64>, String)> = MODES
+            .iter()
+            .map(|(mode, label)| {
+                let (base, new) = (ab(mode, "base", key), ab(mode, "new", key));
+                let ratio = base.zip(new).filter(|(b, _)| *b != 0.0).map(|(b, n)| n / b);
+                (ratio, format!("{label} {}x ({} → {})", show(ratio), show(base), show(new)))
+            })
+            .collect();
+        let measured = each.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>().join("; ");
+        (each.into_iter().map(|(ratio, _)| ratio).collect::<Option<Vec<f64>>>(), measured)
+    };
+    let (cpu, cpu_measured) = ratios("c64_pg_cpu_ms_per_callback");
+    let (c16, c16_measured) = ratios("c16_callbacks_per_s");
+    let (c64, c64_measured) = ratios("c64_callbacks_per_s");
+    let transactions: Option<Vec<f64>> = MODES
+        .iter()
+        .flat_map(|(mode, _)| {
+            ["c64_", "rate_"].map(|level| ab(mode, "new", &format!("{level}pg_transactions_per_callback")))
+        })
+        .collect();
+    let (p99, errors) = (ab("durable", "new", "rate_p99_ms"), ab("durable", "new", "rate_errors"));
+    vec![
+        Target {
+            what: "write path: PostgreSQL CPU per callback at c64 ≤ 0.5× the A/B base's, both commit modes",
+            measured: cpu_measured,
+            met: cpu.map(|r| r.iter().all(|r| *r <= 0.5)),
+        },
+        Target {
+            what: "write path: write transactions per callback ≤ 1.5, c64 and open loop, both commit modes",
+            measured: transactions
+                .as_deref()
+                .map_or_else(|| "–".into(), |t| t.iter().map(|t| show(Some(*t))).collect::<Vec<_>>().join(", ")),
+            met: transactions.map(|t| t.iter().all(|t| *t <= 1.5)),
+        },
+        Target {
+            what: "write path: closed loop at c16 ≥ 2× the A/B base's, both commit modes",
+            measured: c16_measured,
+            met: c16.map(|r| r.iter().all(|r| *r >= 2.0)),
+        },
+        Target {
+            what: "write path: closed loop at c64 ≥ 2× the A/B base's, both commit modes",
+            measured: c64_measured,
+            met: c64.map(|r| r.iter().all(|r| *r >= 2.0)),
+        },
+        Target {
+            what: "write path: open loop, PostgreSQL durable: p99 ≤ 25 ms, 0 errors",
+            measured: format!("{} ms, {} errors", show(p99), show(errors)),
+            met: p99.zip(errors).map(|(p99, errors)| p99 <= 25.0 && errors == 0.0),
+        },
+        target(
+            f,
+            "write path: return-call route decision p99 ≤ 5 ms at 500/s over FastAGI",
+            "agi_route_p99_ms",
+            " ms",
+            Bound::AtMost(5.0),
+        ),
+    ]
+}
+
 fn targets(f: &Figures) -> Vec<Target> {
     let rtt = num(f, "wan_rtt_ms").unwrap_or(20.0);
     let [rate, p99] = rate_targets(f, "rate_", "≥ 2,000 accepted callbacks/s sustained", "p99 ≤ 25 ms at that rate");
@@ -302,6 +368,9 @@ fn targets(f: &Figures) -> Vec<Target> {
             p99
         },
     ]
+    .into_iter()
+    .chain(write_path_targets(f))
+    .collect()
 }
 
 /// Appends a Markdown table; the first `text_columns` columns are text, the rest numbers.
@@ -370,7 +439,7 @@ pub fn render(f: &Figures) -> String {
         );
     }
 
-    let _ = writeln!(out, "\n### Targets (issue 7)\n");
+    let _ = writeln!(out, "\n### Targets (issues 7 and 27)\n");
     let verdict = |met: Option<bool>| match met {
         Some(true) => "met",
         Some(false) => "**missed**",
