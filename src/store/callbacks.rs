@@ -132,8 +132,9 @@ pub async fn insert(db: &deadpool_postgres::Client, new: &NewCallback<'_>) -> Re
 /// see [`super::idempotency`] for the claim's rules). Each [`Inserted`] is for the attempt at the
 /// same place in `news`. A statement per attempt cost PostgreSQL more in its setup than in its
 /// writes (BENCHMARKS.md, "The write path"). Each tenant row exists: its courier does (or, for a
-/// test call, the caller made sure). When the statement fails nothing is written: two attempts
-/// claiming one key are such a failure, so the caller may write them one by one.
+/// test call, the caller made sure). When the statement fails nothing is written (unless only its
+/// answer was lost): two attempts claiming one free key are such a failure, so the caller may write
+/// them one by one.
 pub async fn inserts(db: &deadpool_postgres::Client, news: &[NewCallback<'_>]) -> Result<Vec<Inserted>, StoreError> {
     if news.is_empty() {
         return Ok(Vec::new());
@@ -164,37 +165,46 @@ pub async fn inserts(db: &deadpool_postgres::Client, news: &[NewCallback<'_>]) -
     let events: Vec<&str> = news.iter().map(|n| n.event).collect();
     let owners: Vec<Option<Uuid>> = news.iter().map(|n| n.owner).collect();
     let confirmations: Vec<Option<&str>> = rows.iter().map(|r| r.state.confirmation.map(Confirming::as_str)).collect();
-    let alone = news.len() == 1;
-    let statement = db.prepare_cached(&inserts_sql(alone)).await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 22] = [
-        &ids,
-        &tenants,
-        &couriers,
-        &targets,
-        &order_ids,
-        &to_numbers,
-        &courier_numbers,
-        &statuses,
-        &reasons,
-        &details,
-        &keys,
-        &request_hashes,
-        &courier_phones,
-        &order_found,
-        &order_states,
-        &order_couriers,
-        &order_phones,
-        &created_at,
-        &ended_at,
-        &events,
-        &owners,
-        &confirmations,
-    ];
-    // One attempt alone (a tap when few come) has a statement of its own, whose plan for one row
-    // PostgreSQL keeps for the connection by itself: it runs without the batch's settings.
-    let answers = match alone {
-        true => db.query(&statement, &params).await?,
-        false => super::in_keyed_transaction(db, &statement, &params).await?,
+    // Each attempt's values, column by column (`INSERT_COLUMNS`' order): as arrays for a batch, and
+    // the first of each for one attempt alone.
+    macro_rules! columns {
+        ($($column:ident),*) => {
+            (
+                [$(&$column as &(dyn tokio_postgres::types::ToSql + Sync)),*],
+                [$(&$column[0] as &(dyn tokio_postgres::types::ToSql + Sync)),*],
+            )
+        };
+    }
+    let (arrays, firsts) = columns!(
+        ids,
+        tenants,
+        couriers,
+        targets,
+        order_ids,
+        to_numbers,
+        courier_numbers,
+        statuses,
+        reasons,
+        details,
+        keys,
+        request_hashes,
+        courier_phones,
+        order_found,
+        order_states,
+        order_couriers,
+        order_phones,
+        created_at,
+        ended_at,
+        events,
+        owners,
+        confirmations
+    );
+    // One attempt alone (a tap when few come) has a statement of its own, with plain values: its
+    // plan for one row is the one PostgreSQL keeps for the connection by itself, so it runs without
+    // the batch's settings, and the values cost less to send and read than arrays do.
+    let answers = match news.len() {
+        1 => db.query(&db.prepare_cached(&inserts_sql(false)).await?, &firsts).await?,
+        _ => super::in_keyed_transaction(db, &db.prepare_cached(&inserts_sql(true)).await?, &arrays).await?,
     };
     let by_id: std::collections::HashMap<Uuid, Inserted> = answers
         .iter()
@@ -213,20 +223,53 @@ pub async fn inserts(db: &deadpool_postgres::Client, news: &[NewCallback<'_>]) -
     Ok(ids.iter().map(|id| by_id.get(id).copied().unwrap_or(Inserted::Stale)).collect())
 }
 
+/// The attempt's columns as [`inserts`] sends them, with their types.
+const INSERT_COLUMNS: [(&str, &str); 22] = [
+    ("id", "uuid"),
+    ("tenant_id", "text"),
+    ("courier_id", "text"),
+    ("target", "text"),
+    ("order_id", "text"),
+    ("to_number", "text"),
+    ("courier_number", "text"),
+    ("status", "text"),
+    ("reason", "text"),
+    ("detail", "text"),
+    ("key", "text"),
+    ("request_hash", "text"),
+    ("courier_phone", "text"),
+    ("order_found", "boolean"),
+    ("order_state", "text"),
+    ("order_courier", "text"),
+    ("order_phones", "jsonb"),
+    ("created_at", "timestamptz"),
+    ("ended_at", "timestamptz"),
+    ("event", "text"),
+    ("owner", "uuid"),
+    ("confirmation", "text"),
+];
+
 /// The statement of [`inserts`]: for each attempt, its id, whether the facts it was decided on
-/// still hold, whether it was written, and how many webhook deliveries its event queued. `alone`:
-/// the statement for one attempt, which tells the planner so.
-fn inserts_sql(alone: bool) -> String {
-    let one_row = if alone { "LIMIT 1" } else { "" };
+/// still hold, whether it was written, and how many webhook deliveries its event queued. `batch`:
+/// each column an array, one element for each attempt; else one attempt's values.
+fn inserts_sql(batch: bool) -> String {
+    let placeholders = INSERT_COLUMNS.iter().enumerate();
+    let attempts = match batch {
+        true => format!(
+            "SELECT * FROM unnest({}) AS i({})",
+            placeholders.map(|(n, (_, kind))| format!("${}::{kind}[]", n + 1)).collect::<Vec<_>>().join(", "),
+            INSERT_COLUMNS.map(|(name, _)| name).join(", ")
+        ),
+        false => format!(
+            "SELECT {}",
+            placeholders
+                .map(|(n, (name, kind))| format!("${}::{kind} AS {name}", n + 1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     format!(
-        "WITH i AS (
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-                                  $13::text[], $14::boolean[], $15::text[], $16::text[], $17::jsonb[],
-                                  $18::timestamptz[], $19::timestamptz[], $20::text[], $21::uuid[], $22::text[])
-                 AS i(id, tenant_id, courier_id, target, order_id, to_number, courier_number, status, reason,
-                      detail, key, request_hash, courier_phone, order_found, order_state, order_courier,
-                      order_phones, created_at, ended_at, event, owner, confirmation) {one_row}),
+        "WITH i AS ({attempts}),
          fresh AS (
              SELECT i.*, i.courier_phone IS NULL OR (
                  EXISTS (SELECT FROM couriers c WHERE c.tenant_id = i.tenant_id AND c.id = i.courier_id
@@ -260,6 +303,7 @@ fn inserts_sql(alone: bool) -> String {
             request_hash: "f.request_hash",
             callback_id: "f.id",
             from: "FROM fresh f",
+            order: "ORDER BY f.tenant_id, f.courier_id, f.key",
             when: "f.ok",
         }),
         outbox_ctes("first_event", EventType::CallbackStatusChanged),
