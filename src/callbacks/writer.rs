@@ -17,7 +17,8 @@ use crate::store::idempotency::IdempotencyClaim;
 use crate::store::{self, StoreError};
 use crate::telemetry::Chain;
 
-/// Statements writing attempts at once: each holds a pooled connection while it runs. Fewer let
+/// Statements writing attempts at once: each holds a pooled connection while it runs (a batch
+/// written again one by one, one for each of its attempts). Fewer let
 /// more attempts gather in each (PostgreSQL CPU per callback at 64 concurrent taps: 0.29 ms with
 /// four, 0.26 with two, 0.24 with one, BENCHMARKS.md); two, so that one slow statement does not
 /// hold every tap of the process.
@@ -78,7 +79,7 @@ pub struct AttemptWriter {
 
 impl AttemptWriter {
     /// Starts the writing task on the current runtime; it ends when the writer is dropped, once
-    /// the attempts queued before are written.
+    /// the attempts queued before are handed to their statements.
     pub fn start(db: deadpool_postgres::Pool) -> Self {
         let (queue, queued) = mpsc::unbounded_channel();
         tokio::spawn(write_queued(db.clone(), queued));
@@ -95,8 +96,8 @@ impl AttemptWriter {
             metrics::gauge!("dialback_attempt_write_queue").decrement(1.0);
             return write_alone(&self.db, &attempt).await;
         }
-        // No answer means the write was cut off, committed or not: a retry of the request meets
-        // its key if it was (`StoreError::Interrupted`).
+        // No answer means the task writing it stopped first (a panic, or the runtime stopping),
+        // with the attempt committed or not (`StoreError::Interrupted`).
         answered.await.unwrap_or(Err(StoreError::Interrupted))
     }
 }
@@ -125,15 +126,24 @@ async fn write_queued(db: deadpool_postgres::Pool, mut queued: mpsc::UnboundedRe
     }
 }
 
-/// Writes a batch in one statement; when that fails (two attempts claiming one key, a row that
-/// cannot be written, the database going away) each is written alone, so one attempt's failure
-/// is its own.
+/// Writes a batch in one statement. When that fails because of one of its attempts (two claiming
+/// one free key, a row that cannot be written) each is written alone, so that failure is that
+/// attempt's own. When the database is unavailable every attempt is answered so: written again
+/// they would wait for the same database, and after a commit whose answer was lost they would
+/// meet their own rows.
 async fn write_batch(db: &deadpool_postgres::Pool, batch: Vec<Queued>) {
     if batch.len() > 1 {
         match write_together(db, &batch).await {
             Ok(inserted) => {
                 for (queued, inserted) in batch.into_iter().zip(inserted) {
                     let _ = queued.answer.send(Ok(inserted));
+                }
+                return;
+            }
+            Err(e) if e.is_unavailable() => {
+                let e = Arc::new(e);
+                for queued in batch {
+                    let _ = queued.answer.send(Err(StoreError::Shared(e.clone())));
                 }
                 return;
             }

@@ -28,20 +28,23 @@ pub struct ClaimSql<'a> {
     pub callback_id: &'a str,
     /// Where the values come from: `FROM …`, or empty when they are all placeholders.
     pub from: &'a str,
+    /// The order several claims are made in (`ORDER BY …`, or empty for one): every statement
+    /// claiming several keys locks them in the same order, so two of them never wait for each other.
+    pub order: &'a str,
     /// The claim is made only when this is true.
     pub when: &'a str,
 }
 
 /// The claim as SQL: `INSERT … RETURNING callback_id` (a row for each request that owns its key,
 /// none for one whose key someone holds); nothing for a NULL key or where `when` is false. A key
-/// older than 24 hours is free again. Two claims of one key in one statement are an error
+/// older than 24 hours is free again. Two claims of one free key in one statement are an error
 /// (PostgreSQL updates a row once per statement): the caller claims them one by one.
 pub fn claim_sql(p: &ClaimSql<'_>) -> String {
-    let ClaimSql { tenant, courier, key, request_hash, callback_id, from, when } = p;
+    let ClaimSql { tenant, courier, key, request_hash, callback_id, from, order, when } = p;
     format!(
         "INSERT INTO idempotency_keys (tenant_id, courier_id, key, request_hash, callback_id)
          SELECT {tenant}, {courier}, {key}, {request_hash}, {callback_id} {from}
-         WHERE {key}::text IS NOT NULL AND {when}
+         WHERE {key}::text IS NOT NULL AND {when} {order}
          ON CONFLICT (tenant_id, courier_id, key) DO UPDATE
              SET request_hash = EXCLUDED.request_hash, callback_id = EXCLUDED.callback_id, response_status = NULL,
                  response_body = NULL, created_at = now()
@@ -131,6 +134,7 @@ pub async fn is_taken(
         request_hash: "$4",
         callback_id: "NULL::uuid",
         from: "",
+        order: "",
         when: "true",
     });
     let claimed = tx.query_opt(&sql, &[&tenant.as_str(), &courier, &claim.key, &claim.request_hash]).await?.is_some();

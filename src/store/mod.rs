@@ -31,10 +31,14 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database query failed")]
     Query(#[from] tokio_postgres::Error),
-    /// A write handed to another task (`callbacks::writer`) ended without its answer, as the
-    /// process stopped: it may or may not be committed. A retry of the request finds out.
+    /// A write handed to another task (`callbacks::writer`) ended without its answer (the process
+    /// stopping, or a panic): it may or may not be committed. A retry of a request with an
+    /// `Idempotency-Key` meets its key if it was.
     #[error("the database write was cut off before its answer")]
     Interrupted,
+    /// One error answered to each of several callers whose writes went in one statement.
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
     /// A stored row this release cannot read (not a panic: the rest of the process goes on).
     #[error("{what} as stored cannot be read")]
     Unreadable {
@@ -52,6 +56,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Pool(_) | StoreError::Interrupted => true,
+            StoreError::Shared(e) => e.is_unavailable(),
             StoreError::Unreadable { .. } => false,
             StoreError::Query(e) => {
                 e.is_closed()
