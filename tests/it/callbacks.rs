@@ -991,6 +991,21 @@ async fn taps_that_come_while_attempts_are_written_are_written_together() {
     assert_eq!(written(&answers[5..]), 5, "{answers:?}");
 }
 
+/// With the database away, every attempt waiting to be written is told so (a tap answers 503 and
+/// may be retried), whether it went alone or with others.
+#[tokio::test]
+async fn attempts_written_while_the_database_is_away_are_each_told_it_is_unavailable() {
+    use dialback::callbacks::writer::AttemptWriter;
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = secrecy::SecretString::from(format!("postgres://postgres@127.0.0.1:{nowhere}/dialback"));
+    let writer = AttemptWriter::start(dialback::store::pool(&url, &Default::default()).unwrap());
+    let writes = (0..10).map(|n| writer.write(new_attempt(Some(&format!("away-{n}")), None)));
+    for answer in futures_util::future::join_all(writes).await {
+        let error = answer.expect_err("nothing can be written");
+        assert!(error.is_unavailable(), "{error}");
+    }
+}
+
 /// A call's status changes while it is in flight touch no index: PostgreSQL writes them in place
 /// on the row's page (HOT updates), so they cost one row version each, not one per index. The
 /// change that ends the call sets `ended_at`, which the in-flight indexes read: that one is not.
