@@ -1,5 +1,7 @@
 //! Callback attempts; their history is their events (`store::events`).
 
+use std::sync::OnceLock;
+
 use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
@@ -202,9 +204,12 @@ pub async fn inserts(db: &deadpool_postgres::Client, news: &[NewCallback<'_>]) -
     // One attempt alone (a tap when few come) has a statement of its own, with plain values: its
     // plan for one row is the one PostgreSQL keeps for the connection by itself, so it runs without
     // the batch's settings, and the values cost less to send and read than arrays do.
+    // Written once: they are on every tap's path.
+    static SQL: OnceLock<[String; 2]> = OnceLock::new();
+    let [alone_sql, batch_sql] = SQL.get_or_init(|| [inserts_sql(false), inserts_sql(true)]);
     let answers = match news.len() {
-        1 => db.query(&db.prepare_cached(&inserts_sql(false)).await?, &firsts).await?,
-        _ => super::in_keyed_transaction(db, &db.prepare_cached(&inserts_sql(true)).await?, &arrays).await?,
+        1 => db.query(&db.prepare_cached(alone_sql).await?, &firsts).await?,
+        _ => super::in_keyed_transaction(db, &db.prepare_cached(batch_sql).await?, &arrays).await?,
     };
     let by_id: std::collections::HashMap<Uuid, Inserted> = answers
         .iter()
@@ -464,7 +469,9 @@ pub async fn transitions(db: &deadpool_postgres::Client, ts: &[Transition<'_>]) 
             (ids, numbers, events)
         });
     let step_counts: Vec<i32> = ts.iter().map(|t| t.steps.len() as i32).collect();
-    let statement = db.prepare_cached(&transitions_sql()).await?;
+    // Written once: it is on the path of every batch the tracker writes.
+    static SQL: OnceLock<String> = OnceLock::new();
+    let statement = db.prepare_cached(SQL.get_or_init(transitions_sql)).await?;
     let rows = super::in_keyed_transaction(
         db,
         &statement,
