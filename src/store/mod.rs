@@ -69,24 +69,31 @@ impl StoreError {
     }
 }
 
+/// Settings (for one transaction: `SET LOCAL`) under which a batch statement finds every row by an
+/// index: sequential scans, hash and merge joins off. Statements that look up a batch of rows by
+/// key were planned by the table's statistics, which lag behind a table that grows by thousands
+/// of rows a second: a plan made while `callbacks` was nearly empty scanned it, 8 ms a batch once
+/// the table had grown, and one made with 1,000 couriers looked them all up at once by scanning
+/// them (BENCHMARKS.md, "The write path").
+macro_rules! by_index {
+    () => {
+        "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+    };
+}
+use by_index;
+
 /// Runs one of the hot batch statements (`callbacks::inserts`, `callbacks::transitions`), prepared
 /// on `db`, in a transaction of its own, sent with its `BEGIN` and `COMMIT` in one round trip. Its
 /// plan is the one kept for the connection (`plan_cache_mode`): planned for each batch, because a
 /// plan for a handful of rows looked cheaper than one for any number, it cost more than it saved.
-/// And that plan finds every row by an index (sequential scans, hash and merge joins off): one
-/// made while `callbacks` was nearly empty scanned it, 8 ms a batch once the table had grown, and
-/// one made with 1,000 couriers looked them all up at once by scanning them (BENCHMARKS.md, "The
-/// write path"). `SET LOCAL` lasts for this transaction only.
+/// And that plan finds every row by an index (`by_index!`).
 async fn in_keyed_transaction(
     db: &Client,
     statement: &tokio_postgres::Statement,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
     let (begun, rows, committed) = futures_util::future::join3(
-        db.batch_execute(
-            "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off; \
-             SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
-        ),
+        db.batch_execute(concat!("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; ", by_index!())),
         db.query(statement, params),
         db.batch_execute("COMMIT"),
     )

@@ -71,7 +71,7 @@ impl Webhooks {
     async fn round(&self) -> Result<usize, StoreError> {
         let started = std::time::Instant::now();
         let mut db = store::client(&self.db).await?;
-        let tx = db.transaction().await?;
+        let tx = store::webhooks::begin_round(&mut db).await?;
         let due = store::webhooks::claim_due(&tx, BATCH).await?;
         if due.is_empty() {
             tx.commit().await?;
