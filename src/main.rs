@@ -4,6 +4,11 @@ use clap::{Parser, Subcommand};
 use dialback::auth::Role;
 use dialback::config::Config;
 
+/// An allocator made for many threads allocating and freeing small buffers: glibc's malloc and
+/// free took a quarter of dialback's CPU with webhooks on (BENCHMARKS.md, "The write path").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "dialback", version, about = "Two-leg callback gateway for Asterisk (AMI)")]
 struct Cli {
