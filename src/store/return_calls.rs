@@ -110,6 +110,8 @@ pub async fn rotate_key(
 /// What the decision needs to know about `caller` (E.164) at `tenant`, in one statement: the orders
 /// with it among their clients' phones (active, or closed less than `window_hours` ago) with their
 /// courier and the latest callback from that courier to it, and the active courier with that phone.
+/// The latest callback is the first in `callbacks_by_number`'s order (ids are UUIDv7, so by time)
+/// from that courier: a number called a hundred times is not read a hundred times.
 pub async fn caller_facts(
     db: &impl GenericClient,
     tenant: &TenantId,
@@ -120,8 +122,9 @@ pub async fn caller_facts(
         .query(
             &db.prepare_cached(
                 "SELECT o.id, c.id, c.phone, c.active, o.state = 'active', o.updated_at,
-                     (SELECT max(cb.created_at) FROM callbacks cb
-                      WHERE cb.tenant_id = o.tenant_id AND cb.to_number = $2 AND cb.courier_id = c.id),
+                     (SELECT cb.created_at FROM callbacks cb
+                      WHERE cb.tenant_id = o.tenant_id AND cb.to_number = $2 AND cb.courier_id = c.id
+                      ORDER BY cb.id DESC LIMIT 1),
                      NULL::text
                  FROM orders o JOIN couriers c ON c.tenant_id = o.tenant_id AND c.id = o.courier_id
                  WHERE o.tenant_id = $1 AND o.phones @> ARRAY[$2::text]
