@@ -82,11 +82,12 @@ macro_rules! by_index {
 }
 use by_index;
 
-/// Runs one of the hot batch statements (`callbacks::inserts`, `callbacks::transitions`), prepared
-/// on `db`, in a transaction of its own, sent with its `BEGIN` and `COMMIT` in one round trip. Its
-/// plan is the one kept for the connection (`plan_cache_mode`): planned for each batch, because a
-/// plan for a handful of rows looked cheaper than one for any number, it cost more than it saved.
-/// And that plan finds every row by an index (`by_index!`).
+/// Runs one of the hot statements (`callbacks::inserts`, `callbacks::transitions`,
+/// `return_calls::caller_facts`), prepared on `db`, in a transaction of its own, sent with its
+/// `BEGIN` and `COMMIT` in one round trip. Its plan is the one kept for the connection
+/// (`plan_cache_mode`): planned for each execution, because a plan for the values at hand looked
+/// cheaper than one for any, it cost more than it saved. And that plan finds every row by an
+/// index (`by_index!`).
 async fn in_keyed_transaction(
     db: &Client,
     statement: &tokio_postgres::Statement,
