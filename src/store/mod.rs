@@ -69,10 +69,10 @@ impl StoreError {
     }
 }
 
-/// Settings (for one transaction: `SET LOCAL`) under which a batch statement finds every row by an
-/// index: sequential scans, hash and merge joins off. Statements that look up a batch of rows by
-/// key were planned by the table's statistics, which lag behind a table that grows by thousands
-/// of rows a second: a plan made while `callbacks` was nearly empty scanned it, 8 ms a batch once
+/// Settings (for one transaction: `SET LOCAL`) under which a statement finds every row by an
+/// index: sequential scans, hash and merge joins off. Statements that look up rows by key were
+/// planned by the table's statistics, which lag behind a table that grows by thousands of rows a
+/// second: a plan made while `callbacks` was nearly empty scanned it, 8 ms a batch once
 /// the table had grown, and one made with 1,000 couriers looked them all up at once by scanning
 /// them (BENCHMARKS.md, "The write path").
 macro_rules! by_index {
