@@ -166,9 +166,24 @@ pub fn connect_config(database_url: &secrecy::SecretString, cfg: &DbConfig) -> a
     crate::pg_tls::connect(database_url.expose_secret(), cfg.ssl_root_cert.as_deref()).map_err(anyhow::Error::msg)
 }
 
-/// A pooled client, or a `StoreError` that maps to 503.
+/// A pooled client, or a `StoreError` that maps to 503. The wait (for a connection to be free, or
+/// opened) is `dialback_db_pool_wait_seconds`.
 pub async fn client(pool: &Pool) -> Result<Client, StoreError> {
-    Ok(pool.get().await?)
+    let asked = std::time::Instant::now();
+    let client = pool.get().await;
+    metrics::histogram!("dialback_db_pool_wait_seconds").record(asked.elapsed().as_secs_f64());
+    Ok(client?)
+}
+
+/// Sets the pool's gauges to what it holds now (called as `/metrics` is scraped): connections
+/// busy and idle, the most it may open, and callers waiting for one.
+pub fn record_pool_status(pool: &Pool) {
+    let status = pool.status();
+    let busy = status.size.saturating_sub(status.available);
+    metrics::gauge!("dialback_db_pool_connections", "state" => "busy").set(busy as f64);
+    metrics::gauge!("dialback_db_pool_connections", "state" => "idle").set(status.available as f64);
+    metrics::gauge!("dialback_db_pool_max_connections").set(status.max_size as f64);
+    metrics::gauge!("dialback_db_pool_waiting").set(status.waiting as f64);
 }
 
 /// The company id in column `at` of a row (dialback wrote it, checked, when the row was made).

@@ -71,6 +71,26 @@ async fn metrics_expose_request_counters_in_prometheus_text() {
 }
 
 #[tokio::test]
+async fn metrics_show_the_database_pool() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    // The readiness probe took a connection: its wait was measured.
+    assert!(value("dialback_db_pool_wait_seconds_count") >= 1.0);
+    // The gauges are the pool as the scrape found it (the recorder is shared by this process's
+    // apps, so only what holds for any pool is asserted).
+    let (busy, idle) =
+        (value("dialback_db_pool_connections{state=\"busy\"}"), value("dialback_db_pool_connections{state=\"idle\"}"));
+    assert!(busy + idle <= value("dialback_db_pool_max_connections"));
+    assert!(value("dialback_db_pool_max_connections") >= 1.0);
+    assert!(value("dialback_db_pool_waiting") >= 0.0);
+}
+
+#[tokio::test]
 async fn the_committed_spec_is_served_as_is() {
     let app = spawn_app().await;
     let served = app.get("/openapi.yaml").await.text().await.unwrap();
