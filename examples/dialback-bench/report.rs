@@ -588,7 +588,10 @@ pub fn render(f: &Figures) -> String {
          clients (each the client of an active order: every decision routes to a courier), {} per second \
          open loop for {} s, each conversation on a new connection: the environment, `200 result=1` to each \
          of the five `SET VARIABLE`s, until dialback closes. Latency is from connect to that close: the \
-         caller's wait. Each decision is one lookup and one journal insert (with its event).\n",
+         caller's wait. Each decision is one lookup and one journal insert (with its event), the insert \
+         after the answer. \"First variable\" is from the environment sent to the first `SET VARIABLE` \
+         read: the decision as Asterisk hears it, without the connection and the other four round \
+         trips.\n",
         s("agi_target_per_s"),
         s("load_seconds"),
     );
@@ -598,6 +601,9 @@ pub fn render(f: &Figures) -> String {
         ("p90, ms", "agi_route_p90_ms"),
         ("p99, ms", "agi_route_p99_ms"),
         ("max, ms", "agi_route_max_ms"),
+        ("first variable p50, ms", "agi_first_variable_p50_ms"),
+        ("first variable p90, ms", "agi_first_variable_p90_ms"),
+        ("first variable p99, ms", "agi_first_variable_p99_ms"),
         ("decisions", "agi_route_samples"),
         ("errors (no answer, or no route for a client)", "agi_errors"),
     ]
