@@ -936,6 +936,81 @@ async fn attempts_written_together_each_get_their_own_answer() {
     assert_eq!([stored(&one).await, stored(&other).await], [false, false]);
 }
 
+/// Two statements claiming the same keys, each listing them in the opposite order, run at once: a
+/// statement claims its keys in one order (`store::idempotency::ClaimSql::order`), so one waits for
+/// the other and then finds every key taken, where claiming them as listed deadlocks (PostgreSQL
+/// then fails one of the statements: its taps answered 503 for nothing).
+#[tokio::test]
+async fn statements_claiming_the_same_keys_in_opposite_orders_do_not_deadlock() {
+    use dialback::callbacks::writer::NewAttempt;
+    use dialback::store::callbacks::{self, Inserted, NewCallback};
+    use dialback::store::idempotency::IdempotencyClaim;
+    fn claims(attempts: &[NewAttempt]) -> Vec<IdempotencyClaim<'_>> {
+        let claims = attempts.iter().filter_map(|a| a.claim.as_ref());
+        claims.map(|(key, request_hash)| IdempotencyClaim { key, request_hash }).collect()
+    }
+    fn news<'a>(attempts: &'a [NewAttempt], claims: &'a [IdempotencyClaim<'a>]) -> Vec<NewCallback<'a>> {
+        let new = |(a, claim): (&'a NewAttempt, &'a IdempotencyClaim<'a>)| NewCallback {
+            row: &a.row,
+            event: &a.event,
+            claim: Some(claim),
+            decided_on: None,
+            owner: None,
+        };
+        attempts.iter().zip(claims).map(new).collect()
+    }
+    let app = spawn_app().await;
+    app.add_courier("acme", "courier-1", COURIER_PHONE).await;
+    let pool = dialback::store::pool(&app.database_url.clone().into(), &Default::default()).unwrap();
+    let (one, other) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    let mut locker = support::connect(&app.database_url).await;
+    let watcher = support::connect(&app.database_url).await;
+    for round in 0..5 {
+        let keys: Vec<String> = (0..200).map(|k| format!("round-{round}-key-{k}")).collect();
+        let forward: Vec<NewAttempt> = keys.iter().map(|k| new_attempt(Some(k), None)).collect();
+        let backward: Vec<NewAttempt> = keys.iter().rev().map(|k| new_attempt(Some(k), None)).collect();
+        let (forward_claims, backward_claims) = (claims(&forward), claims(&backward));
+        let (forward_news, backward_news) = (news(&forward, &forward_claims), news(&backward, &backward_claims));
+
+        // Both statements wait behind a lock on `callbacks`, then start together.
+        let lock = locker.transaction().await.unwrap();
+        lock.batch_execute("LOCK TABLE callbacks IN EXCLUSIVE MODE").await.unwrap();
+        let mut both = std::pin::pin!(futures_util::future::join(
+            callbacks::inserts(&one, &forward_news),
+            callbacks::inserts(&other, &backward_news)
+        ));
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting >= 2 {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = &mut both => panic!("a statement ran while the table was locked"),
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+        lock.rollback().await.unwrap();
+        let (forward_answers, backward_answers) = both.await;
+        let (forward_answers, backward_answers) = (forward_answers.unwrap(), backward_answers.unwrap());
+        // Whichever claimed the first key claimed them all.
+        let written = |answers: &[Inserted]| answers.iter().all(|a| matches!(a, Inserted::Written { .. }));
+        let taken = |answers: &[Inserted]| answers.iter().all(|a| *a == Inserted::KeyTaken);
+        assert!(
+            (written(&forward_answers) && taken(&backward_answers))
+                || (taken(&forward_answers) && written(&backward_answers)),
+            "round {round}: {forward_answers:?} {backward_answers:?}"
+        );
+    }
+}
+
 /// Hands `attempts` to `writer` while `callbacks` is locked, so no statement can finish before
 /// every one is queued; their ids and answers once the lock is gone.
 async fn write_while_locked(
