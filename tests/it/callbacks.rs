@@ -982,7 +982,8 @@ async fn statements_claiming_the_same_keys_in_opposite_orders_do_not_deadlock() 
         loop {
             let waiting: i64 = watcher
                 .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+                       AND query LIKE 'WITH i AS (SELECT * FROM unnest%'",
                     &[],
                 )
                 .await
