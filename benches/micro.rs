@@ -1,7 +1,8 @@
 //! Micro-benchmarks (`cargo bench --bench micro`): AMI decode and encode throughput over what a real
 //! Asterisk 22 sent in the transcripts pinned in `tests/fixtures/asterisk-22/ami/` (replies and call
 //! events of answered, busy, unanswered, congested, rejected and refused calls), building and
-//! encoding an Originate, and phone normalisation.
+//! encoding an Originate, phone normalisation, and a callback's event data (written for every
+//! status a call passes through).
 //!
 //! No harness crate: each figure is the median of several timed samples after a warm-up, with
 //! `std::time`. `-- --out FILE` also writes the figures as JSON (scripts/bench merges them);
@@ -14,7 +15,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use dialback::ami::codec::{AmiCodec, Frame, Outgoing};
 use dialback::ami::message::Originate;
+use dialback::callbacks::view::event_data;
+use dialback::domain::callback::{CallState, CdrRecord, Status, Target};
+use dialback::domain::company::TenantId;
 use dialback::domain::phone;
+use dialback::store::callbacks::CallbackRow;
+use time::OffsetDateTime;
 use tokio_util::codec::Decoder;
 
 /// What a socket read hands the decoder at a time (tokio's FramedRead reads about this much).
@@ -183,6 +189,53 @@ fn main() {
         inputs.len() as u64
     });
     put("phone_parse_per_s", per_s, "/s");
+
+    // The data of a `callback.status_changed` event, as the tracker writes it for every status:
+    // a call just queued, and one completed with its times and CDR record.
+    let at = OffsetDateTime::from_unix_timestamp(1_795_341_119).expect("a valid time");
+    let queued = CallbackRow {
+        id: uuid::Uuid::parse_str("0193a2b4-7c1d-7e2f-8a3b-4c5d6e7f8091").expect("a valid id"),
+        tenant_id: TenantId::stored("acme"),
+        courier_id: "courier-17".into(),
+        target: Target::Client,
+        order_id: Some("A-1001".into()),
+        to_number: Some("+79161234567".into()),
+        courier_number: Some("+79001112233".into()),
+        detail: None,
+        action_id: Some("4f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e".into()),
+        created_at: at,
+        updated_at: at,
+        sequence: 1,
+        state: CallState::new(Status::Queued),
+    };
+    let mut completed = queued.clone();
+    completed.sequence = 5;
+    let s = &mut completed.state;
+    s.status = Status::Completed;
+    (s.courier_answered_at, s.connected_at, s.ended_at) = (Some(at), Some(at), Some(at));
+    (s.hangup_cause, s.talk_seconds, s.cdr_billable_seconds) = (Some(16), Some(42), Some(42));
+    s.cdr.courier = Some(Box::new(CdrRecord {
+        channel: "PJSIP/trunk-00000001".into(),
+        destination_channel: "PJSIP/trunk-00000002".into(),
+        source: "+74951234567".into(),
+        destination: "79161234567".into(),
+        destination_context: "dialback-client".into(),
+        disposition: "ANSWERED".into(),
+        duration_seconds: 51,
+        billable_seconds: 42,
+        last_application: "Dial".into(),
+        last_data: "PJSIP/79161234567@trunk,30".into(),
+        start_time: "2026-11-22 12:51:00".into(),
+        answer_time: "2026-11-22 12:51:09".into(),
+        end_time: "2026-11-22 12:51:51".into(),
+        ..Default::default()
+    }));
+    let per_s = median_rate(samples, sample, || {
+        black_box(event_data(black_box(&queued)));
+        black_box(event_data(black_box(&completed)));
+        2
+    });
+    put("event_data_per_s", per_s, "/s");
 
     if let Some(out) = out {
         std::fs::write(&out, serde_json::to_string_pretty(&figures).expect("json") + "\n").expect("writing --out");

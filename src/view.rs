@@ -1,6 +1,7 @@
 //! What every resource's view shares: who is looking, timestamps as the API writes them, and
 //! numbers masked for couriers.
 
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -21,7 +22,21 @@ pub fn mask(number: &str) -> String {
 
 /// A timestamp as the API writes it: RFC 3339, or null.
 pub fn rfc3339(t: Option<OffsetDateTime>) -> Value {
-    t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .map(Value::String)
-        .unwrap_or(Value::Null)
+    t.and_then(format_rfc3339).map(Value::String).unwrap_or(Value::Null)
+}
+
+/// [`rfc3339`] for a view serialized from a struct, without building a `Value` first.
+pub struct Rfc3339(pub Option<OffsetDateTime>);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.and_then(format_rfc3339) {
+            Some(text) => serializer.serialize_str(&text),
+            None => serializer.serialize_none(),
+        }
+    }
+}
+
+fn format_rfc3339(t: OffsetDateTime) -> Option<String> {
+    t.format(&time::format_description::well_known::Rfc3339).ok()
 }
