@@ -262,7 +262,7 @@ async fn a_crash_during_a_download_leaves_no_half_file_and_the_next_run_fetches_
     let name = format!("{}.wav", Uuid::now_v7());
     ftp.put(&name, &bytes);
     let database_url = support::fresh_database().await;
-    let store = std::env::temp_dir().join(format!("dialback-rec-{}", Uuid::new_v4().simple()));
+    let store = support::recordings_dir();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log = std::fs::File::create(store.with_extension("log")).unwrap();
     // A real `dialback serve` process, so the crash is a real SIGKILL: no destructor runs.

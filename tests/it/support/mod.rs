@@ -136,6 +136,13 @@ pub async fn fresh_database() -> String {
     with_database(&admin_url, &name)
 }
 
+/// A directory of its own for a test's recordings, under Cargo's scratch directory for tests
+/// (`target/tmp`): an app keeps running until the test process ends, so nothing would remove it
+/// from the system's temporary directory.
+pub fn recordings_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dialback-rec-{}", uuid::Uuid::new_v4().simple()))
+}
+
 pub fn init_test_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -154,7 +161,7 @@ pub fn test_config(database_url: &str) -> Figment {
         "listen": "127.0.0.1:0",
         "jwt_secret": JWT_SECRET,
         "secrets_key": "ab".repeat(32),
-        "recordings_dir": std::env::temp_dir().join(format!("dialback-rec-{}", uuid::Uuid::new_v4().simple())),
+        "recordings_dir": recordings_dir(),
         "http": { "workers": 1, "shutdown_timeout_s": 5 },
         "db": { "pool_size": 4, "timeout_ms": 30000 },
         // The tests' webhook receivers listen on 127.0.0.1 over plain HTTP.

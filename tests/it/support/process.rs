@@ -22,7 +22,7 @@ impl DialbackProcess {
     pub async fn start(database_url: &str, settings: &[(&str, &str)]) -> DialbackProcess {
         let config: dialback::config::Config =
             dialback::config::Config::from_figment(test_config(database_url)).expect("the tests' config");
-        let recordings = std::env::temp_dir().join(format!("dialback-rec-{}", uuid::Uuid::new_v4().simple()));
+        let recordings = super::recordings_dir();
         let mut command = Command::new(env!("CARGO_BIN_EXE_dialback"));
         command
             .arg("serve")
