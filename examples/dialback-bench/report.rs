@@ -911,6 +911,7 @@ pub fn render(f: &Figures) -> String {
         ("AMI encode (the same messages, validated)", "ami_encode_mb_s", "MB/s"),
         ("Originate built and encoded", "originate_encode_per_s", "/s"),
         ("phone normalisation (`phone::parse`, a mix of formats)", "phone_parse_per_s", "/s"),
+        ("a callback's event data (`callbacks::view::event_data`)", "event_data_per_s", "/s"),
     ]
     .into_iter()
     .map(|(what, key, unit)| vec![what.to_owned(), format!("{} {unit}", s(key))])
