@@ -128,8 +128,20 @@ release_of() {
   echo "$tree.dialback"
 }
 
+# free_port NAME...: sets each NAME to a port nothing listens on now and that this script has not
+# handed out before. Ports are drawn before the servers that take them start, and the kernel may
+# offer the same free port twice: a bench once gave PostgreSQL's port to dialback as well.
+GIVEN_PORTS=" "
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  local name port
+  for name in "$@"; do
+    port=
+    while [ -z "$port" ] || [[ $GIVEN_PORTS == *" $port "* ]]; do
+      port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+    done
+    GIVEN_PORTS+="$port "
+    printf -v "$name" '%s' "$port"
+  done
 }
 
 # as_postgres CMD...: runs CMD as the postgres OS user when we are root (PostgreSQL refuses root).
