@@ -25,6 +25,10 @@ pub fn rfc3339(t: Option<OffsetDateTime>) -> Value {
     t.and_then(format_rfc3339).map(Value::String).unwrap_or(Value::Null)
 }
 
+/// Why a view serialized from a struct of its fields cannot fail: they are strings, numbers, UUIDs,
+/// timestamps as text (null when one cannot be written), JSON values and Asterisk's CDR records.
+pub const FIELDS_SERIALIZE: &str = "a view's fields always serialize";
+
 /// [`rfc3339`] for a view serialized from a struct, without building a `Value` first.
 pub struct Rfc3339(pub Option<OffsetDateTime>);
 

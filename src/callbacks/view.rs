@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::domain::callback::{CallCdr, Reason, Target};
 use crate::store::callbacks::CallbackRow;
-use crate::view::{mask, Rfc3339, Viewer};
+use crate::view::{mask, Rfc3339, Viewer, FIELDS_SERIALIZE};
 
 /// What a courier reads in `detail`: a refusal's explanation is theirs (why this number may not be
 /// called), and so is an unconfirmed answer's (their voicemail answered); the PBX's address, its
@@ -29,7 +29,7 @@ fn detail_for_courier(reason: Option<Reason>, detail: &Value) -> Value {
 
 /// The callback resource; `recording` is its recording's rendered link, when one is bound.
 pub fn view(row: &CallbackRow, recording: Option<Value>, viewer: Viewer) -> Value {
-    let mut view = serde_json::to_value(Fields::of(row, recording, None)).unwrap_or_default();
+    let mut view = serde_json::to_value(Fields::of(row, recording, None)).expect(FIELDS_SERIALIZE);
     if viewer == Viewer::Courier {
         for_courier(&mut view);
     }
@@ -117,7 +117,7 @@ pub fn for_courier(view: &mut Value) {
 /// The data of the `callback.status_changed` event the row's latest step makes: the admins' view
 /// of it with its `sequence`, as JSON text.
 pub fn event_data(row: &CallbackRow) -> String {
-    serde_json::to_string(&Fields::of(row, None, Some(row.sequence))).unwrap_or_default()
+    serde_json::to_string(&Fields::of(row, None, Some(row.sequence))).expect(FIELDS_SERIALIZE)
 }
 
 #[cfg(test)]

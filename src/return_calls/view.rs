@@ -7,15 +7,15 @@ use uuid::Uuid;
 
 use crate::domain::callback::CdrRecord;
 use crate::store::return_calls::ReturnCallRow;
-use crate::view::{mask, Rfc3339, Viewer};
+use crate::view::{mask, Rfc3339, Viewer, FIELDS_SERIALIZE};
 
 pub fn view(row: &ReturnCallRow, viewer: Viewer) -> Value {
-    serde_json::to_value(Fields::of(row, viewer, None)).unwrap_or_default()
+    serde_json::to_value(Fields::of(row, viewer, None)).expect(FIELDS_SERIALIZE)
 }
 
 /// The data of its `return_call.status_changed` event: the admins' view with `sequence`.
 pub fn event_data(row: &ReturnCallRow) -> String {
-    serde_json::to_string(&Fields::of(row, Viewer::Admin, Some(row.sequence))).unwrap_or_default()
+    serde_json::to_string(&Fields::of(row, Viewer::Admin, Some(row.sequence))).expect(FIELDS_SERIALIZE)
 }
 
 /// The return call's fields, declared in the order of their names, as a callback's are
