@@ -56,6 +56,11 @@ pub struct Cluster {
     orphans_waiting: AtomicBool,
     /// The companies whose PBX this process stands by for, as the last heartbeat chose them.
     standby: std::sync::Mutex<Vec<String>>,
+    /// Told to stop: it says so on every beat from then on (store/processes.rs `Beat`).
+    stopping: AtomicBool,
+    /// When the shares were last recounted for a tap that found a cap full ([`Cluster::recount`]);
+    /// one recount at a time answers every tap refused before it began.
+    recounted_at: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Cluster {
@@ -69,7 +74,18 @@ impl Cluster {
         // Nothing to claim until a beat says so: the first comes at once.
         let orphans_waiting = AtomicBool::new(false);
         let standby = std::sync::Mutex::default();
-        Arc::new(Cluster { process, ami, bus, limiters, db, alive: AtomicUsize::new(1), orphans_waiting, standby })
+        Arc::new(Cluster {
+            process,
+            ami,
+            bus,
+            limiters,
+            db,
+            alive: AtomicUsize::new(1),
+            orphans_waiting,
+            standby,
+            stopping: AtomicBool::new(false),
+            recounted_at: tokio::sync::Mutex::new(None),
+        })
     }
 
     /// How many dialback processes were alive at the last heartbeat (at least this one). With
@@ -110,23 +126,87 @@ impl Cluster {
     }
 
     /// Says this process is alive, learns whether calls wait to be claimed and which PBXs to
-    /// stand by for, and shares the companies' limits
-    /// (src/limits.rs) and their PBXs' cap on originates in flight among the processes alive.
+    /// stand by for, and shares the companies' limits (src/limits.rs) and their PBXs' cap on
+    /// originates in flight among the processes serving ([`Cluster::share`]).
     async fn beat(&self) -> Result<(), StoreError> {
         let db = store::client(&self.db).await?;
-        store::processes::beat(&db, self.process, &host(), std::process::id(), env!("CARGO_PKG_VERSION")).await?;
+        store::processes::beat(&db, &self.beat_row()).await?;
         let survey = store::processes::survey(&db, DEAD_AFTER).await?;
         self.orphans_waiting.store(survey.orphans_waiting, Ordering::Relaxed);
         metrics::counter!("dialback_heartbeats_total").increment(1);
-        let standby = standby_for(self.process, &survey.alive, &survey.tenants_in_flight);
+        let ids: Vec<Uuid> = survey.alive.iter().map(|p| p.id).collect();
+        let standby = standby_for(self.process, &ids, &survey.tenants_in_flight);
         metrics::gauge!("dialback_standby_sessions").set(standby.len() as f64);
         *self.standby.lock().expect("standby lock") = standby;
         let alive = survey.alive.len().max(1);
         metrics::gauge!("dialback_processes_alive").set(alive as f64);
-        self.limiters.share_among(alive as u32);
-        self.ami.share_among(alive as usize);
-        self.alive.store(alive as usize, Ordering::Relaxed);
+        self.alive.store(alive, Ordering::Relaxed);
+        self.share(&survey.alive);
         Ok(())
+    }
+
+    fn beat_row(&self) -> store::processes::Beat<'static> {
+        static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        store::processes::Beat {
+            id: self.process,
+            host: HOST.get_or_init(host),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION"),
+            stopping: self.stopping.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Shares the limits and each PBX's cap among this process and the others `alive` that are
+    /// not stopping: a stopping process accepts no more requests, so its share is the others' at
+    /// once. It keeps the share it had for the requests it is finishing.
+    fn share(&self, alive: &[store::processes::Alive]) {
+        if self.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let serving = 1 + alive.iter().filter(|p| p.id != self.process && !p.stopping).count();
+        metrics::gauge!("dialback_processes_serving").set(serving as f64);
+        self.limiters.share_among(serving as u32);
+        self.ami.share_among(serving);
+    }
+
+    /// Told to stop, before it stops accepting requests: says so in the list of processes, so
+    /// the others count it out of their shares at once (they recount when a tap finds a cap full,
+    /// [`Cluster::recount`]) instead of at their next beat, and the requests a balancer moves to
+    /// them are not refused meanwhile. It stays listed, following its calls, until it hands them
+    /// over and leaves.
+    pub async fn stop_serving(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        let said = async { store::processes::beat(&store::client(&self.db).await?, &self.beat_row()).await };
+        match tokio::time::timeout(HEARTBEAT, said).await {
+            Ok(Ok(())) => tracing::info!("stopping: the other processes no longer count this one in their shares"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %Chain(&e), "stopping: could not say so; the others count this process until it leaves")
+            }
+            Err(_) => tracing::warn!(
+                "stopping: could not say so within {HEARTBEAT:?}; the others count this process until it leaves"
+            ),
+        }
+    }
+
+    /// A tap found this process's share of a PBX's cap full at `refused_at`: asks the database
+    /// which processes serve now and shares again (one that began stopping since the last beat
+    /// gives its share at once). This process's share of each PBX's cap now, to compare with the
+    /// one that was full. One recount at a time; a tap refused before a recount began takes its
+    /// answer.
+    pub async fn recount(&self, refused_at: std::time::Instant) -> usize {
+        let mut recounted_at = self.recounted_at.lock().await;
+        if recounted_at.is_none_or(|at| at < refused_at) {
+            let began = std::time::Instant::now();
+            metrics::counter!("dialback_share_recounts_total").increment(1);
+            match async { store::processes::alive(&store::client(&self.db).await?, DEAD_AFTER).await }.await {
+                Ok(alive) => self.share(&alive),
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), "could not recount the processes serving; the shares stay")
+                }
+            }
+            *recounted_at = Some(began);
+        }
+        self.ami.originate_share()
     }
 
     /// Stopping, once it released `released` calls (callbacks or return calls, `what` in the log)
@@ -149,7 +229,7 @@ impl Cluster {
         // missed, and this one would stop at once with nobody writing the calls it let go.
         let alive = async { store::processes::alive(&store::client(&self.db).await?, DEAD_AFTER).await }.await;
         let others =
-            alive.map_or(self.processes_alive() - 1, |alive| alive.iter().filter(|p| **p != self.process).count());
+            alive.map_or(self.processes_alive() - 1, |alive| alive.iter().filter(|p| p.id != self.process).count());
         if others == 0 {
             return;
         }

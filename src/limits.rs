@@ -1,8 +1,8 @@
 //! Rate limits (governor, keyed): callbacks per courier and per tenant, failed authentications per
 //! client IP. A janitor forgets idle keys so memory stays bounded.
 //!
-//! The limits are the company's, not the process's: with N processes alive each allows 1/N of
-//! every limit (rounded up), so adding a process does not multiply what a courier may do. A load
+//! The limits are the company's, not the process's: with N processes serving (alive, not
+//! stopping: src/cluster.rs) each allows 1/N of every limit (rounded up), so adding a process does not multiply what a courier may do. A load
 //! balancer that spreads requests (nothing sticky) gives each courier and company its whole limit;
 //! the slack is the rounding up, and a burst when N changes (the buckets start full again).
 
@@ -84,7 +84,7 @@ impl Limiters {
     pub fn share_among(&self, processes: u32) {
         let processes = processes.max(1);
         if self.share().processes != processes {
-            tracing::info!(processes, "rate limits shared among the processes alive");
+            tracing::info!(processes, "rate limits shared among the processes serving");
             *self.share.write().expect("limits lock") = Arc::new(Share::new(&self.config, processes));
         }
     }

@@ -171,6 +171,7 @@ impl Application {
                 .configure(|cfg| crate::http::configure(cfg, body_limit))
         })
         .shutdown_timeout(config.http.shutdown_timeout_s)
+        .shutdown_signal(told_to_stop(cluster.clone()))
         .client_request_timeout(Duration::from_secs(10));
         if config.http.workers > 0 {
             server = server.workers(config.http.workers);
@@ -225,6 +226,34 @@ impl Application {
         self.cluster.ami.close_all().await;
         result
     }
+}
+
+/// Resolves on SIGTERM or SIGINT, once this process has said it is stopping (the others count it
+/// out of their shares at once, cluster.rs `stop_serving`): only then does the server stop
+/// accepting and finish the requests in flight, so a balancer's retries find the others' shares
+/// whole. A second signal ends the process at once, the way SIGKILL would (its calls are taken
+/// over as a dead process's).
+async fn told_to_stop(cluster: Arc<Cluster>) {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM and SIGINT; stop this process with SIGKILL");
+            return std::future::pending().await;
+        }
+    };
+    // The signal's name and number (the exit status of a process it ends is 128 + the number).
+    async fn next(term: &mut Signal, int: &mut Signal) -> (&'static str, i32) {
+        tokio::select! { _ = term.recv() => ("SIGTERM", 15), _ = int.recv() => ("SIGINT", 2) }
+    }
+    let (told, _) = next(&mut term, &mut int).await;
+    tracing::info!(signal = told, "stopping: finishing the requests in flight, then handing the calls over");
+    cluster.stop_serving().await;
+    tokio::spawn(async move {
+        let (again, number) = next(&mut term, &mut int).await;
+        tracing::warn!(signal = again, "told to stop again: stopping at once; the other processes take the calls over");
+        std::process::exit(128 + number);
+    });
 }
 
 /// Follows the changes other processes announce (store/notify.rs) and drops what they make stale;

@@ -503,7 +503,14 @@ impl CallbackService {
             (row.id, row.tenant_id.as_str(), row.courier_id.as_str(), row.target.as_str());
         let queued = async {
             client.wait_up(self.connect_timeout).await?;
-            client.originate(&originate).await
+            match client.originate(&originate).await {
+                // This process's share of the cap may be stale: one that began stopping since the
+                // last beat gives its share at once (cluster.rs `recount`).
+                Err(AmiError::Saturated(full)) if self.cluster.recount(std::time::Instant::now()).await > full => {
+                    client.originate(&originate).await
+                }
+                queued => queued,
+            }
         }
         .await;
         match queued {

@@ -8,24 +8,45 @@ use uuid::Uuid;
 
 use super::StoreError;
 
-/// Records that `id` is alive now (registering it when it is not, e.g. after it was deemed
-/// dead and removed).
-pub async fn beat(db: &impl GenericClient, id: Uuid, host: &str, pid: u32, version: &str) -> Result<(), StoreError> {
+/// A process beating.
+pub struct Beat<'a> {
+    pub id: Uuid,
+    pub host: &'a str,
+    pub pid: u32,
+    pub version: &'a str,
+    /// It was told to stop (V18): the others count it out of their shares from now on.
+    pub stopping: bool,
+}
+
+/// Records that a process is alive now (registering it when it is not, e.g. after it was deemed
+/// dead and removed), and since when it is stopping, once it is.
+pub async fn beat(db: &impl GenericClient, beat: &Beat<'_>) -> Result<(), StoreError> {
     let statement = db
         .prepare_cached(
-            "INSERT INTO dialback_processes (id, host, pid, version) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+            "INSERT INTO dialback_processes (id, host, pid, version, stopping_since)
+             VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(),
+                 stopping_since = COALESCE(dialback_processes.stopping_since, EXCLUDED.stopping_since)",
         )
         .await?;
-    db.execute(&statement, &[&id, &host, &(pid as i32), &version]).await?;
+    let pid = beat.pid as i32;
+    db.execute(&statement, &[&beat.id, &beat.host, &pid, &beat.version, &beat.stopping]).await?;
     Ok(())
+}
+
+/// A process alive: it beat within `dead_after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alive {
+    pub id: Uuid,
+    /// It was told to stop, and is handing its calls over.
+    pub stopping: bool,
 }
 
 /// What a beat learns of the processes sharing the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Survey {
     /// Processes that beat within `dead_after`.
-    pub alive: Vec<Uuid>,
+    pub alive: Vec<Alive>,
     /// The companies with calls (callbacks or return calls) in flight.
     pub tenants_in_flight: Vec<String>,
     /// Whether a call in flight waits for a process to follow it: its process is dead, or let it
@@ -72,11 +93,15 @@ pub async fn survey(db: &impl GenericClient, dead_after: Duration) -> Result<Sur
 }
 
 /// The processes alive: each beat within `dead_after`.
-pub async fn alive(db: &impl GenericClient, dead_after: Duration) -> Result<Vec<Uuid>, StoreError> {
+pub async fn alive(db: &impl GenericClient, dead_after: Duration) -> Result<Vec<Alive>, StoreError> {
     let alive = db
-        .prepare_cached("SELECT id FROM dialback_processes WHERE heartbeat_at >= now() - make_interval(secs => $1)")
+        .prepare_cached(
+            "SELECT id, stopping_since IS NOT NULL FROM dialback_processes
+             WHERE heartbeat_at >= now() - make_interval(secs => $1)",
+        )
         .await?;
-    Ok(db.query(&alive, &[&dead_after.as_secs_f64()]).await?.iter().map(|r| r.get(0)).collect())
+    let rows = db.query(&alive, &[&dead_after.as_secs_f64()]).await?;
+    Ok(rows.iter().map(|r| Alive { id: r.get(0), stopping: r.get(1) }).collect())
 }
 
 /// Leaves: the process stopped (its calls were released first).

@@ -403,6 +403,42 @@ async fn a_stopping_process_hands_its_calls_over() {
     hang_up_and_see_completed(sim.addr().port(), &two.app, &[&id, &other]).await;
 }
 
+/// Each process holds its share of a PBX's cap on originates in flight, on the session it has open
+/// too, and a process told to stop gives its share to the others before it stops accepting: the
+/// taps a balancer then moves to them are placed, not refused with `pbx_busy` until their next
+/// heartbeat.
+#[tokio::test]
+async fn a_stopping_process_gives_its_share_of_the_pbx_cap_to_the_others_at_once() {
+    // The courier's phone rings on: each originate stays in flight.
+    let sim = support::sim_with(|c| c.ring = Duration::from_secs(3600)).await;
+    let database = support::fresh_database().await;
+    let settings = [UNLIMITED[0], UNLIMITED[1], ("AMI__MAX_INFLIGHT_ORIGINATES", "2")];
+    let one = DialbackProcess::start(&database, &settings).await;
+    let two = DialbackProcess::start(&database, &settings).await;
+    one.app.configure_pbx("acme", sim.addr().port(), json!({"originate_timeout_s": 120})).await;
+    count_each_other(&[&one.app, &two.app]).await;
+    let (token, body) = add_courier(&two.app, "acme", 0).await;
+    let first = tap(&two.app, &token, body).await;
+    let (token, body) = add_courier(&two.app, "acme", 1).await;
+    support::assert_problem(place(&two.app, &token, body).await, 503, "pbx_busy").await;
+
+    let two_id = owner(&database, &first).await.expect("the process that placed it follows it");
+    let stopping = tokio::spawn(one.terminate());
+    eventually("the first process to say it is stopping, or to be gone", || async {
+        let db = support::connect(&database).await;
+        let sql = "SELECT count(*) FROM dialback_processes WHERE id <> $1 AND stopping_since IS NULL";
+        match db.query_one(sql, &[&two_id]).await.unwrap().get::<_, i64>(0) {
+            0 => Ok(()),
+            serving => Err(serving),
+        }
+    })
+    .await;
+    let (token, body) = add_courier(&two.app, "acme", 2).await;
+    tap(&two.app, &token, body).await;
+    assert_eq!(sim.originates(), 2, "the refused tap never reached the PBX");
+    assert!(stopping.await.unwrap().success());
+}
+
 /// Any process answers any request: duplicates of one tap sent to two processes at once ring
 /// once, and a call placed through one is cancelled through the other.
 #[tokio::test]

@@ -22,7 +22,7 @@ use futures_util::stream::BoxStream as BoxedStream;
 use futures_util::StreamExt;
 use secrecy::SecretString;
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,7 @@ use tracing::Instrument;
 use super::ajam::AjamSession;
 use super::codec::{AmiCodec, Frame, Message, Outgoing};
 use super::message::{self, AmiEvent, Originate, OriginateResponse};
+use super::slots::{Slot, Slots};
 use super::transport::{self, BoxStream, Endpoint};
 use super::AmiError;
 use dialback_logging::Chain;
@@ -87,7 +88,7 @@ const EVENT_RING: usize = 256;
 struct PendingOriginate {
     tx: oneshot::Sender<OriginateResponse>,
     /// Held until leg 1 resolves: Asterisk runs one thread per async originate.
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
     deadline: Instant,
 }
 
@@ -107,7 +108,7 @@ impl Live {
         for (_, tx) in self.pending.lock().expect("pending lock").drain() {
             let _ = tx.send(Err(AmiError::Disconnected));
         }
-        // Dropping the senders wakes the waiters with "disconnected" and releases the permits.
+        // Dropping the senders wakes the waiters with "disconnected" and frees their slots.
         self.originates.lock().expect("originates lock").clear();
         self.lists.lock().expect("lists lock").clear();
     }
@@ -118,7 +119,7 @@ struct Shared {
     live: RwLock<Option<Arc<Live>>>,
     state: watch::Sender<ConnState>,
     events: broadcast::Sender<Arc<AmiEvent>>,
-    originate_slots: Arc<Semaphore>,
+    originate_slots: Arc<Slots>,
     stop: CancellationToken,
     /// Set by [`AmiClient::close`] before its Logoff: Asterisk then closes the socket, and that end
     /// is the close asked for, not a lost session (nothing to reconnect, no `Down` to report).
@@ -184,7 +185,7 @@ impl AmiClient {
         // an idle tenant's connection cheap (each slot is allocated up front for every tenant).
         let (events, _) = broadcast::channel(EVENT_RING);
         let shared = Arc::new(Shared {
-            originate_slots: Arc::new(Semaphore::new(config.max_inflight_originates)),
+            originate_slots: Slots::new(config.max_inflight_originates),
             config,
             live: RwLock::new(None),
             state,
@@ -282,12 +283,7 @@ impl AmiClient {
     /// Queues an asynchronous originate. Fails fast when the PBX is down, when the per-PBX cap on
     /// in-flight originates is reached, or when Asterisk refuses it (permission, unknown context).
     pub async fn originate(&self, originate: &Originate) -> Result<OriginateHandle, AmiError> {
-        let permit = self
-            .shared
-            .originate_slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| AmiError::Saturated(self.shared.config.max_inflight_originates))?;
+        let slot = self.shared.originate_slots.take().map_err(AmiError::Saturated)?;
         let live = self.live()?;
         let action_id = message::new_action_id();
         let action = originate.to_action(&action_id);
@@ -298,7 +294,7 @@ impl AmiClient {
         live.originates
             .lock()
             .expect("originates lock")
-            .insert(action_id.clone(), PendingOriginate { tx, _permit: permit, deadline });
+            .insert(action_id.clone(), PendingOriginate { tx, _slot: slot, deadline });
         match self.call(&action).await {
             Ok(_) => Ok(OriginateHandle { action_id, rx }),
             Err(e) => {
@@ -404,7 +400,17 @@ impl AmiClient {
     }
 
     pub fn inflight_originates(&self) -> usize {
-        self.shared.config.max_inflight_originates - self.shared.originate_slots.available_permits()
+        self.shared.originate_slots.taken()
+    }
+
+    /// Sets this session's share of the PBX's cap on originates in flight (it starts at
+    /// [`ClientConfig::max_inflight_originates`]), for the originates sent from now on.
+    pub fn set_max_inflight_originates(&self, limit: usize) {
+        self.shared.originate_slots.set_limit(limit);
+    }
+
+    pub fn max_inflight_originates(&self) -> usize {
+        self.shared.originate_slots.limit()
     }
 
     /// Logs off (when up) and stops the supervisor; pending actions fail with "disconnected".

@@ -7,6 +7,8 @@
 //! - [`client`]: one logged-in session per PBX, owned by tasks that read continuously, match
 //!   replies by ActionID, fan events out, ping, and reconnect with capped backoff.
 //! - [`pool`]: one client per tenant, created lazily, closed when idle.
+//! - `slots`: a session's share of its PBX's cap on originates in flight, changed as processes come
+//!   and go.
 //! - [`tls`]: the TLS client set-up (the company's CA or the system roots); FTPS uses it too.
 
 pub mod ajam;
@@ -14,6 +16,7 @@ pub mod client;
 pub mod codec;
 pub mod message;
 pub mod pool;
+mod slots;
 pub mod tls;
 pub mod transport;
 

@@ -53,7 +53,7 @@ impl Drop for CallHold {
 /// How the pool opens and keeps sessions (the application supplies it from its settings).
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
-    /// Concurrent in-flight originates per PBX, shared among the processes alive.
+    /// Concurrent in-flight originates per PBX, shared among the processes serving.
     pub max_inflight_originates: usize,
     /// A session closes after this long without use (never while a call holds it).
     pub idle_close: Duration,
@@ -69,8 +69,8 @@ pub struct AmiPool {
     entries: Mutex<HashMap<String, Entry>>,
     config: PoolConfig,
     sink: Option<EventSink>,
-    /// The dialback processes alive: each holds its share of a PBX's cap on in-flight
-    /// originates (`max_inflight_originates`, rounded up), set on sessions opened from then on.
+    /// The dialback processes serving: each holds its share of a PBX's cap on in-flight
+    /// originates (`max_inflight_originates`, rounded up), on its open sessions and the next.
     processes: AtomicUsize,
     /// The runtime the pool was made on, which the sessions' tasks run on. A session is often
     /// opened while an HTTP request is served, on a server worker's own runtime; its tasks must not
@@ -94,11 +94,7 @@ impl AmiPool {
             connect_timeout: self.config.connect_timeout,
             action_timeout: self.config.action_timeout,
             ping_interval: self.config.ping_interval,
-            max_inflight_originates: self
-                .config
-                .max_inflight_originates
-                .div_ceil(self.processes.load(Ordering::Relaxed).max(1))
-                .max(1),
+            max_inflight_originates: self.originate_share(),
             backoff_max: Duration::from_secs(30),
             connector: None,
         }
@@ -151,9 +147,22 @@ impl AmiPool {
         Some(CallHold(entry.holds.clone()))
     }
 
-    /// `processes` are alive (this one included): each process holds its share of the cap.
+    /// `processes` serve (this one counted): each process holds its share of the cap, on the
+    /// sessions it has open too (a session's originates in flight over a lowered share end as
+    /// they would; new ones are refused until fewer are in flight).
     pub fn share_among(&self, processes: usize) {
+        let entries = self.entries.lock().expect("pool lock");
+        // Under the lock: a session opened meanwhile reads the new share.
         self.processes.store(processes.max(1), Ordering::Relaxed);
+        let share = self.originate_share();
+        for entry in entries.values() {
+            entry.client.set_max_inflight_originates(share);
+        }
+    }
+
+    /// This process's share of each PBX's cap on originates in flight.
+    pub fn originate_share(&self) -> usize {
+        self.config.max_inflight_originates.div_ceil(self.processes.load(Ordering::Relaxed).max(1)).max(1)
     }
 
     /// The tenants whose AMI session is up now: they hear their calls' events.
