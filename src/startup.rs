@@ -24,6 +24,7 @@ use crate::limits::Limiters;
 use crate::recordings::Recordings;
 use crate::return_calls::tracker::ReturnTracker;
 use crate::return_calls::ReturnCalls;
+use crate::telemetry::Chain;
 use crate::webhooks::Webhooks;
 
 pub struct Application {
@@ -238,7 +239,7 @@ async fn told_to_stop(cluster: Arc<Cluster>) {
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(term), Ok(int)) => (term, int),
         (Err(e), _) | (_, Err(e)) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM and SIGINT; stop this process with SIGKILL");
+            tracing::error!(error = %Chain(&e), "cannot listen for SIGTERM and SIGINT; stop this process with SIGKILL");
             return std::future::pending().await;
         }
     };
