@@ -38,6 +38,9 @@ pub const HANDOVER_WAIT: Duration = Duration::from_secs(8);
 pub const HANDOVER_MARGIN: Duration = Duration::from_secs(1);
 /// Calls claimed per beat at most (the rest on the next).
 pub const CLAIM_BATCH: i64 = 1000;
+/// How long a tap that found a PBX's cap full waits, at most, for the processes serving to be
+/// counted again ([`Cluster::recount`]) before it is refused.
+const RECOUNT_WAIT: Duration = Duration::from_millis(500);
 
 /// What the services of this process share.
 pub struct Cluster {
@@ -56,11 +59,30 @@ pub struct Cluster {
     orphans_waiting: AtomicBool,
     /// The companies whose PBX this process stands by for, as the last heartbeat chose them.
     standby: std::sync::Mutex<Vec<String>>,
-    /// Told to stop: it says so on every beat from then on (store/processes.rs `Beat`).
+    /// Not accepting requests yet, then told to stop: it says so on every beat
+    /// (store/processes.rs `Beat`), and the others count it in their shares only in between.
+    starting: AtomicBool,
     stopping: AtomicBool,
-    /// When the shares were last recounted for a tap that found a cap full ([`Cluster::recount`]);
-    /// one recount at a time answers every tap refused before it began.
-    recounted_at: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// The processes serving, this one counted, as last shared among ([`Cluster::share`]).
+    serving: AtomicUsize,
+    /// The list of processes the shares come from, one beat or recount at a time.
+    lists: tokio::sync::Mutex<Lists>,
+}
+
+/// When the list of processes was read.
+#[derive(Default)]
+struct Lists {
+    /// The one shared among: a beat or a recount applies a list only if it was read later (a beat
+    /// that read before a recount would undo it).
+    shared: Option<std::time::Instant>,
+    /// The last recount's, answered or not: a tap refused before it takes its answer.
+    recounted: Option<std::time::Instant>,
+}
+
+impl Lists {
+    fn older_than(at: Option<std::time::Instant>, than: std::time::Instant) -> bool {
+        at.is_none_or(|at| at < than)
+    }
 }
 
 impl Cluster {
@@ -83,8 +105,10 @@ impl Cluster {
             alive: AtomicUsize::new(1),
             orphans_waiting,
             standby,
+            starting: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
-            recounted_at: tokio::sync::Mutex::new(None),
+            serving: AtomicUsize::new(1),
+            lists: tokio::sync::Mutex::default(),
         })
     }
 
@@ -131,6 +155,7 @@ impl Cluster {
     async fn beat(&self) -> Result<(), StoreError> {
         let db = store::client(&self.db).await?;
         store::processes::beat(&db, &self.beat_row()).await?;
+        let read_at = std::time::Instant::now();
         let survey = store::processes::survey(&db, DEAD_AFTER).await?;
         self.orphans_waiting.store(survey.orphans_waiting, Ordering::Relaxed);
         metrics::counter!("dialback_heartbeats_total").increment(1);
@@ -141,7 +166,11 @@ impl Cluster {
         let alive = survey.alive.len().max(1);
         metrics::gauge!("dialback_processes_alive").set(alive as f64);
         self.alive.store(alive, Ordering::Relaxed);
-        self.share(&survey.alive);
+        let mut lists = self.lists.lock().await;
+        if Lists::older_than(lists.shared, read_at) {
+            self.share(&survey.alive);
+            lists.shared = Some(read_at);
+        }
         Ok(())
     }
 
@@ -152,21 +181,29 @@ impl Cluster {
             host: HOST.get_or_init(host),
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION"),
+            starting: self.starting.load(Ordering::Relaxed),
             stopping: self.stopping.load(Ordering::Relaxed),
         }
     }
 
-    /// Shares the limits and each PBX's cap among this process and the others `alive` that are
-    /// not stopping: a stopping process accepts no more requests, so its share is the others' at
-    /// once. It keeps the share it had for the requests it is finishing.
+    /// Shares the limits and each PBX's cap among this process and the others `alive` that
+    /// serve: one still starting or already stopping accepts no requests, so its share is the
+    /// others'. A stopping process keeps the share it had for the requests it is finishing.
     fn share(&self, alive: &[store::processes::Alive]) {
         if self.stopping.load(Ordering::Relaxed) {
             return;
         }
-        let serving = 1 + alive.iter().filter(|p| p.id != self.process && !p.stopping).count();
+        let serving = 1 + alive.iter().filter(|p| p.id != self.process && p.serving).count();
         metrics::gauge!("dialback_processes_serving").set(serving as f64);
+        self.serving.store(serving, Ordering::Relaxed);
         self.limiters.share_among(serving as u32);
         self.ami.share_among(serving);
+    }
+
+    /// Accepting requests now: the others count it in their shares from their next beat.
+    pub async fn start_serving(&self) {
+        self.starting.store(false, Ordering::Relaxed);
+        self.say_so("serving").await;
     }
 
     /// Told to stop, before it stops accepting requests: says so in the list of processes, so
@@ -176,35 +213,53 @@ impl Cluster {
     /// over and leaves.
     pub async fn stop_serving(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+        self.say_so("stopping").await;
+    }
+
+    /// Writes this process's row now rather than at the next beat, [`HEARTBEAT`] at most; the
+    /// next beat writes it if this could not.
+    async fn say_so(&self, what: &str) {
         let said = async { store::processes::beat(&store::client(&self.db).await?, &self.beat_row()).await };
         match tokio::time::timeout(HEARTBEAT, said).await {
-            Ok(Ok(())) => tracing::info!("stopping: the other processes no longer count this one in their shares"),
+            Ok(Ok(())) => tracing::info!(what, "said to the other processes"),
             Ok(Err(e)) => {
-                tracing::warn!(error = %Chain(&e), "stopping: could not say so; the others count this process until it leaves")
+                tracing::warn!(what, error = %Chain(&e), "could not say so to the other processes yet; the next heartbeat does")
             }
             Err(_) => tracing::warn!(
-                "stopping: could not say so within {HEARTBEAT:?}; the others count this process until it leaves"
+                what,
+                "could not say so to the other processes within {HEARTBEAT:?}; the next heartbeat does"
             ),
         }
     }
 
     /// A tap found this process's share of a PBX's cap full at `refused_at`: asks the database
     /// which processes serve now and shares again (one that began stopping since the last beat
-    /// gives its share at once). This process's share of each PBX's cap now, to compare with the
-    /// one that was full. One recount at a time; a tap refused before a recount began takes its
-    /// answer.
+    /// gives its share at once), [`RECOUNT_WAIT`] at most. This process's share of each PBX's cap
+    /// now, to compare with the one that was full. Nothing to ask while it serves alone (its
+    /// share is the whole cap); one recount at a time, and a tap refused before a recount began
+    /// takes its answer.
     pub async fn recount(&self, refused_at: std::time::Instant) -> usize {
-        let mut recounted_at = self.recounted_at.lock().await;
-        if recounted_at.is_none_or(|at| at < refused_at) {
-            let began = std::time::Instant::now();
+        if self.serving.load(Ordering::Relaxed) <= 1 {
+            return self.ami.originate_share();
+        }
+        let mut lists = self.lists.lock().await;
+        if Lists::older_than(lists.recounted, refused_at) && Lists::older_than(lists.shared, refused_at) {
+            let read_at = std::time::Instant::now();
+            lists.recounted = Some(read_at);
             metrics::counter!("dialback_share_recounts_total").increment(1);
-            match async { store::processes::alive(&store::client(&self.db).await?, DEAD_AFTER).await }.await {
-                Ok(alive) => self.share(&alive),
-                Err(e) => {
-                    tracing::warn!(error = %Chain(&e), "could not recount the processes serving; the shares stay")
+            let alive = async { store::processes::alive(&store::client(&self.db).await?, DEAD_AFTER).await };
+            match tokio::time::timeout(RECOUNT_WAIT, alive).await {
+                Ok(Ok(alive)) => {
+                    self.share(&alive);
+                    lists.shared = Some(read_at);
                 }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %Chain(&e), "could not count the processes serving again; the shares stay")
+                }
+                Err(_) => tracing::warn!(
+                    "could not count the processes serving again within {RECOUNT_WAIT:?}; the shares stay"
+                ),
             }
-            *recounted_at = Some(began);
         }
         self.ami.originate_share()
     }

@@ -179,6 +179,8 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         tracing::info!(listen = %config.listen, port, "dialback listening");
+        // Counted in the others' shares of the limits only now that it accepts requests.
+        cluster.start_serving().await;
         let agi_port = agi_address.map(|(_, port)| port);
         let takeover = [takeover, return_takeover];
         Ok(Self {
@@ -232,8 +234,10 @@ impl Application {
 /// Resolves on SIGTERM or SIGINT, once this process has said it is stopping (the others count it
 /// out of their shares at once, cluster.rs `stop_serving`): only then does the server stop
 /// accepting and finish the requests in flight, so a balancer's retries find the others' shares
-/// whole. A second signal ends the process at once, the way SIGKILL would (its calls are taken
-/// over as a dead process's).
+/// whole. A second signal, a second or more after the first, ends the process at once, the way
+/// SIGKILL would (its calls are taken over as a dead process's); one sooner is the same stop told
+/// twice (Ctrl-C reaches a whole process group, and a script's trap may send SIGTERM too).
+/// SIGQUIT keeps its default: the process ends at once.
 async fn told_to_stop(cluster: Arc<Cluster>) {
     use tokio::signal::unix::{signal, Signal, SignalKind};
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
@@ -248,10 +252,17 @@ async fn told_to_stop(cluster: Arc<Cluster>) {
         tokio::select! { _ = term.recv() => ("SIGTERM", 15), _ = int.recv() => ("SIGINT", 2) }
     }
     let (told, _) = next(&mut term, &mut int).await;
+    let told_at = tokio::time::Instant::now();
     tracing::info!(signal = told, "stopping: finishing the requests in flight, then handing the calls over");
     cluster.stop_serving().await;
     tokio::spawn(async move {
-        let (again, number) = next(&mut term, &mut int).await;
+        let (again, number) = loop {
+            let again = next(&mut term, &mut int).await;
+            if told_at.elapsed() >= Duration::from_secs(1) {
+                break again;
+            }
+            tracing::info!(signal = again.0, "told to stop again within a second: stopping as before");
+        };
         tracing::warn!(signal = again, "told to stop again: stopping at once; the other processes take the calls over");
         std::process::exit(128 + number);
     });

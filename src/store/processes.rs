@@ -14,6 +14,8 @@ pub struct Beat<'a> {
     pub host: &'a str,
     pub pid: u32,
     pub version: &'a str,
+    /// It does not accept requests yet (V18): the others do not count it in their shares.
+    pub starting: bool,
     /// It was told to stop (V18): the others count it out of their shares from now on.
     pub stopping: bool,
 }
@@ -23,14 +25,16 @@ pub struct Beat<'a> {
 pub async fn beat(db: &impl GenericClient, beat: &Beat<'_>) -> Result<(), StoreError> {
     let statement = db
         .prepare_cached(
-            "INSERT INTO dialback_processes (id, host, pid, version, stopping_since)
-             VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(),
+            "INSERT INTO dialback_processes (id, host, pid, version, starting, stopping_since)
+             VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN now() END)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), starting = EXCLUDED.starting,
                  stopping_since = COALESCE(dialback_processes.stopping_since, EXCLUDED.stopping_since)",
         )
         .await?;
     let pid = beat.pid as i32;
-    db.execute(&statement, &[&beat.id, &beat.host, &pid, &beat.version, &beat.stopping]).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+        [&beat.id, &beat.host, &pid, &beat.version, &beat.starting, &beat.stopping];
+    db.execute(&statement, &params).await?;
     Ok(())
 }
 
@@ -38,8 +42,8 @@ pub async fn beat(db: &impl GenericClient, beat: &Beat<'_>) -> Result<(), StoreE
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alive {
     pub id: Uuid,
-    /// It was told to stop, and is handing its calls over.
-    pub stopping: bool,
+    /// It accepts requests: started, and not told to stop.
+    pub serving: bool,
 }
 
 /// What a beat learns of the processes sharing the database.
@@ -96,12 +100,12 @@ pub async fn survey(db: &impl GenericClient, dead_after: Duration) -> Result<Sur
 pub async fn alive(db: &impl GenericClient, dead_after: Duration) -> Result<Vec<Alive>, StoreError> {
     let alive = db
         .prepare_cached(
-            "SELECT id, stopping_since IS NOT NULL FROM dialback_processes
+            "SELECT id, NOT starting AND stopping_since IS NULL FROM dialback_processes
              WHERE heartbeat_at >= now() - make_interval(secs => $1)",
         )
         .await?;
     let rows = db.query(&alive, &[&dead_after.as_secs_f64()]).await?;
-    Ok(rows.iter().map(|r| Alive { id: r.get(0), stopping: r.get(1) }).collect())
+    Ok(rows.iter().map(|r| Alive { id: r.get(0), serving: r.get(1) }).collect())
 }
 
 /// Leaves: the process stopped (its calls were released first).

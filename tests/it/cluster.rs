@@ -439,6 +439,57 @@ async fn a_stopping_process_gives_its_share_of_the_pbx_cap_to_the_others_at_once
     assert!(stopping.await.unwrap().success());
 }
 
+/// Only the processes serving count in the shares of a PBX's cap: not one still starting (no
+/// balancer sends it anything yet) nor one told to stop; one that starts serving does.
+#[tokio::test]
+async fn only_the_processes_serving_count_in_the_shares_of_the_pbx_cap() {
+    let sim = support::sim_with(|c| c.ring = Duration::from_secs(3600)).await;
+    let database = support::fresh_database().await;
+    let settings = [UNLIMITED[0], UNLIMITED[1], ("AMI__MAX_INFLIGHT_ORIGINATES", "2")];
+    let process = DialbackProcess::start(&database, &settings).await;
+    process.app.configure_pbx("acme", sim.addr().port(), json!({"originate_timeout_s": 120})).await;
+    // Two other processes, alive for as long as the test: one starting, one stopping.
+    let db = support::connect(&database).await;
+    let others = db
+        .query(
+            "INSERT INTO dialback_processes (id, host, pid, version, heartbeat_at, starting, stopping_since)
+             VALUES (gen_random_uuid(), 'elsewhere', 1, 'test', now() + interval '1 hour', true, NULL),
+                    (gen_random_uuid(), 'elsewhere', 2, 'test', now() + interval '1 hour', false, now())
+             RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let starting: uuid::Uuid = others[0].get(0);
+    eventually("the process to see three alive, itself alone serving", || async {
+        match (counter(&process.app, "dialback_processes_alive").await, serving(&process.app).await) {
+            (3, 1) => Ok(()),
+            seen => Err(seen),
+        }
+    })
+    .await;
+    for i in 0..2 {
+        let (token, body) = add_courier(&process.app, "acme", i).await;
+        tap(&process.app, &token, body).await;
+    }
+
+    db.execute("UPDATE dialback_processes SET starting = false WHERE id = $1", &[&starting]).await.unwrap();
+    eventually("the process to count the one that started", || async {
+        match serving(&process.app).await {
+            2 => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    let (token, body) = add_courier(&process.app, "acme", 2).await;
+    support::assert_problem(place(&process.app, &token, body).await, 503, "pbx_busy").await;
+    assert_eq!(sim.originates(), 2);
+}
+
+async fn serving(app: &TestApp) -> u64 {
+    counter(app, "dialback_processes_serving").await
+}
+
 /// Any process answers any request: duplicates of one tap sent to two processes at once ring
 /// once, and a call placed through one is cancelled through the other.
 #[tokio::test]
