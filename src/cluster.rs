@@ -40,7 +40,7 @@ pub const HANDOVER_MARGIN: Duration = Duration::from_secs(1);
 pub const CLAIM_BATCH: i64 = 1000;
 /// How long a tap that found a PBX's cap full waits, at most, for the processes serving to be
 /// counted again ([`Cluster::recount`]) before it is refused.
-const RECOUNT_WAIT: Duration = Duration::from_millis(500);
+pub const RECOUNT_WAIT: Duration = Duration::from_millis(500);
 
 /// What the services of this process share.
 pub struct Cluster {

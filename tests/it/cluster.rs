@@ -403,18 +403,24 @@ async fn a_stopping_process_hands_its_calls_over() {
     hang_up_and_see_completed(sim.addr().port(), &two.app, &[&id, &other]).await;
 }
 
+/// No rate limit, and a cap of two originates in flight per PBX.
+const CAP_OF_TWO: [(&str, &str); 3] = [UNLIMITED[0], UNLIMITED[1], ("AMI__MAX_INFLIGHT_ORIGINATES", "2")];
+
+/// A simulator on which the courier's phone rings on (each originate stays in flight), and a fresh
+/// database.
+async fn calls_that_ring_on() -> (dialback_pbx_sim::Simulator, String) {
+    (support::sim_with(|c| c.ring = Duration::from_secs(3600)).await, support::fresh_database().await)
+}
+
 /// Each process holds its share of a PBX's cap on originates in flight, on the session it has open
 /// too, and a process told to stop gives its share to the others before it stops accepting: the
 /// taps a balancer then moves to them are placed, not refused with `pbx_busy` until their next
 /// heartbeat.
 #[tokio::test]
 async fn a_stopping_process_gives_its_share_of_the_pbx_cap_to_the_others_at_once() {
-    // The courier's phone rings on: each originate stays in flight.
-    let sim = support::sim_with(|c| c.ring = Duration::from_secs(3600)).await;
-    let database = support::fresh_database().await;
-    let settings = [UNLIMITED[0], UNLIMITED[1], ("AMI__MAX_INFLIGHT_ORIGINATES", "2")];
-    let one = DialbackProcess::start(&database, &settings).await;
-    let two = DialbackProcess::start(&database, &settings).await;
+    let (sim, database) = calls_that_ring_on().await;
+    let one = DialbackProcess::start(&database, &CAP_OF_TWO).await;
+    let two = DialbackProcess::start(&database, &CAP_OF_TWO).await;
     one.app.configure_pbx("acme", sim.addr().port(), json!({"originate_timeout_s": 120})).await;
     count_each_other(&[&one.app, &two.app]).await;
     let (token, body) = add_courier(&two.app, "acme", 0).await;
@@ -443,10 +449,8 @@ async fn a_stopping_process_gives_its_share_of_the_pbx_cap_to_the_others_at_once
 /// balancer sends it anything yet) nor one told to stop; one that starts serving does.
 #[tokio::test]
 async fn only_the_processes_serving_count_in_the_shares_of_the_pbx_cap() {
-    let sim = support::sim_with(|c| c.ring = Duration::from_secs(3600)).await;
-    let database = support::fresh_database().await;
-    let settings = [UNLIMITED[0], UNLIMITED[1], ("AMI__MAX_INFLIGHT_ORIGINATES", "2")];
-    let process = DialbackProcess::start(&database, &settings).await;
+    let (sim, database) = calls_that_ring_on().await;
+    let process = DialbackProcess::start(&database, &CAP_OF_TWO).await;
     process.app.configure_pbx("acme", sim.addr().port(), json!({"originate_timeout_s": 120})).await;
     // Two other processes, alive for as long as the test: one starting, one stopping.
     let db = support::connect(&database).await;
