@@ -1,11 +1,11 @@
 //! Rate limits (governor, keyed): callbacks per courier and per tenant, failed authentications per
 //! client IP. A janitor forgets idle keys so memory stays bounded.
 //!
-//! The limits are the company's, not the process's: with N processes serving (alive and not
-//! stopping, src/cluster.rs) each allows 1/N of every limit (rounded up), so adding a process does
-//! not multiply what a courier may do. A load balancer that spreads requests (nothing sticky) gives
-//! each courier and company its whole limit; the slack is the rounding up, and a burst when N
-//! changes (the buckets start full again).
+//! The limits are the company's, not the process's: with N processes serving (alive, listening
+//! and not stopping, src/cluster.rs) each allows 1/N of every limit (rounded up), so adding a
+//! process does not multiply what a courier may do. A load balancer that spreads requests (nothing
+//! sticky) gives each courier and company its whole limit; the slack is the rounding up, and a
+//! burst when N changes (the buckets start full again).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

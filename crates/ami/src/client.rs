@@ -409,10 +409,6 @@ impl AmiClient {
         self.shared.originate_slots.set_limit(limit);
     }
 
-    pub fn max_inflight_originates(&self) -> usize {
-        self.shared.originate_slots.limit()
-    }
-
     /// Logs off (when up) and stops the supervisor; pending actions fail with "disconnected".
     pub async fn close(&self) {
         self.shared.closing.store(true, Ordering::Release);
