@@ -177,10 +177,12 @@ pub async fn begin_round(db: &mut super::Client) -> Result<deadpool_postgres::Tr
 /// Claims what is due for up to `subjects` subjects, locking the rows (`FOR UPDATE SKIP LOCKED`)
 /// for the transaction `db` is in: another process skips them, and takes them over at once if this
 /// one dies (PostgreSQL ends its transaction with its connection). A subject's events go to each
-/// endpoint in order, so what is claimed is chains: for each (endpoint, subject), every pending
-/// delivery from the first, in sequence order, when that first one is due and no earlier one is
-/// still pending elsewhere (another sender's). Rows come grouped by chain. Disabled endpoints'
-/// deliveries wait.
+/// endpoint in order, so what is claimed is chains: for each (endpoint, subject), the pending
+/// deliveries from the first, in sequence order, when that first one is due, up to the first one
+/// this transaction could not lock. A delivery another sender holds is a gap the chain stops at:
+/// its later ones wait for it however due they are (`held` is the chain's locked sequences up to
+/// each row), or a call's `ringing_courier` could arrive after its `completed`. Rows come grouped
+/// by chain. Disabled endpoints' deliveries wait.
 ///
 /// The due rows are found by walking `webhook_deliveries_due` in time order and stopping at
 /// `subjects` rows: asking PostgreSQL for "due and first of its chain" in one condition let it
@@ -206,7 +208,8 @@ pub async fn claim_due(db: &tokio_postgres::Transaction<'_>, subjects: i64) -> R
                        AND d.status = 'pending'
                      FOR UPDATE OF d SKIP LOCKED),
                  chains AS (
-                     SELECT l.*, first_value(l.sequence) OVER chain AS head, first_value(l.next_attempt_at) OVER chain AS head_due
+                     SELECT l.*, first_value(l.next_attempt_at) OVER chain AS head_due,
+                            array_agg(l.sequence) OVER chain AS held
                      FROM locked l
                      WINDOW chain AS (PARTITION BY l.tenant_id, l.endpoint_id, l.subject_id ORDER BY l.sequence))
                  SELECT c.tenant_id, c.endpoint_id, c.subject_id, c.sequence, c.attempts + 1, w.url, w.secret_enc,
@@ -218,7 +221,7 @@ pub async fn claim_due(db: &tokio_postgres::Transaction<'_>, subjects: i64) -> R
                    AND NOT EXISTS (
                        SELECT FROM webhook_deliveries p
                        WHERE p.tenant_id = c.tenant_id AND p.endpoint_id = c.endpoint_id AND p.subject_id = c.subject_id
-                         AND p.sequence < c.head AND p.status = 'pending')
+                         AND p.sequence < c.sequence AND p.status = 'pending' AND p.sequence <> ALL (c.held))
                  ORDER BY c.tenant_id, c.endpoint_id, c.subject_id, c.sequence",
             &[(&subjects, tokio_postgres::types::Type::INT8)],
         )

@@ -1,12 +1,13 @@
 //! Webhooks (issue 14): a real receiver verifies every message with the Standard Webhooks
 //! reference library; every status of each outcome arrives in order; 500s, timeouts and 429s are
-//! retried with the same webhook-id; a receiver down for a while, a dialback killed mid-delivery
-//! and two dialbacks on one database lose nothing and send each message once; SSRF targets are
-//! refused.
+//! retried with the same webhook-id; a delivery another sender holds keeps its call's later events
+//! waiting; a receiver down for a while, a dialback killed mid-delivery and two dialbacks on one
+//! database lose nothing and send each message once; SSRF targets are refused.
 
 use std::collections::HashMap;
 
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 use crate::support::process::DialbackProcess;
 use crate::support::receiver::Receiver;
@@ -349,6 +350,49 @@ async fn a_receiver_down_for_a_while_gets_every_message_when_it_is_back() {
     for id in &ids {
         assert_eq!(statuses(&calls[id]), ["queued", "ringing_courier", "ringing_client", "connected", "completed"]);
     }
+}
+
+/// A delivery in the middle of a chain that another sender holds (a round of this process or of
+/// another one that locked it) is a gap the claim stops at: the events after it wait, however due.
+/// Sending past it delivered a call's `ringing_courier` after its `completed`.
+#[tokio::test]
+async fn a_delivery_another_sender_holds_keeps_the_rest_of_its_call_waiting() {
+    let mut receiver = Receiver::start().await;
+    let sim = support::quick_sim().await;
+    let app = app_with_quick_retries(20).await;
+    app.seed("acme", sim.addr().port()).await;
+    let secret = subscribe(&app, "acme", "erp", &receiver.url("erp"), &["callback.status_changed"]).await;
+    receiver.stop().await;
+    let id = tap(&app, "courier-1", json!({"target": "client", "to": CLIENT_PHONE, "order_id": "A-1001"})).await;
+    app.wait_terminal(&id, &app.courier("acme", "courier-1")).await;
+    let subject = Uuid::parse_str(&id).unwrap();
+    let mut db = support::connect(&app.database_url).await;
+    wait::eventually("the call's five deliveries queued", || async {
+        let row = db
+            .query_one(
+                "SELECT count(*) FROM webhook_deliveries WHERE subject_id = $1 AND status = 'pending'",
+                &[&subject],
+            )
+            .await
+            .unwrap();
+        match row.get::<_, i64>(0) {
+            5 => Ok(()),
+            n => Err(n),
+        }
+    })
+    .await;
+    // Another sender holds the second delivery while the receiver comes back.
+    let other_sender = db.transaction().await.unwrap();
+    let held = other_sender
+        .query("SELECT FROM webhook_deliveries WHERE subject_id = $1 AND sequence = 2 FOR UPDATE", &[&subject])
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    receiver.restart(json!({"erp": {"secrets": [secret]}})).await;
+    received_at_least(&receiver, "erp", 1).await;
+    other_sender.commit().await.unwrap();
+    let calls = by_callback(&received_at_least(&receiver, "erp", 5).await);
+    assert_eq!(statuses(&calls[&id]), ["queued", "ringing_courier", "ringing_client", "connected", "completed"]);
 }
 
 #[tokio::test]
