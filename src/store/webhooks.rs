@@ -271,7 +271,8 @@ pub struct AttemptOutcome {
 
 /// Records a batch of attempts' outcomes (counting each attempt) and each endpoint's health: a
 /// delivery that succeeds clears `failing_since`, one that fails sets it if unset. A delivery to
-/// be tried again holds the later ones of its chain back until then.
+/// be tried again holds the later ones of its chain back until then. Nothing here waits for a
+/// delivery another round holds (see `later`), so rounds never deadlock one another.
 pub async fn record_outcomes(
     db: &tokio_postgres::Transaction<'_>,
     outcomes: &[AttemptOutcome],
@@ -304,18 +305,35 @@ pub async fn record_outcomes(
                  WHERE d.tenant_id = o.tenant_id AND d.endpoint_id = o.endpoint_id AND d.subject_id = o.subject_id
                    AND d.sequence = o.sequence),
              -- The rest of a chain waits for its retried delivery: not due before it, so the next
-             -- claims do not walk past them.
+             -- claims do not walk past them. A row another sender holds is left as it is (it is not
+             -- sent before this one anyway): waiting for it could close a cycle with that sender
+             -- waiting for one of ours, and PostgreSQL would end one of the rounds, its outcomes
+             -- unrecorded and its delivered messages sent again.
+             later AS (
+                 SELECT d.tenant_id, d.endpoint_id, d.subject_id, d.sequence, o.next_attempt_at
+                 FROM webhook_deliveries d
+                 JOIN o ON d.tenant_id = o.tenant_id AND d.endpoint_id = o.endpoint_id AND d.subject_id = o.subject_id
+                     AND d.sequence > o.sequence
+                 WHERE o.status = 'pending' AND d.status = 'pending' AND d.next_attempt_at < o.next_attempt_at
+                 FOR UPDATE OF d SKIP LOCKED),
              held_back AS (
-                 UPDATE webhook_deliveries d SET next_attempt_at = o.next_attempt_at
-                 FROM o
-                 WHERE o.status = 'pending' AND d.tenant_id = o.tenant_id AND d.endpoint_id = o.endpoint_id
-                   AND d.subject_id = o.subject_id AND d.sequence > o.sequence AND d.status = 'pending'
-                   AND d.next_attempt_at < o.next_attempt_at)
-             UPDATE webhook_endpoints w
-             SET failing_since = CASE WHEN h.ok THEN NULL ELSE COALESCE(w.failing_since, now()) END
-             FROM (SELECT tenant_id, endpoint_id, bool_or(status = 'delivered') AS ok FROM o GROUP BY 1, 2) h
-             WHERE w.tenant_id = h.tenant_id AND w.id = h.endpoint_id
-               AND w.failing_since IS DISTINCT FROM CASE WHEN h.ok THEN NULL ELSE COALESCE(w.failing_since, now()) END",
+                 UPDATE webhook_deliveries d SET next_attempt_at = l.next_attempt_at
+                 FROM later l
+                 WHERE d.tenant_id = l.tenant_id AND d.endpoint_id = l.endpoint_id AND d.subject_id = l.subject_id
+                   AND d.sequence = l.sequence),
+             -- The endpoints whose health changes, locked in one order, so that rounds waiting for
+             -- each other's endpoints never wait in a cycle.
+             changed AS (
+                 SELECT w.tenant_id, w.id, h.ok
+                 FROM webhook_endpoints w
+                 JOIN (SELECT tenant_id, endpoint_id, bool_or(status = 'delivered') AS ok FROM o GROUP BY 1, 2) h
+                     ON w.tenant_id = h.tenant_id AND w.id = h.endpoint_id
+                 WHERE h.ok = (w.failing_since IS NOT NULL)
+                 ORDER BY w.tenant_id, w.id
+                 FOR UPDATE OF w)
+             UPDATE webhook_endpoints w SET failing_since = CASE WHEN c.ok THEN NULL ELSE now() END
+             FROM changed c
+             WHERE w.tenant_id = c.tenant_id AND w.id = c.id",
         &[
             (&tenants, Type::TEXT_ARRAY),
             (&endpoints, Type::TEXT_ARRAY),

@@ -23,6 +23,11 @@ async fn subscribe(app: &TestApp, tenant: &str, id: &str, url: &str, types: &[&s
     body["secret"].as_str().expect("a new endpoint's secret").to_owned()
 }
 
+/// acme's endpoint `id`, as its admin reads it.
+async fn endpoint(app: &TestApp, id: &str) -> Value {
+    app.get_as(&format!("/v1/admin/webhooks/{id}"), &app.admin("acme")).await.json().await.unwrap()
+}
+
 /// acme's deliveries to `endpoint` with `status`, as its admin reads them.
 async fn deliveries(app: &TestApp, endpoint: &str, status: &str) -> Value {
     let path = format!("/v1/admin/webhooks/{endpoint}/deliveries?status={status}");
@@ -352,47 +357,111 @@ async fn a_receiver_down_for_a_while_gets_every_message_when_it_is_back() {
     }
 }
 
+/// One call made while acme's receiver was down: its five deliveries are queued and failing.
+struct QueuedWhileDown {
+    receiver: Receiver,
+    secret: String,
+    app: TestApp,
+    _sim: dialback_pbx_sim::Simulator,
+    call: String,
+    subject: Uuid,
+}
+
+impl QueuedWhileDown {
+    async fn start() -> QueuedWhileDown {
+        let mut receiver = Receiver::start().await;
+        let sim = support::quick_sim().await;
+        let app = app_with_quick_retries(20).await;
+        app.seed("acme", sim.addr().port()).await;
+        let secret = subscribe(&app, "acme", "erp", &receiver.url("erp"), &["callback.status_changed"]).await;
+        receiver.stop().await;
+        let call = tap(&app, "courier-1", json!({"target": "client", "to": CLIENT_PHONE, "order_id": "A-1001"})).await;
+        app.wait_terminal(&call, &app.courier("acme", "courier-1")).await;
+        let subject = Uuid::parse_str(&call).unwrap();
+        let db = support::connect(&app.database_url).await;
+        wait::eventually("the call's five deliveries queued", || async {
+            let sql = "SELECT count(*) FROM webhook_deliveries WHERE subject_id = $1 AND status = 'pending'";
+            match db.query_one(sql, &[&subject]).await.unwrap().get::<_, i64>(0) {
+                5 => Ok(()),
+                n => Err(n),
+            }
+        })
+        .await;
+        QueuedWhileDown { receiver, secret, app, _sim: sim, call, subject }
+    }
+
+    /// Locks the call's delivery `sequence` on `db` as another sender's round would, until the
+    /// transaction ends.
+    async fn hold<'a>(&self, db: &'a mut tokio_postgres::Client, sequence: i32) -> tokio_postgres::Transaction<'a> {
+        let other_sender = db.transaction().await.unwrap();
+        let sql = "SELECT FROM webhook_deliveries WHERE subject_id = $1 AND sequence = $2 FOR UPDATE";
+        assert_eq!(other_sender.query(sql, &[&self.subject, &sequence]).await.unwrap().len(), 1);
+        other_sender
+    }
+
+    async fn receiver_back(&mut self) {
+        self.receiver.restart(json!({"erp": {"secrets": [self.secret.as_str()]}})).await;
+    }
+
+    /// Waits for the call's five messages and checks they arrived in order.
+    async fn all_received_in_order(&self) {
+        let calls = by_callback(&received_at_least(&self.receiver, "erp", 5).await);
+        assert_eq!(
+            statuses(&calls[&self.call]),
+            ["queued", "ringing_courier", "ringing_client", "connected", "completed"]
+        );
+    }
+}
+
 /// A delivery in the middle of a chain that another sender holds (a round of this process or of
 /// another one that locked it) is a gap the claim stops at: the events after it wait, however due.
 /// Sending past it delivered a call's `ringing_courier` after its `completed`.
 #[tokio::test]
 async fn a_delivery_another_sender_holds_keeps_the_rest_of_its_call_waiting() {
-    let mut receiver = Receiver::start().await;
-    let sim = support::quick_sim().await;
-    let app = app_with_quick_retries(20).await;
-    app.seed("acme", sim.addr().port()).await;
-    let secret = subscribe(&app, "acme", "erp", &receiver.url("erp"), &["callback.status_changed"]).await;
-    receiver.stop().await;
-    let id = tap(&app, "courier-1", json!({"target": "client", "to": CLIENT_PHONE, "order_id": "A-1001"})).await;
-    app.wait_terminal(&id, &app.courier("acme", "courier-1")).await;
-    let subject = Uuid::parse_str(&id).unwrap();
-    let mut db = support::connect(&app.database_url).await;
-    wait::eventually("the call's five deliveries queued", || async {
-        let row = db
-            .query_one(
-                "SELECT count(*) FROM webhook_deliveries WHERE subject_id = $1 AND status = 'pending'",
-                &[&subject],
-            )
-            .await
-            .unwrap();
-        match row.get::<_, i64>(0) {
-            5 => Ok(()),
+    let mut queued = QueuedWhileDown::start().await;
+    let mut db = support::connect(&queued.app.database_url).await;
+    let other_sender = queued.hold(&mut db, 2).await;
+    queued.receiver_back().await;
+    received_at_least(&queued.receiver, "erp", 1).await;
+    other_sender.commit().await.unwrap();
+    queued.all_received_in_order().await;
+}
+
+/// A failed attempt is recorded without waiting for a later delivery of its call that another
+/// sender holds: rounds that waited for each other's rows could wait in a cycle, and PostgreSQL
+/// would end one of them with its outcomes unrecorded (its delivered messages sent again).
+#[tokio::test]
+async fn a_failed_attempt_is_recorded_while_another_sender_holds_a_later_delivery() {
+    let mut queued = QueuedWhileDown::start().await;
+    let mut db = support::connect(&queued.app.database_url).await;
+    let other_sender = queued.hold(&mut db, 3).await;
+    let attempts = || async {
+        let sql = "SELECT attempts FROM webhook_deliveries WHERE subject_id = $1 AND sequence = 1";
+        other_sender.query_one(sql, &[&queued.subject]).await.unwrap().get::<_, i32>(0)
+    };
+    let before = attempts().await;
+    wait::eventually("two more failed attempts recorded while the third delivery is held", || async {
+        match attempts().await {
+            n if n >= before + 2 => Ok(()),
             n => Err(n),
         }
     })
     .await;
-    // Another sender holds the second delivery while the receiver comes back.
-    let other_sender = db.transaction().await.unwrap();
-    let held = other_sender
-        .query("SELECT FROM webhook_deliveries WHERE subject_id = $1 AND sequence = 2 FOR UPDATE", &[&subject])
-        .await
-        .unwrap();
-    assert_eq!(held.len(), 1);
-    receiver.restart(json!({"erp": {"secrets": [secret]}})).await;
-    received_at_least(&receiver, "erp", 1).await;
     other_sender.commit().await.unwrap();
-    let calls = by_callback(&received_at_least(&receiver, "erp", 5).await);
-    assert_eq!(statuses(&calls[&id]), ["queued", "ringing_courier", "ringing_client", "connected", "completed"]);
+    // The endpoint's health was recorded with the failures, and is cleared by the next delivery.
+    let failing = endpoint(&queued.app, "erp").await;
+    assert!(failing["failing_since"].is_string(), "{failing}");
+    queued.receiver_back().await;
+    queued.all_received_in_order().await;
+    wait::eventually("the endpoint healthy again", || async {
+        let healthy = endpoint(&queued.app, "erp").await;
+        if healthy["failing_since"].is_null() {
+            Ok(())
+        } else {
+            Err(healthy)
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
