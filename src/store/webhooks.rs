@@ -211,7 +211,15 @@ pub async fn claim_due(db: &tokio_postgres::Transaction<'_>, subjects: i64) -> R
                      SELECT l.*, first_value(l.next_attempt_at) OVER chain AS head_due,
                             array_agg(l.sequence) OVER chain AS held
                      FROM locked l
-                     WINDOW chain AS (PARTITION BY l.tenant_id, l.endpoint_id, l.subject_id ORDER BY l.sequence))
+                     WINDOW chain AS (PARTITION BY l.tenant_id, l.endpoint_id, l.subject_id ORDER BY l.sequence)),
+                 -- A chain whose first delivery waits for its retry: the rest wait with it (events
+                 -- written after that delivery failed were due at once), or they would fill every
+                 -- later walk's first rows and hold back every company's deliveries behind them.
+                 deferred AS (
+                     UPDATE webhook_deliveries d SET next_attempt_at = c.head_due
+                     FROM chains c
+                     WHERE d.tenant_id = c.tenant_id AND d.endpoint_id = c.endpoint_id AND d.subject_id = c.subject_id
+                       AND d.sequence = c.sequence AND c.head_due > now() AND d.next_attempt_at < c.head_due)
                  SELECT c.tenant_id, c.endpoint_id, c.subject_id, c.sequence, c.attempts + 1, w.url, w.secret_enc,
                         w.previous_secret_enc, w.previous_secret_until, e.type, e.created_at, e.data
                  FROM chains c

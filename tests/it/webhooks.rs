@@ -217,8 +217,13 @@ async fn a_cdr_posted_after_the_call_ended_reaches_the_company_in_one_more_event
 
 /// An app whose deliveries are retried after a second or two, and give up after `retries`.
 async fn app_with_quick_retries(retries: usize) -> TestApp {
+    app_with_retries(vec![1; retries]).await
+}
+
+/// An app whose failed deliveries are tried again after `schedule_s`, one delay per retry.
+async fn app_with_retries(schedule_s: Vec<u64>) -> TestApp {
     support::app()
-        .set("webhooks.retry_schedule_s", vec![1; retries])
+        .set("webhooks.retry_schedule_s", schedule_s)
         .set("webhooks.request_timeout_ms", 1_000)
         .set("webhooks.connect_timeout_ms", 1_000)
         .spawn()
@@ -368,10 +373,11 @@ struct QueuedWhileDown {
 }
 
 impl QueuedWhileDown {
-    async fn start() -> QueuedWhileDown {
+    /// `retry_schedule_s` as `app_with_retries` takes it.
+    async fn start(retry_schedule_s: Vec<u64>) -> QueuedWhileDown {
         let mut receiver = Receiver::start().await;
         let sim = support::quick_sim().await;
-        let app = app_with_quick_retries(20).await;
+        let app = app_with_retries(retry_schedule_s).await;
         app.seed("acme", sim.addr().port()).await;
         let secret = subscribe(&app, "acme", "erp", &receiver.url("erp"), &["callback.status_changed"]).await;
         receiver.stop().await;
@@ -418,7 +424,7 @@ impl QueuedWhileDown {
 /// Sending past it delivered a call's `ringing_courier` after its `completed`.
 #[tokio::test]
 async fn a_delivery_another_sender_holds_keeps_the_rest_of_its_call_waiting() {
-    let mut queued = QueuedWhileDown::start().await;
+    let mut queued = QueuedWhileDown::start(vec![1; 20]).await;
     let mut db = support::connect(&queued.app.database_url).await;
     let other_sender = queued.hold(&mut db, 2).await;
     queued.receiver_back().await;
@@ -432,7 +438,7 @@ async fn a_delivery_another_sender_holds_keeps_the_rest_of_its_call_waiting() {
 /// would end one of them with its outcomes unrecorded (its delivered messages sent again).
 #[tokio::test]
 async fn a_failed_attempt_is_recorded_while_another_sender_holds_a_later_delivery() {
-    let mut queued = QueuedWhileDown::start().await;
+    let mut queued = QueuedWhileDown::start(vec![1; 20]).await;
     let mut db = support::connect(&queued.app.database_url).await;
     let other_sender = queued.hold(&mut db, 3).await;
     let attempts = || async {
@@ -459,6 +465,37 @@ async fn a_failed_attempt_is_recorded_while_another_sender_holds_a_later_deliver
             Ok(())
         } else {
             Err(healthy)
+        }
+    })
+    .await;
+}
+
+/// A call's events written after its first delivery failed wait for that delivery's retry: left
+/// due, they filled the first rows of every claim's walk (256 of them: 64 calls to one endpoint
+/// that is down) and every company's deliveries waited behind them until those retries came.
+#[tokio::test]
+async fn the_rest_of_a_call_waits_with_its_failed_first_delivery() {
+    let queued = QueuedWhileDown::start(vec![600]).await;
+    let db = support::connect(&queued.app.database_url).await;
+    // As if the call's later events were written after its first delivery failed.
+    let sql = "UPDATE webhook_deliveries SET next_attempt_at = now() WHERE subject_id = $1 AND sequence > 1";
+    assert_eq!(db.execute(sql, &[&queued.subject]).await.unwrap(), 4);
+    wait::eventually("the later deliveries due with the first one's retry", || async {
+        let sql = "SELECT sequence, next_attempt_at >= (SELECT next_attempt_at FROM webhook_deliveries
+                          WHERE subject_id = $1 AND sequence = 1)
+                   FROM webhook_deliveries WHERE subject_id = $1 AND sequence > 1 ORDER BY sequence";
+        let early: Vec<i32> = db
+            .query(sql, &[&queued.subject])
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| !r.get::<_, bool>(1))
+            .map(|r| r.get(0))
+            .collect();
+        if early.is_empty() {
+            Ok(())
+        } else {
+            Err(early)
         }
     })
     .await;
