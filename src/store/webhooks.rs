@@ -105,17 +105,15 @@ pub async fn list_endpoints(db: &impl GenericClient, tenant: &TenantId) -> Resul
     Ok(rows.iter().map(endpoint).collect())
 }
 
-/// Deletes the endpoint and its deliveries; false when there was none.
+/// Deletes the endpoint and its deliveries; false when there was none. `db` should be a
+/// transaction. The deliveries go first: a round sending some of them holds them, then locks the
+/// endpoint to record its health, so locking the endpoint first could wait in a cycle with it.
 pub async fn delete_endpoint(db: &impl GenericClient, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
-    let row = db
-        .query_one(
-            "WITH gone AS (DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2 RETURNING id),
-                  deliveries AS (DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2)
-             SELECT count(*) FROM gone",
-            &[&tenant.as_str(), &id],
-        )
+    db.execute("DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2", &[&tenant.as_str(), &id])
         .await?;
-    Ok(row.get::<_, i64>(0) == 1)
+    let gone =
+        db.execute("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2", &[&tenant.as_str(), &id]).await?;
+    Ok(gone == 1)
 }
 
 /// Makes `secret_enc` the signing secret; the one it replaces keeps signing until `overlap_until`.
@@ -366,8 +364,12 @@ pub async fn disable_failing(
 ) -> Result<Vec<(String, String)>, StoreError> {
     let rows = db
         .query(
-            "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2, updated_at = now()
-             WHERE enabled AND failing_since < $1 RETURNING tenant_id, id",
+            // Locked in the order `record_outcomes` locks endpoints, so neither waits in a cycle.
+            "UPDATE webhook_endpoints w SET enabled = false, disabled_reason = $2, updated_at = now()
+             FROM (SELECT tenant_id, id FROM webhook_endpoints WHERE enabled AND failing_since < $1
+                   ORDER BY tenant_id, id FOR UPDATE) failing
+             WHERE w.tenant_id = failing.tenant_id AND w.id = failing.id
+             RETURNING w.tenant_id, w.id",
             &[&failing_before, &reason],
         )
         .await?;

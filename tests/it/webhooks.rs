@@ -501,6 +501,38 @@ async fn the_rest_of_a_call_waits_with_its_failed_first_delivery() {
     .await;
 }
 
+/// An endpoint deleted while a round holds some of its deliveries waits for that round, and the
+/// round can still lock the endpoint to record its health: deleting the endpoint first made the
+/// two wait for each other, and PostgreSQL ended one (the round's delivered messages sent again).
+#[tokio::test]
+async fn an_endpoint_is_deleted_beside_a_round_holding_its_deliveries() {
+    let queued = QueuedWhileDown::start(vec![600]).await;
+    let mut db = support::connect(&queued.app.database_url).await;
+    let watcher = support::connect(&queued.app.database_url).await;
+    let round = queued.hold(&mut db, 1).await;
+    let admin = queued.app.admin("acme");
+    let delete = queued.app.delete("/v1/admin/webhooks/erp", &admin);
+    let round_records_health = async {
+        wait::eventually("the delete waiting for the round's rows", || async {
+            let sql = "SELECT count(*) FROM pg_stat_activity
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'
+                         AND query LIKE '%DELETE FROM webhook_%'";
+            match watcher.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) {
+                0 => Err("not yet"),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        let sql = "SELECT FROM webhook_endpoints WHERE tenant_id = 'acme' AND id = 'erp' FOR UPDATE";
+        round.query(sql, &[]).await.unwrap();
+        round.commit().await.unwrap();
+    };
+    let (res, ()) = tokio::join!(delete, round_records_health);
+    assert_eq!(res.status(), 204);
+    let sql = "SELECT count(*) FROM webhook_deliveries WHERE subject_id = $1";
+    assert_eq!(watcher.query_one(sql, &[&queued.subject]).await.unwrap().get::<_, i64>(0), 0);
+}
+
 #[tokio::test]
 async fn a_dialback_killed_mid_delivery_loses_nothing_another_sends_it_again() {
     let receiver = Receiver::start().await;
