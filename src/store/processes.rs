@@ -148,7 +148,13 @@ pub(super) async fn claim(
                END AS why
              FROM {table} c LEFT JOIN dialback_processes p ON p.id = c.owner
              WHERE c.{in_flight}
-               AND (c.owner IS NULL OR p.id IS NULL OR p.heartbeat_at < now() - make_interval(secs => $2))
+               -- Not the join's `p`: a row another claimer took after this statement began is
+               -- checked again with its new owner against the `p` first joined, which no longer
+               -- matches and reads as absent. A join PostgreSQL makes of a NOT EXISTS is checked
+               -- the same way; OFFSET 0 keeps this one a subquery, run again for the new owner.
+               AND NOT EXISTS (SELECT FROM dialback_processes alive
+                               WHERE alive.id = c.owner AND alive.heartbeat_at >= now() - make_interval(secs => $2)
+                               OFFSET 0)
                AND c.owner IS DISTINCT FROM $1
                AND (c.tenant_id = ANY($3) OR COALESCE(c.orphaned_at, p.heartbeat_at + make_interval(secs => $2),
                                                       '-infinity') < now() - make_interval(secs => $4))
