@@ -105,15 +105,20 @@ pub async fn list_endpoints(db: &impl GenericClient, tenant: &TenantId) -> Resul
     Ok(rows.iter().map(endpoint).collect())
 }
 
-/// Deletes the endpoint and its deliveries; false when there was none. `db` should be a
-/// transaction. The deliveries go first: a round sending some of them holds them, then locks the
-/// endpoint to record its health, so locking the endpoint first could wait in a cycle with it.
-pub async fn delete_endpoint(db: &impl GenericClient, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
-    db.execute("DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2", &[&tenant.as_str(), &id])
+/// Deletes the endpoint and its deliveries, in one transaction; false (and nothing deleted) when
+/// there was none. The deliveries go first: a round sending some of them holds them, then locks
+/// the endpoint to record its health, so locking the endpoint first could wait in a cycle with it.
+pub async fn delete_endpoint(db: &mut super::Client, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+    let tx = db.transaction().await?;
+    tx.execute("DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2", &[&tenant.as_str(), &id])
         .await?;
     let gone =
-        db.execute("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2", &[&tenant.as_str(), &id]).await?;
-    Ok(gone == 1)
+        tx.execute("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2", &[&tenant.as_str(), &id]).await?;
+    if gone == 0 {
+        return Ok(false); // the transaction rolls back as it is dropped
+    }
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Makes `secret_enc` the signing secret; the one it replaces keeps signing until `overlap_until`.

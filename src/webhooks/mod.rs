@@ -133,11 +133,9 @@ impl Webhooks {
 
     pub async fn delete_endpoint(&self, tenant: &TenantId, id: &str) -> Result<(), WebhookError> {
         let mut db = store::client(&self.db).await?;
-        let tx = db.transaction().await.map_err(store::StoreError::from)?;
-        if !store::webhooks::delete_endpoint(&tx, tenant, id).await? {
+        if !store::webhooks::delete_endpoint(&mut db, tenant, id).await? {
             return Err(WebhookError::NotFound);
         }
-        tx.commit().await.map_err(store::StoreError::from)?;
         tracing::info!(%tenant, endpoint = id, "webhook endpoint deleted");
         Ok(())
     }
